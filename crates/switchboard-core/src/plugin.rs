@@ -1,0 +1,401 @@
+//! The plugin contract: [`WebhookSource`] for pushed data, [`Connector`] for pulled data and
+//! vendor-side tickets and agents, and the [`Plugin`] descriptor each plugin crate submits to
+//! `inventory`.
+
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::{
+    Agent, ConnectionConfig, Error, ErrorCode, IncomingEvent, Participant, Ticket, TicketStatus,
+    Timestamp,
+};
+
+/// A webhook request as the HTTP front door received it. Header names are lowercase.
+#[derive(Debug, Clone, Copy)]
+pub struct WebhookRequest<'a> {
+    /// The connection the request was addressed to.
+    pub connection: &'a ConnectionConfig,
+    /// Headers, names lowercased.
+    pub headers: &'a [(String, String)],
+    /// Query parameters, percent-decoded, in order.
+    pub query: &'a [(String, String)],
+    /// The raw body.
+    pub body: &'a [u8],
+    /// When it arrived.
+    pub received_at: Timestamp,
+}
+
+impl<'a> WebhookRequest<'a> {
+    /// The first header with this (lowercase) name.
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first query parameter with this name (exact case).
+    pub fn query_param(&self, name: &str) -> Option<&'a str> {
+        self.query
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What happened to a webhook's events once stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IngestSummary {
+    /// Events appended to the log.
+    pub appended: usize,
+    /// Events already known by their dedup key (a redelivery), appended nothing.
+    pub duplicates: usize,
+}
+
+/// The HTTP reply to send to the vendor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookReply {
+    /// HTTP status.
+    pub status: u16,
+    /// `Content-Type`.
+    pub content_type: &'static str,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl WebhookReply {
+    /// Switchboard's default reply: `{"ok":true,"appended":N,"duplicates":M}` on success,
+    /// `{"ok":false,"error":CODE,"message":TEXT}` with the code's HTTP status on failure.
+    pub fn default_for(outcome: Result<&IngestSummary, &Error>) -> Self {
+        let (status, body) = match outcome {
+            Ok(summary) => (
+                200,
+                serde_json::json!({
+                    "ok": true,
+                    "appended": summary.appended,
+                    "duplicates": summary.duplicates,
+                }),
+            ),
+            Err(error) => (
+                error.code.http_status(),
+                serde_json::json!({
+                    "ok": false,
+                    "error": error.code.as_str(),
+                    "message": error.message,
+                }),
+            ),
+        };
+        WebhookReply {
+            status,
+            content_type: "application/json",
+            body: body.to_string().into_bytes(),
+        }
+    }
+}
+
+/// Turns a vendor's webhook requests into events. Built once per connection by
+/// [`Plugin::webhook`]; called for every request to `/webhooks/{connection_id}`.
+///
+/// Both methods are pure (no I/O) and must never panic, whatever the bytes: the conformance kit
+/// feeds them truncated, mistyped, deeply nested and non-UTF-8 bodies.
+pub trait WebhookSource: Send + Sync + fmt::Debug {
+    /// Checks that the request comes from the vendor (secret, signature, app id). Called before
+    /// [`WebhookSource::parse`] unless the connection has verification off. A failure is
+    /// answered 401 and nothing is stored.
+    fn verify(&self, request: &WebhookRequest<'_>) -> Result<(), Error>;
+
+    /// Parses the body into events. A malformed body is an [`ErrorCode::InvalidArgument`]
+    /// error with a reason, answered 400; nothing is stored. A well-formed event the plugin
+    /// does not model is returned as an [`crate::EventKind::VendorEvent`], not refused.
+    fn parse(&self, request: &WebhookRequest<'_>) -> Result<Vec<IncomingEvent>, Error>;
+
+    /// The reply the vendor expects, for success or failure. Defaults to
+    /// [`WebhookReply::default_for`].
+    fn reply(&self, outcome: Result<&IngestSummary, &Error>) -> WebhookReply {
+        WebhookReply::default_for(outcome)
+    }
+}
+
+/// One page pulled from a vendor's API by [`Connector::sync_page`].
+#[derive(Debug, Clone, Default)]
+pub struct SyncPage {
+    /// The events of the page.
+    pub events: Vec<IncomingEvent>,
+    /// The cursor to resume from after this page; saved in the same store transaction as the
+    /// page's events.
+    pub next_cursor: String,
+    /// Whether the vendor has nothing more right now.
+    pub done: bool,
+}
+
+/// What a new ticket needs (LiveChat's create-ticket parameters, generalized).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewTicket {
+    /// The first message.
+    pub message: String,
+    /// The requester (e-mail required, name optional).
+    pub requester: Participant,
+    /// Short description.
+    pub subject: String,
+    /// The assignee's id.
+    pub assignee_id: Option<String>,
+    /// Source type (`chat-window`, `mail`...).
+    pub source_kind: Option<String>,
+    /// Source URL, for a chat window.
+    pub source_url: Option<String>,
+}
+
+/// A change to a ticket; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TicketChange {
+    /// A message to add.
+    pub message: Option<String>,
+    /// New subject.
+    pub subject: Option<String>,
+    /// New status.
+    pub status: Option<TicketStatus>,
+    /// New assignee id.
+    pub assignee_id: Option<String>,
+    /// New requester e-mail and name.
+    pub requester: Option<Participant>,
+    /// Tags to set (replacing the current ones).
+    pub tags: Option<Vec<String>>,
+}
+
+/// Filters for listing tickets at a vendor.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TicketQuery {
+    /// Only tickets in this status.
+    pub status: Option<TicketStatus>,
+    /// Created at or after.
+    pub created_from: Option<Timestamp>,
+    /// Created before.
+    pub created_to: Option<Timestamp>,
+    /// The vendor's page token.
+    pub page_token: Option<String>,
+}
+
+/// One page of tickets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TicketPage {
+    /// Tickets.
+    pub tickets: Vec<Ticket>,
+    /// The token of the next page, if any.
+    pub next_page_token: Option<String>,
+}
+
+/// What a new agent needs (LiveChat's create-agent parameters).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewAgent {
+    /// Login e-mail.
+    pub login: String,
+    /// Display name.
+    pub name: String,
+    /// `accepting chats` or `not accepting chats`.
+    pub login_status: Option<String>,
+    /// Job title; the vendor defaults it.
+    pub job_title: Option<String>,
+    /// `owner`, `administrator` or `normal`.
+    pub permission: Option<String>,
+    /// Password, at least 5 characters.
+    pub password: Option<String>,
+    /// Limit of concurrent chats.
+    pub max_chats_count: Option<i64>,
+}
+
+/// A vendor's ticket API.
+#[async_trait]
+pub trait TicketApi: Send + Sync {
+    /// Creates a ticket.
+    async fn create(&self, ticket: &NewTicket) -> Result<Ticket, Error>;
+    /// Reads a ticket by the vendor's id.
+    async fn get(&self, external_id: &str) -> Result<Ticket, Error>;
+    /// Changes a ticket.
+    async fn update(&self, external_id: &str, change: &TicketChange) -> Result<Ticket, Error>;
+    /// Lists tickets.
+    async fn list(&self, query: &TicketQuery) -> Result<TicketPage, Error>;
+}
+
+/// A vendor's agent API.
+#[async_trait]
+pub trait AgentApi: Send + Sync {
+    /// Lists agents.
+    async fn list(&self) -> Result<Vec<Agent>, Error>;
+    /// Creates an agent.
+    async fn create(&self, agent: &NewAgent) -> Result<Agent, Error>;
+    /// Deletes an agent by login.
+    async fn delete(&self, login: &str) -> Result<(), Error>;
+}
+
+/// Pulls data from a vendor's API and acts on its tickets and agents. Built once per connection
+/// by [`Plugin::connector`].
+#[async_trait]
+pub trait Connector: Send + Sync + fmt::Debug {
+    /// Fetches the page after `cursor` (`None`: from the start, or from `since` if given).
+    /// Returns [`ErrorCode::Unimplemented`] if the vendor has no API to pull from.
+    async fn sync_page(
+        &self,
+        cursor: Option<&str>,
+        since: Option<Timestamp>,
+    ) -> Result<SyncPage, Error>;
+
+    /// The vendor's ticket API, if it has one.
+    fn tickets(&self) -> Option<&dyn TicketApi> {
+        None
+    }
+
+    /// The vendor's agent API, if it has one.
+    fn agents(&self) -> Option<&dyn AgentApi> {
+        None
+    }
+}
+
+/// Builds a connection's webhook source from its config; refuses a config it cannot use.
+pub type WebhookFactory = fn(&ConnectionConfig) -> Result<Box<dyn WebhookSource>, Error>;
+/// Builds a connection's connector from its config; refuses a config it cannot use.
+pub type ConnectorFactory = fn(&ConnectionConfig) -> Result<Box<dyn Connector>, Error>;
+
+/// A plugin's descriptor. Each plugin crate submits one with
+/// `inventory::submit! { Plugin { .. } }`; every field is `const`.
+pub struct Plugin {
+    /// The vendor's name: lowercase, unique, also the default connection id (`livechat`).
+    pub vendor: &'static str,
+    /// One line for people: what the plugin ingests.
+    pub description: &'static str,
+    /// How its webhooks are verified, for people (README, `ListConnections`, `plugins list`).
+    pub verification: &'static str,
+    /// Builds the webhook source, if the vendor pushes webhooks.
+    pub webhook: Option<WebhookFactory>,
+    /// Builds the connector, if the vendor has an API.
+    pub connector: Option<ConnectorFactory>,
+}
+
+impl fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Plugin")
+            .field("vendor", &self.vendor)
+            .field("webhook", &self.webhook.is_some())
+            .field("connector", &self.connector.is_some())
+            .finish()
+    }
+}
+
+inventory::collect!(Plugin);
+
+/// Why the registry could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// Two plugins claim the same vendor name.
+    #[error("two plugins are registered for the vendor {0:?}; remove one of the plugin crates")]
+    Duplicate(&'static str),
+    /// A vendor name is not usable as a connection id.
+    #[error("plugin vendor name {0:?} is invalid: use lowercase letters, digits, '-' and '_'")]
+    InvalidName(&'static str),
+}
+
+/// Every plugin linked into the binary, sorted by vendor name.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    plugins: Vec<&'static Plugin>,
+}
+
+impl Registry {
+    /// The plugins submitted through `inventory`. A binary must reference each plugin crate
+    /// (`use switchboard_plugin_x as _;`) or the linker may drop it.
+    pub fn from_inventory() -> Result<Self, RegistryError> {
+        Self::from_plugins(inventory::iter::<Plugin>.into_iter())
+    }
+
+    /// A registry of the given plugins.
+    pub fn from_plugins(
+        plugins: impl IntoIterator<Item = &'static Plugin>,
+    ) -> Result<Self, RegistryError> {
+        let mut plugins: Vec<&'static Plugin> = plugins.into_iter().collect();
+        plugins.sort_by_key(|p| p.vendor);
+        for plugin in &plugins {
+            if crate::ConnectionId::new(plugin.vendor).is_err() {
+                return Err(RegistryError::InvalidName(plugin.vendor));
+            }
+        }
+        if let Some(pair) = plugins.windows(2).find(|w| w[0].vendor == w[1].vendor) {
+            return Err(RegistryError::Duplicate(pair[0].vendor));
+        }
+        Ok(Registry { plugins })
+    }
+
+    /// The plugin for a vendor.
+    pub fn get(&self, vendor: &str) -> Option<&'static Plugin> {
+        self.plugins
+            .binary_search_by(|p| p.vendor.cmp(vendor))
+            .ok()
+            .map(|i| self.plugins[i])
+    }
+
+    /// All plugins, sorted by vendor.
+    pub fn plugins(&self) -> &[&'static Plugin] {
+        &self.plugins
+    }
+
+    /// All vendor names, sorted.
+    pub fn vendors(&self) -> Vec<&'static str> {
+        self.plugins.iter().map(|p| p.vendor).collect()
+    }
+}
+
+/// The error for an operation a vendor does not offer.
+pub fn unsupported(vendor: &str, what: &str) -> Error {
+    Error::new(
+        ErrorCode::FailedPrecondition,
+        format!("{vendor} does not support {what}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static A: Plugin = Plugin {
+        vendor: "alpha",
+        description: "",
+        verification: "",
+        webhook: None,
+        connector: None,
+    };
+    static B: Plugin = Plugin {
+        vendor: "beta",
+        description: "",
+        verification: "",
+        webhook: None,
+        connector: None,
+    };
+    static B2: Plugin = Plugin {
+        vendor: "beta",
+        description: "",
+        verification: "",
+        webhook: None,
+        connector: None,
+    };
+    static BAD: Plugin = Plugin {
+        vendor: "Bad Name",
+        description: "",
+        verification: "",
+        webhook: None,
+        connector: None,
+    };
+
+    #[test]
+    fn registry_is_sorted_and_refuses_duplicates() {
+        let registry = Registry::from_plugins([&B, &A]).unwrap();
+        assert_eq!(registry.vendors(), ["alpha", "beta"]);
+        assert_eq!(registry.get("beta").map(|p| p.vendor), Some("beta"));
+        assert!(registry.get("gamma").is_none());
+        let err = Registry::from_plugins([&B, &A, &B2]).unwrap_err();
+        assert_eq!(err, RegistryError::Duplicate("beta"));
+        assert!(err.to_string().contains("beta"));
+        assert_eq!(
+            Registry::from_plugins([&BAD]).unwrap_err(),
+            RegistryError::InvalidName("Bad Name")
+        );
+    }
+}
