@@ -1,0 +1,1 @@
+//! The sled store: event log, dedup index, projections, group commit

@@ -1,0 +1,1 @@
+//! Plugin conformance suite, fake vendor servers and fixture loading

@@ -1,0 +1,1 @@
+//! Switchboard plugin for livechat
