@@ -1,1 +1,487 @@
-//! The sled store: event log, dedup index, projections, group commit
+//! The sled store behind Switchboard: an append-only event log with a global gap-free
+//! sequence, a dedup index per connection, projections (conversations, tickets, agents, sync
+//! state) with secondary indexes, and one writer thread doing group commit.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use switchboard_core::{ConnectionId, ConversationPatch, EventKind, EventPayload,
+//!     IncomingEvent, Sequence, Timestamp};
+//! use switchboard_store::{AppendRequest, Store};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = Store::open(dir.path())?;
+//! let event = IncomingEvent {
+//!     dedup_key: "chat_started:PO13".into(),
+//!     kind: EventKind::ChatStarted,
+//!     vendor_event: "chat_started".into(),
+//!     occurred_at: Timestamp::from_secs(1_552_126_412).unwrap(),
+//!     payload: EventPayload::Conversation(ConversationPatch::new("PO13")),
+//! };
+//! let request = AppendRequest::new(ConnectionId::new("livechat")?, "livechat", vec![event]);
+//! let receipt = store.append(request.clone()).await?;
+//! assert_eq!(receipt.appended, vec![Sequence(1)]);
+//! // A redelivery appends nothing and still succeeds.
+//! assert_eq!(store.append(request).await?.duplicates, 1);
+//! assert_eq!(store.head(), Sequence(1));
+//! store.close().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Key layout
+//!
+//! Everything lives in ONE sled tree (the default tree of `<data-dir>`), with one key prefix per
+//! family. Numbers in keys are big-endian and fixed width, so byte order is numeric order;
+//! descending orders store `u64::MAX - x`. Connection ids never contain `/`, so `<connection>/`
+//! separates unambiguously; free-form strings followed by more key bytes (the vendor name in
+//! an index key) are escaped order-preservingly (`00` → `00 FF`, terminated by `00 01`).
+//! Values are JSON unless noted.
+//!
+//! | key | value |
+//! |---|---|
+//! | `meta/schema_version` | ASCII decimal, `1` |
+//! | `meta/head` | the last sequence, u64 BE |
+//! | `log/<sequence u64 BE>` | the [`Event`](switchboard_core::Event) |
+//! | `dedup/<connection>/<dedup key>` | the sequence of the event with that key, u64 BE |
+//! | `conv/<connection>/<external id>` | the [`Conversation`] |
+//! | `ix/all/<position>` | the `conv/...` key |
+//! | `ix/conn/<connection>/<position>` | the `conv/...` key |
+//! | `ix/vendor/<escaped vendor><position>` | the `conv/...` key |
+//! | `ix/status/<status>/<position>` | the `conv/...` key |
+//! | `count/conv/{all/, conn/<c>/, vendor/<v>, status/<s>/}` | conversations in that index, u64 BE |
+//! | `ticket/<connection>/<external id>` | the [`Ticket`] and the sequence that set it |
+//! | `agent/<connection>/<login>` | the [`Agent`] |
+//! | `sync/<connection>` | the [`SyncState`] |
+//!
+//! A *position* orders conversations newest first: the sort key (`started_at` if known, else
+//! `updated_at`) as `u64::MAX - millis`, then the id `connection/external id`, escaped and with
+//! every byte inverted (ties by id descending). Every index family holds the same positions, so
+//! a page token is a position and works whichever family a query scans.
+//!
+//! # Group commit
+//!
+//! One dedicated thread (`switchboard-store-writer`) owns every write. [`Store::append`] sends
+//! its request over a bounded tokio channel with a oneshot for the answer. The writer blocks for
+//! the first waiting request, then takes up to [`StoreOptions::max_batch`] in all without
+//! waiting, and commits them together:
+//! 1. For each event, in order: a dedup key already stored, or appended earlier in the same
+//!    group, is a duplicate and appends nothing. A new event gets the next sequence and a UUID
+//!    v7 id, goes to `log/` and `dedup/`, and is applied to the projections. Projections touched
+//!    in the group live in an in-memory overlay, so later events of the group see earlier ones.
+//! 2. The whole group (log, dedup, projections, index changes, counters, sync cursors,
+//!    `meta/head`) becomes ONE `sled::Batch`, written with one atomic `Tree::apply_batch`.
+//! 3. `Db::flush`, then `fdatasync` (see below).
+//! 4. Only then: the head watch channel announces the new head and every request gets its own
+//!    answer. A request whose events are all duplicates succeeds too.
+//!
+//! Because one thread writes, read-modify-write of projections needs no transaction.
+//!
+//! # Durability
+//!
+//! An append is acknowledged only after its group is on disk. sled 0.34 on Linux flushes with
+//! `sync_file_range`, which persists neither file metadata nor the drive's cache, and writes
+//! values too large for a log segment (about 128 KiB) to `blobs/` files that it never syncs.
+//! So after `flush()` the writer calls `File::sync_data` on `<data-dir>/db` (a handle kept
+//! open) and on every blob file it has not synced yet (then on `blobs/` itself); `<data-dir>` is
+//! fsynced once at open. [`StoreOptions::fsync`]` = false` skips the fdatasync (benchmarks of
+//! the floor only).
+//!
+//! If reading for a group fails before anything is written, every request of the group gets
+//! [`StoreError::Commit`] and the store stays usable. If `apply_batch`, `flush` or the fsync
+//! fails, the writer can no longer tell what reached the disk: every request of the group and
+//! every later write gets [`StoreError::Failed`] (Unavailable) until the server is restarted.
+//! The head never moves for a failed group. [`Store::read_events`] never returns events past the
+//! durable head, so a subscriber never sees a sequence that a crash could give to another event;
+//! projections may show a group's changes a moment before its flush completes.
+//!
+//! # Listing and indexes
+//!
+//! [`Store::list_conversations`] picks the index to scan: with connection, vendor or status
+//! filters, the family whose listed values hold the fewest conversations according to the
+//! `count/conv/` counters; without any, `ix/all`. Several values of one filter (OR) scan one
+//! range per value and merge them in position order. The scan reads positions in order and
+//! stops after `page_size + 1` matches.
+//!
+//! - **Indexed**: connections, vendors, statuses (whichever is most selective), and the
+//!   started range, which bounds the scan of any family (a conversation with a known start has
+//!   `started_at` as its sort key).
+//! - **Post-filters** on the conversations read: the filters of the families not scanned, and
+//!   the updated range (`updated_from`/`updated_to`), which is not indexed: a query with only an
+//!   updated range scans `ix/all` from the newest.
+//!
+//! Page tokens are opaque: base64url of a kind byte, a hash of the query's filters (FNV-1a of
+//! their canonical form) and the last position returned. A token that does not decode is
+//! [`StoreError::BadPageToken`]; one used with other filters is
+//! [`StoreError::PageTokenMismatch`] (both InvalidArgument). Page sizes: 0 means
+//! [`DEFAULT_PAGE_SIZE`], larger than [`MAX_PAGE_SIZE`] means that.
+//!
+//! Tickets are listed in key order (grouped by connection, by ticket id within one), one
+//! range scan per listed connection; the status filter is a post-filter. A ticket is
+//! last-writer-wins by (`updated_at`, then the event's sequence). Agents are keyed by
+//! (connection, login); a deletion removes the key.
+//!
+//! # Schema
+//!
+//! `meta/schema_version` is written as `1` when the store is created. [`Store::open`] refuses
+//! any other version ([`StoreError::SchemaMismatch`], FailedPrecondition) and a non-empty tree
+//! without one ([`StoreError::NotAStore`]). Opening recovers the head from the last `log/` key.
+//!
+//! **Architecture Invariant:** only the writer thread writes to the tree (the schema key at
+//! creation aside); readers never see half of a group.
+
+mod error;
+mod keys;
+mod query;
+mod types;
+mod writer;
+
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+
+use switchboard_core::{
+    Agent, ConnectionId, Conversation, ConversationId, Event, EventPayload, Sequence, Ticket,
+    TicketId,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{info, warn};
+
+pub use crate::error::StoreError;
+pub use crate::types::{
+    AppendReceipt, AppendRequest, ConversationPage, ConversationQuery, DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE, StoreOptions, SyncState, SyncUpdate, TicketListPage, TicketListQuery,
+};
+use crate::writer::{Command, DurableFiles, StoredTicket, Writer, decode, load};
+
+/// The store: cheap to clone (an `Arc` inside). The writer thread stops after [`Store::close`]
+/// or when the last handle is dropped.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    db: sled::Db,
+    commands: Mutex<Option<mpsc::Sender<Command>>>,
+    head: Arc<watch::Sender<Sequence>>,
+    stopped: watch::Receiver<bool>,
+    writer: Mutex<Option<JoinHandle<Result<(), StoreError>>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel lets the writer drain what it has and stop.
+        lock(&self.commands).take();
+        if let Some(writer) = lock(&self.writer).take() {
+            match writer.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(error = %e, "the store writer stopped with an error"),
+                Err(_) => warn!("the store writer panicked"),
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.inner.dir)
+            .field("head", &self.head())
+            .field("closed", &lock(&self.inner.commands).is_none())
+            .finish()
+    }
+}
+
+fn open_error(dir: &Path, reason: impl ToString) -> StoreError {
+    StoreError::Open {
+        path: dir.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "sled panicked".to_owned())
+}
+
+impl Store {
+    /// Opens or creates the store in `dir` with [`StoreOptions::default`].
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with(dir, StoreOptions::default())
+    }
+
+    /// Opens or creates the store in `dir`: checks the schema version (refusing an unknown
+    /// one), recovers the head from the log and starts the writer thread. An unreadable or
+    /// corrupt directory is an error, never a panic.
+    pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| open_error(dir, e))?;
+        let config = sled::Config::new().path(dir).flush_every_ms(None);
+        // sled 0.34 panics on some kinds of corruption instead of returning an error.
+        let db = catch_unwind(AssertUnwindSafe(|| config.open()))
+            .map_err(|panic| open_error(dir, panic_message(panic.as_ref())))?
+            .map_err(|e| open_error(dir, e))?;
+        check_schema(&db, dir)?;
+        let files = DurableFiles::open(dir, options.fsync)?;
+        let head = recover_head(&db)?;
+
+        let (head_tx, _) = watch::channel(Sequence(head));
+        let head_tx = Arc::new(head_tx);
+        let (stopped_tx, stopped) = watch::channel(false);
+        let (commands_tx, commands_rx) =
+            mpsc::channel(options.max_batch.max(1).saturating_mul(4).max(1024));
+        let writer = Writer {
+            db: db.clone(),
+            files,
+            options,
+            head,
+            head_tx: head_tx.clone(),
+            failed: None,
+        };
+        let thread = std::thread::Builder::new()
+            .name("switchboard-store-writer".into())
+            .spawn(move || writer.run(commands_rx, stopped_tx))
+            .map_err(|e| StoreError::io("starting the store writer thread", e))?;
+        info!(dir = %dir.display(), head, "store opened");
+        Ok(Store {
+            inner: Arc::new(Inner {
+                dir: dir.to_owned(),
+                db,
+                commands: Mutex::new(Some(commands_tx)),
+                head: head_tx,
+                stopped,
+                writer: Mutex::new(Some(thread)),
+            }),
+        })
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Appends a request's events. Resolves only after the group commit holding it is applied
+    /// in one atomic sled batch, flushed and fdatasynced; a request whose events are all
+    /// duplicates succeeds with nothing appended.
+    pub async fn append(&self, request: AppendRequest) -> Result<AppendReceipt, StoreError> {
+        validate(&request)?;
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Append { request, reply }).await?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Records the last error of a connection's pull sync (cleared by the next saved page).
+    pub async fn record_sync_error(
+        &self,
+        connection: &ConnectionId,
+        message: impl Into<String>,
+    ) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::SyncError {
+            connection: connection.clone(),
+            message: message.into(),
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    async fn send(&self, command: Command) -> Result<(), StoreError> {
+        let sender = lock(&self.inner.commands)
+            .clone()
+            .ok_or(StoreError::Closed)?;
+        sender
+            .send(command)
+            .await
+            .map_err(|_| StoreError::WriterGone)
+    }
+
+    /// The last durably appended sequence (0 when empty).
+    pub fn head(&self) -> Sequence {
+        *self.inner.head.borrow()
+    }
+
+    /// A receiver of the head, updated after each durable commit that appended events.
+    pub fn subscribe_head(&self) -> watch::Receiver<Sequence> {
+        self.inner.head.subscribe()
+    }
+
+    /// Up to `limit` events with sequences `after + 1`, `after + 2`..., ascending, never past
+    /// the durable [`Store::head`].
+    pub fn read_events(&self, after: Sequence, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let head = self.head().0;
+        if after.0 >= head || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let range = keys::log_key(after.0 + 1)..=keys::log_key(head);
+        let mut events = Vec::with_capacity(limit.min((head - after.0) as usize));
+        for entry in self.inner.db.range(range).take(limit) {
+            let (key, value) = entry?;
+            events.push(decode::<Event>(&key, &value)?);
+        }
+        Ok(events)
+    }
+
+    /// A conversation by id.
+    pub fn get_conversation(
+        &self,
+        id: &ConversationId,
+    ) -> Result<Option<Conversation>, StoreError> {
+        load(&self.inner.db, &keys::conversation_key(id))
+    }
+
+    /// A page of conversations, newest first; see the crate docs for which filters are indexed.
+    pub fn list_conversations(
+        &self,
+        query: &ConversationQuery,
+    ) -> Result<ConversationPage, StoreError> {
+        query::list_conversations(&self.inner.db, query)
+    }
+
+    /// A ticket by id.
+    pub fn get_ticket(&self, id: &TicketId) -> Result<Option<Ticket>, StoreError> {
+        let key = keys::ticket_key(&id.connection, &id.external_id);
+        Ok(load::<StoredTicket>(&self.inner.db, &key)?.map(|stored| stored.ticket))
+    }
+
+    /// A page of tickets, grouped by connection and ordered by ticket id.
+    pub fn list_tickets(&self, query: &TicketListQuery) -> Result<TicketListPage, StoreError> {
+        query::list_tickets(&self.inner.db, query)
+    }
+
+    /// A connection's agents, ordered by login.
+    pub fn list_agents(&self, connection: &ConnectionId) -> Result<Vec<Agent>, StoreError> {
+        self.inner
+            .db
+            .scan_prefix(keys::agent_prefix(connection))
+            .map(|entry| {
+                let (key, value) = entry?;
+                decode(&key, &value)
+            })
+            .collect()
+    }
+
+    /// A connection's pull-sync state, if it ever synced or failed to.
+    pub fn sync_state(&self, connection: &ConnectionId) -> Result<Option<SyncState>, StoreError> {
+        load(&self.inner.db, &keys::sync_key(connection))
+    }
+
+    /// Events in the log (the log is gap-free from 1, so this is the head).
+    pub fn event_count(&self) -> Result<u64, StoreError> {
+        Ok(self.head().0)
+    }
+
+    /// Conversations in the store (a counter, cheap).
+    pub fn conversation_count(&self) -> Result<u64, StoreError> {
+        query::conversation_count(&self.inner.db)
+    }
+
+    /// Stops accepting appends, lets the writer answer everything it was sent, flushes and
+    /// joins the thread. Later appends get [`StoreError::Closed`]. Calling it again is a no-op.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        lock(&self.inner.commands).take();
+        let mut stopped = self.inner.stopped.clone();
+        // An error means the writer is gone already, which is what we wait for.
+        let _ = stopped.wait_for(|stopped| *stopped).await;
+        let writer = lock(&self.inner.writer).take();
+        match writer {
+            Some(writer) => writer.join().map_err(|_| StoreError::WriterGone)?,
+            None => Ok(()),
+        }
+    }
+}
+
+/// Refuses what a plugin must never produce, before it reaches the writer.
+fn validate(request: &AppendRequest) -> Result<(), StoreError> {
+    if request.vendor.is_empty() {
+        return Err(StoreError::InvalidArgument(format!(
+            "the append for connection {} has an empty vendor; set the connection's vendor",
+            request.connection
+        )));
+    }
+    for (i, event) in request.events.iter().enumerate() {
+        let problem = if event.dedup_key.is_empty() {
+            Some("an empty dedup_key")
+        } else {
+            match &event.payload {
+                EventPayload::Conversation(patch) if patch.external_id.is_empty() => {
+                    Some("a conversation patch with an empty external_id")
+                }
+                EventPayload::Ticket(ticket) if ticket.external_id.is_empty() => {
+                    Some("a ticket with an empty external_id")
+                }
+                EventPayload::Agent { agent, .. } if agent.login.is_empty() => {
+                    Some("an agent with an empty login")
+                }
+                _ => None,
+            }
+        };
+        if let Some(problem) = problem {
+            return Err(StoreError::InvalidArgument(format!(
+                "event {i} ({}) from connection {} has {problem}; the {} plugin must set it",
+                event.vendor_event, request.connection, request.vendor
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_schema(db: &sled::Db, dir: &Path) -> Result<(), StoreError> {
+    match db.get(keys::SCHEMA_VERSION_KEY)? {
+        Some(found) => {
+            let found = String::from_utf8_lossy(&found).into_owned();
+            if found.parse::<u64>().ok() != Some(keys::SCHEMA_VERSION) {
+                return Err(StoreError::SchemaMismatch {
+                    path: dir.to_owned(),
+                    found,
+                    expected: keys::SCHEMA_VERSION,
+                });
+            }
+            Ok(())
+        }
+        None if db.is_empty() => {
+            db.insert(
+                keys::SCHEMA_VERSION_KEY,
+                keys::SCHEMA_VERSION.to_string().as_bytes(),
+            )?;
+            db.flush()?;
+            info!(dir = %dir.display(), version = keys::SCHEMA_VERSION, "store created");
+            Ok(())
+        }
+        None => Err(StoreError::NotAStore {
+            path: dir.to_owned(),
+        }),
+    }
+}
+
+fn recover_head(db: &sled::Db) -> Result<u64, StoreError> {
+    let from_log = match db.scan_prefix(keys::LOG_PREFIX).next_back() {
+        Some(entry) => {
+            let (key, _) = entry?;
+            keys::read_be(&key[keys::LOG_PREFIX.len()..])
+                .ok_or_else(|| StoreError::corrupt(&key, "not a log key"))?
+        }
+        None => 0,
+    };
+    let recorded = match db.get(keys::HEAD_KEY)? {
+        Some(bytes) => keys::read_be(&bytes)
+            .ok_or_else(|| StoreError::corrupt(keys::HEAD_KEY, "not an 8-byte sequence"))?,
+        None => 0,
+    };
+    if recorded != from_log {
+        return Err(StoreError::corrupt(
+            keys::HEAD_KEY,
+            format!("it says {recorded} but the log ends at {from_log}"),
+        ));
+    }
+    Ok(from_log)
+}

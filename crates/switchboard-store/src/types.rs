@@ -1,0 +1,164 @@
+//! The requests and answers of [`crate::Store`].
+
+use serde::{Deserialize, Serialize};
+use switchboard_core::{
+    ConnectionId, Conversation, ConversationStatus, IncomingEvent, Sequence, Ticket, TicketStatus,
+    Timestamp,
+};
+
+/// How a [`crate::Store`] runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// The most append requests the writer commits together in one group commit (at least 1).
+    pub max_batch: usize,
+    /// Whether to `fdatasync` the store's files after each flush. Only benchmarks of the floor
+    /// turn this off: without it an acknowledged append may be lost on power loss.
+    pub fsync: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_batch: 256,
+            fsync: true,
+        }
+    }
+}
+
+/// Events from one webhook request (or one sync page) to append together.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppendRequest {
+    /// The connection they arrived through.
+    pub connection: ConnectionId,
+    /// The connection's vendor.
+    pub vendor: String,
+    /// The id of the HTTP request or sync page that carried them.
+    pub request_id: Option<String>,
+    /// When Switchboard received them.
+    pub received_at: Timestamp,
+    /// The raw body; stored on the first newly appended event of this request only.
+    pub raw: Option<String>,
+    /// The events, in the order the plugin produced them.
+    pub events: Vec<IncomingEvent>,
+    /// A sync cursor to save in the same atomic batch as the events.
+    pub sync: Option<SyncUpdate>,
+}
+
+impl AppendRequest {
+    /// A request with the given events, received now, without request id, raw body or cursor.
+    pub fn new(
+        connection: ConnectionId,
+        vendor: impl Into<String>,
+        events: Vec<IncomingEvent>,
+    ) -> Self {
+        AppendRequest {
+            connection,
+            vendor: vendor.into(),
+            request_id: None,
+            received_at: Timestamp::now(),
+            raw: None,
+            events,
+            sync: None,
+        }
+    }
+}
+
+/// A sync cursor to save with the events of the page that produced it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncUpdate {
+    /// Where to resume.
+    pub cursor: String,
+    /// Records pulled by this page; added to the running total.
+    pub records: u64,
+    /// When the page was pulled.
+    pub at: Timestamp,
+}
+
+/// Where a connection's pull sync stands.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncState {
+    /// Where to resume.
+    pub cursor: Option<String>,
+    /// When a page was last saved.
+    pub last_success: Option<Timestamp>,
+    /// The last error, cleared by the next successful page.
+    pub last_error: Option<String>,
+    /// Records pulled in total.
+    pub records_pulled: u64,
+}
+
+/// What an append did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AppendReceipt {
+    /// The sequences of the newly appended events, in request order.
+    pub appended: Vec<Sequence>,
+    /// Events whose dedup key was already known; they appended nothing.
+    pub duplicates: usize,
+}
+
+/// Which conversations to list. Empty lists mean "any"; several values are OR-ed; time ranges
+/// are `[from, to)`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConversationQuery {
+    /// Only these connections.
+    pub connections: Vec<ConnectionId>,
+    /// Only these vendors.
+    pub vendors: Vec<String>,
+    /// Only these statuses.
+    pub statuses: Vec<ConversationStatus>,
+    /// Started at or after (conversations without a known start never match a started range).
+    pub started_from: Option<Timestamp>,
+    /// Started before.
+    pub started_to: Option<Timestamp>,
+    /// Last changed at or after.
+    pub updated_from: Option<Timestamp>,
+    /// Last changed before.
+    pub updated_to: Option<Timestamp>,
+    /// Conversations per page: 0 means 50, and more than 1000 means 1000.
+    pub page_size: usize,
+    /// The `next_page_token` of the previous page.
+    pub page_token: Option<String>,
+}
+
+/// One page of conversations, newest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConversationPage {
+    /// The conversations.
+    pub conversations: Vec<Conversation>,
+    /// Pass it as `page_token` (with the same filters) for the next page; `None` on the last.
+    pub next_page_token: Option<String>,
+}
+
+/// Which tickets to list. Empty lists mean "any"; several values are OR-ed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TicketListQuery {
+    /// Only these connections.
+    pub connections: Vec<ConnectionId>,
+    /// Only these statuses.
+    pub statuses: Vec<TicketStatus>,
+    /// Tickets per page: 0 means 50, and more than 1000 means 1000.
+    pub page_size: usize,
+    /// The `next_page_token` of the previous page.
+    pub page_token: Option<String>,
+}
+
+/// One page of tickets, grouped by connection and ordered by ticket id within a connection.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TicketListPage {
+    /// The tickets with their connection.
+    pub tickets: Vec<(ConnectionId, Ticket)>,
+    /// Pass it as `page_token` (with the same filters) for the next page; `None` on the last.
+    pub next_page_token: Option<String>,
+}
+
+/// The default page size.
+pub const DEFAULT_PAGE_SIZE: usize = 50;
+/// The largest page size.
+pub const MAX_PAGE_SIZE: usize = 1000;
+
+pub(crate) fn effective_page_size(requested: usize) -> usize {
+    match requested {
+        0 => DEFAULT_PAGE_SIZE,
+        n => n.min(MAX_PAGE_SIZE),
+    }
+}

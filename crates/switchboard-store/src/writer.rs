@@ -1,0 +1,473 @@
+//! The writer thread: group commit of appends into one atomic sled batch, then flush and fsync.
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use switchboard_core::{
+    Agent, ConnectionId, Conversation, ConversationId, Event, EventPayload, IncomingEvent,
+    Sequence, Ticket,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, error, info};
+
+use crate::keys::{self, IndexFamily};
+use crate::{AppendReceipt, AppendRequest, StoreError, StoreOptions, SyncState};
+
+/// What the writer is asked to do.
+pub(crate) enum Command {
+    /// Append events (and maybe save a sync cursor).
+    Append {
+        request: AppendRequest,
+        reply: oneshot::Sender<Result<AppendReceipt, StoreError>>,
+    },
+    /// Record the last sync error of a connection.
+    SyncError {
+        connection: ConnectionId,
+        message: String,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+}
+
+impl Command {
+    fn fail(self, error: impl Fn() -> StoreError) {
+        // A caller that stopped waiting is no longer interested in the answer.
+        match self {
+            Command::Append { reply, .. } => drop(reply.send(Err(error()))),
+            Command::SyncError { reply, .. } => drop(reply.send(Err(error()))),
+        }
+    }
+}
+
+/// A ticket as stored: its state and the sequence of the event that set it, the tie-breaker of
+/// last-writer-wins.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct StoredTicket {
+    pub(crate) ticket: Ticket,
+    pub(crate) sequence: Sequence,
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value)
+        .map_err(|e| StoreError::Commit(format!("cannot encode a record: {e}")))
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt(key, e))
+}
+
+pub(crate) fn load<T: DeserializeOwned>(
+    tree: &sled::Tree,
+    key: &[u8],
+) -> Result<Option<T>, StoreError> {
+    tree.get(key)?.map(|bytes| decode(key, &bytes)).transpose()
+}
+
+/// The files whose contents must reach the disk before an append is acknowledged: sled's `db`
+/// file and any blob files sled wrote for large values (sled never fsyncs those itself).
+pub(crate) struct DurableFiles {
+    dir: PathBuf,
+    data: File,
+    synced_blobs: HashSet<OsString>,
+    enabled: bool,
+}
+
+impl DurableFiles {
+    /// Opens `<dir>/db` and fsyncs `dir` itself, so that the files sled created are found
+    /// after a power loss.
+    pub(crate) fn open(dir: &Path, enabled: bool) -> Result<Self, StoreError> {
+        let data_path = dir.join("db");
+        let data = File::open(&data_path)
+            .map_err(|e| StoreError::io(format!("opening {}", data_path.display()), e))?;
+        if enabled {
+            sync_directory(dir)?;
+        }
+        Ok(DurableFiles {
+            dir: dir.to_owned(),
+            data,
+            synced_blobs: HashSet::new(),
+            enabled,
+        })
+    }
+
+    /// fdatasyncs the `db` file and every blob file not synced yet (and then the blob directory).
+    pub(crate) fn sync(&mut self) -> io::Result<()> {
+        if !self.enabled {
+            return Ok(());
+        }
+        self.data.sync_data()?;
+        self.sync_new_blobs()
+    }
+
+    fn sync_new_blobs(&mut self) -> io::Result<()> {
+        let blobs = self.dir.join("blobs");
+        let entries = match std::fs::read_dir(&blobs) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut present = HashSet::with_capacity(self.synced_blobs.len());
+        let mut synced_any = false;
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            if !self.synced_blobs.contains(&name) {
+                match File::open(entry.path()) {
+                    Ok(file) => file.sync_data()?,
+                    // sled removed it meanwhile (blob garbage collection).
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                }
+                synced_any = true;
+            }
+            present.insert(name);
+        }
+        if synced_any {
+            File::open(&blobs)?.sync_all()?;
+        }
+        self.synced_blobs = present;
+        Ok(())
+    }
+}
+
+fn sync_directory(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io(format!("fsyncing the directory {}", dir.display()), e))
+}
+
+/// The writer: owns every write to the tree.
+pub(crate) struct Writer {
+    pub(crate) db: sled::Db,
+    pub(crate) files: DurableFiles,
+    pub(crate) options: StoreOptions,
+    /// The last durable sequence.
+    pub(crate) head: u64,
+    pub(crate) head_tx: Arc<watch::Sender<Sequence>>,
+    /// Set once a write reached sled but may not have reached the disk: from then on every
+    /// write is refused.
+    pub(crate) failed: Option<String>,
+}
+
+impl Writer {
+    /// Runs until every sender is gone and the channel is drained, then flushes.
+    pub(crate) fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        stopped: watch::Sender<bool>,
+    ) -> Result<(), StoreError> {
+        let max_batch = self.options.max_batch.max(1);
+        let mut batch = Vec::with_capacity(max_batch);
+        while let Some(first) = commands.blocking_recv() {
+            batch.push(first);
+            while batch.len() < max_batch {
+                match commands.try_recv() {
+                    Ok(command) => batch.push(command),
+                    Err(_) => break,
+                }
+            }
+            self.commit(std::mem::replace(&mut batch, Vec::with_capacity(max_batch)));
+        }
+        let result = if self.failed.is_some() {
+            Ok(())
+        } else {
+            self.db.flush().map_err(StoreError::from).and_then(|_| {
+                self.files
+                    .sync()
+                    .map_err(|e| StoreError::io("the final fsync of the store", e))
+            })
+        };
+        info!(head = self.head, "store writer stopped");
+        stopped.send_replace(true);
+        result
+    }
+
+    /// Commits one group: one atomic sled batch, one flush, one fsync, then the answers.
+    pub(crate) fn commit(&mut self, commands: Vec<Command>) {
+        if let Some(reason) = &self.failed {
+            for command in commands {
+                command.fail(|| StoreError::Failed(reason.clone()));
+            }
+            return;
+        }
+        let started = Instant::now();
+        let (batch, new_head, receipts) = match self.prepare(&commands) {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                // Nothing was written: the store stays usable.
+                error!(error = %e, requests = commands.len(), "group commit failed before writing");
+                let message = e.to_string();
+                for command in commands {
+                    command.fail(|| StoreError::Commit(message.clone()));
+                }
+                return;
+            }
+        };
+        let durable = self
+            .db
+            .apply_batch(batch)
+            .map_err(|e| format!("applying the batch: {e}"))
+            .and_then(|()| self.db.flush().map_err(|e| format!("flushing: {e}")))
+            .and_then(|_| self.files.sync().map_err(|e| format!("fdatasync: {e}")));
+        if let Err(reason) = durable {
+            // sled may hold part or all of the batch in memory without it being on disk: the
+            // only safe answer is to refuse every write until an operator restarts the server.
+            error!(error = %reason, requests = commands.len(), "group commit failed; refusing further writes");
+            for command in commands {
+                command.fail(|| StoreError::Failed(reason.clone()));
+            }
+            self.failed = Some(reason);
+            return;
+        }
+        let appended = new_head - self.head;
+        self.head = new_head;
+        if appended > 0 {
+            self.head_tx.send_replace(Sequence(new_head));
+        }
+        debug!(
+            requests = commands.len(),
+            appended,
+            head = new_head,
+            micros = started.elapsed().as_micros() as u64,
+            "group commit"
+        );
+        for (command, receipt) in commands.into_iter().zip(receipts) {
+            // A caller that stopped waiting is no longer interested; its events are stored.
+            match command {
+                Command::Append { reply, .. } => drop(reply.send(Ok(receipt))),
+                Command::SyncError { reply, .. } => drop(reply.send(Ok(()))),
+            }
+        }
+    }
+
+    fn prepare(
+        &self,
+        commands: &[Command],
+    ) -> Result<(sled::Batch, u64, Vec<AppendReceipt>), StoreError> {
+        let mut pending = Pending::new(&self.db, self.head);
+        let mut receipts = Vec::with_capacity(commands.len());
+        for command in commands {
+            match command {
+                Command::Append { request, .. } => receipts.push(pending.append(request)?),
+                Command::SyncError {
+                    connection,
+                    message,
+                    ..
+                } => {
+                    pending.sync_state(connection)?.last_error = Some(message.clone());
+                    receipts.push(AppendReceipt::default());
+                }
+            }
+        }
+        let (batch, head) = pending.finish()?;
+        Ok((batch, head, receipts))
+    }
+}
+
+/// A conversation touched in the current group commit: as stored before it, and now.
+struct Touched {
+    original: Option<Conversation>,
+    current: Conversation,
+}
+
+/// The overlay of one group commit: every change, in memory, until it becomes one sled batch.
+/// Later events of the batch read the overlay first, so they see the earlier ones.
+struct Pending<'a> {
+    tree: &'a sled::Tree,
+    start_head: u64,
+    next: u64,
+    writes: sled::Batch,
+    appended_keys: HashSet<Vec<u8>>,
+    conversations: HashMap<Vec<u8>, Touched>,
+    tickets: HashMap<Vec<u8>, StoredTicket>,
+    agents: HashMap<Vec<u8>, Option<Agent>>,
+    sync: HashMap<Vec<u8>, SyncState>,
+}
+
+impl<'a> Pending<'a> {
+    fn new(tree: &'a sled::Tree, head: u64) -> Self {
+        Pending {
+            tree,
+            start_head: head,
+            next: head + 1,
+            writes: sled::Batch::default(),
+            appended_keys: HashSet::new(),
+            conversations: HashMap::new(),
+            tickets: HashMap::new(),
+            agents: HashMap::new(),
+            sync: HashMap::new(),
+        }
+    }
+
+    fn append(&mut self, request: &AppendRequest) -> Result<AppendReceipt, StoreError> {
+        let mut receipt = AppendReceipt::default();
+        let mut raw = request.raw.as_deref();
+        for incoming in &request.events {
+            let dedup = keys::dedup_key(&request.connection, &incoming.dedup_key);
+            if self.appended_keys.contains(&dedup) || self.tree.contains_key(&dedup)? {
+                receipt.duplicates += 1;
+                continue;
+            }
+            let sequence = Sequence(self.next);
+            self.next += 1;
+            self.project(request, incoming, sequence)?;
+            let event = Event {
+                sequence,
+                id: uuid::Uuid::now_v7().to_string(),
+                connection: request.connection.clone(),
+                vendor: request.vendor.clone(),
+                received_at: request.received_at,
+                request_id: request.request_id.clone(),
+                incoming: incoming.clone(),
+                raw: raw.take().map(str::to_owned),
+            };
+            self.writes
+                .insert(keys::log_key(sequence.0), encode(&event)?);
+            self.writes
+                .insert(dedup.as_slice(), &keys::be(sequence.0)[..]);
+            self.appended_keys.insert(dedup);
+            receipt.appended.push(sequence);
+        }
+        if let Some(update) = &request.sync {
+            let state = self.sync_state(&request.connection)?;
+            state.cursor = Some(update.cursor.clone());
+            state.records_pulled = state.records_pulled.saturating_add(update.records);
+            state.last_success = Some(update.at);
+            state.last_error = None;
+        }
+        Ok(receipt)
+    }
+
+    fn project(
+        &mut self,
+        request: &AppendRequest,
+        incoming: &IncomingEvent,
+        sequence: Sequence,
+    ) -> Result<(), StoreError> {
+        match &incoming.payload {
+            EventPayload::Conversation(patch) => {
+                let id = ConversationId::new(request.connection.clone(), patch.external_id.clone());
+                let touched = match self.conversations.entry(keys::conversation_key(&id)) {
+                    Entry::Occupied(entry) => entry.into_mut(),
+                    Entry::Vacant(entry) => {
+                        let original: Option<Conversation> = load(self.tree, entry.key())?;
+                        let current = original
+                            .clone()
+                            .unwrap_or_else(|| Conversation::new(id, request.vendor.clone()));
+                        entry.insert(Touched { original, current })
+                    }
+                };
+                touched
+                    .current
+                    .apply(patch, incoming.occurred_at, &incoming.dedup_key);
+            }
+            EventPayload::Ticket(ticket) => {
+                let key = keys::ticket_key(&request.connection, &ticket.external_id);
+                let current = match self.tickets.get(&key) {
+                    Some(stored) => Some((stored.ticket.updated_at, stored.sequence)),
+                    None => load::<StoredTicket>(self.tree, &key)?
+                        .map(|stored| (stored.ticket.updated_at, stored.sequence)),
+                };
+                if current.is_none_or(|current| current < (ticket.updated_at, sequence)) {
+                    self.tickets.insert(
+                        key,
+                        StoredTicket {
+                            ticket: ticket.clone(),
+                            sequence,
+                        },
+                    );
+                }
+            }
+            EventPayload::Agent { agent, deleted } => {
+                let key = keys::agent_key(&request.connection, &agent.login);
+                self.agents.insert(key, (!deleted).then(|| agent.clone()));
+            }
+            EventPayload::Vendor { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn sync_state(&mut self, connection: &ConnectionId) -> Result<&mut SyncState, StoreError> {
+        Ok(match self.sync.entry(keys::sync_key(connection)) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                let state = load(self.tree, entry.key())?.unwrap_or_default();
+                entry.insert(state)
+            }
+        })
+    }
+
+    /// Turns the overlay into one sled batch; returns it with the new head.
+    fn finish(self) -> Result<(sled::Batch, u64), StoreError> {
+        let mut batch = self.writes;
+        let mut counts: HashMap<Vec<u8>, i64> = HashMap::new();
+        for (key, touched) in self.conversations {
+            let index_keys = |conversation: &Conversation| {
+                let position = keys::position(conversation);
+                IndexFamily::of(conversation).map(|family| {
+                    let mut key = family.prefix();
+                    key.extend_from_slice(&position);
+                    key
+                })
+            };
+            let new_index = index_keys(&touched.current);
+            let old_index = match &touched.original {
+                Some(original) => {
+                    for family in IndexFamily::of(original) {
+                        *counts.entry(family.count_key()).or_default() -= 1;
+                    }
+                    index_keys(original).to_vec()
+                }
+                None => Vec::new(),
+            };
+            for family in IndexFamily::of(&touched.current) {
+                *counts.entry(family.count_key()).or_default() += 1;
+            }
+            for stale in old_index.iter().filter(|k| !new_index.contains(k)) {
+                batch.remove(stale.as_slice());
+            }
+            for fresh in new_index.iter().filter(|k| !old_index.contains(k)) {
+                batch.insert(fresh.as_slice(), key.as_slice());
+            }
+            batch.insert(key.as_slice(), encode(&touched.current)?);
+        }
+        for (key, delta) in counts {
+            if delta == 0 {
+                continue;
+            }
+            let base = match self.tree.get(&key)? {
+                Some(bytes) => keys::read_be(&bytes)
+                    .ok_or_else(|| StoreError::corrupt(&key, "not an 8-byte counter"))?,
+                None => 0,
+            };
+            let value = base
+                .checked_add_signed(delta)
+                .ok_or_else(|| StoreError::corrupt(&key, "the counter would go below zero"))?;
+            batch.insert(key, &keys::be(value)[..]);
+        }
+        for (key, stored) in self.tickets {
+            batch.insert(key, encode(&stored)?);
+        }
+        for (key, agent) in self.agents {
+            match agent {
+                Some(agent) => batch.insert(key, encode(&agent)?),
+                None => batch.remove(key),
+            }
+        }
+        for (key, state) in self.sync {
+            batch.insert(key, encode(&state)?);
+        }
+        let head = self.next - 1;
+        if head != self.start_head {
+            batch.insert(keys::HEAD_KEY, &keys::be(head)[..]);
+        }
+        Ok((batch, head))
+    }
+}
