@@ -1,1 +1,217 @@
-//! Switchboard plugin for livechat
+//! Switchboard plugin for [LiveChat](https://www.livechat.com/) webhooks.
+//!
+//! One connection accepts both formats LiveChat has sent; the body tells them apart.
+//!
+//! # Formats
+//! - **Legacy (v2) webhooks**, configured under *Settings > Integrations > Webhooks*: one
+//!   object per event with `event_type` (`chat_started`, `chat_ended`, `chat_changed`,
+//!   `visitor_queued`, `ticket_created`), `event_unique_id`, `token`, `license_id`,
+//!   `lc_version`, the whole `chat` (transcript included), the `visitor` and the
+//!   `pre_chat_survey`, or a `ticket` for `ticket_created`. Times are seconds since the epoch
+//!   (numbers or numeric strings); the `yyyy-MM-ddTHH:mm:ss.fffZ` string form some
+//!   integrations document is accepted too.
+//! - **v3.x webhooks** (Agent Chat API): an envelope `{webhook_id, secret_key, action,
+//!   organization_id | license_id, payload, additional_data}`. Modelled actions:
+//!   `incoming_chat`, `incoming_event`, `chat_deactivated`, `thread_tagged`,
+//!   `thread_untagged`, `chat_transferred`, `user_added_to_chat`, `user_removed_from_chat`.
+//!   Any other action is kept as a [`EventKind::VendorEvent`] (without its `secret_key`).
+//!
+//! # Verification
+//! - v3.x bodies carry `secret_key`: it must equal the connection's secret `webhook_secret`
+//!   (constant-time comparison).
+//! - Legacy bodies carry no secret: the request must bring HTTP Basic credentials (secrets
+//!   `basic_user` and `basic_password`, e.g. `https://user:password@host/webhooks/livechat`
+//!   as the target URL) or the token `webhook_secret` in the `X-Switchboard-Token` header or
+//!   the `token` query parameter (`.../webhooks/livechat?token=...`).
+//!
+//! With verification on, the factory refuses a connection that has neither `webhook_secret`
+//! nor both Basic secrets.
+//!
+//! # Mapping
+//! | LiveChat | Switchboard |
+//! |---|---|
+//! | legacy `chat_started` | `ChatStarted`, status open, plus one `Message` event per message |
+//! | legacy `chat_ended` | `ChatEnded`, status closed, `ended_at`, `end_reason` from a `closed` chat event (`visitor_closed`), plus `Message` events |
+//! | legacy `chat_changed` | `ChatUpdated` (closed if it has `ended_timestamp`), plus `Message` events |
+//! | legacy `visitor_queued` | `ChatUpdated`, status queued |
+//! | legacy `ticket_created` | `TicketCreated` with a vendor-held [`switchboard_core::Ticket`] |
+//! | legacy `chat.events[]` | system messages (`data.type` = the event type) |
+//! | legacy `pre_chat_survey[]` | visitor attributes `pre_chat_survey.{id}` (+ `.label`) |
+//! | v3 `incoming_chat` | `ChatStarted` (queued if the thread has a `queue`), plus a `Message` per thread event |
+//! | v3 `incoming_event` | `Message` (`file` events become attachments) |
+//! | v3 `chat_deactivated` | `ChatEnded`, status closed |
+//! | v3 `thread_tagged` / `thread_untagged` | `ChatUpdated`, tag added / removed |
+//! | v3 `chat_transferred` | `ChatUpdated`, assigned agent, `groups`, `transfer_reason` |
+//! | v3 `user_added_to_chat` / `user_removed_from_chat` | `ChatUpdated`, agent joined / left |
+//! | anything else | `VendorEvent` |
+//!
+//! # Dedup keys
+//! Legacy: `{event_type}:{event_unique_id}`; without `event_unique_id`,
+//! `{event_type}:{chat id}:{started}:{ended}` (plus a hash of the chat for `chat_changed`).
+//! Messages: `message:{chat id}:{key}`, where the key is the message's time and a hash of its
+//! author and text, so that a message seen in `chat_started` and again in `chat_ended` is one
+//! event. v3: LiveChat's `webhook_id` names the webhook registration, not the delivery, so keys
+//! come from the payload: `incoming_chat:{chat}:{thread}`, `event:{chat}:{thread}:{event id}`
+//! (shared by `incoming_chat` and `incoming_event`), `chat_deactivated:{chat}:{thread}`,
+//! `thread_tagged:{chat}:{thread}:{tag}` and so on; unknown actions hash the body.
+//!
+//! # Assumptions
+//! Where neither the seeds nor this plugin's fixtures pin a detail, it follows LiveChat's
+//! public v3.5 webhook documentation as remembered, and assumes:
+//! - `chat_deactivated`, `thread_tagged`, `thread_untagged`, `user_added_to_chat` and
+//!   `user_removed_from_chat` carry no time, so the receive time is their `occurred_at` (and a
+//!   deactivated chat's `ended_at`).
+//! - A v3 author known only by id is an agent if the id contains `@` (agent ids are login
+//!   e-mails) and a customer otherwise; `incoming_chat` knows each user's type.
+//! - A chat is one conversation across its threads: the thread id is kept in the attribute
+//!   `thread_id`, and since status only moves forward, a chat reopened in a new thread after
+//!   `chat_deactivated` stays closed in the projection.
+//! - Tagging a thread again with a tag once removed has the same dedup key as the first
+//!   tagging and appends nothing.
+//! - Legacy `chat.attachments` elements are objects with `url`, `name`, `size`,
+//!   `content_type`/`type`, `user_type`, `author_name`, `timestamp` (each optional) or bare
+//!   URL strings; each becomes a message with one attachment.
+
+mod json;
+mod legacy;
+mod v3;
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use switchboard_core::verify::{check_basic_auth, check_token, constant_time_eq};
+use switchboard_core::{
+    ConnectionConfig, ConnectionId, Error, EventKind, IncomingEvent, Plugin, WebhookRequest,
+    WebhookSource,
+};
+
+use crate::json::Obj;
+
+/// The vendor name, also the default connection id.
+pub const VENDOR: &str = "livechat";
+
+/// The secret holding the v3.x `secret_key`, also accepted as the legacy token.
+pub const WEBHOOK_SECRET: &str = "webhook_secret";
+
+inventory::submit! {
+    Plugin {
+        vendor: VENDOR,
+        description: "LiveChat webhooks: legacy v2 (chat_started, chat_ended, chat_changed, visitor_queued, ticket_created) and v3.x (incoming_chat, incoming_event, chat_deactivated, tags, transfers, users)",
+        verification: "v3.x: secret_key in body; legacy: HTTP Basic or token",
+        webhook: Some(webhook),
+        connector: None,
+    }
+}
+
+/// Builds the webhook source of a LiveChat connection. With verification on, the connection
+/// needs the secret `webhook_secret` (v3.x, or legacy token) or both `basic_user` and
+/// `basic_password` (legacy).
+pub fn webhook(config: &ConnectionConfig) -> Result<Box<dyn WebhookSource>, Error> {
+    if config.verify {
+        let secret = config.secret(WEBHOOK_SECRET).is_some();
+        let basic =
+            config.secret("basic_user").is_some() && config.secret("basic_password").is_some();
+        if !secret && !basic {
+            return Err(Error::invalid(format!(
+                "connection {} (livechat) verifies webhooks but has no secret to check them with: \
+                 set the secret `{WEBHOOK_SECRET}` to the webhook's secret key (v3.x) or token \
+                 (legacy), or `basic_user` and `basic_password` (legacy)",
+                config.id
+            )));
+        }
+    }
+    Ok(Box::new(LiveChatWebhook {
+        connection: config.id.clone(),
+    }))
+}
+
+/// The LiveChat webhook source of one connection.
+#[derive(Debug, Clone)]
+pub struct LiveChatWebhook {
+    connection: ConnectionId,
+}
+
+/// Just enough of a body to choose how to verify it.
+#[derive(Deserialize)]
+struct Probe {
+    #[serde(default)]
+    action: Option<IgnoredAny>,
+    #[serde(default)]
+    secret_key: Option<serde_json::Value>,
+}
+
+impl WebhookSource for LiveChatWebhook {
+    fn verify(&self, request: &WebhookRequest<'_>) -> Result<(), Error> {
+        let probe = serde_json::from_slice::<Probe>(request.body).ok();
+        let is_v3 = probe
+            .as_ref()
+            .is_some_and(|p| p.action.is_some() || p.secret_key.is_some());
+        if is_v3 {
+            let sent = match probe.and_then(|p| p.secret_key) {
+                Some(serde_json::Value::String(key)) => key,
+                Some(_) => {
+                    return Err(Error::unauthenticated(
+                        "the body's secret_key is not a string",
+                    ));
+                }
+                None => {
+                    return Err(Error::unauthenticated(
+                        "the LiveChat v3.x body has no secret_key: register the webhook with a secret key",
+                    ));
+                }
+            };
+            let expected = request.connection.secret(WEBHOOK_SECRET).ok_or_else(|| {
+                Error::unauthenticated(format!(
+                    "connection {} has no secret `{WEBHOOK_SECRET}` to check the v3.x secret_key against: set it to the webhook's secret key",
+                    self.connection
+                ))
+            })?;
+            return if constant_time_eq(sent.as_bytes(), expected.expose().as_bytes()) {
+                Ok(())
+            } else {
+                Err(Error::unauthenticated(format!(
+                    "the body's secret_key does not match the secret `{WEBHOOK_SECRET}` of connection {}",
+                    self.connection
+                )))
+            };
+        }
+        if check_basic_auth(request)? || check_token(request, WEBHOOK_SECRET)? {
+            return Ok(());
+        }
+        Err(Error::unauthenticated(
+            "the legacy LiveChat webhook carries no credentials: put HTTP Basic credentials \
+             (basic_user, basic_password) in the target URL, or the token webhook_secret in the \
+             X-Switchboard-Token header or the `token` query parameter",
+        ))
+    }
+
+    fn parse(&self, request: &WebhookRequest<'_>) -> Result<Vec<IncomingEvent>, Error> {
+        if request.body.iter().all(u8::is_ascii_whitespace) {
+            return Err(Error::invalid(
+                "the body is empty: expected a LiveChat webhook JSON object",
+            ));
+        }
+        let value: serde_json::Value = serde_json::from_slice(request.body)
+            .map_err(|e| Error::invalid(format!("the body is not valid JSON: {e}")))?;
+        let root = Obj::root(&value)?;
+        let events = if root.has("action") {
+            v3::parse(root, request.received_at)?
+        } else if root.has("event_type") {
+            legacy::parse(root, request.received_at)?
+        } else {
+            return Err(Error::invalid(
+                "the body has neither `action` (LiveChat v3.x) nor `event_type` (legacy webhooks)",
+            ));
+        };
+        let vendor_events = events
+            .iter()
+            .filter(|e| e.kind == EventKind::VendorEvent)
+            .count();
+        tracing::debug!(
+            connection = %self.connection,
+            events = events.len(),
+            vendor_events,
+            "parsed livechat webhook"
+        );
+        Ok(events)
+    }
+}
