@@ -1,1 +1,187 @@
-//! Switchboard plugin for smartsupp
+#![doc = include_str!("../README.md")]
+
+mod callback;
+mod post_hook;
+
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+use switchboard_core::verify::{check_token, constant_time_eq};
+use switchboard_core::{
+    ConnectionConfig, Error, IncomingEvent, Plugin, Timestamp, WebhookRequest, WebhookSource,
+};
+
+/// The vendor name, also the default connection id.
+pub const VENDOR: &str = "smartsupp";
+
+/// The connection secret holding the token the POST hook URL carries.
+pub const WEBHOOK_SECRET: &str = "webhook_secret";
+
+/// The connection secret holding the app secret the event callbacks are signed with.
+pub const APP_SECRET: &str = "app_secret";
+
+/// The header carrying an event callback's signature.
+pub const HMAC_HEADER: &str = "x-smartsupp-hmac";
+
+switchboard_core::inventory::submit! {
+    Plugin {
+        vendor: VENDOR,
+        description: "Smartsupp: finished chats, missed chats and offline messages from the POST hook, and the signed event callbacks",
+        verification: "POST hook: secret token (X-Switchboard-Token header or ?token=) = secret `webhook_secret`; event callbacks: X-Smartsupp-Hmac = hex HMAC-SHA256 of the body with secret `app_secret`",
+        webhook: Some(webhook),
+        connector: None,
+    }
+}
+
+/// Builds a connection's Smartsupp webhook source. With verification on, the connection needs
+/// `webhook_secret` (for the POST hook), `app_secret` (for event callbacks), or both.
+pub fn webhook(config: &ConnectionConfig) -> Result<Box<dyn WebhookSource>, Error> {
+    if config.verify
+        && config.secret(WEBHOOK_SECRET).is_none()
+        && config.secret(APP_SECRET).is_none()
+    {
+        return Err(Error::invalid(format!(
+            "connection {} (smartsupp) needs the secret `{WEBHOOK_SECRET}` (POST hook token) or `{APP_SECRET}` (event callback HMAC key)",
+            config.id
+        )));
+    }
+    Ok(Box::new(SmartsuppWebhook))
+}
+
+/// Verifies and parses Smartsupp's two webhook formats; see the crate docs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SmartsuppWebhook;
+
+/// Which of the two formats a body is, told apart by `type == "event_callback"`.
+fn is_event_callback(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(rename = "type", default)]
+        kind: Option<Value>,
+    }
+    matches!(
+        serde_json::from_slice::<Probe>(body),
+        Ok(Probe { kind: Some(Value::String(kind)) }) if kind == callback::EVENT_CALLBACK
+    )
+}
+
+impl WebhookSource for SmartsuppWebhook {
+    fn verify(&self, request: &WebhookRequest<'_>) -> Result<(), Error> {
+        if is_event_callback(request.body) {
+            verify_hmac(request)
+        } else {
+            verify_token(request)
+        }
+    }
+
+    fn parse(&self, request: &WebhookRequest<'_>) -> Result<Vec<IncomingEvent>, Error> {
+        let value: Value = serde_json::from_slice(request.body).map_err(|e| {
+            Error::invalid(format!(
+                "the Smartsupp body is not JSON: {e}; send the hook's JSON body unchanged"
+            ))
+        })?;
+        if !value.is_object() {
+            return Err(Error::invalid(
+                "the Smartsupp body is not a JSON object; send the hook's JSON body unchanged",
+            ));
+        }
+        match value.get("type") {
+            Some(Value::String(kind)) if kind == callback::EVENT_CALLBACK => {
+                callback::parse(&value, request.body)
+            }
+            _ => post_hook::parse(&value),
+        }
+    }
+}
+
+/// The POST hook carries no signature: the hook URL carries the connection's token.
+fn verify_token(request: &WebhookRequest<'_>) -> Result<(), Error> {
+    if request.connection.secret(WEBHOOK_SECRET).is_none() {
+        return Err(Error::unauthenticated(format!(
+            "connection {} has no `{WEBHOOK_SECRET}`, so it cannot verify Smartsupp POST hooks; add the secret and append ?token=<secret> to the hook URL",
+            request.connection.id
+        )));
+    }
+    if check_token(request, WEBHOOK_SECRET)? {
+        Ok(())
+    } else {
+        Err(Error::unauthenticated(
+            "the Smartsupp POST hook carries no token; append ?token=<webhook_secret> to the hook URL given to Smartsupp",
+        ))
+    }
+}
+
+/// Event callbacks: `X-Smartsupp-Hmac` is the hex HMAC-SHA256 of the raw body, keyed with the
+/// app secret.
+fn verify_hmac(request: &WebhookRequest<'_>) -> Result<(), Error> {
+    let Some(secret) = request.connection.secret(APP_SECRET) else {
+        return Err(Error::unauthenticated(format!(
+            "connection {} has no `{APP_SECRET}`, so it cannot verify Smartsupp event callbacks; add the app's secret",
+            request.connection.id
+        )));
+    };
+    let Some(sent) = request.header(HMAC_HEADER) else {
+        return Err(Error::unauthenticated(
+            "the Smartsupp event callback has no X-Smartsupp-Hmac header; send it signed",
+        ));
+    };
+    let expected = signature(secret.expose().as_bytes(), request.body);
+    if constant_time_eq(
+        sent.trim().to_ascii_lowercase().as_bytes(),
+        expected.as_bytes(),
+    ) {
+        Ok(())
+    } else {
+        Err(Error::unauthenticated(
+            "X-Smartsupp-Hmac does not match the body; check the connection's app_secret",
+        ))
+    }
+}
+
+/// Lowercase hex HMAC-SHA256 of `body` keyed with `key`.
+pub fn signature(key: &[u8], body: &[u8]) -> String {
+    // HMAC takes keys of any length, so this cannot fail; an empty MAC would never match.
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
+        return String::new();
+    };
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Joins the parts of a dedup key with `:`, escaping `%` and `:` inside parts so that two
+/// different part lists never give the same key.
+fn dedup_key(parts: &[&str]) -> String {
+    let mut key = String::new();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            key.push(':');
+        }
+        for c in part.chars() {
+            match c {
+                '%' => key.push_str("%25"),
+                ':' => key.push_str("%3A"),
+                c => key.push(c),
+            }
+        }
+    }
+    key
+}
+
+/// A millisecond field as a [`Timestamp`], or an error naming it.
+fn millis(value: i64, field: &str) -> Result<Timestamp, Error> {
+    Timestamp::from_millis(value).ok_or_else(|| {
+        Error::invalid(format!(
+            "`{field}` is {value}, not a time between 1970 and 9999 in milliseconds"
+        ))
+    })
+}
+
+/// A body that does not have the documented shape.
+fn invalid_body(what: &str, error: &serde_json::Error) -> Error {
+    Error::invalid(format!(
+        "the Smartsupp {what} does not have the documented shape: {error}"
+    ))
+}
+
+#[cfg(test)]
+mod tests;
