@@ -67,6 +67,7 @@ fn check_envelope(envelope: &Fields<'_>) -> Result<(), Error> {
         envelope.string(field)?;
     }
     employee(envelope)?;
+    envelope.int_id("site_id")?;
     envelope.time("created_at")?;
     Ok(())
 }
