@@ -385,6 +385,11 @@ impl Store {
         query::conversation_count(&self.inner.db)
     }
 
+    /// Whether the writer thread is running and accepting appends (for readiness checks).
+    pub fn is_writer_running(&self) -> bool {
+        lock(&self.inner.commands).is_some() && !*self.inner.stopped.borrow()
+    }
+
     /// Stops accepting appends, lets the writer answer everything it was sent, flushes and
     /// joins the thread. Later appends get [`StoreError::Closed`]. Calling it again is a no-op.
     pub async fn close(&self) -> Result<(), StoreError> {
