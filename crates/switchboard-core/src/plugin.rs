@@ -304,7 +304,7 @@ impl Registry {
     /// The plugins submitted through `inventory`. A binary must reference each plugin crate
     /// (`use switchboard_plugin_x as _;`) or the linker may drop it.
     pub fn from_inventory() -> Result<Self, RegistryError> {
-        Self::from_plugins(inventory::iter::<Plugin>.into_iter())
+        Self::from_plugins(inventory::iter::<Plugin>)
     }
 
     /// A registry of the given plugins.

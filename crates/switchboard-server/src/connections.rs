@@ -1,0 +1,80 @@
+//! The running connections: each configured vendor account with its plugin's webhook source
+//! and connector built once at start-up.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use switchboard_core::{
+    ConnectionConfig, ConnectionId, Connector, Error, Plugin, Registry, WebhookSource,
+};
+
+/// One connection, ready to take webhooks.
+pub struct Connection {
+    /// Its configuration.
+    pub config: ConnectionConfig,
+    /// Its vendor's plugin.
+    pub plugin: &'static Plugin,
+    /// Built from `plugin.webhook`, if the vendor pushes webhooks.
+    pub webhook: Option<Box<dyn WebhookSource>>,
+    /// Built from `plugin.connector`, if the vendor has an API.
+    pub connector: Option<Box<dyn Connector>>,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.config.id)
+            .field("vendor", &self.plugin.vendor)
+            .finish()
+    }
+}
+
+/// All connections by id.
+#[derive(Debug, Clone, Default)]
+pub struct Connections {
+    by_id: Arc<BTreeMap<ConnectionId, Arc<Connection>>>,
+}
+
+impl Connections {
+    /// Builds every connection's webhook source and connector; the first one a plugin refuses
+    /// stops start-up with the plugin's reason.
+    pub fn build(configs: &[ConnectionConfig], registry: &Registry) -> Result<Self, Error> {
+        let mut by_id = BTreeMap::new();
+        for config in configs {
+            let plugin = registry.get(&config.vendor).ok_or_else(|| {
+                Error::invalid(format!(
+                    "connection {}: no plugin for vendor {:?}; known vendors: {}",
+                    config.id,
+                    config.vendor,
+                    registry.vendors().join(", ")
+                ))
+            })?;
+            let webhook = plugin.webhook.map(|build| build(config)).transpose()?;
+            let connector = plugin.connector.map(|build| build(config)).transpose()?;
+            by_id.insert(
+                config.id.clone(),
+                Arc::new(Connection {
+                    config: config.clone(),
+                    plugin,
+                    webhook,
+                    connector,
+                }),
+            );
+        }
+        Ok(Connections {
+            by_id: Arc::new(by_id),
+        })
+    }
+
+    /// A connection by id.
+    pub fn get(&self, id: &str) -> Option<&Arc<Connection>> {
+        let id = ConnectionId::new(id).ok()?;
+        self.by_id.get(&id)
+    }
+
+    /// All connections, sorted by id.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Connection>> {
+        self.by_id.values()
+    }
+}
