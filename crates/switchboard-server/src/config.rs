@@ -239,3 +239,88 @@ impl ServerConfig {
 pub fn env_name(connection: &str) -> String {
     connection.to_ascii_uppercase().replace('-', "_")
 }
+
+#[cfg(test)]
+mod tests {
+    use switchboard_core::Plugin;
+
+    use super::*;
+
+    static TEST_PLUGIN: Plugin = Plugin {
+        vendor: "acme",
+        description: "test vendor",
+        verification: "token",
+        webhook: None,
+        connector: None,
+    };
+
+    fn registry() -> Registry {
+        Registry::from_plugins([&TEST_PLUGIN]).unwrap()
+    }
+
+    #[test]
+    fn file_config_with_env_secret_override() {
+        let text = r#"
+            data_dir = "/var/lib/switchboard"
+            [http]
+            addr = "0.0.0.0:9000"
+            body_limit_bytes = 2048
+            [[connections]]
+            id = "acme-eu"
+            vendor = "acme"
+            settings = { region = "eu" }
+            secrets = { webhook_secret = "from-file" }
+            rate_limit = { calls = 10, per_seconds = 60 }
+        "#;
+        let env = [
+            (
+                "SWITCHBOARD_SECRET__ACME_EU__WEBHOOK_SECRET".to_owned(),
+                "from-env".to_owned(),
+            ),
+            ("UNRELATED".to_owned(), "x".to_owned()),
+        ];
+        let config = ServerConfig::from_toml(text, &registry(), env).unwrap();
+        assert_eq!(config.http_addr.port(), 9000);
+        assert_eq!(config.grpc_addr.to_string(), DEFAULT_GRPC_ADDR);
+        assert_eq!(config.body_limit, 2048);
+        let connection = &config.connections[0];
+        assert!(connection.verify);
+        assert_eq!(connection.setting("region"), Some("eu"));
+        assert_eq!(
+            connection.secret("webhook_secret").map(Secret::expose),
+            Some("from-env")
+        );
+        assert!(!config.embedded_default);
+    }
+
+    #[test]
+    fn bad_configs_are_refused_with_a_reason() {
+        let cases = [
+            ("[[connections]]\nid = \"a\"\nvendor = \"zendesk\"", "acme"),
+            (
+                "[[connections]]\nid = \"a\"\nvendor = \"acme\"\n[[connections]]\nid = \"a\"\nvendor = \"acme\"",
+                "twice",
+            ),
+            ("[[connections]]\nid = \"Bad Id\"\nvendor = \"acme\"", "invalid connection id"),
+            ("[htp]\naddr = \"x\"", "unknown field"),
+            (
+                "[[connections]]\nid = \"a\"\nvendor = \"acme\"\nrate_limit = { calls = 0, per_seconds = 1 }",
+                "rate_limit",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = ServerConfig::from_toml(text, &registry(), []).unwrap_err();
+            assert!(err.to_string().contains(expected), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn embedded_default_has_one_unverified_connection_per_plugin() {
+        let config = ServerConfig::embedded_default(&registry());
+        assert!(config.embedded_default);
+        assert_eq!(config.connections.len(), 1);
+        assert_eq!(config.connections[0].id.as_str(), "acme");
+        assert!(!config.connections[0].verify);
+        assert_eq!(config.http_addr.to_string(), DEFAULT_HTTP_ADDR);
+    }
+}
