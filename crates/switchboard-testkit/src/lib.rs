@@ -1,1 +1,45 @@
-//! Plugin conformance suite, fake vendor servers and fixture loading
+//! The plugin conformance kit: every vendor plugin runs [`Conformance`] from its
+//! `tests/conformance.rs`, and end-to-end tests load the same fixtures with [`fixtures::load`]
+//! to post them to a real server.
+//!
+//! A plugin crate keeps its fixtures in `fixtures/<name>.json` (the body, byte for byte, as the
+//! vendor sends it) with an optional `fixtures/<name>.request.json`
+//! (`{"headers": {"name": "value"}, "query": {"Param": "value"}}`), and the reviewed output in
+//! `golden/<name>.json`: the pretty-printed `Vec<IncomingEvent>` that `parse` returns for that
+//! request received at [`fixture_received_at`]. Set `SWITCHBOARD_BLESS=1` to rewrite the golden
+//! files, then review them like code.
+//!
+//! [`Conformance::run`] checks, collecting every failure before it panics with one report:
+//! - the vendor is in [`switchboard_core::Registry::from_inventory`] with a webhook factory that
+//!   accepts a connection with verification off and nothing configured;
+//! - every fixture verifies with the right connection, parses, equals its golden file, parses
+//!   twice to the same events, and has non-empty dedup keys unique within the request;
+//! - a real `switchboard-store` appends nothing when every fixture is delivered again an hour
+//!   later;
+//! - every conversation's events, from all fixtures, shuffled and repeated (proptest, fixed
+//!   seed), fold with [`switchboard_core::Conversation::apply`] to the same conversation;
+//! - malformed bodies derived from each fixture (truncations, empty body, invalid UTF-8, nesting
+//!   10,000 deep, mistyped values, absurd numbers and times, each required field removed) never
+//!   make `verify` or `parse` panic, and where the body is certainly malformed `parse` fails with
+//!   `InvalidArgument`;
+//! - the wrong connection and stripped credentials fail verification with `Unauthenticated`;
+//! - `reply` does not panic.
+
+mod conformance;
+pub mod fixtures;
+mod mutate;
+mod report;
+
+pub use crate::conformance::Conformance;
+pub use crate::fixtures::FixtureRequest;
+
+use switchboard_core::Timestamp;
+
+/// The environment variable that makes [`Conformance::run`] rewrite golden files.
+pub const BLESS_ENV: &str = "SWITCHBOARD_BLESS";
+
+/// The receive time the kit gives every fixture request: 2024-01-01T00:00:00Z. Golden files
+/// are made with it, so events that take their time from the receive time are reproducible.
+pub fn fixture_received_at() -> Timestamp {
+    Timestamp::from_secs(1_704_067_200).unwrap_or(Timestamp::MIN)
+}

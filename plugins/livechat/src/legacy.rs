@@ -44,8 +44,9 @@ fn chat_events(
     let chat = chat_child.obj();
     let chat_id = chat.required_str("id")?;
     let started = match event_type {
-        "chat_started" | "chat_ended" => Some(chat.required_secs("started_timestamp")?),
-        _ => chat.secs("started_timestamp")?,
+        // A queued visitor's chat has not started yet; every other chat event has a start.
+        "visitor_queued" => chat.secs("started_timestamp")?,
+        _ => Some(chat.required_secs("started_timestamp")?),
     };
     let ended = match event_type {
         "chat_ended" => Some(chat.required_secs("ended_timestamp")?),
@@ -57,7 +58,11 @@ fn chat_events(
     let mut messages = messages(chat, visitor_id.as_deref())?;
     let (system, end_reason) = system_events(chat)?;
     messages.extend(system);
-    messages.extend(attachments(chat, started.unwrap_or(received_at))?);
+    messages.extend(attachments(
+        chat,
+        visitor_id.as_deref(),
+        started.unwrap_or(received_at),
+    )?);
 
     let (kind, status) = match event_type {
         "chat_started" => (EventKind::ChatStarted, Some(ConversationStatus::Open)),
@@ -276,7 +281,11 @@ fn system_events(chat: Obj<'_>) -> Result<(Vec<Message>, Option<String>), Error>
 /// `chat.attachments`: the captured bodies only show an empty array. Each element is read as a
 /// file sent in the chat: an object with `url`, `name`, `size`, `content_type` (or `type`),
 /// `user_type`, `author_name`, `agent_id`, `timestamp` (all optional), or a bare URL string.
-fn attachments(chat: Obj<'_>, default_at: Timestamp) -> Result<Vec<Message>, Error> {
+fn attachments(
+    chat: Obj<'_>,
+    visitor_id: Option<&str>,
+    default_at: Timestamp,
+) -> Result<Vec<Message>, Error> {
     let mut keys = Keys::new();
     let mut out = Vec::new();
     let path = chat.path_of("attachments");
@@ -284,7 +293,7 @@ fn attachments(chat: Obj<'_>, default_at: Timestamp) -> Result<Vec<Message>, Err
         let (role, author_id, author_name, attachment, sent_at) = match item {
             Value::String(url) => (
                 Role::Visitor,
-                None,
+                visitor_id.map(str::to_owned),
                 None,
                 Attachment {
                     url: Some(url.clone()),
@@ -300,9 +309,14 @@ fn attachments(chat: Obj<'_>, default_at: Timestamp) -> Result<Vec<Message>, Err
                     Some(t) => Some(t),
                     None => a.text("type")?,
                 };
+                let role = role_of(user_type);
+                let author_id = match role {
+                    Role::Visitor => visitor_id.map(str::to_owned),
+                    _ => a.text("agent_id")?,
+                };
                 (
-                    role_of(user_type),
-                    a.text("agent_id")?,
+                    role,
+                    author_id,
                     a.text("author_name")?,
                     Attachment {
                         url: a.text("url")?,

@@ -102,8 +102,12 @@ fn event_message(
             }
         }
         _ => {
-            // filled_form, rich_message, custom and anything newer: keep the vendor's event.
+            // filled_form, rich_message, custom and anything newer: keep the vendor's event,
+            // less what the message already says.
             data.clone_from(event.map());
+            for said in ["id", "created_at", "author_id", "text"] {
+                data.remove(said);
+            }
         }
     }
     let message = Message {

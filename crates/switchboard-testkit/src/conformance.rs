@@ -1,0 +1,865 @@
+//! The conformance suite every plugin runs from its `tests/conformance.rs`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use proptest::strategy::{Just, Strategy};
+use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
+use switchboard_core::{
+    ConnectionConfig, ConnectionId, Conversation, ConversationId, ConversationPatch, Error,
+    ErrorCode, EventPayload, IncomingEvent, IngestSummary, Registry, Timestamp, WebhookFactory,
+    WebhookSource,
+};
+use switchboard_store::{AppendRequest, Store};
+
+use crate::fixtures::{self, FixtureRequest};
+use crate::mutate::{self, Expect};
+use crate::report::{Report, first_difference};
+use crate::{BLESS_ENV, fixture_received_at};
+
+/// How many shuffled, repeated orders of each conversation's events are folded.
+const PERMUTATION_CASES: u32 = 64;
+
+type Strip = Box<dyn Fn(&mut FixtureRequest)>;
+
+/// The conformance suite for one plugin. Build it with the plugin's vendor name and crate
+/// directory, give it the connections and hooks, then [`Conformance::run`] it:
+///
+/// ```no_run
+/// use switchboard_core::{ConnectionConfig, ConnectionId};
+///
+/// let id = ConnectionId::new("livechat").unwrap();
+/// switchboard_testkit::Conformance::new("livechat", env!("CARGO_MANIFEST_DIR"))
+///     .connection(ConnectionConfig::new(id.clone(), "livechat").with_secret("webhook_secret", "s"))
+///     .wrong_connection(ConnectionConfig::new(id, "livechat").with_secret("webhook_secret", "x"))
+///     .strip_credentials(|req: &mut switchboard_testkit::FixtureRequest| {
+///         req.remove_header("x-switchboard-token");
+///     })
+///     .required_fields(&["/event_type"])
+///     .run();
+/// ```
+///
+/// Fixtures are read from `<crate_dir>/fixtures`, golden files from `<crate_dir>/golden`; with
+/// `SWITCHBOARD_BLESS=1` the golden files are rewritten instead of compared. `run` collects
+/// every failure and then panics once with a report of all of them.
+pub struct Conformance {
+    vendor: String,
+    crate_dir: PathBuf,
+    connection: Option<ConnectionConfig>,
+    wrong_connection: Option<ConnectionConfig>,
+    strip: Option<Strip>,
+    required: Vec<String>,
+}
+
+impl fmt::Debug for Conformance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conformance")
+            .field("vendor", &self.vendor)
+            .field("crate_dir", &self.crate_dir)
+            .field("connection", &self.connection)
+            .field("wrong_connection", &self.wrong_connection)
+            .field("strip_credentials", &self.strip.is_some())
+            .field("required_fields", &self.required)
+            .finish()
+    }
+}
+
+impl Conformance {
+    /// The suite for the plugin registered as `vendor`, whose crate is at `crate_dir`
+    /// (pass `env!("CARGO_MANIFEST_DIR")`).
+    pub fn new(vendor: &str, crate_dir: impl AsRef<Path>) -> Self {
+        Conformance {
+            vendor: vendor.to_owned(),
+            crate_dir: crate_dir.as_ref().to_owned(),
+            connection: None,
+            wrong_connection: None,
+            strip: None,
+            required: Vec::new(),
+        }
+    }
+
+    /// The connection every fixture request must verify against (the right secrets).
+    pub fn connection(mut self, config: ConnectionConfig) -> Self {
+        self.connection = Some(config);
+        self
+    }
+
+    /// A connection with wrong secrets: every fixture request must fail verification with
+    /// `Unauthenticated`.
+    pub fn wrong_connection(mut self, config: ConnectionConfig) -> Self {
+        self.wrong_connection = Some(config);
+        self
+    }
+
+    /// Removes the credentials from a request (a header, a query parameter, a body field, see
+    /// [`FixtureRequest::remove_header`] and friends): every stripped fixture request must
+    /// fail verification with `Unauthenticated`.
+    pub fn strip_credentials(mut self, strip: impl Fn(&mut FixtureRequest) + 'static) -> Self {
+        self.strip = Some(Box::new(strip));
+        self
+    }
+
+    /// JSON pointers (`/chat/id`) of fields a body cannot do without: in every fixture that has
+    /// one, removing it must make `parse` fail with `InvalidArgument`.
+    pub fn required_fields(mut self, pointers: &[&str]) -> Self {
+        self.required = pointers.iter().map(|p| (*p).to_owned()).collect();
+        self
+    }
+
+    /// Runs every check and panics with a report of all failures, if any.
+    ///
+    /// # Panics
+    /// When any check fails, with one message listing every failure.
+    pub fn run(self) {
+        let crate_dir = self.crate_dir.display().to_string();
+        let finished = Run::new(self).execute();
+        if !finished.report.is_empty() {
+            panic!("{}", finished.report.render(&finished.vendor, &crate_dir));
+        }
+    }
+}
+
+/// What a run found.
+struct Finished {
+    vendor: String,
+    report: Report,
+}
+
+/// One fixture and what the plugin made of it.
+struct Parsed {
+    fixture: FixtureRequest,
+    events: Option<Vec<IncomingEvent>>,
+}
+
+struct Run {
+    kit: Conformance,
+    report: Report,
+    connection: ConnectionConfig,
+    bless: bool,
+    blessed: Vec<String>,
+}
+
+impl Run {
+    fn new(kit: Conformance) -> Self {
+        let mut report = Report::default();
+        let connection = match &kit.connection {
+            Some(config) => config.clone(),
+            None => {
+                report.fail(
+                    None,
+                    "setup",
+                    "no connection given: call .connection(config) with the secrets the fixtures are signed with",
+                );
+                let mut config = default_connection(&kit.vendor);
+                config.verify = false;
+                config
+            }
+        };
+        if kit.wrong_connection.is_none() {
+            report.fail(
+                None,
+                "setup",
+                "no wrong connection given: call .wrong_connection(config) with wrong secrets",
+            );
+        }
+        if kit.strip.is_none() {
+            report.fail(
+                None,
+                "setup",
+                "no credential stripper given: call .strip_credentials(|req| ...) to remove what verification checks",
+            );
+        }
+        Run {
+            kit,
+            report,
+            connection,
+            bless: std::env::var(BLESS_ENV).is_ok_and(|v| v == "1"),
+            blessed: Vec::new(),
+        }
+    }
+
+    fn finish(self) -> Finished {
+        if !self.blessed.is_empty() {
+            eprintln!(
+                "blessed {} golden file(s) of {}: {}; review them before committing",
+                self.blessed.len(),
+                self.kit.vendor,
+                self.blessed.join(", ")
+            );
+        }
+        Finished {
+            vendor: self.kit.vendor,
+            report: self.report,
+        }
+    }
+
+    fn execute(mut self) -> Finished {
+        let Some(factory) = self.check_registry() else {
+            return self.finish();
+        };
+        let source = match guarded(|| factory(&self.connection)) {
+            Ok(Ok(source)) => source,
+            Ok(Err(e)) => {
+                self.report.fail(
+                    None,
+                    "factory",
+                    format!(
+                        "the webhook factory refused the connection given to .connection(): {e}"
+                    ),
+                );
+                return self.finish();
+            }
+            Err(panic) => {
+                self.report.fail(
+                    None,
+                    "factory",
+                    format!("the webhook factory panicked: {panic}"),
+                );
+                return self.finish();
+            }
+        };
+        let fixtures_dir = self.kit.crate_dir.join("fixtures");
+        let fixtures = match guarded(|| fixtures::load(&fixtures_dir)) {
+            Ok(fixtures) => fixtures,
+            Err(panic) => {
+                self.report.fail(None, "fixtures", panic);
+                return self.finish();
+            }
+        };
+        if fixtures.is_empty() {
+            self.report.fail(
+                None,
+                "fixtures",
+                format!(
+                    "{} holds no fixtures: add the vendor's webhook bodies as <name>.json",
+                    fixtures_dir.display()
+                ),
+            );
+            return self.finish();
+        }
+
+        let mut parsed = Vec::with_capacity(fixtures.len());
+        for fixture in fixtures {
+            let events = self.check_fixture(source.as_ref(), &fixture);
+            self.check_malformed(source.as_ref(), &fixture);
+            self.check_verification(factory, source.as_ref(), &fixture);
+            parsed.push(Parsed { fixture, events });
+        }
+        self.check_stale_golden(&parsed);
+        self.check_reply(source.as_ref());
+        self.check_permutations(&parsed);
+        self.check_redelivery(source.as_ref(), &parsed);
+        self.finish()
+    }
+
+    /// The vendor is registered, has a webhook factory, and the factory accepts the embedded
+    /// default's connection (verification off, nothing configured).
+    fn check_registry(&mut self) -> Option<WebhookFactory> {
+        let vendor = self.kit.vendor.clone();
+        let registry = match Registry::from_inventory() {
+            Ok(registry) => registry,
+            Err(e) => {
+                self.report.fail(None, "registry", e.to_string());
+                return None;
+            }
+        };
+        let Some(plugin) = registry.get(&vendor) else {
+            self.report.fail(
+                None,
+                "registry",
+                format!(
+                    "no plugin {vendor:?} in Registry::from_inventory() (found {:?}): submit a Plugin with inventory::submit! and reference the crate from the test (use switchboard_plugin_x as _;)",
+                    registry.vendors()
+                ),
+            );
+            return None;
+        };
+        let Some(factory) = plugin.webhook else {
+            self.report.fail(
+                None,
+                "registry",
+                format!("plugin {vendor:?} has no webhook factory (Plugin::webhook is None)"),
+            );
+            return None;
+        };
+        let mut open = default_connection(&vendor);
+        open.verify = false;
+        match guarded(|| factory(&open)) {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => self.report.fail(
+                None,
+                "registry",
+                format!(
+                    "the webhook factory must accept a connection with verify = false and no settings or secrets (the embedded default), but said: {e}"
+                ),
+            ),
+            Err(panic) => self.report.fail(
+                None,
+                "registry",
+                format!("the webhook factory panicked on the embedded default connection: {panic}"),
+            ),
+        }
+        Some(factory)
+    }
+
+    /// Verify, parse, golden, determinism and dedup keys of one fixture.
+    fn check_fixture(
+        &mut self,
+        source: &dyn WebhookSource,
+        fixture: &FixtureRequest,
+    ) -> Option<Vec<IncomingEvent>> {
+        let name = fixture.name.as_str();
+        let request = fixture.webhook_request(&self.connection, fixture_received_at());
+        match guarded(|| source.verify(&request)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => self.report.fail(
+                Some(name),
+                "verify",
+                format!(
+                    "verification with the right connection failed ({}): {e}",
+                    e.code
+                ),
+            ),
+            Err(panic) => {
+                self.report
+                    .fail(Some(name), "verify", format!("verify panicked: {panic}"))
+            }
+        }
+        let events = match guarded(|| source.parse(&request)) {
+            Ok(Ok(events)) => events,
+            Ok(Err(e)) => {
+                self.report.fail(
+                    Some(name),
+                    "parse",
+                    format!("parse failed ({}): {e}", e.code),
+                );
+                return None;
+            }
+            Err(panic) => {
+                self.report
+                    .fail(Some(name), "parse", format!("parse panicked: {panic}"));
+                return None;
+            }
+        };
+        match guarded(|| source.parse(&request)) {
+            Ok(Ok(again)) if again == events => {}
+            Ok(Ok(again)) => self.report.fail(
+                Some(name),
+                "determinism",
+                format!(
+                    "parsing the same request twice gave different events: {}",
+                    first_difference(&pretty(&events), &pretty(&again))
+                ),
+            ),
+            Ok(Err(e)) => self.report.fail(
+                Some(name),
+                "determinism",
+                format!("the second parse of the same request failed: {e}"),
+            ),
+            Err(panic) => self.report.fail(
+                Some(name),
+                "determinism",
+                format!("the second parse of the same request panicked: {panic}"),
+            ),
+        }
+        let mut keys = HashSet::new();
+        for (i, event) in events.iter().enumerate() {
+            if event.dedup_key.is_empty() {
+                self.report.fail(
+                    Some(name),
+                    "dedup keys",
+                    format!("event {i} ({}) has an empty dedup key", event.vendor_event),
+                );
+            } else if !keys.insert(event.dedup_key.as_str()) {
+                self.report.fail(
+                    Some(name),
+                    "dedup keys",
+                    format!(
+                        "dedup key {:?} appears twice in one request: the store would drop the second event",
+                        event.dedup_key
+                    ),
+                );
+            }
+            if Timestamp::from_millis(event.occurred_at.as_millis()).is_none() {
+                self.report.fail(
+                    Some(name),
+                    "timestamps",
+                    format!("event {i} has occurred_at out of range"),
+                );
+            }
+        }
+        self.check_golden(name, &events);
+        Some(events)
+    }
+
+    fn check_golden(&mut self, name: &str, events: &[IncomingEvent]) {
+        let actual = pretty(events);
+        let dir = self.kit.crate_dir.join("golden");
+        let path = dir.join(format!("{name}.json"));
+        if self.bless {
+            let written = std::fs::create_dir_all(&dir).and_then(|()| {
+                if std::fs::read_to_string(&path).ok().as_deref() == Some(actual.as_str()) {
+                    Ok(false)
+                } else {
+                    std::fs::write(&path, &actual).map(|()| true)
+                }
+            });
+            match written {
+                Ok(true) => self.blessed.push(name.to_owned()),
+                Ok(false) => {}
+                Err(e) => self.report.fail(
+                    Some(name),
+                    "golden",
+                    format!("cannot write {}: {e}", path.display()),
+                ),
+            }
+            return;
+        }
+        match std::fs::read_to_string(&path) {
+            Ok(expected) if expected == actual => {}
+            Ok(expected) => self.report.fail(
+                Some(name),
+                "golden",
+                format!(
+                    "the events differ from {}; if the change is intended, rerun with {BLESS_ENV}=1 and review the diff\n{}",
+                    path.display(),
+                    first_difference(&expected, &actual)
+                ),
+            ),
+            Err(e) => self.report.fail(
+                Some(name),
+                "golden",
+                format!(
+                    "cannot read {} ({e}): create it with {BLESS_ENV}=1 and review it",
+                    path.display()
+                ),
+            ),
+        }
+    }
+
+    fn check_stale_golden(&mut self, parsed: &[Parsed]) {
+        let dir = self.kit.crate_dir.join("golden");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        let names: HashSet<&str> = parsed.iter().map(|p| p.fixture.name.as_str()).collect();
+        for entry in entries.flatten() {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let Some(name) = file.strip_suffix(".json") else {
+                continue;
+            };
+            if names.contains(name) {
+                continue;
+            }
+            if self.bless {
+                if let Err(e) = std::fs::remove_file(entry.path()) {
+                    self.report.fail(
+                        None,
+                        "golden",
+                        format!("cannot remove the stale {}: {e}", entry.path().display()),
+                    );
+                }
+            } else {
+                self.report.fail(
+                    None,
+                    "golden",
+                    format!(
+                        "{} has no fixture: remove it, or rerun with {BLESS_ENV}=1",
+                        entry.path().display()
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Malformed bodies derived from the fixture: never a panic; `InvalidArgument` where the
+    /// body is certainly malformed.
+    fn check_malformed(&mut self, source: &dyn WebhookSource, fixture: &FixtureRequest) {
+        let name = fixture.name.as_str();
+        for mutation in mutate::mutations(&fixture.body, &self.kit.required) {
+            let mut mutated = fixture.clone();
+            mutated.body = mutation.body;
+            let request = mutated.webhook_request(&self.connection, fixture_received_at());
+            if let Err(panic) = guarded(|| source.verify(&request)) {
+                self.report.fail(
+                    Some(name),
+                    "malformed input",
+                    format!("{}: verify panicked: {panic}", mutation.label),
+                );
+            }
+            match (guarded(|| source.parse(&request)), mutation.expect) {
+                (Err(panic), _) => self.report.fail(
+                    Some(name),
+                    "malformed input",
+                    format!("{}: parse panicked: {panic}", mutation.label),
+                ),
+                (Ok(Err(e)), _) if e.code != ErrorCode::InvalidArgument => self.report.fail(
+                    Some(name),
+                    "malformed input",
+                    format!(
+                        "{}: parse failed with {} instead of invalid_argument: {e}",
+                        mutation.label, e.code
+                    ),
+                ),
+                (Ok(Err(_)), _) => {}
+                (Ok(Ok(events)), Expect::Invalid) => self.report.fail(
+                    Some(name),
+                    "malformed input",
+                    format!(
+                        "{}: parse accepted it ({} events) but must fail with invalid_argument",
+                        mutation.label,
+                        events.len()
+                    ),
+                ),
+                (Ok(Ok(events)), Expect::NoPanic) => {
+                    if events.iter().any(|e| e.dedup_key.is_empty()) {
+                        self.report.fail(
+                            Some(name),
+                            "malformed input",
+                            format!("{}: accepted with an empty dedup key", mutation.label),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The wrong connection and stripped credentials fail verification with `Unauthenticated`.
+    fn check_verification(
+        &mut self,
+        factory: WebhookFactory,
+        source: &dyn WebhookSource,
+        fixture: &FixtureRequest,
+    ) {
+        let name = fixture.name.as_str();
+        if let Some(wrong) = self.kit.wrong_connection.clone() {
+            // A plugin may keep settings from its config, so the source is built from the
+            // wrong connection too.
+            match guarded(|| factory(&wrong)) {
+                Ok(Ok(wrong_source)) => {
+                    let request = fixture.webhook_request(&wrong, fixture_received_at());
+                    let outcome = guarded(|| wrong_source.verify(&request));
+                    self.expect_unauthenticated(name, "wrong connection", outcome);
+                }
+                Ok(Err(e)) => self.report.fail(
+                    Some(name),
+                    "wrong connection",
+                    format!("the factory refused the wrong connection, so verify could not be tested: {e}"),
+                ),
+                Err(panic) => self.report.fail(
+                    Some(name),
+                    "wrong connection",
+                    format!("the factory panicked on the wrong connection: {panic}"),
+                ),
+            }
+        }
+        if let Some(strip) = &self.kit.strip {
+            let mut stripped = fixture.clone();
+            match guarded(|| strip(&mut stripped)) {
+                Ok(()) => {
+                    let request = stripped.webhook_request(&self.connection, fixture_received_at());
+                    let outcome = guarded(|| source.verify(&request));
+                    self.expect_unauthenticated(name, "stripped credentials", outcome);
+                }
+                Err(panic) => self.report.fail(
+                    Some(name),
+                    "stripped credentials",
+                    format!("the strip_credentials hook panicked: {panic}"),
+                ),
+            }
+        }
+    }
+
+    fn expect_unauthenticated(
+        &mut self,
+        name: &str,
+        check: &'static str,
+        outcome: Result<Result<(), Error>, String>,
+    ) {
+        match outcome {
+            Ok(Err(e)) if e.code == ErrorCode::Unauthenticated => {}
+            Ok(Err(e)) => self.report.fail(
+                Some(name),
+                check,
+                format!(
+                    "verify failed with {} instead of unauthenticated: {e}",
+                    e.code
+                ),
+            ),
+            Ok(Ok(())) => self.report.fail(
+                Some(name),
+                check,
+                "verify accepted the request but must fail with unauthenticated",
+            ),
+            Err(panic) => self
+                .report
+                .fail(Some(name), check, format!("verify panicked: {panic}")),
+        }
+    }
+
+    fn check_reply(&mut self, source: &dyn WebhookSource) {
+        let summary = IngestSummary {
+            appended: 1,
+            duplicates: 0,
+        };
+        let error = Error::invalid("the body is not valid JSON");
+        if let Err(panic) = guarded(|| {
+            source.reply(Ok(&summary));
+            source.reply(Err(&error));
+        }) {
+            self.report
+                .fail(None, "reply", format!("reply panicked: {panic}"));
+        }
+    }
+
+    /// Any order of a conversation's events, with repeats, folds to the same conversation.
+    fn check_permutations(&mut self, parsed: &[Parsed]) {
+        let mut by_conversation: BTreeMap<&str, Vec<(&ConversationPatch, Timestamp, &str)>> =
+            BTreeMap::new();
+        for p in parsed {
+            for event in p.events.iter().flatten() {
+                if let EventPayload::Conversation(patch) = &event.payload {
+                    by_conversation
+                        .entry(patch.external_id.as_str())
+                        .or_default()
+                        .push((patch, event.occurred_at, event.dedup_key.as_str()));
+                }
+            }
+        }
+        for (external_id, events) in by_conversation {
+            let id = ConversationId::new(self.connection.id.clone(), external_id);
+            let fold = |order: &[usize]| {
+                let mut conversation = Conversation::new(id.clone(), self.kit.vendor.clone());
+                for &i in order {
+                    let (patch, at, key) = events[i];
+                    conversation.apply(patch, at, key);
+                }
+                conversation
+            };
+            let n = events.len();
+            let in_order: Vec<usize> = (0..n).collect();
+            let expected = fold(&in_order);
+            let config = Config {
+                cases: PERMUTATION_CASES,
+                failure_persistence: None,
+                ..Config::default()
+            };
+            let mut runner =
+                TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+            let strategy = (
+                Just(in_order.clone()),
+                proptest::collection::vec(0..n, 0..=n),
+            )
+                .prop_map(|(mut order, repeats)| {
+                    order.extend(repeats);
+                    order
+                })
+                .prop_shuffle();
+            let outcome = runner.run(&strategy, |order| {
+                if fold(&order) == expected {
+                    Ok(())
+                } else {
+                    Err(TestCaseError::fail("folds differ"))
+                }
+            });
+            match outcome {
+                Ok(()) => {}
+                Err(TestError::Fail(_, order)) => {
+                    let keys: Vec<&str> = order.iter().map(|&i| events[i].2).collect();
+                    self.report.fail(
+                        None,
+                        "permutations",
+                        format!(
+                            "conversation {external_id:?}: applying its events in the order {keys:?} gives another conversation than the fixture order: {}\n(events that share a dedup key must carry the same content; see Conversation::apply)",
+                            first_difference(&pretty(&expected), &pretty(&fold(&order)))
+                        ),
+                    );
+                }
+                Err(TestError::Abort(reason)) => self.report.fail(
+                    None,
+                    "permutations",
+                    format!("conversation {external_id:?}: the property run aborted: {reason}"),
+                ),
+            }
+        }
+    }
+
+    /// Every fixture appended to a real store, then delivered again later: the redelivery
+    /// appends nothing.
+    fn check_redelivery(&mut self, source: &dyn WebhookSource, parsed: &[Parsed]) {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                self.report.fail(
+                    None,
+                    "redelivery",
+                    format!("cannot start a tokio runtime: {e}"),
+                );
+                return;
+            }
+        };
+        let dir = match tempfile::tempdir() {
+            Ok(dir) => dir,
+            Err(e) => {
+                self.report.fail(
+                    None,
+                    "redelivery",
+                    format!("cannot create a temporary directory for the store: {e}"),
+                );
+                return;
+            }
+        };
+        let store = match Store::open(dir.path()) {
+            Ok(store) => store,
+            Err(e) => {
+                self.report
+                    .fail(None, "redelivery", format!("cannot open a store: {e}"));
+                return;
+            }
+        };
+        let first_time = fixture_received_at();
+        // An hour later: dedup keys must not depend on when a request arrived.
+        let later =
+            Timestamp::from_millis(first_time.as_millis() + 3_600_000).unwrap_or(first_time);
+        for (round, received_at) in [(1, first_time), (2, later)] {
+            for p in parsed.iter().filter(|p| p.events.is_some()) {
+                let name = p.fixture.name.as_str();
+                let request = p.fixture.webhook_request(&self.connection, received_at);
+                let events = match guarded(|| source.parse(&request)) {
+                    Ok(Ok(events)) => events,
+                    Ok(Err(e)) => {
+                        self.report.fail(
+                            Some(name),
+                            "redelivery",
+                            format!("parsing the fixture received at {received_at} failed: {e}"),
+                        );
+                        continue;
+                    }
+                    Err(panic) => {
+                        self.report.fail(
+                            Some(name),
+                            "redelivery",
+                            format!(
+                                "parsing the fixture received at {received_at} panicked: {panic}"
+                            ),
+                        );
+                        continue;
+                    }
+                };
+                let count = events.len();
+                let append = AppendRequest {
+                    connection: self.connection.id.clone(),
+                    vendor: self.kit.vendor.clone(),
+                    request_id: Some(format!("{name}-{round}")),
+                    received_at,
+                    raw: Some(String::from_utf8_lossy(&p.fixture.body).into_owned()),
+                    events,
+                    sync: None,
+                };
+                match runtime.block_on(store.append(append)) {
+                    Ok(receipt) if round == 1 => {
+                        if receipt.appended.len() + receipt.duplicates != count {
+                            self.report.fail(
+                                Some(name),
+                                "redelivery",
+                                format!(
+                                    "the store accounted for {} of {count} events",
+                                    receipt.appended.len() + receipt.duplicates
+                                ),
+                            );
+                        }
+                    }
+                    Ok(receipt) if receipt.appended.is_empty() => {}
+                    Ok(receipt) => {
+                        let appended = receipt.appended.len();
+                        self.report.fail(
+                            Some(name),
+                            "redelivery",
+                            format!(
+                                "delivering the same body again an hour later appended {appended} of {count} events: their dedup keys depend on something other than the body (the receive time?)"
+                            ),
+                        );
+                    }
+                    Err(e) => self.report.fail(
+                        Some(name),
+                        "redelivery",
+                        format!("the store refused the events: {e}"),
+                    ),
+                }
+            }
+        }
+        if let Err(e) = runtime.block_on(store.close()) {
+            self.report
+                .fail(None, "redelivery", format!("closing the store failed: {e}"));
+        }
+    }
+}
+
+fn default_connection(vendor: &str) -> ConnectionConfig {
+    let id = ConnectionId::new(vendor).unwrap_or_else(|_| {
+        ConnectionId::new("conformance").unwrap_or_else(|e| unreachable!("{e}"))
+    });
+    ConnectionConfig::new(id, vendor)
+}
+
+/// Events as golden files hold them: pretty JSON and a trailing newline.
+fn pretty<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => text + "\n",
+        Err(e) => format!("<cannot serialize: {e}>\n"),
+    }
+}
+
+thread_local! {
+    /// Set while the kit calls into plugin code, so that expected panics print nothing.
+    static QUIET: Cell<bool> = const { Cell::new(false) };
+    /// Where the last quiet panic happened.
+    static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+static HOOK: Once = Once::new();
+
+/// Installs, once, a panic hook that stays silent on threads inside [`guarded`] and defers
+/// to the previous hook everywhere else.
+fn install_quiet_hook() {
+    HOOK.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if QUIET.with(Cell::get) {
+                let location = info
+                    .location()
+                    .map(|l| format!("{}:{}", l.file(), l.line()))
+                    .unwrap_or_default();
+                LAST_PANIC.with(|last| *last.borrow_mut() = Some(location));
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Runs plugin code, turning a panic into its message (with its location).
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    install_quiet_hook();
+    let was_quiet = QUIET.with(|q| q.replace(true));
+    let outcome = panic::catch_unwind(AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(was_quiet));
+    outcome.map_err(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned());
+        match LAST_PANIC.with(|last| last.borrow_mut().take()) {
+            Some(location) if !location.is_empty() => format!("{message} (at {location})"),
+            _ => message,
+        }
+    })
+}
