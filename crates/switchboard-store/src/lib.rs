@@ -225,12 +225,15 @@ impl Store {
     /// corrupt directory is an error, never a panic.
     pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| open_error(dir, e))?;
+        // sled starts afresh, silently, over a `db` file it cannot read; a new store never
+        // leaves its `db` file without the schema key, so such a file is corruption.
+        let had_data = std::fs::metadata(dir.join("db")).is_ok_and(|m| m.len() > 0);
         let config = sled::Config::new().path(dir).flush_every_ms(None);
         // sled 0.34 panics on some kinds of corruption instead of returning an error.
         let db = catch_unwind(AssertUnwindSafe(|| config.open()))
             .map_err(|panic| open_error(dir, panic_message(panic.as_ref())))?
             .map_err(|e| open_error(dir, e))?;
-        check_schema(&db, dir)?;
+        check_schema(&db, dir, had_data)?;
         let files = DurableFiles::open(dir, options.fsync)?;
         let head = recover_head(&db)?;
 
@@ -440,7 +443,7 @@ fn validate(request: &AppendRequest) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn check_schema(db: &sled::Db, dir: &Path) -> Result<(), StoreError> {
+fn check_schema(db: &sled::Db, dir: &Path, had_data: bool) -> Result<(), StoreError> {
     match db.get(keys::SCHEMA_VERSION_KEY)? {
         Some(found) => {
             let found = String::from_utf8_lossy(&found).into_owned();
@@ -453,6 +456,10 @@ fn check_schema(db: &sled::Db, dir: &Path) -> Result<(), StoreError> {
             }
             Ok(())
         }
+        None if db.is_empty() && had_data => Err(open_error(
+            dir,
+            "its db file is not empty but sled reads no data from it (a corrupt or foreign file); restore the directory from a backup or move it away to start empty",
+        )),
         None if db.is_empty() => {
             db.insert(
                 keys::SCHEMA_VERSION_KEY,

@@ -85,7 +85,7 @@ async fn every_filter_pages_through_each_match_once_in_order() {
     assert_eq!(all.len(), 90);
     // Newest first by sort key, ties by id descending.
     let mut expected = all.clone();
-    expected.sort_by(|a, b| (sort_key(b), b.id.to_string()).cmp(&(sort_key(a), a.id.to_string())));
+    expected.sort_by_key(|c| std::cmp::Reverse((sort_key(c), c.id.to_string())));
     assert_eq!(ids(&all), ids(&expected));
     assert!(all.iter().any(|c| c.started_at.is_none()));
     assert!(all.iter().any(|c| c.status == ConversationStatus::Closed));

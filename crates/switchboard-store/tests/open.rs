@@ -1,0 +1,127 @@
+//! Opening: corrupt or foreign directories are errors, never panics; the schema version is
+//! checked.
+
+mod common;
+
+use common::{request, started};
+use switchboard_core::{ErrorCode, Sequence};
+use switchboard_store::{Store, StoreError};
+
+#[test]
+fn a_file_where_the_directory_should_be_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    std::fs::write(&path, b"not a directory").unwrap();
+    let error = Store::open(&path).unwrap_err();
+    assert_eq!(error.code(), ErrorCode::Internal);
+    let message = error.to_string();
+    assert!(
+        message.starts_with(&format!("cannot open the store at {}", path.display())),
+        "{message}"
+    );
+    assert!(message.contains("--data-dir"), "{message}");
+}
+
+#[test]
+fn a_directory_inside_a_file_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    assert!(Store::open(&file.join("store")).is_err());
+}
+
+/// Deterministic bytes that are not a sled file.
+fn garbage(len: usize) -> Vec<u8> {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+#[test]
+fn garbage_in_the_db_file_is_an_error() {
+    for len in [7, 4096, 1 << 20] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("db"), garbage(len)).unwrap();
+        let result = Store::open(dir.path());
+        assert!(result.is_err(), "garbage of {len} bytes opened as a store");
+    }
+}
+
+#[test]
+fn garbage_in_the_conf_file_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("conf"), garbage(300)).unwrap();
+    assert!(Store::open(dir.path()).is_err());
+}
+
+#[tokio::test]
+async fn a_corrupted_store_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .append(request("lc", "livechat", vec![started("s", "c1", 10)]))
+            .await
+            .unwrap();
+        store.close().await.unwrap();
+    }
+    // Overwrite the middle of the db file.
+    let path = dir.path().join("db");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let len = bytes.len();
+    bytes[len / 4..].copy_from_slice(&garbage(len - len / 4));
+    std::fs::write(&path, bytes).unwrap();
+    // sled may recover a prefix of its log (and then the store is intact but shorter) or
+    // refuse; it must not panic, and whatever opens must be consistent.
+    if let Ok(store) = Store::open(dir.path()) {
+        let events = store.read_events(Sequence::ZERO, 10).unwrap();
+        assert_eq!(events.len() as u64, store.head().0);
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_schema_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.insert("meta/schema_version", "2").unwrap();
+        db.flush().unwrap();
+    }
+    let error = Store::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(&error, StoreError::SchemaMismatch { found, expected: 1, .. } if found == "2")
+    );
+    assert_eq!(error.code(), ErrorCode::FailedPrecondition);
+    assert!(error.to_string().contains("schema version 2"), "{error}");
+}
+
+#[test]
+fn a_foreign_sled_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.insert("someone-else", "data").unwrap();
+        db.flush().unwrap();
+    }
+    let error = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(error, StoreError::NotAStore { .. }), "{error:?}");
+    assert_eq!(error.code(), ErrorCode::FailedPrecondition);
+}
+
+#[test]
+fn a_new_store_records_its_schema_version() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    let db = sled::open(dir.path()).unwrap();
+    assert_eq!(
+        db.get("meta/schema_version").unwrap().unwrap(),
+        "1".as_bytes()
+    );
+}
