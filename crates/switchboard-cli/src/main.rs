@@ -1,0 +1,500 @@
+//! `switchboard`: run the gateway, and look at its data without writing a client.
+
+// Every shipped plugin must be referenced, or the linker may drop its inventory registration.
+use switchboard_plugin_livechat as _;
+use switchboard_plugin_livetex as _;
+use switchboard_plugin_smartsupp as _;
+use switchboard_plugin_tencent as _;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use switchboard_core::{ConversationStatus, EventKind, Registry, Timestamp};
+use switchboard_proto::convert;
+use switchboard_proto::v1;
+use switchboard_proto::v1::switchboard_client::SwitchboardClient;
+use switchboard_server::ServerConfig;
+use tonic::transport::Channel;
+
+/// Switchboard: one self-hosted gateway for live-chat vendors' webhooks and APIs, served over gRPC.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server: HTTP webhook intake and the gRPC API over the embedded store.
+    ///
+    /// Without --config it runs on the embedded default: data in ./switchboard-data, HTTP on
+    /// 127.0.0.1:8080, gRPC on 127.0.0.1:50051, and one connection per plugin whose id is the
+    /// vendor name (POST /webhooks/livechat...) with webhook verification OFF.
+    Serve {
+        /// A TOML config file (connections, secrets, addresses); see README.md.
+        #[arg(long, env = "SWITCHBOARD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Where the store lives (overrides the config file).
+        #[arg(long, env = "SWITCHBOARD_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// HTTP listen address (overrides the config file).
+        #[arg(long, env = "SWITCHBOARD_HTTP_ADDR")]
+        http_addr: Option<SocketAddr>,
+        /// gRPC listen address (overrides the config file).
+        #[arg(long, env = "SWITCHBOARD_GRPC_ADDR")]
+        grpc_addr: Option<SocketAddr>,
+        /// Log output format.
+        #[arg(
+            long,
+            value_enum,
+            default_value = "text",
+            env = "SWITCHBOARD_LOG_FORMAT"
+        )]
+        log_format: LogFormat,
+    },
+    /// Print the event stream as it happens, replaying from a cursor first.
+    Tail {
+        #[command(flatten)]
+        server: ServerArg,
+        /// Resume after this sequence (the last one you saw); default: from the beginning.
+        #[arg(long, conflicts_with = "now")]
+        after: Option<u64>,
+        /// Only events appended from now on.
+        #[arg(long)]
+        now: bool,
+        /// Only these connections (repeatable).
+        #[arg(long = "connection")]
+        connections: Vec<String>,
+        /// Only these vendors (repeatable).
+        #[arg(long = "vendor")]
+        vendors: Vec<String>,
+        /// Only these kinds (repeatable): chat_started, message, chat_ended, chat_missed,
+        /// offline_message, rating, chat_updated, ticket_created, ticket_updated,
+        /// agent_updated, vendor_event.
+        #[arg(long = "kind")]
+        kinds: Vec<String>,
+        /// Print each event as one JSON line instead of a summary line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List or show conversations.
+    Conversations {
+        #[command(subcommand)]
+        command: ConversationsCommand,
+    },
+    /// List the configured connections and their sync state.
+    Connections {
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// List the vendor plugins built into this binary.
+    Plugins,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConversationsCommand {
+    /// List conversations, newest first.
+    List {
+        #[command(flatten)]
+        server: ServerArg,
+        /// Only these connections (repeatable).
+        #[arg(long = "connection")]
+        connections: Vec<String>,
+        /// Only these vendors (repeatable).
+        #[arg(long = "vendor")]
+        vendors: Vec<String>,
+        /// Only these statuses (repeatable): unknown, queued, open, closed, missed, offline.
+        #[arg(long = "status")]
+        statuses: Vec<String>,
+        /// How many per page (1-1000).
+        #[arg(long, default_value_t = 50)]
+        page_size: u32,
+        /// Follow next_page_token until the end.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show one conversation with its messages.
+    Get {
+        #[command(flatten)]
+        server: ServerArg,
+        /// CONNECTION/VENDOR_ID, e.g. livechat/PO13.
+        id: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ServerArg {
+    /// The gRPC address of the server.
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:50051",
+        env = "SWITCHBOARD_SERVER"
+    )]
+    server: String,
+}
+
+impl ServerArg {
+    async fn connect(&self) -> Result<SwitchboardClient<Channel>> {
+        SwitchboardClient::connect(self.server.clone())
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot reach the switchboard server at {}; is `switchboard serve` running?",
+                    self.server
+                )
+            })
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Logs go to stderr; stdout carries the bound addresses for scripts.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve {
+            config,
+            data_dir,
+            http_addr,
+            grpc_addr,
+            log_format,
+        } => {
+            init_logging(log_format);
+            serve(config, data_dir, http_addr, grpc_addr).await
+        }
+        Command::Tail {
+            server,
+            after,
+            now,
+            connections,
+            vendors,
+            kinds,
+            json,
+        } => tail(server, after, now, connections, vendors, kinds, json).await,
+        Command::Conversations { command } => match command {
+            ConversationsCommand::List {
+                server,
+                connections,
+                vendors,
+                statuses,
+                page_size,
+                all,
+            } => list_conversations(server, connections, vendors, statuses, page_size, all).await,
+            ConversationsCommand::Get { server, id } => get_conversation(server, id).await,
+        },
+        Command::Connections { server } => list_connections(server).await,
+        Command::Plugins => {
+            let registry = Registry::from_inventory()?;
+            for plugin in registry.plugins() {
+                println!(
+                    "{:<10} webhook={:<3} sync={:<3} {}\n{:<10} verification: {}",
+                    plugin.vendor,
+                    if plugin.webhook.is_some() {
+                        "yes"
+                    } else {
+                        "no"
+                    },
+                    if plugin.connector.is_some() {
+                        "yes"
+                    } else {
+                        "no"
+                    },
+                    plugin.description,
+                    "",
+                    plugin.verification
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn serve(
+    config: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    http_addr: Option<SocketAddr>,
+    grpc_addr: Option<SocketAddr>,
+) -> Result<()> {
+    let registry = Registry::from_inventory()?;
+    let mut config = match config {
+        Some(path) => ServerConfig::from_file(&path, &registry, std::env::vars())?,
+        None => ServerConfig::embedded_default(&registry),
+    };
+    if let Some(dir) = data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(addr) = http_addr {
+        config.http_addr = addr;
+    }
+    if let Some(addr) = grpc_addr {
+        config.grpc_addr = addr;
+    }
+    let server = switchboard_server::start(config, &registry).await?;
+    // Printed for scripts and tests that start the binary on port 0.
+    println!("http={} grpc={}", server.http_addr, server.grpc_addr);
+    server.run_until(shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+fn time_text(t: Option<&prost_types::Timestamp>) -> String {
+    t.and_then(convert::from_timestamp)
+        .map(Timestamp::to_rfc3339)
+        .unwrap_or_else(|| "-".to_owned())
+}
+
+async fn tail(
+    server: ServerArg,
+    after: Option<u64>,
+    now: bool,
+    connections: Vec<String>,
+    vendors: Vec<String>,
+    kinds: Vec<String>,
+    json: bool,
+) -> Result<()> {
+    use v1::stream_events_request::Start;
+    let kinds = kinds
+        .iter()
+        .map(|k| {
+            EventKind::parse(k)
+                .map(|k| convert::kind(k) as i32)
+                .with_context(|| format!("unknown kind {k:?}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let start = match (after, now) {
+        (Some(after), _) => Start::AfterSequence(after),
+        (None, true) => Start::AtHead(true),
+        (None, false) => Start::FromBeginning(true),
+    };
+    let mut client = server.connect().await?;
+    let mut stream = client
+        .stream_events(v1::StreamEventsRequest {
+            start: Some(start),
+            connection_ids: connections,
+            vendors,
+            kinds,
+            conversation_ids: Vec::new(),
+        })
+        .await?
+        .into_inner();
+    while let Some(event) = stream.message().await? {
+        if json {
+            let payload: serde_json::Value =
+                serde_json::from_str(&event.payload_json).unwrap_or(serde_json::Value::Null);
+            println!(
+                "{}",
+                serde_json::json!({
+                    "sequence": event.sequence,
+                    "id": event.id,
+                    "connection": event.connection_id,
+                    "vendor": event.vendor,
+                    "kind": event.kind().as_str_name(),
+                    "vendor_event": event.vendor_event,
+                    "occurred_at": time_text(event.occurred_at.as_ref()),
+                    "conversation_id": event.conversation_id,
+                    "ticket_id": event.ticket_id,
+                    "payload": payload,
+                })
+            );
+        } else {
+            let text = event
+                .message
+                .as_ref()
+                .map(|m| format!(" {:?}", m.text))
+                .unwrap_or_default();
+            println!(
+                "{:>8} {} {:<14} {:<16} {}{}",
+                event.sequence,
+                time_text(event.occurred_at.as_ref()),
+                event.connection_id,
+                event
+                    .kind()
+                    .as_str_name()
+                    .trim_start_matches("EVENT_KIND_")
+                    .to_ascii_lowercase(),
+                event
+                    .conversation_id
+                    .or(event.ticket_id)
+                    .unwrap_or_else(|| "-".to_owned()),
+                text
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn list_conversations(
+    server: ServerArg,
+    connections: Vec<String>,
+    vendors: Vec<String>,
+    statuses: Vec<String>,
+    page_size: u32,
+    all: bool,
+) -> Result<()> {
+    let statuses = statuses
+        .iter()
+        .map(|s| {
+            ConversationStatus::parse(s)
+                .map(|s| convert::status(s) as i32)
+                .with_context(|| format!("unknown status {s:?}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut client = server.connect().await?;
+    let mut token = String::new();
+    println!(
+        "{:<32} {:<10} {:<8} {:<24} {:>5}  visitor",
+        "id", "vendor", "status", "started", "msgs"
+    );
+    loop {
+        let page = client
+            .list_conversations(v1::ListConversationsRequest {
+                connection_ids: connections.clone(),
+                vendors: vendors.clone(),
+                statuses: statuses.clone(),
+                started: None,
+                updated: None,
+                page_size,
+                page_token: token.clone(),
+                view: v1::ConversationView::Basic as i32,
+            })
+            .await?
+            .into_inner();
+        for c in &page.conversations {
+            println!(
+                "{:<32} {:<10} {:<8} {:<24} {:>5}  {}",
+                c.id,
+                c.vendor,
+                c.status()
+                    .as_str_name()
+                    .trim_start_matches("CONVERSATION_STATUS_")
+                    .to_ascii_lowercase(),
+                time_text(c.started_at.as_ref()),
+                c.message_count,
+                c.visitor
+                    .as_ref()
+                    .and_then(|v| v.name.clone().or(Some(v.id.clone())))
+                    .unwrap_or_default()
+            );
+        }
+        if !all || page.next_page_token.is_empty() {
+            if !page.next_page_token.is_empty() {
+                println!("(more: use --all)");
+            }
+            break;
+        }
+        token = page.next_page_token;
+    }
+    Ok(())
+}
+
+async fn get_conversation(server: ServerArg, id: String) -> Result<()> {
+    let mut client = server.connect().await?;
+    let c = client
+        .get_conversation(v1::GetConversationRequest {
+            id,
+            view: v1::ConversationView::Full as i32,
+        })
+        .await?
+        .into_inner();
+    println!("{} ({}) {}", c.id, c.vendor, c.status().as_str_name());
+    println!(
+        "started {}  ended {}",
+        time_text(c.started_at.as_ref()),
+        time_text(c.ended_at.as_ref())
+    );
+    if let Some(v) = &c.visitor {
+        println!("visitor {} {}", v.id, v.name.clone().unwrap_or_default());
+    }
+    for a in &c.agents {
+        println!("agent   {} {}", a.id, a.name.clone().unwrap_or_default());
+    }
+    for m in &c.messages {
+        println!(
+            "{} {:<7} {}: {}",
+            time_text(m.sent_at.as_ref()),
+            m.author_role()
+                .as_str_name()
+                .trim_start_matches("ROLE_")
+                .to_ascii_lowercase(),
+            m.author_name
+                .clone()
+                .or(m.author_id.clone())
+                .unwrap_or_default(),
+            m.text
+        );
+    }
+    Ok(())
+}
+
+async fn list_connections(server: ServerArg) -> Result<()> {
+    let mut client = server.connect().await?;
+    let response = client
+        .list_connections(v1::ListConnectionsRequest {})
+        .await?
+        .into_inner();
+    if response.connections.is_empty() {
+        bail!("the server has no connections configured");
+    }
+    for c in response.connections {
+        let sync = c.sync.unwrap_or_default();
+        println!(
+            "{:<16} {:<10} {:<22} verify={:<5} sync={}",
+            c.id,
+            c.vendor,
+            c.webhook_path,
+            c.verification_enabled,
+            if sync.supported {
+                format!(
+                    "records={} cursor={}",
+                    sync.records_pulled,
+                    sync.cursor.unwrap_or_default()
+                )
+            } else {
+                "unsupported".to_owned()
+            }
+        );
+    }
+    Ok(())
+}

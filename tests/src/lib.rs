@@ -1,0 +1,239 @@
+//! A sandbox for end-to-end tests: the real server on `127.0.0.1:0` over real sled files in a
+//! temp dir, with an HTTP client for webhooks and a tonic client for the API.
+
+// Keep every plugin's inventory registration linked into the test binaries.
+use switchboard_plugin_livechat as _;
+use switchboard_plugin_livetex as _;
+use switchboard_plugin_smartsupp as _;
+use switchboard_plugin_tencent as _;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use switchboard_core::{ConnectionConfig, ConnectionId, Registry};
+use switchboard_proto::v1;
+use switchboard_proto::v1::switchboard_client::SwitchboardClient;
+use switchboard_server::{RunningServer, ServerConfig};
+use tonic::transport::Channel;
+
+/// The webhook secret every sandbox connection is configured with.
+pub const SECRET: &str = "sandbox-secret";
+/// Tencent's SdkAppid configured on the sandbox's tencent connection.
+pub const SDK_APP_ID: &str = "1400000001";
+
+/// A running server and clients for it.
+#[derive(Debug)]
+pub struct Sandbox {
+    dir: tempfile::TempDir,
+    server: Option<RunningServer>,
+    body_limit: usize,
+    /// HTTP client.
+    pub http: reqwest::Client,
+}
+
+/// The sandbox's connections: one per vendor, id = vendor, verification on.
+pub fn connections() -> Vec<ConnectionConfig> {
+    let id = |s: &str| ConnectionId::new(s).expect("valid id");
+    vec![
+        ConnectionConfig::new(id("livechat"), "livechat").with_secret("webhook_secret", SECRET),
+        ConnectionConfig::new(id("livetex"), "livetex").with_secret("webhook_key", SECRET),
+        ConnectionConfig::new(id("smartsupp"), "smartsupp")
+            .with_secret("webhook_secret", SECRET)
+            .with_secret("app_secret", SECRET),
+        ConnectionConfig::new(id("tencent"), "tencent")
+            .with_setting("sdk_app_id", SDK_APP_ID)
+            .with_secret("webhook_secret", SECRET),
+    ]
+}
+
+impl Sandbox {
+    /// Starts a server with the default body limit.
+    pub async fn start() -> Sandbox {
+        Self::start_with_limit(switchboard_server::config::DEFAULT_BODY_LIMIT).await
+    }
+
+    /// Starts a server with the given webhook body limit.
+    pub async fn start_with_limit(body_limit: usize) -> Sandbox {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut sandbox = Sandbox {
+            dir,
+            server: None,
+            body_limit,
+            http: reqwest::Client::new(),
+        };
+        sandbox.boot().await;
+        sandbox
+    }
+
+    async fn boot(&mut self) {
+        let registry = Registry::from_inventory().expect("registry");
+        let config = ServerConfig {
+            data_dir: self.data_dir(),
+            http_addr: "127.0.0.1:0".parse().expect("addr"),
+            grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+            body_limit: self.body_limit,
+            connections: connections(),
+            embedded_default: false,
+        };
+        self.server = Some(
+            switchboard_server::start(config, &registry)
+                .await
+                .expect("server starts"),
+        );
+    }
+
+    /// Where the store lives.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The temp dir.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn server(&self) -> &RunningServer {
+        self.server.as_ref().expect("server running")
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn http_base(&self) -> String {
+        format!("http://{}", self.server().http_addr)
+    }
+
+    /// The head of the log right now.
+    pub fn head(&self) -> u64 {
+        self.server().store.head().0
+    }
+
+    /// A gRPC client.
+    pub async fn client(&self) -> SwitchboardClient<Channel> {
+        let url = format!("http://{}", self.server().grpc_addr);
+        for _ in 0..50 {
+            if let Ok(client) = SwitchboardClient::connect(url.clone()).await {
+                return client;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("cannot connect to {url}");
+    }
+
+    /// A raw channel to the gRPC port (for health and reflection clients).
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.server().grpc_addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    /// Stops the server gracefully and starts it again on the same data dir (new ports).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.boot().await;
+    }
+
+    /// Stops the server gracefully.
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("clean shutdown");
+        }
+    }
+
+    /// Posts a body to `/webhooks/{connection}` with extra headers and a query string.
+    pub async fn post(
+        &self,
+        connection: &str,
+        query: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, String) {
+        let mut url = format!("{}/webhooks/{connection}", self.http_base());
+        if !query.is_empty() {
+            url.push('?');
+            url.push_str(query);
+        }
+        let mut request = self
+            .http
+            .post(url)
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.body(body).send().await.expect("request sent");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("body"))
+    }
+
+    /// Reads every conversation matching the request by following page tokens.
+    pub async fn list_all(
+        &self,
+        mut request: v1::ListConversationsRequest,
+    ) -> Vec<v1::Conversation> {
+        let mut client = self.client().await;
+        let mut out = Vec::new();
+        loop {
+            let page = client
+                .list_conversations(request.clone())
+                .await
+                .expect("list")
+                .into_inner();
+            out.extend(page.conversations);
+            if page.next_page_token.is_empty() {
+                return out;
+            }
+            request.page_token = page.next_page_token;
+        }
+    }
+
+    /// Reads events after `after` until `count` have arrived (or panics after 10 s).
+    pub async fn read_events(&self, after: u64, count: usize) -> Vec<v1::Event> {
+        let mut client = self.client().await;
+        let mut stream = client
+            .stream_events(v1::StreamEventsRequest {
+                start: Some(v1::stream_events_request::Start::AfterSequence(after)),
+                ..Default::default()
+            })
+            .await
+            .expect("stream")
+            .into_inner();
+        let mut events = Vec::new();
+        while events.len() < count {
+            let next = tokio::time::timeout(Duration::from_secs(10), stream.message())
+                .await
+                .expect("events arrive within 10 s")
+                .expect("stream ok")
+                .expect("stream open");
+            events.push(next);
+        }
+        events
+    }
+}
+
+/// Percent-encodes a query component.
+pub fn encode(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The two LiveChat webhook bodies of seed 003, verbatim.
+pub mod seed {
+    /// `chat_started`.
+    pub const CHAT_STARTED: &str = r#"{ "event_type": "chat_started", "event_unique_id": "7ddaabb", "token": "31aae354", "license_id": "1067", "lc_version": "2", "chat": { "id": "PO13", "started_timestamp": 1552126412, "url": "URL", "referer": "", "messages": [{ "user_type": "agent", "author_name": "NAME", "agent_id": "name@gmail.com", "text": "Hello. How may I help you?", "json": "", "timestamp": 1552126412 }], "attachments": [], "events": [], "agents": [{ "name": "AGENT NAME", "login": "name@gmail.com" }], "tags": [], "groups": [0] }, "visitor": { "id": "S1551", "name": "NAME", "email": "name@gmail.com", "country": "Japan", "city": "", "language": "en", "page_current": "URL", "timezone": "" }, "pre_chat_survey": [{ "id": "2001", "type": "name", "label": "Name:", "answer": "NAME" }, { "id": "2002", "type": "email", "label": "E-mail:", "answer": "name@gmail.com" }] }"#;
+    /// `chat_ended`.
+    pub const CHAT_ENDED: &str = r#"{ "event_type": "chat_ended", "event_unique_id": "349a820", "token": "f791db42", "license_id": "1067", "lc_version": "2", "chat": { "id": "PO13", "started_timestamp": 1552126412, "ended_timestamp": 1552126503, "url": "URL", "referer": "", "messages": [{ "user_type": "agent", "author_name": "NAME", "agent_id": "name@gmail.com", "text": "Hello. How may I help you?", "json": "", "timestamp": 1552126412 }, { "user_type": "visitor", "author_name": "NAME", "text": "hello! how's it going?", "json": "", "timestamp": 1552126451 }, { "user_type": "agent", "author_name": "AGENT NAME", "agent_id": "name@gmail.com", "text": "Hi, good.", "json": "{}", "timestamp": 1552126490 }], "attachments": [], "events": [{ "user_type": "visitor", "text": "NAME closed the chat.", "timestamp": 1552126503, "type": "closed" }], "agents": [{ "name": "NAME", "login": "name@gmail.com" }], "tags": [], "groups": [0] }, "visitor": { "id": "S1551", "name": "NAME", "email": "name@gmail.com", "country": "Japan", "city": "", "language": "en", "page_current": "URL", "timezone": "" }, "pre_chat_survey": [{ "id": "2001", "type": "name", "label": "Name:", "answer": "NAME" }, { "id": "2002", "type": "email", "label": "E-mail:", "answer":"name@gmail.com" }] }"#;
+
+    /// A legacy `chat_started` for chat `id` with a unique event id, for load and crash tests.
+    pub fn chat_started(chat_id: &str, event_id: &str) -> String {
+        CHAT_STARTED
+            .replace("\"PO13\"", &format!("\"{chat_id}\""))
+            .replace("\"7ddaabb\"", &format!("\"{event_id}\""))
+    }
+}
