@@ -41,7 +41,7 @@
 //! |---|---|
 //! | `meta/schema_version` | ASCII decimal, `1` |
 //! | `meta/head` | the last sequence, u64 BE |
-//! | `log/<sequence u64 BE>` | the [`Event`](switchboard_core::Event) |
+//! | `log/<sequence u64 BE>` | the [`Event`] |
 //! | `dedup/<connection>/<dedup key>` | the sequence of the event with that key, u64 BE |
 //! | `conv/<connection>/<external id>` | the [`Conversation`] |
 //! | `ix/all/<position>` | the `conv/...` key |

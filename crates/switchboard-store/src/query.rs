@@ -389,6 +389,43 @@ mod tests {
     }
 
     #[test]
+    fn the_family_with_the_fewest_conversations_is_scanned() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let a = ConnectionId::new("a").unwrap();
+        let b = ConnectionId::new("b").unwrap();
+        let set = |family: IndexFamily<'_>, n: u64| {
+            db.insert(family.count_key(), &keys::be(n)[..]).unwrap();
+        };
+        set(IndexFamily::All, 100);
+        set(IndexFamily::Connection(&a), 40);
+        set(IndexFamily::Connection(&b), 30);
+        set(IndexFamily::Vendor("v"), 60);
+        set(IndexFamily::Status(ConversationStatus::Closed), 50);
+        let vendors = vec!["v".to_owned()];
+        let closed = [ConversationStatus::Closed];
+        let open = [ConversationStatus::Open];
+
+        let both = [a.clone(), b.clone()];
+        let chosen = choose_families(&db, &both, &vendors, &closed).unwrap();
+        assert_eq!(chosen, [IndexFamily::Status(ConversationStatus::Closed)]);
+        let one = [b.clone()];
+        let chosen = choose_families(&db, &one, &vendors, &closed).unwrap();
+        assert_eq!(chosen, [IndexFamily::Connection(&b)]);
+        let chosen = choose_families(&db, &both, &vendors, &[]).unwrap();
+        assert_eq!(chosen, [IndexFamily::Vendor("v")]);
+        let chosen = choose_families(&db, &both, &[], &[]).unwrap();
+        assert_eq!(
+            chosen,
+            [IndexFamily::Connection(&a), IndexFamily::Connection(&b)]
+        );
+        let chosen = choose_families(&db, &both, &vendors, &open).unwrap();
+        assert_eq!(chosen, [IndexFamily::Status(ConversationStatus::Open)]);
+        let chosen = choose_families(&db, &[], &[], &[]).unwrap();
+        assert_eq!(chosen, [IndexFamily::All]);
+    }
+
+    #[test]
     fn filter_order_does_not_change_the_hash() {
         let a = ConversationQuery {
             vendors: vec!["b".into(), "a".into()],

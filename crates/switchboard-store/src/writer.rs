@@ -471,3 +471,130 @@ impl<'a> Pending<'a> {
         Ok((batch, head))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use switchboard_core::{
+        ConversationPatch, ConversationStatus, EventKind, IncomingEvent, Timestamp,
+    };
+
+    use super::*;
+    use crate::query;
+
+    fn writer(dir: &Path) -> (Writer, watch::Receiver<Sequence>) {
+        let db = sled::Config::new().path(dir).open().unwrap();
+        let files = DurableFiles::open(dir, true).unwrap();
+        let (head_tx, head) = watch::channel(Sequence::ZERO);
+        let writer = Writer {
+            db,
+            files,
+            options: StoreOptions::default(),
+            head: 0,
+            head_tx: Arc::new(head_tx),
+            failed: None,
+        };
+        (writer, head)
+    }
+
+    fn event(key: &str, status: ConversationStatus) -> IncomingEvent {
+        let mut patch = ConversationPatch::new("c1");
+        patch.status = Some(status);
+        IncomingEvent {
+            dedup_key: key.into(),
+            kind: EventKind::ChatUpdated,
+            vendor_event: "x".into(),
+            occurred_at: Timestamp::from_secs(10).unwrap(),
+            payload: EventPayload::Conversation(patch),
+        }
+    }
+
+    fn append(
+        events: Vec<IncomingEvent>,
+    ) -> (
+        Command,
+        oneshot::Receiver<Result<AppendReceipt, StoreError>>,
+    ) {
+        let (reply, answer) = oneshot::channel();
+        let request = AppendRequest::new(ConnectionId::new("lc").unwrap(), "livechat", events);
+        (Command::Append { request, reply }, answer)
+    }
+
+    #[test]
+    fn one_group_dedups_across_its_requests_and_sees_its_own_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut writer, head) = writer(dir.path());
+        let (first, first_answer) = append(vec![event("a", ConversationStatus::Open)]);
+        let (second, second_answer) = append(vec![
+            event("a", ConversationStatus::Open),
+            event("b", ConversationStatus::Closed),
+        ]);
+        writer.commit(vec![first, second]);
+
+        let first = first_answer.blocking_recv().unwrap().unwrap();
+        assert_eq!(first.appended, vec![Sequence(1)]);
+        let second = second_answer.blocking_recv().unwrap().unwrap();
+        assert_eq!(second.appended, vec![Sequence(2)]);
+        assert_eq!(second.duplicates, 1);
+        assert_eq!(*head.borrow(), Sequence(2));
+
+        // Both events folded into one conversation, indexed once, under its final status.
+        let key =
+            keys::conversation_key(&ConversationId::new(ConnectionId::new("lc").unwrap(), "c1"));
+        let conversation: Conversation = load(&writer.db, &key).unwrap().unwrap();
+        assert_eq!(conversation.status, ConversationStatus::Closed);
+        assert_eq!(conversation.event_keys.len(), 2);
+        assert_eq!(query::conversation_count(&writer.db).unwrap(), 1);
+        assert_eq!(writer.db.scan_prefix(IndexFamily::All.prefix()).count(), 1);
+        let open = IndexFamily::Status(ConversationStatus::Open);
+        let closed = IndexFamily::Status(ConversationStatus::Closed);
+        assert_eq!(writer.db.scan_prefix(open.prefix()).count(), 0);
+        assert_eq!(writer.db.scan_prefix(closed.prefix()).count(), 1);
+        assert_eq!(writer.db.get(open.count_key()).unwrap(), None);
+    }
+
+    #[test]
+    fn a_failed_writer_refuses_every_write_and_keeps_its_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut writer, head) = writer(dir.path());
+        writer.failed = Some("fdatasync: Input/output error".into());
+        let (command, answer) = append(vec![event("a", ConversationStatus::Open)]);
+        let (reply, sync_answer) = oneshot::channel();
+        let sync_error = Command::SyncError {
+            connection: ConnectionId::new("lc").unwrap(),
+            message: "x".into(),
+            reply,
+        };
+        writer.commit(vec![command, sync_error]);
+        let error = answer.blocking_recv().unwrap().unwrap_err();
+        assert!(matches!(error, StoreError::Failed(_)), "{error:?}");
+        assert_eq!(error.code(), switchboard_core::ErrorCode::Unavailable);
+        assert!(sync_answer.blocking_recv().unwrap().is_err());
+        assert_eq!(*head.borrow(), Sequence::ZERO);
+        assert_eq!(writer.db.scan_prefix(keys::LOG_PREFIX).count(), 0);
+    }
+
+    #[test]
+    fn an_unreadable_record_fails_the_group_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut writer, head) = writer(dir.path());
+        let key =
+            keys::conversation_key(&ConversationId::new(ConnectionId::new("lc").unwrap(), "c1"));
+        writer.db.insert(&key, &b"not json"[..]).unwrap();
+        let mut other = event("other", ConversationStatus::Open);
+        if let EventPayload::Conversation(patch) = &mut other.payload {
+            patch.external_id = "c2".into();
+        }
+        let (good, good_answer) = append(vec![other]);
+        let (bad, bad_answer) = append(vec![event("a", ConversationStatus::Open)]);
+        writer.commit(vec![good, bad]);
+        for answer in [good_answer, bad_answer] {
+            let error = answer.blocking_recv().unwrap().unwrap_err();
+            assert!(matches!(error, StoreError::Commit(_)), "{error:?}");
+        }
+        assert_eq!(*head.borrow(), Sequence::ZERO);
+        assert_eq!(writer.head, 0);
+        assert_eq!(writer.db.scan_prefix(keys::LOG_PREFIX).count(), 0);
+        // Nothing was written, so the writer carries on.
+        assert!(writer.failed.is_none());
+    }
+}
