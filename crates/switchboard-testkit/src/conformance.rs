@@ -618,15 +618,20 @@ impl Run {
 
     /// Any order of a conversation's events, with repeats, folds to the same conversation.
     fn check_permutations(&mut self, parsed: &[Parsed]) {
-        let mut by_conversation: BTreeMap<&str, Vec<(&ConversationPatch, Timestamp, &str)>> =
-            BTreeMap::new();
+        type Applied<'a> = (&'a ConversationPatch, Timestamp, &'a str, &'a str);
+        let mut by_conversation: BTreeMap<&str, Vec<Applied<'_>>> = BTreeMap::new();
         for p in parsed {
             for event in p.events.iter().flatten() {
                 if let EventPayload::Conversation(patch) = &event.payload {
                     by_conversation
                         .entry(patch.external_id.as_str())
                         .or_default()
-                        .push((patch, event.occurred_at, event.dedup_key.as_str()));
+                        .push((
+                            patch,
+                            event.occurred_at,
+                            event.dedup_key.as_str(),
+                            p.fixture.name.as_str(),
+                        ));
                 }
             }
         }
@@ -635,7 +640,7 @@ impl Run {
             let fold = |order: &[usize]| {
                 let mut conversation = Conversation::new(id.clone(), self.kit.vendor.clone());
                 for &i in order {
-                    let (patch, at, key) = events[i];
+                    let (patch, at, key, _) = events[i];
                     conversation.apply(patch, at, key);
                 }
                 conversation
@@ -669,12 +674,15 @@ impl Run {
             match outcome {
                 Ok(()) => {}
                 Err(TestError::Fail(_, order)) => {
-                    let keys: Vec<&str> = order.iter().map(|&i| events[i].2).collect();
+                    let keys: Vec<String> = order
+                        .iter()
+                        .map(|&i| format!("{} {}", events[i].3, events[i].2))
+                        .collect();
                     self.report.fail(
                         None,
                         "permutations",
                         format!(
-                            "conversation {external_id:?}: applying its events in the order {keys:?} gives another conversation than the fixture order: {}\n(events that share a dedup key must carry the same content; see Conversation::apply)",
+                            "conversation {external_id:?}: applying its events (fixture, dedup key) in the order {keys:?} gives another conversation than the fixture order: {}\n(events that share a dedup key must carry the same content; see Conversation::apply)",
                             first_difference(&pretty(&expected), &pretty(&fold(&order)))
                         ),
                     );

@@ -48,27 +48,22 @@ pub(crate) fn mutations(body: &[u8], required: &[String]) -> Vec<Mutation> {
     };
 
     let trimmed = body.trim_ascii_end().len();
+    // Cutting at 0 is the empty body, checked below.
     let mut cuts = vec![
-        0,
         1,
         trimmed / 4,
         trimmed / 2,
         trimmed * 3 / 4,
         trimmed.saturating_sub(1),
     ];
-    cuts.retain(|&cut| cut < trimmed);
+    cuts.retain(|&cut| cut > 0 && cut < trimmed);
     cuts.sort_unstable();
     cuts.dedup();
     for cut in cuts {
-        let expect = if cut == 0 {
-            Expect::Invalid
-        } else {
-            truncated_expect
-        };
         out.push(mutation(
             format!("truncated to {cut} of {} bytes", body.len()),
             body[..cut].to_vec(),
-            expect,
+            truncated_expect,
         ));
     }
     out.push(mutation("empty body", Vec::new(), Expect::Invalid));
