@@ -617,3 +617,28 @@ async fn malformed_events_are_refused_before_anything_is_written() {
     assert_eq!(store.head(), Sequence::ZERO);
     assert_eq!(store.conversation_count().unwrap(), 0);
 }
+
+#[tokio::test]
+async fn a_large_raw_body_survives_reopening() {
+    // Values larger than a quarter of a sled segment go to `blobs/` files, which sled never
+    // fsyncs itself; the writer syncs them.
+    let dir = tempfile::tempdir().unwrap();
+    let raw: String = (0..300_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let mut big = request("lc", "livechat", vec![started("s", "c1", 10)]);
+        big.raw = Some(raw.clone());
+        store.append(big).await.unwrap();
+        let blobs = std::fs::read_dir(dir.path().join("blobs")).unwrap().count();
+        assert!(
+            blobs > 0,
+            "sled kept the large value inline; this test no longer covers blobs"
+        );
+        store.close().await.unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let events = store.read_events(Sequence::ZERO, 1).unwrap();
+    assert_eq!(events[0].raw.as_deref(), Some(raw.as_str()));
+}
