@@ -48,7 +48,7 @@
 //! | `ix/conn/<connection>/<position>` | the `conv/...` key |
 //! | `ix/vendor/<escaped vendor><position>` | the `conv/...` key |
 //! | `ix/status/<status>/<position>` | the `conv/...` key |
-//! | `count/conv/{all/, conn/<c>/, vendor/<v>, status/<s>/}` | conversations in that index, u64 BE |
+//! | `count/conv/{all/, conn/<c>/, vendor/<escaped vendor>, status/<s>/}` | conversations in that index, u64 BE |
 //! | `ticket/<connection>/<external id>` | the [`Ticket`] and the sequence that set it |
 //! | `agent/<connection>/<login>` | the [`Agent`] |
 //! | `sync/<connection>` | the [`SyncState`] |
@@ -124,7 +124,10 @@
 //!
 //! `meta/schema_version` is written as `1` when the store is created. [`Store::open`] refuses
 //! any other version ([`StoreError::SchemaMismatch`], FailedPrecondition) and a non-empty tree
-//! without one ([`StoreError::NotAStore`]). Opening recovers the head from the last `log/` key.
+//! without one ([`StoreError::NotAStore`]). A non-empty `db` file from which sled reads
+//! nothing is refused too: sled would silently start afresh over it. Opening recovers the head
+//! from the last `log/` key and checks it against `meta/head`. sled panics on some corrupt
+//! files; [`Store::open`] turns those panics into [`StoreError::Open`].
 //!
 //! **Architecture Invariant:** only the writer thread writes to the tree (the schema key at
 //! creation aside); readers never see half of a group.
