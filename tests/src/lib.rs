@@ -16,10 +16,16 @@ use switchboard_proto::v1::switchboard_client::SwitchboardClient;
 use switchboard_server::{RunningServer, ServerConfig};
 use tonic::transport::Channel;
 
-/// The webhook secret every sandbox connection is configured with.
-pub const SECRET: &str = "sandbox-secret";
-/// Tencent's SdkAppid configured on the sandbox's tencent connection.
-pub const SDK_APP_ID: &str = "1400000001";
+/// LiveChat's webhook secret in the sandbox (sent as the `X-Switchboard-Token` header).
+pub const SECRET: &str = "lc-webhook-secret";
+/// Every secret the sandbox configures; none may ever appear in a response or a log.
+pub const ALL_SECRETS: [&str; 5] = [
+    SECRET,
+    "hunter2-basic",
+    "lt-7f3c9a2e51d04b8c",
+    "hook-token-6c1f",
+    "app-secret-93b7e0",
+];
 
 /// A running server and clients for it.
 #[derive(Debug)]
@@ -31,19 +37,31 @@ pub struct Sandbox {
     pub http: reqwest::Client,
 }
 
-/// The sandbox's connections: one per vendor, id = vendor, verification on.
+/// The sandbox's connections: one per vendor, id = vendor, verification on, configured with
+/// the same credentials as each plugin's conformance test so that the plugins' fixtures verify.
 pub fn connections() -> Vec<ConnectionConfig> {
     let id = |s: &str| ConnectionId::new(s).expect("valid id");
     vec![
-        ConnectionConfig::new(id("livechat"), "livechat").with_secret("webhook_secret", SECRET),
-        ConnectionConfig::new(id("livetex"), "livetex").with_secret("webhook_key", SECRET),
-        ConnectionConfig::new(id("smartsupp"), "smartsupp")
+        ConnectionConfig::new(id("livechat"), "livechat")
             .with_secret("webhook_secret", SECRET)
-            .with_secret("app_secret", SECRET),
-        ConnectionConfig::new(id("tencent"), "tencent")
-            .with_setting("sdk_app_id", SDK_APP_ID)
-            .with_secret("webhook_secret", SECRET),
+            .with_secret("basic_user", "livechat")
+            .with_secret("basic_password", "hunter2-basic"),
+        ConnectionConfig::new(id("livetex"), "livetex")
+            .with_secret("webhook_key", "lt-7f3c9a2e51d04b8c"),
+        ConnectionConfig::new(id("smartsupp"), "smartsupp")
+            .with_secret("webhook_secret", "hook-token-6c1f")
+            .with_secret("app_secret", "app-secret-93b7e0"),
+        ConnectionConfig::new(id("tencent"), "tencent").with_setting("sdk_app_id", "1400187352"),
     ]
+}
+
+/// The fixtures of a plugin crate (`plugins/<vendor>/fixtures`).
+pub fn fixtures(vendor: &str) -> Vec<switchboard_testkit::FixtureRequest> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins")
+        .join(vendor)
+        .join("fixtures");
+    switchboard_testkit::fixtures::load(dir)
 }
 
 impl Sandbox {
@@ -163,6 +181,26 @@ impl Sandbox {
         let response = request.body(body).send().await.expect("request sent");
         let status = response.status().as_u16();
         (status, response.text().await.expect("body"))
+    }
+
+    /// Posts a fixture as the vendor would: its body, headers and query parameters.
+    pub async fn post_fixture(
+        &self,
+        connection: &str,
+        fixture: &switchboard_testkit::FixtureRequest,
+    ) -> (u16, String) {
+        let query: Vec<String> = fixture
+            .query
+            .iter()
+            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+            .collect();
+        let headers: Vec<(&str, &str)> = fixture
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.post(connection, &query.join("&"), &headers, fixture.body.clone())
+            .await
     }
 
     /// Reads every conversation matching the request by following page tokens.
