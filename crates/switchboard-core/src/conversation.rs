@@ -153,7 +153,12 @@ impl Conversation {
             lww_set(&mut self.visitor, visitor.clone(), stamp);
         }
         for agent in &patch.agents_joined {
-            lww_insert(&mut self.agents, agent.id.clone(), Some(agent.clone()), stamp);
+            lww_insert(
+                &mut self.agents,
+                agent.id.clone(),
+                Some(agent.clone()),
+                stamp,
+            );
         }
         for id in &patch.agents_left {
             lww_insert(&mut self.agents, id.clone(), None, stamp);
@@ -162,7 +167,12 @@ impl Conversation {
             lww_set(&mut self.assigned_agent, agent.clone(), stamp);
         }
         for message in &patch.messages {
-            lww_insert(&mut self.messages, message.key.clone(), message.clone(), stamp);
+            lww_insert(
+                &mut self.messages,
+                message.key.clone(),
+                message.clone(),
+                stamp,
+            );
         }
         for tag in &patch.tags_added {
             lww_insert(&mut self.tags, tag.clone(), true, stamp);
@@ -183,7 +193,12 @@ impl Conversation {
             lww_insert(&mut self.attributes, key.clone(), value.clone(), stamp);
         }
         for segment in &patch.segments {
-            lww_insert(&mut self.segments, segment.id.clone(), segment.clone(), stamp);
+            lww_insert(
+                &mut self.segments,
+                segment.id.clone(),
+                segment.clone(),
+                stamp,
+            );
         }
     }
 

@@ -6,8 +6,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Agent, ConnectionId, ConversationId, ConversationStatus, Message, Participant, Rating,
-    Segment, Sequence, Ticket, Timestamp,
+    Agent, ConnectionId, ConversationId, ConversationStatus, Message, Participant, Rating, Segment,
+    Sequence, Ticket, Timestamp,
 };
 
 /// The unified kinds of events on the stream, whatever the vendor.

@@ -68,7 +68,11 @@ impl Timestamp {
     /// The current wall-clock time.
     pub fn now() -> Self {
         let millis = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
-        Timestamp(i64::try_from(millis).unwrap_or(Self::MAX.0).clamp(Self::MIN.0, Self::MAX.0))
+        Timestamp(
+            i64::try_from(millis)
+                .unwrap_or(Self::MAX.0)
+                .clamp(Self::MIN.0, Self::MAX.0),
+        )
     }
 
     /// Milliseconds since the epoch.
@@ -78,7 +82,10 @@ impl Timestamp {
 
     /// Whole seconds and the nanoseconds past them, as `google.protobuf.Timestamp` wants.
     pub fn to_secs_nanos(self) -> (i64, i32) {
-        (self.0.div_euclid(1000), (self.0.rem_euclid(1000) * 1_000_000) as i32)
+        (
+            self.0.div_euclid(1000),
+            (self.0.rem_euclid(1000) * 1_000_000) as i32,
+        )
     }
 
     /// From seconds and nanoseconds (`google.protobuf.Timestamp`), if within range.
@@ -146,7 +153,10 @@ mod tests {
     fn protobuf_split_is_exact() {
         let t = Timestamp::from_millis(1_575_530_828_820).unwrap();
         assert_eq!(t.to_secs_nanos(), (1_575_530_828, 820_000_000));
-        assert_eq!(Timestamp::from_secs_nanos(1_575_530_828, 820_000_000), Some(t));
+        assert_eq!(
+            Timestamp::from_secs_nanos(1_575_530_828, 820_000_000),
+            Some(t)
+        );
         assert_eq!(Timestamp::from_secs_nanos(1, 1_000_000_000), None);
     }
 }

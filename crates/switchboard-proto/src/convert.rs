@@ -1,7 +1,9 @@
 //! Conversions between the core model and the `switchboard.v1` wire types.
 
 use switchboard_core as core;
-use switchboard_core::{ConversationStatus, EventKind, Role, TicketOrigin, TicketStatus, Timestamp};
+use switchboard_core::{
+    ConversationStatus, EventKind, Role, TicketOrigin, TicketStatus, Timestamp,
+};
 
 use crate::v1;
 

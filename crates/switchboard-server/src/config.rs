@@ -301,7 +301,10 @@ mod tests {
                 "[[connections]]\nid = \"a\"\nvendor = \"acme\"\n[[connections]]\nid = \"a\"\nvendor = \"acme\"",
                 "twice",
             ),
-            ("[[connections]]\nid = \"Bad Id\"\nvendor = \"acme\"", "invalid connection id"),
+            (
+                "[[connections]]\nid = \"Bad Id\"\nvendor = \"acme\"",
+                "invalid connection id",
+            ),
             ("[htp]\naddr = \"x\"", "unknown field"),
             (
                 "[[connections]]\nid = \"a\"\nvendor = \"acme\"\nrate_limit = { calls = 0, per_seconds = 1 }",
