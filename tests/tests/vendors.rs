@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use switchboard_e2e::{Sandbox, fixtures};
+use switchboard_e2e::{ALL_SECRETS, Sandbox, fixtures};
 use switchboard_proto::v1;
 
 const VENDORS: [&str; 4] = ["livechat", "livetex", "smartsupp", "tencent"];
@@ -30,6 +30,23 @@ async fn one_body_per_vendor_reads_back_through_list_and_stream() {
     let events = sandbox.read_events(0, head as usize).await;
     let sequences: Vec<u64> = events.iter().map(|e| e.sequence).collect();
     assert_eq!(sequences, (1..=head).collect::<Vec<_>>());
+    // Credentials sent in bodies (LiveChat v3 `secret_key`, LiveTex `webHookKey`) are not kept.
+    assert!(events.iter().any(|e| e.raw.is_some()));
+    for event in &events {
+        let stored = format!(
+            "{} {}",
+            event.raw.as_deref().unwrap_or(""),
+            event.payload_json
+        );
+        for secret in ALL_SECRETS {
+            assert!(
+                !stored.contains(secret),
+                "event {} ({}) stores a credential",
+                event.sequence,
+                event.vendor
+            );
+        }
+    }
     let mut from_stream: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for event in &events {
         if let Some(id) = &event.conversation_id {

@@ -110,6 +110,31 @@ pub trait WebhookSource: Send + Sync + fmt::Debug {
     /// does not model is returned as an [`crate::EventKind::VendorEvent`], not refused.
     fn parse(&self, request: &WebhookRequest<'_>) -> Result<Vec<IncomingEvent>, Error>;
 
+    /// The raw body as it is kept in the log (and served as `Event.raw`). Called only for a
+    /// verified, parsed request. A plugin whose vendor puts a credential in the body (a
+    /// `secret_key`, a webhook key) MUST remove it here; the default keeps the body as is
+    /// (lossy UTF-8).
+    fn raw_for_storage(&self, request: &WebhookRequest<'_>) -> String {
+        String::from_utf8_lossy(request.body).into_owned()
+    }
+
+    /// Removes the top-level JSON fields `fields` from the body, for
+    /// [`WebhookSource::raw_for_storage`]. A body that is not a JSON object is kept as is.
+    fn raw_without_fields(&self, request: &WebhookRequest<'_>, fields: &[&str]) -> String
+    where
+        Self: Sized,
+    {
+        match serde_json::from_slice::<serde_json::Value>(request.body) {
+            Ok(serde_json::Value::Object(mut object)) => {
+                for field in fields {
+                    object.remove(*field);
+                }
+                serde_json::Value::Object(object).to_string()
+            }
+            _ => String::from_utf8_lossy(request.body).into_owned(),
+        }
+    }
+
     /// The reply the vendor expects, for success or failure. Defaults to
     /// [`WebhookReply::default_for`].
     fn reply(&self, outcome: Result<&IngestSummary, &Error>) -> WebhookReply {

@@ -205,7 +205,7 @@ async fn handle_webhook(
         vendor: connection.plugin.vendor.to_owned(),
         request_id: Some(request_id),
         received_at,
-        raw: Some(String::from_utf8_lossy(&body).into_owned()),
+        raw: Some(source.raw_for_storage(&request)),
         events,
         sync: None,
     };

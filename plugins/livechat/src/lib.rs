@@ -140,6 +140,11 @@ struct Probe {
 }
 
 impl WebhookSource for LiveChatWebhook {
+    /// v3.x bodies carry the webhook secret as `secret_key`: never store it.
+    fn raw_for_storage(&self, request: &WebhookRequest<'_>) -> String {
+        self.raw_without_fields(request, &["secret_key"])
+    }
+
     fn verify(&self, request: &WebhookRequest<'_>) -> Result<(), Error> {
         let probe = serde_json::from_slice::<Probe>(request.body).ok();
         let is_v3 = probe

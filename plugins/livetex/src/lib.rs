@@ -121,6 +121,11 @@ struct KeyOnly {
 }
 
 impl WebhookSource for LiveTexWebhook {
+    /// The body carries the webhook key as `webHookKey`: never store it.
+    fn raw_for_storage(&self, request: &WebhookRequest<'_>) -> String {
+        self.raw_without_fields(request, &[WEBHOOK_KEY_FIELD])
+    }
+
     fn verify(&self, request: &WebhookRequest<'_>) -> Result<(), Error> {
         let Some(expected) = request.connection.secret(WEBHOOK_KEY_SECRET) else {
             return Err(Error::unauthenticated(format!(
