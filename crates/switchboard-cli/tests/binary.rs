@@ -196,13 +196,13 @@ impl NextMessage for tonic::Streaming<v1::Event> {
 /// The kill -9 test: several concurrent clients flood webhooks, the server is killed at a
 /// pseudo-random moment, restarted, and every acknowledged webhook must be there exactly once,
 /// with a gap-free log that can be resumed from any cursor. `SWITCHBOARD_CRASH_CYCLES` sets the
-/// number of cycles (default 5).
+/// number of cycles (default 20).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_webhooks_survive_kill_9() {
     let cycles: usize = std::env::var("SWITCHBOARD_CRASH_CYCLES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
+        .unwrap_or(20);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut acked_total: Vec<String> = Vec::new();
