@@ -1,0 +1,110 @@
+//! `switchboard-bench`: measures Switchboard in one process on loopback.
+//!
+//! - `ingest`: the real server (verification on) and 64 keep-alive HTTP/1.1 clients posting
+//!   the fixtures of all four vendors, each request made unique; durable acknowledgements/s.
+//! - `floor`: the same appends straight to the store (same group commit and fsync), no HTTP,
+//!   no verification, no parsing.
+//! - `replay`: one `StreamEvents` subscriber reading a preloaded log from the beginning.
+//! - `query`: `ListConversations` and `GetConversation` over preloaded conversations.
+//!
+//! Run in release mode: `cargo run --release -p switchboard-bench -- ingest --with-floor`.
+
+// Keep every plugin's inventory registration linked into the binary.
+use switchboard_plugin_livechat as _;
+use switchboard_plugin_livetex as _;
+use switchboard_plugin_smartsupp as _;
+use switchboard_plugin_tencent as _;
+
+mod load;
+mod scenarios;
+mod workload;
+
+use clap::{Parser, Subcommand};
+
+/// Switchboard benchmarks, in-process on loopback over a temp dir. Run with --release.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard-bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// Durable webhook ingest over HTTP: acknowledged webhooks/s and latency.
+    Ingest {
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Also run `floor` afterwards and print the ratio ingest/floor.
+        #[arg(long)]
+        with_floor: bool,
+    },
+    /// The same appends straight to the store: events/s and latency of `Store::append`.
+    Floor {
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// One StreamEvents subscriber replaying a preloaded log from the beginning.
+    Replay {
+        /// Events to preload.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+    },
+    /// ListConversations and GetConversation latency over preloaded conversations.
+    Query {
+        /// Conversations to preload (spread over 4 vendors and one year).
+        #[arg(long, default_value_t = 100_000)]
+        conversations: u64,
+        /// Calls of each RPC.
+        #[arg(long, default_value_t = 2000)]
+        calls: u64,
+    },
+}
+
+/// The shape of a closed-loop load.
+#[derive(Debug, Clone, Copy, clap::Args)]
+struct LoadArgs {
+    /// Concurrent clients (HTTP keep-alive connections, or store tasks for `floor`).
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Seconds of warm-up before measuring (not counted).
+    #[arg(long, default_value_t = 1)]
+    warmup: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    println!(
+        "switchboard-bench: {} cores, {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        scenarios::cpu_model()
+    );
+    match cli.scenario {
+        Scenario::Ingest { load, with_floor } => {
+            let ingest = scenarios::ingest(load).await?;
+            if with_floor {
+                let floor = scenarios::floor(load).await?;
+                println!();
+                println!(
+                    "== ratio ingest/floor: {:.2} ({:.0} webhooks/s over HTTP vs {:.0} appends/s to the store)",
+                    ingest / floor,
+                    ingest,
+                    floor
+                );
+            }
+        }
+        Scenario::Floor { load } => {
+            scenarios::floor(load).await?;
+        }
+        Scenario::Replay { events } => scenarios::replay(events).await?,
+        Scenario::Query {
+            conversations,
+            calls,
+        } => scenarios::query(conversations, calls).await?,
+    }
+    Ok(())
+}

@@ -1,0 +1,464 @@
+//! The scenarios and their shared setup.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rand::Rng;
+use switchboard_core::{
+    ConnectionId, ConversationPatch, ConversationStatus, EventKind, EventPayload, IncomingEvent,
+    Message, Participant, Registry, Role, Timestamp,
+};
+use switchboard_proto::v1;
+use switchboard_proto::v1::switchboard_client::SwitchboardClient;
+use switchboard_server::{RunningServer, ServerConfig};
+use switchboard_store::{AppendRequest, Store};
+use tonic::transport::Channel;
+
+use crate::LoadArgs;
+use crate::load::{self, Stats};
+use crate::workload::{self, Template, VENDORS};
+
+/// The CPU model from `/proc/cpuinfo`.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, model)| model.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned())
+}
+
+/// This process's resident memory (`VmRSS`), in MiB.
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+/// Starts the real server on `127.0.0.1:0` over `data_dir` with the workload's connections
+/// (verification on).
+async fn start_server(registry: &Registry, data_dir: &Path) -> anyhow::Result<RunningServer> {
+    let config = ServerConfig {
+        data_dir: data_dir.to_owned(),
+        http_addr: "127.0.0.1:0".parse()?,
+        grpc_addr: "127.0.0.1:0".parse()?,
+        body_limit: switchboard_server::config::DEFAULT_BODY_LIMIT,
+        connections: workload::connections(),
+        embedded_default: false,
+    };
+    Ok(switchboard_server::start(config, registry).await?)
+}
+
+async fn grpc_client(server: &RunningServer) -> anyhow::Result<SwitchboardClient<Channel>> {
+    let url = format!("http://{}", server.grpc_addr);
+    Ok(SwitchboardClient::connect(url).await?)
+}
+
+fn setup() -> anyhow::Result<(Registry, Arc<Vec<Template>>, tempfile::TempDir)> {
+    let registry = Registry::from_inventory()?;
+    let templates = Arc::new(workload::templates(&registry)?);
+    let dir = tempfile::tempdir().context("cannot create a temp dir; check TMPDIR")?;
+    Ok((registry, templates, dir))
+}
+
+fn mean_events(templates: &[Template]) -> f64 {
+    templates.iter().map(|t| t.events.len()).sum::<usize>() as f64 / templates.len() as f64
+}
+
+fn print_workload(templates: &[Template], args: LoadArgs) {
+    println!(
+        "workload: {} fixtures of {} vendors, {:.2} events per webhook on average; {} concurrent clients, {} s measured after {} s warm-up",
+        templates.len(),
+        VENDORS.len(),
+        mean_events(templates),
+        args.connections,
+        args.seconds,
+        args.warmup
+    );
+}
+
+/// `ingest`: returns acknowledged webhooks/s.
+pub async fn ingest(args: LoadArgs) -> anyhow::Result<f64> {
+    let (registry, templates, dir) = setup()?;
+    print_workload(&templates, args);
+    let server = start_server(&registry, &dir.path().join("data")).await?;
+    let base = format!("http://{}", server.http_addr);
+    let clients = (0..args.connections)
+        .map(|_| {
+            reqwest::Client::builder()
+                .no_proxy()
+                .http1_only()
+                .pool_max_idle_per_host(1)
+                .build()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let clients = Arc::new(clients);
+    let head_before = server.store.head().0;
+    let op_templates = templates.clone();
+    let stats = load::drive(
+        args.connections,
+        Duration::from_secs(args.warmup),
+        Duration::from_secs(args.seconds),
+        move |worker, n| {
+            let index = (n % op_templates.len() as u64) as usize;
+            let template = &op_templates[index];
+            let rendered = template.render(n);
+            let mut request = clients[worker].post(rendered.url(&base, template.vendor));
+            if !rendered
+                .headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+            {
+                request = request.header("content-type", "application/json");
+            }
+            for (name, value) in &rendered.headers {
+                request = request.header(name, value);
+            }
+            let request = request.body(rendered.body);
+            async move {
+                let response = request.send().await.map_err(|e| {
+                    if e.is_connect() {
+                        "connect error".to_owned()
+                    } else {
+                        "transport error".to_owned()
+                    }
+                })?;
+                let status = response.status();
+                let _ = response.bytes().await;
+                if status == reqwest::StatusCode::OK {
+                    Ok(())
+                } else {
+                    Err(format!("HTTP {}", status.as_u16()))
+                }
+            }
+        },
+    )
+    .await;
+    let appended = server.store.head().0 - head_before;
+    load::print_table(
+        "ingest: durable webhooks over HTTP (verify + parse + group commit + fsync)",
+        "webhooks",
+        &stats,
+    );
+    print_appended(appended, &stats, &templates);
+    server.shutdown().await?;
+    Ok(stats.rate())
+}
+
+fn print_appended(appended: u64, stats: &Stats, templates: &[Template]) {
+    println!(
+        "  {:<14} {:>14} events in total, warm-up included ({:.0} events/s in the window at {:.2} events per webhook)",
+        "appended",
+        appended,
+        stats.rate() * mean_events(templates),
+        mean_events(templates)
+    );
+}
+
+/// `floor`: returns appends/s.
+pub async fn floor(args: LoadArgs) -> anyhow::Result<f64> {
+    let (_registry, templates, dir) = setup()?;
+    print_workload(&templates, args);
+    let store = Store::open(&dir.path().join("data"))?;
+    let connections: Arc<Vec<ConnectionId>> = Arc::new(
+        templates
+            .iter()
+            .map(|t| ConnectionId::new(t.vendor).expect("valid connection id"))
+            .collect(),
+    );
+    let head_before = store.head().0;
+    let op_store = store.clone();
+    let op_templates = templates.clone();
+    let stats = load::drive(
+        args.connections,
+        Duration::from_secs(args.warmup),
+        Duration::from_secs(args.seconds),
+        move |_, n| {
+            let index = (n % op_templates.len() as u64) as usize;
+            let template = &op_templates[index];
+            let request = AppendRequest {
+                connection: connections[index].clone(),
+                vendor: template.vendor.to_owned(),
+                request_id: Some(format!("bench-{n:032}")),
+                received_at: Timestamp::now(),
+                raw: Some(template.render(n).body),
+                events: workload::unique_events(&template.events, n),
+                sync: None,
+            };
+            let store = op_store.clone();
+            async move {
+                store
+                    .append(request)
+                    .await
+                    .map(drop)
+                    .map_err(|e| format!("store: {e}"))
+            }
+        },
+    )
+    .await;
+    let appended = store.head().0 - head_before;
+    load::print_table(
+        "floor: the same appends straight to the store (group commit + fsync, no HTTP/verify/parse)",
+        "appends",
+        &stats,
+    );
+    print_appended(appended, &stats, &templates);
+    store.close().await?;
+    Ok(stats.rate())
+}
+
+/// Appends `total` events in batches of `batch` events from 4 concurrent tasks; returns the
+/// time it took.
+async fn preload(
+    store: &Store,
+    total: u64,
+    batch: usize,
+    mut next: impl FnMut(u64) -> (usize, IncomingEvent),
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let mut buffers: Vec<Vec<IncomingEvent>> = vec![Vec::new(); VENDORS.len()];
+    let mut in_flight = tokio::task::JoinSet::new();
+    let mut report_at = total / 10;
+    for n in 0..total {
+        let (vendor, event) = next(n);
+        buffers[vendor].push(event);
+        if buffers[vendor].len() >= batch || n + 1 == total {
+            for (v, buffer) in buffers.iter_mut().enumerate() {
+                if buffer.is_empty() || (buffer.len() < batch && n + 1 != total) {
+                    continue;
+                }
+                let request = AppendRequest::new(
+                    ConnectionId::new(VENDORS[v]).expect("valid connection id"),
+                    VENDORS[v],
+                    std::mem::take(buffer),
+                );
+                let store = store.clone();
+                in_flight.spawn(async move { store.append(request).await });
+                while in_flight.len() >= 4 {
+                    in_flight.join_next().await.expect("a task")??;
+                }
+            }
+        }
+        if n == report_at {
+            eprintln!(
+                "preload: {n} of {total} after {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            report_at += total / 10;
+        }
+    }
+    while let Some(done) = in_flight.join_next().await {
+        done??;
+    }
+    Ok(started.elapsed())
+}
+
+/// `replay`.
+pub async fn replay(events: u64) -> anyhow::Result<()> {
+    let (registry, templates, dir) = setup()?;
+    let data_dir = dir.path().join("data");
+    let store = Store::open(&data_dir)?;
+    // Fixture events made unique, in the vendors' proportions of the workload.
+    let mut pending: Vec<IncomingEvent> = Vec::new();
+    let mut pending_vendor = 0;
+    let mut request = 0u64;
+    let load_time = preload(&store, events, 1000, |_| {
+        if pending.is_empty() {
+            let template = &templates[(request % templates.len() as u64) as usize];
+            pending = workload::unique_events(&template.events, request);
+            pending.reverse();
+            pending_vendor = VENDORS
+                .iter()
+                .position(|v| *v == template.vendor)
+                .unwrap_or(0);
+            request += 1;
+        }
+        (pending_vendor, pending.pop().expect("refilled above"))
+    })
+    .await?;
+    let head = store.head().0;
+    store.close().await?;
+    drop(store);
+    println!(
+        "preloaded {head} events in {:.1} s ({:.0} events/s in batches of 1000)",
+        load_time.as_secs_f64(),
+        head as f64 / load_time.as_secs_f64()
+    );
+
+    let server = start_server(&registry, &data_dir).await?;
+    let mut client = grpc_client(&server).await?;
+    let started = Instant::now();
+    let mut stream = client
+        .stream_events(v1::StreamEventsRequest {
+            start: Some(v1::stream_events_request::Start::FromBeginning(true)),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let mut received = 0u64;
+    let mut first = None;
+    while received < head {
+        let Some(event) = stream.message().await? else {
+            anyhow::bail!("the stream ended after {received} of {head} events");
+        };
+        if first.is_none() {
+            first = Some(started.elapsed());
+        }
+        received += 1;
+        if received == head && event.sequence != head {
+            anyhow::bail!("the last event has sequence {}, not {head}", event.sequence);
+        }
+    }
+    let elapsed = started.elapsed();
+    println!();
+    println!("== replay: one StreamEvents subscriber from the beginning");
+    println!(
+        "  {:<14} {:>14.0} events/s",
+        "throughput",
+        received as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "  {:<14} {:>14} in {:.2} s",
+        "events",
+        received,
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "  {:<14} {:>11.2} ms",
+        "first event",
+        first.unwrap_or_default().as_secs_f64() * 1000.0
+    );
+    println!("  {:<14} {:>10.0} MiB", "VmRSS", rss_mib());
+    drop(stream);
+    server.shutdown().await?;
+    Ok(())
+}
+
+/// 2024-01-01T00:00:00Z.
+const YEAR_START: i64 = 1_704_067_200;
+const YEAR_SECS: i64 = 365 * 86_400;
+
+fn chat_started(n: u64, total: u64) -> (usize, IncomingEvent) {
+    let vendor = (n % VENDORS.len() as u64) as usize;
+    let at = Timestamp::from_secs(YEAR_START + (n as i64 * YEAR_SECS) / total as i64)
+        .expect("a valid time");
+    let external_id = format!("conv-{n:08}");
+    let visitor = Participant {
+        id: format!("visitor-{n}"),
+        name: Some(format!("Visitor {n}")),
+        email: Some(format!("visitor{n}@example.com")),
+        ..Participant::default()
+    };
+    let mut patch = ConversationPatch::new(external_id.clone());
+    patch.status = Some(ConversationStatus::Open);
+    patch.started_at = Some(at);
+    patch.visitor = Some(visitor.clone());
+    patch.page_url = Some("https://shop.example.com/checkout".to_owned());
+    patch.messages = vec![Message {
+        key: format!("{external_id}-1"),
+        author_role: Role::Visitor,
+        author_id: Some(visitor.id),
+        author_name: visitor.name,
+        text: "Hello, where is my order?".to_owned(),
+        attachments: Vec::new(),
+        sent_at: at,
+        automatic: false,
+        data: None,
+    }];
+    let event = IncomingEvent {
+        dedup_key: format!("chat_started:{external_id}"),
+        kind: EventKind::ChatStarted,
+        vendor_event: "chat_started".to_owned(),
+        occurred_at: at,
+        payload: EventPayload::Conversation(patch),
+    };
+    (vendor, event)
+}
+
+fn proto_time(secs: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: secs,
+        nanos: 0,
+    }
+}
+
+/// `query`.
+pub async fn query(conversations: u64, calls: u64) -> anyhow::Result<()> {
+    let registry = Registry::from_inventory()?;
+    let dir = tempfile::tempdir().context("cannot create a temp dir; check TMPDIR")?;
+    let data_dir = dir.path().join("data");
+    let store = Store::open(&data_dir)?;
+    let load_time = preload(&store, conversations, 2000, |n| {
+        chat_started(n, conversations)
+    })
+    .await?;
+    let count = store.conversation_count()?;
+    store.close().await?;
+    drop(store);
+    println!(
+        "preloaded {count} conversations in {:.1} s ({:.0}/s in batches of 2000)",
+        load_time.as_secs_f64(),
+        count as f64 / load_time.as_secs_f64()
+    );
+
+    let server = start_server(&registry, &data_dir).await?;
+    let mut client = grpc_client(&server).await?;
+    let mut rng = rand::rng();
+    let mut list = load::histogram();
+    let mut short_pages = 0u64;
+    for _ in 0..calls {
+        let vendor = VENDORS[rng.random_range(0..VENDORS.len())];
+        let from = YEAR_START + rng.random_range(0..YEAR_SECS - 30 * 86_400);
+        let request = v1::ListConversationsRequest {
+            vendors: vec![vendor.to_owned()],
+            started: Some(v1::TimeRange {
+                start: Some(proto_time(from)),
+                end: Some(proto_time(from + 30 * 86_400)),
+            }),
+            page_size: 50,
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let page = client.list_conversations(request).await?.into_inner();
+        load::record(&mut list, started.elapsed());
+        if page.conversations.len() < 50 {
+            short_pages += 1;
+        }
+    }
+    let mut get = load::histogram();
+    for _ in 0..calls {
+        let n = rng.random_range(0..conversations);
+        let request = v1::GetConversationRequest {
+            id: format!("{}/conv-{n:08}", VENDORS[(n % 4) as usize]),
+            view: v1::ConversationView::Full as i32,
+        };
+        let started = Instant::now();
+        client.get_conversation(request).await?;
+        load::record(&mut get, started.elapsed());
+    }
+    println!();
+    println!(
+        "== query: ListConversations, first page of 50, one vendor, 30-day started range ({calls} calls, {short_pages} pages shorter than 50)"
+    );
+    load::print_latency(&list);
+    println!();
+    println!("== query: GetConversation by random id, full view ({calls} calls)");
+    load::print_latency(&get);
+    println!();
+    println!(
+        "== memory: VmRSS {:.0} MiB (server and client in one process, {count} conversations)",
+        rss_mib()
+    );
+    server.shutdown().await?;
+    Ok(())
+}
