@@ -94,7 +94,7 @@ where
 }
 
 fn ms(micros: u64) -> String {
-    format!("{:.2} ms", micros as f64 / 1000.0)
+    format!("{:.3} ms", micros as f64 / 1000.0)
 }
 
 /// Prints a result table: the rate and the latency percentiles.

@@ -5,16 +5,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use hdrhistogram::Histogram;
 use rand::Rng;
+use switchboard_core::ConversationId;
 use switchboard_core::{
     ConnectionId, ConversationPatch, ConversationStatus, EventKind, EventPayload, IncomingEvent,
     Message, Participant, Registry, Role, Timestamp,
 };
 use switchboard_proto::v1;
 use switchboard_proto::v1::switchboard_client::SwitchboardClient;
-use switchboard_server::{RunningServer, ServerConfig};
-use switchboard_store::{AppendRequest, Store};
+use switchboard_proto::v1::switchboard_server::SwitchboardServer;
+use switchboard_server::grpc::SwitchboardService;
+use switchboard_server::{Connections, RunningServer, ServerConfig};
+use switchboard_store::{AppendRequest, ConversationQuery, Store};
 use tonic::transport::Channel;
+use tonic::transport::server::TcpIncoming;
 
 use crate::LoadArgs;
 use crate::load::{self, Stats};
@@ -412,48 +417,18 @@ pub async fn query(conversations: u64, calls: u64) -> anyhow::Result<()> {
     );
 
     let server = start_server(&registry, &data_dir).await?;
-    let mut client = grpc_client(&server).await?;
-    let mut rng = rand::rng();
-    let mut list = load::histogram();
-    let mut short_pages = 0u64;
-    for _ in 0..calls {
-        let vendor = VENDORS[rng.random_range(0..VENDORS.len())];
-        let from = YEAR_START + rng.random_range(0..YEAR_SECS - 30 * 86_400);
-        let request = v1::ListConversationsRequest {
-            vendors: vec![vendor.to_owned()],
-            started: Some(v1::TimeRange {
-                start: Some(proto_time(from)),
-                end: Some(proto_time(from + 30 * 86_400)),
-            }),
-            page_size: 50,
-            ..Default::default()
-        };
-        let started = Instant::now();
-        let page = client.list_conversations(request).await?.into_inner();
-        load::record(&mut list, started.elapsed());
-        if page.conversations.len() < 50 {
-            short_pages += 1;
-        }
-    }
-    let mut get = load::histogram();
-    for _ in 0..calls {
-        let n = rng.random_range(0..conversations);
-        let request = v1::GetConversationRequest {
-            id: format!("{}/conv-{n:08}", VENDORS[(n % 4) as usize]),
-            view: v1::ConversationView::Full as i32,
-        };
-        let started = Instant::now();
-        client.get_conversation(request).await?;
-        load::record(&mut get, started.elapsed());
-    }
-    println!();
-    println!(
-        "== query: ListConversations, first page of 50, one vendor, 30-day started range ({calls} calls, {short_pages} pages shorter than 50)"
-    );
-    load::print_latency(&list);
-    println!();
-    println!("== query: GetConversation by random id, full view ({calls} calls)");
-    load::print_latency(&get);
+    let shipped = grpc_client(&server).await?;
+    let (list, get) = query_calls(shipped, conversations, calls).await?;
+    print_queries("the server as shipped", calls, &list, &get);
+
+    // Diagnostics: the same gRPC service over the same store, served with TCP_NODELAY on the
+    // accepted sockets; and the store calls alone, without gRPC.
+    let nodelay = nodelay_service(&registry, &server).await?;
+    let (list, get) = query_calls(nodelay, conversations, calls).await?;
+    print_queries("diagnostic: same service, TCP_NODELAY", calls, &list, &get);
+    let (list, get) = store_calls(&server.store, conversations, calls)?;
+    print_queries("diagnostic: Store calls alone, no gRPC", calls, &list, &get);
+
     println!();
     println!(
         "== memory: VmRSS {:.0} MiB (server and client in one process, {count} conversations)",
@@ -461,4 +436,133 @@ pub async fn query(conversations: u64, calls: u64) -> anyhow::Result<()> {
     );
     server.shutdown().await?;
     Ok(())
+}
+
+fn list_request(rng: &mut impl Rng) -> v1::ListConversationsRequest {
+    let vendor = VENDORS[rng.random_range(0..VENDORS.len())];
+    let from = YEAR_START + rng.random_range(0..YEAR_SECS - 30 * 86_400);
+    v1::ListConversationsRequest {
+        vendors: vec![vendor.to_owned()],
+        started: Some(v1::TimeRange {
+            start: Some(proto_time(from)),
+            end: Some(proto_time(from + 30 * 86_400)),
+        }),
+        page_size: 50,
+        ..Default::default()
+    }
+}
+
+fn random_id(rng: &mut impl Rng, conversations: u64) -> String {
+    let n = rng.random_range(0..conversations);
+    format!(
+        "{}/conv-{n:08}",
+        VENDORS[(n % VENDORS.len() as u64) as usize]
+    )
+}
+
+/// `calls` ListConversations (first page of 50, one vendor, a 30-day started range) and
+/// `calls` GetConversation (random id, full view), one at a time.
+async fn query_calls(
+    mut client: SwitchboardClient<Channel>,
+    conversations: u64,
+    calls: u64,
+) -> anyhow::Result<(Histogram<u64>, Histogram<u64>)> {
+    let mut rng = rand::rng();
+    let mut list = load::histogram();
+    for _ in 0..calls {
+        let request = list_request(&mut rng);
+        let started = Instant::now();
+        let page = client.list_conversations(request).await?.into_inner();
+        load::record(&mut list, started.elapsed());
+        anyhow::ensure!(
+            page.conversations.len() == 50,
+            "a page had {} conversations, not 50; preload more conversations",
+            page.conversations.len()
+        );
+    }
+    let mut get = load::histogram();
+    for _ in 0..calls {
+        let request = v1::GetConversationRequest {
+            id: random_id(&mut rng, conversations),
+            view: v1::ConversationView::Full as i32,
+        };
+        let started = Instant::now();
+        client.get_conversation(request).await?;
+        load::record(&mut get, started.elapsed());
+    }
+    Ok((list, get))
+}
+
+/// The same queries as `query_calls`, straight on the store.
+fn store_calls(
+    store: &Store,
+    conversations: u64,
+    calls: u64,
+) -> anyhow::Result<(Histogram<u64>, Histogram<u64>)> {
+    let mut rng = rand::rng();
+    let mut list = load::histogram();
+    for _ in 0..calls {
+        let request = list_request(&mut rng);
+        let range = request.started.expect("set above");
+        let secs =
+            |t: Option<prost_types::Timestamp>| t.and_then(|t| Timestamp::from_secs(t.seconds));
+        let query = ConversationQuery {
+            vendors: request.vendors,
+            started_from: secs(range.start),
+            started_to: secs(range.end),
+            page_size: 50,
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let page = store.list_conversations(&query)?;
+        load::record(&mut list, started.elapsed());
+        anyhow::ensure!(page.conversations.len() == 50, "a short page");
+    }
+    let mut get = load::histogram();
+    for _ in 0..calls {
+        let id = ConversationId::parse(&random_id(&mut rng, conversations))?;
+        let started = Instant::now();
+        let found = store.get_conversation(&id)?;
+        load::record(&mut get, started.elapsed());
+        anyhow::ensure!(found.is_some(), "conversation {id} is missing");
+    }
+    Ok((list, get))
+}
+
+fn print_queries(label: &str, calls: u64, list: &Histogram<u64>, get: &Histogram<u64>) {
+    println!();
+    println!(
+        "== query ({label}): ListConversations, first page of 50, one vendor, 30-day started range, {calls} calls"
+    );
+    load::print_latency(list);
+    println!("== query ({label}): GetConversation by random id, full view, {calls} calls");
+    load::print_latency(get);
+}
+
+/// Serves the server's gRPC service a second time over the same store, with TCP_NODELAY on
+/// accepted sockets (which `serve_with_incoming` does not set), and connects to it.
+async fn nodelay_service(
+    registry: &Registry,
+    server: &RunningServer,
+) -> anyhow::Result<SwitchboardClient<Channel>> {
+    let connections = Connections::build(&workload::connections(), registry)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let service = SwitchboardService::new(
+        server.store.clone(),
+        connections,
+        registry.vendors(),
+        stopped,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    tokio::spawn(async move {
+        let _keep_open = stop;
+        tonic::transport::Server::builder()
+            .add_service(SwitchboardServer::new(service))
+            .serve_with_incoming(incoming)
+            .await
+    });
+    Ok(SwitchboardClient::connect(format!("http://{addr}")).await?)
 }
