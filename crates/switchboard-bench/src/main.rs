@@ -19,6 +19,8 @@ mod load;
 mod scenarios;
 mod workload;
 
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand};
 
 /// Switchboard benchmarks, in-process on loopback over a temp dir. Run with --release.
@@ -59,6 +61,22 @@ enum Scenario {
         #[arg(long, default_value_t = 2000)]
         calls: u64,
     },
+    /// (internal) Preloads events for `replay` in a separate process.
+    #[command(hide = true)]
+    PreloadEvents {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        events: u64,
+    },
+    /// (internal) Preloads conversations for `query` in a separate process.
+    #[command(hide = true)]
+    PreloadConversations {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        conversations: u64,
+    },
 }
 
 /// The shape of a closed-loop load.
@@ -78,11 +96,16 @@ struct LoadArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    println!(
-        "switchboard-bench: {} cores, {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        scenarios::cpu_model()
-    );
+    if !matches!(
+        cli.scenario,
+        Scenario::PreloadEvents { .. } | Scenario::PreloadConversations { .. }
+    ) {
+        println!(
+            "switchboard-bench: {} cores, {}",
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            scenarios::cpu_model()
+        );
+    }
     match cli.scenario {
         Scenario::Ingest { load, with_floor } => {
             let ingest = scenarios::ingest(load).await?;
@@ -101,6 +124,12 @@ async fn main() -> anyhow::Result<()> {
             scenarios::floor(load).await?;
         }
         Scenario::Replay { events } => scenarios::replay(events).await?,
+        Scenario::PreloadEvents { dir, events } => {
+            scenarios::preload_events(&dir, events).await?;
+        }
+        Scenario::PreloadConversations { dir, conversations } => {
+            scenarios::preload_conversations(&dir, conversations).await?;
+        }
         Scenario::Query {
             conversations,
             calls,

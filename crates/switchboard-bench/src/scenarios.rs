@@ -268,12 +268,20 @@ async fn preload(
     Ok(started.elapsed())
 }
 
-/// `replay`.
-pub async fn replay(events: u64) -> anyhow::Result<()> {
-    let (registry, templates, dir) = setup()?;
-    let data_dir = dir.path().join("data");
-    let store = Store::open(&data_dir)?;
-    // Fixture events made unique, in the vendors' proportions of the workload.
+/// Runs this binary again with `args` (a hidden preload subcommand), so that the preload's
+/// memory is not counted in the server's resident memory.
+fn in_child(args: &[&str]) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("cannot find this binary to run the preload")?;
+    let status = std::process::Command::new(exe).args(args).status()?;
+    anyhow::ensure!(status.success(), "the preload {args:?} failed: {status}");
+    Ok(())
+}
+
+/// Appends `events` fixture events, made unique, in the workload's vendor proportions.
+pub async fn preload_events(data_dir: &Path, events: u64) -> anyhow::Result<()> {
+    let registry = Registry::from_inventory()?;
+    let templates = workload::templates(&registry)?;
+    let store = Store::open(data_dir)?;
     let mut pending: Vec<IncomingEvent> = Vec::new();
     let mut pending_vendor = 0;
     let mut request = 0u64;
@@ -293,13 +301,29 @@ pub async fn replay(events: u64) -> anyhow::Result<()> {
     .await?;
     let head = store.head().0;
     store.close().await?;
-    drop(store);
     println!(
-        "preloaded {head} events in {:.1} s ({:.0} events/s in batches of 1000)",
+        "preloaded {head} events in {:.1} s ({:.0} events/s in batches of 1000, separate process)",
         load_time.as_secs_f64(),
         head as f64 / load_time.as_secs_f64()
     );
+    Ok(())
+}
 
+/// `replay`.
+pub async fn replay(events: u64) -> anyhow::Result<()> {
+    let registry = Registry::from_inventory()?;
+    let dir = tempfile::tempdir().context("cannot create a temp dir; check TMPDIR")?;
+    let data_dir = dir.path().join("data");
+    let data = data_dir.to_str().context("the temp dir is not UTF-8")?;
+    in_child(&[
+        "preload-events",
+        "--dir",
+        data,
+        "--events",
+        &events.to_string(),
+    ])?;
+    let head = events;
+    let rss_before = rss_mib();
     let server = start_server(&registry, &data_dir).await?;
     let mut client = grpc_client(&server).await?;
     let started = Instant::now();
@@ -343,7 +367,11 @@ pub async fn replay(events: u64) -> anyhow::Result<()> {
         "first event",
         first.unwrap_or_default().as_secs_f64() * 1000.0
     );
-    println!("  {:<14} {:>10.0} MiB", "VmRSS", rss_mib());
+    println!(
+        "  {:<14} {:>10.0} MiB (before starting the server: {rss_before:.0} MiB)",
+        "VmRSS",
+        rss_mib()
+    );
     drop(stream);
     server.shutdown().await?;
     Ok(())
@@ -397,26 +425,40 @@ fn proto_time(secs: i64) -> prost_types::Timestamp {
     }
 }
 
-/// `query`.
-pub async fn query(conversations: u64, calls: u64) -> anyhow::Result<()> {
-    let registry = Registry::from_inventory()?;
-    let dir = tempfile::tempdir().context("cannot create a temp dir; check TMPDIR")?;
-    let data_dir = dir.path().join("data");
-    let store = Store::open(&data_dir)?;
+/// Appends `conversations` ChatStarted events spread over 4 vendors and one year.
+pub async fn preload_conversations(data_dir: &Path, conversations: u64) -> anyhow::Result<()> {
+    let store = Store::open(data_dir)?;
     let load_time = preload(&store, conversations, 2000, |n| {
         chat_started(n, conversations)
     })
     .await?;
     let count = store.conversation_count()?;
     store.close().await?;
-    drop(store);
     println!(
-        "preloaded {count} conversations in {:.1} s ({:.0}/s in batches of 2000)",
+        "preloaded {count} conversations in {:.1} s ({:.0}/s in batches of 2000, separate process)",
         load_time.as_secs_f64(),
         count as f64 / load_time.as_secs_f64()
     );
+    Ok(())
+}
 
+/// `query`.
+pub async fn query(conversations: u64, calls: u64) -> anyhow::Result<()> {
+    let registry = Registry::from_inventory()?;
+    let dir = tempfile::tempdir().context("cannot create a temp dir; check TMPDIR")?;
+    let data_dir = dir.path().join("data");
+    let data = data_dir.to_str().context("the temp dir is not UTF-8")?;
+    let count = conversations;
+    in_child(&[
+        "preload-conversations",
+        "--dir",
+        data,
+        "--conversations",
+        &conversations.to_string(),
+    ])?;
+    let rss_before = rss_mib();
     let server = start_server(&registry, &data_dir).await?;
+    let rss_started = rss_mib();
     let shipped = grpc_client(&server).await?;
     let (list, get) = query_calls(shipped, conversations, calls).await?;
     print_queries("the server as shipped", calls, &list, &get);
@@ -431,7 +473,7 @@ pub async fn query(conversations: u64, calls: u64) -> anyhow::Result<()> {
 
     println!();
     println!(
-        "== memory: VmRSS {:.0} MiB (server and client in one process, {count} conversations)",
+        "== memory: VmRSS {:.0} MiB after the queries ({rss_before:.0} MiB before starting the server, {rss_started:.0} MiB right after; server and client in one process, {count} conversations)",
         rss_mib()
     );
     server.shutdown().await?;
