@@ -26,6 +26,7 @@
 //! - `reply` does not panic.
 
 mod conformance;
+pub mod fake;
 pub mod fixtures;
 mod mutate;
 mod report;

@@ -1,0 +1,1 @@
+//! Fake livechat API server (to be filled by the livechat connector work).

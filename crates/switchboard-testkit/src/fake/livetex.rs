@@ -1,0 +1,1 @@
+//! Fake livetex API server (to be filled by the livetex connector work).

@@ -1,0 +1,1 @@
+//! Fake smartsupp API server (to be filled by the smartsupp connector work).
