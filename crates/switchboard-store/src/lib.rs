@@ -39,9 +39,9 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `meta/schema_version` | ASCII decimal, `1` |
+//! | `meta/schema_version` | ASCII decimal, `2` |
 //! | `meta/head` | the last sequence, u64 BE |
-//! | `log/<sequence u64 BE>` | the [`Event`] |
+//! | `log/<sequence u64 BE>` | the [`Event`], flat (see below) |
 //! | `dedup/<connection>/<dedup key>` | the sequence of the event with that key, u64 BE |
 //! | `conv/<connection>/<external id>` | the [`Conversation`] |
 //! | `ix/all/<position>` | the `conv/...` key |
@@ -60,21 +60,34 @@
 //!
 //! # Group commit
 //!
-//! One dedicated thread (`switchboard-store-writer`) owns every write. [`Store::append`] sends
-//! its request over a bounded tokio channel with a oneshot for the answer. The writer blocks for
-//! the first waiting request, then takes up to [`StoreOptions::max_batch`] in all without
-//! waiting, and commits them together:
+//! Two dedicated threads own every write, a two-stage pipeline. [`Store::append`] sends its
+//! request over a bounded tokio channel with a oneshot for the answer. The writer
+//! (`switchboard-store-writer`) blocks for the first waiting request, then takes up to
+//! [`StoreOptions::max_batch`] in all without waiting, and:
 //! 1. For each event, in order: a dedup key already stored, or appended earlier in the same
 //!    group, is a duplicate and appends nothing. A new event gets the next sequence and a UUID
 //!    v7 id, goes to `log/` and `dedup/`, and is applied to the projections. Projections touched
 //!    in the group live in an in-memory overlay, so later events of the group see earlier ones.
 //! 2. The whole group (log, dedup, projections, index changes, counters, sync cursors,
 //!    `meta/head`) becomes ONE `sled::Batch`, written with one atomic `Tree::apply_batch`.
-//! 3. `Db::flush`, then `fdatasync` (see below).
-//! 4. Only then: the head watch channel announces the new head and every request gets its own
+//! 3. It hands the group to the flusher (`switchboard-store-flusher`) and goes back to 1 for
+//!    the next group, which therefore sees this one's writes. At most one group waits for the
+//!    flusher: the CPU work of group N+1 overlaps the disk wait of group N.
+//!
+//! The flusher takes every group waiting for it, in order, and for all of them together:
+//! 4. `Db::flush`, then `fdatasync` (see below).
+//! 5. Only then: the head watch channel announces the new head and every request gets its own
 //!    answer. A request whose events are all duplicates succeeds too.
 //!
-//! Because one thread writes, read-modify-write of projections needs no transaction.
+//! Because one thread writes, read-modify-write of projections needs no transaction. Sequences
+//! are assigned by that one thread in commit order, so they stay gap-free; groups become
+//! durable, and are answered, in the same order. A redelivery answered as a duplicate of an
+//! event in a group not yet durable is answered after that group is durable (it is in a later
+//! group, flushed after it).
+//!
+//! Metrics (the `metrics` facade): `switchboard_store_batch_size` (histogram: events appended
+//! per group), `switchboard_store_commit_seconds` (histogram: from the start of a group's
+//! preparation until it is durable), `switchboard_events_appended_total` (counter).
 //!
 //! # Durability
 //!
@@ -88,11 +101,25 @@
 //!
 //! If reading for a group fails before anything is written, every request of the group gets
 //! [`StoreError::Commit`] and the store stays usable. If `apply_batch`, `flush` or the fsync
-//! fails, the writer can no longer tell what reached the disk: every request of the group and
-//! every later write gets [`StoreError::Failed`] (Unavailable) until the server is restarted.
+//! fails, the writer can no longer tell what reached the disk: every request of the group, of
+//! any group applied after it and not yet answered, and every later write gets
+//! [`StoreError::Failed`] (Unavailable) until the server is restarted.
 //! The head never moves for a failed group. [`Store::read_events`] never returns events past the
 //! durable head, so a subscriber never sees a sequence that a crash could give to another event;
 //! projections may show a group's changes a moment before its flush completes.
+//!
+//! # Memory
+//!
+//! sled's page cache is bounded by [`StoreOptions::cache_capacity`] (default
+//! [`DEFAULT_CACHE_CAPACITY`], 256 MiB; sled's own default is 1 GiB).
+//!
+//! # Log encoding
+//!
+//! A `log/` value is JSON of a flat, store-private shape: the [`Event`]'s fields and its
+//! incoming event's fields at one level, the payload externally tagged
+//! (`"payload": {"conversation": {...}}`). The core's own serde shape of [`Event`] uses
+//! `flatten` and an internally tagged payload, which serde decodes through a slow buffering
+//! path; the flat shape decodes in one pass (replay reads every event).
 //!
 //! # Listing and indexes
 //!
@@ -122,7 +149,8 @@
 //!
 //! # Schema
 //!
-//! `meta/schema_version` is written as `1` when the store is created. [`Store::open`] refuses
+//! `meta/schema_version` is written as `2` when the store is created (version 1 stored log
+//! entries in the core's serde shape). [`Store::open`] refuses
 //! any other version ([`StoreError::SchemaMismatch`], FailedPrecondition) and a non-empty tree
 //! without one ([`StoreError::NotAStore`]). A non-empty `db` file from which sled reads
 //! nothing is refused too: sled would silently start afresh over it. Opening recovers the head
@@ -135,6 +163,7 @@
 mod error;
 mod keys;
 mod query;
+mod record;
 mod types;
 mod writer;
 
@@ -152,11 +181,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 pub use crate::error::StoreError;
+use crate::record::decode_event;
 pub use crate::types::{
-    AppendReceipt, AppendRequest, ConversationPage, ConversationQuery, DEFAULT_PAGE_SIZE,
-    MAX_PAGE_SIZE, StoreOptions, SyncState, SyncUpdate, TicketListPage, TicketListQuery,
+    AppendReceipt, AppendRequest, ConversationPage, ConversationQuery, DEFAULT_CACHE_CAPACITY,
+    DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, StoreOptions, SyncState, SyncUpdate, TicketListPage,
+    TicketListQuery,
 };
-use crate::writer::{Command, DurableFiles, StoredTicket, Writer, decode, load};
+use crate::writer::{Command, DurableFiles, Failure, Flusher, StoredTicket, Writer, decode, load};
 
 /// The store: cheap to clone (an `Arc` inside). The writer thread stops after [`Store::close`]
 /// or when the last handle is dropped.
@@ -231,7 +262,10 @@ impl Store {
         // sled starts afresh, silently, over a `db` file it cannot read; a new store never
         // leaves its `db` file without the schema key, so such a file is corruption.
         let had_data = std::fs::metadata(dir.join("db")).is_ok_and(|m| m.len() > 0);
-        let config = sled::Config::new().path(dir).flush_every_ms(None);
+        let config = sled::Config::new()
+            .path(dir)
+            .flush_every_ms(None)
+            .cache_capacity(options.cache_capacity);
         // sled 0.34 panics on some kinds of corruption instead of returning an error.
         let db = catch_unwind(AssertUnwindSafe(|| config.open()))
             .map_err(|panic| open_error(dir, panic_message(panic.as_ref())))?
@@ -245,17 +279,23 @@ impl Store {
         let (stopped_tx, stopped) = watch::channel(false);
         let (commands_tx, commands_rx) =
             mpsc::channel(options.max_batch.max(1).saturating_mul(4).max(1024));
-        let writer = Writer {
+        let failed = Failure::default();
+        let flusher = Flusher {
             db: db.clone(),
             files,
-            options,
             head,
             head_tx: head_tx.clone(),
-            failed: None,
+            failed: failed.clone(),
+        };
+        let writer = Writer {
+            db: db.clone(),
+            options,
+            head,
+            failed,
         };
         let thread = std::thread::Builder::new()
             .name("switchboard-store-writer".into())
-            .spawn(move || writer.run(commands_rx, stopped_tx))
+            .spawn(move || writer::run(writer, flusher, commands_rx, stopped_tx))
             .map_err(|e| StoreError::io("starting the store writer thread", e))?;
         info!(dir = %dir.display(), head, "store opened");
         Ok(Store {
@@ -332,9 +372,28 @@ impl Store {
         let mut events = Vec::with_capacity(limit.min((head - after.0) as usize));
         for entry in self.inner.db.range(range).take(limit) {
             let (key, value) = entry?;
-            events.push(decode::<Event>(&key, &value)?);
+            events.push(decode_event(&key, &value)?);
         }
         Ok(events)
+    }
+
+    /// The event a connection appended under `dedup_key`, if any (e.g. to answer a retried
+    /// create with what the first one made).
+    pub fn event_by_dedup_key(
+        &self,
+        connection: &ConnectionId,
+        dedup_key: &str,
+    ) -> Result<Option<Event>, StoreError> {
+        let Some(sequence) = self.inner.db.get(keys::dedup_key(connection, dedup_key))? else {
+            return Ok(None);
+        };
+        let Some(sequence) = keys::read_be(&sequence) else {
+            return Ok(None);
+        };
+        if sequence > self.head().0 {
+            return Ok(None);
+        }
+        load(&self.inner.db, &keys::log_key(sequence))
     }
 
     /// A conversation by id.

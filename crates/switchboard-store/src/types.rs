@@ -14,13 +14,21 @@ pub struct StoreOptions {
     /// Whether to `fdatasync` the store's files after each flush. Only benchmarks of the floor
     /// turn this off: without it an acknowledged append may be lost on power loss.
     pub fsync: bool,
+    /// The most bytes sled keeps in its page cache. Reads of a large store (a full replay,
+    /// random lookups over millions of conversations) fill it; the process's resident memory
+    /// grows up to about this plus the heap.
+    pub cache_capacity: u64,
 }
+
+/// The default [`StoreOptions::cache_capacity`]: 256 MiB (sled's own default is 1 GiB).
+pub const DEFAULT_CACHE_CAPACITY: u64 = 256 * 1024 * 1024;
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             max_batch: 256,
             fsync: true,
+            cache_capacity: DEFAULT_CACHE_CAPACITY,
         }
     }
 }

@@ -6,19 +6,20 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use switchboard_core::{
-    Agent, ConnectionId, Conversation, ConversationId, Event, EventPayload, IncomingEvent,
-    Sequence, Ticket,
+    Agent, ConnectionId, Conversation, ConversationId, EventPayload, IncomingEvent, Sequence,
+    Ticket,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, info};
 
 use crate::keys::{self, IndexFamily};
+use crate::record::{NewEvent, encode_event};
 use crate::{AppendReceipt, AppendRequest, StoreError, StoreOptions, SyncState};
 
 /// What the writer is asked to do.
@@ -143,59 +144,113 @@ fn sync_directory(dir: &Path) -> Result<(), StoreError> {
         .map_err(|e| StoreError::io(format!("fsyncing the directory {}", dir.display()), e))
 }
 
-/// The writer: owns every write to the tree.
+/// Set once a write reached sled but may not have reached the disk: from then on every write
+/// is refused. Shared by the two stages of the writer.
+#[derive(Clone, Default)]
+pub(crate) struct Failure(Arc<Mutex<Option<String>>>);
+
+impl Failure {
+    pub(crate) fn get(&self) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set(&self, reason: String) {
+        let mut failed = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        // The first failure is the one worth reporting.
+        failed.get_or_insert(reason);
+    }
+}
+
+/// A group applied to sled (in memory) and waiting for the flush that makes it durable.
+pub(crate) struct Staged {
+    commands: Vec<Command>,
+    receipts: Vec<AppendReceipt>,
+    /// The head once this group is durable.
+    head: u64,
+    /// Events this group appended.
+    appended: u64,
+    started: Instant,
+}
+
+/// The first stage of the writer: owns every write to the tree. It prepares a group (dedup,
+/// projections, encoding) and applies it as one atomic sled batch, then hands it to the
+/// [`Flusher`]; while the flusher waits for the disk, it prepares the next group.
 pub(crate) struct Writer {
     pub(crate) db: sled::Db,
-    pub(crate) files: DurableFiles,
     pub(crate) options: StoreOptions,
+    /// The last sequence applied to sled (durable or not yet).
+    pub(crate) head: u64,
+    pub(crate) failed: Failure,
+}
+
+/// The second stage: flushes and fsyncs applied groups in order, then answers their requests
+/// and moves the durable head. Several groups waiting together share one flush.
+pub(crate) struct Flusher {
+    pub(crate) db: sled::Db,
+    pub(crate) files: DurableFiles,
     /// The last durable sequence.
     pub(crate) head: u64,
     pub(crate) head_tx: Arc<watch::Sender<Sequence>>,
-    /// Set once a write reached sled but may not have reached the disk: from then on every
-    /// write is refused.
-    pub(crate) failed: Option<String>,
+    pub(crate) failed: Failure,
+}
+
+/// Runs both stages until every sender is gone and the channel is drained, then flushes.
+pub(crate) fn run(
+    mut writer: Writer,
+    flusher: Flusher,
+    mut commands: mpsc::Receiver<Command>,
+    stopped: watch::Sender<bool>,
+) -> Result<(), StoreError> {
+    // One group may wait while another is being flushed: the writer prepares group N+1 while
+    // group N is on its way to the disk, and blocks before applying N+2.
+    let (staged_tx, staged_rx) = std::sync::mpsc::sync_channel::<Staged>(1);
+    let flusher = std::thread::Builder::new()
+        .name("switchboard-store-flusher".into())
+        .spawn(move || flusher.run(staged_rx))
+        .map_err(|e| StoreError::io("starting the store flusher thread", e))?;
+    let max_batch = writer.options.max_batch.max(1);
+    let mut batch = Vec::with_capacity(max_batch);
+    while let Some(first) = commands.blocking_recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match commands.try_recv() {
+                Ok(command) => batch.push(command),
+                Err(_) => break,
+            }
+        }
+        let group = std::mem::replace(&mut batch, Vec::with_capacity(max_batch));
+        if let Some(staged) = writer.stage(group) {
+            if let Err(std::sync::mpsc::SendError(staged)) = staged_tx.send(staged) {
+                // The flusher is gone (it panicked): nobody can make this group durable.
+                writer.failed.set("the store flusher stopped".into());
+                for command in staged.commands {
+                    command.fail(|| StoreError::WriterGone);
+                }
+            }
+        }
+    }
+    drop(staged_tx);
+    let result = match flusher.join() {
+        Ok(result) => result,
+        Err(_) => Err(StoreError::WriterGone),
+    };
+    info!(head = writer.head, "store writer stopped");
+    stopped.send_replace(true);
+    result
 }
 
 impl Writer {
-    /// Runs until every sender is gone and the channel is drained, then flushes.
-    pub(crate) fn run(
-        mut self,
-        mut commands: mpsc::Receiver<Command>,
-        stopped: watch::Sender<bool>,
-    ) -> Result<(), StoreError> {
-        let max_batch = self.options.max_batch.max(1);
-        let mut batch = Vec::with_capacity(max_batch);
-        while let Some(first) = commands.blocking_recv() {
-            batch.push(first);
-            while batch.len() < max_batch {
-                match commands.try_recv() {
-                    Ok(command) => batch.push(command),
-                    Err(_) => break,
-                }
-            }
-            self.commit(std::mem::replace(&mut batch, Vec::with_capacity(max_batch)));
-        }
-        let result = if self.failed.is_some() {
-            Ok(())
-        } else {
-            self.db.flush().map_err(StoreError::from).and_then(|_| {
-                self.files
-                    .sync()
-                    .map_err(|e| StoreError::io("the final fsync of the store", e))
-            })
-        };
-        info!(head = self.head, "store writer stopped");
-        stopped.send_replace(true);
-        result
-    }
-
-    /// Commits one group: one atomic sled batch, one flush, one fsync, then the answers.
-    pub(crate) fn commit(&mut self, commands: Vec<Command>) {
-        if let Some(reason) = &self.failed {
+    /// Prepares one group and applies it to sled as one atomic batch; `None` if it failed
+    /// (every request of it has been answered then).
+    pub(crate) fn stage(&mut self, commands: Vec<Command>) -> Option<Staged> {
+        if let Some(reason) = self.failed.get() {
             for command in commands {
                 command.fail(|| StoreError::Failed(reason.clone()));
             }
-            return;
+            return None;
         }
         let started = Instant::now();
         let (batch, new_head, receipts) = match self.prepare(&commands) {
@@ -207,44 +262,28 @@ impl Writer {
                 for command in commands {
                     command.fail(|| StoreError::Commit(message.clone()));
                 }
-                return;
+                return None;
             }
         };
-        let durable = self
-            .db
-            .apply_batch(batch)
-            .map_err(|e| format!("applying the batch: {e}"))
-            .and_then(|()| self.db.flush().map_err(|e| format!("flushing: {e}")))
-            .and_then(|_| self.files.sync().map_err(|e| format!("fdatasync: {e}")));
-        if let Err(reason) = durable {
-            // sled may hold part or all of the batch in memory without it being on disk: the
-            // only safe answer is to refuse every write until an operator restarts the server.
+        if let Err(e) = self.db.apply_batch(batch) {
+            // sled may hold part of the batch in memory: refuse every write from now on.
+            let reason = format!("applying the batch: {e}");
             error!(error = %reason, requests = commands.len(), "group commit failed; refusing further writes");
+            self.failed.set(reason.clone());
             for command in commands {
                 command.fail(|| StoreError::Failed(reason.clone()));
             }
-            self.failed = Some(reason);
-            return;
+            return None;
         }
         let appended = new_head - self.head;
         self.head = new_head;
-        if appended > 0 {
-            self.head_tx.send_replace(Sequence(new_head));
-        }
-        debug!(
-            requests = commands.len(),
+        Some(Staged {
+            commands,
+            receipts,
+            head: new_head,
             appended,
-            head = new_head,
-            micros = started.elapsed().as_micros() as u64,
-            "group commit"
-        );
-        for (command, receipt) in commands.into_iter().zip(receipts) {
-            // A caller that stopped waiting is no longer interested; its events are stored.
-            match command {
-                Command::Append { reply, .. } => drop(reply.send(Ok(receipt))),
-                Command::SyncError { reply, .. } => drop(reply.send(Ok(()))),
-            }
-        }
+            started,
+        })
     }
 
     fn prepare(
@@ -268,6 +307,76 @@ impl Writer {
         }
         let (batch, head) = pending.finish()?;
         Ok((batch, head, receipts))
+    }
+}
+
+impl Flusher {
+    fn run(mut self, staged: std::sync::mpsc::Receiver<Staged>) -> Result<(), StoreError> {
+        while let Ok(first) = staged.recv() {
+            let mut groups = vec![first];
+            groups.extend(staged.try_iter());
+            self.make_durable(groups);
+        }
+        if self.failed.get().is_some() {
+            return Ok(());
+        }
+        self.db.flush().map_err(StoreError::from).and_then(|_| {
+            self.files
+                .sync()
+                .map_err(|e| StoreError::io("the final fsync of the store", e))
+        })
+    }
+
+    /// Flushes and fsyncs once for all `groups` (applied in this order), then answers them.
+    pub(crate) fn make_durable(&mut self, groups: Vec<Staged>) {
+        let durable = match self.failed.get() {
+            Some(reason) => Err(reason),
+            None => self
+                .db
+                .flush()
+                .map_err(|e| format!("flushing: {e}"))
+                .and_then(|_| self.files.sync().map_err(|e| format!("fdatasync: {e}"))),
+        };
+        if let Err(reason) = durable {
+            // sled may hold part or all of these groups in memory without them being on disk:
+            // the only safe answer is to refuse every write until an operator restarts.
+            error!(error = %reason, groups = groups.len(), "group commit failed; refusing further writes");
+            self.failed.set(reason.clone());
+            for group in groups {
+                for command in group.commands {
+                    command.fail(|| StoreError::Failed(reason.clone()));
+                }
+            }
+            return;
+        }
+        let Some(last) = groups.last() else {
+            return;
+        };
+        let new_head = last.head;
+        if new_head != self.head {
+            self.head = new_head;
+            self.head_tx.send_replace(Sequence(new_head));
+        }
+        for group in groups {
+            let seconds = group.started.elapsed().as_secs_f64();
+            metrics::histogram!("switchboard_store_batch_size").record(group.appended as f64);
+            metrics::histogram!("switchboard_store_commit_seconds").record(seconds);
+            metrics::counter!("switchboard_events_appended_total").increment(group.appended);
+            debug!(
+                requests = group.commands.len(),
+                appended = group.appended,
+                head = group.head,
+                micros = (seconds * 1e6) as u64,
+                "group commit"
+            );
+            for (command, receipt) in group.commands.into_iter().zip(group.receipts) {
+                // A caller that stopped waiting is no longer interested; its events are stored.
+                match command {
+                    Command::Append { reply, .. } => drop(reply.send(Ok(receipt))),
+                    Command::SyncError { reply, .. } => drop(reply.send(Ok(()))),
+                }
+            }
+        }
     }
 }
 
@@ -318,18 +427,19 @@ impl<'a> Pending<'a> {
             let sequence = Sequence(self.next);
             self.next += 1;
             self.project(request, incoming, sequence)?;
-            let event = Event {
+            let id = uuid::Uuid::now_v7().to_string();
+            let event = NewEvent {
                 sequence,
-                id: uuid::Uuid::now_v7().to_string(),
-                connection: request.connection.clone(),
-                vendor: request.vendor.clone(),
+                id: &id,
+                connection: &request.connection,
+                vendor: &request.vendor,
                 received_at: request.received_at,
-                request_id: request.request_id.clone(),
-                incoming: incoming.clone(),
-                raw: raw.take().map(str::to_owned),
+                request_id: request.request_id.as_deref(),
+                incoming,
+                raw: raw.take(),
             };
             self.writes
-                .insert(keys::log_key(sequence.0), encode(&event)?);
+                .insert(keys::log_key(sequence.0), encode_event(&event)?);
             self.writes
                 .insert(dedup.as_slice(), &keys::be(sequence.0)[..]);
             self.appended_keys.insert(dedup);
@@ -481,19 +591,39 @@ mod tests {
     use super::*;
     use crate::query;
 
-    fn writer(dir: &Path) -> (Writer, watch::Receiver<Sequence>) {
+    struct Stages {
+        writer: Writer,
+        flusher: Flusher,
+    }
+
+    impl Stages {
+        /// Both stages, one after the other, for one group.
+        fn commit(&mut self, commands: Vec<Command>) {
+            if let Some(staged) = self.writer.stage(commands) {
+                self.flusher.make_durable(vec![staged]);
+            }
+        }
+    }
+
+    fn writer(dir: &Path) -> (Stages, watch::Receiver<Sequence>) {
         let db = sled::Config::new().path(dir).open().unwrap();
         let files = DurableFiles::open(dir, true).unwrap();
         let (head_tx, head) = watch::channel(Sequence::ZERO);
+        let failed = Failure::default();
         let writer = Writer {
-            db,
-            files,
+            db: db.clone(),
             options: StoreOptions::default(),
             head: 0,
-            head_tx: Arc::new(head_tx),
-            failed: None,
+            failed: failed.clone(),
         };
-        (writer, head)
+        let flusher = Flusher {
+            db,
+            files,
+            head: 0,
+            head_tx: Arc::new(head_tx),
+            failed,
+        };
+        (Stages { writer, flusher }, head)
     }
 
     fn event(key: &str, status: ConversationStatus) -> IncomingEvent {
@@ -522,13 +652,13 @@ mod tests {
     #[test]
     fn one_group_dedups_across_its_requests_and_sees_its_own_changes() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut writer, head) = writer(dir.path());
+        let (mut stages, head) = writer(dir.path());
         let (first, first_answer) = append(vec![event("a", ConversationStatus::Open)]);
         let (second, second_answer) = append(vec![
             event("a", ConversationStatus::Open),
             event("b", ConversationStatus::Closed),
         ]);
-        writer.commit(vec![first, second]);
+        stages.commit(vec![first, second]);
 
         let first = first_answer.blocking_recv().unwrap().unwrap();
         assert_eq!(first.appended, vec![Sequence(1)]);
@@ -540,23 +670,33 @@ mod tests {
         // Both events folded into one conversation, indexed once, under its final status.
         let key =
             keys::conversation_key(&ConversationId::new(ConnectionId::new("lc").unwrap(), "c1"));
-        let conversation: Conversation = load(&writer.db, &key).unwrap().unwrap();
+        let conversation: Conversation = load(&stages.writer.db, &key).unwrap().unwrap();
         assert_eq!(conversation.status, ConversationStatus::Closed);
         assert_eq!(conversation.event_keys.len(), 2);
-        assert_eq!(query::conversation_count(&writer.db).unwrap(), 1);
-        assert_eq!(writer.db.scan_prefix(IndexFamily::All.prefix()).count(), 1);
+        assert_eq!(query::conversation_count(&stages.writer.db).unwrap(), 1);
+        assert_eq!(
+            stages
+                .writer
+                .db
+                .scan_prefix(IndexFamily::All.prefix())
+                .count(),
+            1
+        );
         let open = IndexFamily::Status(ConversationStatus::Open);
         let closed = IndexFamily::Status(ConversationStatus::Closed);
-        assert_eq!(writer.db.scan_prefix(open.prefix()).count(), 0);
-        assert_eq!(writer.db.scan_prefix(closed.prefix()).count(), 1);
-        assert_eq!(writer.db.get(open.count_key()).unwrap(), None);
+        assert_eq!(stages.writer.db.scan_prefix(open.prefix()).count(), 0);
+        assert_eq!(stages.writer.db.scan_prefix(closed.prefix()).count(), 1);
+        assert_eq!(stages.writer.db.get(open.count_key()).unwrap(), None);
     }
 
     #[test]
     fn a_failed_writer_refuses_every_write_and_keeps_its_head() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut writer, head) = writer(dir.path());
-        writer.failed = Some("fdatasync: Input/output error".into());
+        let (mut stages, head) = writer(dir.path());
+        stages
+            .writer
+            .failed
+            .set("fdatasync: Input/output error".into());
         let (command, answer) = append(vec![event("a", ConversationStatus::Open)]);
         let (reply, sync_answer) = oneshot::channel();
         let sync_error = Command::SyncError {
@@ -564,37 +704,98 @@ mod tests {
             message: "x".into(),
             reply,
         };
-        writer.commit(vec![command, sync_error]);
+        stages.commit(vec![command, sync_error]);
         let error = answer.blocking_recv().unwrap().unwrap_err();
         assert!(matches!(error, StoreError::Failed(_)), "{error:?}");
         assert_eq!(error.code(), switchboard_core::ErrorCode::Unavailable);
         assert!(sync_answer.blocking_recv().unwrap().is_err());
         assert_eq!(*head.borrow(), Sequence::ZERO);
-        assert_eq!(writer.db.scan_prefix(keys::LOG_PREFIX).count(), 0);
+        assert_eq!(stages.writer.db.scan_prefix(keys::LOG_PREFIX).count(), 0);
     }
 
     #[test]
     fn an_unreadable_record_fails_the_group_and_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut writer, head) = writer(dir.path());
+        let (mut stages, head) = writer(dir.path());
         let key =
             keys::conversation_key(&ConversationId::new(ConnectionId::new("lc").unwrap(), "c1"));
-        writer.db.insert(&key, &b"not json"[..]).unwrap();
+        stages.writer.db.insert(&key, &b"not json"[..]).unwrap();
         let mut other = event("other", ConversationStatus::Open);
         if let EventPayload::Conversation(patch) = &mut other.payload {
             patch.external_id = "c2".into();
         }
         let (good, good_answer) = append(vec![other]);
         let (bad, bad_answer) = append(vec![event("a", ConversationStatus::Open)]);
-        writer.commit(vec![good, bad]);
+        stages.commit(vec![good, bad]);
         for answer in [good_answer, bad_answer] {
             let error = answer.blocking_recv().unwrap().unwrap_err();
             assert!(matches!(error, StoreError::Commit(_)), "{error:?}");
         }
         assert_eq!(*head.borrow(), Sequence::ZERO);
-        assert_eq!(writer.head, 0);
-        assert_eq!(writer.db.scan_prefix(keys::LOG_PREFIX).count(), 0);
+        assert_eq!(stages.writer.head, 0);
+        assert_eq!(stages.writer.db.scan_prefix(keys::LOG_PREFIX).count(), 0);
         // Nothing was written, so the writer carries on.
-        assert!(writer.failed.is_none());
+        assert!(stages.writer.failed.get().is_none());
+    }
+
+    #[test]
+    fn staged_groups_are_answered_only_by_the_flush_and_share_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut stages, head) = writer(dir.path());
+        let (first, mut first_answer) = append(vec![event("a", ConversationStatus::Open)]);
+        let (second, mut second_answer) = append(vec![event("b", ConversationStatus::Closed)]);
+        let staged_first = stages.writer.stage(vec![first]).unwrap();
+        // The second group is prepared over the first one's writes, before any flush.
+        let staged_second = stages.writer.stage(vec![second]).unwrap();
+        assert_eq!(stages.writer.head, 2);
+        assert!(
+            first_answer.try_recv().is_err(),
+            "answered before the flush"
+        );
+        assert!(
+            second_answer.try_recv().is_err(),
+            "answered before the flush"
+        );
+        assert_eq!(*head.borrow(), Sequence::ZERO);
+
+        stages
+            .flusher
+            .make_durable(vec![staged_first, staged_second]);
+        assert_eq!(
+            first_answer.try_recv().unwrap().unwrap().appended,
+            vec![Sequence(1)]
+        );
+        assert_eq!(
+            second_answer.try_recv().unwrap().unwrap().appended,
+            vec![Sequence(2)]
+        );
+        assert_eq!(*head.borrow(), Sequence(2));
+    }
+
+    #[test]
+    fn a_failed_flush_refuses_every_group_waiting_for_it_and_every_later_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut stages, head) = writer(dir.path());
+        let (first, first_answer) = append(vec![event("a", ConversationStatus::Open)]);
+        let (second, second_answer) = append(vec![event("b", ConversationStatus::Open)]);
+        let staged_first = stages.writer.stage(vec![first]).unwrap();
+        let staged_second = stages.writer.stage(vec![second]).unwrap();
+        // As if the flush of the first failed: the flusher records it before answering.
+        stages
+            .flusher
+            .failed
+            .set("fdatasync: Input/output error".into());
+        stages.flusher.make_durable(vec![staged_first]);
+        stages.flusher.make_durable(vec![staged_second]);
+        for answer in [first_answer, second_answer] {
+            let error = answer.blocking_recv().unwrap().unwrap_err();
+            assert!(matches!(error, StoreError::Failed(_)), "{error:?}");
+        }
+        assert_eq!(*head.borrow(), Sequence::ZERO);
+        // The writer refuses from now on without touching sled.
+        let (third, third_answer) = append(vec![event("c", ConversationStatus::Open)]);
+        assert!(stages.writer.stage(vec![third]).is_none());
+        let error = third_answer.blocking_recv().unwrap().unwrap_err();
+        assert!(error.to_string().contains("Input/output error"), "{error}");
     }
 }

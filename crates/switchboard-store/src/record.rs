@@ -1,0 +1,265 @@
+//! How a log entry is stored: JSON of a flat, store-private shape.
+//!
+//! The core's [`Event`] serializes its [`IncomingEvent`] with `#[serde(flatten)]` and its
+//! [`EventPayload`] is internally tagged (`"type": ...`); serde decodes both through its
+//! buffering `Content` path, which made decoding the log the largest cost of a replay. The
+//! stored shape has every field at one level and the payload externally tagged
+//! (`{"conversation": {...}}`), so serde_json decodes it in one pass straight into the core
+//! types. The shape is private to the store (schema version 2); the wire and the API still use
+//! the core types.
+
+use serde::{Deserialize, Serialize};
+use switchboard_core::{
+    Agent, ConnectionId, ConversationPatch, Event, EventKind, EventPayload, IncomingEvent,
+    Sequence, Ticket, Timestamp,
+};
+
+use crate::StoreError;
+
+#[derive(Serialize)]
+struct EventOut<'a> {
+    sequence: u64,
+    id: &'a str,
+    connection: &'a str,
+    vendor: &'a str,
+    received_at: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
+    dedup_key: &'a str,
+    kind: EventKind,
+    vendor_event: &'a str,
+    occurred_at: Timestamp,
+    payload: PayloadOut<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "snake_case")]
+enum PayloadOut<'a> {
+    Conversation(&'a ConversationPatch),
+    Ticket(&'a Ticket),
+    Agent {
+        agent: &'a Agent,
+        deleted: bool,
+    },
+    Vendor {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        subject: Option<&'a str>,
+        data: &'a serde_json::Value,
+    },
+}
+
+#[derive(Deserialize)]
+struct EventIn {
+    sequence: u64,
+    id: String,
+    connection: ConnectionId,
+    vendor: String,
+    received_at: Timestamp,
+    #[serde(default)]
+    request_id: Option<String>,
+    dedup_key: String,
+    kind: EventKind,
+    vendor_event: String,
+    occurred_at: Timestamp,
+    payload: PayloadIn,
+    #[serde(default)]
+    raw: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum PayloadIn {
+    Conversation(ConversationPatch),
+    Ticket(Ticket),
+    Agent {
+        agent: Agent,
+        #[serde(default)]
+        deleted: bool,
+    },
+    Vendor {
+        #[serde(default)]
+        subject: Option<String>,
+        data: serde_json::Value,
+    },
+}
+
+/// What the writer knows of a new log entry; borrowed, so encoding copies nothing first.
+pub(crate) struct NewEvent<'a> {
+    pub(crate) sequence: Sequence,
+    pub(crate) id: &'a str,
+    pub(crate) connection: &'a ConnectionId,
+    pub(crate) vendor: &'a str,
+    pub(crate) received_at: Timestamp,
+    pub(crate) request_id: Option<&'a str>,
+    pub(crate) incoming: &'a IncomingEvent,
+    pub(crate) raw: Option<&'a str>,
+}
+
+pub(crate) fn encode_event(event: &NewEvent<'_>) -> Result<Vec<u8>, StoreError> {
+    let incoming = event.incoming;
+    let payload = match &incoming.payload {
+        EventPayload::Conversation(patch) => PayloadOut::Conversation(patch),
+        EventPayload::Ticket(ticket) => PayloadOut::Ticket(ticket),
+        EventPayload::Agent { agent, deleted } => PayloadOut::Agent {
+            agent,
+            deleted: *deleted,
+        },
+        EventPayload::Vendor { subject, data } => PayloadOut::Vendor {
+            subject: subject.as_deref(),
+            data,
+        },
+    };
+    let out = EventOut {
+        sequence: event.sequence.0,
+        id: event.id,
+        connection: event.connection.as_str(),
+        vendor: event.vendor,
+        received_at: event.received_at,
+        request_id: event.request_id,
+        dedup_key: &incoming.dedup_key,
+        kind: incoming.kind,
+        vendor_event: &incoming.vendor_event,
+        occurred_at: incoming.occurred_at,
+        payload,
+        raw: event.raw,
+    };
+    serde_json::to_vec(&out).map_err(|e| StoreError::Commit(format!("cannot encode an event: {e}")))
+}
+
+pub(crate) fn decode_event(key: &[u8], bytes: &[u8]) -> Result<Event, StoreError> {
+    let stored: EventIn = serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt(key, e))?;
+    let payload = match stored.payload {
+        PayloadIn::Conversation(patch) => EventPayload::Conversation(patch),
+        PayloadIn::Ticket(ticket) => EventPayload::Ticket(ticket),
+        PayloadIn::Agent { agent, deleted } => EventPayload::Agent { agent, deleted },
+        PayloadIn::Vendor { subject, data } => EventPayload::Vendor { subject, data },
+    };
+    Ok(Event {
+        sequence: Sequence(stored.sequence),
+        id: stored.id,
+        connection: stored.connection,
+        vendor: stored.vendor,
+        received_at: stored.received_at,
+        request_id: stored.request_id,
+        incoming: IncomingEvent {
+            dedup_key: stored.dedup_key,
+            kind: stored.kind,
+            vendor_event: stored.vendor_event,
+            occurred_at: stored.occurred_at,
+            payload,
+        },
+        raw: stored.raw,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use switchboard_core::Message;
+
+    use super::*;
+
+    fn round_trip(incoming: IncomingEvent, raw: Option<&str>, request_id: Option<&str>) {
+        let connection = ConnectionId::new("lc").unwrap();
+        let new = NewEvent {
+            sequence: Sequence(42),
+            id: "0190-id",
+            connection: &connection,
+            vendor: "livechat",
+            received_at: Timestamp::from_millis(1_700_000_000_123).unwrap(),
+            request_id,
+            incoming: &incoming,
+            raw,
+        };
+        let bytes = encode_event(&new).unwrap();
+        let decoded = decode_event(b"log/x", &bytes).unwrap();
+        let expected = Event {
+            sequence: Sequence(42),
+            id: "0190-id".into(),
+            connection: connection.clone(),
+            vendor: "livechat".into(),
+            received_at: new.received_at,
+            request_id: request_id.map(str::to_owned),
+            incoming,
+            raw: raw.map(str::to_owned),
+        };
+        assert_eq!(decoded, expected);
+    }
+
+    fn incoming(payload: EventPayload) -> IncomingEvent {
+        IncomingEvent {
+            dedup_key: "k:1".into(),
+            kind: EventKind::Message,
+            vendor_event: "incoming_event".into(),
+            occurred_at: Timestamp::from_secs(1_600_000_000).unwrap(),
+            payload,
+        }
+    }
+
+    #[test]
+    fn every_payload_round_trips() {
+        let mut patch = ConversationPatch::new("c\"1\u{e9}");
+        let message: Message = serde_json::from_value(serde_json::json!({
+            "key": "m1", "author_role": "visitor", "author_id": "v1",
+            "text": "hi \n there", "sent_at": 1_600_000_000_000_i64,
+            "data": {"lat": 1.5}
+        }))
+        .unwrap();
+        patch.messages.push(message);
+        round_trip(
+            incoming(EventPayload::Conversation(patch)),
+            Some("{\"raw\": true}"),
+            Some("req-1"),
+        );
+        let ticket: Ticket = serde_json::from_value(serde_json::json!({
+            "external_id": "T1", "origin": "vendor", "status": "open", "subject": "s",
+            "created_at": 1, "updated_at": 2
+        }))
+        .unwrap();
+        round_trip(incoming(EventPayload::Ticket(ticket)), None, None);
+        let agent: Agent =
+            serde_json::from_value(serde_json::json!({"login": "a@example.com"})).unwrap();
+        round_trip(
+            incoming(EventPayload::Agent {
+                agent: agent.clone(),
+                deleted: true,
+            }),
+            None,
+            None,
+        );
+        round_trip(
+            incoming(EventPayload::Agent {
+                agent,
+                deleted: false,
+            }),
+            None,
+            None,
+        );
+        let data = serde_json::json!({"nested": {"list": [1, 2.5, null, "x"]}, "map": BTreeMap::from([("a", 1)])});
+        round_trip(
+            incoming(EventPayload::Vendor {
+                subject: Some("chat 7".into()),
+                data: data.clone(),
+            }),
+            None,
+            None,
+        );
+        round_trip(
+            incoming(EventPayload::Vendor {
+                subject: None,
+                data,
+            }),
+            None,
+            None,
+        );
+    }
+
+    #[test]
+    fn a_record_that_does_not_decode_is_corrupt() {
+        let error = decode_event(b"log/1", b"{\"sequence\": 1}").unwrap_err();
+        assert!(matches!(error, StoreError::Corrupt { .. }), "{error:?}");
+    }
+}
