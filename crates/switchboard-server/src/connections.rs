@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
+use tracing::warn;
+
 use switchboard_core::{
     ConnectionConfig, ConnectionId, Connector, Error, Plugin, Registry, WebhookSource,
 };
@@ -17,8 +19,14 @@ pub struct Connection {
     pub plugin: &'static Plugin,
     /// Built from `plugin.webhook`, if the vendor pushes webhooks.
     pub webhook: Option<Box<dyn WebhookSource>>,
-    /// Built from `plugin.connector`, if the vendor has an API.
+    /// Built from `plugin.connector`, if the vendor has an API and the connection is
+    /// configured for it.
     pub connector: Option<Box<dyn Connector>>,
+    /// Why the plugin refused to build the connector (e.g. the API credentials are not
+    /// configured): webhooks still work, pull sync and vendor tickets do not.
+    pub connector_error: Option<String>,
+    /// How often `serve` syncs this connection on its own (`None`: only on request).
+    pub sync_interval: Option<std::time::Duration>,
 }
 
 impl fmt::Debug for Connection {
@@ -37,8 +45,10 @@ pub struct Connections {
 }
 
 impl Connections {
-    /// Builds every connection's webhook source and connector; the first one a plugin refuses
-    /// stops start-up with the plugin's reason.
+    /// Builds every connection's webhook source and connector. A webhook source the plugin
+    /// refuses stops start-up with the plugin's reason; a refused connector only disables pull
+    /// sync and vendor tickets for that connection (webhooks need no API credentials), with a
+    /// warning and the reason shown by `ListConnections`.
     pub fn build(configs: &[ConnectionConfig], registry: &Registry) -> Result<Self, Error> {
         let mut by_id = BTreeMap::new();
         for config in configs {
@@ -51,7 +61,19 @@ impl Connections {
                 ))
             })?;
             let webhook = plugin.webhook.map(|build| build(config)).transpose()?;
-            let connector = plugin.connector.map(|build| build(config)).transpose()?;
+            let (connector, connector_error) = match plugin.connector.map(|build| build(config)) {
+                None => (None, None),
+                Some(Ok(connector)) => (Some(connector), None),
+                Some(Err(error)) => {
+                    warn!(
+                        connection = %config.id,
+                        vendor = %config.vendor,
+                        reason = %error.message,
+                        "pull sync and vendor tickets are off for this connection"
+                    );
+                    (None, Some(error.message))
+                }
+            };
             by_id.insert(
                 config.id.clone(),
                 Arc::new(Connection {
@@ -59,6 +81,8 @@ impl Connections {
                     plugin,
                     webhook,
                     connector,
+                    connector_error,
+                    sync_interval: None,
                 }),
             );
         }

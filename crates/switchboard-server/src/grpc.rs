@@ -5,20 +5,24 @@ use std::sync::Arc;
 
 use futures::Stream;
 use switchboard_core::{
-    ConnectionId, ConversationId, Error, ErrorCode, Event, EventKind, EventPayload, IncomingEvent,
-    Participant, Sequence, Ticket, TicketEvent, TicketId, TicketOrigin, TicketSource, TicketStatus,
-    Timestamp,
+    ConnectionId, ConversationId, Error, ErrorCode, Event, EventKind, Sequence, Timestamp,
 };
 use switchboard_proto::convert;
 use switchboard_proto::v1;
 use switchboard_proto::v1::switchboard_server::Switchboard;
-use switchboard_store::{AppendRequest, ConversationQuery, Store, StoreError, TicketListQuery};
+use switchboard_store::{ConversationQuery, Store, StoreError};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use tracing::{debug, info};
+use tracing::{Instrument, debug, info};
 
 use crate::connections::Connections;
+use crate::sync::SyncRunner;
+
+#[path = "grpc_admin.rs"]
+mod admin;
+#[path = "grpc_tickets.rs"]
+mod tickets;
 
 /// Largest page a client may ask for.
 pub const MAX_PAGE_SIZE: u32 = 1000;
@@ -46,6 +50,25 @@ fn invalid(message: impl Into<String>) -> Status {
     Status::invalid_argument(message)
 }
 
+/// Default for [`StreamOptions::max_subscribers`].
+pub const DEFAULT_MAX_SUBSCRIBERS: usize = 1024;
+
+/// Limits of StreamEvents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamOptions {
+    /// Most StreamEvents subscribers connected at once; one more is refused with
+    /// RESOURCE_EXHAUSTED at once (each costs a reader task and a buffer of events).
+    pub max_subscribers: usize,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        StreamOptions {
+            max_subscribers: DEFAULT_MAX_SUBSCRIBERS,
+        }
+    }
+}
+
 /// The service.
 #[derive(Debug, Clone)]
 pub struct SwitchboardService {
@@ -53,6 +76,10 @@ pub struct SwitchboardService {
     connections: Connections,
     vendors: Arc<Vec<&'static str>>,
     shutdown: tokio::sync::watch::Receiver<bool>,
+    stream: StreamOptions,
+    subscribers: Arc<tokio::sync::Semaphore>,
+    sync: SyncRunner,
+    idempotency: tickets::InFlightCreates,
 }
 
 impl SwitchboardService {
@@ -62,13 +89,25 @@ impl SwitchboardService {
         connections: Connections,
         vendors: Vec<&'static str>,
         shutdown: tokio::sync::watch::Receiver<bool>,
+        stream: StreamOptions,
     ) -> Self {
         SwitchboardService {
             store,
             connections,
             vendors: Arc::new(vendors),
             shutdown,
+            stream,
+            subscribers: Arc::new(tokio::sync::Semaphore::new(stream.max_subscribers)),
+            sync: SyncRunner::default(),
+            idempotency: tickets::InFlightCreates::default(),
         }
+    }
+
+    /// Shares `runner` with the periodic sync, so a `SyncConnection` call and a scheduled sync
+    /// of the same connection never run at once.
+    pub fn with_sync_runner(mut self, runner: SyncRunner) -> Self {
+        self.sync = runner;
+        self
     }
 
     fn check_vendors(&self, vendors: &[String]) -> Result<(), Status> {
@@ -243,6 +282,16 @@ impl Switchboard for SwitchboardService {
         &self,
         request: Request<v1::StreamEventsRequest>,
     ) -> Result<Response<Self::StreamEventsStream>, Status> {
+        // Refuse before any work: a client over the cap learns it at once.
+        let permit = self.subscribers.clone().try_acquire_owned().map_err(|_| {
+            crate::metrics::subscriber_refused();
+            Status::resource_exhausted(format!(
+                "the server already serves its limit of {} StreamEvents subscribers; \
+                 close streams you no longer read, share one stream between consumers, \
+                 or raise the server's subscriber limit",
+                self.stream.max_subscribers
+            ))
+        })?;
         let r = request.into_inner();
         self.check_vendors(&r.vendors)?;
         let kinds = r
@@ -290,7 +339,10 @@ impl Switchboard for SwitchboardService {
         let mut shutdown = self.shutdown.clone();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         info!(after = %cursor, "subscriber started");
-        tokio::spawn(async move {
+        let reader = async move {
+            // Held for the reader's life: the cap's permit and the subscriber gauge.
+            let _permit = permit;
+            let metrics = crate::metrics::SubscriberMetrics::connected();
             loop {
                 let batch = match store.read_events(cursor, STREAM_READ_BATCH) {
                     Ok(batch) => batch,
@@ -319,16 +371,24 @@ impl Switchboard for SwitchboardService {
                     let _ = tx.send(Err(Status::unavailable(reason))).await;
                     return;
                 }
+                metrics.lag(store.head().0, cursor.0);
+                let mut sent = 0;
                 for event in batch {
                     cursor = event.sequence;
-                    if filter.matches(&event) && tx.send(Ok(convert::event(&event))).await.is_err()
-                    {
+                    if !filter.matches(&event) {
+                        continue;
+                    }
+                    if tx.send(Ok(convert::event(&event))).await.is_err() {
+                        metrics.sent(sent);
                         debug!(at = %cursor, "subscriber went away");
                         return;
                     }
+                    sent += 1;
                 }
+                metrics.sent(sent);
             }
-        });
+        };
+        tokio::spawn(reader.in_current_span());
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -336,55 +396,23 @@ impl Switchboard for SwitchboardService {
         &self,
         request: Request<v1::ManageTicketsRequest>,
     ) -> Result<Response<v1::ManageTicketsResponse>, Status> {
-        use v1::manage_tickets_request::Operation;
-        use v1::manage_tickets_response::Result as Reply;
-        let operation = request
-            .into_inner()
-            .operation
-            .ok_or_else(|| invalid("operation is required: one of create, get, update, list"))?;
-        let reply = match operation {
-            Operation::Create(create) => {
-                let (connection, ticket) = self.create_ticket(create).await?;
-                Reply::Ticket(convert::ticket(&connection, &ticket))
-            }
-            Operation::Get(get) => {
-                let id = TicketId::parse(&get.id).map_err(|e| invalid(e.to_string()))?;
-                let ticket = self.load_ticket(&id)?;
-                Reply::Ticket(convert::ticket(&id.connection, &ticket))
-            }
-            Operation::Update(update) => {
-                let (connection, ticket) = self.update_ticket(update).await?;
-                Reply::Ticket(convert::ticket(&connection, &ticket))
-            }
-            Operation::List(list) => {
-                let statuses = list
-                    .statuses()
-                    .map(|s| {
-                        convert::from_ticket_status(s).ok_or_else(|| {
-                            invalid("statuses: TICKET_STATUS_UNSPECIFIED is not a status")
-                        })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                let query = TicketListQuery {
-                    connections: connection_ids(&list.connection_ids, "connection_ids")?,
-                    statuses,
-                    page_size: page_size(list.page_size)?,
-                    page_token: Some(list.page_token.clone()).filter(|t| !t.is_empty()),
-                };
-                let page = self.store.list_tickets(&query).map_err(store_status)?;
-                Reply::List(v1::TicketList {
-                    tickets: page
-                        .tickets
-                        .iter()
-                        .map(|(connection, ticket)| convert::ticket(connection, ticket))
-                        .collect(),
-                    next_page_token: page.next_page_token.unwrap_or_default(),
-                })
-            }
-        };
-        Ok(Response::new(v1::ManageTicketsResponse {
-            result: Some(reply),
-        }))
+        self.manage_tickets_rpc(request).await
+    }
+
+    type SyncConnectionStream = admin::SyncStream;
+
+    async fn sync_connection(
+        &self,
+        request: Request<v1::SyncConnectionRequest>,
+    ) -> Result<Response<Self::SyncConnectionStream>, Status> {
+        self.sync_connection_rpc(request).await
+    }
+
+    async fn manage_agents(
+        &self,
+        request: Request<v1::ManageAgentsRequest>,
+    ) -> Result<Response<v1::ManageAgentsResponse>, Status> {
+        self.manage_agents_rpc(request).await
     }
 
     async fn list_connections(
@@ -410,6 +438,8 @@ impl Switchboard for SwitchboardService {
                     .is_some_and(|c| c.tickets().is_some()),
                 sync: Some(v1::SyncState {
                     supported: connection.connector.is_some(),
+                    unsupported_reason: crate::sync::unsupported_reason(connection),
+                    interval_seconds: connection.sync_interval.map_or(0, |d| d.as_secs()),
                     cursor: state.cursor,
                     last_success: state.last_success.map(convert::timestamp),
                     last_error: state.last_error,
@@ -418,221 +448,6 @@ impl Switchboard for SwitchboardService {
             });
         }
         Ok(Response::new(v1::ListConnectionsResponse { connections }))
-    }
-}
-
-impl SwitchboardService {
-    fn load_ticket(&self, id: &TicketId) -> Result<Ticket, Status> {
-        self.store
-            .get_ticket(id)
-            .map_err(store_status)?
-            .ok_or_else(|| Status::not_found(format!("no ticket {id}")))
-    }
-
-    async fn append_ticket(
-        &self,
-        connection: &ConnectionId,
-        vendor: &str,
-        kind: EventKind,
-        dedup_key: String,
-        ticket: Ticket,
-    ) -> Result<usize, Status> {
-        let receipt = self
-            .store
-            .append(AppendRequest {
-                connection: connection.clone(),
-                vendor: vendor.to_owned(),
-                request_id: None,
-                received_at: Timestamp::now(),
-                raw: None,
-                events: vec![IncomingEvent {
-                    dedup_key,
-                    kind,
-                    vendor_event: format!("switchboard.{}", kind.as_str()),
-                    occurred_at: ticket.updated_at,
-                    payload: EventPayload::Ticket(ticket),
-                }],
-                sync: None,
-            })
-            .await
-            .map_err(store_status)?;
-        Ok(receipt.appended.len())
-    }
-
-    async fn create_ticket(
-        &self,
-        create: v1::CreateTicket,
-    ) -> Result<(ConnectionId, Ticket), Status> {
-        let connection = self.connections.get(&create.connection_id).ok_or_else(|| {
-            Status::not_found(format!(
-                "no connection {:?}; ListConnections shows the configured ones",
-                create.connection_id
-            ))
-        })?;
-        if create.message.trim().is_empty() {
-            return Err(invalid("create.message is required"));
-        }
-        if !create.requester_email.contains('@') {
-            return Err(invalid(
-                "create.requester_email is required and must be an e-mail address",
-            ));
-        }
-        let id = connection.config.id.clone();
-        let (external_id, dedup_key) = match create.idempotency_key.as_deref() {
-            Some(key) if key.is_empty() || key.len() > 200 => {
-                return Err(invalid(
-                    "create.idempotency_key must be 1 to 200 characters",
-                ));
-            }
-            Some(key) => (
-                format!(
-                    "hub-{}",
-                    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, key.as_bytes())
-                ),
-                format!("ticket_create:{key}"),
-            ),
-            None => {
-                let fresh = uuid::Uuid::now_v7();
-                (format!("hub-{fresh}"), format!("ticket_create:{fresh}"))
-            }
-        };
-        let now = Timestamp::now();
-        let requester = Participant {
-            id: create.requester_email.clone(),
-            name: create.requester_name.clone(),
-            email: Some(create.requester_email.clone()),
-            ..Participant::default()
-        };
-        let source = TicketSource {
-            id: None,
-            kind: create.source_type.clone(),
-            url: create.source_url.clone(),
-        };
-        let ticket = Ticket {
-            external_id: external_id.clone(),
-            origin: TicketOrigin::HubNative,
-            subject: create.subject.clone(),
-            status: TicketStatus::Open,
-            requester: Some(requester.clone()),
-            assignee: create.assignee_id.clone().map(|id| Participant {
-                id,
-                ..Participant::default()
-            }),
-            groups: Vec::new(),
-            tags: Vec::new(),
-            source: Some(source.clone()).filter(|s| s.kind.is_some() || s.url.is_some()),
-            events: vec![TicketEvent {
-                author: Some(requester),
-                author_type: Some("client".to_owned()),
-                date: Some(now),
-                message: create.message.clone(),
-                kind: Some("message".to_owned()),
-                is_private: false,
-                source: Some(source).filter(|s| s.kind.is_some() || s.url.is_some()),
-            }],
-            created_at: now,
-            updated_at: now,
-        };
-        let appended = self
-            .append_ticket(
-                &id,
-                connection.plugin.vendor,
-                EventKind::TicketCreated,
-                dedup_key,
-                ticket.clone(),
-            )
-            .await?;
-        if appended == 0 {
-            // A retried create: answer with the ticket the first one made.
-            let existing = self.load_ticket(&TicketId::new(id.clone(), external_id))?;
-            return Ok((id, existing));
-        }
-        info!(connection = %id, ticket = %ticket.external_id, "ticket created");
-        Ok((id, ticket))
-    }
-
-    async fn update_ticket(
-        &self,
-        update: v1::UpdateTicket,
-    ) -> Result<(ConnectionId, Ticket), Status> {
-        let id = TicketId::parse(&update.id).map_err(|e| invalid(e.to_string()))?;
-        let connection = self
-            .connections
-            .get(id.connection.as_str())
-            .ok_or_else(|| {
-                Status::failed_precondition(format!(
-                    "ticket {id} belongs to connection {}, which is no longer configured",
-                    id.connection
-                ))
-            })?;
-        let mut ticket = self.load_ticket(&id)?;
-        let status_change = match update.status() {
-            v1::TicketStatus::Unspecified => None,
-            other => convert::from_ticket_status(other),
-        };
-        let now = Timestamp::now().max(ticket.updated_at);
-        let mut changed = false;
-        if let Some(subject) = update.subject.clone() {
-            ticket.subject = subject;
-            changed = true;
-        }
-        if let Some(status) = status_change {
-            ticket.status = status;
-            changed = true;
-        }
-        if let Some(assignee) = update.assignee_id.clone() {
-            ticket.assignee = Some(Participant {
-                id: assignee,
-                ..Participant::default()
-            });
-            changed = true;
-        }
-        if update.requester_email.is_some() || update.requester_name.is_some() {
-            let mut requester = ticket.requester.clone().unwrap_or_default();
-            if let Some(email) = update.requester_email.clone() {
-                if !email.contains('@') {
-                    return Err(invalid("update.requester_email must be an e-mail address"));
-                }
-                requester.id = email.clone();
-                requester.email = Some(email);
-            }
-            if let Some(name) = update.requester_name.clone() {
-                requester.name = Some(name);
-            }
-            ticket.requester = Some(requester);
-            changed = true;
-        }
-        if update.set_tags {
-            ticket.tags = update.tags.clone();
-            changed = true;
-        }
-        if let Some(message) = update.message.clone().filter(|m| !m.trim().is_empty()) {
-            ticket.events.push(TicketEvent {
-                author: None,
-                author_type: Some("agent".to_owned()),
-                date: Some(now),
-                message,
-                kind: Some("message".to_owned()),
-                is_private: false,
-                source: None,
-            });
-            changed = true;
-        }
-        if !changed {
-            return Err(invalid(
-                "update changes nothing; set at least one of message, subject, status, assignee_id, requester_email, requester_name, set_tags",
-            ));
-        }
-        ticket.updated_at = now;
-        self.append_ticket(
-            &id.connection,
-            connection.plugin.vendor,
-            EventKind::TicketUpdated,
-            format!("ticket_update:{}:{}", id.external_id, uuid::Uuid::now_v7()),
-            ticket.clone(),
-        )
-        .await?;
-        Ok((id.connection, ticket))
     }
 }
 

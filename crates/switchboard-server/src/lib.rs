@@ -21,6 +21,7 @@ pub mod config;
 pub mod connections;
 pub mod grpc;
 pub mod http;
+pub mod sync;
 
 use std::net::SocketAddr;
 

@@ -393,7 +393,11 @@ impl Store {
         if sequence > self.head().0 {
             return Ok(None);
         }
-        load(&self.inner.db, &keys::log_key(sequence))
+        let key = keys::log_key(sequence);
+        match self.inner.db.get(&key)? {
+            Some(value) => decode_event(&key, &value).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// A conversation by id.
