@@ -6,6 +6,8 @@ use switchboard_plugin_livetex as _;
 use switchboard_plugin_smartsupp as _;
 use switchboard_plugin_tencent as _;
 
+mod sync;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -97,6 +99,24 @@ enum Command {
     Connections {
         #[command(flatten)]
         server: ServerArg,
+    },
+    /// Pull a connection's history from the vendor's API (backfill), with a progress bar.
+    /// Interrupt it at any time; running it again resumes from the saved cursor.
+    Sync {
+        #[command(flatten)]
+        server: ServerArg,
+        /// The connection id (`switchboard connections` lists them).
+        connection: String,
+        /// Where a first sync starts: RFC 3339 time or a date (2024-05-01). Ignored when the
+        /// connection has a saved cursor, unless --from-scratch.
+        #[arg(long, value_parser = sync::parse_since)]
+        since: Option<Timestamp>,
+        /// Forget the saved cursor and pull again from --since (nothing is duplicated).
+        #[arg(long)]
+        from_scratch: bool,
+        /// Stop after this many pages (default: until the vendor has nothing more).
+        #[arg(long, default_value_t = 0)]
+        max_pages: u32,
     },
     /// List the vendor plugins built into this binary.
     Plugins,
@@ -205,6 +225,23 @@ async fn main() -> Result<()> {
             ConversationsCommand::Get { server, id } => get_conversation(server, id).await,
         },
         Command::Connections { server } => list_connections(server).await,
+        Command::Sync {
+            server,
+            connection,
+            since,
+            from_scratch,
+            max_pages,
+        } => {
+            let mut client = server.connect().await?;
+            let request = sync::request(connection.clone(), since, from_scratch, max_pages);
+            let stream = client
+                .sync_connection(request)
+                .await
+                .map_err(|status| anyhow::anyhow!("{}", status.message()))
+                .with_context(|| format!("cannot sync {connection}"))?
+                .into_inner();
+            sync::follow(&connection, stream).await
+        }
         Command::Plugins => {
             let registry = Registry::from_inventory()?;
             for plugin in registry.plugins() {
@@ -487,12 +524,22 @@ async fn list_connections(server: ServerArg) -> Result<()> {
             c.verification_enabled,
             if sync.supported {
                 format!(
-                    "records={} cursor={}",
+                    "records={} last_success={} cursor={}{}",
                     sync.records_pulled,
-                    sync.cursor.unwrap_or_default()
+                    sync.last_success
+                        .as_ref()
+                        .and_then(convert::from_timestamp)
+                        .map_or_else(|| "never".to_owned(), Timestamp::to_rfc3339),
+                    sync.cursor.unwrap_or_default(),
+                    sync.last_error
+                        .map(|e| format!(" last_error={e:?}"))
+                        .unwrap_or_default()
                 )
             } else {
-                "unsupported".to_owned()
+                format!(
+                    "unsupported ({})",
+                    sync.unsupported_reason.unwrap_or_default()
+                )
             }
         );
     }
