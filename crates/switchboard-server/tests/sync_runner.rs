@@ -1,0 +1,257 @@
+//! The sync runner against a scripted connector and a real store: every record lands once
+//! however the sync is cut, the cursor is saved with each page, errors are recorded, and one
+//! sync per connection runs at a time.
+
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use switchboard_core::{
+    ConnectionConfig, ConnectionId, Connector, ConversationPatch, Error, ErrorCode, EventKind,
+    EventPayload, IncomingEvent, Plugin, SyncPage, Timestamp,
+};
+use switchboard_server::connections::Connection;
+use switchboard_server::sync::{SyncOptions, SyncRunner, unsupported_reason};
+use switchboard_store::Store;
+
+const PAGES: usize = 7;
+const PER_PAGE: usize = 5;
+
+static PLUGIN: Plugin = Plugin {
+    vendor: "scripted",
+    description: "a scripted vendor for tests",
+    verification: "none",
+    webhook: None,
+    connector: None,
+};
+
+/// Pages 0..PAGES of PER_PAGE chats each; the cursor is the next page's number. It fails once
+/// on the page named by `fail_on`.
+#[derive(Debug, Default)]
+struct Scripted {
+    fail_on: Mutex<Option<usize>>,
+}
+
+fn chat(page: usize, i: usize) -> IncomingEvent {
+    let id = format!("chat-{page}-{i}");
+    IncomingEvent {
+        dedup_key: format!("archive:{id}"),
+        kind: EventKind::ChatEnded,
+        vendor_event: "archive".to_owned(),
+        occurred_at: Timestamp::from_secs(1_700_000_000 + (page * PER_PAGE + i) as i64)
+            .expect("valid time"),
+        payload: EventPayload::Conversation(ConversationPatch::new(id)),
+    }
+}
+
+#[async_trait]
+impl Connector for Scripted {
+    async fn sync_page(
+        &self,
+        cursor: Option<&str>,
+        _since: Option<Timestamp>,
+    ) -> Result<SyncPage, Error> {
+        let page: usize = cursor.map_or(Ok(0), str::parse).expect("numeric cursor");
+        let mut fail_on = self.fail_on.lock().expect("lock");
+        if *fail_on == Some(page) {
+            *fail_on = None;
+            return Err(Error::new(
+                ErrorCode::Unavailable,
+                "scripted: vendor answered 503 Service unavailable",
+            ));
+        }
+        Ok(SyncPage {
+            events: (0..PER_PAGE).map(|i| chat(page, i)).collect(),
+            next_cursor: (page + 1).to_string(),
+            done: page + 1 == PAGES,
+        })
+    }
+}
+
+fn connection(connector: Option<Scripted>) -> Connection {
+    Connection {
+        config: ConnectionConfig::new(ConnectionId::new("acme").expect("id"), "scripted"),
+        plugin: &PLUGIN,
+        webhook: None,
+        connector: connector.map(|c| Box::new(c) as Box<dyn Connector>),
+        connector_error: None,
+        sync_interval: None,
+    }
+}
+
+async fn open_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(&dir.path().join("data")).expect("store opens");
+    (dir, store)
+}
+
+fn all_conversation_ids(store: &Store) -> Vec<String> {
+    let mut ids: Vec<String> = store
+        .read_events(switchboard_core::Sequence(0), 10_000)
+        .expect("read")
+        .into_iter()
+        .filter_map(|e| e.incoming.conversation_external_id().map(str::to_owned))
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn expected_ids() -> Vec<String> {
+    let mut ids: Vec<String> = (0..PAGES)
+        .flat_map(|p| (0..PER_PAGE).map(move |i| format!("chat-{p}-{i}")))
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn a_full_sync_lands_every_record_once_and_saves_the_cursor() {
+    let (_dir, store) = open_store().await;
+    let connection = connection(Some(Scripted::default()));
+    let runner = SyncRunner::default();
+    let slot = runner.claim(&connection).expect("slot");
+    let mut seen_pages = Vec::new();
+    let progress = runner
+        .run(&store, &connection, &slot, SyncOptions::default(), |p| {
+            seen_pages.push(p.pages);
+            true
+        })
+        .await
+        .expect("sync succeeds");
+    assert_eq!(progress.pages, PAGES as u64);
+    assert_eq!(progress.records, (PAGES * PER_PAGE) as u64);
+    assert_eq!(progress.appended, (PAGES * PER_PAGE) as u64);
+    assert!(progress.done);
+    assert_eq!(seen_pages, (1..=PAGES as u64).collect::<Vec<_>>());
+    assert_eq!(all_conversation_ids(&store), expected_ids());
+    let state = store
+        .sync_state(&connection.config.id)
+        .expect("state")
+        .expect("saved");
+    assert_eq!(state.cursor.as_deref(), Some(PAGES.to_string().as_str()));
+    assert_eq!(state.records_pulled, (PAGES * PER_PAGE) as u64);
+    assert!(state.last_success.is_some());
+    assert_eq!(state.last_error, None);
+}
+
+#[tokio::test]
+async fn a_sync_cut_after_some_pages_resumes_from_the_saved_cursor() {
+    let (_dir, store) = open_store().await;
+    let connection = connection(Some(Scripted::default()));
+    let runner = SyncRunner::default();
+    for max_pages in [2, 1, 3] {
+        let slot = runner.claim(&connection).expect("slot");
+        let options = SyncOptions {
+            max_pages,
+            ..SyncOptions::default()
+        };
+        let progress = runner
+            .run(&store, &connection, &slot, options, |_| true)
+            .await
+            .expect("sync succeeds");
+        assert_eq!(progress.pages, u64::from(max_pages));
+    }
+    // 2 + 1 + 3 = 6 pages so far; an on_page that says stop ends the next run after page 7.
+    let slot = runner.claim(&connection).expect("slot");
+    let progress = runner
+        .run(&store, &connection, &slot, SyncOptions::default(), |_| {
+            false
+        })
+        .await
+        .expect("sync succeeds");
+    assert!(progress.done);
+    assert_eq!(all_conversation_ids(&store), expected_ids());
+    assert_eq!(store.head().0, (PAGES * PER_PAGE) as u64);
+}
+
+#[tokio::test]
+async fn a_vendor_error_is_recorded_and_a_rerun_finishes_without_duplicates() {
+    let (_dir, store) = open_store().await;
+    let script = Scripted::default();
+    *script.fail_on.lock().expect("lock") = Some(3);
+    let connection = connection(Some(script));
+    let runner = SyncRunner::default();
+    let slot = runner.claim(&connection).expect("slot");
+    let error = runner
+        .run(&store, &connection, &slot, SyncOptions::default(), |_| true)
+        .await
+        .expect_err("page 3 fails");
+    assert_eq!(error.code, ErrorCode::Unavailable);
+    let state = store
+        .sync_state(&connection.config.id)
+        .expect("state")
+        .expect("saved");
+    assert_eq!(state.cursor.as_deref(), Some("3"));
+    assert!(
+        state
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("503")),
+        "{state:?}"
+    );
+    assert_eq!(store.head().0, (3 * PER_PAGE) as u64);
+    drop(slot);
+
+    let slot = runner.claim(&connection).expect("slot");
+    let progress = runner
+        .run(&store, &connection, &slot, SyncOptions::default(), |_| true)
+        .await
+        .expect("the rerun succeeds");
+    assert_eq!(progress.pages, (PAGES - 3) as u64);
+    assert_eq!(all_conversation_ids(&store), expected_ids());
+    let state = store
+        .sync_state(&connection.config.id)
+        .expect("state")
+        .expect("saved");
+    assert_eq!(state.last_error, None, "a saved page clears the error");
+}
+
+#[tokio::test]
+async fn from_scratch_pulls_again_and_appends_nothing_new() {
+    let (_dir, store) = open_store().await;
+    let connection = connection(Some(Scripted::default()));
+    let runner = SyncRunner::default();
+    let slot = runner.claim(&connection).expect("slot");
+    runner
+        .run(&store, &connection, &slot, SyncOptions::default(), |_| true)
+        .await
+        .expect("first sync");
+    let options = SyncOptions {
+        from_scratch: true,
+        ..SyncOptions::default()
+    };
+    let again = runner
+        .run(&store, &connection, &slot, options, |_| true)
+        .await
+        .expect("second sync");
+    assert_eq!(again.records, (PAGES * PER_PAGE) as u64);
+    assert_eq!(again.appended, 0, "every record was already stored");
+    assert_eq!(store.head().0, (PAGES * PER_PAGE) as u64);
+}
+
+#[tokio::test]
+async fn one_sync_per_connection_and_a_clear_reason_when_it_cannot_sync() {
+    let connection_with = connection(Some(Scripted::default()));
+    let runner = SyncRunner::default();
+    let slot = runner.claim(&connection_with).expect("slot");
+    let busy = runner.claim(&connection_with).expect_err("second claim");
+    assert_eq!(busy.code, ErrorCode::AlreadyExists);
+    assert!(busy.message.contains("already running"), "{}", busy.message);
+    drop(slot);
+    runner.claim(&connection_with).expect("free again");
+
+    let without = connection(None);
+    let refused = runner.claim(&without).expect_err("no connector");
+    assert_eq!(refused.code, ErrorCode::FailedPrecondition);
+    assert!(
+        unsupported_reason(&without).is_some_and(|r| r.contains("no API to pull from")),
+        "{:?}",
+        unsupported_reason(&without)
+    );
+    let mut unconfigured = connection(None);
+    unconfigured.connector_error = Some("connection acme needs the secret `api_key`".to_owned());
+    assert!(
+        unsupported_reason(&unconfigured).is_some_and(|r| r.contains("api_key")),
+        "{:?}",
+        unsupported_reason(&unconfigured)
+    );
+}
