@@ -1,11 +1,15 @@
 //! Server configuration: a TOML file, or the embedded default when there is none.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use switchboard_core::{ConnectionConfig, ConnectionId, RateLimit, Registry, Secret};
+
+use crate::auth::{ApiKey, Scope};
+pub use crate::tls::TlsConfig;
 
 /// Default HTTP address of the embedded default.
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
@@ -58,6 +62,60 @@ pub struct FileConfig {
     /// Vendor accounts.
     #[serde(default)]
     pub connections: Vec<ConnectionSection>,
+    /// API keys for the gRPC API.
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeySection>,
+    /// TLS for both front doors.
+    pub tls: Option<TlsSection>,
+    /// Limits and timeouts.
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+/// `[[api_keys]]`: one gRPC API key, configured by its hash.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeySection {
+    /// Unique name, shown in logs (never the key).
+    pub name: String,
+    /// SHA-256 of the key, 64 hex digits (`switchboard keys new` prints it).
+    pub sha256: String,
+    /// `conversations:read`, `events:stream`, `tickets:manage`, `admin`.
+    pub scopes: Vec<String>,
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// `[limits]`: every field optional; see [`Limits`] for the defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Largest gRPC request message, bytes.
+    pub grpc_max_decode_message_bytes: Option<usize>,
+    /// Largest gRPC response message, bytes.
+    pub grpc_max_encode_message_bytes: Option<usize>,
+    /// Deadline of a unary gRPC call, milliseconds.
+    pub grpc_request_timeout_ms: Option<u64>,
+    /// Unary gRPC calls served at once; more are refused with RESOURCE_EXHAUSTED.
+    pub grpc_max_concurrent_requests: Option<usize>,
+    /// HTTP/2 keepalive ping interval of gRPC connections, milliseconds.
+    pub grpc_keepalive_interval_ms: Option<u64>,
+    /// How long to wait for a keepalive ping's answer before closing, milliseconds.
+    pub grpc_keepalive_timeout_ms: Option<u64>,
+    /// Webhooks handled at once; more are answered 429.
+    pub webhook_max_concurrent: Option<usize>,
+    /// `Retry-After` of a 429, seconds.
+    pub webhook_retry_after_secs: Option<u64>,
+    /// Longest TLS handshake, milliseconds.
+    pub tls_handshake_timeout_ms: Option<u64>,
 }
 
 /// `[http]`
@@ -68,6 +126,9 @@ pub struct HttpSection {
     pub addr: Option<SocketAddr>,
     /// Largest webhook body accepted, in bytes (default 1 MiB); larger ones get 413.
     pub body_limit_bytes: Option<usize>,
+    /// Allow webhooks of connections with `verify = false` on a non-loopback address.
+    #[serde(default)]
+    pub allow_unverified: bool,
 }
 
 /// `[grpc]`
@@ -76,6 +137,9 @@ pub struct HttpSection {
 pub struct GrpcSection {
     /// Listen address, e.g. `0.0.0.0:50051`.
     pub addr: Option<SocketAddr>,
+    /// Allow a non-loopback address with no `[[api_keys]]` (something in front authenticates).
+    #[serde(default)]
+    pub allow_unauthenticated: bool,
 }
 
 /// `[[connections]]`: one vendor account.
@@ -118,6 +182,190 @@ pub struct ServerConfig {
     pub connections: Vec<ConnectionConfig>,
     /// True when running on the embedded default (no config file).
     pub embedded_default: bool,
+    /// API keys and the bind policy.
+    pub security: SecurityConfig,
+    /// Limits and timeouts.
+    pub limits: Limits,
+    /// TLS for both front doors; `None` serves plain text.
+    pub tls: Option<TlsConfig>,
+}
+
+/// API keys and the bind policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecurityConfig {
+    /// gRPC API keys; empty means gRPC is not authenticated (allowed on loopback only, unless
+    /// `allow_unauthenticated`).
+    pub api_keys: Vec<ApiKey>,
+    /// Serve gRPC on a non-loopback address without API keys.
+    pub allow_unauthenticated: bool,
+    /// Serve webhooks of connections with `verify = false` on a non-loopback address.
+    pub allow_unverified_webhooks: bool,
+}
+
+/// Limits and timeouts of both front doors. `Default` gives the documented defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest gRPC request message (default 4 MiB).
+    pub grpc_max_decode_message_bytes: usize,
+    /// Largest gRPC response message (default 64 MiB: a FULL page of 1000 conversations).
+    pub grpc_max_encode_message_bytes: usize,
+    /// Deadline of unary gRPC calls (default 30 s); streams have none.
+    pub grpc_request_timeout: Duration,
+    /// Unary gRPC calls at once before RESOURCE_EXHAUSTED (default 256).
+    pub grpc_max_concurrent_requests: usize,
+    /// HTTP/2 keepalive ping interval on gRPC connections (default 30 s).
+    pub grpc_keepalive_interval: Duration,
+    /// Keepalive answer timeout before the connection is closed (default 20 s).
+    pub grpc_keepalive_timeout: Duration,
+    /// Webhooks at once before 429 (default 512).
+    pub webhook_max_concurrent: usize,
+    /// `Retry-After` of a 429 (default 1 s).
+    pub webhook_retry_after: Duration,
+    /// Longest TLS handshake (default 10 s).
+    pub tls_handshake_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            grpc_max_decode_message_bytes: 4 * 1024 * 1024,
+            grpc_max_encode_message_bytes: 64 * 1024 * 1024,
+            grpc_request_timeout: Duration::from_secs(30),
+            grpc_max_concurrent_requests: 256,
+            grpc_keepalive_interval: Duration::from_secs(30),
+            grpc_keepalive_timeout: Duration::from_secs(20),
+            webhook_max_concurrent: 512,
+            webhook_retry_after: Duration::from_secs(1),
+            tls_handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Limits {
+    fn from_section(section: &LimitsSection) -> Result<Self, ConfigError> {
+        let d = Limits::default();
+        let positive = |name: &str, v: Option<u64>| -> Result<Option<u64>, ConfigError> {
+            match v {
+                Some(0) => Err(ConfigError::Invalid(format!(
+                    "limits.{name} must be greater than 0"
+                ))),
+                other => Ok(other),
+            }
+        };
+        let size = |name: &str, v: Option<usize>, default: usize| {
+            positive(name, v.map(|v| v as u64)).map(|v| v.map_or(default, |v| v as usize))
+        };
+        let ms = |name: &str, v: Option<u64>, default: Duration| {
+            positive(name, v).map(|v| v.map_or(default, Duration::from_millis))
+        };
+        Ok(Limits {
+            grpc_max_decode_message_bytes: size(
+                "grpc_max_decode_message_bytes",
+                section.grpc_max_decode_message_bytes,
+                d.grpc_max_decode_message_bytes,
+            )?,
+            grpc_max_encode_message_bytes: size(
+                "grpc_max_encode_message_bytes",
+                section.grpc_max_encode_message_bytes,
+                d.grpc_max_encode_message_bytes,
+            )?,
+            grpc_request_timeout: ms(
+                "grpc_request_timeout_ms",
+                section.grpc_request_timeout_ms,
+                d.grpc_request_timeout,
+            )?,
+            grpc_max_concurrent_requests: size(
+                "grpc_max_concurrent_requests",
+                section.grpc_max_concurrent_requests,
+                d.grpc_max_concurrent_requests,
+            )?,
+            grpc_keepalive_interval: ms(
+                "grpc_keepalive_interval_ms",
+                section.grpc_keepalive_interval_ms,
+                d.grpc_keepalive_interval,
+            )?,
+            grpc_keepalive_timeout: ms(
+                "grpc_keepalive_timeout_ms",
+                section.grpc_keepalive_timeout_ms,
+                d.grpc_keepalive_timeout,
+            )?,
+            webhook_max_concurrent: size(
+                "webhook_max_concurrent",
+                section.webhook_max_concurrent,
+                d.webhook_max_concurrent,
+            )?,
+            webhook_retry_after: positive(
+                "webhook_retry_after_secs",
+                section.webhook_retry_after_secs,
+            )?
+            .map_or(d.webhook_retry_after, Duration::from_secs),
+            tls_handshake_timeout: ms(
+                "tls_handshake_timeout_ms",
+                section.tls_handshake_timeout_ms,
+                d.tls_handshake_timeout,
+            )?,
+        })
+    }
+}
+
+fn api_keys(sections: &[ApiKeySection]) -> Result<Vec<ApiKey>, ConfigError> {
+    let mut keys: Vec<ApiKey> = Vec::new();
+    for section in sections {
+        let name = section.name.trim();
+        if name.is_empty() {
+            return Err(ConfigError::Invalid(
+                "an [[api_keys]] entry has an empty name; give every key a name".to_owned(),
+            ));
+        }
+        if keys.iter().any(|k| k.name == name) {
+            return Err(ConfigError::Invalid(format!(
+                "API key name {name:?} is used twice; names must be unique"
+            )));
+        }
+        let sha256 = crate::auth::parse_hash(section.sha256.trim())
+            .map_err(|e| ConfigError::Invalid(format!("API key {name:?}: {e}")))?;
+        if let Some(other) = keys.iter().find(|k| k.sha256 == sha256) {
+            return Err(ConfigError::Invalid(format!(
+                "API keys {:?} and {name:?} have the same sha256; give each its own key",
+                other.name
+            )));
+        }
+        if section.scopes.is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "API key {name:?} has no scopes; give it at least one of: {}",
+                Scope::ALL.map(Scope::as_str).join(", ")
+            )));
+        }
+        let scopes = section
+            .scopes
+            .iter()
+            .map(|s| Scope::parse(s))
+            .collect::<Result<BTreeSet<_>, _>>()
+            .map_err(|e| ConfigError::Invalid(format!("API key {name:?}: {e}")))?;
+        keys.push(ApiKey {
+            name: name.to_owned(),
+            sha256,
+            scopes,
+        });
+    }
+    Ok(keys)
+}
+
+impl Default for ServerConfig {
+    /// Loopback addresses, the default data dir, no connections, no keys, default limits.
+    fn default() -> Self {
+        ServerConfig {
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            http_addr: DEFAULT_HTTP_ADDR.parse().expect("valid default address"),
+            grpc_addr: DEFAULT_GRPC_ADDR.parse().expect("valid default address"),
+            body_limit: DEFAULT_BODY_LIMIT,
+            connections: Vec::new(),
+            embedded_default: false,
+            security: SecurityConfig::default(),
+            limits: Limits::default(),
+            tls: None,
+        }
+    }
 }
 
 impl ServerConfig {
@@ -135,13 +383,48 @@ impl ServerConfig {
             })
             .collect();
         ServerConfig {
-            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
-            http_addr: DEFAULT_HTTP_ADDR.parse().expect("valid default address"),
-            grpc_addr: DEFAULT_GRPC_ADDR.parse().expect("valid default address"),
-            body_limit: DEFAULT_BODY_LIMIT,
             connections,
             embedded_default: true,
+            ..ServerConfig::default()
         }
+    }
+
+    /// The bind policy: refuses gRPC on a non-loopback address with no API key, and webhooks
+    /// of connections with `verify = false` on a non-loopback address, unless allowed.
+    /// [`crate::start`] calls it before binding anything.
+    pub fn check_exposure(&self) -> Result<(), ConfigError> {
+        if !self.grpc_addr.ip().is_loopback()
+            && self.security.api_keys.is_empty()
+            && !self.security.allow_unauthenticated
+        {
+            return Err(ConfigError::Invalid(format!(
+                "refusing to serve gRPC on {} without authentication: anyone who can reach it \
+                 could read every conversation. Add an [[api_keys]] entry (`switchboard keys new` \
+                 makes one), bind gRPC to 127.0.0.1, or, if something in front of it \
+                 authenticates, set [grpc] allow_unauthenticated = true or pass \
+                 --allow-unauthenticated",
+                self.grpc_addr
+            )));
+        }
+        if !self.http_addr.ip().is_loopback() && !self.security.allow_unverified_webhooks {
+            let unverified: Vec<&str> = self
+                .connections
+                .iter()
+                .filter(|c| !c.verify)
+                .map(|c| c.id.as_str())
+                .collect();
+            if !unverified.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "refusing to take webhooks on {} for connections with verification off ({}): \
+                     anyone who can reach it could post fake events. Configure their secrets and \
+                     verify = true, bind HTTP to 127.0.0.1, or set [http] allow_unverified = true \
+                     or pass --allow-unauthenticated",
+                    self.http_addr,
+                    unverified.join(", ")
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Reads a config file, applies secret overrides from `env`, and checks it against the
@@ -155,13 +438,19 @@ impl ServerConfig {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_toml(&text, registry, env).map_err(|e| match e {
+        let mut config = Self::from_toml(&text, registry, env).map_err(|e| match e {
             ConfigError::Parse { message, .. } => ConfigError::Parse {
                 path: path.to_owned(),
                 message,
             },
             other => other,
-        })
+        })?;
+        // Relative TLS paths are relative to the config file, not to the working directory.
+        if let (Some(tls), Some(dir)) = (config.tls.as_mut(), path.parent()) {
+            tls.cert = dir.join(&tls.cert);
+            tls.key = dir.join(&tls.key);
+        }
+        Ok(config)
     }
 
     /// Parses TOML text; see [`ServerConfig::from_file`].
@@ -231,6 +520,16 @@ impl ServerConfig {
             body_limit: file.http.body_limit_bytes.unwrap_or(DEFAULT_BODY_LIMIT),
             connections,
             embedded_default: false,
+            security: SecurityConfig {
+                api_keys: api_keys(&file.api_keys)?,
+                allow_unauthenticated: file.grpc.allow_unauthenticated,
+                allow_unverified_webhooks: file.http.allow_unverified,
+            },
+            limits: Limits::from_section(&file.limits)?,
+            tls: file.tls.map(|t| TlsConfig {
+                cert: t.cert,
+                key: t.key,
+            }),
         })
     }
 }
@@ -315,6 +614,107 @@ mod tests {
             let err = ServerConfig::from_toml(text, &registry(), []).unwrap_err();
             assert!(err.to_string().contains(expected), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn api_keys_limits_and_tls_are_read_and_checked() {
+        let hash = crate::auth::key_hash_hex("sbk_test");
+        let text = format!(
+            r#"
+            [grpc]
+            addr = "0.0.0.0:50051"
+            [[api_keys]]
+            name = "backend"
+            sha256 = "{hash}"
+            scopes = ["conversations:read", "events:stream"]
+            [tls]
+            cert = "/etc/switchboard/cert.pem"
+            key = "/etc/switchboard/key.pem"
+            [limits]
+            grpc_request_timeout_ms = 1500
+            webhook_max_concurrent = 8
+        "#
+        );
+        let config = ServerConfig::from_toml(&text, &registry(), []).unwrap();
+        let key = &config.security.api_keys[0];
+        assert_eq!(key.name, "backend");
+        assert!(key.allows(Scope::EventsStream) && !key.allows(Scope::Admin));
+        assert_eq!(
+            config.limits.grpc_request_timeout,
+            Duration::from_millis(1500)
+        );
+        assert_eq!(config.limits.webhook_max_concurrent, 8);
+        assert_eq!(
+            config.limits.grpc_max_concurrent_requests,
+            Limits::default().grpc_max_concurrent_requests
+        );
+        assert_eq!(
+            config.tls.as_ref().map(|t| t.cert.clone()),
+            Some(PathBuf::from("/etc/switchboard/cert.pem"))
+        );
+        config.check_exposure().unwrap();
+        assert!(
+            !format!("{config:?}").contains(&hash),
+            "hashes are not printed"
+        );
+
+        let key = |name: &str, sha: &str, scopes: &str| {
+            format!("[[api_keys]]\nname = \"{name}\"\nsha256 = \"{sha}\"\nscopes = {scopes}\n")
+        };
+        let other = crate::auth::key_hash_hex("sbk_other");
+        let cases = [
+            (key("a", "abc", "[\"admin\"]"), "64 hex digits"),
+            (key("a", &hash, "[\"root\"]"), "unknown scope \"root\""),
+            (key("a", &hash, "[]"), "no scopes"),
+            (key("", &hash, "[\"admin\"]"), "empty name"),
+            (
+                key("a", &hash, "[\"admin\"]") + &key("a", &other, "[\"admin\"]"),
+                "used twice",
+            ),
+            (
+                key("a", &hash, "[\"admin\"]") + &key("b", &hash, "[\"admin\"]"),
+                "same sha256",
+            ),
+            (
+                "[limits]\nwebhook_max_concurrent = 0".to_owned(),
+                "greater than 0",
+            ),
+            ("[limits]\nmax_everything = 1".to_owned(), "unknown field"),
+        ];
+        for (text, expected) in cases {
+            let err = ServerConfig::from_toml(&text, &registry(), []).unwrap_err();
+            assert!(err.to_string().contains(expected), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_bind_policy_refuses_open_non_loopback_addresses() {
+        let any: SocketAddr = "0.0.0.0:0".parse().unwrap();
+        let mut config = ServerConfig::default();
+        config.check_exposure().unwrap();
+        config.grpc_addr = any;
+        let err = config.check_exposure().unwrap_err().to_string();
+        assert!(
+            err.contains("api_keys") && err.contains("--allow-unauthenticated"),
+            "{err}"
+        );
+        config.security.allow_unauthenticated = true;
+        config.check_exposure().unwrap();
+
+        let mut config = ServerConfig::embedded_default(&registry());
+        config.http_addr = any;
+        let err = config.check_exposure().unwrap_err().to_string();
+        assert!(err.contains("verification off (acme)"), "{err}");
+        config.security.allow_unverified_webhooks = true;
+        config.check_exposure().unwrap();
+        // Verified connections may take webhooks anywhere: the vendor's secret authenticates.
+        let mut config = ServerConfig::default();
+        config.http_addr = any;
+        config.connections = vec![ConnectionConfig::new(
+            ConnectionId::new("acme").unwrap(),
+            "acme",
+        )];
+        config.check_exposure().unwrap();
     }
 
     #[test]

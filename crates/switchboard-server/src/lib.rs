@@ -17,11 +17,14 @@
 //! # Ok(()) }
 //! ```
 
+pub mod auth;
 pub mod config;
 pub mod connections;
 pub mod grpc;
 pub mod http;
+pub mod limits;
 pub mod sync;
+pub mod tls;
 
 use std::net::SocketAddr;
 
@@ -31,7 +34,6 @@ use switchboard_store::{Store, StoreError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{info, warn};
 
 pub use crate::config::{ConfigError, ServerConfig};
@@ -57,6 +59,12 @@ pub enum ServerError {
     /// A front door failed while running.
     #[error("{0} server failed: {1}")]
     Serve(&'static str, String),
+    /// The configuration breaks the bind policy or is otherwise unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The TLS certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// A started server. Dropping it does not stop it; call [`RunningServer::shutdown`].
@@ -74,19 +82,47 @@ pub struct RunningServer {
 }
 
 /// Opens the store, builds the connections, binds both front doors and starts serving.
+///
+/// Refuses to start when the configuration breaks the bind policy
+/// ([`ServerConfig::check_exposure`]) or the TLS files are unusable.
 pub async fn start(
     config: ServerConfig,
     registry: &Registry,
 ) -> Result<RunningServer, ServerError> {
+    config.check_exposure()?;
+    metrics::install();
     if config.embedded_default {
         warn!(
             "running on the embedded default: webhook verification is OFF for every connection; \
              anything posted to /webhooks/VENDOR is accepted. Use --config for production"
         );
+        if config.http_addr.ip().is_loopback() && config.grpc_addr.ip().is_loopback() {
+            info!(
+                http = %config.http_addr,
+                grpc = %config.grpc_addr,
+                "embedded default: listening on loopback only, unreachable from other machines"
+            );
+        }
     }
     for connection in config.connections.iter().filter(|c| !c.verify) {
         warn!(connection = %connection.id, "webhook verification is off for this connection");
     }
+    let keys = auth::KeyRing::new(config.security.api_keys.clone());
+    if keys.is_empty() {
+        warn!(grpc = %config.grpc_addr, "gRPC authentication is off: no [[api_keys]] configured");
+    } else if config.tls.is_none() && !config.grpc_addr.ip().is_loopback() {
+        warn!(
+            grpc = %config.grpc_addr,
+            "API keys travel in clear text: configure [tls] or terminate TLS in front of switchboard"
+        );
+    }
+    let tls = match &config.tls {
+        Some(tls_config) => {
+            tls::install_default_provider();
+            Some(tls::TlsMaterial::load(tls_config)?)
+        }
+        None => None,
+    };
     let connections =
         Connections::build(&config.connections, registry).map_err(ServerError::Connection)?;
     let store = Store::open(&config.data_dir)?;
@@ -115,26 +151,56 @@ pub async fn start(
             source,
         })?;
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let limits = config.limits.clone();
 
     let router = http::router(http::HttpState {
         store: store.clone(),
         connections: connections.clone(),
         body_limit: config.body_limit,
     });
+    let router =
+        limits::WebhookLimit::new(limits.webhook_max_concurrent, limits.webhook_retry_after)
+            .apply(router);
     let mut http_shutdown = shutdown_rx.clone();
-    let http = tokio::spawn(async move {
-        axum::serve(http_listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = http_shutdown.wait_for(|s| *s).await;
+    let http_stop = async move {
+        let _ = http_shutdown.wait_for(|s| *s).await;
+    };
+    let http = match &tls {
+        Some(material) => {
+            let listener = tls::TlsListener::new(
+                http_listener,
+                material.http.clone(),
+                limits.tls_handshake_timeout,
+            )
+            .map_err(|source| ServerError::Bind {
+                addr: http_addr,
+                source,
+            })?;
+            tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(http_stop)
+                    .await
             })
-            .await
-    });
+        }
+        None => {
+            use axum::serve::ListenerExt;
+            let listener = http_listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(http_stop)
+                    .await
+            })
+        }
+    };
 
     let service = grpc::SwitchboardService::new(
         store.clone(),
         connections,
         registry.vendors(),
         shutdown_rx.clone(),
+        grpc::StreamOptions::default(),
     );
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -145,18 +211,46 @@ pub async fn start(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| ServerError::Serve("grpc", e.to_string()))?;
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(limits.grpc_keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.grpc_keepalive_timeout));
+    if let Some(material) = &tls {
+        builder = builder
+            .tls_config(material.grpc(limits.tls_handshake_timeout))
+            .map_err(|e| ServerError::Serve("grpc", format!("TLS setup failed: {e}")))?;
+    }
+    let switchboard = SwitchboardServer::new(service)
+        .max_decoding_message_size(limits.grpc_max_decode_message_bytes)
+        .max_encoding_message_size(limits.grpc_max_encode_message_bytes);
+    let router = builder
+        .layer(metrics::GrpcObserveLayer)
+        .layer(auth::AuthLayer::new(keys))
+        .layer(limits::GrpcLimitLayer::new(
+            limits.grpc_max_concurrent_requests,
+            limits.grpc_request_timeout,
+        ))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(switchboard);
+    // TCP_NODELAY: without it every small response waits for the peer's delayed ACK (40 ms).
+    let incoming =
+        tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
     let mut grpc_shutdown = shutdown_rx;
     let grpc = tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(SwitchboardServer::new(service))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+        router
+            .serve_with_incoming_shutdown(incoming, async move {
                 let _ = grpc_shutdown.wait_for(|s| *s).await;
             })
             .await
     });
-    info!(http = %http_addr, grpc = %grpc_addr, data_dir = %config.data_dir.display(), "switchboard serving");
+    info!(
+        http = %http_addr,
+        grpc = %grpc_addr,
+        tls = tls.is_some(),
+        api_keys = config.security.api_keys.len(),
+        data_dir = %config.data_dir.display(),
+        "switchboard serving"
+    );
     Ok(RunningServer {
         http_addr,
         grpc_addr,
