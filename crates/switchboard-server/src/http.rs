@@ -1,22 +1,36 @@
-//! The HTTP front door: `POST /webhooks/{connection_id}`, `GET /healthz`, `GET /readyz`.
+//! The HTTP front door: `POST /webhooks/{connection_id}`, `GET /healthz`, `GET /readyz`,
+//! `GET /metrics`.
 //!
 //! A webhook is answered with success only after its events are durable. On any error
 //! (unknown connection 404, body too large 413, failed verification 401, malformed body 400,
 //! store unavailable 503) nothing is stored.
+//!
+//! Every request gets a request id: the client's `X-Request-Id` if it is a sane token (1 to 128
+//! visible ASCII characters), else a fresh UUID v7. It is echoed in the `X-Request-Id` response
+//! header, carried by the request's tracing span, stored in every event of a webhook
+//! (`Event.request_id`) and put into Switchboard's own error bodies (`"request_id"`).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{Extension, Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use switchboard_core::{Error, ErrorCode, IngestSummary, Timestamp, WebhookReply, WebhookRequest};
+use switchboard_core::{
+    Error, ErrorCode, IngestSummary, Timestamp, WebhookReply, WebhookRequest, WebhookSource,
+};
 use switchboard_store::{AppendRequest, Store};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::connections::Connections;
+use crate::metrics::{self as telemetry, WebhookOutcome};
+
+/// The request id header, in requests and responses.
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Shared state of the HTTP handlers.
 #[derive(Debug, Clone)]
@@ -29,13 +43,44 @@ pub struct HttpState {
     pub body_limit: usize,
 }
 
-/// The router.
+/// The request id of an HTTP request (a request extension set by the router).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// The router. Installs the process's metrics recorder if it is not installed yet.
 pub fn router(state: HttpState) -> Router {
+    telemetry::install();
     Router::new()
         .route("/webhooks/{connection_id}", post(webhook))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(Arc::new(state))
+        .layer(middleware::from_fn(request_id))
+}
+
+/// Gives each request its id, runs it in a span carrying that id, and echoes the id.
+async fn request_id(mut request: Request, next: Next) -> Response {
+    let id = telemetry::request_id(
+        request
+            .headers()
+            .get(&REQUEST_ID_HEADER)
+            .map(HeaderValue::as_bytes),
+    );
+    let span = info_span!(
+        "http",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id = %id,
+    );
+    // A sane id is visible ASCII, so it is a valid header value.
+    let header = HeaderValue::from_str(&id).ok();
+    request.extensions_mut().insert(RequestId(id));
+    let mut response = next.run(request).instrument(span).await;
+    if let Some(header) = header {
+        response.headers_mut().insert(REQUEST_ID_HEADER, header);
+    }
+    response
 }
 
 async fn healthz() -> &'static str {
@@ -48,9 +93,28 @@ async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "store writer is not running\n",
+            "not ready: the store writer has stopped, so no webhook can be stored; \
+             check the log for the store error and restart the server\n",
         )
             .into_response()
+    }
+}
+
+async fn metrics() -> Response {
+    match telemetry::render() {
+        Some(text) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            )],
+            text,
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics are not available: another metrics recorder was installed in this process\n",
+        )
+            .into_response(),
     }
 }
 
@@ -110,46 +174,89 @@ async fn webhook(
     State(state): State<Arc<HttpState>>,
     Path(connection_id): Path<String>,
     RawQuery(query): RawQuery,
+    Extension(RequestId(request_id)): Extension<RequestId>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let request_id = headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    let span = info_span!("webhook", connection = %connection_id, request_id = %request_id);
-    handle_webhook(state, connection_id, query, headers, body, request_id)
-        .instrument(span)
-        .await
+    let arrived = Instant::now();
+    let span = info_span!("webhook", connection = %connection_id);
+    let (outcome, label, response) = handle_webhook(
+        &state,
+        &connection_id,
+        query,
+        headers,
+        body,
+        &request_id,
+        arrived,
+    )
+    .instrument(span)
+    .await;
+    telemetry::webhook(label, outcome);
+    response
 }
 
-async fn handle_webhook(
-    state: Arc<HttpState>,
-    connection_id: String,
+/// Switchboard's own error body with the request id added; a vendor-specific reply (a
+/// plugin's own `reply`) is left as the vendor expects it (the id is still in the header).
+fn error_response(source: Option<&dyn WebhookSource>, error: &Error, request_id: &str) -> Response {
+    let default = WebhookReply::default_for(Err(error));
+    let reply = source.map_or_else(|| default.clone(), |s| s.reply(Err(error)));
+    if reply != default {
+        return reply_response(reply);
+    }
+    let body = serde_json::json!({
+        "ok": false,
+        "error": error.code.as_str(),
+        "message": error.message,
+        "request_id": request_id,
+    });
+    reply_response(WebhookReply {
+        body: body.to_string().into_bytes(),
+        ..default
+    })
+}
+
+/// Handles one webhook; returns its outcome and connection label with the response.
+async fn handle_webhook<'a>(
+    state: &'a HttpState,
+    connection_id: &str,
     query: Option<String>,
     headers: HeaderMap,
     body: Body,
-    request_id: String,
-) -> Response {
-    let Some(connection) = state.connections.get(&connection_id) else {
-        warn!(outcome = "unknown_connection", "webhook refused");
-        return reply_response(WebhookReply::default_for(Err(&Error::not_found(format!(
+    request_id: &str,
+    arrived: Instant,
+) -> (WebhookOutcome, &'a str, Response) {
+    let Some(connection) = state.connections.get(connection_id) else {
+        let error = Error::not_found(format!(
             "no connection {connection_id:?} is configured; check the URL (/webhooks/CONNECTION_ID)"
-        )))));
+        ));
+        warn!(outcome = "not_found", "webhook refused");
+        return (
+            WebhookOutcome::NotFound,
+            telemetry::UNKNOWN_CONNECTION,
+            error_response(None, &error, request_id),
+        );
     };
+    let label = connection.config.id.as_str();
     let Some(source) = connection.webhook.as_deref() else {
-        return reply_response(WebhookReply::default_for(Err(&Error::failed_precondition(
-            format!(
-                "connection {connection_id} ({}) does not take webhooks",
-                connection.plugin.vendor
-            ),
-        ))));
+        let error = Error::failed_precondition(format!(
+            "connection {connection_id} ({}) does not take webhooks",
+            connection.plugin.vendor
+        ));
+        warn!(outcome = "refused", reason = %error.message, "webhook refused");
+        return (
+            WebhookOutcome::of(error.code),
+            label,
+            error_response(None, &error, request_id),
+        );
     };
     let refuse = |error: Error| {
-        warn!(outcome = error.code.as_str(), reason = %error.message, "webhook refused");
-        reply_response(source.reply(Err(&error)))
+        let outcome = WebhookOutcome::of(error.code);
+        warn!(outcome = outcome.as_str(), reason = %error.message, "webhook refused");
+        (
+            outcome,
+            label,
+            error_response(Some(source), &error, request_id),
+        )
     };
     let too_large = Error::new(
         ErrorCode::PayloadTooLarge,
@@ -203,7 +310,7 @@ async fn handle_webhook(
     let append = AppendRequest {
         connection: connection.config.id.clone(),
         vendor: connection.plugin.vendor.to_owned(),
-        request_id: Some(request_id),
+        request_id: Some(request_id.to_owned()),
         received_at,
         raw: Some(source.raw_for_storage(&request)),
         events,
@@ -211,18 +318,24 @@ async fn handle_webhook(
     };
     match state.store.append(append).await {
         Ok(receipt) => {
+            telemetry::ingest_latency(label, arrived.elapsed());
             let summary = IngestSummary {
                 appended: receipt.appended.len(),
                 duplicates: receipt.duplicates,
             };
+            let outcome = if summary.appended == 0 && summary.duplicates > 0 {
+                WebhookOutcome::Duplicate
+            } else {
+                WebhookOutcome::Accepted
+            };
             info!(
-                outcome = "accepted",
+                outcome = outcome.as_str(),
                 events = count,
                 appended = summary.appended,
                 duplicates = summary.duplicates,
                 "webhook ingested"
             );
-            reply_response(source.reply(Ok(&summary)))
+            (outcome, label, reply_response(source.reply(Ok(&summary))))
         }
         Err(error) => refuse(Error::new(
             error.code(),

@@ -23,6 +23,7 @@ pub mod connections;
 pub mod grpc;
 pub mod http;
 pub mod limits;
+pub mod metrics;
 pub mod sync;
 pub mod tls;
 
@@ -90,6 +91,7 @@ pub async fn start(
     registry: &Registry,
 ) -> Result<RunningServer, ServerError> {
     config.check_exposure()?;
+    metrics::install();
     if config.embedded_default {
         warn!(
             "running on the embedded default: webhook verification is OFF for every connection; \
@@ -222,6 +224,7 @@ pub async fn start(
         .max_decoding_message_size(limits.grpc_max_decode_message_bytes)
         .max_encoding_message_size(limits.grpc_max_encode_message_bytes);
     let router = builder
+        .layer(metrics::GrpcObserveLayer)
         .layer(auth::AuthLayer::new(keys))
         .layer(limits::GrpcLimitLayer::new(
             limits.grpc_max_concurrent_requests,

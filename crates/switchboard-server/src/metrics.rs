@@ -1,0 +1,587 @@
+//! Prometheus metrics: the process-wide recorder, `/metrics` rendering, and the metrics the
+//! server itself records.
+//!
+//! Any crate records through the `metrics` facade (`metrics::counter!("switchboard_...")`);
+//! [`install`] puts the Prometheus recorder behind that facade once per process (tests start
+//! several servers in one process; they all share it) and [`render`] serves the text format.
+//! Every metric is listed, with its type, labels and meaning, in `docs/observability.md`.
+//!
+//! Each telemetry point the server records is one function here, so its name and labels live
+//! in one place and logs and metrics are emitted side by side.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use ::metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use switchboard_core::ErrorCode;
+use tracing::warn;
+
+/// Webhooks received, by `connection` and `outcome` (counter).
+pub const WEBHOOKS_TOTAL: &str = "switchboard_webhooks_total";
+/// Seconds from a webhook's arrival to its durable acknowledgement, by `connection` (histogram).
+pub const INGEST_SECONDS: &str = "switchboard_ingest_seconds";
+/// StreamEvents subscribers connected now (gauge).
+pub const STREAM_SUBSCRIBERS: &str = "switchboard_stream_subscribers";
+/// StreamEvents subscribers refused because the cap was reached (counter).
+pub const STREAM_SUBSCRIBERS_REFUSED_TOTAL: &str = "switchboard_stream_subscribers_refused_total";
+/// How far a subscriber is behind the head, sampled each time its reader reads a batch
+/// (histogram, events).
+pub const STREAM_LAG_EVENTS: &str = "switchboard_stream_lag_events";
+/// Events sent to StreamEvents subscribers (counter).
+pub const STREAM_EVENTS_SENT_TOTAL: &str = "switchboard_stream_events_sent_total";
+/// gRPC requests finished, by `method` and `code` (counter).
+pub const GRPC_REQUESTS_TOTAL: &str = "switchboard_grpc_requests_total";
+/// Seconds from a gRPC request to its response headers, by `method` (histogram).
+pub const GRPC_REQUEST_SECONDS: &str = "switchboard_grpc_request_seconds";
+
+/// Buckets for latencies in seconds: 250 µs to 10 s.
+pub const SECONDS_BUCKETS: &[f64] = &[
+    0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Buckets for counts of events (batch sizes, lag): 0 to 1,000,000.
+pub const COUNT_BUCKETS: &[f64] = &[
+    0.0,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+    20.0,
+    50.0,
+    100.0,
+    200.0,
+    500.0,
+    1_000.0,
+    5_000.0,
+    10_000.0,
+    100_000.0,
+    1_000_000.0,
+];
+
+/// How often histogram samples are folded into their buckets (keeps memory bounded between
+/// scrapes).
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the Prometheus recorder as the process's `metrics` recorder, once; later calls do
+/// nothing. If another recorder was installed first (an embedding program's), that one keeps
+/// receiving the metrics and `/metrics` says so.
+pub fn install() {
+    HANDLE.get_or_init(|| {
+        let built = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), SECONDS_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Suffix("_batch_size".to_owned()), COUNT_BUCKETS)
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Suffix("_events".to_owned()), COUNT_BUCKETS)
+            })
+            .and_then(|b| b.install_recorder());
+        match built {
+            Ok(handle) => {
+                let upkeep = handle.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("metrics-upkeep".to_owned())
+                    .spawn(move || {
+                        loop {
+                            std::thread::sleep(UPKEEP_EVERY);
+                            upkeep.run_upkeep();
+                        }
+                    });
+                if let Err(error) = spawned {
+                    warn!(%error, "cannot start the metrics upkeep thread; histograms are folded at scrape time only");
+                }
+                describe();
+                Some(handle)
+            }
+            Err(error) => {
+                warn!(%error, "the Prometheus recorder is not installed; /metrics will be empty");
+                None
+            }
+        }
+    });
+}
+
+/// The metrics in the Prometheus text format, or `None` when [`install`] could not install the
+/// recorder (another one was installed first).
+pub fn render() -> Option<String> {
+    install();
+    HANDLE.get().and_then(Option::as_ref).map(|handle| {
+        handle.run_upkeep();
+        handle.render()
+    })
+}
+
+fn describe() {
+    use ::metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        WEBHOOKS_TOTAL,
+        "Webhooks received, by connection and outcome"
+    );
+    describe_histogram!(
+        INGEST_SECONDS,
+        Unit::Seconds,
+        "Seconds from a webhook's arrival to its durable acknowledgement"
+    );
+    describe_gauge!(STREAM_SUBSCRIBERS, "StreamEvents subscribers connected now");
+    describe_counter!(
+        STREAM_SUBSCRIBERS_REFUSED_TOTAL,
+        "StreamEvents subscribers refused because the subscriber cap was reached"
+    );
+    describe_histogram!(
+        STREAM_LAG_EVENTS,
+        "Events between the head of the log and a subscriber's last sent event, sampled per batch read"
+    );
+    describe_counter!(
+        STREAM_EVENTS_SENT_TOTAL,
+        "Events sent to StreamEvents subscribers"
+    );
+    describe_counter!(
+        GRPC_REQUESTS_TOTAL,
+        "gRPC requests finished, by method and status code"
+    );
+    describe_histogram!(
+        GRPC_REQUEST_SECONDS,
+        Unit::Seconds,
+        "Seconds from a gRPC request to its response headers"
+    );
+}
+
+/// What became of a webhook: the `outcome` label of [`WEBHOOKS_TOTAL`]. A closed set, so the
+/// label stays bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookOutcome {
+    /// Verified, parsed and stored; at least one event was new (or the body held none).
+    Accepted,
+    /// Verified, parsed and every event was already stored (a redelivery).
+    Duplicate,
+    /// Verification failed (401).
+    Unauthenticated,
+    /// Verification passed but the connection may not do this (403).
+    Forbidden,
+    /// The body could not be parsed, or the query string was malformed (400).
+    Invalid,
+    /// The body was larger than the limit (413).
+    TooLarge,
+    /// No such connection (404).
+    NotFound,
+    /// The connection takes no webhooks, or another precondition failed (409).
+    Refused,
+    /// Refused by load shedding or a rate limit (429).
+    Overloaded,
+    /// The store could not take it right now (503).
+    Unavailable,
+    /// A deadline passed (504).
+    Timeout,
+    /// Anything else (a bug; 500 or 501).
+    Failed,
+}
+
+impl WebhookOutcome {
+    /// The outcome for a refusal with this code.
+    pub fn of(code: ErrorCode) -> Self {
+        match code {
+            ErrorCode::InvalidArgument => WebhookOutcome::Invalid,
+            ErrorCode::NotFound => WebhookOutcome::NotFound,
+            ErrorCode::Unauthenticated => WebhookOutcome::Unauthenticated,
+            ErrorCode::PermissionDenied => WebhookOutcome::Forbidden,
+            ErrorCode::AlreadyExists | ErrorCode::FailedPrecondition => WebhookOutcome::Refused,
+            ErrorCode::ResourceExhausted => WebhookOutcome::Overloaded,
+            ErrorCode::PayloadTooLarge => WebhookOutcome::TooLarge,
+            ErrorCode::Unavailable => WebhookOutcome::Unavailable,
+            ErrorCode::DeadlineExceeded => WebhookOutcome::Timeout,
+            ErrorCode::Unimplemented | ErrorCode::Internal => WebhookOutcome::Failed,
+        }
+    }
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookOutcome::Accepted => "accepted",
+            WebhookOutcome::Duplicate => "duplicate",
+            WebhookOutcome::Unauthenticated => "unauthenticated",
+            WebhookOutcome::Forbidden => "forbidden",
+            WebhookOutcome::Invalid => "invalid",
+            WebhookOutcome::TooLarge => "too_large",
+            WebhookOutcome::NotFound => "not_found",
+            WebhookOutcome::Refused => "refused",
+            WebhookOutcome::Overloaded => "overloaded",
+            WebhookOutcome::Unavailable => "unavailable",
+            WebhookOutcome::Timeout => "timeout",
+            WebhookOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// The `connection` label for a webhook whose connection id is not configured: the id comes
+/// from the URL, so it is not used as a label (anyone could grow the label set without bound).
+pub const UNKNOWN_CONNECTION: &str = "unknown";
+
+/// Counts one webhook.
+pub fn webhook(connection: &str, outcome: WebhookOutcome) {
+    counter!(WEBHOOKS_TOTAL, "connection" => connection.to_owned(), "outcome" => outcome.as_str())
+        .increment(1);
+}
+
+/// Records the time from a webhook's arrival to its durable acknowledgement.
+pub fn ingest_latency(connection: &str, elapsed: Duration) {
+    histogram!(INGEST_SECONDS, "connection" => connection.to_owned()).record(elapsed.as_secs_f64());
+}
+
+/// Counts one subscriber refused by the cap.
+pub fn subscriber_refused() {
+    counter!(STREAM_SUBSCRIBERS_REFUSED_TOTAL).increment(1);
+}
+
+/// One StreamEvents subscriber's metrics: counts it in [`STREAM_SUBSCRIBERS`] while it lives.
+#[derive(Debug)]
+pub struct SubscriberMetrics {
+    connected: Gauge,
+    lag: Histogram,
+    sent: Counter,
+}
+
+impl SubscriberMetrics {
+    /// A subscriber connected.
+    pub fn connected() -> Self {
+        let connected = gauge!(STREAM_SUBSCRIBERS);
+        connected.increment(1.0);
+        SubscriberMetrics {
+            connected,
+            lag: histogram!(STREAM_LAG_EVENTS),
+            sent: counter!(STREAM_EVENTS_SENT_TOTAL),
+        }
+    }
+
+    /// The subscriber's reader is about to send events after `last_sent` while the head is at
+    /// `head`.
+    pub fn lag(&self, head: u64, last_sent: u64) {
+        self.lag.record(head.saturating_sub(last_sent) as f64);
+    }
+
+    /// `n` events were handed to the subscriber.
+    pub fn sent(&self, n: u64) {
+        self.sent.increment(n);
+    }
+}
+
+impl Drop for SubscriberMetrics {
+    fn drop(&mut self) {
+        self.connected.decrement(1.0);
+    }
+}
+
+/// Counts one finished gRPC request.
+pub fn grpc_request(method: &'static str, code: tonic::Code) {
+    counter!(GRPC_REQUESTS_TOTAL, "method" => method, "code" => grpc_code_name(code)).increment(1);
+}
+
+/// Records the time from a gRPC request to its response headers.
+pub fn grpc_latency(method: &'static str, elapsed: Duration) {
+    histogram!(GRPC_REQUEST_SECONDS, "method" => method).record(elapsed.as_secs_f64());
+}
+
+/// The canonical upper-case name of a gRPC status code (`OK`, `INVALID_ARGUMENT`...).
+pub fn grpc_code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// The request id header (gRPC metadata key), in requests and responses.
+pub const REQUEST_ID_HEADER: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
+/// The `method` label of a call to a method no service here has (the path comes from the
+/// client, so it is not used as a label).
+pub const UNKNOWN_METHOD: &str = "unknown";
+
+/// The Switchboard service's name; its methods are labelled by their bare name.
+const SWITCHBOARD_SERVICE: &str = "switchboard.v1.Switchboard";
+
+/// `(request path, method label)` of every method of every service the gRPC port serves,
+/// read once from their descriptor sets.
+fn known_methods() -> &'static [(String, String)] {
+    static METHODS: OnceLock<Vec<(String, String)>> = OnceLock::new();
+    METHODS.get_or_init(|| {
+        use prost::Message as _;
+        let sets = [
+            switchboard_proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        ];
+        let mut methods = Vec::new();
+        for set in sets {
+            let Ok(set) = prost_types::FileDescriptorSet::decode(set) else {
+                continue;
+            };
+            for file in &set.file {
+                for service in &file.service {
+                    let full = format!("{}.{}", file.package(), service.name());
+                    for method in &service.method {
+                        let path = format!("/{full}/{}", method.name());
+                        let label = if full == SWITCHBOARD_SERVICE {
+                            method.name().to_owned()
+                        } else {
+                            format!("{full}/{}", method.name())
+                        };
+                        methods.push((path, label));
+                    }
+                }
+            }
+        }
+        methods
+    })
+}
+
+/// The `method` label for a request path: the bare method name for the Switchboard service
+/// (`ListConversations`), `service/method` for the others (`grpc.health.v1.Health/Check`),
+/// [`UNKNOWN_METHOD`] for a path no service has.
+pub fn method_label(path: &str) -> &'static str {
+    known_methods()
+        .iter()
+        .find(|(known, _)| known == path)
+        .map_or(UNKNOWN_METHOD, |(_, label)| label.as_str())
+}
+
+/// A tower layer for the gRPC server (put it first, so it is outermost): counts every request
+/// by method and status code ([`GRPC_REQUESTS_TOTAL`]), times it to its response headers
+/// ([`GRPC_REQUEST_SECONDS`]), and gives it a request id (the client's `x-request-id` metadata
+/// if sane, else a fresh one) that is set on the request, carried by its tracing span and
+/// returned in the response metadata, refusals by inner layers included.
+///
+/// A unary call is counted when its status is sent (in the trailers, or in the headers for an
+/// error answered at once); a stream when it ends, with the status it ended with, or
+/// `CANCELLED` if the client went away first.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GrpcObserveLayer;
+
+impl<S> tower::Layer<S> for GrpcObserveLayer {
+    type Service = GrpcObserve<S>;
+
+    fn layer(&self, inner: S) -> GrpcObserve<S> {
+        install();
+        GrpcObserve { inner }
+    }
+}
+
+/// The service made by [`GrpcObserveLayer`].
+#[derive(Debug, Clone)]
+pub struct GrpcObserve<S> {
+    inner: S,
+}
+
+impl<S, B, R> tonic::codegen::Service<http::Request<B>> for GrpcObserve<S>
+where
+    S: tonic::codegen::Service<http::Request<B>, Response = http::Response<R>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+    R: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    R::Error: Into<tonic::codegen::StdError>,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        use tracing::Instrument as _;
+        let method = method_label(request.uri().path());
+        let id = request_id(
+            request
+                .headers()
+                .get(&REQUEST_ID_HEADER)
+                .map(http::HeaderValue::as_bytes),
+        );
+        // A request id is visible ASCII, so it is a valid header value.
+        let header = http::HeaderValue::from_str(&id).ok();
+        if let Some(header) = &header {
+            request
+                .headers_mut()
+                .insert(REQUEST_ID_HEADER, header.clone());
+        }
+        let span = tracing::info_span!("rpc", method, request_id = %id);
+        let started = std::time::Instant::now();
+        // The ready service answers this call; a fresh clone takes its place.
+        let clone = self.inner.clone();
+        let mut ready = std::mem::replace(&mut self.inner, clone);
+        let future = ready.call(request);
+        Box::pin(async move {
+            let response = future.instrument(span).await?;
+            grpc_latency(method, started.elapsed());
+            let (mut parts, body) = response.into_parts();
+            if let Some(header) = header {
+                parts.headers.insert(REQUEST_ID_HEADER, header);
+            }
+            let body = tonic::body::Body::new(body);
+            // An error answered before any message carries its status in the headers.
+            if let Some(code) = parts.headers.get("grpc-status") {
+                grpc_request(method, tonic::Code::from_bytes(code.as_bytes()));
+                return Ok(http::Response::from_parts(parts, body));
+            }
+            let body = tonic::body::Body::new(ObservedBody {
+                inner: body,
+                method,
+                recorded: false,
+            });
+            Ok(http::Response::from_parts(parts, body))
+        })
+    }
+}
+
+/// A response body that counts the call when its status goes by in the trailers.
+struct ObservedBody {
+    inner: tonic::body::Body,
+    method: &'static str,
+    recorded: bool,
+}
+
+impl ObservedBody {
+    fn record(&mut self, code: tonic::Code) {
+        if !self.recorded {
+            self.recorded = true;
+            grpc_request(self.method, code);
+        }
+    }
+}
+
+impl http_body::Body for ObservedBody {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    let code = trailers
+                        .get("grpc-status")
+                        .map_or(tonic::Code::Unknown, |c| {
+                            tonic::Code::from_bytes(c.as_bytes())
+                        });
+                    self.record(code);
+                }
+            }
+            Poll::Ready(Some(Err(status))) => self.record(status.code()),
+            Poll::Ready(None) => self.record(tonic::Code::Unknown),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ObservedBody {
+    fn drop(&mut self) {
+        // Dropped before its status was sent: the client cancelled or went away.
+        self.record(tonic::Code::Cancelled);
+    }
+}
+
+/// A request id as given by a client (`X-Request-Id`), if it is a sane token: 1 to 128
+/// visible ASCII characters. Anything else is replaced by a fresh id, so a client cannot put
+/// spaces, control characters or megabytes into logs and stored events.
+pub fn sane_request_id(given: Option<&[u8]>) -> Option<String> {
+    let given = given?;
+    let sane =
+        !given.is_empty() && given.len() <= 128 && given.iter().all(|b| (0x21..=0x7e).contains(b));
+    // Visible ASCII is UTF-8.
+    sane.then(|| String::from_utf8_lossy(given).into_owned())
+}
+
+/// The client's request id if sane, else a fresh UUID v7 (time-ordered).
+pub fn request_id(given: Option<&[u8]>) -> String {
+    sane_request_id(given).unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_kept_only_when_sane() {
+        assert_eq!(request_id(Some(b"abc-123_X.y")), "abc-123_X.y");
+        let long = vec![b'a'; 128];
+        assert_eq!(request_id(Some(&long)).len(), 128);
+        for bad in [
+            &b""[..],
+            b"has space",
+            b"tab\t",
+            b"caf\xc3\xa9",
+            b"nl\n",
+            &[b'a'; 129],
+        ] {
+            let id = request_id(Some(bad));
+            assert_ne!(id.as_bytes(), bad);
+            assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+        }
+        assert!(uuid::Uuid::parse_str(&request_id(None)).is_ok());
+    }
+
+    #[test]
+    fn every_error_code_has_a_bounded_outcome() {
+        use ErrorCode::*;
+        let codes = [
+            InvalidArgument,
+            NotFound,
+            AlreadyExists,
+            Unauthenticated,
+            PermissionDenied,
+            FailedPrecondition,
+            ResourceExhausted,
+            PayloadTooLarge,
+            Unimplemented,
+            Unavailable,
+            DeadlineExceeded,
+            Internal,
+        ];
+        for code in codes {
+            let outcome = WebhookOutcome::of(code).as_str();
+            assert!(outcome.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+        }
+        assert_eq!(
+            WebhookOutcome::of(Unauthenticated).as_str(),
+            "unauthenticated"
+        );
+        assert_eq!(WebhookOutcome::of(PayloadTooLarge).as_str(), "too_large");
+        assert_eq!(WebhookOutcome::of(ResourceExhausted).as_str(), "overloaded");
+    }
+}
