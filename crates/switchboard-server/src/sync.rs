@@ -223,3 +223,58 @@ fn rate(records: u64, elapsed: Duration) -> f64 {
         0.0
     }
 }
+
+/// Starts the periodic sync of every connection that has a connector and an interval: a run
+/// at start-up, then one every interval (a run still going, e.g. a `SyncConnection` call, makes
+/// the tick skip). Vendor errors are logged and recorded in the sync state; the next tick tries
+/// again from the saved cursor. The tasks end when `shutdown` turns true, after the page in
+/// flight.
+pub fn spawn_periodic(
+    runner: &SyncRunner,
+    store: &Store,
+    connections: impl IntoIterator<Item = Arc<Connection>>,
+    shutdown: &tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for connection in connections {
+        let Some(interval) = connection.sync_interval.filter(|i| !i.is_zero()) else {
+            continue;
+        };
+        if connection.connector.is_none() {
+            warn!(
+                connection = %connection.config.id,
+                reason = unsupported_reason(&connection).unwrap_or_default(),
+                "sync_interval_secs is set but this connection cannot sync; no periodic sync"
+            );
+            continue;
+        }
+        let runner = runner.clone();
+        let store = store.clone();
+        let mut shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = connection.config.id.clone();
+            info!(connection = %id, interval_secs = interval.as_secs(), "periodic sync on");
+            loop {
+                match runner.claim(&connection) {
+                    Ok(slot) => {
+                        let stop = shutdown.clone();
+                        let result = runner
+                            .run(&store, &connection, &slot, SyncOptions::default(), |_| {
+                                !*stop.borrow()
+                            })
+                            .await;
+                        if let Err(error) = result {
+                            warn!(connection = %id, code = error.code.as_str(), error = %error.message, "periodic sync failed; retrying at the next interval");
+                        }
+                    }
+                    Err(busy) => info!(connection = %id, reason = %busy.message, "periodic sync skipped"),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(interval) => {}
+                    _ = shutdown.wait_for(|stop| *stop) => break,
+                }
+            }
+        }));
+    }
+    tasks
+}

@@ -2,7 +2,8 @@
 //! however the sync is cut, the cursor is saved with each page, errors are recorded, and one
 //! sync per connection runs at a time.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use switchboard_core::{
@@ -29,6 +30,7 @@ static PLUGIN: Plugin = Plugin {
 #[derive(Debug, Default)]
 struct Scripted {
     fail_on: Mutex<Option<usize>>,
+    calls: Arc<AtomicUsize>,
 }
 
 fn chat(page: usize, i: usize) -> IncomingEvent {
@@ -50,7 +52,15 @@ impl Connector for Scripted {
         cursor: Option<&str>,
         _since: Option<Timestamp>,
     ) -> Result<SyncPage, Error> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
         let page: usize = cursor.map_or(Ok(0), str::parse).expect("numeric cursor");
+        if page >= PAGES {
+            return Ok(SyncPage {
+                events: Vec::new(),
+                next_cursor: page.to_string(),
+                done: true,
+            });
+        }
         let mut fail_on = self.fail_on.lock().expect("lock");
         if *fail_on == Some(page) {
             *fail_on = None;
@@ -254,4 +264,51 @@ async fn one_sync_per_connection_and_a_clear_reason_when_it_cannot_sync() {
         "{:?}",
         unsupported_reason(&unconfigured)
     );
+}
+
+#[tokio::test]
+async fn the_periodic_sync_runs_at_start_and_on_every_interval_until_shutdown() {
+    let (_dir, store) = open_store().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut with_interval = connection(Some(Scripted {
+        calls: Arc::clone(&calls),
+        ..Scripted::default()
+    }));
+    with_interval.sync_interval = Some(std::time::Duration::from_millis(20));
+    let with_interval = Arc::new(with_interval);
+    let without = Arc::new(connection(None));
+    let runner = SyncRunner::default();
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let tasks = switchboard_server::sync::spawn_periodic(
+        &runner,
+        &store,
+        [with_interval.clone(), without],
+        &shutdown,
+    );
+    assert_eq!(
+        tasks.len(),
+        1,
+        "only the connection with a connector and an interval"
+    );
+    // The first run pulls everything; later ticks find nothing new and append nothing.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        // PAGES calls for the first run, then one per tick.
+        if calls.load(Ordering::SeqCst) >= PAGES + 3 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the periodic sync did not run again"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(all_conversation_ids(&store), expected_ids());
+    stop.send(true).expect("tasks listen");
+    for task in tasks {
+        tokio::time::timeout(std::time::Duration::from_secs(10), task)
+            .await
+            .expect("the task ends on shutdown")
+            .expect("no panic");
+    }
 }
