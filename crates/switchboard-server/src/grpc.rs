@@ -455,3 +455,64 @@ impl Switchboard for SwitchboardService {
 pub fn grpc_code(code: ErrorCode) -> tonic::Code {
     tonic::Code::from(code.grpc_code())
 }
+
+#[cfg(test)]
+mod stream_cap_tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn subscribers_over_the_cap_are_refused_at_once_and_a_freed_slot_is_reused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("store");
+        let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+        let service = SwitchboardService::new(
+            store.clone(),
+            Connections::default(),
+            Vec::new(),
+            shutdown_rx,
+            StreamOptions { max_subscribers: 2 },
+        );
+        let open = || service.stream_events(Request::new(v1::StreamEventsRequest::default()));
+        let first = open().await.expect("first subscriber");
+        let second = open().await.expect("second subscriber");
+        let refused = open().await.err().expect("a third subscriber is refused");
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            refused
+                .message()
+                .contains("limit of 2 StreamEvents subscribers"),
+            "{}",
+            refused.message()
+        );
+
+        // Going away frees the slot: the caught-up reader notices the closed channel.
+        drop(first);
+        let mut third = None;
+        for _ in 0..200 {
+            match open().await {
+                Ok(stream) => {
+                    third = Some(stream);
+                    break;
+                }
+                Err(status) => {
+                    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+        assert!(
+            third.is_some(),
+            "the slot of a gone subscriber is never freed"
+        );
+        assert_eq!(
+            open().await.err().map(|s| s.code()),
+            Some(tonic::Code::ResourceExhausted)
+        );
+
+        drop((second, third));
+        let _ = shutdown.send(true);
+        store.close().await.expect("close");
+    }
+}

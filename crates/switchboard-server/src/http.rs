@@ -369,4 +369,96 @@ mod tests {
         assert!(serde_urlencoded_pairs("a=%zz").is_err());
         assert!(serde_urlencoded_pairs("a=%ff").is_err());
     }
+
+    async fn call(router: &Router, request: Request) -> (StatusCode, HeaderMap, String) {
+        use http_body_util::BodyExt as _;
+        use tower::ServiceExt as _;
+        let response = router.clone().oneshot(request).await.expect("infallible");
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        (
+            parts.status,
+            parts.headers,
+            String::from_utf8_lossy(&body).into_owned(),
+        )
+    }
+
+    fn get(path: &str) -> Request {
+        Request::get(path).body(Body::empty()).expect("request")
+    }
+
+    #[tokio::test]
+    async fn readyz_answers_503_with_a_reason_once_the_writer_stops() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("store");
+        let router = router(HttpState {
+            store: store.clone(),
+            connections: Connections::default(),
+            body_limit: 1024,
+        });
+        let (status, _, body) = call(&router, get("/readyz")).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "ready\n"));
+        let (status, _, body) = call(&router, get("/healthz")).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "ok\n"));
+
+        store.close().await.expect("close");
+        let (status, _, body) = call(&router, get("/readyz")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("the store writer has stopped"), "{body}");
+        // Alive, though not ready.
+        let (status, _, _) = call(&router, get("/healthz")).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn request_ids_are_echoed_and_put_in_error_bodies_and_metrics_are_served() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("store");
+        let router = router(HttpState {
+            store: store.clone(),
+            connections: Connections::default(),
+            body_limit: 1024,
+        });
+        let post = |id: Option<&str>| {
+            let mut request = Request::post("/webhooks/no-such-connection");
+            if let Some(id) = id {
+                request = request.header("x-request-id", id);
+            }
+            request.body(Body::from("{}")).expect("request")
+        };
+        let (status, headers, body) = call(&router, post(Some("given-id-42"))).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(headers[&REQUEST_ID_HEADER], "given-id-42");
+        let body: serde_json::Value = serde_json::from_str(&body).expect("JSON error body");
+        assert_eq!(body["request_id"], "given-id-42");
+        assert_eq!(body["error"], "not_found");
+
+        // An unsafe id is replaced by a fresh one.
+        let (_, headers, body) = call(&router, post(Some("two words"))).await;
+        let id = headers[&REQUEST_ID_HEADER]
+            .to_str()
+            .expect("ASCII")
+            .to_owned();
+        assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+        assert!(body.contains(&id));
+        let (_, headers, _) = call(&router, post(None)).await;
+        assert!(headers.contains_key(&REQUEST_ID_HEADER));
+
+        let (status, headers, text) = call(&router, get("/metrics")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            headers[header::CONTENT_TYPE]
+                .to_str()
+                .expect("ASCII")
+                .starts_with("text/plain")
+        );
+        assert!(
+            text.lines()
+                .any(|line| line.starts_with("switchboard_webhooks_total{")
+                    && line.contains(r#"connection="unknown""#)
+                    && line.contains(r#"outcome="not_found""#)),
+            "{text}"
+        );
+        store.close().await.expect("close");
+    }
 }

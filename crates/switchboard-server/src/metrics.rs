@@ -557,6 +557,32 @@ mod tests {
     }
 
     #[test]
+    fn grpc_methods_are_labelled_from_the_descriptors_and_unknown_paths_are_not() {
+        assert_eq!(
+            method_label("/switchboard.v1.Switchboard/ListConversations"),
+            "ListConversations"
+        );
+        assert_eq!(
+            method_label("/switchboard.v1.Switchboard/StreamEvents"),
+            "StreamEvents"
+        );
+        assert_eq!(
+            method_label("/grpc.health.v1.Health/Check"),
+            "grpc.health.v1.Health/Check"
+        );
+        assert_eq!(
+            method_label("/switchboard.v1.Switchboard/Nope"),
+            UNKNOWN_METHOD
+        );
+        assert_eq!(method_label("/x/y/z"), UNKNOWN_METHOD);
+        assert_eq!(grpc_code_name(tonic::Code::Ok), "OK");
+        assert_eq!(
+            grpc_code_name(tonic::Code::ResourceExhausted),
+            "RESOURCE_EXHAUSTED"
+        );
+    }
+
+    #[test]
     fn every_error_code_has_a_bounded_outcome() {
         use ErrorCode::*;
         let codes = [
