@@ -72,6 +72,7 @@
 //!   `content_type`/`type`, `user_type`, `author_name`, `timestamp` (each optional) or bare
 //!   URL strings; each becomes a message with one attachment.
 
+mod connector;
 mod json;
 mod legacy;
 mod v3;
@@ -86,6 +87,11 @@ use switchboard_core::{
 
 use crate::json::Obj;
 
+pub use crate::connector::{
+    DEFAULT_AGENT_API_BASE_URL, DEFAULT_ARCHIVE_PAGE_SIZE, DEFAULT_BASE_URL, DEFAULT_RATE_LIMIT,
+    LIST_ARCHIVES_PATH, LiveChatConnector, connector,
+};
+
 /// The vendor name, also the default connection id.
 pub const VENDOR: &str = "livechat";
 
@@ -98,7 +104,7 @@ inventory::submit! {
         description: "LiveChat webhooks: legacy v2 (chat_started, chat_ended, chat_changed, visitor_queued, ticket_created) and v3.x (incoming_chat, incoming_event, chat_deactivated, tags, transfers, users)",
         verification: "v3.x: secret_key in body; legacy: HTTP Basic or token",
         webhook: Some(webhook),
-        connector: None,
+        connector: Some(connector),
     }
 }
 

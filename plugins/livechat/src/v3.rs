@@ -39,7 +39,7 @@ fn role_of_id(author_id: Option<&str>) -> Role {
     }
 }
 
-fn role_of_type(user_type: &str) -> Role {
+pub(crate) fn role_of_type(user_type: &str) -> Role {
     match user_type {
         "customer" => Role::Visitor,
         "bot" => Role::Bot,
@@ -66,7 +66,7 @@ fn conversation(
 /// One thread event (`message`, `file`, `system_message`, `filled_form`, `rich_message`...)
 /// as a message event. Its dedup key is the same whether it came inside `incoming_chat` or
 /// alone in `incoming_event`, so the store keeps it once.
-fn event_message(
+pub(crate) fn event_message(
     action: &str,
     chat_id: &str,
     thread_id: &str,
@@ -211,7 +211,7 @@ fn incoming_chat(root: Obj<'_>, payload: Obj<'_>) -> Result<Vec<IncomingEvent>, 
 }
 
 /// A customer user of a chat: the visitor, and the page they are on.
-fn customer(u: Obj<'_>, id: &str) -> Result<(Participant, Option<String>), Error> {
+pub(crate) fn customer(u: Obj<'_>, id: &str) -> Result<(Participant, Option<String>), Error> {
     let mut attributes = BTreeMap::new();
     let mut page = None;
     if let Some(visit) = u.obj("last_visit")? {

@@ -1,0 +1,237 @@
+//! Checks on what a caller asks of the vendor, before any call: a refusal names every problem
+//! and says what to send instead.
+
+use switchboard_core::{Error, NewAgent, NewTicket, TicketChange};
+
+/// LiveChat's default job title.
+pub(crate) const DEFAULT_JOB_TITLE: &str = "Support Agent";
+/// Agent permissions LiveChat knows.
+pub(crate) const PERMISSIONS: [&str; 3] = ["owner", "administrator", "normal"];
+/// Agent login statuses LiveChat knows.
+pub(crate) const LOGIN_STATUSES: [&str; 2] = ["accepting chats", "not accepting chats"];
+/// Ticket source types LiveChat knows.
+pub(crate) const SOURCE_TYPES: [&str; 5] =
+    ["chat-window", "mail", "facebook", "lc2", "agent-app-manual"];
+
+/// A plausible e-mail address: one `@`, something on each side, a dot inside the domain, no
+/// whitespace.
+pub(crate) fn is_email(text: &str) -> bool {
+    match text.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.contains('@')
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !text.chars().any(char::is_whitespace)
+        }
+        None => false,
+    }
+}
+
+fn refuse(what: &str, problems: Vec<String>) -> Result<(), Error> {
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!("{what}: {}", problems.join("; "))))
+    }
+}
+
+/// Checks a new agent the way LiveChat would, so a bad one costs no API call.
+pub(crate) fn new_agent(agent: &NewAgent) -> Result<(), Error> {
+    let mut problems = Vec::new();
+    if !is_email(agent.login.trim()) {
+        problems.push(format!(
+            "login {:?} is not an e-mail address: an agent's login is the e-mail they sign in with",
+            agent.login
+        ));
+    }
+    if agent.name.trim().is_empty() {
+        problems.push("name is empty: give the agent's display name".to_owned());
+    }
+    if let Some(password) = &agent.password {
+        if password.chars().count() < 5 {
+            problems.push("password is shorter than 5 characters: use at least 5".to_owned());
+        }
+    }
+    if let Some(permission) = &agent.permission {
+        if !PERMISSIONS.contains(&permission.as_str()) {
+            problems.push(format!(
+                "permission {permission:?} is unknown: use owner, administrator or normal"
+            ));
+        }
+    }
+    if let Some(status) = &agent.login_status {
+        if !LOGIN_STATUSES.contains(&status.as_str()) {
+            problems.push(format!(
+                "login_status {status:?} is unknown: use \"accepting chats\" or \"not accepting chats\""
+            ));
+        }
+    }
+    if let Some(count) = agent.max_chats_count {
+        if count < 0 {
+            problems.push(format!(
+                "max_chats_count {count} is negative: use 0 or more"
+            ));
+        }
+    }
+    if agent
+        .job_title
+        .as_ref()
+        .is_some_and(|t| t.trim().is_empty())
+    {
+        problems.push(format!(
+            "job_title is empty: leave it unset for LiveChat's default {DEFAULT_JOB_TITLE:?}"
+        ));
+    }
+    refuse("cannot create the LiveChat agent", problems)
+}
+
+/// Checks an agent login before deleting.
+pub(crate) fn agent_login(login: &str) -> Result<(), Error> {
+    if is_email(login.trim()) {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "cannot delete the LiveChat agent: login {login:?} is not an e-mail address: \
+             give the agent's login e-mail"
+        )))
+    }
+}
+
+/// The requester e-mail of a new ticket: `requester.email`, else `requester.id` when it is one.
+pub(crate) fn requester_mail(requester: &switchboard_core::Participant) -> Option<&str> {
+    requester
+        .email
+        .as_deref()
+        .or(Some(requester.id.as_str()).filter(|id| is_email(id)))
+        .map(str::trim)
+}
+
+fn source_problems(kind: Option<&String>, problems: &mut Vec<String>) {
+    if let Some(kind) = kind {
+        if !SOURCE_TYPES.contains(&kind.as_str()) {
+            problems.push(format!(
+                "source kind {kind:?} is unknown: use chat-window, mail, facebook, lc2 or agent-app-manual"
+            ));
+        }
+    }
+}
+
+/// Checks a new ticket: a requester e-mail and a message.
+pub(crate) fn new_ticket(ticket: &NewTicket) -> Result<(), Error> {
+    let mut problems = Vec::new();
+    match requester_mail(&ticket.requester) {
+        Some(mail) if is_email(mail) => {}
+        Some(mail) => problems.push(format!(
+            "requester e-mail {mail:?} is not an e-mail address: set requester.email"
+        )),
+        None => problems.push("requester e-mail is missing: set requester.email".to_owned()),
+    }
+    if ticket.message.trim().is_empty() {
+        problems.push("message is empty: give the ticket's first message".to_owned());
+    }
+    source_problems(ticket.source_kind.as_ref(), &mut problems);
+    refuse("cannot create the LiveChat ticket", problems)
+}
+
+/// Checks a ticket change: something to change, and well-formed values.
+pub(crate) fn ticket_change(change: &TicketChange) -> Result<(), Error> {
+    let mut problems = Vec::new();
+    if change == &TicketChange::default() {
+        problems.push(
+            "nothing to change: set at least one of message, subject, status, assignee, requester or tags"
+                .to_owned(),
+        );
+    }
+    if change.message.as_ref().is_some_and(|m| m.trim().is_empty()) {
+        problems.push("message is empty: leave it unset to add no message".to_owned());
+    }
+    if let Some(requester) = &change.requester {
+        match requester_mail(requester) {
+            Some(mail) if is_email(mail) => {}
+            _ => problems.push(
+                "requester has no valid e-mail: set requester.email, or leave requester unset"
+                    .to_owned(),
+            ),
+        }
+    }
+    if change
+        .tags
+        .as_ref()
+        .is_some_and(|tags| tags.iter().any(|t| t.trim().is_empty()))
+    {
+        problems.push("a tag is empty: remove it".to_owned());
+    }
+    refuse("cannot update the LiveChat ticket", problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use switchboard_core::Participant;
+
+    use super::*;
+
+    #[test]
+    fn e_mail_addresses() {
+        for good in ["a@b.co", "first.last+tag@example.com"] {
+            assert!(is_email(good), "{good}");
+        }
+        for bad in [
+            "", "a", "@b.co", "a@", "a@b", "a@.co", "a@b.", "a b@c.de", "a@b@c.de",
+        ] {
+            assert!(!is_email(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_bad_agent_gets_every_problem_named() {
+        let err = new_agent(&NewAgent {
+            login: "bob".into(),
+            name: " ".into(),
+            password: Some("1234".into()),
+            permission: Some("root".into()),
+            login_status: Some("online".into()),
+            max_chats_count: Some(-1),
+            job_title: None,
+        })
+        .unwrap_err();
+        for part in [
+            "login \"bob\"",
+            "name is empty",
+            "at least 5",
+            "\"root\"",
+            "\"online\"",
+            "-1",
+        ] {
+            assert!(err.message.contains(part), "{part} missing from {err}");
+        }
+        assert!(
+            new_agent(&NewAgent {
+                login: "bob@example.com".into(),
+                name: "Bob".into(),
+                password: Some("12345".into()),
+                max_chats_count: Some(0),
+                ..NewAgent::default()
+            })
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn tickets_need_a_requester_mail_and_a_message() {
+        let err = new_ticket(&NewTicket::default()).unwrap_err();
+        assert!(err.message.contains("requester e-mail is missing"));
+        assert!(err.message.contains("message is empty"));
+        let ok = NewTicket {
+            message: "help".into(),
+            requester: Participant {
+                id: "ann@example.com".into(),
+                ..Participant::default()
+            },
+            ..NewTicket::default()
+        };
+        assert!(new_ticket(&ok).is_ok());
+        assert!(ticket_change(&TicketChange::default()).is_err());
+    }
+}
