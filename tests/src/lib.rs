@@ -7,13 +7,16 @@ use switchboard_plugin_livetex as _;
 use switchboard_plugin_smartsupp as _;
 use switchboard_plugin_tencent as _;
 
+use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_core::{ConnectionConfig, ConnectionId, Registry};
 use switchboard_proto::v1;
 use switchboard_proto::v1::switchboard_client::SwitchboardClient;
-use switchboard_server::{RunningServer, ServerConfig};
+use switchboard_server::{RunningServer, ServerConfig, ServerError};
 use tonic::transport::Channel;
 
 /// LiveChat's webhook secret in the sandbox (sent as the `X-Switchboard-Token` header).
@@ -27,14 +30,31 @@ pub const ALL_SECRETS: [&str; 5] = [
     "app-secret-93b7e0",
 ];
 
+/// Changes the sandbox's server config before each start (and restart).
+#[derive(Clone)]
+pub struct Configure(Arc<dyn Fn(&mut ServerConfig) + Send + Sync>);
+
+impl fmt::Debug for Configure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Configure(..)")
+    }
+}
+
 /// A running server and clients for it.
 #[derive(Debug)]
 pub struct Sandbox {
     dir: tempfile::TempDir,
     server: Option<RunningServer>,
     body_limit: usize,
+    configure: Configure,
     /// HTTP client.
     pub http: reqwest::Client,
+}
+
+/// Makes rustls' `ring` provider the process default, so that reqwest (built with rustls and
+/// no provider of its own) can build clients.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// The sandbox's connections: one per vendor, id = vendor, verification on, configured with
@@ -72,32 +92,71 @@ impl Sandbox {
 
     /// Starts a server with the given webhook body limit.
     pub async fn start_with_limit(body_limit: usize) -> Sandbox {
+        Self::try_start(body_limit, |_| {})
+            .await
+            .expect("server starts")
+    }
+
+    /// Starts a server whose config `configure` changes first (API keys, TLS, limits...);
+    /// it is applied again on every restart.
+    pub async fn start_with(
+        configure: impl Fn(&mut ServerConfig) + Send + Sync + 'static,
+    ) -> Sandbox {
+        Self::try_start(switchboard_server::config::DEFAULT_BODY_LIMIT, configure)
+            .await
+            .expect("server starts")
+    }
+
+    /// Like [`Sandbox::start_with`], but returns the server's refusal instead of panicking.
+    pub async fn try_start(
+        body_limit: usize,
+        configure: impl Fn(&mut ServerConfig) + Send + Sync + 'static,
+    ) -> Result<Sandbox, ServerError> {
+        install_crypto_provider();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut sandbox = Sandbox {
             dir,
             server: None,
             body_limit,
+            configure: Configure(Arc::new(configure)),
             http: reqwest::Client::new(),
         };
-        sandbox.boot().await;
-        sandbox
+        sandbox.try_boot().await?;
+        Ok(sandbox)
     }
 
-    async fn boot(&mut self) {
-        let registry = Registry::from_inventory().expect("registry");
-        let config = ServerConfig {
+    /// The config the sandbox starts its server with.
+    pub fn config(&self) -> ServerConfig {
+        let mut config = ServerConfig {
             data_dir: self.data_dir(),
             http_addr: "127.0.0.1:0".parse().expect("addr"),
             grpc_addr: "127.0.0.1:0".parse().expect("addr"),
             body_limit: self.body_limit,
             connections: connections(),
-            embedded_default: false,
+            ..ServerConfig::default()
         };
-        self.server = Some(
-            switchboard_server::start(config, &registry)
-                .await
-                .expect("server starts"),
-        );
+        (self.configure.0)(&mut config);
+        config
+    }
+
+    async fn boot(&mut self) {
+        self.try_boot().await.expect("server starts");
+    }
+
+    async fn try_boot(&mut self) -> Result<(), ServerError> {
+        let registry = Registry::from_inventory().expect("registry");
+        self.server = Some(switchboard_server::start(self.config(), &registry).await?);
+        Ok(())
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.server().http_addr
+    }
+
+    /// The bound gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.server().grpc_addr
     }
 
     /// Where the store lives.

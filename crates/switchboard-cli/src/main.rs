@@ -18,7 +18,9 @@ use switchboard_proto::convert;
 use switchboard_proto::v1;
 use switchboard_proto::v1::switchboard_client::SwitchboardClient;
 use switchboard_server::ServerConfig;
-use tonic::transport::Channel;
+use switchboard_server::auth::{Scope, generate_key, key_hash_hex};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 /// Switchboard: one self-hosted gateway for live-chat vendors' webhooks and APIs, served over gRPC.
 #[derive(Debug, Parser)]
@@ -64,6 +66,11 @@ enum Command {
             env = "SWITCHBOARD_LOG_FORMAT"
         )]
         log_format: LogFormat,
+        /// Serve on a non-loopback address without authentication: gRPC with no API key,
+        /// webhooks of connections with verification off. Only when something in front of
+        /// switchboard authenticates.
+        #[arg(long)]
+        allow_unauthenticated: bool,
     },
     /// Print the event stream as it happens, replaying from a cursor first.
     Tail {
@@ -120,6 +127,25 @@ enum Command {
     },
     /// List the vendor plugins built into this binary.
     Plugins,
+    /// Make API keys for the gRPC API.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Print a fresh random API key (once) and the [[api_keys]] config entry with its hash.
+    New {
+        /// The key's name, shown in the server's logs (letters, digits, `-`, `_`, `.`).
+        #[arg(long)]
+        name: String,
+        /// What the key may do (repeatable): conversations:read, events:stream,
+        /// tickets:manage, admin.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,19 +188,107 @@ struct ServerArg {
         env = "SWITCHBOARD_SERVER"
     )]
     server: String,
+    /// The API key to send as `authorization: Bearer <key>`.
+    #[arg(long, env = "SWITCHBOARD_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// PEM certificate (or CA) to trust for an https:// server.
+    #[arg(long, env = "SWITCHBOARD_CA_CERT")]
+    ca_cert: Option<PathBuf>,
 }
 
-impl ServerArg {
-    async fn connect(&self) -> Result<SwitchboardClient<Channel>> {
-        SwitchboardClient::connect(self.server.clone())
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot reach the switchboard server at {}; is `switchboard serve` running?",
-                    self.server
-                )
-            })
+/// Adds `authorization: Bearer <key>` to every call when a key is given.
+#[derive(Clone)]
+struct BearerAuth(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl std::fmt::Debug for BearerAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerAuth([redacted])")
     }
+}
+
+impl tonic::service::Interceptor for BearerAuth {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+type Client = SwitchboardClient<InterceptedService<Channel, BearerAuth>>;
+
+impl ServerArg {
+    async fn connect(&self) -> Result<Client> {
+        let auth =
+            match &self.api_key {
+                Some(key) => Some(format!("Bearer {}", key.trim()).parse().context(
+                    "the API key has characters a header cannot carry; check --api-key",
+                )?),
+                None => None,
+            };
+        let mut endpoint = Channel::from_shared(self.server.clone()).with_context(|| {
+            format!(
+                "invalid server address {:?}; use http://HOST:PORT or https://HOST:PORT",
+                self.server
+            )
+        })?;
+        if self.server.starts_with("https://") {
+            let mut tls = ClientTlsConfig::new();
+            if let Some(path) = &self.ca_cert {
+                let pem = std::fs::read(path).with_context(|| {
+                    format!("cannot read the CA certificate {}", path.display())
+                })?;
+                tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            endpoint = endpoint.tls_config(tls).context("TLS setup failed")?;
+        }
+        let channel = endpoint.connect().await.with_context(|| {
+            format!(
+                "cannot reach the switchboard server at {}; is `switchboard serve` running?",
+                self.server
+            )
+        })?;
+        Ok(SwitchboardClient::with_interceptor(
+            channel,
+            BearerAuth(auth),
+        ))
+    }
+}
+
+/// `switchboard keys new`: prints the key once, then the config entry holding only its hash.
+fn new_key(name: &str, scopes: &[String]) -> Result<()> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        bail!("invalid key name {name:?}; use letters, digits, `-`, `_` and `.`");
+    }
+    let mut parsed = Vec::new();
+    for scope in scopes {
+        let scope = Scope::parse(scope).map_err(anyhow::Error::msg)?;
+        if !parsed.contains(&scope) {
+            parsed.push(scope);
+        }
+    }
+    let key = generate_key();
+    let scopes: Vec<String> = parsed.iter().map(|s| format!("\"{s}\"")).collect();
+    println!("API key {name:?} (shown only this once; keep it in a secret store):");
+    println!();
+    println!("{key}");
+    println!();
+    println!("Add this to the server's config file (it holds only the key's SHA-256):");
+    println!();
+    println!("[[api_keys]]");
+    println!("name = \"{name}\"");
+    println!("sha256 = \"{}\"", key_hash_hex(&key));
+    println!("scopes = [{}]", scopes.join(", "));
+    Ok(())
 }
 
 fn init_logging(format: LogFormat) {
@@ -193,6 +307,7 @@ fn init_logging(format: LogFormat) {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
+    switchboard_server::tls::install_default_provider();
     match cli.command {
         Command::Serve {
             config,
@@ -200,10 +315,21 @@ async fn main() -> Result<()> {
             http_addr,
             grpc_addr,
             log_format,
+            allow_unauthenticated,
         } => {
             init_logging(log_format);
-            serve(config, data_dir, http_addr, grpc_addr).await
+            serve(
+                config,
+                data_dir,
+                http_addr,
+                grpc_addr,
+                allow_unauthenticated,
+            )
+            .await
         }
+        Command::Keys {
+            command: KeysCommand::New { name, scopes },
+        } => new_key(&name, &scopes),
         Command::Tail {
             server,
             after,
@@ -273,6 +399,7 @@ async fn serve(
     data_dir: Option<PathBuf>,
     http_addr: Option<SocketAddr>,
     grpc_addr: Option<SocketAddr>,
+    allow_unauthenticated: bool,
 ) -> Result<()> {
     let registry = Registry::from_inventory()?;
     let mut config = match config {
@@ -287,6 +414,10 @@ async fn serve(
     }
     if let Some(addr) = grpc_addr {
         config.grpc_addr = addr;
+    }
+    if allow_unauthenticated {
+        config.security.allow_unauthenticated = true;
+        config.security.allow_unverified_webhooks = true;
     }
     let server = switchboard_server::start(config, &registry).await?;
     // Printed for scripts and tests that start the binary on port 0.
