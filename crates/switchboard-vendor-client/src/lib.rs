@@ -19,7 +19,7 @@
 //! use switchboard_core::{ConnectionConfig, ConnectionId, RateLimit};
 //! use switchboard_vendor_client::{ClientSettings, Method, VendorClient};
 //!
-//! # async fn example() -> Result<(), switchboard_core::Error> {
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = ConnectionConfig::new(ConnectionId::new("lc")?, "livechat")
 //!     .with_secret("pat", "personal-access-token");
 //! let limit = RateLimit { calls: 100, per_seconds: 60 };

@@ -456,9 +456,9 @@ impl VendorRequest {
         Err(Error::new(
             ErrorCode::ResourceExhausted,
             format!(
-                "{}: the connection's rate limit of {} calls per {} s allows no call to {} \
-                 before the deadline of {} s (next in {wait} s): retry later, or raise \
-                 deadline_ms or the rate_limit",
+                "{}: the connection's rate limit of {} calls per {} s (or the vendor's \
+                 Retry-After) allows no call to {} before the deadline of {} s (next in \
+                 {wait} s): retry later, or raise deadline_ms or the rate_limit",
                 inner.who,
                 limit.calls,
                 limit.per_seconds,
