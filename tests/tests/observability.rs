@@ -340,3 +340,46 @@ async fn health_and_readiness_answer_with_request_ids() {
         assert_eq!(response.text().await.expect("body"), body);
     }
 }
+
+#[tokio::test]
+async fn grpc_calls_refused_by_authentication_are_counted_and_carry_request_ids() {
+    use switchboard_server::auth::{ApiKey, Scope, generate_key, key_hash_hex, parse_hash};
+    let _serial = SERIAL.lock().await;
+    let key = generate_key();
+    let configured = vec![ApiKey {
+        name: "ops".to_owned(),
+        sha256: parse_hash(&key_hash_hex(&key)).expect("hash"),
+        scopes: [Scope::Admin].into_iter().collect(),
+    }];
+    let sandbox = Sandbox::start_with(move |config| {
+        config.security.api_keys = configured.clone();
+    })
+    .await;
+    let before = Scrape::take(&sandbox).await;
+    let mut client = sandbox.client().await;
+    let mut request = tonic::Request::new(v1::ListConnectionsRequest::default());
+    request
+        .metadata_mut()
+        .insert("x-request-id", "no-key-1".parse().expect("metadata"));
+    let status = client
+        .list_connections(request)
+        .await
+        .expect_err("no API key");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    assert_eq!(
+        status
+            .metadata()
+            .get("x-request-id")
+            .map(|v| v.to_str().expect("ASCII")),
+        Some("no-key-1")
+    );
+    let after = Scrape::take(&sandbox).await;
+    let labels = [("method", "ListConnections"), ("code", "UNAUTHENTICATED")];
+    assert_eq!(
+        after.value("switchboard_grpc_requests_total", &labels)
+            - before.value("switchboard_grpc_requests_total", &labels),
+        1.0,
+        "{}",
+        after.0
+    );
+}
