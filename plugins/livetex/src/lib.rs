@@ -43,8 +43,13 @@
 //! - `prechats_chat` / `prechats_hidden` are lists of `{"name", "value"}`;
 //!   `conversation_custom_info` / `discourser_info` are objects of strings.
 //!
-//! The public row mappings ([`dialog_to_events`], [`lead_to_events`],
-//! [`conversation_to_events`]) are what the pull connector will reuse.
+//! # Pull sync
+//! [`LiveTexConnector`] (the plugin's connector) logs in with the account's `login` and
+//! `password` (OAuth2 password grant, token cached and refreshed) and pages through the
+//! dialogs, leads and conversations tables by update time. It maps rows with the same public
+//! functions the webhook uses ([`dialog_to_events`], [`lead_to_events`],
+//! [`conversation_to_events`]), so a record pulled and the same record pushed have the same
+//! dedup key and merge.
 //!
 //! ```
 //! use switchboard_core::{ConnectionConfig, ConnectionId, Timestamp, WebhookRequest};
@@ -61,6 +66,7 @@
 //! assert_eq!(events[0].dedup_key, "delivery:c-1-1:m2:read");
 //! ```
 
+mod connector;
 mod fields;
 mod messages;
 mod rows;
@@ -73,6 +79,10 @@ use switchboard_core::{
     ConnectionConfig, ConnectionId, Error, IncomingEvent, Plugin, WebhookRequest, WebhookSource,
 };
 
+pub use crate::connector::{
+    DEFAULT_BASE_URL, DEFAULT_RATE_LIMIT, LOGIN_SETTING, LiveTexConnector, MAX_PAGE_SIZE,
+    PAGE_SIZE_SETTING, PASSWORD_SECRET, TOKEN_PATH, connector,
+};
 pub use crate::rows::{conversation_to_events, dialog_to_events, lead_to_events};
 pub use crate::webhook::parse_webhook;
 
@@ -173,10 +183,11 @@ switchboard_core::inventory::submit! {
     Plugin {
         vendor: VENDOR,
         description: "LiveTex dialogs, messages, delivery statuses, leads and conversations \
-                      pushed by the LiveTex webhook integration",
+                      pushed by the LiveTex webhook integration, and pulled from the LiveTex \
+                      API (OAuth2 login and password)",
         verification: "webHookKey in the JSON body must equal the connection's secret \
                        `webhook_key` (constant-time comparison)",
         webhook: Some(webhook_source),
-        connector: None,
+        connector: Some(connector),
     }
 }

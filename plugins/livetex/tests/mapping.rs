@@ -397,5 +397,5 @@ fn livetex_is_registered() {
     let registry = Registry::from_inventory().unwrap();
     let plugin = registry.get("livetex").expect("livetex is registered");
     assert!(plugin.webhook.is_some());
-    assert!(plugin.connector.is_none());
+    assert!(plugin.connector.is_some());
 }
