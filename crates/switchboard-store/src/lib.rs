@@ -108,10 +108,16 @@
 //! durable head, so a subscriber never sees a sequence that a crash could give to another event;
 //! projections may show a group's changes a moment before its flush completes.
 //!
-//! # Memory
+//! # Memory and the tail cache
 //!
 //! sled's page cache is bounded by [`StoreOptions::cache_capacity`] (default
 //! [`DEFAULT_CACHE_CAPACITY`], 256 MiB; sled's own default is 1 GiB).
+//!
+//! The flusher also keeps the newest [`StoreOptions::tail_cache_events`] durable events
+//! decoded in memory (built from the requests, off the writer thread, and filled before the
+//! head announces them). [`Store::read_events`] serves a range from it when it holds the whole
+//! range, so subscribers tailing the log (often many, reading the same events) neither read
+//! sled nor decode JSON; older ranges (a replay) are read from sled.
 //!
 //! # Log encoding
 //!
@@ -164,6 +170,7 @@ mod error;
 mod keys;
 mod query;
 mod record;
+mod tail;
 mod types;
 mod writer;
 
@@ -182,6 +189,7 @@ use tracing::{info, warn};
 
 pub use crate::error::StoreError;
 use crate::record::decode_event;
+use crate::tail::TailCache;
 pub use crate::types::{
     AppendReceipt, AppendRequest, ConversationPage, ConversationQuery, DEFAULT_CACHE_CAPACITY,
     DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, StoreOptions, SyncState, SyncUpdate, TicketListPage,
@@ -203,6 +211,7 @@ struct Inner {
     head: Arc<watch::Sender<Sequence>>,
     stopped: watch::Receiver<bool>,
     writer: Mutex<Option<JoinHandle<Result<(), StoreError>>>>,
+    tail: Arc<TailCache>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -280,7 +289,9 @@ impl Store {
         let (commands_tx, commands_rx) =
             mpsc::channel(options.max_batch.max(1).saturating_mul(4).max(1024));
         let failed = Failure::default();
+        let tail = Arc::new(TailCache::new(options.tail_cache_events));
         let flusher = Flusher {
+            tail: tail.clone(),
             db: db.clone(),
             files,
             head,
@@ -306,6 +317,7 @@ impl Store {
                 head: head_tx,
                 stopped,
                 writer: Mutex::new(Some(thread)),
+                tail,
             }),
         })
     }
@@ -367,6 +379,9 @@ impl Store {
         let head = self.head().0;
         if after.0 >= head || limit == 0 {
             return Ok(Vec::new());
+        }
+        if let Some(events) = self.inner.tail.read(after, limit, Sequence(head)) {
+            return Ok(events);
         }
         let range = keys::log_key(after.0 + 1)..=keys::log_key(head);
         let mut events = Vec::with_capacity(limit.min((head - after.0) as usize));

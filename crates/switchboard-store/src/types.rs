@@ -18,6 +18,9 @@ pub struct StoreOptions {
     /// random lookups over millions of conversations) fill it; the process's resident memory
     /// grows up to about this plus the heap.
     pub cache_capacity: u64,
+    /// How many of the newest events the store keeps decoded in memory for subscribers
+    /// tailing the log (0: none; every read goes to sled).
+    pub tail_cache_events: usize,
 }
 
 /// The default [`StoreOptions::cache_capacity`]: 256 MiB (sled's own default is 1 GiB).
@@ -29,6 +32,7 @@ impl Default for StoreOptions {
             max_batch: 256,
             fsync: true,
             cache_capacity: DEFAULT_CACHE_CAPACITY,
+            tail_cache_events: 4096,
         }
     }
 }

@@ -12,14 +12,15 @@ use std::time::Instant;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use switchboard_core::{
-    Agent, ConnectionId, Conversation, ConversationId, EventPayload, IncomingEvent, Sequence,
-    Ticket,
+    Agent, ConnectionId, Conversation, ConversationId, Event, EventPayload, IncomingEvent,
+    Sequence, Ticket,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, info};
 
 use crate::keys::{self, IndexFamily};
 use crate::record::{NewEvent, encode_event};
+use crate::tail::TailCache;
 use crate::{AppendReceipt, AppendRequest, StoreError, StoreOptions, SyncState};
 
 /// What the writer is asked to do.
@@ -168,11 +169,21 @@ impl Failure {
 pub(crate) struct Staged {
     commands: Vec<Command>,
     receipts: Vec<AppendReceipt>,
+    /// The new events, in sequence order.
+    events: Vec<AppendedEvent>,
     /// The head once this group is durable.
     head: u64,
     /// Events this group appended.
     appended: u64,
     started: Instant,
+}
+
+/// A prepared group: its sled batch, the head after it, the answers and the new events.
+struct Prepared {
+    batch: sled::Batch,
+    head: u64,
+    receipts: Vec<AppendReceipt>,
+    appended: Vec<AppendedEvent>,
 }
 
 /// The first stage of the writer: owns every write to the tree. It prepares a group (dedup,
@@ -195,6 +206,8 @@ pub(crate) struct Flusher {
     pub(crate) head: u64,
     pub(crate) head_tx: Arc<watch::Sender<Sequence>>,
     pub(crate) failed: Failure,
+    /// The newest durable events, for subscribers tailing the log.
+    pub(crate) tail: Arc<TailCache>,
 }
 
 /// Runs both stages until every sender is gone and the channel is drained, then flushes.
@@ -253,7 +266,12 @@ impl Writer {
             return None;
         }
         let started = Instant::now();
-        let (batch, new_head, receipts) = match self.prepare(&commands) {
+        let Prepared {
+            batch,
+            head: new_head,
+            receipts,
+            appended: events,
+        } = match self.prepare(&commands) {
             Ok(prepared) => prepared,
             Err(e) => {
                 // Nothing was written: the store stays usable.
@@ -280,21 +298,19 @@ impl Writer {
         Some(Staged {
             commands,
             receipts,
+            events,
             head: new_head,
             appended,
             started,
         })
     }
 
-    fn prepare(
-        &self,
-        commands: &[Command],
-    ) -> Result<(sled::Batch, u64, Vec<AppendReceipt>), StoreError> {
+    fn prepare(&self, commands: &[Command]) -> Result<Prepared, StoreError> {
         let mut pending = Pending::new(&self.db, self.head);
         let mut receipts = Vec::with_capacity(commands.len());
-        for command in commands {
+        for (i, command) in commands.iter().enumerate() {
             match command {
-                Command::Append { request, .. } => receipts.push(pending.append(request)?),
+                Command::Append { request, .. } => receipts.push(pending.append(i, request)?),
                 Command::SyncError {
                     connection,
                     message,
@@ -305,8 +321,14 @@ impl Writer {
                 }
             }
         }
+        let appended = std::mem::take(&mut pending.appended);
         let (batch, head) = pending.finish()?;
-        Ok((batch, head, receipts))
+        Ok(Prepared {
+            batch,
+            head,
+            receipts,
+            appended,
+        })
     }
 }
 
@@ -353,6 +375,33 @@ impl Flusher {
             return;
         };
         let new_head = last.head;
+        // Into the tail cache before the head announces them, so woken readers find them.
+        if self.tail.capacity() > 0 {
+            let mut events = Vec::new();
+            for group in &groups {
+                for appended in &group.events {
+                    if let Some(Command::Append { request, .. }) =
+                        group.commands.get(appended.command)
+                    {
+                        events.push(Event {
+                            sequence: appended.sequence,
+                            id: appended.id.clone(),
+                            connection: request.connection.clone(),
+                            vendor: request.vendor.clone(),
+                            received_at: request.received_at,
+                            request_id: request.request_id.clone(),
+                            incoming: request.events[appended.index].clone(),
+                            raw: if appended.with_raw {
+                                request.raw.clone()
+                            } else {
+                                None
+                            },
+                        });
+                    }
+                }
+            }
+            self.tail.push(events);
+        }
         if new_head != self.head {
             self.head = new_head;
             self.head_tx.send_replace(Sequence(new_head));
@@ -398,6 +447,20 @@ struct Pending<'a> {
     tickets: HashMap<Vec<u8>, StoredTicket>,
     agents: HashMap<Vec<u8>, Option<Agent>>,
     sync: HashMap<Vec<u8>, SyncState>,
+    appended: Vec<AppendedEvent>,
+}
+
+/// Where a newly appended event of a group came from, so that the flusher can put it in the
+/// tail cache without the writer spending time on it.
+pub(crate) struct AppendedEvent {
+    /// The command of the group.
+    command: usize,
+    /// The event of its request.
+    index: usize,
+    sequence: Sequence,
+    id: String,
+    /// Whether the request's raw body is stored on this event.
+    with_raw: bool,
 }
 
 impl<'a> Pending<'a> {
@@ -412,13 +475,18 @@ impl<'a> Pending<'a> {
             tickets: HashMap::new(),
             agents: HashMap::new(),
             sync: HashMap::new(),
+            appended: Vec::new(),
         }
     }
 
-    fn append(&mut self, request: &AppendRequest) -> Result<AppendReceipt, StoreError> {
+    fn append(
+        &mut self,
+        command: usize,
+        request: &AppendRequest,
+    ) -> Result<AppendReceipt, StoreError> {
         let mut receipt = AppendReceipt::default();
         let mut raw = request.raw.as_deref();
-        for incoming in &request.events {
+        for (index, incoming) in request.events.iter().enumerate() {
             let dedup = keys::dedup_key(&request.connection, &incoming.dedup_key);
             if self.appended_keys.contains(&dedup) || self.tree.contains_key(&dedup)? {
                 receipt.duplicates += 1;
@@ -440,6 +508,14 @@ impl<'a> Pending<'a> {
             };
             self.writes
                 .insert(keys::log_key(sequence.0), encode_event(&event)?);
+            let with_raw = event.raw.is_some();
+            self.appended.push(AppendedEvent {
+                command,
+                index,
+                sequence,
+                id,
+                with_raw,
+            });
             self.writes
                 .insert(dedup.as_slice(), &keys::be(sequence.0)[..]);
             self.appended_keys.insert(dedup);
@@ -622,6 +698,7 @@ mod tests {
             head: 0,
             head_tx: Arc::new(head_tx),
             failed,
+            tail: Arc::new(TailCache::new(16)),
         };
         (Stages { writer, flusher }, head)
     }

@@ -146,3 +146,63 @@ async fn redeliveries_racing_their_original_append_it_once() {
     assert_eq!(keys.len(), 50);
     store.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tail_cache_serves_exactly_what_sled_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        tail_cache_events: 50,
+        ..StoreOptions::default()
+    };
+    let store = Store::open_with(dir.path(), options.clone()).unwrap();
+    let mut tasks = Vec::new();
+    for task in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..10 {
+                // Two new events and one redelivery per request; the raw body goes on the first
+                // new one.
+                let events = vec![
+                    message(&format!("t{task}-r{round}-a"), "chat", 1_000, "a"),
+                    message(
+                        &format!("t{task}-r{}-a", round.max(1) - 1),
+                        "chat",
+                        1_000,
+                        "a",
+                    ),
+                    message(&format!("t{task}-r{round}-b"), "chat", 1_001, "b"),
+                ];
+                let mut request = request("lc", "livechat", events);
+                request.raw = Some(format!("{{\"task\": {task}, \"round\": {round}}}"));
+                request.request_id = Some(format!("req-{task}-{round}"));
+                store.append(request).await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let head = store.head();
+    assert_eq!(head, Sequence(8 * 10 * 2));
+    // The newest 50 come from the cache, whole ranges only; older ones from sled.
+    let mut cached = Vec::new();
+    let mut after = Sequence(head.0 - 50);
+    loop {
+        let page = store.read_events(after, 7).unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.sequence;
+        cached.extend(page);
+    }
+    let all = store.read_events(Sequence::ZERO, usize::MAX).unwrap();
+    assert_eq!(all.len() as u64, head.0);
+    store.close().await.unwrap();
+    drop(store);
+
+    // Reopened, the cache is empty: everything is decoded from sled.
+    let store = Store::open_with(dir.path(), options).unwrap();
+    let from_sled = store.read_events(Sequence::ZERO, usize::MAX).unwrap();
+    assert_eq!(from_sled, all);
+    assert_eq!(cached[..], from_sled[from_sled.len() - 50..]);
+    assert!(from_sled.iter().any(|e| e.raw.is_some()));
+    assert!(from_sled.iter().all(|e| e.request_id.is_some()));
+}
