@@ -1,0 +1,312 @@
+//! The webhook target: one plugin's `verify`, `parse`, `raw_for_storage` and `reply` on
+//! arbitrary requests.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use switchboard_core::{
+    ConnectionConfig, ConnectionId, Error, ErrorCode, IncomingEvent, IngestSummary, Registry,
+    Timestamp, WebhookRequest, WebhookSource,
+};
+
+use crate::input::FuzzRequest;
+
+// Keep every plugin's `inventory::submit!` linked.
+use switchboard_plugin_livechat as _;
+use switchboard_plugin_livetex as _;
+use switchboard_plugin_smartsupp as _;
+use switchboard_plugin_tencent as _;
+
+/// What the fuzz targets know of one vendor: the connection its fixtures verify against (the
+/// same secrets as the plugin's `tests/conformance.rs`) and the body fields that carry a
+/// credential and must never reach storage.
+#[derive(Debug, Clone, Copy)]
+pub struct VendorSpec {
+    /// The plugin's vendor name.
+    pub vendor: &'static str,
+    /// Settings of the verifying connection.
+    pub settings: &'static [(&'static str, &'static str)],
+    /// Secrets of the verifying connection.
+    pub secrets: &'static [(&'static str, &'static str)],
+    /// Top-level body fields `raw_for_storage` must remove.
+    pub credential_fields: &'static [&'static str],
+}
+
+/// Every vendor with a fuzz target, sorted by name.
+pub const VENDORS: [VendorSpec; 4] = [
+    VendorSpec {
+        vendor: "livechat",
+        settings: &[],
+        secrets: &[
+            ("webhook_secret", "lc-webhook-secret"),
+            ("basic_user", "livechat"),
+            ("basic_password", "hunter2-basic"),
+        ],
+        credential_fields: &["secret_key"],
+    },
+    VendorSpec {
+        vendor: "livetex",
+        settings: &[],
+        secrets: &[("webhook_key", "lt-7f3c9a2e51d04b8c")],
+        credential_fields: &["webHookKey"],
+    },
+    VendorSpec {
+        vendor: "smartsupp",
+        settings: &[],
+        secrets: &[
+            ("webhook_secret", "hook-token-6c1f"),
+            ("app_secret", "app-secret-93b7e0"),
+        ],
+        credential_fields: &[],
+    },
+    VendorSpec {
+        vendor: "tencent",
+        settings: &[("sdk_app_id", "1400187352")],
+        secrets: &[],
+        credential_fields: &[],
+    },
+];
+
+impl VendorSpec {
+    /// The spec of a vendor, if it has a target.
+    pub fn get(vendor: &str) -> Option<&'static VendorSpec> {
+        VENDORS.iter().find(|v| v.vendor == vendor)
+    }
+
+    /// The connection the vendor's fixtures verify against: verification on, the secrets set.
+    pub fn verifying_connection(&self) -> ConnectionConfig {
+        let mut config = ConnectionConfig::new(connection_id(self.vendor), self.vendor);
+        for (key, value) in self.settings {
+            config = config.with_setting(key, *value);
+        }
+        for (key, value) in self.secrets {
+            config = config.with_secret(key, *value);
+        }
+        config
+    }
+
+    /// The connection the embedded default creates: verification off, nothing configured.
+    pub fn default_connection(&self) -> ConnectionConfig {
+        let mut config = ConnectionConfig::new(connection_id(self.vendor), self.vendor);
+        config.verify = false;
+        config
+    }
+}
+
+fn connection_id(vendor: &str) -> ConnectionId {
+    ConnectionId::new(vendor)
+        .unwrap_or_else(|e| panic!("the vendor name {vendor:?} is not a connection id: {e}"))
+}
+
+/// A connection with its webhook source, built once.
+struct Built {
+    config: ConnectionConfig,
+    source: Box<dyn WebhookSource>,
+}
+
+struct Vendor {
+    spec: &'static VendorSpec,
+    built: Vec<Built>,
+}
+
+fn vendors() -> &'static BTreeMap<&'static str, Vendor> {
+    static VENDOR_SOURCES: OnceLock<BTreeMap<&'static str, Vendor>> = OnceLock::new();
+    VENDOR_SOURCES.get_or_init(|| {
+        let registry = Registry::from_inventory()
+            .unwrap_or_else(|e| panic!("the plugin registry cannot be built: {e}"));
+        VENDORS
+            .iter()
+            .map(|spec| {
+                let plugin = registry.get(spec.vendor).unwrap_or_else(|| {
+                    panic!(
+                        "no plugin for {:?} is linked; add it to switchboard-fuzz",
+                        spec.vendor
+                    )
+                });
+                let factory = plugin
+                    .webhook
+                    .unwrap_or_else(|| panic!("the {} plugin has no webhook factory", spec.vendor));
+                let built = [spec.verifying_connection(), spec.default_connection()]
+                    .into_iter()
+                    .map(|config| {
+                        let source = factory(&config).unwrap_or_else(|e| {
+                            panic!(
+                                "the {} webhook factory refused {config:?}: {}",
+                                spec.vendor, e.message
+                            )
+                        });
+                        Built { config, source }
+                    })
+                    .collect();
+                (spec.vendor, Vendor { spec, built })
+            })
+            .collect()
+    })
+}
+
+/// The vendor names with a webhook target, sorted.
+pub fn vendor_names() -> Vec<&'static str> {
+    VENDORS.iter().map(|v| v.vendor).collect()
+}
+
+/// Runs one vendor's webhook source on `data` (decoded by [`FuzzRequest::decode`]), with the
+/// verifying connection and with the embedded default's (verification off): `verify`, `parse`
+/// (twice), `raw_for_storage` and `reply` for every outcome.
+///
+/// # Panics
+/// If any of them panics, or an invariant fails: `parse` errors are `InvalidArgument`; `parse`
+/// is deterministic; parsed events have non-empty dedup keys and survive a JSON round trip; the
+/// stored raw body has no credential field; replies carry a valid HTTP status. And, as a caller
+/// error, if `vendor` has no target (see [`vendor_names`]).
+pub fn webhook(vendor: &str, data: &[u8]) {
+    check_webhook(vendor, data);
+}
+
+/// What one connection made of a request: whether it verified, and the number of events or
+/// the error code of `parse`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookOutcome {
+    /// The connection's id and whether it has verification on.
+    pub verifying: bool,
+    /// Whether `verify` passed.
+    pub verified: bool,
+    /// What `parse` gave.
+    pub parsed: Result<usize, ErrorCode>,
+}
+
+/// [`webhook`], returning what each connection (the verifying one first, then the embedded
+/// default's) made of the request, so tests can check the targets reach the parsers.
+///
+/// # Panics
+/// As [`webhook`].
+pub fn check_webhook(vendor: &str, data: &[u8]) -> Vec<WebhookOutcome> {
+    let vendor = vendors().get(vendor).unwrap_or_else(|| {
+        panic!(
+            "no webhook fuzz target for {vendor:?}; use one of {:?}",
+            vendor_names()
+        )
+    });
+    let input = FuzzRequest::decode(data);
+    let mut outcomes = Vec::new();
+    for built in &vendor.built {
+        let request = WebhookRequest {
+            connection: &built.config,
+            headers: &input.headers,
+            query: &input.query,
+            body: &input.body,
+            received_at: received_at(),
+        };
+        outcomes.push(check_one(vendor.spec, built.source.as_ref(), &request));
+    }
+    outcomes
+}
+
+/// The receive time of every request: 2024-01-01T00:00:00Z, as the conformance kit's.
+fn received_at() -> Timestamp {
+    Timestamp::from_secs(1_704_067_200).unwrap_or(Timestamp::MIN)
+}
+
+fn check_one(
+    spec: &VendorSpec,
+    source: &dyn WebhookSource,
+    request: &WebhookRequest<'_>,
+) -> WebhookOutcome {
+    let verified = source.verify(request);
+    if let Err(error) = &verified {
+        check_reply(source, Err(error));
+    }
+    let parsed = source.parse(request);
+    match &parsed {
+        Err(error) => {
+            assert_eq!(
+                error.code,
+                ErrorCode::InvalidArgument,
+                "{}: parse failed with {:?} ({}); a malformed body must be InvalidArgument",
+                spec.vendor,
+                error.code,
+                error.message
+            );
+            check_reply(source, Err(error));
+        }
+        Ok(events) => {
+            check_events(spec, events);
+            let again = source.parse(request);
+            assert!(
+                again.as_ref() == Ok(events),
+                "{}: parsing the same request twice gave different results",
+                spec.vendor
+            );
+            check_raw(spec, &source.raw_for_storage(request));
+            let summary = IngestSummary {
+                appended: events.len(),
+                duplicates: 0,
+            };
+            check_reply(source, Ok(&summary));
+            check_reply(
+                source,
+                Ok(&IngestSummary {
+                    appended: 0,
+                    duplicates: events.len(),
+                }),
+            );
+        }
+    }
+    WebhookOutcome {
+        verifying: request.connection.verify,
+        verified: verified.is_ok(),
+        parsed: parsed.as_ref().map(Vec::len).map_err(|e| e.code),
+    }
+}
+
+fn check_events(spec: &VendorSpec, events: &[IncomingEvent]) {
+    for event in events {
+        assert!(
+            !event.dedup_key.is_empty(),
+            "{}: an event of kind {} has an empty dedup key",
+            spec.vendor,
+            event.kind
+        );
+    }
+    let json = serde_json::to_string(events).unwrap_or_else(|e| {
+        panic!(
+            "{}: parsed events do not serialize to JSON: {e}",
+            spec.vendor
+        )
+    });
+    let back: Vec<IncomingEvent> = serde_json::from_str(&json).unwrap_or_else(|e| {
+        panic!(
+            "{}: parsed events do not deserialize from their own JSON: {e}\n{json}",
+            spec.vendor
+        )
+    });
+    assert!(
+        back == events,
+        "{}: parsed events change through a JSON round trip:\n{json}",
+        spec.vendor
+    );
+}
+
+fn check_raw(spec: &VendorSpec, raw: &str) {
+    if spec.credential_fields.is_empty() {
+        return;
+    }
+    if let Ok(serde_json::Value::Object(object)) = serde_json::from_str(raw) {
+        for field in spec.credential_fields {
+            assert!(
+                !object.contains_key(*field),
+                "{}: raw_for_storage kept the credential field {field:?}",
+                spec.vendor
+            );
+        }
+    }
+}
+
+fn check_reply(source: &dyn WebhookSource, outcome: Result<&IngestSummary, &Error>) {
+    let reply = source.reply(outcome);
+    assert!(
+        (100..=599).contains(&reply.status),
+        "reply status {} is not an HTTP status",
+        reply.status
+    );
+    assert!(!reply.content_type.is_empty(), "reply has no content type");
+}
