@@ -135,6 +135,7 @@ fn chat_started(chat_id: &str) -> String {
 /// Posts unique chats from `clients` concurrent clients until the server dies; returns the
 /// chat ids that were acknowledged (200).
 async fn flood(http: &str, cycle: usize, clients: usize) -> Vec<String> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()

@@ -347,6 +347,7 @@ where
                     api_key = key_name.as_deref().unwrap_or("-"),
                 );
                 if let Some(caller) = caller {
+                    span.in_scope(|| tracing::debug!("gRPC request authenticated"));
                     request.extensions_mut().insert(caller);
                 }
                 // The service was polled ready; take it and leave a fresh clone behind.
