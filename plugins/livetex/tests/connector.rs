@@ -326,6 +326,19 @@ async fn a_wrong_password_is_a_failed_precondition_that_does_not_leak_it() {
 }
 
 #[tokio::test]
+async fn credentials_refused_with_401_are_a_failed_precondition_too() {
+    let fake = fake_with_data().with_refusals_as_401();
+    let server = fake.start().await.unwrap();
+    let password = "an0ther-wr0ng-0ne";
+    let connector = LiveTexConnector::new(&config(&server, password)).unwrap();
+    let error = connector.sync_page(None, None).await.unwrap_err();
+    assert_eq!(error.code, ErrorCode::FailedPrecondition);
+    assert!(error.message.contains(CONNECTION), "{}", error.message);
+    assert!(!error.message.contains(password), "{}", error.message);
+    assert_eq!(statuses(&server), [401]);
+}
+
+#[tokio::test]
 async fn rate_limits_and_server_errors_are_survived() {
     let fake = fake_with_data();
     let server = fake.start().await.unwrap();

@@ -11,7 +11,8 @@
 //!   `grant_type=refresh_token&refresh_token=<token>`. Success: `200`
 //!   `{"access_token", "token_type": "bearer", "expires_in": <seconds>, "refresh_token"}`. A
 //!   refresh token is single-use (rotated). Wrong credentials or an unknown refresh token:
-//!   `400 {"error": "invalid_grant", "error_description": …}` (RFC 6749 §5.2); a missing or
+//!   `400 {"error": "invalid_grant", "error_description": …}` (RFC 6749 §5.2; `401` with
+//!   [`FakeLiveTex::with_refusals_as_401`]); a missing or
 //!   unknown `grant_type`: `400 invalid_request` / `unsupported_grant_type`.
 //! - `GET /v2/dialogs`, `GET /v2/leads`, `GET /v2/conversations` with
 //!   `Authorization: Bearer <access_token>` and the query parameters `updated_from` (RFC 3339
@@ -109,6 +110,7 @@ struct LiveTexState {
     login: String,
     password: String,
     token_lifetime: Duration,
+    refusal: StatusCode,
     seed: u64,
     tables: BTreeMap<Table, Vec<Record>>,
     added: u64,
@@ -148,6 +150,7 @@ impl FakeLiveTex {
                 login: Self::LOGIN.to_owned(),
                 password: Self::PASSWORD.to_owned(),
                 token_lifetime: Duration::from_secs(3600),
+                refusal: StatusCode::BAD_REQUEST,
                 seed: 1,
                 tables: BTreeMap::new(),
                 added: 0,
@@ -175,6 +178,13 @@ impl FakeLiveTex {
     /// How long an access token lives (`expires_in`, rounded up to whole seconds, at least 1).
     pub fn with_token_lifetime(self, lifetime: Duration) -> Self {
         lock(&self.state).token_lifetime = lifetime;
+        self
+    }
+
+    /// Answers refused grants (`invalid_grant`) with `401` instead of RFC 6749's `400`, as
+    /// some OAuth2 servers do.
+    pub fn with_refusals_as_401(self) -> Self {
+        lock(&self.state).refusal = StatusCode::UNAUTHORIZED;
         self
     }
 
@@ -438,7 +448,7 @@ async fn token(State(fake): State<FakeLiveTex>, body: Bytes) -> Response {
                 Json(state.issue()).into_response()
             } else {
                 oauth_error(
-                    StatusCode::BAD_REQUEST,
+                    state.refusal,
                     "invalid_grant",
                     "Invalid username or password",
                 )
@@ -449,11 +459,7 @@ async fn token(State(fake): State<FakeLiveTex>, body: Bytes) -> Response {
             if state.refresh_tokens.remove(&presented).is_some() {
                 Json(state.issue()).into_response()
             } else {
-                oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_grant",
-                    "Invalid refresh token",
-                )
+                oauth_error(state.refusal, "invalid_grant", "Invalid refresh token")
             }
         }
         "" => oauth_error(
