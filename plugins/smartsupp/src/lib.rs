@@ -1,7 +1,14 @@
 #![doc = include_str!("../README.md")]
 
 mod callback;
+mod connector;
 mod post_hook;
+
+pub use crate::connector::{
+    API_TOKEN, DEFAULT_BASE_URL, DEFAULT_PAGE_SIZE, DEFAULT_RATE_LIMIT, MAX_PAGE_SIZE,
+    MESSAGES_PAGE_SIZE, PAGE_SIZE_SETTING, SEARCH_PATH, SNAPSHOT_EVENT, SYNC_ORDER_SETTING,
+    SmartsuppConnector, SyncOrder, connector,
+};
 
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
@@ -26,10 +33,10 @@ pub const HMAC_HEADER: &str = "x-smartsupp-hmac";
 switchboard_core::inventory::submit! {
     Plugin {
         vendor: VENDOR,
-        description: "Smartsupp: finished chats, missed chats and offline messages from the POST hook, and the signed event callbacks",
+        description: "Smartsupp: finished chats, missed chats and offline messages from the POST hook, the signed event callbacks, and pull sync of conversations and messages through the REST API v2",
         verification: "POST hook: secret token (X-Switchboard-Token header or ?token=) = secret `webhook_secret`; event callbacks: X-Smartsupp-Hmac = hex HMAC-SHA256 of the body with secret `app_secret`",
         webhook: Some(webhook),
-        connector: None,
+        connector: Some(connector),
     }
 }
 

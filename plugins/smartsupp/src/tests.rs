@@ -378,7 +378,11 @@ fn the_plugin_is_registered() {
     let registry = Registry::from_inventory().unwrap();
     let plugin = registry.get(VENDOR).expect("smartsupp is registered");
     assert!(plugin.webhook.is_some());
-    assert!(plugin.connector.is_none());
+    let connector = plugin.connector.expect("smartsupp has a connector");
+    let config = ConnectionConfig::new(ConnectionId::new("s").unwrap(), VENDOR);
+    let error = connector(&config).expect_err("needs api_token");
+    assert!(error.message.contains(API_TOKEN));
+    assert!(connector(&config.with_secret(API_TOKEN, "t")).is_ok());
 }
 
 #[test]

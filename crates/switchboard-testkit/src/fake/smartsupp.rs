@@ -256,15 +256,16 @@ impl FakeState {
 
     fn add(&mut self, count: usize) -> Vec<String> {
         let mut ids = Vec::with_capacity(count);
-        for _ in 0..count {
+        for nth in 0..count {
             let index = self.next_index;
             self.next_index += 1;
             // Starts spread over time, but the updates interleave (long chats end later than
             // short chats that began after them), and every 7th conversation ends at the same
-            // millisecond as the one before, so sort ties are exercised.
+            // millisecond as the one made before it in the same call, so sort ties are
+            // exercised (conversations made by earlier calls never change).
             let start = self.clock_ms + self.random(30 * 60_000) as i64;
             let mut conversation = self.make_conversation(index, start);
-            if index % 7 == 6 {
+            if index % 7 == 6 && nth > 0 {
                 if let Some(previous) = self.conversations.last_mut() {
                     let target = previous.updated_ms.max(conversation.updated_ms);
                     for tied in [&mut *previous, &mut conversation] {
