@@ -383,3 +383,40 @@ async fn grpc_calls_refused_by_authentication_are_counted_and_carry_request_ids(
         after.0
     );
 }
+
+#[tokio::test]
+async fn a_vendor_shaped_refusal_keeps_its_shape_and_carries_the_request_id_in_the_header() {
+    let sandbox = Sandbox::start().await;
+    let fixture = fixtures("tencent").into_iter().next().expect("a fixture");
+    let query: Vec<String> = fixture
+        .query
+        .iter()
+        .map(|(k, v)| {
+            let v = if k == "SdkAppid" { "999" } else { v.as_str() };
+            format!(
+                "{}={}",
+                switchboard_e2e::encode(k),
+                switchboard_e2e::encode(v)
+            )
+        })
+        .collect();
+    let response = sandbox
+        .http
+        .post(format!(
+            "{}/webhooks/tencent?{}",
+            sandbox.http_base(),
+            query.join("&")
+        ))
+        .header("content-type", "application/json")
+        .header("x-request-id", "tencent-req-9")
+        .body(fixture.body.clone())
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status().as_u16(), 401);
+    assert_eq!(response.headers()["x-request-id"], "tencent-req-9");
+    let reply: serde_json::Value =
+        serde_json::from_str(&response.text().await.expect("body")).expect("JSON");
+    assert_eq!(reply["ActionStatus"], "FAIL");
+    assert!(reply.get("request_id").is_none(), "{reply}");
+}
