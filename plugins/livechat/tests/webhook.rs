@@ -381,5 +381,5 @@ fn the_plugin_is_registered() {
     let registry = Registry::from_inventory().unwrap();
     let plugin = registry.get("livechat").expect("livechat is registered");
     assert!(plugin.webhook.is_some());
-    assert!(plugin.connector.is_none());
+    assert!(plugin.connector.is_some());
 }

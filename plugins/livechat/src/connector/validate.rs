@@ -42,7 +42,7 @@ pub(crate) fn new_agent(agent: &NewAgent) -> Result<(), Error> {
     let mut problems = Vec::new();
     if !is_email(agent.login.trim()) {
         problems.push(format!(
-            "login {:?} is not an e-mail address: an agent's login is the e-mail they sign in with",
+            "login {:?} is not an e-mail address: use the e-mail the agent signs in with",
             agent.login
         ));
     }

@@ -1,0 +1,685 @@
+//! The LiveChat connector against the fake LiveChat API (`switchboard_testkit::fake::livechat`),
+//! feeding sync pages into a real store.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use switchboard_core::{
+    ConnectionConfig, ConnectionId, Connector, ConversationId, ConversationStatus, ErrorCode,
+    NewAgent, NewTicket, Participant, RateLimit, TicketChange, TicketOrigin, TicketQuery,
+    TicketStatus, Timestamp, WebhookRequest,
+};
+use switchboard_plugin_livechat::LiveChatConnector;
+use switchboard_store::{AppendRequest, Store, SyncUpdate};
+use switchboard_testkit::fake::livechat::{API_KEY, FakeLiveChat, LOGIN, base64_encode};
+use switchboard_testkit::fake::{FakeServer, Fault, Recorded};
+
+const CONNECTION: &str = "livechat";
+
+fn connection_id() -> ConnectionId {
+    ConnectionId::new(CONNECTION).unwrap()
+}
+
+fn config(server: &FakeServer, api_key: &str) -> ConnectionConfig {
+    ConnectionConfig::new(connection_id(), "livechat")
+        .with_setting("login", LOGIN)
+        .with_secret("api_key", api_key)
+        .with_setting("base_url", server.base_url())
+        .with_setting("agent_api_base_url", server.base_url())
+        .with_setting("archive_page_size", "25")
+        .with_secret("webhook_secret", "lc-webhook-secret")
+}
+
+fn connector(config: &ConnectionConfig) -> LiveChatConnector {
+    LiveChatConnector::new(config).expect("connector builds")
+}
+
+fn expected_basic() -> String {
+    format!(
+        "Basic {}",
+        base64_encode(format!("{LOGIN}:{API_KEY}").as_bytes())
+    )
+}
+
+/// Runs sync pages into the store from its saved cursor until done or `max_pages` pages.
+async fn sync(connector: &LiveChatConnector, store: &Store, max_pages: Option<usize>) -> usize {
+    let mut pages = 0;
+    loop {
+        let cursor = store
+            .sync_state(&connection_id())
+            .unwrap()
+            .and_then(|s| s.cursor);
+        let page = connector
+            .sync_page(cursor.as_deref(), None)
+            .await
+            .expect("sync page");
+        let records = page.events.len() as u64;
+        let mut request = AppendRequest::new(connection_id(), "livechat", page.events);
+        request.sync = Some(SyncUpdate {
+            cursor: page.next_cursor,
+            records,
+            at: Timestamp::now(),
+        });
+        store.append(request).await.expect("append");
+        pages += 1;
+        if page.done || max_pages.is_some_and(|max| pages >= max) {
+            return pages;
+        }
+    }
+}
+
+fn archive_requests(server: &FakeServer) -> Vec<Recorded> {
+    server.log.to_path("/v3.5/agent/action/list_archives")
+}
+
+/// Every seeded chat is in the store once: one conversation each, closed, three messages, and
+/// four events per chat (snapshot + three messages).
+fn assert_every_chat_once(store: &Store, chats: usize) {
+    assert_eq!(store.conversation_count().unwrap(), chats as u64);
+    assert_eq!(store.event_count().unwrap(), chats as u64 * 4);
+    for i in 0..chats {
+        let id = ConversationId::new(connection_id(), format!("C{i:09}"));
+        let conversation = store.get_conversation(&id).unwrap().expect("conversation");
+        assert_eq!(conversation.status, ConversationStatus::Closed, "{id}");
+        assert_eq!(conversation.messages.len(), 3, "{id}");
+        assert_eq!(conversation.event_keys.len(), 4, "{id}");
+    }
+}
+
+#[tokio::test]
+async fn a_full_backfill_lands_every_chat_once() {
+    let fake = FakeLiveChat::new().with_archived_chats(230);
+    let server = fake.start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let connector = connector(&config(&server, API_KEY));
+
+    assert_eq!(sync(&connector, &store, None).await, 10);
+    assert_every_chat_once(&store, 230);
+
+    let requests = archive_requests(&server);
+    assert_eq!(requests.len(), 10);
+    assert_eq!(requests[0].method, "POST");
+    assert_eq!(
+        requests[0].json(),
+        json!({"sort_order": "asc", "limit": 25})
+    );
+    assert_eq!(
+        requests[0].header("authorization"),
+        Some(expected_basic().as_str())
+    );
+    for later in &requests[1..] {
+        let body = later.json();
+        assert_eq!(body.as_object().map(|o| o.len()), Some(1), "{body}");
+        assert!(body["page_id"].is_string(), "{body}");
+    }
+
+    // A later sync lists from the newest chat seen (inclusive): nothing new is appended.
+    let head = store.head();
+    assert_eq!(sync(&connector, &store, None).await, 1);
+    assert_eq!(store.head(), head);
+    let last = archive_requests(&server).pop().unwrap().json();
+    assert_eq!(
+        last["filters"]["from"], "2024-01-02T14:10:00.000000Z",
+        "{last}"
+    );
+
+    // A chat archived since then is picked up by the next sync.
+    fake.add_archived_chat(switchboard_testkit::fake::livechat::seeded_chat(230));
+    sync(&connector, &store, None).await;
+    assert_every_chat_once(&store, 231);
+}
+
+#[tokio::test]
+async fn an_interrupted_sync_resumes_from_the_saved_cursor_without_loss() {
+    let fake = FakeLiveChat::new().with_archived_chats(230);
+    let server = fake.start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&server, API_KEY);
+
+    {
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(sync(&connector(&config), &store, Some(4)).await, 4);
+        assert_eq!(store.conversation_count().unwrap(), 100);
+        store.close().await.unwrap();
+    }
+    // The process is gone; a new one resumes from the store's cursor with a new connector.
+    let store = Store::open(dir.path()).unwrap();
+    let cursor = store.sync_state(&connection_id()).unwrap().unwrap();
+    assert_eq!(cursor.records_pulled, 400);
+    assert!(cursor.cursor.as_deref().unwrap().contains("page_id"));
+    sync(&connector(&config), &store, Some(3)).await;
+    assert_eq!(store.conversation_count().unwrap(), 175);
+
+    // LiveChat's page ids expire: the connector lists again from the cursor's time.
+    fake.expire_page_ids();
+    sync(&connector(&config), &store, None).await;
+    assert_every_chat_once(&store, 230);
+    let statuses: Vec<u16> = archive_requests(&server)
+        .iter()
+        .map(|r| r.status.as_u16())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 400).count(),
+        1,
+        "{statuses:?}"
+    );
+    let restart = archive_requests(&server)
+        .into_iter()
+        .skip_while(|r| r.status.as_u16() != 400)
+        .nth(1)
+        .unwrap()
+        .json();
+    // The 175th chat (index 174) starts 29 hours after the first.
+    assert_eq!(
+        restart,
+        json!({"sort_order": "asc", "limit": 25, "filters": {"from": "2024-01-02T05:00:00.000000Z"}})
+    );
+}
+
+fn fixture(name: &str) -> Value {
+    let path = format!("{}/fixtures/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+const V3_FIXTURES: [&str; 11] = [
+    "v3_incoming_chat",
+    "v3_incoming_event_message",
+    "v3_incoming_event_file",
+    "v3_incoming_event_system_message",
+    "v3_incoming_event_internal_note",
+    "v3_thread_tagged",
+    "v3_thread_untagged",
+    "v3_chat_transferred",
+    "v3_user_added_to_chat",
+    "v3_user_removed_from_chat",
+    "v3_chat_deactivated",
+];
+
+/// The chat of the v3 webhook fixtures as `list_archives` returns it once archived: the chat of
+/// `incoming_chat`, inactive, with every event the `incoming_event` fixtures carry.
+fn archived_fixture_chat() -> Value {
+    let mut chat = fixture("v3_incoming_chat")["payload"]["chat"].clone();
+    chat["thread"]["active"] = json!(false);
+    for name in V3_FIXTURES
+        .iter()
+        .filter(|n| n.starts_with("v3_incoming_event"))
+    {
+        let event = fixture(name)["payload"]["event"].clone();
+        chat["thread"]["events"].as_array_mut().unwrap().push(event);
+    }
+    chat
+}
+
+async fn append_webhooks(config: &ConnectionConfig, store: &Store) {
+    let source = switchboard_plugin_livechat::webhook(config).unwrap();
+    for name in V3_FIXTURES {
+        let body = serde_json::to_vec(&fixture(name)).unwrap();
+        let request = WebhookRequest {
+            connection: config,
+            headers: &[],
+            query: &[],
+            body: &body,
+            received_at: Timestamp::parse_rfc3339("2019-12-17T08:10:00Z").unwrap(),
+        };
+        source.verify(&request).unwrap();
+        let events = source.parse(&request).unwrap();
+        store
+            .append(AppendRequest::new(connection_id(), "livechat", events))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn archived_chats_merge_with_webhooks_of_the_same_chat() {
+    let fake = FakeLiveChat::new().with_archived_chat(archived_fixture_chat());
+    let server = fake.start().await.unwrap();
+    let config = config(&server, API_KEY);
+    let id = ConversationId::new(connection_id(), "PJ0MRSHTDG");
+
+    // Webhooks first, then the archive.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    append_webhooks(&config, &store).await;
+    let before = store.event_count().unwrap();
+    sync(&connector(&config), &store, None).await;
+    assert_eq!(store.conversation_count().unwrap(), 1);
+    // Only the archive snapshot is new: every message was seen by webhook already.
+    assert_eq!(store.event_count().unwrap(), before + 1);
+    let merged = store.get_conversation(&id).unwrap().unwrap();
+    assert_eq!(merged.messages.len(), 6);
+    assert_eq!(merged.status, ConversationStatus::Closed);
+
+    // The archive first, then webhooks: the same messages, one conversation.
+    let dir2 = tempfile::tempdir().unwrap();
+    let store2 = Store::open(dir2.path()).unwrap();
+    sync(&connector(&config), &store2, None).await;
+    assert_eq!(store2.event_count().unwrap(), 7);
+    append_webhooks(&config, &store2).await;
+    let other = store2.get_conversation(&id).unwrap().unwrap();
+    assert_eq!(store2.conversation_count().unwrap(), 1);
+    assert_eq!(other.messages, merged.messages);
+    assert_eq!(other.status, merged.status);
+    assert_eq!(other.started_at, merged.started_at);
+    assert_eq!(other.event_keys, merged.event_keys);
+}
+
+#[tokio::test]
+async fn rate_limit_answers_and_server_errors_are_survived() {
+    let fake = FakeLiveChat::new().with_archived_chats(60);
+    let server = fake.start().await.unwrap();
+    server.faults.push(Fault::too_many_requests(1));
+    server.faults.every_nth(3, Fault::internal_error());
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    sync(&connector(&config(&server, API_KEY)), &store, None).await;
+    assert_every_chat_once(&store, 60);
+    let statuses: Vec<u16> = archive_requests(&server)
+        .iter()
+        .map(|r| r.status.as_u16())
+        .collect();
+    assert!(
+        statuses.contains(&429) && statuses.contains(&500),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        3,
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_client_keeps_under_the_vendor_limit_and_survives_it_when_configured_above() {
+    let fake = FakeLiveChat::new().with_rate_limit(5, Duration::from_secs(1));
+    let server = fake.start().await.unwrap();
+
+    // The connection's limit is within the vendor's (one call of margin for network jitter):
+    // no call is refused.
+    let mut within = config(&server, API_KEY);
+    within.rate_limit = Some(RateLimit {
+        calls: 4,
+        per_seconds: 1,
+    });
+    let connector = connector(&within);
+    let agents = connector.agents().unwrap();
+    let started = Instant::now();
+    for _ in 0..12 {
+        agents.list().await.unwrap();
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(fake.snapshot().rate_limited, 0);
+
+    // A limit set above the vendor's: LiveChat answers 429 with Retry-After, the call waits and
+    // succeeds.
+    let mut above = config(&server, API_KEY);
+    above.rate_limit = Some(RateLimit {
+        calls: 50,
+        per_seconds: 1,
+    });
+    let connector = self::connector(&above);
+    for _ in 0..8 {
+        connector.agents().unwrap().list().await.unwrap();
+    }
+    assert!(fake.snapshot().rate_limited > 0);
+    let statuses: Vec<u16> = server
+        .log
+        .to_path("/agents")
+        .iter()
+        .map(|r| r.status.as_u16())
+        .collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        20,
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_a_failed_precondition() {
+    let fake = FakeLiveChat::new().with_archived_chats(3).with_tickets(3);
+    let server = fake.start().await.unwrap();
+    let connector = connector(&config(&server, "not-the-key"));
+    let err = connector.sync_page(None, None).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::FailedPrecondition, "{err}");
+    assert!(!err.message.contains("not-the-key"), "{err}");
+    let err = connector
+        .tickets()
+        .unwrap()
+        .list(&TicketQuery::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::FailedPrecondition, "{err}");
+    assert!(server.log.all().iter().all(|r| r.status.as_u16() == 401));
+    assert_eq!(server.log.len(), 2);
+}
+
+fn assert_rest_call(request: &Recorded, method: &str, path: &str) {
+    assert_eq!(request.method, method, "{path}");
+    assert_eq!(request.path, path);
+    assert_eq!(request.header("x-api-version"), Some("2"), "{path}");
+    assert_eq!(
+        request.header("authorization"),
+        Some(expected_basic().as_str()),
+        "{path}"
+    );
+    assert!(request.status.is_success(), "{path}: {}", request.status);
+}
+
+#[tokio::test]
+async fn ticket_operations_reach_the_rest_api() {
+    let fake = FakeLiveChat::new().with_tickets(60).with_agents(2);
+    let server = fake.start().await.unwrap();
+    let connector = connector(&config(&server, API_KEY));
+    let tickets = connector.tickets().unwrap();
+
+    // Listing: 25 per page, the page number as token, filters as query parameters.
+    let first = tickets.list(&TicketQuery::default()).await.unwrap();
+    assert_eq!(first.tickets.len(), 25);
+    assert_eq!(first.next_page_token.as_deref(), Some("2"));
+    assert!(
+        first
+            .tickets
+            .iter()
+            .all(|t| t.origin == TicketOrigin::Vendor)
+    );
+    let third = tickets
+        .list(&TicketQuery {
+            page_token: Some("3".into()),
+            ..TicketQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!((third.tickets.len(), third.next_page_token), (10, None));
+    let filtered = tickets
+        .list(&TicketQuery {
+            status: Some(TicketStatus::Pending),
+            created_from: Timestamp::parse_rfc3339("2024-01-01T05:00:00Z"),
+            created_to: Timestamp::parse_rfc3339("2024-01-02T00:00:00Z"),
+            page_token: None,
+        })
+        .await
+        .unwrap();
+    // Seeded ticket i is created at i hours past midnight and pending when i % 4 == 1.
+    let ids: Vec<&str> = filtered
+        .tickets
+        .iter()
+        .map(|t| t.external_id.as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "TK0000021",
+            "TK0000017",
+            "TK0000013",
+            "TK0000009",
+            "TK0000005"
+        ]
+    );
+    let log = server.log.to_path("/tickets");
+    assert_rest_call(&log[0], "GET", "/tickets");
+    assert_eq!(log[0].query, "page=1");
+    assert_eq!(
+        log[2].query,
+        "page=1&date_from=2024-01-01&date_to=2024-01-01&status=pending"
+    );
+    let bad = tickets
+        .list(&TicketQuery {
+            page_token: Some("next".into()),
+            ..TicketQuery::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code, ErrorCode::InvalidArgument);
+
+    // Create.
+    let created = tickets
+        .create(&NewTicket {
+            message: "My order did not arrive".into(),
+            requester: Participant {
+                id: "ann@example.org".into(),
+                name: Some("Ann".into()),
+                email: Some("ann@example.org".into()),
+                ..Participant::default()
+            },
+            subject: "Order 1042".into(),
+            assignee_id: Some("agent0@example.com".into()),
+            source_kind: Some("mail".into()),
+            source_url: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(created.external_id, "TK0000060");
+    assert_eq!(created.subject, "Order 1042");
+    assert_eq!(created.assignee.as_ref().unwrap().id, "agent0@example.com");
+    let post = server.log.to_path("/tickets").pop().unwrap();
+    assert_rest_call(&post, "POST", "/tickets");
+    assert_eq!(
+        post.json(),
+        json!({
+            "message": "My order did not arrive",
+            "requester": {"mail": "ann@example.org", "name": "Ann"},
+            "subject": "Order 1042",
+            "assignee": {"id": "agent0@example.com"},
+            "source": {"type": "mail"}
+        })
+    );
+
+    // Get.
+    let got = tickets.get("TK0000060").await.unwrap();
+    assert_eq!(got, created);
+    assert_rest_call(
+        &server.log.all().pop().unwrap(),
+        "GET",
+        "/tickets/TK0000060",
+    );
+    let missing = tickets.get("NOPE").await.unwrap_err();
+    assert_eq!(missing.code, ErrorCode::NotFound);
+
+    // Update without a requester: the connector resends the ticket's own e-mail.
+    let updated = tickets
+        .update(
+            "TK0000060",
+            &TicketChange {
+                status: Some(TicketStatus::Solved),
+                message: Some("Refunded".into()),
+                tags: Some(vec!["refund".into()]),
+                ..TicketChange::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.status, TicketStatus::Solved);
+    assert_eq!(updated.tags, ["refund"]);
+    assert_eq!(updated.events.len(), 2);
+    let all = server.log.all();
+    let put = all.last().unwrap();
+    assert_rest_call(&all[all.len() - 2], "GET", "/tickets/TK0000060");
+    assert_rest_call(put, "PUT", "/tickets/TK0000060");
+    assert_eq!(
+        put.json(),
+        json!({
+            "requester": {"mail": "ann@example.org", "name": "Ann"},
+            "message": "Refunded",
+            "status": "solved",
+            "tags": ["refund"]
+        })
+    );
+    assert_eq!(fake.snapshot().tickets["TK0000060"].status, "solved");
+}
+
+#[tokio::test]
+async fn agent_operations_reach_the_rest_api() {
+    let fake = FakeLiveChat::new().with_agents(1);
+    let server = fake.start().await.unwrap();
+    let connector = connector(&config(&server, API_KEY));
+    let agents = connector.agents().unwrap();
+
+    let listed = agents.list().await.unwrap();
+    assert_eq!(
+        listed.iter().map(|a| a.login.as_str()).collect::<Vec<_>>(),
+        [LOGIN, "agent0@example.com"]
+    );
+    assert_rest_call(&server.log.all()[0], "GET", "/agents");
+
+    let created = agents
+        .create(&NewAgent {
+            login: "new.agent@example.com".into(),
+            name: "New Agent".into(),
+            permission: Some("administrator".into()),
+            password: Some("s3cret".into()),
+            max_chats_count: Some(3),
+            ..NewAgent::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(created.job_title.as_deref(), Some("Support Agent"));
+    assert_eq!(created.max_chats_count, Some(3));
+    let post = server.log.all().pop().unwrap();
+    assert_rest_call(&post, "POST", "/agents");
+    assert_eq!(
+        post.json(),
+        json!({
+            "login": "new.agent@example.com",
+            "name": "New Agent",
+            "job_title": "Support Agent",
+            "permission": "administrator",
+            "password": "s3cret",
+            "max_chats_count": 3
+        })
+    );
+    let again = agents
+        .create(&NewAgent {
+            login: "new.agent@example.com".into(),
+            name: "Again".into(),
+            ..NewAgent::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code, ErrorCode::AlreadyExists, "{again}");
+
+    agents.delete("new.agent@example.com").await.unwrap();
+    assert_rest_call(
+        &server.log.all().pop().unwrap(),
+        "DELETE",
+        "/agents/new.agent@example.com",
+    );
+    assert!(
+        !fake
+            .snapshot()
+            .agents
+            .iter()
+            .any(|a| a.login == "new.agent@example.com")
+    );
+    let gone = agents.delete("new.agent@example.com").await.unwrap_err();
+    assert_eq!(gone.code, ErrorCode::NotFound);
+}
+
+#[tokio::test]
+async fn bad_agents_and_tickets_are_refused_without_calling_the_vendor() {
+    let fake = FakeLiveChat::new();
+    let server = fake.start().await.unwrap();
+    let connector = connector(&config(&server, API_KEY));
+    let agents = connector.agents().unwrap();
+    let good = NewAgent {
+        login: "ok@example.com".into(),
+        name: "Ok".into(),
+        ..NewAgent::default()
+    };
+    let bad = [
+        NewAgent {
+            login: "not-an-email".into(),
+            ..good.clone()
+        },
+        NewAgent {
+            name: "  ".into(),
+            ..good.clone()
+        },
+        NewAgent {
+            password: Some("1234".into()),
+            ..good.clone()
+        },
+        NewAgent {
+            permission: Some("superuser".into()),
+            ..good.clone()
+        },
+        NewAgent {
+            login_status: Some("online".into()),
+            ..good.clone()
+        },
+        NewAgent {
+            max_chats_count: Some(-2),
+            ..good.clone()
+        },
+    ];
+    for agent in &bad {
+        let err = agents.create(agent).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidArgument, "{agent:?}");
+        assert!(
+            err.message.contains(": use") || err.message.contains(": give"),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        agents.delete("nobody").await.unwrap_err().code,
+        ErrorCode::InvalidArgument
+    );
+    let tickets = connector.tickets().unwrap();
+    let no_mail = NewTicket {
+        message: "help".into(),
+        requester: Participant {
+            id: "ann".into(),
+            ..Participant::default()
+        },
+        ..NewTicket::default()
+    };
+    assert_eq!(
+        tickets.create(&no_mail).await.unwrap_err().code,
+        ErrorCode::InvalidArgument
+    );
+    let no_message = NewTicket {
+        message: " ".into(),
+        requester: Participant {
+            id: "ann@example.org".into(),
+            ..Participant::default()
+        },
+        ..NewTicket::default()
+    };
+    assert_eq!(
+        tickets.create(&no_message).await.unwrap_err().code,
+        ErrorCode::InvalidArgument
+    );
+    assert_eq!(
+        tickets
+            .update("TK1", &TicketChange::default())
+            .await
+            .unwrap_err()
+            .code,
+        ErrorCode::InvalidArgument
+    );
+    assert!(server.log.is_empty(), "{:?}", server.log.all());
+}
+
+#[test]
+fn the_plugin_registers_its_connector_and_refuses_a_connection_without_credentials() {
+    let registry = switchboard_core::Registry::from_inventory().unwrap();
+    let plugin = registry.get("livechat").unwrap();
+    let build = plugin.connector.expect("livechat has a connector");
+    let bare = ConnectionConfig::new(connection_id(), "livechat");
+    let err = build(&bare).unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidArgument);
+    assert!(
+        err.message.contains("`login`") && err.message.contains("`api_key`"),
+        "{err}"
+    );
+    // Webhooks still work for that connection.
+    let mut unverified = bare;
+    unverified.verify = false;
+    assert!((plugin.webhook.unwrap())(&unverified).is_ok());
+}
