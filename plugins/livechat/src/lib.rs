@@ -1,4 +1,6 @@
-//! Switchboard plugin for [LiveChat](https://www.livechat.com/) webhooks.
+//! Switchboard plugin for [LiveChat](https://www.livechat.com/): webhooks, and a connector
+//! ([`LiveChatConnector`]: archive sync through the Agent Chat API's `list_archives`, tickets and
+//! agents through the REST API v2; see the README for its settings and cursor).
 //!
 //! One connection accepts both formats LiveChat has sent; the body tells them apart.
 //!
