@@ -461,4 +461,65 @@ mod tests {
         );
         store.close().await.expect("close");
     }
+
+    /// Log lines captured in memory.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn json_logs_of_a_webhook_carry_its_request_id_and_connection() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || writer.clone())
+            .finish();
+        // The test runtime is single-threaded, so the thread's default covers the handler.
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("store");
+        let router = router(HttpState {
+            store: store.clone(),
+            connections: Connections::default(),
+            body_limit: 1024,
+        });
+        let request = Request::post("/webhooks/nowhere")
+            .header("x-request-id", "log-req-3")
+            .body(Body::from("{}"))
+            .expect("request");
+        let (status, _, _) = call(&router, request).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        store.close().await.expect("close");
+
+        let text = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("UTF-8");
+        let refused: Vec<serde_json::Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("every line is JSON"))
+            .filter(|line: &serde_json::Value| line["fields"]["message"] == "webhook refused")
+            .collect();
+        assert_eq!(refused.len(), 1, "{text}");
+        let line = &refused[0];
+        assert_eq!(line["fields"]["outcome"], "not_found", "{line}");
+        let spans = line["spans"].as_array().expect("span list");
+        assert!(
+            spans.iter().any(|s| s["request_id"] == "log-req-3"),
+            "{line}"
+        );
+        assert!(spans.iter().any(|s| s["connection"] == "nowhere"), "{line}");
+    }
 }
