@@ -161,6 +161,9 @@ pub struct ConnectionSection {
     pub secrets: BTreeMap<String, Secret>,
     /// Calls allowed to the vendor's API per window (default: the vendor's documented limit).
     pub rate_limit: Option<RateLimit>,
+    /// Pull the vendor's history every this many seconds while serving (default: never; the
+    /// connection must have a connector with its credentials configured).
+    pub sync_interval_secs: Option<u64>,
 }
 
 fn yes() -> bool {
@@ -188,6 +191,8 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// TLS for both front doors; `None` serves plain text.
     pub tls: Option<TlsConfig>,
+    /// Periodic pull sync: the interval of each connection that has one.
+    pub sync_intervals: BTreeMap<ConnectionId, Duration>,
 }
 
 /// API keys and the bind policy.
@@ -364,6 +369,7 @@ impl Default for ServerConfig {
             security: SecurityConfig::default(),
             limits: Limits::default(),
             tls: None,
+            sync_intervals: BTreeMap::new(),
         }
     }
 }
@@ -468,6 +474,7 @@ impl ServerConfig {
             .filter(|(k, _)| k.starts_with(SECRET_ENV_PREFIX))
             .collect();
         let mut connections: Vec<ConnectionConfig> = Vec::new();
+        let mut sync_intervals = BTreeMap::new();
         for section in file.connections {
             let id = ConnectionId::new(section.id.clone())
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?;
@@ -489,6 +496,17 @@ impl ServerConfig {
                 return Err(ConfigError::Invalid(format!(
                     "connection {id}: rate_limit needs calls > 0 and per_seconds > 0"
                 )));
+            }
+            match section.sync_interval_secs {
+                Some(0) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "connection {id}: sync_interval_secs must be at least 1; leave it out for no periodic sync"
+                    )));
+                }
+                Some(secs) => {
+                    sync_intervals.insert(id.clone(), Duration::from_secs(secs));
+                }
+                None => {}
             }
             let mut config = ConnectionConfig::new(id.clone(), section.vendor);
             config.verify = section.verify;
@@ -530,6 +548,7 @@ impl ServerConfig {
                 cert: t.cert,
                 key: t.key,
             }),
+            sync_intervals,
         })
     }
 }
@@ -725,5 +744,19 @@ mod tests {
         assert_eq!(config.connections[0].id.as_str(), "acme");
         assert!(!config.connections[0].verify);
         assert_eq!(config.http_addr.to_string(), DEFAULT_HTTP_ADDR);
+    }
+
+    #[test]
+    fn sync_intervals_are_read_per_connection_and_zero_is_refused() {
+        let text = "[[connections]]\nid = \"a\"\nvendor = \"acme\"\nsync_interval_secs = 900\n\n[[connections]]\nid = \"b\"\nvendor = \"acme\"\n";
+        let config = ServerConfig::from_toml(text, &registry(), []).unwrap();
+        let a = ConnectionId::new("a").unwrap();
+        assert_eq!(config.sync_intervals.len(), 1);
+        assert_eq!(config.sync_intervals[&a], Duration::from_secs(900));
+        let zero = text.replace("900", "0");
+        let err = ServerConfig::from_toml(&zero, &registry(), [])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sync_interval_secs"), "{err}");
     }
 }

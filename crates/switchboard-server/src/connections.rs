@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tracing::warn;
 
@@ -26,7 +27,7 @@ pub struct Connection {
     /// configured): webhooks still work, pull sync and vendor tickets do not.
     pub connector_error: Option<String>,
     /// How often `serve` syncs this connection on its own (`None`: only on request).
-    pub sync_interval: Option<std::time::Duration>,
+    pub sync_interval: Option<Duration>,
 }
 
 impl fmt::Debug for Connection {
@@ -49,7 +50,12 @@ impl Connections {
     /// refuses stops start-up with the plugin's reason; a refused connector only disables pull
     /// sync and vendor tickets for that connection (webhooks need no API credentials), with a
     /// warning and the reason shown by `ListConnections`.
-    pub fn build(configs: &[ConnectionConfig], registry: &Registry) -> Result<Self, Error> {
+    /// `sync_intervals` gives the periodic sync interval of the connections that have one.
+    pub fn build(
+        configs: &[ConnectionConfig],
+        registry: &Registry,
+        sync_intervals: &BTreeMap<ConnectionId, Duration>,
+    ) -> Result<Self, Error> {
         let mut by_id = BTreeMap::new();
         for config in configs {
             let plugin = registry.get(&config.vendor).ok_or_else(|| {
@@ -82,7 +88,7 @@ impl Connections {
                     webhook,
                     connector,
                     connector_error,
-                    sync_interval: None,
+                    sync_interval: sync_intervals.get(&config.id).copied(),
                 }),
             );
         }

@@ -80,7 +80,12 @@ pub struct RunningServer {
     shutdown: watch::Sender<bool>,
     http: JoinHandle<Result<(), std::io::Error>>,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
+    syncs: Vec<JoinHandle<()>>,
 }
+
+/// How long shutdown waits for periodic syncs to finish their page in flight before it stops
+/// them (a stopped page is simply pulled again next time: its cursor was not saved).
+const SYNC_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Opens the store, builds the connections, binds both front doors and starts serving.
 ///
@@ -124,8 +129,8 @@ pub async fn start(
         }
         None => None,
     };
-    let connections =
-        Connections::build(&config.connections, registry).map_err(ServerError::Connection)?;
+    let connections = Connections::build(&config.connections, registry, &config.sync_intervals)
+        .map_err(ServerError::Connection)?;
     let store = Store::open(&config.data_dir)?;
     let http_listener = TcpListener::bind(config.http_addr)
         .await
@@ -196,13 +201,21 @@ pub async fn start(
         }
     };
 
+    let sync_runner = sync::SyncRunner::default();
+    let syncs = sync::spawn_periodic(
+        &sync_runner,
+        &store,
+        connections.iter().cloned(),
+        &shutdown_rx,
+    );
     let service = grpc::SwitchboardService::new(
         store.clone(),
         connections,
         registry.vendors(),
         shutdown_rx.clone(),
         grpc::StreamOptions::default(),
-    );
+    )
+    .with_sync_runner(sync_runner.clone());
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<SwitchboardServer<grpc::SwitchboardService>>()
@@ -259,6 +272,7 @@ pub async fn start(
         shutdown,
         http,
         grpc,
+        syncs,
     })
 }
 
@@ -267,6 +281,11 @@ impl RunningServer {
     /// after its data is durable or not at all), ends streams, and closes the store.
     pub async fn shutdown(self) -> Result<(), ServerError> {
         let _ = self.shutdown.send(true);
+        for mut task in self.syncs {
+            if tokio::time::timeout(SYNC_DRAIN, &mut task).await.is_err() {
+                task.abort();
+            }
+        }
         match self.http.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(ServerError::Serve("http", e.to_string())),
