@@ -32,7 +32,14 @@ fn every_shipped_plugin_is_registered_in_the_binary() {
 fn help_explains_every_command() {
     let output = Command::new(BIN).arg("--help").output().unwrap();
     let text = String::from_utf8(output.stdout).unwrap();
-    for command in ["serve", "tail", "conversations", "connections", "plugins"] {
+    for command in [
+        "serve",
+        "tail",
+        "conversations",
+        "connections",
+        "plugins",
+        "keys",
+    ] {
         assert!(text.contains(command), "--help lacks {command}: {text}");
     }
     let output = Command::new(BIN)
@@ -40,8 +47,19 @@ fn help_explains_every_command() {
         .output()
         .unwrap();
     let text = String::from_utf8(output.stdout).unwrap();
-    for flag in ["--config", "--data-dir", "--http-addr", "--grpc-addr"] {
+    for flag in [
+        "--config",
+        "--data-dir",
+        "--http-addr",
+        "--grpc-addr",
+        "--allow-unauthenticated",
+    ] {
         assert!(text.contains(flag), "serve --help lacks {flag}: {text}");
+    }
+    let output = Command::new(BIN).args(["tail", "--help"]).output().unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    for flag in ["--api-key", "SWITCHBOARD_API_KEY", "--ca-cert"] {
+        assert!(text.contains(flag), "tail --help lacks {flag}: {text}");
     }
 }
 
