@@ -309,6 +309,14 @@ impl VendorRequest {
             match inner.limiter.acquire_by(deadline).await {
                 Ok(waited) => {
                     if !waited.is_zero() {
+                        debug!(
+                            connection = %inner.connection,
+                            vendor = %inner.vendor,
+                            method = %self.method,
+                            path = %self.path,
+                            waited_ms = millis(waited),
+                            "vendor api call waited for the rate limit"
+                        );
                         metrics::counter!(
                             "switchboard_vendor_rate_limited_waits_total",
                             "connection" => inner.connection.clone(),
@@ -528,17 +536,22 @@ fn final_status_error(
     )
 }
 
-/// `Retry-After` as a wait: delta-seconds or an HTTP date (a past date is no wait).
+/// The longest `Retry-After` taken at its word; a longer one is cut to this.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// `Retry-After` as a wait: delta-seconds or an HTTP date (a past date is no wait), at most
+/// [`MAX_RETRY_AFTER`].
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(
-        at.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
+    let wait = match value.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            let at = httpdate::parse_http_date(value).ok()?;
+            at.duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// Full jitter: a random wait in `[0, min(max, initial * 2^(attempt - 1))]`.
@@ -621,6 +634,10 @@ mod tests {
             HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
         );
         assert_eq!(retry_after(&headers), Some(Duration::ZERO));
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("99999999999999999"));
+        assert_eq!(retry_after(&headers), Some(MAX_RETRY_AFTER));
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("-3"));
+        assert_eq!(retry_after(&headers), None);
         headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&headers), None);
     }

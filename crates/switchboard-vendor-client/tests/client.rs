@@ -534,3 +534,38 @@ fn settings_with_a_bad_base_url_are_refused() {
         error.message
     );
 }
+
+#[tokio::test]
+async fn a_retry_after_beyond_the_deadline_stops_at_once_and_holds_back_every_clone() {
+    let server = server().await;
+    server.faults.push(Fault::too_many_requests(100));
+    let client = client_with(&server.base_url(), |s| {
+        s.deadline = Duration::from_secs(5);
+    });
+    let started = Instant::now();
+    let error = client
+        .request(Method::GET, "/ping")
+        .send()
+        .await
+        .expect_err("waiting 100 s would pass the deadline");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "it does not wait"
+    );
+    assert_eq!(error.code, ErrorCode::ResourceExhausted);
+    assert!(
+        error.message.contains("retry after 100 s"),
+        "{}",
+        error.message
+    );
+    // The vendor asked for 100 s of quiet: another part of the connector does not call either.
+    let error = client
+        .clone()
+        .request(Method::GET, "/api/v2/echo")
+        .send()
+        .await
+        .expect_err("held back");
+    assert_eq!(error.code, ErrorCode::ResourceExhausted);
+    assert!(error.message.contains("Retry-After"), "{}", error.message);
+    assert_eq!(server.log.len(), 1);
+}
