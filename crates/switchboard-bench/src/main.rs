@@ -6,6 +6,8 @@
 //!   no verification, no parsing.
 //! - `replay`: one `StreamEvents` subscriber reading a preloaded log from the beginning.
 //! - `query`: `ListConversations` and `GetConversation` over preloaded conversations.
+//! - `fanout`: 100 `StreamEvents` subscribers tailing while 2,000 webhooks/s arrive.
+//! - `growth`: ingest and query figures at 10k, 100k and 1M conversations.
 //!
 //! Run in release mode: `cargo run --release -p switchboard-bench -- ingest --with-floor`.
 
@@ -15,6 +17,8 @@ use switchboard_plugin_livetex as _;
 use switchboard_plugin_smartsupp as _;
 use switchboard_plugin_tencent as _;
 
+mod fanout;
+mod growth;
 mod load;
 mod scenarios;
 mod workload;
@@ -61,6 +65,34 @@ enum Scenario {
         #[arg(long, default_value_t = 2000)]
         calls: u64,
     },
+    /// StreamEvents subscribers tailing while webhooks arrive at a fixed rate: acknowledgement
+    /// to receipt latency, and whether every subscriber received every event.
+    Fanout {
+        /// StreamEvents subscribers, each on its own gRPC connection.
+        #[arg(long, default_value_t = 100)]
+        subscribers: usize,
+        /// Webhooks per second (open loop).
+        #[arg(long, default_value_t = 2000)]
+        rate: u64,
+        /// Seconds of sending.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// HTTP keep-alive connections the webhooks are spread over.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+    },
+    /// Ingest throughput and query latency as one store grows through the levels.
+    Growth {
+        /// Conversation counts, increasing, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [10_000u64, 100_000, 1_000_000])]
+        levels: Vec<u64>,
+        /// Measured seconds of ingest at each level.
+        #[arg(long, default_value_t = 3)]
+        ingest_seconds: u64,
+        /// Calls of each query RPC at each level.
+        #[arg(long, default_value_t = 500)]
+        calls: u64,
+    },
     /// (internal) Preloads events for `replay` in a separate process.
     #[command(hide = true)]
     PreloadEvents {
@@ -74,6 +106,9 @@ enum Scenario {
     PreloadConversations {
         #[arg(long)]
         dir: PathBuf,
+        /// The first conversation number to append (the ones before are there already).
+        #[arg(long, default_value_t = 0)]
+        from: u64,
         #[arg(long)]
         conversations: u64,
     },
@@ -127,13 +162,36 @@ async fn main() -> anyhow::Result<()> {
         Scenario::PreloadEvents { dir, events } => {
             scenarios::preload_events(&dir, events).await?;
         }
-        Scenario::PreloadConversations { dir, conversations } => {
-            scenarios::preload_conversations(&dir, conversations).await?;
+        Scenario::PreloadConversations {
+            dir,
+            from,
+            conversations,
+        } => {
+            scenarios::preload_conversations(&dir, from, conversations).await?;
         }
         Scenario::Query {
             conversations,
             calls,
         } => scenarios::query(conversations, calls).await?,
+        Scenario::Fanout {
+            subscribers,
+            rate,
+            seconds,
+            connections,
+        } => {
+            fanout::fanout(fanout::FanoutArgs {
+                subscribers,
+                rate,
+                seconds,
+                connections,
+            })
+            .await?;
+        }
+        Scenario::Growth {
+            levels,
+            ingest_seconds,
+            calls,
+        } => growth::growth(&levels, ingest_seconds, calls).await?,
     }
     Ok(())
 }

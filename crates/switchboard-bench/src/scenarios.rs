@@ -1,5 +1,6 @@
 //! The scenarios and their shared setup.
 
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,12 +15,9 @@ use switchboard_core::{
 };
 use switchboard_proto::v1;
 use switchboard_proto::v1::switchboard_client::SwitchboardClient;
-use switchboard_proto::v1::switchboard_server::SwitchboardServer;
-use switchboard_server::grpc::SwitchboardService;
-use switchboard_server::{Connections, RunningServer, ServerConfig};
+use switchboard_server::{RunningServer, ServerConfig};
 use switchboard_store::{AppendRequest, ConversationQuery, Store};
 use tonic::transport::Channel;
-use tonic::transport::server::TcpIncoming;
 
 use crate::LoadArgs;
 use crate::load::{self, Stats};
@@ -39,7 +37,7 @@ pub fn cpu_model() -> String {
 }
 
 /// This process's resident memory (`VmRSS`), in MiB.
-fn rss_mib() -> f64 {
+pub(crate) fn rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|text| {
@@ -52,7 +50,10 @@ fn rss_mib() -> f64 {
 
 /// Starts the real server on `127.0.0.1:0` over `data_dir` with the workload's connections
 /// (verification on).
-async fn start_server(registry: &Registry, data_dir: &Path) -> anyhow::Result<RunningServer> {
+pub(crate) async fn start_server(
+    registry: &Registry,
+    data_dir: &Path,
+) -> anyhow::Result<RunningServer> {
     let config = ServerConfig {
         data_dir: data_dir.to_owned(),
         http_addr: "127.0.0.1:0".parse()?,
@@ -60,23 +61,26 @@ async fn start_server(registry: &Registry, data_dir: &Path) -> anyhow::Result<Ru
         body_limit: switchboard_server::config::DEFAULT_BODY_LIMIT,
         connections: workload::connections(),
         embedded_default: false,
+        ..ServerConfig::default()
     };
     Ok(switchboard_server::start(config, registry).await?)
 }
 
-async fn grpc_client(server: &RunningServer) -> anyhow::Result<SwitchboardClient<Channel>> {
+pub(crate) async fn grpc_client(
+    server: &RunningServer,
+) -> anyhow::Result<SwitchboardClient<Channel>> {
     let url = format!("http://{}", server.grpc_addr);
     Ok(SwitchboardClient::connect(url).await?)
 }
 
-fn setup() -> anyhow::Result<(Registry, Arc<Vec<Template>>, tempfile::TempDir)> {
+pub(crate) fn setup() -> anyhow::Result<(Registry, Arc<Vec<Template>>, tempfile::TempDir)> {
     let registry = Registry::from_inventory()?;
     let templates = Arc::new(workload::templates(&registry)?);
     let dir = tempfile::tempdir().context("cannot create a temp dir; check TMPDIR")?;
     Ok((registry, templates, dir))
 }
 
-fn mean_events(templates: &[Template]) -> f64 {
+pub(crate) fn mean_events(templates: &[Template]) -> f64 {
     templates.iter().map(|t| t.events.len()).sum::<usize>() as f64 / templates.len() as f64
 }
 
@@ -97,58 +101,8 @@ pub async fn ingest(args: LoadArgs) -> anyhow::Result<f64> {
     let (registry, templates, dir) = setup()?;
     print_workload(&templates, args);
     let server = start_server(&registry, &dir.path().join("data")).await?;
-    let base = format!("http://{}", server.http_addr);
-    let clients = (0..args.connections)
-        .map(|_| {
-            reqwest::Client::builder()
-                .no_proxy()
-                .http1_only()
-                .pool_max_idle_per_host(1)
-                .build()
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let clients = Arc::new(clients);
     let head_before = server.store.head().0;
-    let op_templates = templates.clone();
-    let stats = load::drive(
-        args.connections,
-        Duration::from_secs(args.warmup),
-        Duration::from_secs(args.seconds),
-        move |worker, n| {
-            let index = (n % op_templates.len() as u64) as usize;
-            let template = &op_templates[index];
-            let rendered = template.render(n);
-            let mut request = clients[worker].post(rendered.url(&base, template.vendor));
-            if !rendered
-                .headers
-                .iter()
-                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-            {
-                request = request.header("content-type", "application/json");
-            }
-            for (name, value) in &rendered.headers {
-                request = request.header(name, value);
-            }
-            let request = request.body(rendered.body);
-            async move {
-                let response = request.send().await.map_err(|e| {
-                    if e.is_connect() {
-                        "connect error".to_owned()
-                    } else {
-                        "transport error".to_owned()
-                    }
-                })?;
-                let status = response.status();
-                let _ = response.bytes().await;
-                if status == reqwest::StatusCode::OK {
-                    Ok(())
-                } else {
-                    Err(format!("HTTP {}", status.as_u16()))
-                }
-            }
-        },
-    )
-    .await;
+    let stats = ingest_load(&server, &templates, args).await?;
     let appended = server.store.head().0 - head_before;
     load::print_table(
         "ingest: durable webhooks over HTTP (verify + parse + group commit + fsync)",
@@ -158,6 +112,83 @@ pub async fn ingest(args: LoadArgs) -> anyhow::Result<f64> {
     print_appended(appended, &stats, &templates);
     server.shutdown().await?;
     Ok(stats.rate())
+}
+
+/// One HTTP/1.1 keep-alive client per connection, as a vendor's delivery worker would hold.
+pub(crate) fn http_clients(connections: usize) -> anyhow::Result<Arc<Vec<reqwest::Client>>> {
+    let clients = (0..connections)
+        .map(|_| {
+            reqwest::Client::builder()
+                .no_proxy()
+                .http1_only()
+                .pool_max_idle_per_host(1)
+                .build()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Arc::new(clients))
+}
+
+/// Posts webhook `n` (the template `n` picks, made unique by `n`) with `client`; `Ok` only for
+/// `200`. `request_id` goes into `X-Request-Id`.
+pub(crate) fn post_webhook(
+    client: &reqwest::Client,
+    base: &str,
+    templates: &[Template],
+    n: u64,
+    request_id: Option<String>,
+) -> impl Future<Output = Result<(), String>> + Send + use<> {
+    let index = (n % templates.len() as u64) as usize;
+    let template = &templates[index];
+    let rendered = template.render(n);
+    let mut request = client.post(rendered.url(base, template.vendor));
+    if !rendered
+        .headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    {
+        request = request.header("content-type", "application/json");
+    }
+    for (name, value) in &rendered.headers {
+        request = request.header(name, value);
+    }
+    if let Some(id) = request_id {
+        request = request.header("x-request-id", id);
+    }
+    let request = request.body(rendered.body);
+    async move {
+        let response = request.send().await.map_err(|e| {
+            if e.is_connect() {
+                "connect error".to_owned()
+            } else {
+                "transport error".to_owned()
+            }
+        })?;
+        let status = response.status();
+        let _ = response.bytes().await;
+        if status == reqwest::StatusCode::OK {
+            Ok(())
+        } else {
+            Err(format!("HTTP {}", status.as_u16()))
+        }
+    }
+}
+
+/// The closed-loop webhook load of `ingest` against a running server.
+pub(crate) async fn ingest_load(
+    server: &RunningServer,
+    templates: &Arc<Vec<Template>>,
+    args: LoadArgs,
+) -> anyhow::Result<Stats> {
+    let base = format!("http://{}", server.http_addr);
+    let clients = http_clients(args.connections)?;
+    let templates = templates.clone();
+    Ok(load::drive(
+        args.connections,
+        Duration::from_secs(args.warmup),
+        Duration::from_secs(args.seconds),
+        move |worker, n| post_webhook(&clients[worker], &base, &templates, n, None),
+    )
+    .await)
 }
 
 fn print_appended(appended: u64, stats: &Stats, templates: &[Template]) {
@@ -270,7 +301,7 @@ async fn preload(
 
 /// Runs this binary again with `args` (a hidden preload subcommand), so that the preload's
 /// memory is not counted in the server's resident memory.
-fn in_child(args: &[&str]) -> anyhow::Result<()> {
+pub(crate) fn in_child(args: &[&str]) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find this binary to run the preload")?;
     let status = std::process::Command::new(exe).args(args).status()?;
     anyhow::ensure!(status.success(), "the preload {args:?} failed: {status}");
@@ -373,6 +404,27 @@ pub async fn replay(events: u64) -> anyhow::Result<()> {
         rss_mib()
     );
     drop(stream);
+
+    // Diagnostic: the store's part alone, read as StreamEvents reads it (batches of 256).
+    let store = server.store.clone();
+    let (read, elapsed) = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let mut after = switchboard_core::Sequence::ZERO;
+        let mut read = 0u64;
+        loop {
+            let batch = store.read_events(after, 256)?;
+            let Some(last) = batch.last() else { break };
+            after = last.sequence;
+            read += batch.len() as u64;
+        }
+        Ok::<_, switchboard_store::StoreError>((read, started.elapsed()))
+    })
+    .await??;
+    println!(
+        "  {:<14} {:>14.0} events/s (diagnostic: Store::read_events alone, batches of 256, {read} events, no gRPC)",
+        "store alone",
+        read as f64 / elapsed.as_secs_f64()
+    );
     server.shutdown().await?;
     Ok(())
 }
@@ -425,19 +477,26 @@ fn proto_time(secs: i64) -> prost_types::Timestamp {
     }
 }
 
-/// Appends `conversations` ChatStarted events spread over 4 vendors and one year.
-pub async fn preload_conversations(data_dir: &Path, conversations: u64) -> anyhow::Result<()> {
+/// Appends ChatStarted events for conversations `from..conversations` (`conv-<n>`), spread
+/// over 4 vendors and one year by `n / conversations`.
+pub async fn preload_conversations(
+    data_dir: &Path,
+    from: u64,
+    conversations: u64,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(from <= conversations, "--from is past --conversations");
     let store = Store::open(data_dir)?;
-    let load_time = preload(&store, conversations, 2000, |n| {
-        chat_started(n, conversations)
+    let load_time = preload(&store, conversations - from, 2000, |n| {
+        chat_started(from + n, conversations)
     })
     .await?;
     let count = store.conversation_count()?;
     store.close().await?;
     println!(
-        "preloaded {count} conversations in {:.1} s ({:.0}/s in batches of 2000, separate process)",
+        "preloaded {} conversations in {:.1} s ({:.0}/s in batches of 2000, separate process); {count} in the store",
+        conversations - from,
         load_time.as_secs_f64(),
-        count as f64 / load_time.as_secs_f64()
+        (conversations - from) as f64 / load_time.as_secs_f64()
     );
     Ok(())
 }
@@ -463,11 +522,7 @@ pub async fn query(conversations: u64, calls: u64) -> anyhow::Result<()> {
     let (list, get) = query_calls(shipped, conversations, calls).await?;
     print_queries("the server as shipped", calls, &list, &get);
 
-    // Diagnostics: the same gRPC service over the same store, served with TCP_NODELAY on the
-    // accepted sockets; and the store calls alone, without gRPC.
-    let nodelay = nodelay_service(&registry, &server).await?;
-    let (list, get) = query_calls(nodelay, conversations, calls).await?;
-    print_queries("diagnostic: same service, TCP_NODELAY", calls, &list, &get);
+    // Diagnostic: the store calls alone, without gRPC.
     let (list, get) = store_calls(&server.store, conversations, calls)?;
     print_queries("diagnostic: Store calls alone, no gRPC", calls, &list, &get);
 
@@ -504,7 +559,7 @@ fn random_id(rng: &mut impl Rng, conversations: u64) -> String {
 
 /// `calls` ListConversations (first page of 50, one vendor, a 30-day started range) and
 /// `calls` GetConversation (random id, full view), one at a time.
-async fn query_calls(
+pub(crate) async fn query_calls(
     mut client: SwitchboardClient<Channel>,
     conversations: u64,
     calls: u64,
@@ -579,32 +634,4 @@ fn print_queries(label: &str, calls: u64, list: &Histogram<u64>, get: &Histogram
     load::print_latency(list);
     println!("== query ({label}): GetConversation by random id, full view, {calls} calls");
     load::print_latency(get);
-}
-
-/// Serves the server's gRPC service a second time over the same store, with TCP_NODELAY on
-/// accepted sockets (which `serve_with_incoming` does not set), and connects to it.
-async fn nodelay_service(
-    registry: &Registry,
-    server: &RunningServer,
-) -> anyhow::Result<SwitchboardClient<Channel>> {
-    let connections = Connections::build(&workload::connections(), registry)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let service = SwitchboardService::new(
-        server.store.clone(),
-        connections,
-        registry.vendors(),
-        stopped,
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    tokio::spawn(async move {
-        let _keep_open = stop;
-        tonic::transport::Server::builder()
-            .add_service(SwitchboardServer::new(service))
-            .serve_with_incoming(incoming)
-            .await
-    });
-    Ok(SwitchboardClient::connect(format!("http://{addr}")).await?)
 }
