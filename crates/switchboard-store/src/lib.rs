@@ -415,6 +415,19 @@ impl Store {
         }
     }
 
+    /// Like [`Store::read_events`], but only from the in-memory tail cache: `Some` when the
+    /// cache holds the whole range `after + 1 ..= min(after + limit, head)` (what a subscriber
+    /// tailing the log reads), `None` when the range must be read from sled (then call
+    /// [`Store::read_events`] on a blocking thread). Never touches the disk, so it is fine on
+    /// an async worker. `Some(empty)` when `after` is at or past the head.
+    pub fn read_events_cached(&self, after: Sequence, limit: usize) -> Option<Vec<Event>> {
+        let head = self.head();
+        if after >= head || limit == 0 {
+            return Some(Vec::new());
+        }
+        self.inner.tail.read(after, limit, head)
+    }
+
     /// A conversation by id.
     pub fn get_conversation(
         &self,

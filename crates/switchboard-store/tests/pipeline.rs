@@ -195,6 +195,14 @@ async fn the_tail_cache_serves_exactly_what_sled_holds() {
     }
     let all = store.read_events(Sequence::ZERO, usize::MAX).unwrap();
     assert_eq!(all.len() as u64, head.0);
+    // The cache-only read: the same newest events, nothing older, nothing past the head.
+    assert_eq!(
+        store.read_events_cached(Sequence(head.0 - 50), 100),
+        Some(cached.clone())
+    );
+    assert_eq!(store.read_events_cached(Sequence(head.0 - 51), 100), None);
+    assert_eq!(store.read_events_cached(Sequence(0), 10), None);
+    assert_eq!(store.read_events_cached(head, 10), Some(Vec::new()));
     store.close().await.unwrap();
     drop(store);
 
