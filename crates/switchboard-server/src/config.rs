@@ -727,12 +727,14 @@ mod tests {
         config.security.allow_unverified_webhooks = true;
         config.check_exposure().unwrap();
         // Verified connections may take webhooks anywhere: the vendor's secret authenticates.
-        let mut config = ServerConfig::default();
-        config.http_addr = any;
-        config.connections = vec![ConnectionConfig::new(
-            ConnectionId::new("acme").unwrap(),
-            "acme",
-        )];
+        let config = ServerConfig {
+            http_addr: any,
+            connections: vec![ConnectionConfig::new(
+                ConnectionId::new("acme").unwrap(),
+                "acme",
+            )],
+            ..ServerConfig::default()
+        };
         config.check_exposure().unwrap();
     }
 

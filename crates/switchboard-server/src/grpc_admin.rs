@@ -322,7 +322,8 @@ mod tests {
 
     #[test]
     fn invalid_agents_are_refused_with_the_field_named() {
-        let cases: Vec<(fn(&mut v1::CreateAgent), &str)> = vec![
+        type Case = (fn(&mut v1::CreateAgent), &'static str);
+        let cases: Vec<Case> = vec![
             (|c| c.login = "jane".to_owned(), "create.login"),
             (|c| c.login = "a b@example.com".to_owned(), "create.login"),
             (|c| c.name = " ".to_owned(), "create.name"),
