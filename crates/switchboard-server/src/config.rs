@@ -116,6 +116,10 @@ pub struct LimitsSection {
     pub webhook_retry_after_secs: Option<u64>,
     /// Longest TLS handshake, milliseconds.
     pub tls_handshake_timeout_ms: Option<u64>,
+    /// Longest time to receive a webhook's body, milliseconds; slower senders get 408.
+    pub webhook_body_timeout_ms: Option<u64>,
+    /// StreamEvents subscribers at once; more are refused with RESOURCE_EXHAUSTED.
+    pub max_stream_subscribers: Option<usize>,
 }
 
 /// `[http]`
@@ -228,6 +232,10 @@ pub struct Limits {
     pub webhook_retry_after: Duration,
     /// Longest TLS handshake (default 10 s).
     pub tls_handshake_timeout: Duration,
+    /// Longest time to receive a webhook's body (default 10 s); slower senders get 408.
+    pub webhook_body_timeout: Duration,
+    /// StreamEvents subscribers at once (default 1024).
+    pub max_stream_subscribers: usize,
 }
 
 impl Default for Limits {
@@ -242,6 +250,8 @@ impl Default for Limits {
             webhook_max_concurrent: 512,
             webhook_retry_after: Duration::from_secs(1),
             tls_handshake_timeout: Duration::from_secs(10),
+            webhook_body_timeout: Duration::from_secs(10),
+            max_stream_subscribers: crate::grpc::DEFAULT_MAX_SUBSCRIBERS,
         }
     }
 }
@@ -308,6 +318,16 @@ impl Limits {
                 "tls_handshake_timeout_ms",
                 section.tls_handshake_timeout_ms,
                 d.tls_handshake_timeout,
+            )?,
+            webhook_body_timeout: ms(
+                "webhook_body_timeout_ms",
+                section.webhook_body_timeout_ms,
+                d.webhook_body_timeout,
+            )?,
+            max_stream_subscribers: size(
+                "max_stream_subscribers",
+                section.max_stream_subscribers,
+                d.max_stream_subscribers,
             )?,
         })
     }

@@ -41,6 +41,9 @@ pub struct HttpState {
     pub connections: Connections,
     /// Largest body accepted.
     pub body_limit: usize,
+    /// Longest time a sender may take to deliver a webhook's body; a slower one gets 408 and
+    /// frees its slot (the vendor redelivers, and redelivery appends nothing).
+    pub body_timeout: std::time::Duration,
 }
 
 /// The request id of an HTTP request (a request extension set by the router).
@@ -272,9 +275,25 @@ async fn handle_webhook<'a>(
     if declared.is_some_and(|len| len > state.body_limit as u64) {
         return refuse(too_large);
     }
-    let body: Bytes = match axum::body::to_bytes(body, state.body_limit).await {
-        Ok(bytes) => bytes,
-        Err(_) => return refuse(too_large),
+    let body: Bytes = match tokio::time::timeout(
+        state.body_timeout,
+        axum::body::to_bytes(body, state.body_limit),
+    )
+    .await
+    {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => return refuse(too_large),
+        Err(_) => {
+            let (outcome, label, mut response) = refuse(Error::new(
+                ErrorCode::DeadlineExceeded,
+                format!(
+                    "the body did not arrive within {} ms; send it faster or raise limits.webhook_body_timeout_ms",
+                    state.body_timeout.as_millis()
+                ),
+            ));
+            *response.status_mut() = StatusCode::REQUEST_TIMEOUT;
+            return (outcome, label, response);
+        }
     };
     let query = match parse_query(query.as_deref()) {
         Ok(query) => query,
@@ -395,6 +414,7 @@ mod tests {
             store: store.clone(),
             connections: Connections::default(),
             body_limit: 1024,
+            body_timeout: std::time::Duration::from_secs(5),
         });
         let (status, _, body) = call(&router, get("/readyz")).await;
         assert_eq!((status, body.as_str()), (StatusCode::OK, "ready\n"));
@@ -418,6 +438,7 @@ mod tests {
             store: store.clone(),
             connections: Connections::default(),
             body_limit: 1024,
+            body_timeout: std::time::Duration::from_secs(5),
         });
         let post = |id: Option<&str>| {
             let mut request = Request::post("/webhooks/no-such-connection");
@@ -497,6 +518,7 @@ mod tests {
             store: store.clone(),
             connections: Connections::default(),
             body_limit: 1024,
+            body_timeout: std::time::Duration::from_secs(5),
         });
         let request = Request::post("/webhooks/nowhere")
             .header("x-request-id", "log-req-3")

@@ -163,6 +163,7 @@ pub async fn start(
         store: store.clone(),
         connections: connections.clone(),
         body_limit: config.body_limit,
+        body_timeout: limits.webhook_body_timeout,
     });
     let router =
         limits::WebhookLimit::new(limits.webhook_max_concurrent, limits.webhook_retry_after)
@@ -213,7 +214,9 @@ pub async fn start(
         connections,
         registry.vendors(),
         shutdown_rx.clone(),
-        grpc::StreamOptions::default(),
+        grpc::StreamOptions {
+            max_subscribers: limits.max_stream_subscribers,
+        },
     )
     .with_sync_runner(sync_runner.clone());
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
