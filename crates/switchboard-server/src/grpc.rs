@@ -80,6 +80,9 @@ pub struct SwitchboardService {
     subscribers: Arc<tokio::sync::Semaphore>,
     sync: SyncRunner,
     idempotency: tickets::InFlightCreates,
+    /// Serializes read-modify-write updates of hub-native tickets, so concurrent updates of a
+    /// ticket never lose one another's changes (this process is the store's only writer).
+    ticket_updates: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SwitchboardService {
@@ -100,6 +103,7 @@ impl SwitchboardService {
             subscribers: Arc::new(tokio::sync::Semaphore::new(stream.max_subscribers)),
             sync: SyncRunner::default(),
             idempotency: tickets::InFlightCreates::default(),
+            ticket_updates: Arc::default(),
         }
     }
 

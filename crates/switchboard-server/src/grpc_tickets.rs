@@ -254,6 +254,7 @@ impl SwitchboardService {
                 .update_vendor_ticket(&connection, api, &id, update)
                 .await;
         }
+        let _serialized = self.ticket_updates.lock().await;
         let mut ticket = self.load_ticket(&id)?;
         let status_change = match update.status() {
             v1::TicketStatus::Unspecified => None,
