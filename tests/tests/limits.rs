@@ -54,7 +54,11 @@ async fn stream_subscribers_beyond_the_configured_cap_are_refused() {
         .await
         .expect_err("over the cap");
     assert_eq!(third.code(), Code::ResourceExhausted);
-    assert!(third.message().contains("subscribers"), "{}", third.message());
+    assert!(
+        third.message().contains("subscribers"),
+        "{}",
+        third.message()
+    );
     drop((first, second));
     // The slots free up once the streams are gone.
     let deadline = Instant::now() + Duration::from_secs(10);

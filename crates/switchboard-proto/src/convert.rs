@@ -270,6 +270,20 @@ pub fn ticket(connection: &core::ConnectionId, t: &core::Ticket) -> v1::Ticket {
     }
 }
 
+/// A core agent as its API message.
+pub fn agent(a: &core::Agent) -> v1::Agent {
+    v1::Agent {
+        login: a.login.clone(),
+        name: a.name.clone(),
+        login_status: a.login_status.clone(),
+        job_title: a.job_title.clone(),
+        permission: a.permission.clone(),
+        max_chats_count: a.max_chats_count,
+        status: a.status.clone(),
+        avatar: a.avatar.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,19 +314,5 @@ mod tests {
             }),
             None
         );
-    }
-}
-
-/// A core agent as its API message.
-pub fn agent(a: &core::Agent) -> v1::Agent {
-    v1::Agent {
-        login: a.login.clone(),
-        name: a.name.clone(),
-        login_status: a.login_status.clone(),
-        job_title: a.job_title.clone(),
-        permission: a.permission.clone(),
-        max_chats_count: a.max_chats_count,
-        status: a.status.clone(),
-        avatar: a.avatar.clone(),
     }
 }
