@@ -427,3 +427,89 @@ async fn agents_are_validated_then_managed_at_the_vendor() {
         .expect_err("tencent has no agent API");
     assert_eq!(tencent.code(), Code::FailedPrecondition);
 }
+
+#[tokio::test]
+async fn a_create_the_caller_gave_up_on_is_still_recorded_so_its_retry_creates_nothing() {
+    let vendor = FakeLiveChat::new();
+    let fake = vendor.start().await.expect("fake starts");
+    let sandbox = sandbox_with(&fake).await;
+    let mut client = sandbox.client().await;
+    // The vendor takes 1.5 s to answer the create; the caller gives up after 300 ms.
+    fake.faults.push(Fault::Delay(Duration::from_millis(1500)));
+    let mut request = tonic::Request::new(create(Some("slow-1")));
+    request.set_timeout(Duration::from_millis(300));
+    let cut = client
+        .manage_tickets(request)
+        .await
+        .expect_err("caller gave up");
+    assert!(
+        matches!(cut.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{cut:?}"
+    );
+    // A retry while the first is still at the vendor is told to wait...
+    let busy = client
+        .manage_tickets(create(Some("slow-1")))
+        .await
+        .expect_err("first create still running");
+    assert_eq!(busy.code(), Code::Aborted, "{}", busy.message());
+    // ...and once it finished, the retry answers with its ticket.
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    let retried = ticket_of(
+        client
+            .manage_tickets(create(Some("slow-1")))
+            .await
+            .expect("retry")
+            .into_inner(),
+    );
+    assert_eq!(retried.origin(), v1::TicketOrigin::Vendor);
+    assert_eq!(
+        vendor.snapshot().tickets.len(),
+        1,
+        "one ticket at the vendor"
+    );
+}
+
+#[tokio::test]
+async fn an_agent_deleted_and_created_again_is_mirrored_each_time() {
+    let vendor = FakeLiveChat::new();
+    let fake = vendor.start().await.expect("fake starts");
+    let sandbox = sandbox_with(&fake).await;
+    let mut client = sandbox.client().await;
+    use v1::manage_agents_request::Operation;
+    let create = || v1::ManageAgentsRequest {
+        operation: Some(Operation::Create(v1::CreateAgent {
+            connection_id: LC.to_owned(),
+            login: "sam@example.com".to_owned(),
+            name: "Sam".to_owned(),
+            password: Some("hunter22".to_owned()),
+            ..v1::CreateAgent::default()
+        })),
+    };
+    let delete = || v1::ManageAgentsRequest {
+        operation: Some(Operation::Delete(v1::DeleteAgent {
+            connection_id: LC.to_owned(),
+            login: "sam@example.com".to_owned(),
+        })),
+    };
+    client.manage_agents(create()).await.expect("create");
+    client.manage_agents(delete()).await.expect("delete");
+    client.manage_agents(create()).await.expect("create again");
+    let sam: Vec<String> = sandbox
+        .read_events(0, sandbox.head() as usize)
+        .await
+        .into_iter()
+        .filter(|e| {
+            e.kind() == v1::EventKind::AgentUpdated && e.payload_json.contains("sam@example.com")
+        })
+        .map(|e| e.vendor_event)
+        .collect();
+    assert_eq!(
+        sam,
+        [
+            "switchboard.agent_mirrored",
+            "switchboard.agent_deleted",
+            "switchboard.agent_mirrored"
+        ],
+        "the store follows the vendor: Sam exists again"
+    );
+}

@@ -154,3 +154,39 @@ async fn futures_like_join(sandbox: &Sandbox, bodies: Vec<String>) -> Vec<u16> {
     }
     statuses
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_stopped_reading_cannot_hold_up_shutdown() {
+    let mut sandbox = Sandbox::start_with(|config| {
+        config.limits.shutdown_grace = Duration::from_millis(500);
+    })
+    .await;
+    let sandbox_ref = &sandbox;
+    let posts = (0..1200).map(|i| async move {
+        let body = seed::chat_started(&format!("stall-{i}"), &format!("e-{i}"));
+        sandbox_ref.post("livechat", "", &[TOKEN], body).await
+    });
+    use futures::StreamExt;
+    let answers: Vec<(u16, String)> = futures::stream::iter(posts)
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    for (status, body) in answers {
+        assert_eq!(status, 200, "{body}");
+    }
+    let mut client = sandbox.client().await;
+    // Subscribe from the beginning and never read: the server's buffers fill up.
+    let stream = client
+        .stream_events(v1::StreamEventsRequest {
+            start: Some(Start::FromBeginning(true)),
+            ..v1::StreamEventsRequest::default()
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::timeout(Duration::from_secs(15), sandbox.stop())
+        .await
+        .expect("shutdown finishes despite the stalled subscriber");
+    drop(stream);
+}

@@ -120,6 +120,8 @@ pub struct LimitsSection {
     pub webhook_body_timeout_ms: Option<u64>,
     /// StreamEvents subscribers at once; more are refused with RESOURCE_EXHAUSTED.
     pub max_stream_subscribers: Option<usize>,
+    /// How long shutdown waits for open requests and streams, milliseconds.
+    pub shutdown_grace_ms: Option<u64>,
 }
 
 /// `[http]`
@@ -236,6 +238,8 @@ pub struct Limits {
     pub webhook_body_timeout: Duration,
     /// StreamEvents subscribers at once (default 1024).
     pub max_stream_subscribers: usize,
+    /// How long shutdown waits for open requests and streams before closing them (default 10 s).
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Limits {
@@ -252,6 +256,7 @@ impl Default for Limits {
             tls_handshake_timeout: Duration::from_secs(10),
             webhook_body_timeout: Duration::from_secs(10),
             max_stream_subscribers: crate::grpc::DEFAULT_MAX_SUBSCRIBERS,
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
@@ -328,6 +333,11 @@ impl Limits {
                 "max_stream_subscribers",
                 section.max_stream_subscribers,
                 d.max_stream_subscribers,
+            )?,
+            shutdown_grace: ms(
+                "shutdown_grace_ms",
+                section.shutdown_grace_ms,
+                d.shutdown_grace,
             )?,
         })
     }

@@ -170,6 +170,9 @@ fn time_range(
     Ok((start, end))
 }
 
+/// What a subscriber is told when the server stops under it.
+const SHUTTING_DOWN: &str = "the server is shutting down; reconnect with after_sequence";
+
 /// Why a caught-up subscriber's reader woke up.
 enum Wake {
     HeadMoved,
@@ -368,11 +371,14 @@ impl Switchboard for SwitchboardService {
                         Wake::HeadMoved => continue,
                         Wake::SubscriberGone => return,
                         Wake::StoreClosed => "the store closed; reconnect with after_sequence",
-                        Wake::ShuttingDown => {
-                            "the server is shutting down; reconnect with after_sequence"
-                        }
+                        Wake::ShuttingDown => SHUTTING_DOWN,
                     };
                     let _ = tx.send(Err(Status::unavailable(reason))).await;
+                    return;
+                }
+                if *shutdown.borrow() {
+                    // Replaying a backlog never holds up a shutdown.
+                    let _ = tx.try_send(Err(Status::unavailable(SHUTTING_DOWN)));
                     return;
                 }
                 metrics.lag(store.head().0, cursor.0);
@@ -382,7 +388,21 @@ impl Switchboard for SwitchboardService {
                     if !filter.matches(&event) {
                         continue;
                     }
-                    if tx.send(Ok(convert::event(&event))).await.is_err() {
+                    let gone = match tx.try_send(Ok(convert::event(&event))) {
+                        Ok(()) => false,
+                        Err(mpsc::error::TrySendError::Closed(_)) => true,
+                        // The subscriber reads slower than we send: wait for room, but not
+                        // past a shutdown.
+                        Err(mpsc::error::TrySendError::Full(item)) => tokio::select! {
+                            sent = tx.send(item) => sent.is_err(),
+                            _ = shutdown.wait_for(|s| *s) => {
+                                metrics.sent(sent);
+                                let _ = tx.try_send(Err(Status::unavailable(SHUTTING_DOWN)));
+                                return;
+                            }
+                        },
+                    };
+                    if gone {
                         metrics.sent(sent);
                         debug!(at = %cursor, "subscriber went away");
                         return;

@@ -173,21 +173,34 @@ impl SwitchboardService {
         }))
     }
 
-    /// Appends an agent event, so the store's agents and the event stream follow the vendor.
-    /// Listing the same agents again appends nothing: the dedup key is the agent's content.
+    /// Appends an agent event when the vendor's view differs from the store's, so the store's
+    /// agents and the event stream follow the vendor; listing unchanged agents appends nothing.
     async fn mirror_agent(
         &self,
         connection: &Connection,
         agent: &Agent,
         deleted: bool,
     ) -> Result<(), Status> {
-        let content = serde_json::to_vec(agent).unwrap_or_default();
-        let digest = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &content);
-        let dedup_key = if deleted {
-            format!("agent_deleted:{}:{}", agent.login, uuid::Uuid::now_v7())
+        let stored = self
+            .store
+            .list_agents(&connection.config.id)
+            .map_err(store_status)?
+            .into_iter()
+            .find(|a| a.login == agent.login);
+        let unchanged = if deleted {
+            stored.is_none()
         } else {
-            format!("agent:{}:{digest}", agent.login)
+            stored.as_ref() == Some(agent)
         };
+        if unchanged {
+            return Ok(());
+        }
+        let dedup_key = format!(
+            "{}:{}:{}",
+            if deleted { "agent_deleted" } else { "agent" },
+            agent.login,
+            uuid::Uuid::now_v7()
+        );
         let id: &ConnectionId = &connection.config.id;
         self.store
             .append(AppendRequest {

@@ -162,8 +162,8 @@ impl SwitchboardService {
                 "create.idempotency_key must be 1 to 200 characters",
             ));
         }
-        if let Some(api) = vendor_ticket_api(&connection) {
-            return self.create_vendor_ticket(&connection, api, create).await;
+        if vendor_ticket_api(&connection).is_some() {
+            return self.create_vendor_ticket(&connection, create).await;
         }
         let id = connection.config.id.clone();
         let (external_id, dedup_key) = match create.idempotency_key.as_deref() {
@@ -392,11 +392,10 @@ impl SwitchboardService {
     async fn create_vendor_ticket(
         &self,
         connection: &Arc<Connection>,
-        api: &dyn TicketApi,
         create: v1::CreateTicket,
     ) -> Result<(ConnectionId, Ticket), Status> {
         let id = connection.config.id.clone();
-        let _in_flight = match create.idempotency_key.as_deref() {
+        let in_flight = match create.idempotency_key.as_deref() {
             Some(key) => {
                 let dedup_key = format!("ticket_create:{key}");
                 if let Some(ticket) = self.created_ticket(&id, &dedup_key)? {
@@ -428,21 +427,41 @@ impl SwitchboardService {
             source_kind: create.source_type.clone(),
             source_url: create.source_url.clone(),
         };
-        let mut ticket = api.create(&new).await.map_err(|e| status(&e))?;
-        ticket.origin = TicketOrigin::Vendor;
-        let dedup_key = match create.idempotency_key.as_deref() {
-            Some(key) => format!("ticket_create:{key}"),
-            None => format!("ticket_create:vendor:{}", ticket.external_id),
-        };
-        self.append_ticket(
-            &id,
-            connection.plugin.vendor,
-            EventKind::TicketCreated,
-            dedup_key,
-            ticket.clone(),
-        )
-        .await?;
-        info!(connection = %id, ticket = %ticket.external_id, "ticket created at the vendor");
+        // The vendor call and the record of what it made run in their own task: a caller that
+        // gives up (deadline, cancel) cannot split them, so a retry with the same idempotency
+        // key finds the ticket instead of creating a second one at the vendor.
+        let service = self.clone();
+        let owned = Arc::clone(connection);
+        let key = create.idempotency_key.clone();
+        let task = tokio::spawn(async move {
+            let _in_flight = in_flight;
+            let api = vendor_ticket_api(&owned).ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "connection {} no longer has a vendor ticket API",
+                    owned.config.id
+                ))
+            })?;
+            let mut ticket = api.create(&new).await.map_err(|e| status(&e))?;
+            ticket.origin = TicketOrigin::Vendor;
+            let dedup_key = match key.as_deref() {
+                Some(key) => format!("ticket_create:{key}"),
+                None => format!("ticket_create:vendor:{}", ticket.external_id),
+            };
+            service
+                .append_ticket(
+                    &owned.config.id,
+                    owned.plugin.vendor,
+                    EventKind::TicketCreated,
+                    dedup_key,
+                    ticket.clone(),
+                )
+                .await?;
+            info!(connection = %owned.config.id, ticket = %ticket.external_id, "ticket created at the vendor");
+            Ok::<_, Status>(ticket)
+        });
+        let ticket = task
+            .await
+            .map_err(|e| Status::internal(format!("the ticket create stopped: {e}")))??;
         Ok((id, ticket))
     }
 

@@ -81,6 +81,28 @@ pub struct RunningServer {
     http: JoinHandle<Result<(), std::io::Error>>,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     syncs: Vec<JoinHandle<()>>,
+    shutdown_grace: std::time::Duration,
+}
+
+/// Waits for a front door to stop until `until`, then stops it.
+async fn drain<E: std::fmt::Display>(
+    name: &'static str,
+    mut task: JoinHandle<Result<(), E>>,
+    until: tokio::time::Instant,
+) -> Result<(), ServerError> {
+    match tokio::time::timeout_at(until, &mut task).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(ServerError::Serve(name, e.to_string())),
+        Ok(Err(e)) => Err(ServerError::Serve(name, e.to_string())),
+        Err(_) => {
+            warn!(
+                front = name,
+                "connections still open at the end of the shutdown grace; closing them"
+            );
+            task.abort();
+            Ok(())
+        }
+    }
 }
 
 /// How long shutdown waits for periodic syncs to finish their page in flight before it stops
@@ -276,6 +298,7 @@ pub async fn start(
         http,
         grpc,
         syncs,
+        shutdown_grace: limits.shutdown_grace,
     })
 }
 
@@ -284,22 +307,25 @@ impl RunningServer {
     /// after its data is durable or not at all), ends streams, and closes the store.
     pub async fn shutdown(self) -> Result<(), ServerError> {
         let _ = self.shutdown.send(true);
+        // One deadline for all periodic syncs: each ends after its page in flight.
+        let drain_until = tokio::time::Instant::now() + SYNC_DRAIN;
         for mut task in self.syncs {
-            if tokio::time::timeout(SYNC_DRAIN, &mut task).await.is_err() {
+            if tokio::time::timeout_at(drain_until, &mut task)
+                .await
+                .is_err()
+            {
                 task.abort();
             }
         }
-        match self.http.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(ServerError::Serve("http", e.to_string())),
-            Err(e) => return Err(ServerError::Serve("http", e.to_string())),
-        }
-        match self.grpc.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(ServerError::Serve("grpc", e.to_string())),
-            Err(e) => return Err(ServerError::Serve("grpc", e.to_string())),
-        }
+        // In-flight requests finish; a stream whose client stopped reading cannot hold the
+        // server up past the grace (webhooks in flight are acknowledged or not at all, and a
+        // redelivery of one cut here appends nothing).
+        let grace_until = tokio::time::Instant::now() + self.shutdown_grace;
+        let http = drain("http", self.http, grace_until).await;
+        let grpc = drain("grpc", self.grpc, grace_until).await;
         self.store.close().await?;
+        http?;
+        grpc?;
         info!("switchboard stopped");
         Ok(())
     }

@@ -175,8 +175,18 @@ impl SyncRunner {
                         at: Timestamp::now(),
                     }),
                 })
-                .await
-                .map_err(|e| Error::new(e.code(), e.to_string()))?;
+                .await;
+            let receipt = match receipt {
+                Ok(receipt) => receipt,
+                Err(store_error) => {
+                    let error = Error::new(store_error.code(), store_error.to_string());
+                    warn!(connection = %id, error = %error.message, "a pulled page could not be stored");
+                    if let Err(again) = store.record_sync_error(id, &error.message).await {
+                        warn!(connection = %id, error = %again, "could not record the sync error");
+                    }
+                    return Err(error);
+                }
+            };
             progress.pages += 1;
             progress.records += records;
             progress.appended += receipt.appended.len() as u64;
