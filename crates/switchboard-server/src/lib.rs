@@ -144,11 +144,11 @@ pub async fn start(
             "API keys travel in clear text: configure [tls] or terminate TLS in front of switchboard"
         );
     }
+    // ring is the process's one rustls provider: the TLS front doors use it, and so does every
+    // HTTP client in the process (reqwest is built without a provider of its own).
+    tls::install_default_provider();
     let tls = match &config.tls {
-        Some(tls_config) => {
-            tls::install_default_provider();
-            Some(tls::TlsMaterial::load(tls_config)?)
-        }
+        Some(tls_config) => Some(tls::TlsMaterial::load(tls_config)?),
         None => None,
     };
     let connections = Connections::build(&config.connections, registry, &config.sync_intervals)

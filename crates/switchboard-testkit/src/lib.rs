@@ -36,6 +36,13 @@ pub use crate::fixtures::FixtureRequest;
 
 use switchboard_core::Timestamp;
 
+/// Makes rustls' `ring` provider the process default. The workspace builds reqwest with rustls
+/// and no provider of its own, so a test that builds a `reqwest::Client` calls this first
+/// ([`fake::FakeServer::start`] does).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The environment variable that makes [`Conformance::run`] rewrite golden files.
 pub const BLESS_ENV: &str = "SWITCHBOARD_BLESS";
 

@@ -273,6 +273,7 @@ impl FakeServer {
     /// Serves `router` on `127.0.0.1:0` behind the recording and fault layer. Call inside a
     /// tokio runtime.
     pub async fn start(router: Router) -> std::io::Result<FakeServer> {
+        crate::install_crypto_provider();
         let log = RequestLog::default();
         let faults = Faults::default();
         let shared = Shared {
