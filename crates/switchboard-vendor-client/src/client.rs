@@ -6,8 +6,9 @@ use std::sync::Arc;
 use reqwest::Method;
 use switchboard_core::{ConnectionConfig, Error, Secret};
 
+use crate::request::final_status_error;
 use crate::settings::who;
-use crate::{ClientSettings, RateLimiter, VendorRequest, tls};
+use crate::{ClientSettings, RateLimiter, VendorRequest, VendorResponse, tls};
 
 /// The HTTP client for one connection's vendor API.
 ///
@@ -90,6 +91,17 @@ impl VendorClient {
     /// A request to `base_url` + `path` (a leading `/` is added when missing).
     pub fn request(&self, method: Method, path: &str) -> VendorRequest {
         VendorRequest::new(self.clone(), method, path)
+    }
+
+    /// The error for a vendor's non-2xx answer (from [`VendorRequest::send_raw`]), mapped and
+    /// worded as [`VendorRequest::send`] does: prefixed with the connection, and with the
+    /// connection's secrets and `extra_secrets` (e.g. a refresh token sent in a form) replaced
+    /// by `[redacted]` wherever the vendor echoes them, as is or form-encoded. Use it rather
+    /// than [`error_for`](crate::error_for) on any raw answer.
+    pub fn error_for(&self, response: &VendorResponse, extra_secrets: &[&Secret]) -> Error {
+        let mut secrets = self.inner.secrets.clone();
+        secrets.extend(extra_secrets.iter().map(|&secret| secret.clone()));
+        final_status_error(self, &secrets, response)
     }
 
     /// The settings it runs with.

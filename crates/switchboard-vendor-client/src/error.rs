@@ -15,8 +15,15 @@ const MAX_VENDOR_MESSAGE: usize = 200;
 /// `InvalidArgument`; 409 `AlreadyExists`; other 4xx `FailedPrecondition`. The vendor's message
 /// is read from the JSON fields `error.message`, `message`, `error_description` or `error`,
 /// else it is the first 200 characters of the body.
+///
+/// It knows no secrets, so it removes none: a connector holding a [`VendorClient`] uses
+/// [`VendorClient::error_for`] instead, which removes the connection's secrets (and any others
+/// given) as `send()` does.
+///
+/// [`VendorClient`]: crate::VendorClient
+/// [`VendorClient::error_for`]: crate::VendorClient::error_for
 pub fn error_for(vendor: &str, status: u16, body: &[u8]) -> Error {
-    status_error(vendor, status, &vendor_message(body), None)
+    status_error(vendor, status, &vendor_message(body, &[]), None)
 }
 
 /// [`error_for`] with the wait the vendor asked for (429's `Retry-After`).
@@ -86,19 +93,20 @@ pub(crate) fn status_error(
     Error::new(code, text)
 }
 
-/// The vendor's own message: a JSON error field, else the start of the body.
-pub(crate) fn vendor_message(body: &[u8]) -> String {
+/// The vendor's own message: a JSON error field, else the start of the body; `secrets` are
+/// removed before it is cut short, so no part of one survives at the cut.
+pub(crate) fn vendor_message(body: &[u8], secrets: &[&str]) -> String {
     if let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) {
         for pointer in ["/error/message", "/message", "/error_description", "/error"] {
             if let Some(text) = json.pointer(pointer).and_then(|v| v.as_str()) {
-                let text = clean(text);
+                let text = clean(&redact(text.to_owned(), secrets));
                 if !text.is_empty() {
                     return text;
                 }
             }
         }
     }
-    let text = clean(&String::from_utf8_lossy(body));
+    let text = clean(&redact(String::from_utf8_lossy(body).into_owned(), secrets));
     if text.is_empty() {
         "empty body".to_owned()
     } else {
@@ -128,11 +136,17 @@ pub(crate) fn seconds(d: Duration) -> String {
     }
 }
 
-/// Replaces every secret in `text` with `[redacted]`.
+/// Replaces every secret in `text` with `[redacted]`, as is and form-encoded (a vendor that
+/// echoes a form body echoes `p%40ss`, not `p@ss`).
 pub(crate) fn redact(mut text: String, secrets: &[&str]) -> String {
-    for secret in secrets {
-        if !secret.is_empty() && text.contains(secret) {
-            text = text.replace(secret, "[redacted]");
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        let encoded = serde_urlencoded::to_string([("", *secret)])
+            .ok()
+            .and_then(|pair| pair.strip_prefix('=').map(str::to_owned));
+        for variant in std::iter::once(*secret).chain(encoded.as_deref()) {
+            if text.contains(variant) {
+                text = text.replace(variant, "[redacted]");
+            }
         }
     }
     text
@@ -197,17 +211,20 @@ mod tests {
             (br#"{"error":{"code":7}}"#, r#"{"error":{"code":7}}"#),
         ];
         for (body, expected) in cases {
-            assert_eq!(vendor_message(body), expected);
+            assert_eq!(vendor_message(body, &[]), expected);
         }
     }
 
     #[test]
     fn long_bodies_are_cut_to_200_characters() {
         let body = "é".repeat(1000);
-        let message = vendor_message(body.as_bytes());
+        let message = vendor_message(body.as_bytes(), &[]);
         assert_eq!(message.chars().count(), 201);
         assert!(message.ends_with('…'));
-        assert_eq!(vendor_message(&[0xff, 0xfe, b'a']), "\u{fffd}\u{fffd}a");
+        assert_eq!(
+            vendor_message(&[0xff, 0xfe, b'a'], &[]),
+            "\u{fffd}\u{fffd}a"
+        );
     }
 
     #[test]
@@ -224,5 +241,23 @@ mod tests {
     fn secrets_are_redacted() {
         let text = redact("token abc123 echoed abc123".to_owned(), &["abc123", ""]);
         assert_eq!(text, "token [redacted] echoed [redacted]");
+        let text = redact(
+            "grant_type=password&password=p%40ss+w%2Frd&x=1".to_owned(),
+            &["p@ss w/rd"],
+        );
+        assert_eq!(text, "grant_type=password&password=[redacted]&x=1");
+    }
+
+    #[test]
+    fn a_secret_at_the_cut_is_removed_before_cutting() {
+        // The secret straddles the 200th character: cutting first would keep its start.
+        let secret = "0123456789abcdef";
+        let body = format!("{}{secret}", "x".repeat(188));
+        let message = vendor_message(body.as_bytes(), &[secret]);
+        assert!(!message.contains("01234"), "{message}");
+        assert!(message.ends_with("[redacted]"), "{message}");
+        let json = format!(r#"{{"message":"{}{secret}"}}"#, "y".repeat(190));
+        let message = vendor_message(json.as_bytes(), &[secret]);
+        assert!(!message.contains("01234"), "{message}");
     }
 }

@@ -52,9 +52,18 @@ enum Auth {
 }
 
 /// One call to the vendor, built from [`VendorClient::request`] and run by one of the `send`
-/// methods, which wait on the connection's rate limiter before every attempt and retry 429,
-/// 5xx, timeouts and connection errors (exponential backoff with full jitter, or the vendor's
-/// `Retry-After`) until `max_attempts` or the deadline.
+/// methods, which wait on the connection's rate limiter before every attempt and retry
+/// (exponential backoff with full jitter, or the vendor's `Retry-After`) until `max_attempts` or
+/// the deadline.
+///
+/// What is retried depends on whether the request is idempotent. `GET`, `HEAD`, `PUT`,
+/// `DELETE`, `OPTIONS` and `TRACE` are; `POST` and `PATCH` are not, unless marked with
+/// [`idempotent`](VendorRequest::idempotent) (a read-only or naturally idempotent `POST`).
+/// - An idempotent request is retried on 429, 5xx, timeouts and connection errors.
+/// - Any other request is retried only when it certainly did not reach the vendor's logic: on
+///   429 (the vendor refused it) and when the connection could not be opened (nothing was
+///   sent). A timeout, a connection lost after sending or a 5xx ends it at once: the vendor may
+///   have acted on it (created a ticket), and sending it again could do it twice.
 ///
 /// `Debug` shows the method, the path and the names of the query parameters and headers,
 /// never their values, the credentials or the body.
@@ -68,6 +77,8 @@ pub struct VendorRequest {
     /// Secrets this request carries, removed from any message.
     secrets: Vec<Secret>,
     body: Option<(HeaderValue, Bytes)>,
+    /// Whether sending it twice has the effect of sending it once (see the type's docs).
+    idempotent: bool,
     /// The first mistake made while building; `send` returns it.
     problem: Option<Error>,
 }
@@ -109,7 +120,12 @@ impl fmt::Debug for VendorRequest {
 enum Outcome {
     Response(VendorResponse),
     Timeout,
-    Unreachable(String),
+    /// A transport error; `sent` is false when the connection could not even be opened, so the
+    /// vendor certainly did not see the request.
+    Unreachable {
+        reason: String,
+        sent: bool,
+    },
 }
 
 impl Outcome {
@@ -117,18 +133,35 @@ impl Outcome {
         match self {
             Outcome::Response(response) => response.status.to_string(),
             Outcome::Timeout => "timeout".to_owned(),
-            Outcome::Unreachable(_) => "unreachable".to_owned(),
+            Outcome::Unreachable { .. } => "unreachable".to_owned(),
         }
     }
 
-    fn retryable(&self) -> bool {
+    /// Whether another attempt may follow: a failure that certainly never reached the vendor's
+    /// logic (429, a connection never opened) always, any other transient failure (5xx,
+    /// timeout, connection lost after sending) only for an idempotent request.
+    fn retryable(&self, idempotent: bool) -> bool {
         match self {
             Outcome::Response(response) => {
-                response.status == 429 || (500..600).contains(&response.status)
+                response.status == 429 || (idempotent && (500..600).contains(&response.status))
             }
-            Outcome::Timeout | Outcome::Unreachable(_) => true,
+            Outcome::Unreachable { sent: false, .. } => true,
+            Outcome::Timeout | Outcome::Unreachable { sent: true, .. } => idempotent,
         }
     }
+}
+
+/// Methods whose repetition has the effect of one call (RFC 9110, 9.2.2).
+fn idempotent_method(method: &Method) -> bool {
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::PUT,
+        Method::DELETE,
+        Method::OPTIONS,
+        Method::TRACE,
+    ]
+    .contains(method)
 }
 
 impl VendorRequest {
@@ -140,6 +173,7 @@ impl VendorRequest {
         };
         VendorRequest {
             client,
+            idempotent: idempotent_method(&method),
             method,
             path,
             query: Vec::new(),
@@ -149,6 +183,15 @@ impl VendorRequest {
             body: None,
             problem: None,
         }
+    }
+
+    /// Marks a `POST` or `PATCH` as safe to send more than once (a search, a list, a lookup),
+    /// so that timeouts, 5xx and connection errors after sending are retried as for a `GET`.
+    /// Never mark a call that creates or changes something: a retry after a slow answer could
+    /// do it twice.
+    pub fn idempotent(mut self) -> VendorRequest {
+        self.idempotent = true;
+        self
     }
 
     /// Adds query parameters (appended to those added before).
@@ -336,7 +379,7 @@ impl VendorRequest {
             attempt += 1;
             let timeout = settings.request_timeout.min(remaining);
             let outcome = self.attempt(timeout, attempt, started).await;
-            if !outcome.retryable() {
+            if !outcome.retryable(self.idempotent) {
                 return self.finish(outcome, attempt, started);
             }
             if attempt >= settings.max_attempts {
@@ -350,7 +393,7 @@ impl VendorRequest {
                     }
                     None => backoff(settings.backoff_initial, settings.backoff_max, attempt),
                 },
-                Outcome::Timeout | Outcome::Unreachable(_) => {
+                Outcome::Timeout | Outcome::Unreachable { .. } => {
                     backoff(settings.backoff_initial, settings.backoff_max, attempt)
                 }
             };
@@ -414,8 +457,16 @@ impl VendorRequest {
         let outcome = match tokio::time::timeout(timeout, call).await {
             Err(_) => Outcome::Timeout,
             Ok(Ok(response)) => Outcome::Response(response),
+            // Checked first: a connect timeout never sent anything either.
+            Ok(Err(error)) if error.is_connect() => Outcome::Unreachable {
+                reason: describe(&error),
+                sent: false,
+            },
             Ok(Err(error)) if error.is_timeout() => Outcome::Timeout,
-            Ok(Err(error)) => Outcome::Unreachable(describe(&error)),
+            Ok(Err(error)) => Outcome::Unreachable {
+                reason: describe(&error),
+                sent: true,
+            },
         };
         let took = begun.elapsed();
         let status = outcome.status_label();
@@ -484,11 +535,19 @@ impl VendorRequest {
         started: Instant,
     ) -> Result<VendorResponse, Error> {
         let inner = &self.client.inner;
-        let tries = if attempts == 1 {
+        // A failure retried for an idempotent request but not for this one.
+        let held_back = outcome.retryable(true) && !outcome.retryable(self.idempotent);
+        let mut tries = if attempts == 1 {
             "1 attempt".to_owned()
         } else {
             format!("{attempts} attempts")
         };
+        if held_back {
+            tries = format!(
+                "{tries}, not retried as {} is not idempotent and may have reached the vendor",
+                self.method
+            );
+        }
         let elapsed = seconds(round_ms(started.elapsed()));
         match outcome {
             Outcome::Response(response) => Ok(response),
@@ -501,7 +560,7 @@ impl VendorRequest {
                 self.path,
                 seconds(inner.settings.request_timeout),
             ))),
-            Outcome::Unreachable(reason) => {
+            Outcome::Unreachable { reason, .. } => {
                 let secrets = self.secret_values();
                 let secrets: Vec<&str> = secrets.iter().map(Secret::expose).collect();
                 Err(Error::unavailable(redact(
@@ -518,26 +577,30 @@ impl VendorRequest {
 }
 
 /// The error for a final non-2xx answer, secrets removed.
-fn final_status_error(
+pub(crate) fn final_status_error(
     client: &VendorClient,
     secrets: &[Secret],
     response: &VendorResponse,
 ) -> Error {
     let inner = &client.inner;
-    let message = vendor_message(&response.body);
+    let secrets: Vec<&str> = secrets.iter().map(Secret::expose).collect();
+    let message = vendor_message(&response.body, &secrets);
     let retry_after = (response.status == 429)
         .then(|| retry_after(&response.headers))
         .flatten();
     let error = status_error(&inner.vendor, response.status, &message, retry_after);
-    let secrets: Vec<&str> = secrets.iter().map(Secret::expose).collect();
     Error::new(
         error.code,
         redact(format!("{}: {}", inner.who, error.message), &secrets),
     )
 }
 
-/// The longest `Retry-After` taken at its word; a longer one is cut to this.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+/// The longest `Retry-After` taken at its word (15 minutes); a longer one is cut to this.
+///
+/// A `Retry-After` pauses the connection's shared rate limiter, so an absurd value (a day)
+/// would stop every part of the connection for that long; past this cap the call is simply
+/// tried again, and a vendor that still refuses answers 429 again.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
 
 /// `Retry-After` as a wait: delta-seconds or an HTTP date (a past date is no wait), at most
 /// [`MAX_RETRY_AFTER`].

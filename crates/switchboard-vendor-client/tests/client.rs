@@ -1,5 +1,7 @@
 //! The client against a real loopback HTTP server (the testkit's fake vendor framework).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -9,7 +11,7 @@ use axum::response::IntoResponse;
 use axum::routing::{any, get};
 use switchboard_core::{ConnectionConfig, ConnectionId, ErrorCode, RateLimit, Secret};
 use switchboard_testkit::fake::{FakeServer, Fault};
-use switchboard_vendor_client::{ClientSettings, Method, VendorClient};
+use switchboard_vendor_client::{ClientSettings, MAX_RETRY_AFTER, Method, VendorClient};
 use tokio::time::Instant;
 
 const SECRET: &str = "s3cr3t-api-key-4242";
@@ -568,4 +570,237 @@ async fn a_retry_after_beyond_the_deadline_stops_at_once_and_holds_back_every_cl
     assert_eq!(error.code, ErrorCode::ResourceExhausted);
     assert!(error.message.contains("Retry-After"), "{}", error.message);
     assert_eq!(server.log.len(), 1);
+}
+
+/// A server whose `/slow` answers after 3 s the first time and at once afterwards, counting
+/// every request that reaches it (a request dropped mid-wait still counts: it arrived).
+async fn slow_once_server() -> (FakeServer, Arc<AtomicUsize>) {
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let counter = arrived.clone();
+    let router = router().route(
+        "/slow",
+        any(move || {
+            let counter = counter.clone();
+            async move {
+                if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                }
+                axum::Json(serde_json::json!({"created": true}))
+            }
+        }),
+    );
+    let server = FakeServer::start(router).await.expect("fake server starts");
+    (server, arrived)
+}
+
+#[tokio::test]
+async fn a_post_that_times_out_is_not_sent_again() {
+    let (server, arrived) = slow_once_server().await;
+    let client = client_with(&server.base_url(), |s| {
+        s.request_timeout = Duration::from_millis(300);
+    });
+    let error = client
+        .request(Method::POST, "/slow")
+        .json(&serde_json::json!({"subject": "a ticket"}))
+        .send()
+        .await
+        .expect_err("the only attempt times out");
+    assert_eq!(error.code, ErrorCode::Unavailable);
+    assert!(
+        error.message.contains("did not answer POST /slow"),
+        "{}",
+        error.message
+    );
+    assert!(
+        error
+            .message
+            .contains("1 attempt, not retried as POST is not idempotent"),
+        "{}",
+        error.message
+    );
+    // Long enough for a retry (backoff at most 50 ms) to have arrived.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(arrived.load(Ordering::SeqCst), 1, "the POST was sent twice");
+}
+
+#[tokio::test]
+async fn a_post_marked_idempotent_is_retried_after_a_timeout() {
+    let (server, arrived) = slow_once_server().await;
+    let client = client_with(&server.base_url(), |s| {
+        s.request_timeout = Duration::from_millis(300);
+    });
+    let response = client
+        .request(Method::POST, "/slow")
+        .idempotent()
+        .json(&serde_json::json!({"filters": {}}))
+        .send()
+        .await
+        .expect("the second attempt is fast");
+    assert_eq!(response.status, 200);
+    assert_eq!(arrived.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_post_answered_429_is_retried() {
+    let server = server().await;
+    server.faults.push(Fault::Status {
+        status: 429,
+        retry_after: None,
+        body: r#"{"message":"slow down"}"#.to_owned(),
+    });
+    let client = client_with(&server.base_url(), |_| {});
+    client
+        .request(Method::POST, "/api/v2/echo")
+        .json(&serde_json::json!({"subject": "a ticket"}))
+        .send()
+        .await
+        .expect("the vendor refused the first attempt, so the second is safe");
+    assert_eq!(
+        server
+            .log
+            .all()
+            .iter()
+            .map(|r| (r.method.clone(), r.status.as_u16()))
+            .collect::<Vec<_>>(),
+        [(Method::POST, 429), (Method::POST, 200)]
+    );
+}
+
+#[tokio::test]
+async fn a_post_or_patch_answered_500_is_not_retried_unless_marked_idempotent() {
+    let server = server().await;
+    let client = client_with(&server.base_url(), |_| {});
+    for method in [Method::POST, Method::PATCH] {
+        server.log.clear();
+        server.faults.push(Fault::internal_error());
+        let error = client
+            .request(method.clone(), "/api/v2/echo")
+            .json(&serde_json::json!({"subject": "a ticket"}))
+            .send()
+            .await
+            .expect_err("the 500 is final");
+        assert_eq!(error.code, ErrorCode::Unavailable, "{method}");
+        assert!(error.message.contains("HTTP 500"), "{}", error.message);
+        assert_eq!(server.log.len(), 1, "{method} was sent again after a 500");
+    }
+    server.log.clear();
+    server.faults.push(Fault::internal_error());
+    client
+        .request(Method::POST, "/api/v2/echo")
+        .idempotent()
+        .json(&serde_json::json!({"query": []}))
+        .send()
+        .await
+        .expect("a search is retried");
+    assert_eq!(server.log.len(), 2);
+    // PUT is idempotent without being marked.
+    server.log.clear();
+    server.faults.push(Fault::internal_error());
+    client
+        .request(Method::PUT, "/api/v2/echo")
+        .json(&serde_json::json!({"status": "solved"}))
+        .send()
+        .await
+        .expect("a PUT is retried");
+    assert_eq!(server.log.len(), 2);
+}
+
+#[tokio::test]
+async fn a_post_is_retried_when_the_connection_cannot_be_opened() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    let client = client_with(&format!("http://127.0.0.1:{port}"), |s| s.max_attempts = 3);
+    let error = client
+        .request(Method::POST, "/tickets")
+        .json(&serde_json::json!({"subject": "a ticket"}))
+        .send()
+        .await
+        .expect_err("nothing listens");
+    assert_eq!(error.code, ErrorCode::Unavailable);
+    // Nothing was sent, so retrying cannot create anything twice.
+    assert!(error.message.contains("3 attempts"), "{}", error.message);
+    assert!(!error.message.contains("not retried"), "{}", error.message);
+}
+
+#[tokio::test]
+async fn a_day_long_retry_after_pauses_the_connection_for_15_minutes_at_most() {
+    assert_eq!(MAX_RETRY_AFTER, Duration::from_secs(15 * 60));
+    let server = server().await;
+    server.faults.push(Fault::too_many_requests(24 * 60 * 60));
+    let client = client_with(&server.base_url(), |s| {
+        s.deadline = Duration::from_secs(5);
+    });
+    let error = client
+        .request(Method::GET, "/ping")
+        .send()
+        .await
+        .expect_err("waiting would pass the deadline");
+    assert_eq!(error.code, ErrorCode::ResourceExhausted);
+    assert!(
+        error.message.contains("retry after 900 s"),
+        "{}",
+        error.message
+    );
+    // The shared limiter is paused for 15 minutes, not a day.
+    let error = client
+        .clone()
+        .request(Method::GET, "/ping")
+        .send()
+        .await
+        .expect_err("held back");
+    let next_in: f64 = error
+        .message
+        .split("next in ")
+        .nth(1)
+        .and_then(|rest| rest.split(" s)").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no wait in {}", error.message));
+    assert!(next_in > 890.0 && next_in <= 900.0, "{}", error.message);
+    assert_eq!(server.log.len(), 1);
+}
+
+#[tokio::test]
+async fn error_for_on_a_raw_answer_redacts_like_send() {
+    const REFRESH: &str = "refresh/token+42";
+    let router = Router::new();
+    let server = FakeServer::start(router).await.expect("fake server starts");
+    // A token endpoint that echoes the form it was sent, as is and form-encoded.
+    server.faults.push(Fault::Status {
+        status: 500,
+        retry_after: None,
+        body: format!(
+            r#"{{"error":"server_error","error_description":"failed for password={SECRET}&refresh_token=refresh%2Ftoken%2B42 ({REFRESH})"}}"#
+        ),
+    });
+    let client = client_with(&server.base_url(), |_| {});
+    let refresh = Secret::new(REFRESH);
+    let response = client
+        .request(Method::POST, "/oauth2/token")
+        .form(&[("password", SECRET), ("refresh_token", REFRESH)])
+        .send_raw()
+        .await
+        .expect("a 500 is an answer");
+    assert_eq!(response.status, 500);
+    let error = client.error_for(&response, &[&refresh]);
+    assert_eq!(error.code, ErrorCode::Unavailable);
+    let message = &error.message;
+    assert!(
+        message.starts_with("connection lc-test (livechat): livechat is failing (HTTP 500: "),
+        "{message}"
+    );
+    assert!(!message.contains(SECRET), "the password leaked: {message}");
+    assert!(
+        !message.contains(REFRESH),
+        "the refresh token leaked: {message}"
+    );
+    assert!(
+        !message.contains("token%2B42"),
+        "the refresh token leaked: {message}"
+    );
+    assert_eq!(message.matches("[redacted]").count(), 3, "{message}");
+    // The free function knows no secrets: that is why connectors use the method.
+    let unredacted = switchboard_vendor_client::error_for("livechat", 500, &response.body);
+    assert!(unredacted.message.contains(SECRET));
 }
