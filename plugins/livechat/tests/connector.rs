@@ -683,3 +683,58 @@ fn the_plugin_registers_its_connector_and_refuses_a_connection_without_credentia
     unverified.verify = false;
     assert!((plugin.webhook.unwrap())(&unverified).is_ok());
 }
+
+#[tokio::test]
+async fn creating_a_ticket_or_an_agent_is_never_sent_twice_after_a_server_error() {
+    let fake = FakeLiveChat::new().with_agents(1);
+    let server = fake.start().await.unwrap();
+    let connector = connector(&config(&server, API_KEY));
+    let ticket = NewTicket {
+        message: "My order did not arrive".into(),
+        requester: Participant {
+            id: "ann@example.org".into(),
+            email: Some("ann@example.org".into()),
+            ..Participant::default()
+        },
+        subject: "Order 1042".into(),
+        ..NewTicket::default()
+    };
+    // LiveChat may have created the ticket before failing: a retry could create a second one.
+    server.faults.push(Fault::internal_error());
+    let error = connector
+        .tickets()
+        .unwrap()
+        .create(&ticket)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::Unavailable, "{}", error.message);
+    let posts = |path: &str| {
+        server
+            .log
+            .to_path(path)
+            .iter()
+            .filter(|r| r.method == "POST")
+            .count()
+    };
+    assert_eq!(posts("/tickets"), 1, "the ticket was sent twice");
+
+    server.faults.push(Fault::unavailable());
+    let agent = NewAgent {
+        login: "new.agent@example.com".into(),
+        name: "New Agent".into(),
+        ..NewAgent::default()
+    };
+    let error = connector
+        .agents()
+        .unwrap()
+        .create(&agent)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::Unavailable, "{}", error.message);
+    assert_eq!(posts("/agents"), 1, "the agent was sent twice");
+
+    // A 429 refused the call before LiveChat acted on it: that one is retried.
+    server.faults.push(Fault::too_many_requests(1));
+    connector.agents().unwrap().create(&agent).await.unwrap();
+    assert_eq!(posts("/agents"), 3);
+}

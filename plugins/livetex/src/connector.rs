@@ -15,12 +15,12 @@ use switchboard_core::{
     ConnectionConfig, ConnectionId, Connector, Error, IncomingEvent, RateLimit, Secret, SyncPage,
     Timestamp, async_trait,
 };
-use switchboard_vendor_client::{ClientSettings, VendorClient, VendorResponse, error_for};
+use switchboard_vendor_client::{ClientSettings, VendorClient, VendorResponse};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::fields::Fields;
-use crate::{VENDOR, conversation_to_events, dialog_to_events, lead_to_events};
+use crate::{conversation_to_events, dialog_to_events, lead_to_events};
 
 /// Where the connector calls when the connection sets no `base_url`.
 pub const DEFAULT_BASE_URL: &str = "https://api.livetex.ru";
@@ -361,23 +361,31 @@ impl LiveTexConnector {
     /// One token request. `Ok(None)`: LiveTex refused the grant (`invalid_grant`, or a 400/401
     /// to the token request).
     async fn grant(&self, grant: Grant<'_>) -> Result<Option<Token>, Error> {
-        let form = match &grant {
-            Grant::Password => vec![
-                ("grant_type", "password".to_owned()),
-                ("username", self.login.clone()),
-                ("password", self.password.expose().to_owned()),
-            ],
-            Grant::Refresh(refresh) => vec![
-                ("grant_type", "refresh_token".to_owned()),
-                ("refresh_token", refresh.expose().to_owned()),
-            ],
+        let (form, secret) = match &grant {
+            Grant::Password => (
+                vec![
+                    ("grant_type", "password".to_owned()),
+                    ("username", self.login.clone()),
+                    ("password", self.password.expose().to_owned()),
+                ],
+                &self.password,
+            ),
+            Grant::Refresh(refresh) => (
+                vec![
+                    ("grant_type", "refresh_token".to_owned()),
+                    ("refresh_token", refresh.expose().to_owned()),
+                ],
+                *refresh,
+            ),
         };
-        let response = self
-            .client
-            .request(Method::POST, TOKEN_PATH)
-            .form(&form)
-            .send_raw()
-            .await?;
+        let mut request = self.client.request(Method::POST, TOKEN_PATH).form(&form);
+        if let Grant::Password = grant {
+            // Logging in again only issues another token: safe to retry after a timeout or a
+            // 5xx. A refresh token is single-use, so once LiveTex may have received it, it is
+            // not sent again (the next sync finds it refused and logs in with the password).
+            request = request.idempotent();
+        }
+        let response = request.send_raw().await?;
         let outcome = match response.status {
             200..=299 => "granted",
             400 | 401 => "refused",
@@ -403,7 +411,8 @@ impl LiveTexConnector {
                 );
                 return Ok(None);
             }
-            status => return Err(error_for(VENDOR, status, &response.body)),
+            // The answer may echo the form: the password or the refresh token.
+            _ => return Err(self.client.error_for(&response, &[secret])),
         }
         let answer: TokenAnswer = response.json()?;
         if let Some(kind) = &answer.token_type {
@@ -446,12 +455,12 @@ impl LiveTexConnector {
     ) -> Result<T, Error> {
         let token = self.access_token().await?;
         let response = self.get(path, query, &token).await?;
-        let response = if is_invalid_token(&response) {
+        let (response, token) = if is_invalid_token(&response) {
             tracing::info!(connection = %self.connection, path, "livetex token rejected; renewing it");
             let token = self.renew_after_rejection(&token).await?;
-            self.get(path, query, &token).await?
+            (self.get(path, query, &token).await?, token)
         } else {
-            response
+            (response, token)
         };
         match response.status {
             200..=299 => response.json(),
@@ -460,7 +469,7 @@ impl LiveTexConnector {
                  (status {}): check that the account `{}` may use the API",
                 self.connection, response.status, self.login
             ))),
-            status => Err(error_for(VENDOR, status, &response.body)),
+            _ => Err(self.client.error_for(&response, &[&token])),
         }
     }
 

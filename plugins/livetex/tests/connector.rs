@@ -540,3 +540,85 @@ async fn an_unreadable_cursor_is_refused_with_what_to_do() {
     }
     assert!(server.log.is_empty());
 }
+
+#[tokio::test]
+async fn a_token_error_that_echoes_the_password_does_not_leak_it() {
+    let fake = fake_with_data();
+    let server = fake.start().await.unwrap();
+    // A failing token endpoint that echoes the form it was sent, password included.
+    server.faults.always(Fault::Status {
+        status: 500,
+        retry_after: None,
+        body: json!({
+            "error": "server_error",
+            "error_description": format!(
+                "cannot handle grant_type=password&username=api%40example.ru&password={}",
+                FakeLiveTex::PASSWORD
+            ),
+        })
+        .to_string(),
+    });
+    let config = config(&server, FakeLiveTex::PASSWORD).with_setting("max_attempts", "2");
+    let connector = LiveTexConnector::new(&config).unwrap();
+    let error = connector.sync_page(None, None).await.unwrap_err();
+    assert_eq!(error.code, ErrorCode::Unavailable);
+    assert!(error.message.contains("HTTP 500"), "{}", error.message);
+    assert!(error.message.contains(CONNECTION), "{}", error.message);
+    assert!(error.message.contains("[redacted]"), "{}", error.message);
+    assert!(
+        !error.message.contains(FakeLiveTex::PASSWORD),
+        "the password leaked: {}",
+        error.message
+    );
+    // The password grant is safe to repeat, so the 500 was retried.
+    assert_eq!(server.log.to_path("/oauth2/token").len(), 2);
+}
+
+#[tokio::test]
+async fn a_refresh_grant_that_fails_is_not_sent_again_nor_leaked() {
+    let fake = fake_with_data();
+    let server = fake.start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let connector = connector(&server);
+
+    sync(&connector, &store, None, 1).await;
+    fake.expire_tokens();
+    // The data call passes (and meets 401 invalid_token); the refresh grant then fails with an
+    // answer that echoes the refresh token.
+    server.faults.push(Fault::Delay(Duration::ZERO));
+    server.faults.push(Fault::Status {
+        status: 500,
+        retry_after: None,
+        body: json!({
+            "error": "server_error",
+            "error_description": "cannot handle grant_type=refresh_token&refresh_token=lt-rt-000001",
+        })
+        .to_string(),
+    });
+    let error = connector.sync_page(None, None).await.unwrap_err();
+    assert_eq!(error.code, ErrorCode::Unavailable);
+    assert!(error.message.contains("HTTP 500"), "{}", error.message);
+    assert!(
+        !error.message.contains("lt-rt-000001"),
+        "the refresh token leaked: {}",
+        error.message
+    );
+    // A refresh token is single-use: after a 500 LiveTex may have used it up, so it is sent
+    // once, not retried.
+    let grants: Vec<String> = server
+        .log
+        .to_path("/oauth2/token")
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect();
+    assert_eq!(grants.len(), 2, "{grants:?}");
+    assert!(
+        grants[1].starts_with("grant_type=refresh_token"),
+        "{grants:?}"
+    );
+    // The next sync recovers.
+    let run = sync(&connector, &store, None, 100).await;
+    assert!(run.done);
+    assert_every_record_once(&store, &fake);
+}

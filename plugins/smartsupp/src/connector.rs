@@ -289,6 +289,8 @@ impl SmartsuppConnector {
         }
         self.client
             .request(Method::POST, SEARCH_PATH)
+            // A read-only search: safe to retry after a timeout or a 5xx.
+            .idempotent()
             .bearer(&self.token)
             .json(&body)
             .send_json::<ApiPage>()

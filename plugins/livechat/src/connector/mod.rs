@@ -127,6 +127,8 @@ impl LiveChatConnector {
     async fn list_archives(&self, body: &Value) -> Result<Archives, Error> {
         self.agent_api
             .request(Method::POST, LIST_ARCHIVES_PATH)
+            // A read-only search: safe to retry after a timeout or a 5xx.
+            .idempotent()
             .basic_auth(&self.agent_api_login, &self.agent_api_key)
             .json(body)
             .send_json::<Archives>()
