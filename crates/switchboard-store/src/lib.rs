@@ -71,8 +71,9 @@
 //! 2. The whole group (log, dedup, projections, index changes, counters, sync cursors,
 //!    `meta/head`) becomes ONE `sled::Batch`, written with one atomic `Tree::apply_batch`.
 //! 3. It hands the group to the flusher (`switchboard-store-flusher`) and goes back to 1 for
-//!    the next group, which therefore sees this one's writes. At most one group waits for the
-//!    flusher: the CPU work of group N+1 overlaps the disk wait of group N.
+//!    the next group, which therefore sees this one's writes. The CPU work of the next groups
+//!    overlaps the disk wait of this one; one group at most waits in the hand-over channel
+//!    (so at most two groups are applied but not yet durable besides the one being flushed).
 //!
 //! The flusher takes every group waiting for it, in order, and for all of them together:
 //! 4. `Db::flush`, then `fdatasync` (see below).

@@ -217,8 +217,9 @@ pub(crate) fn run(
     mut commands: mpsc::Receiver<Command>,
     stopped: watch::Sender<bool>,
 ) -> Result<(), StoreError> {
-    // One group may wait while another is being flushed: the writer prepares group N+1 while
-    // group N is on its way to the disk, and blocks before applying N+2.
+    // While the flusher makes group N durable, group N+1 may wait for it here and the writer
+    // prepares and applies N+2; it blocks handing N+2 over until the flusher takes N+1. The
+    // flusher then makes every group waiting durable with one flush.
     let (staged_tx, staged_rx) = std::sync::mpsc::sync_channel::<Staged>(1);
     let flusher = std::thread::Builder::new()
         .name("switchboard-store-flusher".into())
