@@ -86,6 +86,40 @@ fn a_bad_config_is_a_clear_error_not_a_panic() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+#[test]
+fn an_unusable_or_corrupt_data_dir_is_a_clear_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    // A file where the data dir should be.
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    // A data dir whose store file is garbage.
+    let corrupt = dir.path().join("corrupt");
+    std::fs::create_dir_all(corrupt.join("db")).unwrap();
+    std::fs::write(corrupt.join("db").join("conf"), "not sled").unwrap();
+    std::fs::write(corrupt.join("db").join("db"), vec![0xA5u8; 4096]).unwrap();
+    for data_dir in [file, corrupt] {
+        let output = Command::new(BIN)
+            .args([
+                "serve",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--grpc-addr",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{}", data_dir.display());
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(
+            err.contains(&*data_dir.to_string_lossy()),
+            "the error names the data dir: {err}"
+        );
+    }
+}
+
 /// A running `switchboard serve` child process.
 struct Server {
     child: Child,
