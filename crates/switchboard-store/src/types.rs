@@ -23,8 +23,9 @@ pub struct StoreOptions {
     pub tail_cache_events: usize,
 }
 
-/// The default [`StoreOptions::cache_capacity`]: 256 MiB (sled's own default is 1 GiB).
-pub const DEFAULT_CACHE_CAPACITY: u64 = 256 * 1024 * 1024;
+/// The default [`StoreOptions::cache_capacity`]: 128 MiB (sled's own default is 1 GiB), which
+/// keeps a server that replayed 1M events under 512 MiB resident.
+pub const DEFAULT_CACHE_CAPACITY: u64 = 128 * 1024 * 1024;
 
 impl Default for StoreOptions {
     fn default() -> Self {
