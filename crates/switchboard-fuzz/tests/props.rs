@@ -73,7 +73,41 @@ enum Op {
         at: Index,
     },
     Json(Index, JsonEdit),
+    /// Insert one of [`TOKENS`].
+    Token(Index, Index),
+    /// Replace a run of digits with one of [`NUMBERS`], as text (beyond what a JSON value
+    /// built in memory can hold).
+    Number(Index, Index),
 }
+
+/// Text that parsers treat specially.
+const TOKENS: [&str; 10] = [
+    "\\u0000",
+    "\\ud800",
+    "\\udc00\\ud800",
+    "\"\"",
+    "null",
+    "[[[[[[[[[[[[[[[[",
+    "}}}}",
+    ",\"\":",
+    "\u{feff}",
+    "%00",
+];
+
+/// Numbers as text: too precise for a float, too big for any integer, negative zero,
+/// exponents past the float range.
+const NUMBERS: [&str; 10] = [
+    "999999999999999999999999999999999999999999999999.99999991552126412",
+    "99999991999999999999999999999999999999999999999999999991552126412",
+    "18446744073709551616",
+    "-9223372036854775809",
+    "-0",
+    "1e400",
+    "1e-400",
+    "0.30000000000000004441",
+    "253402300800000",
+    "1.5",
+];
 
 fn extreme_value() -> impl Strategy<Value = Value> {
     prop_oneof![
@@ -136,6 +170,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (any::<Index>(), any::<Index>(), any::<u8>(), any::<Index>())
             .prop_map(|(seed, from, len, at)| Op::Splice { seed, from, len, at }),
         5 => (any::<Index>(), json_edit()).prop_map(|(node, edit)| Op::Json(node, edit)),
+        1 => (any::<Index>(), any::<Index>()).prop_map(|(at, t)| Op::Token(at, t)),
+        2 => (any::<Index>(), any::<Index>()).prop_map(|(run, n)| Op::Number(run, n)),
     ]
 }
 
@@ -262,6 +298,33 @@ fn apply(data: &mut Vec<u8>, op: &Op, seeds: &[Seed]) {
             }
             request.body = value.to_string().into_bytes();
             *data = request.encode();
+        }
+        Op::Token(i, token) => {
+            let i = at(i, data.len() + 1);
+            let token = TOKENS[token.index(TOKENS.len())].as_bytes();
+            data.splice(i..i, token.iter().copied());
+        }
+        Op::Number(run, number) => {
+            let mut runs = Vec::new();
+            let mut start = None;
+            for (i, b) in data.iter().enumerate() {
+                match (b.is_ascii_digit(), start) {
+                    (true, None) => start = Some(i),
+                    (false, Some(s)) => {
+                        runs.push(s..i);
+                        start = None;
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(s) = start {
+                runs.push(s..data.len());
+            }
+            if !runs.is_empty() {
+                let range = runs[run.index(runs.len())].clone();
+                let number = NUMBERS[number.index(NUMBERS.len())].as_bytes();
+                data.splice(range, number.iter().copied());
+            }
         }
         _ => {}
     }
