@@ -23,6 +23,37 @@ async fn bad_requests_get_invalid_argument_or_not_found_with_a_reason() {
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("page_size"), "{}", err.message());
 
+    // Enum numbers the server does not know are refused, not silently dropped (which would
+    // turn the filter into "everything").
+    let err = client
+        .list_conversations(v1::ListConversationsRequest {
+            statuses: vec![42],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("statuses: 42"), "{}", err.message());
+    let err = client
+        .stream_events(v1::StreamEventsRequest {
+            kinds: vec![99],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("kinds: 99"), "{}", err.message());
+    let err = client
+        .manage_tickets(v1::ManageTicketsRequest {
+            operation: Some(Operation::List(v1::ListTickets {
+                statuses: vec![7],
+                ..Default::default()
+            })),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
     let err = client
         .list_conversations(v1::ListConversationsRequest {
             page_token: "garbage".into(),

@@ -170,6 +170,26 @@ fn time_range(
     Ok((start, end))
 }
 
+/// Decodes a repeated enum field, refusing numbers this server does not know: prost's accessors
+/// skip them silently, which would turn a filter into "everything".
+fn known_enums<E: TryFrom<i32>, T>(
+    raw: &[i32],
+    field: &str,
+    map: impl Fn(E) -> Option<T>,
+    unspecified: &str,
+) -> Result<Vec<T>, Status> {
+    raw.iter()
+        .map(|&n| {
+            let value = E::try_from(n).map_err(|_| {
+                invalid(format!(
+                    "{field}: {n} is not a value this server knows; upgrade the server or drop it"
+                ))
+            })?;
+            map(value).ok_or_else(|| invalid(format!("{field}: {unspecified}")))
+        })
+        .collect()
+}
+
 /// What a subscriber is told when the server stops under it.
 const SHUTTING_DOWN: &str = "the server is shutting down; reconnect with after_sequence";
 
@@ -228,14 +248,12 @@ impl Switchboard for SwitchboardService {
     ) -> Result<Response<v1::ListConversationsResponse>, Status> {
         let r = request.into_inner();
         self.check_vendors(&r.vendors)?;
-        let statuses = r
-            .statuses()
-            .map(|s| {
-                convert::from_status(s).ok_or_else(|| {
-                    invalid("statuses: CONVERSATION_STATUS_UNSPECIFIED is not a status")
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let statuses = known_enums(
+            &r.statuses,
+            "statuses",
+            convert::from_status,
+            "CONVERSATION_STATUS_UNSPECIFIED is not a status",
+        )?;
         let (started_from, started_to) = time_range(r.started.as_ref(), "started")?;
         let (updated_from, updated_to) = time_range(r.updated.as_ref(), "updated")?;
         let query = ConversationQuery {
@@ -301,13 +319,12 @@ impl Switchboard for SwitchboardService {
         })?;
         let r = request.into_inner();
         self.check_vendors(&r.vendors)?;
-        let kinds = r
-            .kinds()
-            .map(|k| {
-                convert::from_kind(k)
-                    .ok_or_else(|| invalid("kinds: EVENT_KIND_UNSPECIFIED is not a kind"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let kinds = known_enums(
+            &r.kinds,
+            "kinds",
+            convert::from_kind,
+            "EVENT_KIND_UNSPECIFIED is not a kind",
+        )?;
         let conversations = r
             .conversation_ids
             .iter()

@@ -17,7 +17,8 @@ use tonic::{Request, Response, Status};
 use tracing::info;
 
 use super::{
-    SwitchboardService, connection_ids, invalid, page_size, status, store_status, time_range,
+    SwitchboardService, connection_ids, invalid, known_enums, page_size, status, store_status,
+    time_range,
 };
 use crate::connections::Connection;
 
@@ -74,33 +75,27 @@ impl SwitchboardService {
                 "list.created filters only a vendor's ticket list: give exactly one connection whose vendor holds tickets",
             ));
         }
-        {
-            {
-                let statuses = list
-                    .statuses()
-                    .map(|s| {
-                        convert::from_ticket_status(s).ok_or_else(|| {
-                            invalid("statuses: TICKET_STATUS_UNSPECIFIED is not a status")
-                        })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                let query = TicketListQuery {
-                    connections: connection_ids(&list.connection_ids, "connection_ids")?,
-                    statuses,
-                    page_size: page_size(list.page_size)?,
-                    page_token: Some(list.page_token.clone()).filter(|t| !t.is_empty()),
-                };
-                let page = self.store.list_tickets(&query).map_err(store_status)?;
-                Ok(v1::TicketList {
-                    tickets: page
-                        .tickets
-                        .iter()
-                        .map(|(connection, ticket)| convert::ticket(connection, ticket))
-                        .collect(),
-                    next_page_token: page.next_page_token.unwrap_or_default(),
-                })
-            }
-        }
+        let statuses = known_enums(
+            &list.statuses,
+            "statuses",
+            convert::from_ticket_status,
+            "TICKET_STATUS_UNSPECIFIED is not a status",
+        )?;
+        let query = TicketListQuery {
+            connections: connection_ids(&list.connection_ids, "connection_ids")?,
+            statuses,
+            page_size: page_size(list.page_size)?,
+            page_token: Some(list.page_token.clone()).filter(|t| !t.is_empty()),
+        };
+        let page = self.store.list_tickets(&query).map_err(store_status)?;
+        Ok(v1::TicketList {
+            tickets: page
+                .tickets
+                .iter()
+                .map(|(connection, ticket)| convert::ticket(connection, ticket))
+                .collect(),
+            next_page_token: page.next_page_token.unwrap_or_default(),
+        })
     }
 
     fn load_ticket(&self, id: &TicketId) -> Result<Ticket, Status> {
@@ -546,12 +541,14 @@ impl SwitchboardService {
         api: &dyn TicketApi,
         list: v1::ListTickets,
     ) -> Result<v1::TicketList, Status> {
-        let mut statuses = list.statuses().map(|s| {
-            convert::from_ticket_status(s)
-                .ok_or_else(|| invalid("statuses: TICKET_STATUS_UNSPECIFIED is not a status"))
-        });
-        let status_filter = statuses.next().transpose()?;
-        if statuses.next().is_some() {
+        let statuses = known_enums(
+            &list.statuses,
+            "statuses",
+            convert::from_ticket_status,
+            "TICKET_STATUS_UNSPECIFIED is not a status",
+        )?;
+        let status_filter = statuses.first().copied();
+        if statuses.len() > 1 {
             return Err(invalid(format!(
                 "the {} ticket list filters by at most one status; give one, or none",
                 connection.plugin.vendor
