@@ -117,10 +117,13 @@ fn expected(request: &v1::StreamEventsRequest, events: &[Event]) -> Expected {
     {
         return Expected::Refused(tonic::Code::InvalidArgument);
     }
-    // UNSPECIFIED is refused. prost drops values no kind has from `kinds()` before the service
-    // sees them, so an unknown kind filters nothing (a request with only unknown kinds gets
-    // every kind).
-    if request.kinds.contains(&(v1::EventKind::Unspecified as i32)) {
+    // UNSPECIFIED is refused, and so is a number no kind has (the server checks the raw field:
+    // prost's `kinds()` would drop it and widen the filter to every kind).
+    if request
+        .kinds
+        .iter()
+        .any(|&k| v1::EventKind::try_from(k).map_or(true, |k| k == v1::EventKind::Unspecified))
+    {
         return Expected::Refused(tonic::Code::InvalidArgument);
     }
     let kinds: Vec<EventKind> = request

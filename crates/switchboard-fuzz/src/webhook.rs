@@ -283,36 +283,13 @@ fn check_events(spec: &VendorSpec, events: &[IncomingEvent]) {
         serde_json::to_value(events).unwrap_or_default(),
         serde_json::to_value(&back).unwrap_or_default(),
     );
+    // Exact: the workspace enables serde_json's `float_roundtrip`, so a float in vendor data
+    // keeps every bit from the body to the store (docs/fuzzing.md, finding 1).
     assert!(
-        same_but_float_rounding(&before, &after),
+        before == after,
         "{}: parsed events change through a JSON round trip:\n{json}",
         spec.vendor
     );
-}
-
-/// Equal, except that floats may differ in their last bits: serde_json without its
-/// `float_roundtrip` feature (the workspace's setting) does not parse every decimal to the
-/// nearest float, so a float in vendor data can move by an ulp between the body and the store
-/// (docs/fuzzing.md, finding 1).
-fn same_but_float_rounding(a: &serde_json::Value, b: &serde_json::Value) -> bool {
-    use serde_json::Value;
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
-            match (x.as_f64(), y.as_f64()) {
-                (Some(x), Some(y)) => (x - y).abs() <= x.abs().max(y.abs()) * 1e-15,
-                _ => false,
-            }
-        }
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_but_float_rounding(x, y))
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| same_but_float_rounding(v, w)))
-        }
-        _ => a == b,
-    }
 }
 
 fn check_raw(spec: &VendorSpec, raw: &str) {
