@@ -157,39 +157,7 @@ fn incoming_chat(root: Obj<'_>, payload: Obj<'_>) -> Result<Vec<IncomingEvent>, 
             patch.attributes.insert(owner.into(), id);
         }
     }
-    let access = match chat.obj("access")? {
-        Some(access) => Some(access),
-        None => thread.obj("access")?,
-    };
-    if let Some(access) = access {
-        let groups = access.obj().ids("group_ids")?;
-        if !groups.is_empty() {
-            patch.attributes.insert("groups".into(), groups.join(","));
-        }
-    }
-
-    let mut roles = HashMap::new();
-    for user in chat.objects("users")? {
-        let u = user.obj();
-        let id = u.required_str("id")?;
-        let user_type = u.str("type")?.unwrap_or("agent");
-        let role = role_of_type(user_type);
-        roles.insert(id.to_owned(), role);
-        if role == Role::Visitor {
-            let (visitor, page) = customer(u, id)?;
-            if patch.visitor.is_none() {
-                patch.visitor = Some(visitor);
-                patch.page_url = page;
-            }
-        } else {
-            patch.agents_joined.push(Participant {
-                id: id.to_owned(),
-                name: u.text("name")?,
-                email: u.text("email")?,
-                ..Participant::default()
-            });
-        }
-    }
+    let roles = chat_people(chat, thread, &mut patch)?;
 
     let mut events = vec![conversation(
         format!("incoming_chat:{chat_id}:{thread_id}"),
@@ -208,6 +176,48 @@ fn incoming_chat(root: Obj<'_>, payload: Obj<'_>) -> Result<Vec<IncomingEvent>, 
         )?);
     }
     Ok(events)
+}
+
+/// Fills a chat's groups (from the chat's `access`, else the thread's), its visitor and its
+/// agents into `patch`, and returns each user's role by id. Webhooks (`incoming_chat`) and the
+/// archive sync read chats the same way, so both give the same conversation.
+pub(crate) fn chat_people(
+    chat: Obj<'_>,
+    thread: Obj<'_>,
+    patch: &mut ConversationPatch,
+) -> Result<HashMap<String, Role>, Error> {
+    let access = match chat.obj("access")? {
+        Some(access) => Some(access),
+        None => thread.obj("access")?,
+    };
+    if let Some(access) = access {
+        let groups = access.obj().ids("group_ids")?;
+        if !groups.is_empty() {
+            patch.attributes.insert("groups".into(), groups.join(","));
+        }
+    }
+    let mut roles = HashMap::new();
+    for user in chat.objects("users")? {
+        let u = user.obj();
+        let id = u.required_str("id")?;
+        let role = role_of_type(u.str("type")?.unwrap_or("agent"));
+        roles.insert(id.to_owned(), role);
+        if role == Role::Visitor {
+            let (visitor, page) = customer(u, id)?;
+            if patch.visitor.is_none() {
+                patch.visitor = Some(visitor);
+                patch.page_url = page;
+            }
+        } else {
+            patch.agents_joined.push(Participant {
+                id: id.to_owned(),
+                name: u.text("name")?,
+                email: u.text("email")?,
+                ..Participant::default()
+            });
+        }
+    }
+    Ok(roles)
 }
 
 /// A customer user of a chat: the visitor, and the page they are on.

@@ -1,13 +1,10 @@
 //! Archived chats (Agent Chat API v3.5 `list_archives`) as events that merge with what the v3.x
 //! webhooks produce for the same chat, and the sync cursor.
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use switchboard_core::{
-    ConversationPatch, ConversationStatus, Error, EventKind, EventPayload, IncomingEvent,
-    Participant, Role, Timestamp,
+    ConversationPatch, ConversationStatus, Error, EventKind, EventPayload, IncomingEvent, Timestamp,
 };
 
 use crate::json::{Obj, canonical, fnv1a};
@@ -102,37 +99,7 @@ pub(crate) fn chat_events(chat_value: &Value) -> Result<Vec<IncomingEvent>, Erro
     patch
         .attributes
         .insert("thread_id".into(), thread_id.to_owned());
-    let access = match chat.obj("access")? {
-        Some(access) => Some(access),
-        None => thread.obj("access")?,
-    };
-    if let Some(access) = access {
-        let groups = access.obj().ids("group_ids")?;
-        if !groups.is_empty() {
-            patch.attributes.insert("groups".into(), groups.join(","));
-        }
-    }
-    let mut roles = HashMap::new();
-    for user in chat.objects("users")? {
-        let u = user.obj();
-        let id = u.required_str("id")?;
-        let role = v3::role_of_type(u.str("type")?.unwrap_or("agent"));
-        roles.insert(id.to_owned(), role);
-        if role == Role::Visitor {
-            let (visitor, page) = v3::customer(u, id)?;
-            if patch.visitor.is_none() {
-                patch.visitor = Some(visitor);
-                patch.page_url = page;
-            }
-        } else {
-            patch.agents_joined.push(Participant {
-                id: id.to_owned(),
-                name: u.text("name")?,
-                email: u.text("email")?,
-                ..Participant::default()
-            });
-        }
-    }
+    let roles = v3::chat_people(chat, thread, &mut patch)?;
 
     let mut messages = Vec::new();
     let mut last: Option<(Timestamp, String)> = None;
@@ -208,6 +175,7 @@ pub(crate) fn unreadable_chat(chat: &Value, fallback_at: Timestamp) -> IncomingE
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+    use switchboard_core::Role;
 
     use super::*;
 
