@@ -4,15 +4,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
-use switchboard_core::{
-    ConnectionId, ConversationId, Error, ErrorCode, Event, EventKind, Sequence, Timestamp,
-};
+use switchboard_core::{ConnectionId, ConversationId, Error, ErrorCode, Sequence, Timestamp};
 use switchboard_proto::convert;
 use switchboard_proto::v1;
 use switchboard_proto::v1::switchboard_server::Switchboard;
 use switchboard_store::{ConversationQuery, Store, StoreError};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, debug, info};
 
@@ -21,6 +18,8 @@ use crate::sync::SyncRunner;
 
 #[path = "grpc_admin.rs"]
 mod admin;
+#[path = "grpc_stream.rs"]
+mod stream;
 #[path = "grpc_tickets.rs"]
 mod tickets;
 
@@ -31,7 +30,8 @@ pub const DEFAULT_PAGE_SIZE: u32 = 50;
 /// Events read from the store per step of a stream.
 const STREAM_READ_BATCH: usize = 512;
 /// Events buffered per subscriber between the reader task and the transport. A slow subscriber
-/// fills this and then its reader waits: the server holds at most this many of its events.
+/// fills this and then its reader waits: the server holds at most this many of its events
+/// queued (in batches of at most [`stream::SEND_BATCH`]), plus the batch being sent.
 const STREAM_BUFFER: usize = 256;
 
 /// A core error as a gRPC status.
@@ -78,6 +78,8 @@ pub struct SwitchboardService {
     shutdown: tokio::sync::watch::Receiver<bool>,
     stream: StreamOptions,
     subscribers: Arc<tokio::sync::Semaphore>,
+    /// The newest events in wire form, converted once for all subscribers.
+    converted: Arc<stream::ConvertedRing>,
     sync: SyncRunner,
     idempotency: tickets::InFlightCreates,
     /// Serializes read-modify-write updates of hub-native tickets, so concurrent updates of a
@@ -101,6 +103,7 @@ impl SwitchboardService {
             shutdown,
             stream,
             subscribers: Arc::new(tokio::sync::Semaphore::new(stream.max_subscribers)),
+            converted: Arc::new(stream::ConvertedRing::new(stream::CONVERTED_EVENTS)),
             sync: SyncRunner::default(),
             idempotency: tickets::InFlightCreates::default(),
             ticket_updates: Arc::default(),
@@ -203,27 +206,6 @@ enum Wake {
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<v1::Event, Status>> + Send + 'static>>;
 
-/// What a subscriber asked to see.
-#[derive(Debug, Clone, Default)]
-struct StreamFilter {
-    connections: Vec<ConnectionId>,
-    vendors: Vec<String>,
-    kinds: Vec<EventKind>,
-    conversations: Vec<ConversationId>,
-}
-
-impl StreamFilter {
-    fn matches(&self, event: &Event) -> bool {
-        (self.connections.is_empty() || self.connections.contains(&event.connection))
-            && (self.vendors.is_empty() || self.vendors.contains(&event.vendor))
-            && (self.kinds.is_empty() || self.kinds.contains(&event.incoming.kind))
-            && (self.conversations.is_empty()
-                || event
-                    .conversation_id()
-                    .is_some_and(|id| self.conversations.contains(&id)))
-    }
-}
-
 /// The first sequence whose event was received at or after `at`, minus one (the cursor to
 /// start after). Events are appended in receive order, so a binary search over the log works.
 fn cursor_at_time(store: &Store, at: Timestamp) -> Result<Sequence, StoreError> {
@@ -238,6 +220,49 @@ fn cursor_at_time(store: &Store, at: Timestamp) -> Result<Sequence, StoreError> 
         }
     }
     Ok(Sequence(low))
+}
+
+/// The events after `cursor` (up to [`STREAM_READ_BATCH`], never past the durable head) in wire
+/// form: from the service's ring of converted events when it holds the next ones, else read
+/// (from the store's tail cache, or from sled on a blocking thread) and converted here, and
+/// left in the ring for the other subscribers. Empty when the cursor is at the head.
+async fn next_events(
+    store: &Store,
+    converted: &stream::ConvertedRing,
+    cursor: Sequence,
+) -> Result<Vec<Arc<stream::Converted>>, Status> {
+    let head = store.head();
+    if cursor >= head {
+        return Ok(Vec::new());
+    }
+    let to = Sequence(
+        head.0
+            .min(cursor.0.saturating_add(STREAM_READ_BATCH as u64)),
+    );
+    let shared = converted.run(cursor, to);
+    if !shared.is_empty() {
+        return Ok(shared);
+    }
+    // Tailing: the store's tail cache answers without touching the disk.
+    // Catching up: a blocking sled scan, off the async workers.
+    let events = match store.read_events_cached(cursor, STREAM_READ_BATCH) {
+        Some(events) => events,
+        None => {
+            let reader = store.clone();
+            tokio::task::spawn_blocking(move || reader.read_events(cursor, STREAM_READ_BATCH))
+                .await
+                .map_err(|error| {
+                    Status::internal(format!("reading the event log failed: {error}"))
+                })?
+                .map_err(store_status)?
+        }
+    };
+    let events: Vec<_> = events
+        .iter()
+        .map(|event| Arc::new(stream::Converted::new(event)))
+        .collect();
+    converted.put(&events);
+    Ok(events)
 }
 
 #[tonic::async_trait]
@@ -332,7 +357,7 @@ impl Switchboard for SwitchboardService {
                 ConversationId::parse(id).map_err(|e| invalid(format!("conversation_ids: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let filter = StreamFilter {
+        let filter = stream::StreamFilter {
             connections: connection_ids(&r.connection_ids, "connection_ids")?,
             vendors: r.vendors.clone(),
             kinds,
@@ -355,27 +380,35 @@ impl Switchboard for SwitchboardService {
                 let at = convert::from_timestamp(t).ok_or_else(|| {
                     invalid("at_time is out of range; use a time between 1970 and 9999")
                 })?;
-                cursor_at_time(&self.store, at).map_err(store_status)?
+                // A binary search over the log: sled reads, off the async workers.
+                let store = self.store.clone();
+                tokio::task::spawn_blocking(move || cursor_at_time(&store, at))
+                    .await
+                    .map_err(|error| {
+                        Status::internal(format!("finding the start of the stream failed: {error}"))
+                    })?
+                    .map_err(store_status)?
             }
         };
         let store = self.store.clone();
+        let converted = self.converted.clone();
         let mut head_rx = self.store.subscribe_head();
         let mut shutdown = self.shutdown.clone();
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER.div_ceil(stream::SEND_BATCH));
         info!(after = %cursor, "subscriber started");
         let reader = async move {
             // Held for the reader's life: the cap's permit and the subscriber gauge.
             let _permit = permit;
             let metrics = crate::metrics::SubscriberMetrics::connected();
             loop {
-                let batch = match store.read_events(cursor, STREAM_READ_BATCH) {
+                let batch = match next_events(&store, &converted, cursor).await {
                     Ok(batch) => batch,
-                    Err(error) => {
-                        let _ = tx.send(Err(store_status(error))).await;
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
                         return;
                     }
                 };
-                if batch.is_empty() {
+                let Some(last) = batch.last() else {
                     // Caught up: wait until the head moves past the cursor, or shutdown.
                     let wake = tokio::select! {
                         moved = head_rx.wait_for(|h| *h > cursor) => {
@@ -392,20 +425,19 @@ impl Switchboard for SwitchboardService {
                     };
                     let _ = tx.send(Err(Status::unavailable(reason))).await;
                     return;
-                }
+                };
                 if *shutdown.borrow() {
                     // Replaying a backlog never holds up a shutdown.
                     let _ = tx.try_send(Err(Status::unavailable(SHUTTING_DOWN)));
                     return;
                 }
                 metrics.lag(store.head().0, cursor.0);
+                let next_cursor = last.sequence;
+                let matching: Vec<_> = batch.into_iter().filter(|e| filter.matches(e)).collect();
                 let mut sent = 0;
-                for event in batch {
-                    cursor = event.sequence;
-                    if !filter.matches(&event) {
-                        continue;
-                    }
-                    let gone = match tx.try_send(Ok(convert::event(&event))) {
+                for chunk in stream::batches(matching) {
+                    let count = chunk.len();
+                    let gone = match tx.try_send(Ok(chunk)) {
                         Ok(()) => false,
                         Err(mpsc::error::TrySendError::Closed(_)) => true,
                         // The subscriber reads slower than we send: wait for room, but not
@@ -424,13 +456,14 @@ impl Switchboard for SwitchboardService {
                         debug!(at = %cursor, "subscriber went away");
                         return;
                     }
-                    sent += 1;
+                    sent += count as u64;
                 }
+                cursor = next_cursor;
                 metrics.sent(sent);
             }
         };
         tokio::spawn(reader.in_current_span());
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(stream::BatchStream::new(rx))))
     }
 
     async fn manage_tickets(
