@@ -222,18 +222,54 @@ fn cursor_at_time(store: &Store, at: Timestamp) -> Result<Sequence, StoreError> 
     Ok(Sequence(low))
 }
 
+/// Where a subscriber's next events came from.
+enum Source {
+    /// The service's ring or the store's tail cache: the reader is tailing the log.
+    Tail,
+    /// sled: the reader is catching up, so it reads the following batches ahead.
+    Log,
+}
+
+/// A batch of events in wire form, read and converted on a blocking thread.
+type LogRead = tokio::task::JoinHandle<Result<Vec<Arc<stream::Converted>>, StoreError>>;
+
+/// Batches a reader catching up reads and converts ahead of the one it sends (on the blocking
+/// pool, so reading, converting and sending overlap on different cores).
+const READ_AHEAD: u64 = 2;
+
+/// The events after `cursor` (up to [`STREAM_READ_BATCH`], never past the durable head) read
+/// from sled and converted, on a blocking thread. Not left in the service's ring: a reader
+/// catching up rarely shares its events, and its own copies move to the transport uncloned.
+fn read_log(store: &Store, cursor: Sequence) -> LogRead {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || {
+        let events = store.read_events(cursor, STREAM_READ_BATCH)?;
+        Ok(events
+            .iter()
+            .map(|event| Arc::new(stream::Converted::new(event)))
+            .collect())
+    })
+}
+
+async fn join_log_read(read: LogRead) -> Result<Vec<Arc<stream::Converted>>, Status> {
+    read.await
+        .map_err(|error| Status::internal(format!("reading the event log failed: {error}")))?
+        .map_err(store_status)
+}
+
 /// The events after `cursor` (up to [`STREAM_READ_BATCH`], never past the durable head) in wire
-/// form: from the service's ring of converted events when it holds the next ones, else read
-/// (from the store's tail cache, or from sled on a blocking thread) and converted here, and
-/// left in the ring for the other subscribers. Empty when the cursor is at the head.
+/// form. Tailing: from the service's ring of converted events when it holds the next ones,
+/// else from the store's tail cache, converted here and left in the ring for the other
+/// subscribers. Catching up: read from sled on a blocking thread. Empty when the cursor is at
+/// the head.
 async fn next_events(
     store: &Store,
     converted: &stream::ConvertedRing,
     cursor: Sequence,
-) -> Result<Vec<Arc<stream::Converted>>, Status> {
+) -> Result<(Vec<Arc<stream::Converted>>, Source), Status> {
     let head = store.head();
     if cursor >= head {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Source::Tail));
     }
     let to = Sequence(
         head.0
@@ -241,28 +277,19 @@ async fn next_events(
     );
     let shared = converted.run(cursor, to);
     if !shared.is_empty() {
-        return Ok(shared);
+        return Ok((shared, Source::Tail));
     }
-    // Tailing: the store's tail cache answers without touching the disk.
-    // Catching up: a blocking sled scan, off the async workers.
-    let events = match store.read_events_cached(cursor, STREAM_READ_BATCH) {
-        Some(events) => events,
-        None => {
-            let reader = store.clone();
-            tokio::task::spawn_blocking(move || reader.read_events(cursor, STREAM_READ_BATCH))
-                .await
-                .map_err(|error| {
-                    Status::internal(format!("reading the event log failed: {error}"))
-                })?
-                .map_err(store_status)?
+    match store.read_events_cached(cursor, STREAM_READ_BATCH) {
+        Some(events) => {
+            let events: Vec<_> = events
+                .iter()
+                .map(|event| Arc::new(stream::Converted::new(event)))
+                .collect();
+            converted.put(&events);
+            Ok((events, Source::Tail))
         }
-    };
-    let events: Vec<_> = events
-        .iter()
-        .map(|event| Arc::new(stream::Converted::new(event)))
-        .collect();
-    converted.put(&events);
-    Ok(events)
+        None => Ok((join_log_read(read_log(store, cursor)).await?, Source::Log)),
+    }
 }
 
 #[tonic::async_trait]
@@ -400,9 +427,25 @@ impl Switchboard for SwitchboardService {
             // Held for the reader's life: the cap's permit and the subscriber gauge.
             let _permit = permit;
             let metrics = crate::metrics::SubscriberMetrics::connected();
+            // Catching up, the next batch is read and converted while this one is sent.
+            // Each read ahead is keyed by the cursor it reads after: the log has no gaps, so
+            // batch k starts at `cursor + k * STREAM_READ_BATCH`; one that does not start where
+            // the reader is (never expected) is dropped and read again.
+            let mut ahead: std::collections::VecDeque<(Sequence, LogRead)> =
+                std::collections::VecDeque::new();
             loop {
-                let batch = match next_events(&store, &converted, cursor).await {
-                    Ok(batch) => batch,
+                let next = match ahead.pop_front() {
+                    Some((after, read)) if after == cursor => {
+                        join_log_read(read).await.map(|batch| (batch, Source::Log))
+                    }
+                    Some(_) => {
+                        ahead.clear();
+                        next_events(&store, &converted, cursor).await
+                    }
+                    None => next_events(&store, &converted, cursor).await,
+                };
+                let (batch, source) = match next {
+                    Ok(next) => next,
                     Err(status) => {
                         let _ = tx.send(Err(status)).await;
                         return;
@@ -433,6 +476,16 @@ impl Switchboard for SwitchboardService {
                 }
                 metrics.lag(store.head().0, cursor.0);
                 let next_cursor = last.sequence;
+                if matches!(source, Source::Log) {
+                    let head = store.head();
+                    let mut after = ahead.back().map_or(next_cursor, |(after, _)| {
+                        Sequence(after.0.saturating_add(STREAM_READ_BATCH as u64))
+                    });
+                    while after < head && (ahead.len() as u64) < READ_AHEAD {
+                        ahead.push_back((after, read_log(&store, after)));
+                        after = Sequence(after.0.saturating_add(STREAM_READ_BATCH as u64));
+                    }
+                }
                 let matching: Vec<_> = batch.into_iter().filter(|e| filter.matches(e)).collect();
                 let mut sent = 0;
                 for chunk in stream::batches(matching) {

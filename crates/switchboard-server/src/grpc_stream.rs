@@ -124,8 +124,8 @@ impl ConvertedRing {
 /// What a reader task sends its subscriber's transport: a batch of events or the final error.
 pub(super) type Batch = Result<Vec<Arc<Converted>>, Status>;
 
-/// The subscriber's side: flattens the batches into the messages tonic encodes (a clone of the
-/// shared wire form, made just before it is encoded).
+/// The subscriber's side: flattens the batches into the messages tonic encodes (a clone of a
+/// shared wire form, made just before it is encoded; an unshared one is moved).
 pub(super) struct BatchStream {
     rx: mpsc::Receiver<Batch>,
     current: std::vec::IntoIter<Arc<Converted>>,
@@ -147,7 +147,10 @@ impl Stream for BatchStream {
         let this = self.get_mut();
         loop {
             if let Some(event) = this.current.next() {
-                return Poll::Ready(Some(Ok(event.wire.clone())));
+                // Shared with the ring or other subscribers: cloned; else moved.
+                let wire = Arc::try_unwrap(event)
+                    .map_or_else(|shared| shared.wire.clone(), |own| own.wire);
+                return Poll::Ready(Some(Ok(wire)));
             }
             match this.rx.poll_recv(cx) {
                 Poll::Ready(Some(Ok(batch))) => this.current = batch.into_iter(),
@@ -253,5 +256,101 @@ mod tests {
             .map(|r| r.map(|e| e.sequence).map_err(|s| s.code()))
             .collect();
         assert_eq!(got, [Ok(1), Ok(2), Ok(3), Err(tonic::Code::Unavailable)]);
+    }
+}
+
+#[cfg(test)]
+mod replay_tests {
+    use std::time::Duration;
+
+    use futures::StreamExt;
+    use switchboard_core::{
+        ConversationPatch, EventPayload, IncomingEvent, Sequence as Seq, Timestamp,
+    };
+    use switchboard_proto::v1::switchboard_server::Switchboard;
+    use switchboard_store::{AppendRequest, Store, StoreOptions};
+    use tonic::Request;
+
+    use super::*;
+    use crate::connections::Connections;
+    use crate::grpc::{StreamOptions, SwitchboardService};
+
+    async fn collect(service: &SwitchboardService, after: u64, until: u64) -> Vec<u64> {
+        let request = v1::StreamEventsRequest {
+            start: Some(v1::stream_events_request::Start::AfterSequence(after)),
+            ..Default::default()
+        };
+        let mut stream = service
+            .stream_events(Request::new(request))
+            .await
+            .expect("stream")
+            .into_inner();
+        let mut got = Vec::new();
+        while got.last().copied().unwrap_or(after) < until {
+            let event = tokio::time::timeout(Duration::from_secs(10), stream.next())
+                .await
+                .expect("no stall")
+                .expect("the stream goes on")
+                .expect("an event");
+            got.push(event.sequence);
+        }
+        got
+    }
+
+    /// Replays longer than several read batches, from sled (no tail cache): the reads ahead
+    /// must hand over every event once, in order, from any start.
+    #[tokio::test]
+    async fn replays_read_ahead_from_sled_deliver_every_event_once_in_order() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let options = StoreOptions {
+            tail_cache_events: 0,
+            ..StoreOptions::default()
+        };
+        let store = Store::open_with(dir.path(), options).expect("store");
+        let connection = ConnectionId::new("livechat").expect("id");
+        let at = Timestamp::from_secs(1_700_000_000).expect("time");
+        for request in 0..14u32 {
+            let events = (0..100u32)
+                .map(|i| IncomingEvent {
+                    kind: EventKind::ChatUpdated,
+                    vendor_event: "chat_updated".to_owned(),
+                    dedup_key: format!("k{request}-{i}"),
+                    occurred_at: at,
+                    payload: EventPayload::Conversation(ConversationPatch::new(format!("c{i}"))),
+                })
+                .collect();
+            store
+                .append(AppendRequest {
+                    connection: connection.clone(),
+                    vendor: "livechat".to_owned(),
+                    request_id: Some(format!("r{request}")),
+                    received_at: at,
+                    raw: Some("{}".to_owned()),
+                    events,
+                    sync: None,
+                })
+                .await
+                .expect("append");
+        }
+        let head = store.head();
+        assert_eq!(head, Seq(1400));
+        let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+        let service = SwitchboardService::new(
+            store.clone(),
+            Connections::default(),
+            vec!["livechat"],
+            shutdown_rx,
+            StreamOptions::default(),
+        );
+        for after in [0, 1, 511, 700, 1399] {
+            let got = collect(&service, after, head.0).await;
+            assert_eq!(
+                got,
+                (after + 1..=head.0).collect::<Vec<_>>(),
+                "after {after}"
+            );
+        }
+        let _ = shutdown.send(true);
+        store.close().await.expect("close");
     }
 }
