@@ -193,8 +193,42 @@ pub fn conversation(c: &core::Conversation, with_messages: bool) -> v1::Conversa
     }
 }
 
+/// An event on the wire, taking the strings of an event the caller no longer needs (the raw
+/// body above all) instead of copying them; otherwise the same as [`event`].
+pub fn event_owned(e: core::Event) -> v1::Event {
+    let mut wire = v1::Event {
+        id: String::new(),
+        vendor: String::new(),
+        vendor_event: String::new(),
+        dedup_key: String::new(),
+        request_id: None,
+        raw: None,
+        ..event_fields(&e)
+    };
+    wire.id = e.id;
+    wire.vendor = e.vendor;
+    wire.vendor_event = e.incoming.vendor_event;
+    wire.dedup_key = e.incoming.dedup_key;
+    wire.request_id = e.request_id;
+    wire.raw = e.raw;
+    wire
+}
+
 /// An event on the wire.
 pub fn event(e: &core::Event) -> v1::Event {
+    v1::Event {
+        id: e.id.clone(),
+        vendor: e.vendor.clone(),
+        vendor_event: e.incoming.vendor_event.clone(),
+        dedup_key: e.incoming.dedup_key.clone(),
+        request_id: e.request_id.clone(),
+        raw: e.raw.clone(),
+        ..event_fields(e)
+    }
+}
+
+/// Every field of [`event`] except the strings copied from the event as they are.
+fn event_fields(e: &core::Event) -> v1::Event {
     let message = match (&e.incoming.kind, &e.incoming.payload) {
         (EventKind::Message, core::EventPayload::Conversation(patch)) => {
             patch.messages.first().map(message)
@@ -203,20 +237,20 @@ pub fn event(e: &core::Event) -> v1::Event {
     };
     v1::Event {
         sequence: e.sequence.0,
-        id: e.id.clone(),
+        id: String::new(),
         connection_id: e.connection.to_string(),
-        vendor: e.vendor.clone(),
+        vendor: String::new(),
         kind: kind(e.incoming.kind) as i32,
-        vendor_event: e.incoming.vendor_event.clone(),
-        dedup_key: e.incoming.dedup_key.clone(),
+        vendor_event: String::new(),
+        dedup_key: String::new(),
         occurred_at: Some(timestamp(e.incoming.occurred_at)),
         received_at: Some(timestamp(e.received_at)),
         conversation_id: e.conversation_id().map(|id| id.to_string()),
         ticket_id: e.ticket_id().map(|id| id.to_string()),
         message,
         payload_json: serde_json::to_string(&e.incoming.payload).unwrap_or_default(),
-        request_id: e.request_id.clone(),
-        raw: e.raw.clone(),
+        request_id: None,
+        raw: None,
     }
 }
 
@@ -287,6 +321,31 @@ pub fn agent(a: &core::Agent) -> v1::Agent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_owned_event_converts_like_a_borrowed_one() {
+        let at = Timestamp::from_secs(1_700_000_000).expect("time");
+        let e = core::Event {
+            sequence: core::Sequence(7),
+            id: "evt-7".to_owned(),
+            connection: core::ConnectionId::new("livechat").expect("id"),
+            vendor: "livechat".to_owned(),
+            received_at: at,
+            request_id: Some("req-1".to_owned()),
+            raw: Some("{\"raw\":true}".to_owned()),
+            incoming: core::IncomingEvent {
+                kind: EventKind::ChatUpdated,
+                vendor_event: "chat_updated".to_owned(),
+                dedup_key: "chat_updated:1".to_owned(),
+                occurred_at: at,
+                payload: core::EventPayload::Conversation(core::ConversationPatch::new("c1")),
+            },
+        };
+        let borrowed = event(&e);
+        assert_eq!(borrowed.raw.as_deref(), Some("{\"raw\":true}"));
+        assert_eq!(borrowed.dedup_key, "chat_updated:1");
+        assert_eq!(event_owned(e), borrowed);
+    }
 
     #[test]
     fn enums_round_trip() {

@@ -245,7 +245,7 @@ fn read_log(store: &Store, cursor: Sequence) -> LogRead {
     tokio::task::spawn_blocking(move || {
         let events = store.read_events(cursor, STREAM_READ_BATCH)?;
         Ok(events
-            .iter()
+            .into_iter()
             .map(|event| Arc::new(stream::Converted::new(event)))
             .collect())
     })
@@ -282,7 +282,7 @@ async fn next_events(
     match store.read_events_cached(cursor, STREAM_READ_BATCH) {
         Some(events) => {
             let events: Vec<_> = events
-                .iter()
+                .into_iter()
                 .map(|event| Arc::new(stream::Converted::new(event)))
                 .collect();
             converted.put(&events);

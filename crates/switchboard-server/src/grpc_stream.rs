@@ -30,13 +30,13 @@ pub(super) struct Converted {
 }
 
 impl Converted {
-    pub(super) fn new(event: &Event) -> Self {
+    pub(super) fn new(event: Event) -> Self {
         Converted {
             sequence: event.sequence,
             connection: event.connection.clone(),
             kind: event.incoming.kind,
             conversation: event.conversation_id(),
-            wire: convert::event(event),
+            wire: convert::event_owned(event),
         }
     }
 }
@@ -195,7 +195,7 @@ mod tests {
                 payload: EventPayload::Conversation(ConversationPatch::new("c")),
             },
         };
-        Arc::new(Converted::new(&event))
+        Arc::new(Converted::new(event))
     }
 
     fn sequences(run: &[Arc<Converted>]) -> Vec<u64> {
