@@ -182,6 +182,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use switchboard_core::{
     Agent, ConnectionId, Conversation, ConversationId, Event, EventPayload, Sequence, Ticket,
@@ -279,9 +280,22 @@ impl Store {
             .flush_every_ms(None)
             .cache_capacity(options.cache_capacity);
         // sled 0.34 panics on some kinds of corruption instead of returning an error.
-        let db = catch_unwind(AssertUnwindSafe(|| config.open()))
-            .map_err(|panic| open_error(dir, panic_message(panic.as_ref())))?
-            .map_err(|e| open_error(dir, e))?;
+        let open = || {
+            catch_unwind(AssertUnwindSafe(|| config.open()))
+                .map_err(|panic| open_error(dir, panic_message(panic.as_ref())))
+        };
+        // A store closed a moment ago in this process may still hold sled's file lock while
+        // sled's own background threads wind down: wait for it briefly. Another process
+        // holding the store keeps the lock, and that is still refused after the wait.
+        let lock_wait_until = Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match open()? {
+                Err(sled::Error::Io(e)) if is_lock_busy(&e) && Instant::now() < lock_wait_until => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => break other.map_err(|e| open_error(dir, e))?,
+            }
+        };
         check_schema(&db, dir, had_data)?;
         let files = DurableFiles::open(dir, options.fsync)?;
         let head = recover_head(&db)?;
@@ -503,6 +517,16 @@ impl Store {
             None => Ok(()),
         }
     }
+}
+
+/// How long [`Store::open`] waits for sled's file lock held by a store just closed in this
+/// process.
+const LOCK_WAIT: Duration = Duration::from_secs(3);
+
+/// Whether sled could not take its file lock because another handle still holds it.
+fn is_lock_busy(error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::WouldBlock
+        || error.to_string().contains("could not acquire lock")
 }
 
 /// Refuses what a plugin must never produce, before it reaches the writer.
