@@ -43,7 +43,7 @@ pub fn status(error: &Error) -> Status {
 }
 
 fn store_status(error: StoreError) -> Status {
-    status(&Error::new(error.code(), error.to_string()))
+    status(&error.into())
 }
 
 fn invalid(message: impl Into<String>) -> Status {

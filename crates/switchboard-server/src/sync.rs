@@ -130,10 +130,7 @@ impl SyncRunner {
                 format!("connection {id} has no connector"),
             )
         })?;
-        let saved = store
-            .sync_state(id)
-            .map_err(|e| Error::new(e.code(), e.to_string()))?
-            .and_then(|state| state.cursor);
+        let saved = store.sync_state(id)?.and_then(|state| state.cursor);
         let mut cursor = if options.from_scratch { None } else { saved };
         let started = Instant::now();
         let mut progress = SyncProgress {
@@ -179,7 +176,7 @@ impl SyncRunner {
             let receipt = match receipt {
                 Ok(receipt) => receipt,
                 Err(store_error) => {
-                    let error = Error::new(store_error.code(), store_error.to_string());
+                    let error = Error::from(store_error);
                     warn!(connection = %id, error = %error.message, "a pulled page could not be stored");
                     if let Err(again) = store.record_sync_error(id, &error.message).await {
                         warn!(connection = %id, error = %again, "could not record the sync error");
