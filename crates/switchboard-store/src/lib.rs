@@ -192,14 +192,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 pub use crate::error::StoreError;
-use crate::record::decode_event;
+use crate::record::{decode, decode_event, load};
 use crate::tail::TailCache;
 pub use crate::types::{
     AppendReceipt, AppendRequest, ConversationPage, ConversationQuery, DEFAULT_CACHE_CAPACITY,
     DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, StoreOptions, SyncState, SyncUpdate, TicketListPage,
     TicketListQuery,
 };
-use crate::writer::{Command, DurableFiles, Failure, Flusher, StoredTicket, Writer, decode, load};
+use crate::writer::{Command, DurableFiles, Failure, Flusher, StoredTicket, Writer};
 
 /// The store: cheap to clone (an `Arc` inside). The writer thread stops after [`Store::close`]
 /// or when the last handle is dropped.

@@ -8,8 +8,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use switchboard_core::{ConnectionId, Conversation, ConversationStatus, Timestamp};
 
 use crate::keys::{self, IndexFamily};
+use crate::record::decode;
 use crate::types::effective_page_size;
-use crate::writer::{StoredTicket, decode};
+use crate::writer::StoredTicket;
 use crate::{ConversationPage, ConversationQuery, StoreError, TicketListPage, TicketListQuery};
 
 const CONVERSATION_TOKEN: u8 = 1;

@@ -8,6 +8,7 @@
 //! types. The shape is private to the store (schema version 2); the wire and the API still use
 //! the core types.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use switchboard_core::{
     Agent, ConnectionId, ConversationPatch, Event, EventKind, EventPayload, IncomingEvent,
@@ -97,6 +98,25 @@ pub(crate) struct NewEvent<'a> {
     pub(crate) raw: Option<&'a str>,
 }
 
+/// Encodes a stored record (a conversation, ticket, agent or sync state).
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value)
+        .map_err(|e| StoreError::Commit(format!("cannot encode a record: {e}")))
+}
+
+/// Decodes a stored value; one that does not decode is corrupt at `key`.
+pub(crate) fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt(key, e))
+}
+
+/// The stored value at `key`, decoded, if any.
+pub(crate) fn load<T: DeserializeOwned>(
+    tree: &sled::Tree,
+    key: &[u8],
+) -> Result<Option<T>, StoreError> {
+    tree.get(key)?.map(|bytes| decode(key, &bytes)).transpose()
+}
+
 pub(crate) fn encode_event(event: &NewEvent<'_>) -> Result<Vec<u8>, StoreError> {
     let incoming = event.incoming;
     let payload = match &incoming.payload {
@@ -129,7 +149,7 @@ pub(crate) fn encode_event(event: &NewEvent<'_>) -> Result<Vec<u8>, StoreError> 
 }
 
 pub(crate) fn decode_event(key: &[u8], bytes: &[u8]) -> Result<Event, StoreError> {
-    let stored: EventIn = serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt(key, e))?;
+    let stored: EventIn = decode(key, bytes)?;
     let payload = match stored.payload {
         PayloadIn::Conversation(patch) => EventPayload::Conversation(patch),
         PayloadIn::Ticket(ticket) => EventPayload::Ticket(ticket),

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use switchboard_core::{
     Agent, ConnectionId, Conversation, ConversationId, Event, EventPayload, IncomingEvent,
@@ -19,7 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, info};
 
 use crate::keys::{self, IndexFamily};
-use crate::record::{NewEvent, encode_event};
+use crate::record::{NewEvent, encode, encode_event, load};
 use crate::tail::TailCache;
 use crate::{AppendReceipt, AppendRequest, StoreError, StoreOptions, SyncState};
 
@@ -54,22 +53,6 @@ impl Command {
 pub(crate) struct StoredTicket {
     pub(crate) ticket: Ticket,
     pub(crate) sequence: Sequence,
-}
-
-pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value)
-        .map_err(|e| StoreError::Commit(format!("cannot encode a record: {e}")))
-}
-
-pub(crate) fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt(key, e))
-}
-
-pub(crate) fn load<T: DeserializeOwned>(
-    tree: &sled::Tree,
-    key: &[u8],
-) -> Result<Option<T>, StoreError> {
-    tree.get(key)?.map(|bytes| decode(key, &bytes)).transpose()
 }
 
 /// The files whose contents must reach the disk before an append is acknowledged: sled's `db`
