@@ -19,7 +19,7 @@
 //! for assertions.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::Router;
@@ -32,7 +32,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use switchboard_core::Timestamp;
 
-use super::FakeServer;
+use super::{FakeServer, lock};
 
 /// The account login the fake accepts by default.
 pub const LOGIN: &str = "owner@example.com";
@@ -44,10 +44,6 @@ pub const TICKETS_PER_PAGE: usize = 25;
 pub const FIRST_CHAT_SECS: i64 = 1_704_067_200;
 /// Seconds between two seeded chats.
 pub const CHAT_SPACING_SECS: i64 = 600;
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// A LiveChat agent as the fake keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

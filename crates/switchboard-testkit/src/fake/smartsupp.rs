@@ -56,7 +56,7 @@
 //! the search, with `after` in the query string.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Path, Query, State};
@@ -67,7 +67,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use switchboard_core::Timestamp;
 
-use super::FakeServer;
+use super::{FakeServer, lock};
 
 /// The page size when a request gives none.
 pub const DEFAULT_PAGE_SIZE: usize = 50;
@@ -135,10 +135,6 @@ impl Default for FakeSmartsupp {
     fn default() -> Self {
         Self::new()
     }
-}
-
-fn lock(state: &Mutex<FakeState>) -> MutexGuard<'_, FakeState> {
-    state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// splitmix64: small, deterministic, good enough for fake data.
