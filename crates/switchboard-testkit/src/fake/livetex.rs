@@ -217,47 +217,20 @@ impl FakeLiveTex {
     /// `c-<10000 + k/2>-<k%2 + 1>`: two dialogs per conversation, the second one closing the
     /// conversation; each has an operator, a rating and two messages. Returns their `chat_id`s.
     pub fn add_dialogs(&self, n: usize) -> Vec<String> {
-        let mut state = lock(&self.state);
-        (0..n)
-            .map(|_| {
-                let k = state.dialogs_made;
-                state.dialogs_made += 1;
-                let updated_at = state.tick();
-                let row = dialog_row(state.seed, k, updated_at);
-                state.insert(Table::Dialogs, updated_at, row)
-            })
-            .collect()
+        lock(&self.state).add(Table::Dialogs, n)
     }
 
     /// Adds `n` leads, later than every record so far. Lead `k` is `<70000 + k>`; every other
     /// lead belongs to conversation `c-<10000 + k>`. Returns their `lead_id`s.
     pub fn add_leads(&self, n: usize) -> Vec<String> {
-        let mut state = lock(&self.state);
-        (0..n)
-            .map(|_| {
-                let k = state.leads_made;
-                state.leads_made += 1;
-                let updated_at = state.tick();
-                let row = lead_row(state.seed, k, updated_at);
-                state.insert(Table::Leads, updated_at, row)
-            })
-            .collect()
+        lock(&self.state).add(Table::Leads, n)
     }
 
     /// Adds `n` conversations, later than every record so far. Conversation `k` is
     /// `c-<10000 + k>` (the conversation of dialogs `2k` and `2k+1`); odd ones are closed.
     /// Returns their `conversation_id`s.
     pub fn add_conversations(&self, n: usize) -> Vec<String> {
-        let mut state = lock(&self.state);
-        (0..n)
-            .map(|_| {
-                let k = state.conversations_made;
-                state.conversations_made += 1;
-                let updated_at = state.tick();
-                let row = conversation_row(state.seed, k, updated_at);
-                state.insert(Table::Conversations, updated_at, row)
-            })
-            .collect()
+        lock(&self.state).add(Table::Conversations, n)
     }
 
     /// Changes a record: merges `changes` into its row and moves its `updated_at` after every
@@ -332,7 +305,29 @@ impl FakeLiveTex {
     }
 }
 
+/// Builds row `k` of a table from the seed and its `updated_at`.
+type MakeRow = fn(u64, u64, i64) -> Value;
+
 impl LiveTexState {
+    /// Adds `n` generated rows to `table`, each later than every record so far; returns their
+    /// ids. Row `k` of a table is the `k`-th that table ever generated.
+    fn add(&mut self, table: Table, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|_| {
+                let (made, make_row): (&mut u64, MakeRow) = match table {
+                    Table::Dialogs => (&mut self.dialogs_made, dialog_row),
+                    Table::Leads => (&mut self.leads_made, lead_row),
+                    Table::Conversations => (&mut self.conversations_made, conversation_row),
+                };
+                let k = *made;
+                *made += 1;
+                let updated_at = self.tick();
+                let row = make_row(self.seed, k, updated_at);
+                self.insert(table, updated_at, row)
+            })
+            .collect()
+    }
+
     fn tick(&mut self) -> i64 {
         let tick = i64::try_from(self.added / RECORDS_PER_TICK).unwrap_or(i64::MAX / 120);
         self.added += 1;
