@@ -906,6 +906,16 @@ struct TicketFields {
     tags: Option<Vec<String>>,
 }
 
+/// Admits a REST ticket write (create or update) and reads its fields from the JSON body.
+fn admit_ticket_request(
+    fake: &FakeLiveChat,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<TicketFields, Box<Response>> {
+    admit(fake, Api::Rest, headers)?;
+    ticket_fields(&json_body(Api::Rest, body)?)
+}
+
 fn ticket_fields(body: &serde_json::Map<String, Value>) -> Result<TicketFields, Box<Response>> {
     let s = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
     let requester = body.get("requester");
@@ -995,14 +1005,7 @@ async fn create_ticket(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = admit(&fake, Api::Rest, &headers) {
-        return *r;
-    }
-    let body = match json_body(Api::Rest, &body) {
-        Ok(b) => b,
-        Err(r) => return *r,
-    };
-    let fields = match ticket_fields(&body) {
+    let fields = match admit_ticket_request(&fake, &headers, &body) {
         Ok(f) => f,
         Err(r) => return *r,
     };
@@ -1046,14 +1049,7 @@ async fn update_ticket(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = admit(&fake, Api::Rest, &headers) {
-        return *r;
-    }
-    let body = match json_body(Api::Rest, &body) {
-        Ok(b) => b,
-        Err(r) => return *r,
-    };
-    let fields = match ticket_fields(&body) {
+    let fields = match admit_ticket_request(&fake, &headers, &body) {
         Ok(f) => f,
         Err(r) => return *r,
     };
