@@ -4,7 +4,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::{conn, ended, message, request, started, ts};
+use common::{conn, ended, message, request, started, temp_store, ts};
 use proptest::prelude::*;
 use switchboard_core::{
     Agent, Conversation, ConversationId, ConversationStatus, ErrorCode, EventKind, EventPayload,
@@ -16,8 +16,7 @@ use switchboard_store::{
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appends_get_gap_free_sequences_from_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let (_dir, store) = temp_store();
     let mut head = store.subscribe_head();
     let mut tasks = Vec::new();
     for task in 0..64 {
@@ -85,8 +84,7 @@ async fn concurrent_appends_get_gap_free_sequences_from_one() {
 
 #[tokio::test]
 async fn redelivery_appends_nothing_and_counts_duplicates() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let (_dir, store) = temp_store();
     let events = vec![started("s", "c1", 10), message("m1", "c1", 11, "hi")];
     let first = store
         .append(request("lc", "livechat", events.clone()))
@@ -126,8 +124,7 @@ async fn redelivery_appends_nothing_and_counts_duplicates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_redeliveries_append_each_key_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let (_dir, store) = temp_store();
     let mut tasks = Vec::new();
     for _ in 0..32 {
         let store = store.clone();
@@ -152,8 +149,7 @@ async fn concurrent_redeliveries_append_each_key_once() {
 
 #[tokio::test]
 async fn raw_is_kept_on_the_first_newly_appended_event_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let (_dir, store) = temp_store();
     store
         .append(request("lc", "livechat", vec![started("s", "c1", 10)]))
         .await
@@ -223,8 +219,7 @@ proptest! {
         delivery.extend(repeats.iter().map(|&i| events[i].clone()));
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let conversation = runtime.block_on(async {
-            let dir = tempfile::tempdir().unwrap();
-            let store = Store::open(dir.path()).unwrap();
+            let (_dir, store) = temp_store();
             // Several events per request, so that one group commit folds several of them.
             for chunk in delivery.chunks(split) {
                 store.append(request("lc", "livechat", chunk.to_vec())).await.unwrap();
@@ -287,8 +282,7 @@ fn sync(cursor: &str, records: u64, at: i64) -> Option<SyncUpdate> {
 
 #[tokio::test]
 async fn sync_state_is_saved_with_the_events() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let (_dir, store) = temp_store();
     let lc = conn("lc");
     assert_eq!(store.sync_state(&lc).unwrap(), None);
 
@@ -375,8 +369,7 @@ fn agent_event(key: &str, login: &str, name: &str, deleted: bool) -> IncomingEve
 
 #[tokio::test]
 async fn tickets_are_last_writer_wins_and_list_in_pages() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let (_dir, store) = temp_store();
     store
         .append(request(
             "lc",
@@ -462,8 +455,7 @@ async fn tickets_are_last_writer_wins_and_list_in_pages() {
 
 #[tokio::test]
 async fn agents_are_kept_per_connection_and_deletion_removes() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let (_dir, store) = temp_store();
     store
         .append(request(
             "lc",
@@ -507,8 +499,7 @@ async fn agents_are_kept_per_connection_and_deletion_removes() {
 
 #[tokio::test]
 async fn a_closed_store_refuses_appends_and_still_reads() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let (_dir, store) = temp_store();
     store
         .append(request("lc", "livechat", vec![started("s", "c1", 10)]))
         .await
@@ -594,8 +585,7 @@ async fn dropping_the_last_handle_stops_the_writer_and_releases_the_files() {
 
 #[tokio::test]
 async fn malformed_events_are_refused_before_anything_is_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let (_dir, store) = temp_store();
     let bad: Vec<AppendRequest> = vec![
         request("lc", "livechat", vec![started("s", "", 10)]),
         request("lc", "", vec![started("s", "c", 10)]),

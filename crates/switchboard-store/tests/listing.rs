@@ -4,7 +4,7 @@ mod common;
 
 use std::collections::HashSet;
 
-use common::{conn, ended, message, request, started, ts};
+use common::{conn, ended, message, request, started, temp_store, ts};
 use switchboard_core::{Conversation, ConversationStatus, ErrorCode, IncomingEvent};
 use switchboard_store::{ConversationQuery, Store, StoreError};
 
@@ -69,8 +69,7 @@ fn ids(conversations: &[Conversation]) -> Vec<String> {
 
 #[tokio::test]
 async fn every_filter_pages_through_each_match_once_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let (_dir, store) = temp_store();
     populate(&store).await;
     assert_eq!(store.conversation_count().unwrap(), 90);
 
@@ -199,8 +198,7 @@ async fn every_filter_pages_through_each_match_once_in_order() {
 
 #[tokio::test]
 async fn page_sizes_default_to_50_and_cap_at_1000() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let (_dir, store) = temp_store();
     populate(&store).await;
     let page = store
         .list_conversations(&ConversationQuery::default())
@@ -218,8 +216,7 @@ async fn page_sizes_default_to_50_and_cap_at_1000() {
 
 #[tokio::test]
 async fn page_tokens_are_refused_with_other_filters_or_when_garbage() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let (_dir, store) = temp_store();
     populate(&store).await;
     let query = ConversationQuery {
         connections: vec![conn("lc")],
@@ -278,8 +275,7 @@ async fn page_tokens_are_refused_with_other_filters_or_when_garbage() {
 
 #[tokio::test]
 async fn status_and_sort_key_changes_move_the_index_entries() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let (_dir, store) = temp_store();
     // The message alone: status unknown, listed by its update time.
     store
         .append(request(

@@ -5,7 +5,7 @@ use switchboard_core::{
     ConnectionId, ConversationPatch, ConversationStatus, EventKind, EventPayload, IncomingEvent,
     Message, Role, Timestamp,
 };
-use switchboard_store::AppendRequest;
+use switchboard_store::{AppendRequest, Store};
 
 pub fn conn(id: &str) -> ConnectionId {
     ConnectionId::new(id).unwrap()
@@ -60,4 +60,11 @@ pub fn request(connection: &str, vendor: &str, events: Vec<IncomingEvent>) -> Ap
     let mut request = AppendRequest::new(conn(connection), vendor, events);
     request.received_at = ts(1_700_000_000);
     request
+}
+
+/// A store opened in a fresh temporary directory; keep the directory alive as long as the store.
+pub fn temp_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    (dir, store)
 }
