@@ -4,11 +4,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
-use switchboard_core::{ConnectionId, ConversationId, Error, ErrorCode, Sequence, Timestamp};
+use switchboard_core::{
+    ConnectionId, ConversationId, Error, ErrorCode, IncomingEvent, Sequence, Timestamp,
+};
 use switchboard_proto::convert;
 use switchboard_proto::v1;
 use switchboard_proto::v1::switchboard_server::Switchboard;
-use switchboard_store::{ConversationQuery, Store, StoreError};
+use switchboard_store::{AppendRequest, ConversationQuery, Store, StoreError};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, debug, info};
@@ -117,6 +119,30 @@ impl SwitchboardService {
         self
     }
 
+    /// Appends one event the service itself made (no webhook, no raw body); returns how many
+    /// were appended: 0 when its dedup key is already in the log.
+    async fn append_event(
+        &self,
+        connection: &ConnectionId,
+        vendor: &str,
+        event: IncomingEvent,
+    ) -> Result<usize, Status> {
+        let receipt = self
+            .store
+            .append(AppendRequest {
+                connection: connection.clone(),
+                vendor: vendor.to_owned(),
+                request_id: None,
+                received_at: Timestamp::now(),
+                raw: None,
+                events: vec![event],
+                sync: None,
+            })
+            .await
+            .map_err(store_status)?;
+        Ok(receipt.appended.len())
+    }
+
     fn check_vendors(&self, vendors: &[String]) -> Result<(), Status> {
         for vendor in vendors {
             if !self.vendors.contains(&vendor.as_str()) {
@@ -146,6 +172,15 @@ fn page_size(requested: u32) -> Result<usize, Status> {
     }
 }
 
+/// A request's timestamp, refused when it is outside what the core's time can hold.
+fn timestamp(t: &prost_types::Timestamp, field: &str) -> Result<Timestamp, Status> {
+    convert::from_timestamp(t).ok_or_else(|| {
+        invalid(format!(
+            "{field} is out of range; use a time between 1970 and 9999"
+        ))
+    })
+}
+
 fn time_range(
     range: Option<&v1::TimeRange>,
     field: &str,
@@ -154,14 +189,8 @@ fn time_range(
         return Ok((None, None));
     };
     let bound = |t: Option<&prost_types::Timestamp>, which: &str| {
-        t.map(|t| {
-            convert::from_timestamp(t).ok_or_else(|| {
-                invalid(format!(
-                    "{field}.{which} is out of range; use a time between 1970 and 9999"
-                ))
-            })
-        })
-        .transpose()
+        t.map(|t| timestamp(t, &format!("{field}.{which}")))
+            .transpose()
     };
     let start = bound(range.start.as_ref(), "start")?;
     let end = bound(range.end.as_ref(), "end")?;
@@ -404,9 +433,7 @@ impl Switchboard for SwitchboardService {
             }
             Some(v1::stream_events_request::Start::AtHead(_)) => head,
             Some(v1::stream_events_request::Start::AtTime(t)) => {
-                let at = convert::from_timestamp(t).ok_or_else(|| {
-                    invalid("at_time is out of range; use a time between 1970 and 9999")
-                })?;
+                let at = timestamp(t, "at_time")?;
                 // A binary search over the log: sled reads, off the async workers.
                 let store = self.store.clone();
                 tokio::task::spawn_blocking(move || cursor_at_time(&store, at))

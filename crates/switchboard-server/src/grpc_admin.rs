@@ -6,18 +6,16 @@ use std::sync::Arc;
 
 use futures::Stream;
 use switchboard_core::{
-    Agent, ConnectionId, Error, ErrorCode, EventKind, EventPayload, IncomingEvent, NewAgent,
-    Timestamp,
+    Agent, Error, ErrorCode, EventKind, EventPayload, IncomingEvent, NewAgent, Timestamp,
 };
 use switchboard_proto::convert;
 use switchboard_proto::v1;
-use switchboard_store::AppendRequest;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::info;
 
-use super::{SwitchboardService, invalid, status, store_status};
+use super::{SwitchboardService, invalid, status, store_status, timestamp};
 use crate::connections::Connection;
 use crate::sync::{SyncOptions, SyncProgress};
 
@@ -69,11 +67,7 @@ impl SwitchboardService {
         let since = request
             .since
             .as_ref()
-            .map(|t| {
-                convert::from_timestamp(t).ok_or_else(|| {
-                    invalid("since is out of range; use a time between 1970 and 9999")
-                })
-            })
+            .map(|t| timestamp(t, "since"))
             .transpose()?;
         if since.is_some_and(|s| s > Timestamp::now()) {
             return Err(invalid("since is in the future; give a time in the past"));
@@ -201,32 +195,25 @@ impl SwitchboardService {
             agent.login,
             uuid::Uuid::now_v7()
         );
-        let id: &ConnectionId = &connection.config.id;
-        self.store
-            .append(AppendRequest {
-                connection: id.clone(),
-                vendor: connection.plugin.vendor.to_owned(),
-                request_id: None,
-                received_at: Timestamp::now(),
-                raw: None,
-                events: vec![IncomingEvent {
-                    dedup_key,
-                    kind: EventKind::AgentUpdated,
-                    vendor_event: if deleted {
-                        "switchboard.agent_deleted".to_owned()
-                    } else {
-                        "switchboard.agent_mirrored".to_owned()
-                    },
-                    occurred_at: Timestamp::now(),
-                    payload: EventPayload::Agent {
-                        agent: agent.clone(),
-                        deleted,
-                    },
-                }],
-                sync: None,
-            })
-            .await
-            .map_err(store_status)?;
+        self.append_event(
+            &connection.config.id,
+            connection.plugin.vendor,
+            IncomingEvent {
+                dedup_key,
+                kind: EventKind::AgentUpdated,
+                vendor_event: if deleted {
+                    "switchboard.agent_deleted".to_owned()
+                } else {
+                    "switchboard.agent_mirrored".to_owned()
+                },
+                occurred_at: Timestamp::now(),
+                payload: EventPayload::Agent {
+                    agent: agent.clone(),
+                    deleted,
+                },
+            },
+        )
+        .await?;
         Ok(())
     }
 }

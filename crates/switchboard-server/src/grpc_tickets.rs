@@ -12,7 +12,7 @@ use switchboard_core::{
 };
 use switchboard_proto::convert;
 use switchboard_proto::v1;
-use switchboard_store::{AppendRequest, TicketListQuery};
+use switchboard_store::TicketListQuery;
 use tonic::{Request, Response, Status};
 use tracing::info;
 
@@ -113,26 +113,18 @@ impl SwitchboardService {
         dedup_key: String,
         ticket: Ticket,
     ) -> Result<usize, Status> {
-        let receipt = self
-            .store
-            .append(AppendRequest {
-                connection: connection.clone(),
-                vendor: vendor.to_owned(),
-                request_id: None,
-                received_at: Timestamp::now(),
-                raw: None,
-                events: vec![IncomingEvent {
-                    dedup_key,
-                    kind,
-                    vendor_event: format!("switchboard.{}", kind.as_str()),
-                    occurred_at: ticket.updated_at,
-                    payload: EventPayload::Ticket(ticket),
-                }],
-                sync: None,
-            })
-            .await
-            .map_err(store_status)?;
-        Ok(receipt.appended.len())
+        self.append_event(
+            connection,
+            vendor,
+            IncomingEvent {
+                dedup_key,
+                kind,
+                vendor_event: format!("switchboard.{}", kind.as_str()),
+                occurred_at: ticket.updated_at,
+                payload: EventPayload::Ticket(ticket),
+            },
+        )
+        .await
     }
 
     async fn create_ticket(
