@@ -161,6 +161,31 @@ pub(crate) struct Staged {
     started: Instant,
 }
 
+impl Staged {
+    /// The events this group appended, whole, in sequence order.
+    fn new_events(&self) -> impl Iterator<Item = Event> + '_ {
+        self.events.iter().filter_map(|appended| {
+            let Some(Command::Append { request, .. }) = self.commands.get(appended.command) else {
+                return None;
+            };
+            Some(Event {
+                sequence: appended.sequence,
+                id: appended.id.clone(),
+                connection: request.connection.clone(),
+                vendor: request.vendor.clone(),
+                received_at: request.received_at,
+                request_id: request.request_id.clone(),
+                incoming: request.events[appended.index].clone(),
+                raw: if appended.with_raw {
+                    request.raw.clone()
+                } else {
+                    None
+                },
+            })
+        })
+    }
+}
+
 /// A prepared group: its sled batch, the head after it, the answers and the new events.
 struct Prepared {
     batch: sled::Batch,
@@ -361,30 +386,8 @@ impl Flusher {
         let new_head = last.head;
         // Into the tail cache before the head announces them, so woken readers find them.
         if self.tail.capacity() > 0 {
-            let mut events = Vec::new();
-            for group in &groups {
-                for appended in &group.events {
-                    if let Some(Command::Append { request, .. }) =
-                        group.commands.get(appended.command)
-                    {
-                        events.push(Event {
-                            sequence: appended.sequence,
-                            id: appended.id.clone(),
-                            connection: request.connection.clone(),
-                            vendor: request.vendor.clone(),
-                            received_at: request.received_at,
-                            request_id: request.request_id.clone(),
-                            incoming: request.events[appended.index].clone(),
-                            raw: if appended.with_raw {
-                                request.raw.clone()
-                            } else {
-                                None
-                            },
-                        });
-                    }
-                }
-            }
-            self.tail.push(events);
+            self.tail
+                .push(groups.iter().flat_map(Staged::new_events).collect());
         }
         if new_head != self.head {
             self.head = new_head;
