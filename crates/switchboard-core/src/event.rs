@@ -247,3 +247,22 @@ impl Event {
         }
     }
 }
+/// Joins the parts of a dedup key with `:`, escaping `%` and `:` inside parts so that two
+/// different part lists never give the same key (e.g. `dedup_key(&["msg", key, event])`).
+/// Plugins build [`IncomingEvent::dedup_key`] with it when the vendor gives no event id.
+pub fn dedup_key(parts: &[&str]) -> String {
+    let mut key = String::new();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            key.push(':');
+        }
+        for c in part.chars() {
+            match c {
+                '%' => key.push_str("%25"),
+                ':' => key.push_str("%3A"),
+                c => key.push(c),
+            }
+        }
+    }
+    key
+}

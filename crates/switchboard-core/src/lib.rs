@@ -34,7 +34,9 @@ pub mod verify;
 pub use crate::config::{ConnectionConfig, RateLimit, Secret};
 pub use crate::conversation::{Conversation, Lww, Stamp};
 pub use crate::error::{Error, ErrorCode, Result};
-pub use crate::event::{ConversationPatch, Event, EventKind, EventPayload, IncomingEvent};
+pub use crate::event::{
+    ConversationPatch, Event, EventKind, EventPayload, IncomingEvent, dedup_key,
+};
 pub use crate::ids::{
     ConnectionId, ConversationId, InvalidConnectionId, InvalidConversationId, Sequence, TicketId,
 };

@@ -155,24 +155,7 @@ pub fn signature(key: &[u8], body: &[u8]) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-/// Joins the parts of a dedup key with `:`, escaping `%` and `:` inside parts so that two
-/// different part lists never give the same key.
-fn dedup_key(parts: &[&str]) -> String {
-    let mut key = String::new();
-    for (i, part) in parts.iter().enumerate() {
-        if i > 0 {
-            key.push(':');
-        }
-        for c in part.chars() {
-            match c {
-                '%' => key.push_str("%25"),
-                ':' => key.push_str("%3A"),
-                c => key.push(c),
-            }
-        }
-    }
-    key
-}
+pub(crate) use switchboard_core::dedup_key;
 
 /// A millisecond field as a [`Timestamp`], or an error naming it.
 fn millis(value: i64, field: &str) -> Result<Timestamp, Error> {

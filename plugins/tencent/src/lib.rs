@@ -11,7 +11,7 @@ use switchboard_core::verify::{check_token, constant_time_eq};
 use switchboard_core::{
     ConnectionConfig, ConversationPatch, ConversationStatus, Error, EventKind, EventPayload,
     IncomingEvent, IngestSummary, Message, Participant, Plugin, Rating, Role, Timestamp,
-    WebhookReply, WebhookRequest, WebhookSource,
+    WebhookReply, WebhookRequest, WebhookSource, dedup_key,
 };
 
 pub use crate::reply::{TencentErrorCode, reply_for};
@@ -122,25 +122,6 @@ struct Callback {
 
 fn non_empty(value: &Option<String>) -> Option<String> {
     value.as_ref().filter(|v| !v.is_empty()).cloned()
-}
-
-/// Joins the parts of a dedup key with `:`, escaping `%` and `:` inside parts so that two
-/// different part lists never give the same key.
-fn dedup_key(parts: &[&str]) -> String {
-    let mut key = String::new();
-    for (i, part) in parts.iter().enumerate() {
-        if i > 0 {
-            key.push(':');
-        }
-        for c in part.chars() {
-            match c {
-                '%' => key.push_str("%25"),
-                ':' => key.push_str("%3A"),
-                c => key.push(c),
-            }
-        }
-    }
-    key
 }
 
 /// What a known `Event` means.
