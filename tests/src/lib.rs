@@ -334,3 +334,11 @@ pub mod seed {
             .replace("\"7ddaabb\"", &format!("\"{event_id}\""))
     }
 }
+
+/// The ticket of a `ManageTickets` reply; panics on any other reply.
+pub fn ticket_of(response: v1::ManageTicketsResponse) -> v1::Ticket {
+    match response.result {
+        Some(v1::manage_tickets_response::Result::Ticket(ticket)) => ticket,
+        other => panic!("expected a ticket, got {other:?}"),
+    }
+}

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use switchboard_core::{ConnectionConfig, ConnectionId};
-use switchboard_e2e::Sandbox;
+use switchboard_e2e::{Sandbox, ticket_of};
 use switchboard_proto::v1;
 use switchboard_proto::v1::switchboard_client::SwitchboardClient;
 use switchboard_testkit::fake::livechat::{API_KEY, FakeLiveChat, LOGIN};
@@ -190,13 +190,6 @@ fn create(key: Option<&str>) -> v1::ManageTicketsRequest {
                 ..v1::CreateTicket::default()
             },
         )),
-    }
-}
-
-fn ticket_of(response: v1::ManageTicketsResponse) -> v1::Ticket {
-    match response.result {
-        Some(v1::manage_tickets_response::Result::Ticket(ticket)) => ticket,
-        other => panic!("expected a ticket, got {other:?}"),
     }
 }
 

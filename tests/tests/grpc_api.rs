@@ -1,6 +1,6 @@
 //! The gRPC API through a real tonic client: validation, tickets, connections, health.
 
-use switchboard_e2e::{ALL_SECRETS, SECRET, Sandbox, seed};
+use switchboard_e2e::{ALL_SECRETS, SECRET, Sandbox, seed, ticket_of};
 use switchboard_proto::v1;
 use switchboard_proto::v1::manage_tickets_request::Operation;
 use switchboard_proto::v1::manage_tickets_response::Result as Reply;
@@ -180,13 +180,6 @@ async fn list_filters_and_pages_across_connections() {
     assert!(none.is_empty());
 }
 
-fn ticket(reply: v1::ManageTicketsResponse) -> v1::Ticket {
-    match reply.result {
-        Some(Reply::Ticket(ticket)) => ticket,
-        other => panic!("expected a ticket, got {other:?}"),
-    }
-}
-
 #[tokio::test]
 async fn tickets_are_created_read_updated_listed_and_streamed() {
     let sandbox = Sandbox::start().await;
@@ -200,7 +193,7 @@ async fn tickets_are_created_read_updated_listed_and_streamed() {
         idempotency_key: Some("order-42".into()),
         ..Default::default()
     };
-    let created = ticket(
+    let created = ticket_of(
         client
             .manage_tickets(v1::ManageTicketsRequest {
                 operation: Some(Operation::Create(create.clone())),
@@ -213,7 +206,7 @@ async fn tickets_are_created_read_updated_listed_and_streamed() {
     assert_eq!(created.status(), v1::TicketStatus::Open);
     assert!(created.id.starts_with("smartsupp/"));
 
-    let retried = ticket(
+    let retried = ticket_of(
         client
             .manage_tickets(v1::ManageTicketsRequest {
                 operation: Some(Operation::Create(create)),
@@ -227,7 +220,7 @@ async fn tickets_are_created_read_updated_listed_and_streamed() {
         "the same idempotency key gives the same ticket"
     );
 
-    let updated = ticket(
+    let updated = ticket_of(
         client
             .manage_tickets(v1::ManageTicketsRequest {
                 operation: Some(Operation::Update(v1::UpdateTicket {
@@ -244,7 +237,7 @@ async fn tickets_are_created_read_updated_listed_and_streamed() {
     assert_eq!(updated.status(), v1::TicketStatus::Solved);
     assert_eq!(updated.events.len(), 2);
 
-    let fetched = ticket(
+    let fetched = ticket_of(
         client
             .manage_tickets(v1::ManageTicketsRequest {
                 operation: Some(Operation::Get(v1::GetTicket {

@@ -1,15 +1,8 @@
 //! Concurrent updates of one hub-native ticket: every change lands, none overwrites another.
 
-use switchboard_e2e::Sandbox;
+use switchboard_e2e::{Sandbox, ticket_of};
 use switchboard_proto::v1;
 use switchboard_proto::v1::manage_tickets_request::Operation;
-
-fn ticket_of(response: v1::ManageTicketsResponse) -> v1::Ticket {
-    match response.result {
-        Some(v1::manage_tickets_response::Result::Ticket(ticket)) => ticket,
-        other => panic!("expected a ticket, got {other:?}"),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_updates_of_one_ticket_all_land() {
