@@ -247,6 +247,7 @@ impl Event {
         }
     }
 }
+
 /// Joins the parts of a dedup key with `:`, escaping `%` and `:` inside parts so that two
 /// different part lists never give the same key (e.g. `dedup_key(&["msg", key, event])`).
 /// Plugins build [`IncomingEvent::dedup_key`] with it when the vendor gives no event id.
@@ -265,4 +266,17 @@ pub fn dedup_key(parts: &[&str]) -> String {
         }
     }
     key
+}
+
+#[cfg(test)]
+mod dedup_key_tests {
+    use super::dedup_key;
+
+    #[test]
+    fn parts_are_escaped_so_different_lists_never_collide() {
+        assert_eq!(dedup_key(&["a", "b:c"]), "a:b%3Ac");
+        assert_ne!(dedup_key(&["a:b", "c"]), dedup_key(&["a", "b:c"]));
+        assert_eq!(dedup_key(&["50%"]), "50%25");
+        assert_ne!(dedup_key(&["a%3Ab"]), dedup_key(&["a:b"]));
+    }
 }
