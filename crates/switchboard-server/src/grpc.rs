@@ -38,10 +38,7 @@ const STREAM_BUFFER: usize = 256;
 
 /// A core error as a gRPC status.
 pub fn status(error: &Error) -> Status {
-    Status::new(
-        tonic::Code::from(error.code.grpc_code()),
-        error.message.clone(),
-    )
+    Status::new(grpc_code(error.code), error.message.clone())
 }
 
 fn store_status(error: StoreError) -> Status {
@@ -605,7 +602,7 @@ impl Switchboard for SwitchboardService {
     }
 }
 
-/// Maps an [`ErrorCode`] to a gRPC status code; exposed for tests.
+/// Maps an [`ErrorCode`] to a gRPC status code.
 pub fn grpc_code(code: ErrorCode) -> tonic::Code {
     tonic::Code::from(code.grpc_code())
 }

@@ -159,7 +159,7 @@ impl SwitchboardService {
                     "hub-{}",
                     uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, key.as_bytes())
                 ),
-                format!("ticket_create:{key}"),
+                idempotent_create_key(key),
             ),
             None => {
                 let fresh = uuid::Uuid::now_v7();
@@ -346,6 +346,12 @@ impl Drop for InFlight {
     }
 }
 
+/// The dedup key of a ticket create made with an idempotency key: hub-native and vendor creates
+/// share it, so a retry finds the first create's event whichever kind it was.
+fn idempotent_create_key(key: &str) -> String {
+    format!("ticket_create:{key}")
+}
+
 /// The connection's vendor ticket API, if its connector has one.
 fn vendor_ticket_api(connection: &Connection) -> Option<&dyn TicketApi> {
     connection.connector.as_deref().and_then(|c| c.tickets())
@@ -384,7 +390,7 @@ impl SwitchboardService {
         let id = connection.config.id.clone();
         let in_flight = match create.idempotency_key.as_deref() {
             Some(key) => {
-                let dedup_key = format!("ticket_create:{key}");
+                let dedup_key = idempotent_create_key(key);
                 if let Some(ticket) = self.created_ticket(&id, &dedup_key)? {
                     return Ok((id, ticket));
                 }
@@ -431,7 +437,7 @@ impl SwitchboardService {
             let mut ticket = api.create(&new).await.map_err(|e| status(&e))?;
             ticket.origin = TicketOrigin::Vendor;
             let dedup_key = match key.as_deref() {
-                Some(key) => format!("ticket_create:{key}"),
+                Some(key) => idempotent_create_key(key),
                 None => format!("ticket_create:vendor:{}", ticket.external_id),
             };
             service
