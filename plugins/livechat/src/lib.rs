@@ -74,13 +74,12 @@
 //!   `content_type`/`type`, `user_type`, `author_name`, `timestamp` (each optional) or bare
 //!   URL strings; each becomes a message with one attachment.
 
+mod body;
 mod connector;
 mod json;
 mod legacy;
 mod v3;
 
-use serde::Deserialize;
-use serde::de::IgnoredAny;
 use switchboard_core::verify::{check_basic_auth, check_token, constant_time_eq};
 use switchboard_core::{
     ConnectionConfig, ConnectionId, Error, EventKind, IncomingEvent, Plugin, WebhookRequest,
@@ -138,15 +137,6 @@ pub struct LiveChatWebhook {
     connection: ConnectionId,
 }
 
-/// Just enough of a body to choose how to verify it.
-#[derive(Deserialize)]
-struct Probe {
-    #[serde(default)]
-    action: Option<IgnoredAny>,
-    #[serde(default)]
-    secret_key: Option<serde_json::Value>,
-}
-
 impl WebhookSource for LiveChatWebhook {
     /// v3.x bodies carry the webhook secret as `secret_key`: never store it.
     fn raw_for_storage(&self, request: &WebhookRequest<'_>) -> String {
@@ -154,21 +144,29 @@ impl WebhookSource for LiveChatWebhook {
     }
 
     fn verify(&self, request: &WebhookRequest<'_>) -> Result<(), Error> {
-        let probe = serde_json::from_slice::<Probe>(request.body).ok();
-        let is_v3 = probe
-            .as_ref()
-            .is_some_and(|p| p.action.is_some() || p.secret_key.is_some());
-        if is_v3 {
-            let sent = match probe.and_then(|p| p.secret_key) {
-                Some(serde_json::Value::String(key)) => key,
+        // The same reading as `parse`: the format that decides the credential is the format
+        // the mapping uses.
+        let read = match body::read(request.body) {
+            Ok(body) => Some(body),
+            // No format: only a legacy credential can vouch for it; parse answers 400.
+            Err(body::Unreadable::Unrecognized(_)) => None,
+            Err(refused @ body::Unreadable::Refused(_)) => return Err(refused.into_error()),
+        };
+        if let Some(body::Body {
+            value,
+            format: body::Format::V3,
+        }) = read
+        {
+            let sent = match value.get("secret_key") {
+                Some(serde_json::Value::String(key)) => key.clone(),
+                Some(serde_json::Value::Null) | None => {
+                    return Err(Error::unauthenticated(
+                        "the LiveChat v3.x body has no secret_key: register the webhook with a secret key",
+                    ));
+                }
                 Some(_) => {
                     return Err(Error::unauthenticated(
                         "the body's secret_key is not a string",
-                    ));
-                }
-                None => {
-                    return Err(Error::unauthenticated(
-                        "the LiveChat v3.x body has no secret_key: register the webhook with a secret key",
                     ));
                 }
             };
@@ -198,22 +196,11 @@ impl WebhookSource for LiveChatWebhook {
     }
 
     fn parse(&self, request: &WebhookRequest<'_>) -> Result<Vec<IncomingEvent>, Error> {
-        if request.body.iter().all(u8::is_ascii_whitespace) {
-            return Err(Error::invalid(
-                "the body is empty: expected a LiveChat webhook JSON object",
-            ));
-        }
-        let value: serde_json::Value = serde_json::from_slice(request.body)
-            .map_err(|e| Error::invalid(format!("the body is not valid JSON: {e}")))?;
-        let root = Obj::root(&value)?;
-        let events = if root.has("action") {
-            v3::parse(root, request.received_at)?
-        } else if root.has("event_type") {
-            legacy::parse(root, request.received_at)?
-        } else {
-            return Err(Error::invalid(
-                "the body has neither `action` (LiveChat v3.x) nor `event_type` (legacy webhooks)",
-            ));
+        let body = body::read(request.body).map_err(body::Unreadable::into_error)?;
+        let root = Obj::root(&body.value)?;
+        let events = match body.format {
+            body::Format::V3 => v3::parse(root, request.received_at)?,
+            body::Format::Legacy => legacy::parse(root, request.received_at)?,
         };
         let vendor_events = events
             .iter()

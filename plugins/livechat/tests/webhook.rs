@@ -361,6 +361,60 @@ fn legacy_bodies_verify_by_token_or_basic_credentials() {
     assert!(verify(&[("x-switchboard-token", SECRET)], &[], b"\xff\xfe").is_ok());
 }
 
+/// Issue 10, item 6: with a duplicated `action`, the verifier (a derived struct, which refuses
+/// duplicates) saw no v3 body and accepted the legacy Basic credential, while the mapping
+/// (`serde_json::Value`, last value wins) read a v3 body that had no `secret_key`. Now one
+/// parse decides, and a duplicated deciding or credential key is refused by verify and parse.
+#[test]
+fn duplicated_format_or_credential_keys_never_let_one_credential_pass_as_another() {
+    let basic = "Basic bGl2ZWNoYXQ6aHVudGVyMi1iYXNpYw==";
+    let smuggled = br#"{"action": "incoming_event", "action": "incoming_event", "payload": {"chat_id": "PJ0MRSHTDG", "thread_id": "K600PKZON8", "event": {"id": "K600PKZON8_9", "type": "message", "text": "forged", "author_id": "b7eff798-f8df-4364-8059-649c35c9ed0c", "created_at": "2019-12-17T07:58:00.000000Z"}}}"#;
+    let err = verify(&[("authorization", basic)], &[], smuggled).unwrap_err();
+    assert!(
+        matches!(
+            err.code,
+            ErrorCode::InvalidArgument | ErrorCode::Unauthenticated
+        ),
+        "{err}"
+    );
+    assert!(err.message.contains("`action`"), "{err}");
+    assert_invalid(
+        std::str::from_utf8(smuggled).unwrap(),
+        "repeats the key `action`",
+    );
+
+    // A v3 body without a secret_key is never let in by a legacy credential, however the
+    // format keys are arranged.
+    for body in [
+        r#"{"event_type": "chat_started", "action": "incoming_event", "payload": {}}"#,
+        r#"{"action": null, "event_type": "chat_started", "action": "incoming_event", "payload": {}}"#,
+        r#"{"event_type": "chat_started", "event_type": "x", "chat": {"id": "C", "started_timestamp": 1}}"#,
+        r#"{"action": "incoming_event", "secret_key": "lc-webhook-secret", "secret_key": "guess", "payload": {}}"#,
+    ] {
+        let err = verify(
+            &[("authorization", basic), ("x-switchboard-token", SECRET)],
+            &[],
+            body.as_bytes(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err.code,
+                ErrorCode::InvalidArgument | ErrorCode::Unauthenticated
+            ),
+            "{body}: {err}"
+        );
+    }
+    // The right secret_key, once, still verifies.
+    assert!(
+        verify(
+            &[],
+            &[],
+            br#"{"action": "thread_tagged", "secret_key": "lc-webhook-secret", "payload": {"chat_id": "C", "thread_id": "T", "tag": "x"}}"#
+        )
+        .is_ok()
+    );
+}
 #[test]
 fn the_factory_needs_a_secret_only_when_verifying() {
     let id = ConnectionId::new("livechat").unwrap();
