@@ -59,44 +59,116 @@ pub fn webhook(config: &ConnectionConfig) -> Result<Box<dyn WebhookSource>, Erro
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SmartsuppWebhook;
 
-/// Which of the two formats a body is, told apart by `type == "event_callback"`.
-fn is_event_callback(body: &[u8]) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Probe {
-        #[serde(rename = "type", default)]
-        kind: Option<Value>,
+/// Which of the two formats a body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// The POST hook (verified by the URL's token).
+    PostHook,
+    /// An event callback (verified by `X-Smartsupp-Hmac`).
+    Callback,
+}
+
+/// A body read once: its format and the JSON value the mapping reads. `verify` and `parse`
+/// both decide the format from this one parse, so a body cannot be checked as one format and
+/// mapped as the other.
+struct Body {
+    format: Format,
+    value: Option<Value>,
+}
+
+/// Reads the body's top-level object, refusing a key given twice there: `type` and `event`
+/// decide which credential the body needs, and JSON parsers disagree about which of two
+/// values counts (serde keeps the last, others the first). A body that is not a JSON object
+/// is the POST hook's (its parse refuses it with the reason).
+///
+/// Documented: callbacks are `{"type": "event_callback", "event", "timestamp", "account_id",
+/// "app_id", "data"}` (docs.smartsupp.com/rest-api/webhooks). Assumed (tolerant): a body
+/// without `type` but with a string `event` is a callback too, as the payload examples of a
+/// production integration show them (onpaj/Anela.Heblo docs/integrations/smartsupp-webhook.md
+/// at f331b30f); the POST hook never has a top-level `event`.
+fn read_body(body: &[u8]) -> Result<Body, Error> {
+    let value = match serde_json::from_slice::<UniqueTop>(body) {
+        Ok(UniqueTop(map)) => Value::Object(map),
+        Err(e) if e.to_string().starts_with(DUPLICATE_KEY) => {
+            return Err(Error::invalid(format!(
+                "the Smartsupp body {e}; a key given twice makes the body ambiguous, so it is refused"
+            )));
+        }
+        Err(_) => {
+            return Ok(Body {
+                format: Format::PostHook,
+                value: None,
+            });
+        }
+    };
+    let format = match (value.get("type"), value.get("event")) {
+        (Some(Value::String(kind)), _) if kind == callback::EVENT_CALLBACK => Format::Callback,
+        (None, Some(Value::String(_))) => Format::Callback,
+        _ => Format::PostHook,
+    };
+    Ok(Body {
+        format,
+        value: Some(value),
+    })
+}
+
+const DUPLICATE_KEY: &str = "has the top-level key";
+
+/// A JSON object whose top-level keys are unique (nested values are plain [`Value`]s).
+struct UniqueTop(serde_json::Map<String, Value>);
+
+impl<'de> serde::Deserialize<'de> for UniqueTop {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = UniqueTop;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut access: A,
+            ) -> Result<UniqueTop, A::Error> {
+                let mut map = serde_json::Map::new();
+                while let Some(key) = access.next_key::<String>()? {
+                    let value: Value = access.next_value()?;
+                    if map.contains_key(&key) {
+                        return Err(serde::de::Error::custom(format!(
+                            "{DUPLICATE_KEY} {key:?} twice"
+                        )));
+                    }
+                    map.insert(key, value);
+                }
+                Ok(UniqueTop(map))
+            }
+        }
+        deserializer.deserialize_map(Visit)
     }
-    matches!(
-        serde_json::from_slice::<Probe>(body),
-        Ok(Probe { kind: Some(Value::String(kind)) }) if kind == callback::EVENT_CALLBACK
-    )
 }
 
 impl WebhookSource for SmartsuppWebhook {
     fn verify(&self, request: &WebhookRequest<'_>) -> Result<(), Error> {
-        if is_event_callback(request.body) {
-            verify_hmac(request)
-        } else {
-            verify_token(request)
+        match read_body(request.body)?.format {
+            Format::Callback => verify_hmac(request),
+            Format::PostHook => verify_token(request),
         }
     }
 
     fn parse(&self, request: &WebhookRequest<'_>) -> Result<Vec<IncomingEvent>, Error> {
-        let value: Value = serde_json::from_slice(request.body).map_err(|e| {
-            Error::invalid(format!(
-                "the Smartsupp body is not JSON: {e}; send the hook's JSON body unchanged"
-            ))
-        })?;
-        if !value.is_object() {
-            return Err(Error::invalid(
-                "the Smartsupp body is not a JSON object; send the hook's JSON body unchanged",
-            ));
-        }
-        match value.get("type") {
-            Some(Value::String(kind)) if kind == callback::EVENT_CALLBACK => {
-                callback::parse(&value, request.body)
-            }
-            _ => post_hook::parse(&value),
+        let body = read_body(request.body)?;
+        let Some(value) = body.value else {
+            return Err(match serde_json::from_slice::<Value>(request.body) {
+                Err(e) => Error::invalid(format!(
+                    "the Smartsupp body is not JSON: {e}; send the hook's JSON body unchanged"
+                )),
+                Ok(_) => Error::invalid(
+                    "the Smartsupp body is not a JSON object; send the hook's JSON body unchanged",
+                ),
+            });
+        };
+        match body.format {
+            Format::Callback => callback::parse(&value, request.body),
+            Format::PostHook => post_hook::parse(&value),
         }
     }
 }

@@ -391,3 +391,133 @@ fn dedup_key_parts_cannot_collide() {
     assert_ne!(dedup_key(&["a:b", "c"]), dedup_key(&["a", "b:c"]));
     assert_eq!(dedup_key(&["50%"]), "50%25");
 }
+
+/// Issue 10, item 6: a duplicated `type` must not let the hook token admit an event callback
+/// (serde's derive refused the duplicate and fell back to the POST hook's token while the
+/// mapping read the last value and parsed a callback).
+#[test]
+fn a_duplicated_format_key_is_refused_not_verified_with_the_other_credential() {
+    let opened = String::from_utf8(fixture("callback_opened")).unwrap();
+    let tail = opened.strip_prefix('{').unwrap();
+    let bodies = [
+        format!("{{\"type\":\"event_callback\",{tail}"),
+        format!("{{\"type\":\"post_hook\",{tail}"),
+        format!("{{\"event\":\"conversation.closed\",{tail}"),
+    ];
+    for body in &bodies {
+        let body = body.as_bytes();
+        for (headers, query) in [
+            (vec![("x-switchboard-token", TOKEN)], vec![]),
+            (vec![], vec![("token", TOKEN)]),
+        ] {
+            let error = verify(&headers, &query, body).expect_err("the token admitted it");
+            assert!(
+                matches!(
+                    error.code,
+                    ErrorCode::InvalidArgument | ErrorCode::Unauthenticated
+                ),
+                "{error}"
+            );
+        }
+        // Even correctly signed, the ambiguous body is refused (400), by verify and parse.
+        let signed = signature(APP.as_bytes(), body);
+        let error = verify(&[(HMAC_HEADER, &signed)], &[], body).unwrap_err();
+        assert_eq!(error.code, ErrorCode::InvalidArgument, "{error}");
+        assert!(error.message.contains("twice"), "{}", error.message);
+        let error = parse(body).unwrap_err();
+        assert_eq!(error.code, ErrorCode::InvalidArgument);
+    }
+    // Duplicates inside `data` decide neither the format nor a credential: still a callback,
+    // still needing the HMAC.
+    let nested = opened.replacen("\"data\":{", "\"data\":{\"x\":1,\"x\":2,", 1);
+    assert_ne!(nested, opened);
+    assert!(verify(&[], &[("token", TOKEN)], nested.as_bytes()).is_err());
+    let signed = signature(APP.as_bytes(), nested.as_bytes());
+    assert!(verify(&[(HMAC_HEADER, &signed)], &[], nested.as_bytes()).is_ok());
+}
+
+/// The payload examples of a production integration (fixtures `callback_sample_*`, see
+/// fixtures/SOURCES.md): no `type`, `rating_value`/`rating_text` and `assigned` beside
+/// `data.conversation`, bot replies with object content.
+#[test]
+fn the_production_samples_fold_into_one_conversation() {
+    let mut events = Vec::new();
+    for name in [
+        "opened",
+        "bot_replied",
+        "contact_replied",
+        "agent_assigned",
+        "agent_joined",
+        "agent_replied",
+        "message_delivered",
+        "agent_unassigned",
+        "closed",
+        "rated",
+    ] {
+        let body = fixture(&format!("callback_sample_{name}"));
+        let signed = signature(APP.as_bytes(), &body);
+        verify(&[(HMAC_HEADER, &signed)], &[], &body).unwrap();
+        assert!(verify(&[], &[("token", TOKEN)], &body).is_err(), "{name}");
+        events.extend(parse(&body).unwrap());
+    }
+    let conversation = fold(&events, "conv-001");
+    assert_eq!(conversation.status, ConversationStatus::Closed);
+    assert_eq!(
+        conversation.end_reason.as_ref().map(|r| r.value.as_str()),
+        Some("agent_closed")
+    );
+    let rating = &conversation.rating.as_ref().unwrap().value;
+    assert_eq!(
+        (rating.score, rating.comment.as_deref()),
+        (Some(5), Some("Skvělá pomoc!"))
+    );
+    assert_eq!(
+        conversation
+            .assigned_agent
+            .as_ref()
+            .map(|a| a.value.as_str()),
+        Some("agent:agent-001")
+    );
+    let messages = conversation.messages_in_order();
+    let roles: Vec<(&str, Role)> = messages
+        .iter()
+        .map(|m| (m.key.as_str(), m.author_role))
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("msg-bot-001", Role::Bot),
+            ("msg-001", Role::Visitor),
+            ("msg-002", Role::Agent)
+        ]
+    );
+    assert!(messages[0].automatic);
+    assert_eq!(messages[0].text, "Vítejte! Jak vám mohu pomoci?");
+    assert_eq!(messages[2].author_id.as_deref(), Some("agent:agent-001"));
+    assert_eq!(
+        conversation
+            .visitor
+            .as_ref()
+            .map(|v| v.value.email.as_deref()),
+        Some(Some("jana.novakova@example.com"))
+    );
+    assert_eq!(
+        conversation
+            .attributes
+            .get("message.msg-002.delivery")
+            .map(|a| a.value.as_str()),
+        Some("delivered")
+    );
+    // `data` may be the conversation itself.
+    let flat = parse(&fixture("callback_sample_closed_flat")).unwrap();
+    assert_eq!(flat[0].conversation_external_id(), Some("conv-002"));
+    assert_eq!(flat[0].kind, EventKind::ChatEnded);
+    // contact.* events are kept, keyed by the contact.
+    let contact = parse(&fixture("callback_sample_contact_created")).unwrap();
+    assert_eq!(contact[0].kind, EventKind::VendorEvent);
+    assert!(
+        contact[0]
+            .dedup_key
+            .starts_with("contact.created:contact-001:")
+    );
+}
