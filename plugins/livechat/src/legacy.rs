@@ -40,7 +40,12 @@ fn chat_events(
     unique_id: Option<&str>,
     received_at: Timestamp,
 ) -> Result<Vec<IncomingEvent>, Error> {
-    let chat_child = root.required_obj("chat")?;
+    let Some(chat_child) = root.obj("chat")? else {
+        // `chat` is a data type the webhook's owner chooses (Configuration API v2.0, "Create a
+        // new webhook": `visitor_queued` cannot carry it at all); a body with only the visitor
+        // is about the visitor.
+        return visitor_only(root, event_type, unique_id, received_at);
+    };
     let chat = chat_child.obj();
     let chat_id = chat.required_str("id")?;
     let started = match event_type {
@@ -109,12 +114,22 @@ fn chat_events(
         patch.attributes.insert("license_id".into(), license);
     }
     let survey = pre_chat_survey(root)?;
+    let mut custom = BTreeMap::new();
+    custom_variables(root, &mut custom)?;
+    custom_variables(chat, &mut custom)?;
+    if let Some(v) = root.obj("visitor")? {
+        custom_variables(v.obj(), &mut custom)?;
+    }
     match visitor {
         Some(mut visitor) => {
             fill_from_survey(&mut visitor, &survey);
+            visitor.attributes.extend(custom);
             patch.visitor = Some(visitor);
         }
-        None => patch.attributes.extend(survey.answers),
+        None => {
+            patch.attributes.extend(survey.answers);
+            patch.attributes.extend(custom);
+        }
     }
 
     let dedup_key = match unique_id {
@@ -156,6 +171,120 @@ fn chat_events(
         });
     }
     Ok(events)
+}
+
+/// A legacy chat event that carries the visitor but no `chat` (`visitor_queued` always; the
+/// other chat events when the webhook was registered without the `chat` data type). With the
+/// chat's id among the visitor's fields (`chat_id`, as `GET /visitors` shows it) it updates that
+/// chat; otherwise it is kept whole as a vendor event about the visitor, since there is no chat
+/// to attach it to.
+fn visitor_only(
+    root: Obj<'_>,
+    event_type: &str,
+    unique_id: Option<&str>,
+    received_at: Timestamp,
+) -> Result<Vec<IncomingEvent>, Error> {
+    let Some(mut visitor) = visitor(root)? else {
+        return Err(Error::invalid(
+            "chat is missing (and there is no visitor either): a legacy chat event carries the \
+             chat, the visitor or both",
+        ));
+    };
+    let visitor_obj = root.required_obj("visitor")?;
+    let chat_id = visitor_obj.obj().id("chat_id")?;
+    let survey = pre_chat_survey(root)?;
+    fill_from_survey(&mut visitor, &survey);
+    let Some(chat_id) = chat_id else {
+        let data = Value::Object(root.map().clone());
+        let dedup_key = match unique_id {
+            Some(uid) => format!("{event_type}:{uid}"),
+            None => format!("{event_type}:{:016x}", fnv1a(&[&canonical(&data)])),
+        };
+        return Ok(vec![IncomingEvent {
+            dedup_key,
+            kind: EventKind::VendorEvent,
+            vendor_event: event_type.to_owned(),
+            occurred_at: received_at,
+            payload: EventPayload::Vendor {
+                subject: Some(visitor.id),
+                data,
+            },
+        }]);
+    };
+    let mut patch = ConversationPatch::new(&chat_id);
+    let (kind, status) = match event_type {
+        "chat_started" => (EventKind::ChatStarted, Some(ConversationStatus::Open)),
+        "chat_ended" => (EventKind::ChatEnded, Some(ConversationStatus::Closed)),
+        "visitor_queued" => (EventKind::ChatUpdated, Some(ConversationStatus::Queued)),
+        _ => (EventKind::ChatUpdated, None),
+    };
+    patch.status = status;
+    patch.page_url = visitor.attributes.get("page_current").cloned();
+    if let Some(license) = root.id("license_id")? {
+        patch.attributes.insert("license_id".into(), license);
+    }
+    patch.visitor = Some(visitor);
+    let dedup_key = match unique_id {
+        Some(uid) => format!("{event_type}:{uid}"),
+        None => format!(
+            "{event_type}:{chat_id}:{:016x}",
+            fnv1a(&[&canonical(&Value::Object(root.map().clone()))])
+        ),
+    };
+    Ok(vec![IncomingEvent {
+        dedup_key,
+        kind,
+        vendor_event: event_type.to_owned(),
+        occurred_at: received_at,
+        payload: EventPayload::Conversation(patch),
+    }])
+}
+
+/// Custom variables (`[{key, value}]`, Configuration API v2.0 archives and visitors; an object
+/// of strings is read too) as attributes `custom_variables.{key}`.
+fn custom_variables(parent: Obj<'_>, into: &mut BTreeMap<String, String>) -> Result<(), Error> {
+    match parent.get("custom_variables") {
+        None => {}
+        Some(Value::Object(map)) => {
+            for (key, value) in map {
+                if let Some(text) = scalar_text(value) {
+                    into.insert(format!("custom_variables.{key}"), text);
+                }
+            }
+        }
+        Some(Value::Array(_)) => {
+            for item in parent.objects("custom_variables")? {
+                let item = item.obj();
+                let Some(key) = item.text("key")? else {
+                    continue;
+                };
+                let value = item.get("value").and_then(scalar_text).unwrap_or_default();
+                into.insert(format!("custom_variables.{key}"), value);
+            }
+        }
+        Some(_) => {
+            return Err(Error::invalid(format!(
+                "{} must be an array of {{key, value}} or an object",
+                parent.path_of("custom_variables")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A string, number or boolean as text.
+fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Whether an agent id looks like a LiveChat bot's (32 hex digits).
+fn is_bot_id(id: &str) -> bool {
+    crate::v3::is_bot_id(id)
 }
 
 /// Gives each message a key from its content, so that the same message in `chat_started` and
@@ -203,12 +332,31 @@ fn messages(chat: Obj<'_>, visitor_id: Option<&str>) -> Result<Vec<Message>, Err
         let author_name = m.text("author_name")?;
         let text = m.str("text")?.unwrap_or_default();
         let sent_at = m.required_secs("timestamp")?;
+        // A bot answering in a legacy chat is listed as an agent whose id is the bot's 32 hex
+        // digits.
+        let role = match (role, agent_id.as_deref()) {
+            (Role::Agent, Some(id)) if is_bot_id(id) => Role::Bot,
+            (role, _) => role,
+        };
         let author_id = match role {
             Role::Visitor => visitor_id.map(str::to_owned),
             _ => agent_id.clone(),
         };
         let who = agent_id.as_deref().or(author_name.as_deref()).unwrap_or("");
         let key = keys.key("", sent_at, &[user_type, who, text]);
+        let mut data = message_json(m.str("json")?);
+        if user_type == "supervisor" {
+            // A supervisor's message is a whisper to the agents (Configuration API v2.0
+            // archives: `user_type: supervisor`), never shown to the visitor: marked like a v3
+            // event whose visibility is `agents`.
+            let mut map = serde_json::Map::new();
+            map.insert("visibility".into(), Value::String("agents".into()));
+            map.insert("user_type".into(), Value::String("supervisor".into()));
+            if let Some(json) = data.take() {
+                map.insert("json".into(), json);
+            }
+            data = Some(Value::Object(map));
+        }
         out.push(Message {
             key,
             author_role: role,
@@ -218,7 +366,7 @@ fn messages(chat: Obj<'_>, visitor_id: Option<&str>) -> Result<Vec<Message>, Err
             attachments: Vec::new(),
             sent_at,
             automatic: false,
-            data: message_json(m.str("json")?),
+            data,
         });
     }
     Ok(out)
@@ -248,7 +396,12 @@ fn system_events(chat: Obj<'_>) -> Result<(Vec<Message>, Option<String>), Error>
     let mut end_reason: Option<(Timestamp, String)> = None;
     for item in chat.objects("events")? {
         let e = item.obj();
-        let kind = e.str("type")?.unwrap_or("event");
+        // The archive form (Configuration API v2.0) writes `type: event` and the kind in
+        // `event_type` (`closed`).
+        let kind = match e.str("type")? {
+            Some("event") | None => e.str("event_type")?.unwrap_or("event"),
+            Some(kind) => kind,
+        };
         let user_type = e.str("user_type")?;
         let text = e.str("text")?.unwrap_or_default();
         let sent_at = e.required_secs("timestamp")?;
@@ -403,10 +556,15 @@ fn pre_chat_survey(root: Obj<'_>) -> Result<Survey, Error> {
     for (i, item) in root.objects("pre_chat_survey")?.iter().enumerate() {
         let q = item.obj();
         let id = q.id("id")?.unwrap_or_else(|| i.to_string());
-        let Some(answer) = q.text("answer")? else {
+        let Some(answer) = survey_answer(q)? else {
             continue;
         };
-        if let Some(label) = q.text("label")? {
+        let label = match q.text("label")? {
+            Some(label) => Some(label),
+            // The archive form (Configuration API v2.0 `prechat_survey`) is `{key, value, id}`.
+            None => q.text("key")?,
+        };
+        if let Some(label) = label {
             survey
                 .answers
                 .insert(format!("pre_chat_survey.{id}.label"), label);
@@ -421,6 +579,42 @@ fn pre_chat_survey(root: Obj<'_>) -> Result<Survey, Error> {
             .insert(format!("pre_chat_survey.{id}"), answer);
     }
     Ok(survey)
+}
+
+/// A survey answer as text: a string (`answer`, or `value` in the archive form), or the
+/// choices of a checkbox question (`answer` or `answers` as an array of strings or of
+/// `{id, label}` objects, as v3 `filled_form` writes them) joined with ", ".
+fn survey_answer(q: Obj<'_>) -> Result<Option<String>, Error> {
+    let value = q
+        .get("answer")
+        .or_else(|| q.get("answers"))
+        .or_else(|| q.get("value"));
+    let text = match value {
+        None => None,
+        Some(Value::Array(items)) => {
+            let mut choices = Vec::new();
+            for item in items {
+                let choice = match item {
+                    Value::Object(map) => map
+                        .get("label")
+                        .or_else(|| map.get("value"))
+                        .or_else(|| map.get("id"))
+                        .and_then(scalar_text),
+                    other => scalar_text(other),
+                };
+                if let Some(choice) = choice.filter(|c| !c.is_empty()) {
+                    choices.push(choice);
+                }
+            }
+            Some(choices.join(", "))
+        }
+        Some(Value::Object(map)) => map
+            .get("label")
+            .or_else(|| map.get("value"))
+            .and_then(scalar_text),
+        Some(other) => scalar_text(other),
+    };
+    Ok(text.filter(|t| !t.is_empty()))
 }
 
 fn fill_from_survey(visitor: &mut Participant, survey: &Survey) {

@@ -15,6 +15,14 @@ use crate::json::{Obj, canonical, fnv1a};
 /// Parses a v3.x body whose root object is `root`.
 pub(crate) fn parse(root: Obj<'_>, received_at: Timestamp) -> Result<Vec<IncomingEvent>, Error> {
     let action = root.required_str("action")?;
+    if !MODELLED.contains(&action) {
+        // Unmodelled actions keep their payload whatever its shape: `auto_accesses_updated`
+        // sends an array (webhooks v3.5/v3.6 docs).
+        if !root.has("payload") {
+            return Err(Error::invalid("payload is missing"));
+        }
+        return Ok(vec![vendor_event(root, action, received_at)?]);
+    }
     let payload_child = root.required_obj("payload")?;
     let payload = payload_child.obj();
     match action {
@@ -25,8 +33,27 @@ pub(crate) fn parse(root: Obj<'_>, received_at: Timestamp) -> Result<Vec<Incomin
         "chat_transferred" => chat_transferred(payload, received_at),
         "user_added_to_chat" => user_added(payload, received_at),
         "user_removed_from_chat" => user_removed(payload, received_at),
-        _ => Ok(vec![vendor_event(root, action, payload, received_at)?]),
+        _ => Ok(vec![vendor_event(root, action, received_at)?]),
     }
+}
+
+/// The actions mapped to conversation events; every other action is kept as a vendor event.
+const MODELLED: [&str; 8] = [
+    "incoming_chat",
+    "incoming_event",
+    "chat_deactivated",
+    "thread_tagged",
+    "thread_untagged",
+    "chat_transferred",
+    "user_added_to_chat",
+    "user_removed_from_chat",
+];
+
+/// Whether an id looks like a LiveChat bot's: bots are created with 32 hex digits as their id
+/// (Configuration API `create_bot`, and the `bot_created` webhook sample
+/// `5c9871d5372c824cbf22d860a707a578`), unlike agents (e-mails) and customers (UUIDs).
+pub(crate) fn is_bot_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Who wrote an event, when only the author's id is known. LiveChat agent ids are their login
@@ -35,6 +62,7 @@ fn role_of_id(author_id: Option<&str>) -> Role {
     match author_id {
         None => Role::System,
         Some(id) if id.contains('@') => Role::Agent,
+        Some(id) if is_bot_id(id) => Role::Bot,
         Some(_) => Role::Visitor,
     }
 }
@@ -136,7 +164,16 @@ fn incoming_chat(root: Obj<'_>, payload: Obj<'_>) -> Result<Vec<IncomingEvent>, 
     let chat_child = payload.required_obj("chat")?;
     let chat = chat_child.obj();
     let chat_id = chat.required_str("id")?;
-    let thread_child = chat.required_obj("thread")?;
+    let thread_child = match chat.obj("thread")? {
+        Some(thread) => thread,
+        // The chat data structure (agent-chat-api data structures, chat.json) lists `threads`;
+        // the newest one is the one that came in.
+        None if chat.has("threads") => chat
+            .objects("threads")?
+            .pop()
+            .ok_or_else(|| Error::invalid(format!("{} is empty", chat.path_of("threads"))))?,
+        None => chat.required_obj("thread")?,
+    };
     let thread = thread_child.obj();
     let thread_id = thread.required_str("id")?;
     let created_at = thread.required_rfc3339("created_at")?;
@@ -224,7 +261,13 @@ pub(crate) fn chat_people(
 pub(crate) fn customer(u: Obj<'_>, id: &str) -> Result<(Participant, Option<String>), Error> {
     let mut attributes = BTreeMap::new();
     let mut page = None;
-    if let Some(visit) = u.obj("last_visit")? {
+    // v3.6 calls it `visit` (data structures, users/customer.json); earlier samples
+    // `last_visit`.
+    let visit = match u.obj("visit")? {
+        Some(visit) => Some(visit),
+        None => u.obj("last_visit")?,
+    };
+    if let Some(visit) = visit {
         let visit = visit.obj();
         if let Some(geo) = visit.obj("geolocation")? {
             let geo = geo.obj();
@@ -253,7 +296,7 @@ pub(crate) fn customer(u: Obj<'_>, id: &str) -> Result<(Participant, Option<Stri
             id: id.to_owned(),
             name: u.text("name")?,
             email: u.text("email")?,
-            phone: None,
+            phone: u.text("phone_number")?,
             attributes,
         },
         page,
@@ -284,6 +327,7 @@ fn chat_deactivated(payload: Obj<'_>, received_at: Timestamp) -> Result<Vec<Inco
     patch.end_reason = Some(
         match role_of_id(user_id.as_deref()) {
             Role::Agent => "agent_closed",
+            Role::Bot => "bot_closed",
             Role::Visitor => "customer_closed",
             _ => "deactivated",
         }
@@ -334,8 +378,12 @@ fn chat_transferred(payload: Obj<'_>, received_at: Timestamp) -> Result<Vec<Inco
         }
         None => (Vec::new(), Vec::new()),
     };
+    // v3.6 names the queue time `queued_at`, v3.5 `queued_at_us` (webhooks docs, both RFC 3339).
     let queued_at = match payload.obj("queue")? {
-        Some(queue) => queue.obj().rfc3339("queued_at")?,
+        Some(queue) => match queue.obj().rfc3339("queued_at")? {
+            Some(at) => Some(at),
+            None => queue.obj().rfc3339("queued_at_us")?,
+        },
         None => None,
     };
     let mut patch = ConversationPatch::new(chat_id);
@@ -436,21 +484,35 @@ fn user_removed(payload: Obj<'_>, received_at: Timestamp) -> Result<Vec<Incoming
 }
 
 /// An action this plugin does not model: kept whole (without `secret_key`) as a vendor event.
+/// Its subject is the chat it is about (`payload.chat_id`, `payload.chat.id`,
+/// `payload.active_chat.chat_id`) or the object it names (`payload.id`); a payload that is not
+/// an object (`auto_accesses_updated` sends an array) has none.
 fn vendor_event(
     root: Obj<'_>,
     action: &str,
-    payload: Obj<'_>,
     received_at: Timestamp,
 ) -> Result<IncomingEvent, Error> {
     let mut data = root.map().clone();
     data.remove("secret_key");
     let data = Value::Object(data);
-    let subject = match payload.id("chat_id")? {
-        Some(id) => Some(id),
-        None => match payload.obj("chat")? {
-            Some(chat) => chat.obj().id("id")?,
-            None => payload.id("id")?,
-        },
+    let subject = match root.get("payload") {
+        Some(Value::Object(_)) => {
+            let payload_child = root.required_obj("payload")?;
+            let payload = payload_child.obj();
+            // A vendor event is never refused for its shape: an id of another type is no subject.
+            let nested = |field: &str, id: &str| -> Option<String> {
+                let child = payload.obj(field).ok().flatten()?;
+                child.obj().id(id).ok().flatten()
+            };
+            payload
+                .id("chat_id")
+                .ok()
+                .flatten()
+                .or_else(|| nested("chat", "id"))
+                .or_else(|| nested("active_chat", "chat_id"))
+                .or_else(|| payload.id("id").ok().flatten())
+        }
+        _ => None,
     };
     Ok(IncomingEvent {
         dedup_key: format!("{action}:{:016x}", fnv1a(&[&canonical(&data)])),

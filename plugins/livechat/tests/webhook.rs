@@ -437,3 +437,65 @@ fn the_plugin_is_registered() {
     assert!(plugin.webhook.is_some());
     assert!(plugin.connector.is_some());
 }
+
+/// Shapes the docs show that were refused before: legacy `visitor_queued` with only the
+/// visitor (Configuration API v2.0: `visitor_queued` cannot carry `chat`), an array payload
+/// (`auto_accesses_updated`, webhooks v3.5/v3.6; the sample's own action is
+/// `auto_access_added`), v3.5's `queue.queued_at_us`, and bots' 32-hex ids.
+#[test]
+fn documented_shapes_are_accepted() {
+    // Visitor only, with the chat's id among the visitor's fields: the chat is queued.
+    let events = parse(
+        br#"{"event_type": "visitor_queued", "license_id": "1067", "visitor": {"id": "S1", "chat_id": "PO20", "name": "Ann", "page_current": "https://example.com/"}}"#,
+    )
+    .unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].kind, EventKind::ChatUpdated);
+    let queued = patch(&events[0]);
+    assert_eq!(queued.external_id, "PO20");
+    assert_eq!(queued.status, Some(ConversationStatus::Queued));
+    assert_eq!(queued.visitor.as_ref().map(|v| v.id.as_str()), Some("S1"));
+    // Visitor only, no chat id: kept whole about the visitor.
+    let events = parse(br#"{"event_type": "visitor_queued", "visitor": {"id": "S2"}}"#).unwrap();
+    assert_eq!(events[0].kind, EventKind::VendorEvent);
+    let EventPayload::Vendor { subject, .. } = &events[0].payload else {
+        panic!("expected a vendor payload");
+    };
+    assert_eq!(subject.as_deref(), Some("S2"));
+    // Neither chat nor visitor: refused, naming what is missing.
+    assert_invalid(r#"{"event_type": "visitor_queued"}"#, "chat is missing");
+
+    for action in ["auto_accesses_updated", "auto_access_added"] {
+        let body = format!(
+            r#"{{"action": "{action}", "payload": [{{"id": "a2710c4680fa15700ae046940a11a329", "status": "deleted"}}]}}"#
+        );
+        let events = parse(body.as_bytes()).unwrap();
+        assert_eq!(events[0].kind, EventKind::VendorEvent);
+        assert_eq!(events[0].vendor_event, action);
+    }
+
+    let transferred = |queue: &str| {
+        let body = format!(
+            r#"{{"action": "chat_transferred", "payload": {{"chat_id": "C", "thread_id": "T", "transferred_to": {{"agent_ids": ["a@example.com"]}}, "queue": {{"position": 1, "{queue}": "2019-12-09T12:01:18.909000Z"}}}}}}"#
+        );
+        parse(body.as_bytes()).unwrap().remove(0)
+    };
+    let v35 = transferred("queued_at_us");
+    let v36 = transferred("queued_at");
+    assert_eq!(v35.occurred_at.as_millis(), 1_575_892_878_909);
+    assert_eq!(v35.occurred_at, v36.occurred_at);
+    assert_eq!(v35.dedup_key, v36.dedup_key);
+
+    let message = |author: &str| {
+        let body = format!(
+            r#"{{"action": "incoming_event", "payload": {{"chat_id": "C", "thread_id": "T", "event": {{"id": "T_1", "type": "message", "text": "hi", "author_id": "{author}", "created_at": "2019-12-17T07:57:43.000000Z"}}}}}}"#
+        );
+        patch(&parse(body.as_bytes()).unwrap()[0]).messages[0].author_role
+    };
+    assert_eq!(message("5c9871d5372c824cbf22d860a707a578"), Role::Bot);
+    assert_eq!(
+        message("b7eff798-f8df-4364-8059-649c35c9ed0c"),
+        Role::Visitor
+    );
+    assert_eq!(message("smith@example.com"), Role::Agent);
+}
