@@ -6,8 +6,8 @@ mod post_hook;
 
 pub use crate::connector::{
     API_TOKEN, DEFAULT_BASE_URL, DEFAULT_PAGE_SIZE, DEFAULT_RATE_LIMIT, MAX_PAGE_SIZE,
-    MESSAGES_PAGE_SIZE, PAGE_SIZE_SETTING, SEARCH_PATH, SNAPSHOT_EVENT, SYNC_ORDER_SETTING,
-    SmartsuppConnector, SyncOrder, connector,
+    MESSAGES_PAGE_SIZE, PAGE_SIZE_SETTING, SEARCH_PATH, SKIPPED_EVENT, SNAPSHOT_EVENT,
+    SYNC_ORDER_SETTING, SmartsuppConnector, SyncOrder, connector,
 };
 
 use hmac::{Hmac, KeyInit, Mac};

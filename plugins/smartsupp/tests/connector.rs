@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchboard_core::{
-    ConnectionConfig, ConnectionId, Connector, ConversationId, ErrorCode, Sequence, Timestamp,
-    WebhookRequest, WebhookSource,
+    ConnectionConfig, ConnectionId, Connector, ConversationId, ErrorCode, EventPayload, Sequence,
+    Timestamp, WebhookRequest, WebhookSource,
 };
 use switchboard_plugin_smartsupp::{
-    DEFAULT_BASE_URL, DEFAULT_RATE_LIMIT, SEARCH_PATH, SmartsuppConnector, SmartsuppWebhook,
+    DEFAULT_BASE_URL, DEFAULT_RATE_LIMIT, SEARCH_PATH, SKIPPED_EVENT, SmartsuppConnector,
+    SmartsuppWebhook,
 };
 use switchboard_store::{AppendRequest, Store, SyncUpdate};
 use switchboard_testkit::fake::smartsupp::FakeSmartsupp;
@@ -135,7 +136,7 @@ fn expected_events(fake: &FakeSmartsupp) -> usize {
         .iter()
         .map(|c| {
             let id = c["id"].as_str().unwrap_or_default();
-            let closed = !c["finished_at"].is_null() || c["status"] == "closed";
+            let closed = !c["finishedAt"].is_null() || c["status"] == "closed";
             2 + fake.messages(id).len() + usize::from(closed)
         })
         .sum()
@@ -256,7 +257,7 @@ async fn killed_mid_way_and_rerun_lands_every_record_once() {
 }
 
 #[tokio::test]
-async fn incremental_runs_pick_up_updated_and_new_conversations() {
+async fn incremental_runs_pick_up_new_conversations_and_changes_to_unfinished_ones() {
     for order in ["oldest_first", "newest_first"] {
         let fake = FakeSmartsupp::new().with_seed(13).with_conversations(20);
         let server = fake.start().await.expect("fake starts");
@@ -266,21 +267,47 @@ async fn incremental_runs_pick_up_updated_and_new_conversations() {
         assert!(done);
         let before = harness.store.event_count().expect("count");
 
-        let ids = fake.conversation_ids();
+        // The search sorts by createdAt only (SPEC), so a run reads again from the oldest
+        // conversation that was still unfinished: a new message there and its close land.
+        let conversations = fake.conversations();
+        let unfinished: Vec<String> = conversations
+            .iter()
+            .filter(|c| c["finishedAt"].is_null())
+            .map(|c| c["id"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        assert!(
+            unfinished.len() >= 2,
+            "seed 13 has unfinished conversations"
+        );
         let new_message = fake
-            .add_visitor_message(&ids[3], "Ještě jedna otázka")
+            .add_visitor_message(&unfinished[0], "Ještě jedna otázka")
             .expect("known conversation");
+        assert!(fake.close_conversation(&unfinished[1]));
         let added = fake.add_conversations(2);
         server.log.clear();
-        let (pages, done) = harness.sync(&connector(&config), None, None).await;
+        let (_, done) = harness.sync(&connector(&config), None, None).await;
         assert!(done);
+        assert!(harness.message_keys(&unfinished[0]).contains(&new_message));
+        let closed = ConversationId::new(connection_id(), unfinished[1].as_str());
+        let closed = harness
+            .store
+            .get_conversation(&closed)
+            .expect("read")
+            .expect("pulled");
         assert_eq!(
-            pages, 1,
-            "{order}: three changed conversations fit one page"
+            closed.status,
+            switchboard_core::ConversationStatus::Closed,
+            "{order}"
         );
-        assert!(harness.message_keys(&ids[3]).contains(&new_message));
-        assert_landed_once_plus(&harness, &fake, 1);
-        // Only the changed conversations were read again.
+        assert!(closed.ended_at.is_some());
+        assert_landed_once_plus(&harness, &fake, 2);
+        // Conversations created before the oldest unfinished one were not read again.
+        let oldest_unfinished = conversations
+            .iter()
+            .filter(|c| c["finishedAt"].is_null())
+            .map(|c| ms(&c["createdAt"]))
+            .min()
+            .expect("one");
         let message_reads: BTreeSet<String> = server
             .log
             .all()
@@ -288,12 +315,19 @@ async fn incremental_runs_pick_up_updated_and_new_conversations() {
             .filter(|r| r.path.ends_with("/messages"))
             .map(|r| r.path.clone())
             .collect();
-        let expected: BTreeSet<String> = [ids[3].clone()]
-            .into_iter()
-            .chain(added)
-            .map(|id| format!("/v2/conversations/{id}/messages"))
-            .collect();
-        assert_eq!(message_reads, expected, "{order}");
+        for c in &conversations {
+            let path = format!(
+                "/v2/conversations/{}/messages",
+                c["id"].as_str().unwrap_or("")
+            );
+            if ms(&c["createdAt"]) < oldest_unfinished {
+                assert!(!message_reads.contains(&path), "{order}: {path} read again");
+            }
+        }
+        for id in unfinished.iter().take(2).chain(&added) {
+            let path = format!("/v2/conversations/{id}/messages");
+            assert!(message_reads.contains(&path), "{order}: {path} not read");
+        }
         assert!(harness.store.event_count().expect("count") > before);
 
         // Nothing changed: a run appends nothing.
@@ -311,17 +345,17 @@ async fn incremental_runs_pick_up_updated_and_new_conversations() {
 async fn since_limits_a_first_sync() {
     let fake = FakeSmartsupp::new().with_seed(14).with_conversations(20);
     let server = fake.start().await.expect("fake starts");
-    let mut updated: Vec<i64> = fake
+    let mut created: Vec<i64> = fake
         .conversations()
         .iter()
-        .map(|c| ms(&c["updated_at"]))
+        .map(|c| ms(&c["createdAt"]))
         .collect();
-    updated.sort();
-    let since = Timestamp::from_millis(updated[15]).expect("valid time");
+    created.sort();
+    let since = Timestamp::from_millis(created[15]).expect("valid time");
     let wanted: BTreeSet<String> = fake
         .conversations()
         .iter()
-        .filter(|c| ms(&c["updated_at"]) >= since.as_millis())
+        .filter(|c| ms(&c["createdAt"]) >= since.as_millis())
         .map(|c| c["id"].as_str().unwrap_or_default().to_owned())
         .collect();
     let harness = Harness::new();
@@ -336,17 +370,19 @@ async fn since_limits_a_first_sync() {
     let search = &server.log.to_path(SEARCH_PATH)[0];
     assert_eq!(
         search.json()["query"],
-        json!([{"field": "updatedAt", "value": [since.to_rfc3339(), null]}])
+        json!([{"field": "createdAt", "value": [since.to_rfc3339(), null]}])
     );
 }
 
 #[tokio::test]
-async fn long_conversations_page_their_messages() {
+async fn long_conversations_keep_every_message_not_only_the_newest_page() {
     let fake = FakeSmartsupp::new().with_seed(15).with_conversations(2);
     let id = fake.conversation_ids()[0].clone();
     for i in 0..120 {
         fake.add_visitor_message(&id, &format!("zpráva {i}"));
     }
+    let total = fake.messages(&id).len();
+    assert!(total > 120);
     let server = fake.start().await.expect("fake starts");
     let harness = Harness::new();
     harness
@@ -357,11 +393,63 @@ async fn long_conversations_page_their_messages() {
         )
         .await;
     assert_landed_once(&harness, &fake);
+    assert_eq!(harness.message_keys(&id).len(), total);
     let reads = server
         .log
         .to_path(&format!("/v2/conversations/{id}/messages"));
-    assert_eq!(reads.len(), 2);
-    assert!(reads[1].query.contains("after="));
+    // SPEC's default page is 50: every page is read, with the numeric `after` of the last.
+    assert_eq!(reads.len(), total.div_ceil(50));
+    assert!(reads[0].query.contains("order=asc"));
+    assert!(!reads[0].query.contains("after="));
+    for read in &reads[1..] {
+        let after = read
+            .query
+            .split('&')
+            .find_map(|p| p.strip_prefix("after="))
+            .expect("an after");
+        assert!(after.parse::<i64>().is_ok(), "after={after}");
+    }
+}
+
+#[tokio::test]
+async fn an_unreadable_conversation_is_skipped_with_its_reason() {
+    let fake = FakeSmartsupp::new().with_seed(20).with_conversations(10);
+    let ids = fake.conversation_ids();
+    assert!(fake.corrupt_conversation(&ids[2]));
+    let server = fake.start().await.expect("fake starts");
+    let harness = Harness::new();
+    let connector = connector(&config(&server, &fake.token(), "oldest_first"));
+    let (_, done) = harness.sync(&connector, None, None).await;
+    assert!(done, "one bad conversation does not fail the sync");
+    assert_eq!(connector.skipped(), 1);
+    for id in ids.iter().filter(|id| **id != ids[2]) {
+        let expected: BTreeSet<String> = fake
+            .messages(id)
+            .iter()
+            .map(|m| m["id"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(harness.message_keys(id), expected, "messages of {id}");
+    }
+    assert!(harness.message_keys(&ids[2]).is_empty());
+    let skipped: Vec<_> = harness
+        .store
+        .read_events(Sequence::ZERO, 1_000_000)
+        .expect("read events")
+        .into_iter()
+        .filter(|e| e.incoming.vendor_event == SKIPPED_EVENT)
+        .collect();
+    assert_eq!(skipped.len(), 1);
+    let EventPayload::Vendor { subject, data } = &skipped[0].incoming.payload else {
+        panic!("a vendor event");
+    };
+    assert_eq!(subject.as_deref(), Some(ids[2].as_str()));
+    assert!(
+        data["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("createdAt")),
+        "{data}"
+    );
+    assert_eq!(data["record"]["id"], ids[2].as_str());
 }
 
 #[tokio::test]
@@ -442,7 +530,7 @@ async fn requests_carry_method_path_bearer_and_body() {
             .all(|r| r.header("authorization") == Some(bearer.as_str()))
     );
     let searches: Vec<_> = log.iter().filter(|r| r.path == SEARCH_PATH).collect();
-    assert_eq!(searches.len(), 2);
+    assert_eq!(searches.len(), 9_usize.div_ceil(PAGE_SIZE));
     for (i, search) in searches.iter().enumerate() {
         assert_eq!(search.method, "POST");
         assert!(
@@ -452,7 +540,7 @@ async fn requests_carry_method_path_bearer_and_body() {
         );
         let body = search.json();
         assert_eq!(body["size"], PAGE_SIZE);
-        assert_eq!(body["sort"], json!([{"updatedAt": "asc"}]));
+        assert_eq!(body["sort"], json!([{"createdAt": "asc"}]));
         assert_eq!(body["after"].is_null(), i == 0);
         assert!(body.get("query").is_none());
     }
@@ -464,7 +552,7 @@ async fn requests_carry_method_path_bearer_and_body() {
     assert_eq!(reads.len(), 9);
     for id in fake.conversation_ids() {
         let query = reads[&format!("/v2/conversations/{id}/messages")];
-        assert_eq!(query, "size=100");
+        assert_eq!(query, "size=50&order=asc");
     }
     assert!(
         log.iter()
@@ -496,25 +584,30 @@ async fn pulled_messages_merge_with_the_same_event_callbacks() {
     let mut bodies = vec![json!({
         "type": "event_callback",
         "event": "conversation.contact_replied",
-        "timestamp": contact["created_at"],
+        "timestamp": contact["createdAt"],
         "account_id": 208,
         "data": {
             "conversation": {"id": id, "status": "open"},
             "message": contact,
-            "contact": {"id": conversation["contact_id"], "name": "Jana Nováková"},
+            "contact": {"id": conversation["contactId"], "name": "Jana Nováková"},
         },
     })];
     bodies.push(json!({
         "type": "event_callback",
         "event": "conversation.opened",
-        "timestamp": conversation["created_at"],
-        "data": {"conversation": {"id": id, "status": "open", "created_at": conversation["created_at"]}},
+        "timestamp": conversation["createdAt"],
+        "data": {"conversation": {"id": id, "status": "open", "created_at": conversation["createdAt"]}},
     }));
     if let Some(agent) = agent {
+        let event = if agent["sub_type"] == "bot" {
+            "conversation.bot_replied"
+        } else {
+            "conversation.agent_replied"
+        };
         bodies.push(json!({
             "type": "event_callback",
-            "event": "conversation.agent_replied",
-            "timestamp": agent["created_at"],
+            "event": event,
+            "timestamp": agent["createdAt"],
             "data": {"conversation_id": id, "message": agent},
         }));
     }

@@ -9,51 +9,70 @@
 //! # let _ = server; Ok(()) }
 //! ```
 //!
+//! # Source
+//!
+//! The fake follows Smartsupp's published OpenAPI description of its Core API ("Smartsupp Core
+//! API" 1.0.0): `packages/generator/test/data/spec2.json` in the repository
+//! `smartsupp/openapi-client` at commit 468370481ea17f4bfbb696f442638e91d59ba8f9 (2021-01-13;
+//! the file was removed from the repository later), cited below as `SPEC`. Where SPEC is silent
+//! the choice is marked *assumed*.
+//!
 //! # Endpoints
 //!
-//! Every request needs `Authorization: Bearer <token>` ([`FakeSmartsupp::token`]); anything
-//! else is answered `401 {"code":"unauthorized","message":"..."}`.
+//! Authentication (SPEC `components.securitySchemes.cookieAuth`: the cookie
+//! `jwt_access_token`; the public docs and a production integration,
+//! onpaj/Anela.Heblo `docs/integrations/smartsupp-api.md`, send the API token as
+//! `Authorization: Bearer <token>`): either is accepted with [`FakeSmartsupp::token`]; anything
+//! else is answered `401 {"code":"unauthorized","message":"..."}` (SPEC `error_payload`).
 //!
-//! `POST /v2/conversations/search`, JSON body (Smartsupp's documented search shape, camelCase
-//! field names in requests):
-//! - `size`: conversations per page, 1 to [`MAX_PAGE_SIZE`] (default [`DEFAULT_PAGE_SIZE`]);
-//! - `sort`: `[{"updatedAt": "asc"}]`, `[{"updatedAt": "desc"}]`, or the same with `createdAt`
-//!   (default `[{"createdAt": "desc"}]`); only the first entry counts, ties are broken by the
-//!   conversation id in the same direction;
-//! - `after`: the `after` of the previous response, an array of sort values
-//!   `[<sort field in ms>, "<id>"]` (a one-element array compares by the time only);
-//! - `query`: an array of filters `{"field": F, "value": V}`: `updatedAt` / `createdAt` /
-//!   `finishedAt` with `V = [from, to]` (RFC 3339 or milliseconds, either bound may be `null`,
-//!   both inclusive), `status` with `V` a string or an array of strings;
+//! `POST /v2/conversations/search` (SPEC `paths./v2/conversations/search.post`), JSON body:
+//! - `size`: conversations per page, default 100 (SPEC); at most 250 unless the query
+//!   parameter `allowExtraSize=true` (SPEC: "Allow fetch more then 250 items");
+//! - `sort`: `[{"createdAt": "asc" | "desc"}]` or `[{"finishedAt": ...}]`, default
+//!   `[{"createdAt": "desc"}]` (SPEC: only these two fields are sortable; any other is 400);
+//!   only the first entry counts; *assumed*: ties are broken by the conversation's position,
+//!   and conversations without `finishedAt` sort as the largest value;
+//! - `after`: SPEC "array of numbers", nullable: the `after` of the previous response. The fake
+//!   sends `[<sort field in ms>, <tie-breaker number>]` (*assumed* shape of the numbers);
+//! - `query`: SPEC `[{field, value, op}]`; the fake knows `status` (a string or strings),
+//!   `contactId`, and the ranges `createdAt` / `finishedAt` / `updatedAt` with
+//!   `value = [from, to]` (the range form of docs.smartsupp.com/rest-api/overview's
+//!   `finishedAt` example; either bound may be `null`, *assumed*; both inclusive); `op:
+//!   "must_not"` negates a filter;
+//! - `filters`: SPEC `{dateFrom, dateTo, contactId, ...}`; `dateFrom` / `dateTo` bound
+//!   `createdAt` (*assumed*), `contactId` filters;
 //! - `timezone`: accepted and ignored (every time the fake sends has a trailing `Z`).
 //!
-//! It answers `{"total": <matching>, "after": [<ms>, "<id>"] | null, "items": [conversation]}`;
-//! `after` is the last item's sort values, `null` when the page is empty.
+//! It answers SPEC's `{"after": [...] | null, "items": [conversation], "total": n}`; `after`
+//! is `null` once the page reached the last match (*assumed*: SPEC only says nullable).
 //!
-//! `GET /v2/conversations/{id}/messages?size=N&after=<ms>,<id>`: the conversation's messages,
-//! oldest first (ties by message id), `size` 1 to [`MAX_PAGE_SIZE`] (default
-//! [`DEFAULT_PAGE_SIZE`]), `after` the previous response's `after` joined with a comma. It
-//! answers `{"total", "after", "items": [message]}` like the search; 404 for an unknown
-//! conversation.
+//! `GET /v2/conversations/{id}/messages` (SPEC `paths./v2/conversations/{id}/messages.get`):
+//! query `size` (default 50, SPEC; at most 100, *assumed*), `after` (SPEC: a number; the
+//! `after` of the previous response), `order` (`asc` | `desc`, default `desc`, SPEC). It
+//! answers `{"after": <number> | null, "items": [message], "total": n}`; `after` is the last
+//! item's `createdAt` in milliseconds, `null` on the last page (*assumed*); the next page holds
+//! the messages strictly after it in the order asked, so the fake never gives two messages of
+//! one conversation the same millisecond. An unknown conversation is SPEC's 404 `{"code":
+//! "not_found", "message": "Conversation not found"}`.
 //!
-//! Objects use the API's snake_case names: a conversation is `{id, status, created_at,
-//! updated_at, finished_at, channel{type, id}, contact_id, visitor_id, agent_ids, assigned_ids,
-//! group_id, rating_value, rating_text, domain, referer, is_offline, is_served, tags, variables,
-//! location{ip, code, country, city}, last_message{text, created_at}}`; a message is `{id,
-//! created_at, updated_at, type: "message", sub_type (contact | agent | trigger | bot),
-//! conversation_id, visitor_id, agent_id, content{type: "text", text}, trigger_id,
-//! trigger_name, attachments, page_url}`. Times are RFC 3339 UTC with milliseconds.
+//! Objects use SPEC's names (camelCase): a conversation (`components.schemas.conversation`) is
+//! `{id, type: "chat", status (pending | open | served | closed), channel{type, id},
+//! contactId, visitorId, createdAt, updatedAt, finishedAt, agentIds, assignedIds, groupId,
+//! locIp, locCity, locCode, locCountry, rating{value (1 | 3 | 5), text} | null, referer,
+//! domain, userAgent, tags, variables, important, isClosed, isOffline, isServed}`; a message
+//! (`components.schemas.message`) is `{id, type: "message", sub_type (contact | agent | trigger
+//! | bot), channel, chatId, groupId, agentId, visitorId, createdAt, content{type: "text",
+//! text, data}, trigger{id, name} | null, responseTime, deliveryTo, deliveryStatus,
+//! deliveryFailReason, deliveredAt, attachments}`. Times are RFC 3339 UTC with milliseconds.
 //!
 //! # Assumptions
 //!
-//! Smartsupp documents the search body (`size`, `sort`, `after`, `query`, `timezone`) and the
-//! response (`items`, `after`, `total`), Bearer tokens, 401 for a bad token and 429 when over
-//! its limits, but not the exact limit, the error body, the messages endpoint's paging nor the
-//! tie-breaking of equal sort values. The fake assumes: an error body `{"code", "message"}`; a
-//! fixed-window limit only when set with [`FakeSmartsupp::with_rate_limit`] (429 with
-//! `Retry-After` in whole seconds until the window ends); `after` carries the id as a
-//! tie-breaker (as an Elasticsearch `search_after` with an id sort would); messages paged like
-//! the search, with `after` in the query string.
+//! SPEC documents no rate limit and no 429: a fixed-window limit applies only when set with
+//! [`FakeSmartsupp::with_rate_limit`] (429 with `Retry-After` in whole seconds, the
+//! docs.smartsupp.com/rest-api/overview status table lists 429). A visitor writing again
+//! ([`FakeSmartsupp::add_visitor_message`]) reopens a closed conversation (status `open`, no
+//! `finishedAt`). [`FakeSmartsupp::corrupt_conversation`] is a test hook, not vendor
+//! behaviour: the conversation is served with unreadable times.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -69,10 +88,14 @@ use switchboard_core::Timestamp;
 
 use super::{FakeServer, lock};
 
-/// The page size when a request gives none.
-pub const DEFAULT_PAGE_SIZE: usize = 50;
-/// The largest page size the fake accepts.
-pub const MAX_PAGE_SIZE: usize = 100;
+/// The search's page size when a request gives none (SPEC: `size` default 100).
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+/// The largest search page without `allowExtraSize` (SPEC: "more then 250 items" needs it).
+pub const MAX_PAGE_SIZE: usize = 250;
+/// The messages page size when a request gives none (SPEC: `size` default 50).
+pub const DEFAULT_MESSAGES_PAGE_SIZE: usize = 50;
+/// The largest messages page the fake serves (assumed: SPEC gives no maximum).
+pub const MAX_MESSAGES_PAGE_SIZE: usize = 100;
 /// The access token a new fake accepts.
 pub const DEFAULT_TOKEN: &str = "smartsupp-fake-token-6f2d";
 /// The time of the first seeded conversation: 2024-05-01T00:00:00Z.
@@ -81,6 +104,8 @@ pub const SEED_START_MS: i64 = 1_714_521_600_000;
 /// A seeded conversation and its messages.
 #[derive(Debug, Clone)]
 struct Conversation {
+    /// Creation order; the search's tie-breaker.
+    index: usize,
     id: String,
     status: &'static str,
     created_ms: i64,
@@ -93,6 +118,8 @@ struct Conversation {
     is_offline: bool,
     tags: Vec<String>,
     messages: Vec<MessageRecord>,
+    /// Test hook: served with unreadable times.
+    corrupt: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -163,6 +190,8 @@ const AGENT_TEXTS: [&str; 3] = [
     "Objednávka je na cestě.",
     "Yes, we ship tomorrow.",
 ];
+/// SPEC `conversation_rating.value`: "enum [1, 3, 5]", 5 best.
+const RATINGS: [i64; 3] = [1, 3, 5];
 
 impl FakeState {
     fn random(&mut self, below: u64) -> u64 {
@@ -188,6 +217,17 @@ impl FakeState {
                 text: "Potřebujete poradit?".to_owned(),
             });
             at += 500;
+        }
+        if self.random(4) == 0 {
+            messages.push(MessageRecord {
+                id: String::new(),
+                created_ms: at,
+                sub_type: "bot",
+                agent_id: None,
+                trigger: None,
+                text: "Jsem robot, s čím pomohu?".to_owned(),
+            });
+            at += 700;
         }
         let turns = 1 + self.random(4) as usize;
         for turn in 0..turns {
@@ -220,7 +260,7 @@ impl FakeState {
         let closed = self.random(4) != 0;
         let finished_ms = closed.then_some(at);
         let rating = (closed && self.random(3) == 0).then(|| {
-            let value = 1 + self.random(5) as i64;
+            let value = RATINGS[self.random(RATINGS.len() as u64) as usize];
             (value, if value > 3 { "Díky!" } else { "" }.to_owned())
         });
         let tags = if self.random(5) == 0 {
@@ -229,6 +269,7 @@ impl FakeState {
             Vec::new()
         };
         Conversation {
+            index,
             id,
             status: if closed {
                 "closed"
@@ -247,6 +288,7 @@ impl FakeState {
             is_offline: offline,
             tags,
             messages,
+            corrupt: false,
         }
     }
 
@@ -255,25 +297,19 @@ impl FakeState {
         for nth in 0..count {
             let index = self.next_index;
             self.next_index += 1;
-            // Starts spread over time, but the updates interleave (long chats end later than
-            // short chats that began after them), and every 7th conversation ends at the same
-            // millisecond as the one made before it in the same call, so sort ties are
-            // exercised (conversations made by earlier calls never change).
-            let start = self.clock_ms + self.random(30 * 60_000) as i64;
-            let mut conversation = self.make_conversation(index, start);
+            // Starts spread over time (every 7th conversation starts at the same millisecond
+            // as the one made before it in the same call, so sort ties are exercised), and
+            // the updates interleave (long chats end later than short chats that began after
+            // them). Conversations made by earlier calls never change here.
+            let mut start = self.clock_ms + self.random(30 * 60_000) as i64;
             if index % 7 == 6 && nth > 0 {
-                if let Some(previous) = self.conversations.last_mut() {
-                    let target = previous.updated_ms.max(conversation.updated_ms);
-                    for tied in [&mut *previous, &mut conversation] {
-                        tied.updated_ms = target;
-                        if let Some(finished) = tied.finished_ms.as_mut() {
-                            *finished = target;
-                        }
-                    }
+                if let Some(previous) = self.conversations.last() {
+                    start = previous.created_ms;
                 }
             }
+            let conversation = self.make_conversation(index, start);
             self.clock_ms += 10 * 60_000;
-            self.clock_ms = self.clock_ms.max(conversation.updated_ms - 20 * 60_000);
+            self.clock_ms = self.clock_ms.max(start);
             ids.push(conversation.id.clone());
             self.conversations.push(conversation);
         }
@@ -285,7 +321,7 @@ impl FakeState {
         let latest = self
             .conversations
             .iter()
-            .map(|c| c.updated_ms)
+            .map(|c| c.updated_ms.max(c.created_ms))
             .max()
             .unwrap_or(SEED_START_MS);
         self.clock_ms = self.clock_ms.max(latest) + 60_000;
@@ -309,61 +345,81 @@ impl FakeState {
 }
 
 impl Conversation {
+    /// SPEC `components.schemas.conversation`.
     fn to_json(&self) -> Value {
-        let last = self.messages.last();
+        let (created, updated) = if self.corrupt {
+            (json!("yesterday"), json!("today"))
+        } else {
+            (
+                json!(rfc3339(self.created_ms)),
+                json!(rfc3339(self.updated_ms)),
+            )
+        };
         json!({
             "id": self.id,
-            "ext_id": null,
+            "type": "chat",
             "status": self.status,
-            "unread": false,
-            "created_at": rfc3339(self.created_ms),
-            "updated_at": rfc3339(self.updated_ms),
-            "finished_at": self.finished_ms.map(rfc3339),
             "channel": {"type": "default", "id": null},
-            "contact_id": self.contact_id,
-            "visitor_id": self.visitor_id,
-            "agent_ids": self.agent_ids,
-            "assigned_ids": self.agent_ids,
-            "group_id": null,
-            "rating_value": self.rating.as_ref().map(|r| r.0),
-            "rating_text": self.rating.as_ref().map(|r| r.1.clone()),
-            "domain": "shop.example.cz",
+            "contactId": self.contact_id,
+            "visitorId": self.visitor_id,
+            "createdAt": created,
+            "updatedAt": updated,
+            "finishedAt": self.finished_ms.map(rfc3339),
+            "agentIds": self.agent_ids,
+            "assignedIds": self.agent_ids,
+            "groupId": null,
+            "locIp": "89.235.0.55",
+            "locCity": "Brno",
+            "locCode": "cz",
+            "locCountry": "Czechia",
+            "rating": self.rating.as_ref().map(|(value, text)| json!({"value": value, "text": text})),
             "referer": "https://www.google.com/",
-            "is_offline": self.is_offline,
-            "is_served": !self.agent_ids.is_empty(),
+            "domain": "shop.example.cz",
+            "userAgent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/126.0",
             "tags": self.tags,
             "variables": {"orderCount": 3},
-            "location": {"ip": "89.235.0.55", "code": "CZ", "country": "Czechia", "city": "Brno"},
-            "last_message": last.map(|m| json!({"text": m.text, "created_at": rfc3339(m.created_ms)})),
+            "important": false,
+            "isClosed": self.status == "closed",
+            "isOffline": self.is_offline,
+            "isServed": !self.agent_ids.is_empty(),
         })
     }
 
     fn sort_ms(&self, field: SortField) -> i64 {
         match field {
-            SortField::UpdatedAt => self.updated_ms,
             SortField::CreatedAt => self.created_ms,
+            SortField::FinishedAt => self.finished_ms.unwrap_or(i64::MAX),
         }
+    }
+
+    /// The search's `after` values of this conversation: the sort value, then the
+    /// tie-breaker.
+    fn sort_key(&self, field: SortField) -> (i64, i64) {
+        (self.sort_ms(field), self.index as i64)
     }
 }
 
 impl MessageRecord {
+    /// SPEC `components.schemas.message`.
     fn to_json(&self, conversation: &Conversation) -> Value {
         json!({
             "id": self.id,
-            "ext_id": null,
-            "created_at": rfc3339(self.created_ms),
-            "updated_at": rfc3339(self.created_ms),
             "type": "message",
             "sub_type": self.sub_type,
-            "conversation_id": conversation.id,
-            "visitor_id": (self.sub_type == "contact").then(|| conversation.visitor_id.clone()),
-            "agent_id": self.agent_id,
-            "content": {"type": "text", "text": self.text},
-            "trigger_id": self.trigger.as_ref().map(|t| t.0.clone()),
-            "trigger_name": self.trigger.as_ref().map(|t| t.1.clone()),
-            "is_offline": conversation.is_offline,
+            "channel": {"type": "default", "id": null},
+            "chatId": conversation.id,
+            "groupId": null,
+            "agentId": self.agent_id,
+            "visitorId": (self.sub_type == "contact").then(|| conversation.visitor_id.clone()),
+            "createdAt": rfc3339(self.created_ms),
+            "content": {"type": "text", "text": self.text, "data": null},
+            "trigger": self.trigger.as_ref().map(|(id, name)| json!({"id": id, "name": name})),
+            "responseTime": null,
+            "deliveryTo": null,
+            "deliveryStatus": null,
+            "deliveryFailReason": null,
+            "deliveredAt": null,
             "attachments": [],
-            "page_url": "https://shop.example.cz/",
         })
     }
 }
@@ -428,7 +484,7 @@ impl FakeSmartsupp {
         lock(&self.state).seed
     }
 
-    /// Adds `count` conversations, all updated after every existing one; returns their ids.
+    /// Adds `count` conversations, all created after every existing one; returns their ids.
     pub fn add_conversations(&self, count: usize) -> Vec<String> {
         let mut state = lock(&self.state);
         let later = state.later();
@@ -436,8 +492,9 @@ impl FakeSmartsupp {
         state.add(count)
     }
 
-    /// A visitor writes again in conversation `id`: one new message, `updated_at` moves past
-    /// every time handed out so far. Returns the new message's id, or `None` for an unknown id.
+    /// A visitor writes again in conversation `id`: one new message, later than every time
+    /// handed out so far; a closed conversation is open again. Returns the new message's id,
+    /// or `None` for an unknown id.
     pub fn add_visitor_message(&self, id: &str, text: &str) -> Option<String> {
         let mut state = lock(&self.state);
         let at = state.later();
@@ -454,7 +511,40 @@ impl FakeSmartsupp {
             text: text.to_owned(),
         });
         conversation.updated_ms = at;
+        if conversation.status == "closed" {
+            conversation.status = "open";
+            conversation.finished_ms = None;
+        }
         Some(message_id)
+    }
+
+    /// An agent closes conversation `id` now; `false` for an unknown or closed one.
+    pub fn close_conversation(&self, id: &str) -> bool {
+        let mut state = lock(&self.state);
+        let at = state.later();
+        let Some(conversation) = state.conversations.iter_mut().find(|c| c.id == id) else {
+            return false;
+        };
+        if conversation.status == "closed" {
+            return false;
+        }
+        conversation.status = "closed";
+        conversation.finished_ms = Some(at);
+        conversation.updated_ms = at;
+        true
+    }
+
+    /// Test hook: conversation `id` is served with unreadable `createdAt` / `updatedAt`
+    /// (its messages stay readable); `false` for an unknown id.
+    pub fn corrupt_conversation(&self, id: &str) -> bool {
+        let mut state = lock(&self.state);
+        match state.conversations.iter_mut().find(|c| c.id == id) {
+            Some(conversation) => {
+                conversation.corrupt = true;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Every conversation id, in creation order.
@@ -497,7 +587,9 @@ impl FakeSmartsupp {
     /// The axum router of the API.
     pub fn router(&self) -> Router {
         Router::new()
+            // SPEC paths./v2/conversations/search.post
             .route("/v2/conversations/search", post(search))
+            // SPEC paths./v2/conversations/{id}/messages.get
             .route("/v2/conversations/{id}/messages", get(messages))
             .with_state(self.clone())
     }
@@ -507,14 +599,22 @@ impl FakeSmartsupp {
         FakeServer::start(self.router()).await
     }
 
-    /// Checks auth and the rate limit: `Err` is the response to send.
+    /// Checks auth and the rate limit: `Err` is the response to send. SPEC
+    /// `securitySchemes.cookieAuth` (cookie `jwt_access_token`) or a Bearer token.
     fn admit(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let mut state = lock(&self.state);
-        let expected = format!("Bearer {}", state.token);
-        let sent = headers
+        let bearer = headers
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        if sent != Some(expected.as_str()) {
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let cookie = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|pair| pair.trim().strip_prefix("jwt_access_token="));
+        let token = state.token.as_str();
+        if bearer != Some(token) && cookie != Some(token) {
             return Err(error(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -534,7 +634,8 @@ impl FakeSmartsupp {
     }
 }
 
-/// An error answer: `{"code", "message"}` with its status (and `Retry-After` for a 429).
+/// An error answer: SPEC `error_payload` `{"code", "message"}` with its status (and
+/// `Retry-After` for a 429).
 #[derive(Debug)]
 struct ApiError {
     status: StatusCode,
@@ -569,10 +670,11 @@ fn bad_request(message: impl Into<String>) -> ApiError {
     error(StatusCode::BAD_REQUEST, "bad_request", &message.into())
 }
 
+/// SPEC: the search sorts by `createdAt` or `finishedAt` only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SortField {
-    UpdatedAt,
     CreatedAt,
+    FinishedAt,
 }
 
 /// A time given as RFC 3339 text or milliseconds; `null` is an open bound.
@@ -594,85 +696,109 @@ fn bound(value: &Value) -> Result<Option<i64>, ApiError> {
 
 type Filter = Box<dyn Fn(&Conversation) -> bool + Send>;
 
+fn range_filter(field: &str, from: Option<i64>, to: Option<i64>) -> Filter {
+    let field = field.to_owned();
+    Box::new(move |c: &Conversation| {
+        let at = match field.as_str() {
+            "updatedAt" => Some(c.updated_ms),
+            "createdAt" => Some(c.created_ms),
+            _ => c.finished_ms,
+        };
+        at.is_some_and(|at| from.is_none_or(|f| at >= f) && to.is_none_or(|t| at <= t))
+    })
+}
+
+/// One SPEC `query` item `{field, value, op}`.
 fn parse_filter(filter: &Value) -> Result<Filter, ApiError> {
     let field = filter
         .get("field")
         .and_then(Value::as_str)
         .ok_or_else(|| bad_request("every query filter needs a string `field`"))?;
     let value = filter.get("value").unwrap_or(&Value::Null);
-    match field {
+    let positive: Filter = match field {
         "updatedAt" | "createdAt" | "finishedAt" => {
             let Some([from, to]) = value.as_array().map(Vec::as_slice) else {
                 return Err(bad_request(format!(
                     "the `{field}` filter needs a value [from, to]"
                 )));
             };
-            let (from, to) = (bound(from)?, bound(to)?);
-            let field = field.to_owned();
-            Ok(Box::new(move |c: &Conversation| {
-                let at = match field.as_str() {
-                    "updatedAt" => Some(c.updated_ms),
-                    "createdAt" => Some(c.created_ms),
-                    _ => c.finished_ms,
-                };
-                at.is_some_and(|at| from.is_none_or(|f| at >= f) && to.is_none_or(|t| at <= t))
-            }))
+            range_filter(field, bound(from)?, bound(to)?)
         }
-        "status" => {
+        "status" | "contactId" => {
             let wanted: Vec<String> = match value {
                 Value::String(s) => vec![s.clone()],
                 Value::Array(items) => items
                     .iter()
                     .filter_map(|v| v.as_str().map(str::to_owned))
                     .collect(),
-                _ => return Err(bad_request("the `status` filter needs a string or strings")),
+                _ => {
+                    return Err(bad_request(format!(
+                        "the `{field}` filter needs a string or strings"
+                    )));
+                }
             };
-            Ok(Box::new(move |c: &Conversation| {
-                wanted.iter().any(|w| w == c.status)
-            }))
+            if field == "status" {
+                Box::new(move |c: &Conversation| wanted.iter().any(|w| w == c.status))
+            } else {
+                Box::new(move |c: &Conversation| wanted.contains(&c.contact_id))
+            }
         }
-        other => Err(bad_request(format!("unknown query field {other:?}"))),
+        other => return Err(bad_request(format!("unknown query field {other:?}"))),
+    };
+    match filter.get("op").and_then(Value::as_str) {
+        None | Some("must") => Ok(positive),
+        Some("must_not") => Ok(Box::new(move |c: &Conversation| !positive(c))),
+        Some(other) => Err(bad_request(format!(
+            "op is \"must\" or \"must_not\", not {other:?}"
+        ))),
     }
 }
 
-fn page_size(value: Option<&Value>) -> Result<usize, ApiError> {
-    match value {
-        None | Some(Value::Null) => Ok(DEFAULT_PAGE_SIZE),
-        Some(value) => value
-            .as_u64()
-            .and_then(|n| usize::try_from(n).ok())
-            .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
-            .ok_or_else(|| bad_request(format!("size must be between 1 and {MAX_PAGE_SIZE}"))),
+/// SPEC `filters`: `dateFrom` / `dateTo` (on `createdAt`, assumed) and `contactId`.
+fn parse_filters(filters: &Value) -> Result<Vec<Filter>, ApiError> {
+    let mut out = Vec::new();
+    let Some(filters) = filters.as_object() else {
+        return match filters {
+            Value::Null => Ok(out),
+            _ => Err(bad_request("filters must be an object")),
+        };
+    };
+    let from = bound(filters.get("dateFrom").unwrap_or(&Value::Null))?;
+    let to = bound(filters.get("dateTo").unwrap_or(&Value::Null))?;
+    if from.is_some() || to.is_some() {
+        out.push(range_filter("createdAt", from, to));
     }
+    if let Some(contact) = filters.get("contactId").and_then(Value::as_str) {
+        let contact = contact.to_owned();
+        out.push(Box::new(move |c: &Conversation| c.contact_id == contact));
+    }
+    Ok(out)
 }
 
-/// `after` as (time, optional id).
-fn parse_after(value: Option<&Value>) -> Result<Option<(i64, Option<String>)>, ApiError> {
+/// SPEC `after`: an array of numbers (the previous response's), nullable.
+fn parse_after(value: Option<&Value>) -> Result<Option<(i64, Option<i64>)>, ApiError> {
     match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Array(items)) => {
-            let time = items
-                .first()
-                .and_then(Value::as_i64)
-                .ok_or_else(|| bad_request("after must start with a time in milliseconds"))?;
-            let id = match items.get(1) {
-                None => None,
-                Some(Value::String(id)) => Some(id.clone()),
-                Some(_) => return Err(bad_request("after's second value must be an id")),
+            let mut numbers = items.iter().map(Value::as_i64);
+            let Some(Some(time)) = numbers.next() else {
+                return Err(bad_request("after must be an array of numbers"));
             };
-            Ok(Some((time, id)))
+            match numbers.next() {
+                None => Ok(Some((time, None))),
+                Some(Some(tie)) => Ok(Some((time, Some(tie)))),
+                Some(None) => Err(bad_request("after must be an array of numbers")),
+            }
         }
-        Some(_) => Err(bad_request(
-            "after must be the array of a previous response",
-        )),
+        Some(_) => Err(bad_request("after must be an array of numbers")),
     }
 }
 
-/// Whether `(time, id)` comes strictly after `after` in the given direction.
-fn is_after(time: i64, id: &str, after: &(i64, Option<String>), ascending: bool) -> bool {
-    let ordering = match &after.1 {
-        Some(after_id) => (time, id).cmp(&(after.0, after_id.as_str())),
-        None => time.cmp(&after.0),
+/// Whether `key` comes strictly after `after` in the given direction.
+fn is_after(key: (i64, i64), after: (i64, Option<i64>), ascending: bool) -> bool {
+    let ordering = match after.1 {
+        Some(tie) => key.cmp(&(after.0, tie)),
+        None => key.0.cmp(&after.0),
     };
     if ascending {
         ordering.is_gt()
@@ -683,6 +809,7 @@ fn is_after(time: i64, id: &str, after: &(i64, Option<String>), ascending: bool)
 
 async fn search(
     State(fake): State<FakeSmartsupp>,
+    Query(params): Query<BTreeMap<String, String>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
@@ -691,7 +818,19 @@ async fn search(
         Ok(Value::Object(map)) => Value::Object(map),
         Ok(_) | Err(_) => return Err(bad_request("the body must be a JSON object")),
     };
-    let size = page_size(body.get("size"))?;
+    let max = if params.get("allowExtraSize").map(String::as_str) == Some("true") {
+        usize::MAX
+    } else {
+        MAX_PAGE_SIZE
+    };
+    let size = match body.get("size") {
+        None | Some(Value::Null) => DEFAULT_PAGE_SIZE,
+        Some(value) => value
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| bad_request(format!("size must be between 1 and {max}")))?,
+    };
     let (field, ascending) = match body.get("sort") {
         None | Some(Value::Null) => (SortField::CreatedAt, false),
         Some(Value::Array(sorts)) => {
@@ -703,9 +842,13 @@ async fn search(
                 return Err(bad_request("sort must be an array of {field: direction}"));
             };
             let field = match name.as_str() {
-                "updatedAt" => SortField::UpdatedAt,
                 "createdAt" => SortField::CreatedAt,
-                other => return Err(bad_request(format!("cannot sort by {other:?}"))),
+                "finishedAt" => SortField::FinishedAt,
+                other => {
+                    return Err(bad_request(format!(
+                        "cannot sort by {other:?}: sortable fields are createdAt and finishedAt"
+                    )));
+                }
             };
             match direction.as_str() {
                 Some("asc") => (field, true),
@@ -716,15 +859,12 @@ async fn search(
         Some(_) => return Err(bad_request("sort must be an array of {field: direction}")),
     };
     let after = parse_after(body.get("after"))?;
-    let mut filters = Vec::new();
+    let mut filters = parse_filters(body.get("filters").unwrap_or(&Value::Null))?;
     match body.get("query") {
         None | Some(Value::Null) => {}
         Some(Value::Array(items)) => {
             for item in items {
-                match parse_filter(item) {
-                    Ok(filter) => filters.push(filter),
-                    Err(response) => return Err(response),
-                }
+                filters.push(parse_filter(item)?);
             }
         }
         Some(_) => return Err(bad_request("query must be an array of filters")),
@@ -737,24 +877,26 @@ async fn search(
         .filter(|c| filters.iter().all(|f| f(c)))
         .collect();
     matching.sort_by(|a, b| {
-        let order = (a.sort_ms(field), &a.id).cmp(&(b.sort_ms(field), &b.id));
+        let order = a.sort_key(field).cmp(&b.sort_key(field));
         if ascending { order } else { order.reverse() }
     });
     let total = matching.len();
-    let page: Vec<&Conversation> = matching
+    let rest: Vec<&Conversation> = matching
         .into_iter()
-        .filter(|c| {
-            after
-                .as_ref()
-                .is_none_or(|a| is_after(c.sort_ms(field), &c.id, a, ascending))
-        })
-        .take(size)
+        .filter(|c| after.is_none_or(|a| is_after(c.sort_key(field), a, ascending)))
         .collect();
-    let next = page.last().map(|c| json!([c.sort_ms(field), c.id]));
+    let page = &rest[..rest.len().min(size)];
+    let next = match page.last() {
+        Some(last) if rest.len() > page.len() => {
+            let (time, tie) = last.sort_key(field);
+            json!([time, tie])
+        }
+        _ => Value::Null,
+    };
     Ok(Json(json!({
-        "total": total,
         "after": next,
         "items": page.iter().map(|c| c.to_json()).collect::<Vec<_>>(),
+        "total": total,
     }))
     .into_response())
 }
@@ -767,25 +909,27 @@ async fn messages(
 ) -> Result<Response, ApiError> {
     fake.admit(&headers)?;
     let size = match query.get("size") {
-        None => DEFAULT_PAGE_SIZE,
+        None => DEFAULT_MESSAGES_PAGE_SIZE,
         Some(text) => match text.parse::<usize>() {
-            Ok(n) if (1..=MAX_PAGE_SIZE).contains(&n) => n,
+            Ok(n) if (1..=MAX_MESSAGES_PAGE_SIZE).contains(&n) => n,
             _ => {
                 return Err(bad_request(format!(
-                    "size must be between 1 and {MAX_PAGE_SIZE}"
+                    "size must be between 1 and {MAX_MESSAGES_PAGE_SIZE}"
                 )));
             }
         },
     };
-    let after = match query.get("after") {
-        None => None,
-        Some(text) => {
-            let (time, id) = text.split_once(',').unwrap_or((text, ""));
-            match time.parse::<i64>() {
-                Ok(time) => Some((time, (!id.is_empty()).then(|| id.to_owned()))),
-                Err(_) => return Err(bad_request("after must be <milliseconds>,<id>")),
-            }
-        }
+    let ascending = match query.get("order").map(String::as_str) {
+        None | Some("desc") => false,
+        Some("asc") => true,
+        Some(_) => return Err(bad_request("order is \"asc\" or \"desc\"")),
+    };
+    let after = match query.get("after").map(String::as_str) {
+        None | Some("") | Some("null") => None,
+        Some(text) => match text.parse::<i64>() {
+            Ok(time) => Some(time),
+            Err(_) => return Err(bad_request("after must be a number")),
+        },
     };
     let state = lock(&fake.state);
     let Some(conversation) = state.conversations.iter().find(|c| c.id == id) else {
@@ -796,22 +940,32 @@ async fn messages(
         ));
     };
     let mut all: Vec<&MessageRecord> = conversation.messages.iter().collect();
-    all.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
-    let page: Vec<&MessageRecord> = all
+    all.sort_by_key(|m| m.created_ms);
+    if !ascending {
+        all.reverse();
+    }
+    let rest: Vec<&MessageRecord> = all
         .iter()
         .copied()
         .filter(|m| {
-            after
-                .as_ref()
-                .is_none_or(|a| is_after(m.created_ms, &m.id, a, true))
+            after.is_none_or(|a| {
+                if ascending {
+                    m.created_ms > a
+                } else {
+                    m.created_ms < a
+                }
+            })
         })
-        .take(size)
         .collect();
-    let next = page.last().map(|m| json!([m.created_ms, m.id]));
+    let page = &rest[..rest.len().min(size)];
+    let next = match page.last() {
+        Some(last) if rest.len() > page.len() => json!(last.created_ms),
+        _ => Value::Null,
+    };
     Ok(Json(json!({
-        "total": all.len(),
         "after": next,
         "items": page.iter().map(|m| m.to_json(conversation)).collect::<Vec<_>>(),
+        "total": all.len(),
     }))
     .into_response())
 }
@@ -832,8 +986,16 @@ mod tests {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    fn created(conversation: &Value) -> i64 {
+        conversation["createdAt"]
+            .as_str()
+            .and_then(Timestamp::parse_rfc3339)
+            .map(Timestamp::as_millis)
+            .unwrap_or_default()
+    }
+
     #[test]
-    fn same_seed_same_data() {
+    fn same_seed_same_data_in_the_spec_shape() {
         let a = FakeSmartsupp::new().with_seed(7).with_conversations(30);
         let b = FakeSmartsupp::new().with_seed(7).with_conversations(30);
         let c = FakeSmartsupp::new().with_seed(8).with_conversations(30);
@@ -844,10 +1006,69 @@ mod tests {
         ids.dedup();
         assert_eq!(ids.len(), 30, "ids are unique");
         assert!(a.message_count() >= 30);
+        // The fields SPEC's `conversation` and `message` schemas require.
+        let conversation = &a.conversations()[0];
+        for field in [
+            "id",
+            "type",
+            "status",
+            "channel",
+            "contactId",
+            "visitorId",
+            "createdAt",
+            "updatedAt",
+            "finishedAt",
+            "agentIds",
+            "assignedIds",
+            "groupId",
+            "locIp",
+            "locCity",
+            "locCode",
+            "locCountry",
+            "rating",
+            "referer",
+            "domain",
+            "userAgent",
+            "tags",
+            "variables",
+            "important",
+            "isClosed",
+            "isOffline",
+            "isServed",
+        ] {
+            assert!(conversation.get(field).is_some(), "conversation.{field}");
+        }
+        let message = &a.messages(conversation["id"].as_str().unwrap())[0];
+        for field in [
+            "id",
+            "type",
+            "sub_type",
+            "channel",
+            "chatId",
+            "groupId",
+            "agentId",
+            "visitorId",
+            "createdAt",
+            "content",
+            "trigger",
+            "responseTime",
+            "deliveryTo",
+            "deliveryStatus",
+            "deliveryFailReason",
+            "deliveredAt",
+            "attachments",
+        ] {
+            assert!(message.get(field).is_some(), "message.{field}");
+        }
+        for c in a.conversations() {
+            if let Some(value) = c["rating"]["value"].as_i64() {
+                assert!(RATINGS.contains(&value));
+            }
+        }
     }
 
     #[tokio::test]
-    async fn search_pages_without_gaps_in_both_orders() {
+    async fn search_pages_by_created_at_without_gaps_in_both_orders() {
         let fake = FakeSmartsupp::new().with_conversations(23);
         let server = fake.start().await.expect("starts");
         for direction in ["asc", "desc"] {
@@ -857,30 +1078,27 @@ mod tests {
                 let (status, page) = post_search(
                     &server,
                     &fake.token(),
-                    json!({"size": 5, "sort": [{"updatedAt": direction}], "after": after}),
+                    json!({"size": 5, "sort": [{"createdAt": direction}], "after": after}),
                 )
                 .await;
                 assert_eq!(status, 200);
                 assert_eq!(page["total"], 23);
                 let items = page["items"].as_array().expect("items").clone();
-                if items.is_empty() {
-                    assert!(page["after"].is_null());
-                    break;
-                }
                 seen.extend(items);
                 after = page["after"].clone();
+                if after.is_null() {
+                    break;
+                }
+                assert!(
+                    after
+                        .as_array()
+                        .expect("array")
+                        .iter()
+                        .all(Value::is_number)
+                );
             }
             assert_eq!(seen.len(), 23, "{direction}");
-            let keys: Vec<(i64, String)> = seen
-                .iter()
-                .map(|c| {
-                    let at = c["updated_at"].as_str().and_then(Timestamp::parse_rfc3339);
-                    (
-                        at.map(Timestamp::as_millis).unwrap_or_default(),
-                        c["id"].as_str().unwrap_or_default().to_owned(),
-                    )
-                })
-                .collect();
+            let keys: Vec<i64> = seen.iter().map(created).collect();
             let mut sorted = keys.clone();
             sorted.sort();
             if direction == "desc" {
@@ -888,41 +1106,71 @@ mod tests {
             }
             assert_eq!(keys, sorted, "{direction} order");
         }
-    }
-
-    #[tokio::test]
-    async fn bad_token_filters_and_rate_limit() {
-        let fake = FakeSmartsupp::new()
-            .with_conversations(10)
-            .with_rate_limit(3, Duration::from_secs(60));
-        let server = fake.start().await.expect("starts");
-        let (status, body) = post_search(&server, "wrong", json!({})).await;
-        assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")));
-        let newest = fake
-            .conversations()
+        // SPEC's default sort is createdAt descending; updatedAt is not sortable.
+        let (status, page) = post_search(&server, &fake.token(), json!({"size": 250})).await;
+        assert_eq!(status, 200);
+        let keys: Vec<i64> = page["items"]
+            .as_array()
+            .expect("items")
             .iter()
-            .filter_map(|c| c["updated_at"].as_str().and_then(Timestamp::parse_rfc3339))
-            .max()
-            .expect("has conversations");
+            .map(created)
+            .collect();
+        assert!(keys.windows(2).all(|w| w[0] >= w[1]));
         let (status, body) = post_search(
             &server,
             &fake.token(),
-            json!({"query": [{"field": "updatedAt", "value": [newest.to_rfc3339(), null]}]}),
+            json!({"sort": [{"updatedAt": "asc"}]}),
+        )
+        .await;
+        assert_eq!((status, body["code"].as_str()), (400, Some("bad_request")));
+        let (status, _) = post_search(&server, &fake.token(), json!({"size": 251})).await;
+        assert_eq!(status, 400);
+    }
+
+    #[tokio::test]
+    async fn auth_filters_and_rate_limit() {
+        let fake = FakeSmartsupp::new()
+            .with_conversations(10)
+            .with_rate_limit(4, Duration::from_secs(60));
+        let server = fake.start().await.expect("starts");
+        let (status, body) = post_search(&server, "wrong", json!({})).await;
+        assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")));
+        // SPEC's cookie authentication works as well.
+        let by_cookie = reqwest::Client::new()
+            .post(format!("{}/v2/conversations/search", server.base_url()))
+            .header("cookie", format!("jwt_access_token={}", fake.token()))
+            .json(&json!({}))
+            .send()
+            .await
+            .expect("reaches");
+        assert_eq!(by_cookie.status().as_u16(), 200);
+        let newest = fake
+            .conversations()
+            .iter()
+            .map(created)
+            .max()
+            .expect("has conversations");
+        let since = Timestamp::from_millis(newest).expect("valid").to_rfc3339();
+        let (status, body) = post_search(
+            &server,
+            &fake.token(),
+            json!({"query": [{"field": "createdAt", "value": [since, null]}]}),
         )
         .await;
         assert_eq!(status, 200);
         assert!(body["total"].as_u64().is_some_and(|n| (1..10).contains(&n)));
         let (status, _) = post_search(&server, &fake.token(), json!({"size": 0})).await;
         assert_eq!(status, 400);
-        // The 401 does not count: the search, the 400 and this call are the 3 allowed.
+        // The 401 does not count: the cookie search, the query, the 400 and this call are
+        // the 4 allowed.
         let url = format!(
             "{}/v2/conversations/{}/messages",
             server.base_url(),
             fake.conversation_ids()[0]
         );
         let client = reqwest::Client::new();
-        let third = client.get(&url).bearer_auth(fake.token()).send().await;
-        assert_eq!(third.expect("reaches").status().as_u16(), 200);
+        let fourth = client.get(&url).bearer_auth(fake.token()).send().await;
+        assert_eq!(fourth.expect("reaches").status().as_u16(), 200);
         let response = client
             .get(&url)
             .bearer_auth(fake.token())
@@ -939,57 +1187,64 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn messages_page_and_grow() {
+    async fn messages_page_with_a_numeric_after_newest_first_by_default() {
         let fake = FakeSmartsupp::new().with_conversations(3);
         let server = fake.start().await.expect("starts");
         let id = fake.conversation_ids()[1].clone();
-        let before = fake.conversations()[1]["updated_at"].clone();
-        let new_id = fake
-            .add_visitor_message(&id, "Ještě jedna otázka")
-            .expect("known");
-        assert_ne!(fake.conversations()[1]["updated_at"], before);
-        let client = reqwest::Client::new();
-        let mut after: Option<String> = None;
-        let mut ids = Vec::new();
-        loop {
-            let mut url = format!(
-                "{}/v2/conversations/{id}/messages?size=2",
-                server.base_url()
-            );
-            if let Some(after) = &after {
-                url.push_str(&format!("&after={after}"));
-            }
-            let page: Value = client
-                .get(url)
-                .bearer_auth(fake.token())
-                .send()
-                .await
-                .expect("reaches")
-                .json()
-                .await
-                .expect("json");
-            let items = page["items"].as_array().expect("items");
-            if items.is_empty() {
-                break;
-            }
-            ids.extend(
-                items
-                    .iter()
-                    .map(|m| m["id"].as_str().unwrap_or("").to_owned()),
-            );
-            after = Some(format!(
-                "{},{}",
-                page["after"][0],
-                page["after"][1].as_str().unwrap_or("")
-            ));
+        for i in 0..4 {
+            fake.add_visitor_message(&id, &format!("Ještě otázka {i}"))
+                .expect("known");
         }
+        let client = reqwest::Client::new();
         let expected: Vec<String> = fake
             .messages(&id)
             .iter()
             .map(|m| m["id"].as_str().unwrap_or("").to_owned())
             .collect();
-        assert_eq!(ids, expected);
-        assert_eq!(ids.last(), Some(&new_id));
+        for order in [None, Some("asc")] {
+            let mut after: Option<i64> = None;
+            let mut ids = Vec::new();
+            loop {
+                let mut url = format!(
+                    "{}/v2/conversations/{id}/messages?size=2",
+                    server.base_url()
+                );
+                if let Some(order) = order {
+                    url.push_str(&format!("&order={order}"));
+                }
+                if let Some(after) = after {
+                    url.push_str(&format!("&after={after}"));
+                }
+                let page: Value = client
+                    .get(url)
+                    .bearer_auth(fake.token())
+                    .send()
+                    .await
+                    .expect("reaches")
+                    .json()
+                    .await
+                    .expect("json");
+                ids.extend(
+                    page["items"]
+                        .as_array()
+                        .expect("items")
+                        .iter()
+                        .map(|m| m["id"].as_str().unwrap_or("").to_owned()),
+                );
+                match page["after"].as_i64() {
+                    Some(next) => after = Some(next),
+                    None => {
+                        assert!(page["after"].is_null());
+                        break;
+                    }
+                }
+            }
+            let mut want = expected.clone();
+            if order.is_none() {
+                want.reverse();
+            }
+            assert_eq!(ids, want, "{order:?}");
+        }
         let missing = client
             .get(format!(
                 "{}/v2/conversations/nope/messages",
@@ -1000,5 +1255,10 @@ mod tests {
             .await
             .expect("reaches");
         assert_eq!(missing.status().as_u16(), 404);
+        let body: Value = missing.json().await.expect("json");
+        assert_eq!(
+            body,
+            json!({"code": "not_found", "message": "Conversation not found"})
+        );
     }
 }
