@@ -1,9 +1,15 @@
-//! The LiveTex pull connector: logs in with the account's login and password (OAuth2 password
-//! grant), then pages through the dialogs, leads and conversations tables by update time.
+//! The LiveTex pull connector: logs in to the Web API with the account's login and password
+//! (OAuth2 password grant, `POST https://web-api.livetex.ru/oauth2/token`, answer
+//! `{"results": {"access_token", "token_type", "expires_in"}}`), then pages through
+//! `/chats/list` and `/leads/list` (`?offset=N&q=...`, answer `{"results": [...], "total": N}`,
+//! 50 records a page) by creation time.
 //!
-//! The API paths and parameters are assumptions (the seed gives only the tables' columns);
-//! `README.md` lists them, and the fake in `switchboard_testkit::fake::livetex` implements
-//! exactly them.
+//! Sources: support.livetex.ru/hc/ru/articles/360007021797 («Передача данных во внешние
+//! системы: Web API»), LiveTex's API schema (`splusminusx/api-schema-tools` at a3177dbe:
+//! `schema/merged/Methods/{Chats,Leads}.json`, `implementation/Methods/Oauth2.json`), and a
+//! public integration calling `web-api.livetex.ru` the same way; the README lists each rule
+//! as documented or assumed. The fake in `switchboard_testkit::fake::livetex` follows the same
+//! documents.
 
 use std::fmt;
 use std::time::Duration;
@@ -19,11 +25,11 @@ use switchboard_vendor_client::{ClientSettings, VendorClient, VendorResponse};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::fields::Fields;
-use crate::{conversation_to_events, dialog_to_events, lead_to_events};
+use crate::fields::{Fields, msk_text};
+use crate::{chat_to_events, lead_to_events};
 
-/// Where the connector calls when the connection sets no `base_url`.
-pub const DEFAULT_BASE_URL: &str = "https://api.livetex.ru";
+/// Where the connector calls when the connection sets no `base_url`: the Web API's host.
+pub const DEFAULT_BASE_URL: &str = "https://web-api.livetex.ru";
 /// LiveTex publishes no API rate limit that we know of, so the connector stays well below any
 /// plausible one: 60 calls per 60 s (one a second on average). Override it with the
 /// connection's `rate_limit`.
@@ -35,71 +41,66 @@ pub const DEFAULT_RATE_LIMIT: RateLimit = RateLimit {
 pub const LOGIN_SETTING: &str = "login";
 /// The connection secret holding the LiveTex account's password.
 pub const PASSWORD_SECRET: &str = "password";
-/// The connection setting for records per page (1 to [`MAX_PAGE_SIZE`]).
+/// The connection setting for records per page (`limit`, 1 to [`MAX_PAGE_SIZE`]).
 pub const PAGE_SIZE_SETTING: &str = "page_size";
-/// The largest page the API serves (and the default page size).
+/// The page size LiveTex serves when asked for none (`limit` "По умолчанию – 50").
+pub const DEFAULT_PAGE_SIZE: usize = 50;
+/// The largest `limit` LiveTex accepts (`{"max": 100}` in the schema).
 pub const MAX_PAGE_SIZE: usize = 100;
+/// The settings holding the `fields` parameter sent with each list (LiveTex's comma-separated
+/// list of fields to return), verbatim; unset: LiveTex's default fields.
+const FIELDS_SETTINGS: [(Table, &str); 2] = [
+    (Table::Chats, "chats_fields"),
+    (Table::Leads, "leads_fields"),
+];
 /// The token endpoint.
 pub const TOKEN_PATH: &str = "/oauth2/token";
 
 /// The longest a cached token is renewed ahead of its expiry.
 const MAX_RENEW_MARGIN: Duration = Duration::from_secs(60);
 
-/// The three tables, in the order a sync goes through them.
+/// The two lists, in the order a sync goes through them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum Table {
-    Conversations,
-    Dialogs,
+    Chats,
     Leads,
 }
 
 impl Table {
-    const ALL: [Table; 3] = [Table::Conversations, Table::Dialogs, Table::Leads];
+    const ALL: [Table; 2] = [Table::Chats, Table::Leads];
 
     fn path(self) -> &'static str {
         match self {
-            Table::Conversations => "/v2/conversations",
-            Table::Dialogs => "/v2/dialogs",
-            Table::Leads => "/v2/leads",
+            Table::Chats => "/chats/list",
+            Table::Leads => "/leads/list",
         }
     }
 
     fn name(self) -> &'static str {
         match self {
-            Table::Conversations => "conversations",
-            Table::Dialogs => "dialogs",
+            Table::Chats => "chats",
             Table::Leads => "leads",
-        }
-    }
-
-    fn id_column(self) -> &'static str {
-        match self {
-            Table::Conversations => "conversation_id",
-            Table::Dialogs => "chat_id",
-            Table::Leads => "lead_id",
         }
     }
 
     fn events(self, row: &Value) -> Result<Vec<IncomingEvent>, Error> {
         match self {
-            Table::Conversations => conversation_to_events(row),
-            Table::Dialogs => dialog_to_events(row),
+            Table::Chats => chat_to_events(row),
             Table::Leads => lead_to_events(row),
         }
     }
 
     fn next(self) -> Option<Table> {
         match self {
-            Table::Conversations => Some(Table::Dialogs),
-            Table::Dialogs => Some(Table::Leads),
+            Table::Chats => Some(Table::Leads),
             Table::Leads => None,
         }
     }
 }
 
-/// Where one table's sync stands: the `updated_at` of the last record read and how many
-/// records with exactly that `updated_at` were read (the `offset` to ask for next).
+/// Where one list's sync stands: the `created_at` of the last record read and how many
+/// records with exactly that `created_at` were read (the `offset` to ask for next).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct TablePosition {
     /// RFC 3339; `None`: from the beginning.
@@ -110,17 +111,18 @@ struct TablePosition {
     skip: u64,
 }
 
+/// The version of the cursor's JSON this build writes and reads.
+const CURSOR_VERSION: u32 = 2;
+
 /// The sync cursor, saved as JSON:
-/// `{"v":1,"table":"dialogs","conversations":{"from":"…","skip":0},"dialogs":{…},"leads":{…}}`.
+/// `{"v":2,"table":"chats","chats":{"from":"…","skip":3},"leads":{…}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Cursor {
     v: u32,
-    /// The table the next page comes from.
+    /// The list the next page comes from.
     table: Table,
     #[serde(default)]
-    conversations: TablePosition,
-    #[serde(default)]
-    dialogs: TablePosition,
+    chats: TablePosition,
     #[serde(default)]
     leads: TablePosition,
 }
@@ -132,10 +134,9 @@ impl Cursor {
             skip: 0,
         };
         Cursor {
-            v: 1,
-            table: Table::Conversations,
-            conversations: position.clone(),
-            dialogs: position.clone(),
+            v: CURSOR_VERSION,
+            table: Table::Chats,
+            chats: position.clone(),
             leads: position,
         }
     }
@@ -147,10 +148,10 @@ impl Cursor {
                  restart the sync from scratch"
             ))
         })?;
-        if cursor.v != 1 {
+        if cursor.v != CURSOR_VERSION {
             return Err(Error::invalid(format!(
                 "the saved LiveTex sync cursor of connection {connection} has version {}, \
-                 this build reads version 1: restart the sync from scratch",
+                 this build reads version {CURSOR_VERSION}: restart the sync from scratch",
                 cursor.v
             )));
         }
@@ -170,16 +171,14 @@ impl Cursor {
 
     fn position(&self, table: Table) -> &TablePosition {
         match table {
-            Table::Conversations => &self.conversations,
-            Table::Dialogs => &self.dialogs,
+            Table::Chats => &self.chats,
             Table::Leads => &self.leads,
         }
     }
 
     fn position_mut(&mut self, table: Table) -> &mut TablePosition {
         match table {
-            Table::Conversations => &mut self.conversations,
-            Table::Dialogs => &mut self.dialogs,
+            Table::Chats => &mut self.chats,
             Table::Leads => &mut self.leads,
         }
     }
@@ -190,14 +189,58 @@ impl Cursor {
     }
 }
 
-/// One page of a table as the API answers it.
-#[derive(Debug, Deserialize)]
+/// One page of a list as the API answers it: `{"results": [...], "total": N}`. Anything else
+/// is an error, never an empty last page.
+#[derive(Debug)]
 struct ListPage {
-    #[serde(default)]
-    items: Vec<Value>,
+    results: Vec<Value>,
+    total: u64,
 }
 
-/// The token endpoint's success answer.
+impl ListPage {
+    fn read(body: &Value, table: Table, connection: &ConnectionId) -> Result<ListPage, Error> {
+        let results = body.get("results").and_then(Value::as_array);
+        let total = body.get("total").and_then(Value::as_u64);
+        match (results, total) {
+            (Some(results), Some(total)) => Ok(ListPage {
+                results: results.clone(),
+                total,
+            }),
+            _ => Err(Error::unavailable(format!(
+                "LiveTex answered {} of connection {connection} without a `results` array and a \
+                 `total` count ({}): the sync stops here rather than take it for an empty page; \
+                 check that `base_url` points at the LiveTex Web API",
+                table.path(),
+                describe(body)
+            ))),
+        }
+    }
+}
+
+/// What an unexpected answer looked like, without its values (they may hold personal data).
+fn describe(body: &Value) -> String {
+    match body {
+        Value::Object(map) => {
+            let keys: Vec<&str> = map.keys().map(String::as_str).take(8).collect();
+            format!("an object with the keys {keys:?}")
+        }
+        Value::Array(_) => "an array".to_owned(),
+        Value::Null => "null".to_owned(),
+        _ => "a scalar".to_owned(),
+    }
+}
+
+/// The token endpoint's success answer: `{"results": {...}}` as the Web API sends it, or the
+/// bare RFC 6749 object.
+#[derive(Deserialize)]
+struct TokenEnvelope {
+    #[serde(default)]
+    results: Option<TokenAnswer>,
+    #[serde(flatten)]
+    bare: Option<TokenAnswer>,
+}
+
+/// The token itself.
 #[derive(Deserialize)]
 struct TokenAnswer {
     access_token: String,
@@ -205,37 +248,12 @@ struct TokenAnswer {
     token_type: Option<String>,
     #[serde(default)]
     expires_in: Option<u64>,
-    #[serde(default)]
-    refresh_token: Option<String>,
-}
-
-/// An OAuth2 error answer (`{"error": "invalid_grant", "error_description": "…"}`).
-#[derive(Deserialize, Default)]
-struct OAuthError {
-    #[serde(default)]
-    error: Option<String>,
 }
 
 /// A token and when to renew it.
 struct Token {
     access: Secret,
-    refresh: Option<Secret>,
     renew_at: Option<Instant>,
-}
-
-/// Which grant a token request uses.
-enum Grant<'a> {
-    Password,
-    Refresh(&'a Secret),
-}
-
-impl Grant<'_> {
-    fn name(&self) -> &'static str {
-        match self {
-            Grant::Password => "password",
-            Grant::Refresh(_) => "refresh_token",
-        }
-    }
 }
 
 /// A LiveTex connection's connector: one [`VendorClient`] (rate limit, retries, deadline) and
@@ -245,6 +263,7 @@ pub struct LiveTexConnector {
     login: String,
     password: Secret,
     page_size: usize,
+    fields: Vec<(Table, String)>,
     client: VendorClient,
     token: Mutex<Option<Token>>,
 }
@@ -269,17 +288,18 @@ pub fn connector(config: &ConnectionConfig) -> Result<Box<dyn Connector>, Error>
 
 impl LiveTexConnector {
     /// The connector of a connection: the setting `login`, the secret `password`, and
-    /// optionally `base_url`, `page_size` (1 to 100, default 100), `request_timeout_ms`,
-    /// `deadline_ms`, `max_attempts` and `rate_limit` (default [`DEFAULT_RATE_LIMIT`]).
+    /// optionally `base_url`, `page_size` (1 to 100, default 50), `chats_fields`,
+    /// `leads_fields`, `request_timeout_ms`, `deadline_ms`, `max_attempts` and `rate_limit`
+    /// (default [`DEFAULT_RATE_LIMIT`]).
     ///
     /// # Errors
-    /// [`switchboard_core::ErrorCode::InvalidArgument`] naming the connection and what to set when `login` or
-    /// `password` is missing or a setting is malformed.
+    /// [`switchboard_core::ErrorCode::InvalidArgument`] naming the connection and what to set
+    /// when `login` or `password` is missing or a setting is malformed.
     pub fn new(config: &ConnectionConfig) -> Result<Self, Error> {
         let login = config.required_setting(LOGIN_SETTING)?.to_owned();
         let password = config.required_secret(PASSWORD_SECRET)?.clone();
         let page_size = match config.setting(PAGE_SIZE_SETTING) {
-            None => MAX_PAGE_SIZE,
+            None => DEFAULT_PAGE_SIZE,
             Some(text) => match text.parse::<usize>() {
                 Ok(n) if (1..=MAX_PAGE_SIZE).contains(&n) => n,
                 _ => {
@@ -291,6 +311,15 @@ impl LiveTexConnector {
                 }
             },
         };
+        let fields = FIELDS_SETTINGS
+            .iter()
+            .filter_map(|(table, key)| {
+                config
+                    .setting(key)
+                    .filter(|v| !v.is_empty())
+                    .map(|v| (*table, v.to_owned()))
+            })
+            .collect();
         let settings =
             ClientSettings::from_connection(config, DEFAULT_BASE_URL, DEFAULT_RATE_LIMIT)?;
         let client = VendorClient::new(config, settings)?;
@@ -299,30 +328,27 @@ impl LiveTexConnector {
             login,
             password,
             page_size,
+            fields,
             client,
             token: Mutex::new(None),
         })
     }
 
-    /// A valid access token: the cached one, else a renewed one (refresh grant when the cached
-    /// token is near its expiry, else the password grant).
+    /// A valid access token: the cached one, else a new login.
     async fn access_token(&self) -> Result<Secret, Error> {
         let mut cached = self.token.lock().await;
         if let Some(token) = cached.as_ref() {
-            let fresh = token.renew_at.is_none_or(|at| Instant::now() < at);
-            if fresh {
+            if token.renew_at.is_none_or(|at| Instant::now() < at) {
                 return Ok(token.access.clone());
             }
         }
-        let refresh = cached.as_ref().and_then(|t| t.refresh.clone());
-        let token = self.obtain(refresh.as_ref()).await?;
+        let token = self.login().await?;
         let access = token.access.clone();
         *cached = Some(token);
         Ok(access)
     }
 
-    /// Renews the token after the API refused `rejected` as `invalid_token`, unless another
-    /// call renewed it meanwhile.
+    /// Logs in again after the API refused `rejected`, unless another call did meanwhile.
     async fn renew_after_rejection(&self, rejected: &Secret) -> Result<Secret, Error> {
         let mut cached = self.token.lock().await;
         if let Some(token) = cached.as_ref() {
@@ -330,96 +356,79 @@ impl LiveTexConnector {
                 return Ok(token.access.clone());
             }
         }
-        let refresh = cached.as_ref().and_then(|t| t.refresh.clone());
-        let token = self.obtain(refresh.as_ref()).await?;
+        let token = self.login().await?;
         let access = token.access.clone();
         *cached = Some(token);
         Ok(access)
     }
 
-    /// The refresh grant if there is a refresh token and LiveTex accepts it, else the password
-    /// grant.
-    async fn obtain(&self, refresh: Option<&Secret>) -> Result<Token, Error> {
-        if let Some(refresh) = refresh {
-            match self.grant(Grant::Refresh(refresh)).await? {
-                Some(token) => return Ok(token),
-                None => tracing::info!(
-                    connection = %self.connection,
-                    "livetex refused the refresh token; logging in with the password"
-                ),
-            }
-        }
-        self.grant(Grant::Password).await?.ok_or_else(|| {
-            Error::failed_precondition(format!(
-                "LiveTex refused the login `{}` and password of connection {}: check the \
-                 `{LOGIN_SETTING}` setting and the `{PASSWORD_SECRET}` secret",
-                self.login, self.connection
-            ))
-        })
-    }
-
-    /// One token request. `Ok(None)`: LiveTex refused the grant (`invalid_grant`, or a 400/401
-    /// to the token request).
-    async fn grant(&self, grant: Grant<'_>) -> Result<Option<Token>, Error> {
-        let (form, secret) = match &grant {
-            Grant::Password => (
-                vec![
-                    ("grant_type", "password".to_owned()),
-                    ("username", self.login.clone()),
-                    ("password", self.password.expose().to_owned()),
-                ],
-                &self.password,
-            ),
-            Grant::Refresh(refresh) => (
-                vec![
-                    ("grant_type", "refresh_token".to_owned()),
-                    ("refresh_token", refresh.expose().to_owned()),
-                ],
-                *refresh,
-            ),
-        };
-        let mut request = self.client.request(Method::POST, TOKEN_PATH).form(&form);
-        if let Grant::Password = grant {
-            // Logging in again only issues another token: safe to retry after a timeout or a
-            // 5xx. A refresh token is single-use, so once LiveTex may have received it, it is
-            // not sent again (the next sync finds it refused and logs in with the password).
-            request = request.idempotent();
-        }
-        let response = request.send_raw().await?;
+    /// The password grant: `POST /oauth2/token` with the form
+    /// `grant_type=password&username=<login>&password=<password>`. A refusal (400 or 401) is a
+    /// failed precondition naming the login; the password is never in an error or a log.
+    async fn login(&self) -> Result<Token, Error> {
+        let form = vec![
+            ("grant_type", "password".to_owned()),
+            ("username", self.login.clone()),
+            ("password", self.password.expose().to_owned()),
+        ];
+        // Logging in again only issues another token: safe to retry after a timeout or a 5xx.
+        let response = self
+            .client
+            .request(Method::POST, TOKEN_PATH)
+            .form(&form)
+            .idempotent()
+            .send_raw()
+            .await?;
         let outcome = match response.status {
             200..=299 => "granted",
-            400 | 401 => "refused",
+            400 | 401 | 403 => "refused",
             _ => "failed",
         };
         metrics::counter!(
             "switchboard_livetex_token_requests_total",
             "connection" => self.connection.to_string(),
-            "grant" => grant.name(),
+            "grant" => "password",
             "outcome" => outcome,
         )
         .increment(1);
         match response.status {
             200..=299 => {}
-            400 | 401 => {
-                let error: OAuthError = serde_json::from_slice(&response.body).unwrap_or_default();
+            400 | 401 | 403 => {
                 tracing::warn!(
                     connection = %self.connection,
-                    grant = grant.name(),
                     status = response.status,
-                    error = error.error.as_deref().unwrap_or(""),
-                    "livetex refused a token request"
+                    "livetex refused the login"
                 );
-                return Ok(None);
+                return Err(Error::failed_precondition(format!(
+                    "LiveTex refused the login `{}` and password of connection {} (status {}): \
+                     check the `{LOGIN_SETTING}` setting and the `{PASSWORD_SECRET}` secret (the \
+                     e-mail and password of the LiveTex personal account)",
+                    self.login, self.connection, response.status
+                )));
             }
-            // The answer may echo the form: the password or the refresh token.
-            _ => return Err(self.client.error_for(&response, &[secret])),
+            // The answer may echo the form, password included.
+            _ => return Err(self.client.error_for(&response, &[&self.password])),
         }
-        let answer: TokenAnswer = response.json()?;
+        let envelope: TokenEnvelope = serde_json::from_slice(&response.body).map_err(|_| {
+            Error::unavailable(format!(
+                "LiveTex answered the login of connection {} without a token \
+                 (`{{\"results\": {{\"access_token\": ...}}}}` expected): check that `base_url` \
+                 points at the LiveTex Web API",
+                self.connection
+            ))
+        })?;
+        let Some(answer) = envelope.results.or(envelope.bare) else {
+            return Err(Error::unavailable(format!(
+                "LiveTex answered the login of connection {} without an access token: check \
+                 that `base_url` points at the LiveTex Web API",
+                self.connection
+            )));
+        };
         if let Some(kind) = &answer.token_type {
             if !kind.eq_ignore_ascii_case("bearer") {
                 return Err(Error::unavailable(format!(
                     "LiveTex issued a `{kind}` token to connection {}, not a bearer token: \
-                     check that `base_url` points at the LiveTex API",
+                     check that `base_url` points at the LiveTex Web API",
                     self.connection
                 )));
             }
@@ -435,41 +444,38 @@ impl LiveTexConnector {
             let margin = (lifetime / 5).min(MAX_RENEW_MARGIN);
             Instant::now() + (lifetime - margin)
         });
-        tracing::debug!(connection = %self.connection, grant = grant.name(), "livetex token issued");
-        Ok(Some(Token {
+        tracing::debug!(connection = %self.connection, "livetex token issued");
+        Ok(Token {
             access: Secret::new(answer.access_token),
-            refresh: answer
-                .refresh_token
-                .filter(|t| !t.is_empty())
-                .map(Secret::new),
             renew_at,
-        }))
+        })
     }
 
-    /// `GET path?query` with the bearer token; on `401 invalid_token` renews the token and
-    /// tries once more.
-    async fn get_json<T: serde::de::DeserializeOwned>(
-        &self,
-        path: &str,
-        query: &[(&str, String)],
-    ) -> Result<T, Error> {
+    /// `GET path?query` with the bearer token; on `401` logs in again and tries once more.
+    async fn get_json(&self, path: &str, query: &[(&str, String)]) -> Result<Value, Error> {
         let token = self.access_token().await?;
         let response = self.get(path, query, &token).await?;
-        let (response, token) = if is_invalid_token(&response) {
-            tracing::info!(connection = %self.connection, path, "livetex token rejected; renewing it");
+        let (response, token) = if response.status == 401 {
+            tracing::info!(connection = %self.connection, path, "livetex token rejected; logging in again");
             let token = self.renew_after_rejection(&token).await?;
             (self.get(path, query, &token).await?, token)
         } else {
             (response, token)
         };
         match response.status {
-            200..=299 => response.json(),
+            200..=299 => serde_json::from_slice(&response.body).map_err(|_| {
+                Error::unavailable(format!(
+                    "LiveTex answered {path} of connection {} with a body that is not JSON: \
+                     check that `base_url` points at the LiveTex Web API",
+                    self.connection
+                ))
+            }),
             401 | 403 => Err(Error::failed_precondition(format!(
                 "LiveTex refused the access token of connection {} even after a new login \
-                 (status {}): check that the account `{}` may use the API",
+                 (status {}): check that the account `{}` may use the Web API",
                 self.connection, response.status, self.login
             ))),
-            _ => Err(self.client.error_for(&response, &[&token])),
+            _ => Err(self.client.error_for(&response, &[&token, &self.password])),
         }
     }
 
@@ -487,40 +493,47 @@ impl LiveTexConnector {
             .await
     }
 
-    /// One page of `table` from `position`; updates `position` to just after it. Returns the
-    /// events and whether the table has nothing more.
+    /// One page of `table` from `position` (`q=created_at>=<from>`, oldest first,
+    /// `offset=<skip>`); updates `position` to just after it. Returns the events, whether the
+    /// list has nothing more, and how many records came.
     async fn table_page(
         &self,
         table: Table,
         position: &mut TablePosition,
     ) -> Result<(Vec<IncomingEvent>, bool, u64), Error> {
+        let offset = position.skip;
         let mut query = vec![
-            ("offset", position.skip.to_string()),
+            ("offset", offset.to_string()),
             ("limit", self.page_size.to_string()),
+            ("sort", "created_at:a".to_owned()),
         ];
-        if let Some(from) = &position.from {
-            query.insert(0, ("updated_from", from.clone()));
+        if let Some(from) = position.from.as_deref().and_then(Timestamp::parse_rfc3339) {
+            query.push(("q", format!("created_at>={}", msk_text(from))));
         }
-        let page: ListPage = self.get_json(table.path(), &query).await?;
-        let fetched = u64::try_from(page.items.len()).unwrap_or(u64::MAX);
+        if let Some((_, fields)) = self.fields.iter().find(|(t, _)| *t == table) {
+            query.push(("fields", fields.clone()));
+        }
+        let body = self.get_json(table.path(), &query).await?;
+        let page = ListPage::read(&body, table, &self.connection)?;
+        let fetched = u64::try_from(page.results.len()).unwrap_or(u64::MAX);
         let mut events = Vec::new();
-        for row in &page.items {
-            let updated_at = updated_at(table, row)?;
-            let updated_text = updated_at.to_rfc3339();
-            if position.from.as_deref() == Some(updated_text.as_str()) {
+        for row in &page.results {
+            let created_at = created_at(table, row)?;
+            let created_text = created_at.to_rfc3339();
+            if position.from.as_deref() == Some(created_text.as_str()) {
                 position.skip += 1;
             } else {
-                position.from = Some(updated_text);
+                position.from = Some(created_text);
                 position.skip = 1;
             }
             match table.events(row) {
                 Ok(mut row_events) => events.append(&mut row_events),
                 Err(error) => {
-                    let id = row.get(table.id_column()).and_then(Value::as_str);
+                    let id = row.get("id").map(Value::to_string);
                     tracing::warn!(
                         connection = %self.connection,
                         table = table.name(),
-                        id = id.unwrap_or(""),
+                        id = id.as_deref().unwrap_or(""),
                         %error,
                         "livetex record skipped: it does not map to events"
                     );
@@ -533,36 +546,19 @@ impl LiveTexConnector {
                 }
             }
         }
-        let finished = page.items.len() < self.page_size;
+        let finished =
+            page.results.len() < self.page_size || offset.saturating_add(fetched) >= page.total;
         Ok((events, finished, fetched))
     }
 }
 
-/// Whether the API refused the bearer token (`401` with `invalid_token` in the body or the
-/// `WWW-Authenticate` challenge).
-fn is_invalid_token(response: &VendorResponse) -> bool {
-    if response.status != 401 {
-        return false;
-    }
-    let in_body = serde_json::from_slice::<OAuthError>(&response.body)
-        .ok()
-        .and_then(|e| e.error)
-        .is_some_and(|e| e == "invalid_token");
-    let in_challenge = response
-        .headers
-        .get(http::header::WWW_AUTHENTICATE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("invalid_token"));
-    in_body || in_challenge
-}
-
-/// A row's `updated_at`, which the cursor is made of.
-fn updated_at(table: Table, row: &Value) -> Result<Timestamp, Error> {
+/// A record's `created_at`, which the cursor is made of.
+fn created_at(table: Table, row: &Value) -> Result<Timestamp, Error> {
     let fields = Fields::of(row, table.name())?;
-    fields.required_time("updated_at").map_err(|e| {
+    fields.required_time("created_at").map_err(|e| {
         Error::unavailable(format!(
-            "LiveTex sent a {} record without a usable `updated_at` ({}): the sync cannot \
-             keep its place without it; check that `base_url` points at the LiveTex API",
+            "LiveTex sent a {} record without a usable `created_at` ({}): the sync cannot \
+             keep its place without it; check that `base_url` points at the LiveTex Web API",
             table.name(),
             e.message
         ))
@@ -571,11 +567,11 @@ fn updated_at(table: Table, row: &Value) -> Result<Timestamp, Error> {
 
 #[async_trait]
 impl Connector for LiveTexConnector {
-    /// Pages through conversations, then dialogs, then leads, each by `updated_at` (see the
-    /// README's "Cursor"). A page with no records moves on to the next table within the same
-    /// call; `done` once the leads table has nothing more. The cursor then points at the last
-    /// second seen in each table (position 0), so the next run re-reads that second (appending
-    /// nothing) and everything after it.
+    /// Pages through chats, then leads, each by `created_at` (see the README's "Cursor"). A
+    /// page with no records moves on to the next list within the same call; `done` once the
+    /// leads have nothing more. The cursor then points at the last second seen in each list
+    /// (position 0), so the next run re-reads that second (appending nothing) and everything
+    /// after it.
     async fn sync_page(
         &self,
         cursor: Option<&str>,
@@ -597,7 +593,7 @@ impl Connector for LiveTexConnector {
                 "livetex page pulled"
             );
             if finished {
-                // Re-read the last second next time: a record written in that second after
+                // Re-read the last second next time: a record created in that second after
                 // this read would otherwise be skipped by the offset.
                 position.skip = 0;
             }

@@ -4,6 +4,11 @@
 //! refused webhook says exactly what to fix. `null` and absent mean the same thing (the data
 //! platform's tables have NULL columns); an optional empty string counts as absent too. Any
 //! other value of the wrong JSON type is an error: nothing is coerced.
+//!
+//! Dates: LiveTex's API returns `datetime` values as ISO 8601 to the second, in Moscow time
+//! (MSK, UTC+3) without an offset (`2014-12-17T15:35:48`), and accepts a full ISO 8601 value
+//! with an offset (documented: `splusminusx/api-schema-tools`, `schema/merged/Types/datetime.json`
+//! at a3177dbe). So a date without an offset is MSK, one with an offset is taken as written.
 
 use serde_json::{Map, Number, Value};
 use switchboard_core::{Error, Timestamp};
@@ -19,8 +24,26 @@ pub(crate) const MAX_SECONDS: f64 = 315_360_000.0;
 pub(crate) const MAX_COUNT: u64 = 10_000_000;
 /// The largest numeric id accepted: 2^53, the largest integer every JSON reader keeps exact.
 pub(crate) const MAX_ID: u64 = 9_007_199_254_740_992;
-/// The range of `rating_value`: LiveTex ratings are small scores (stars, like/dislike).
-pub(crate) const RATING_RANGE: std::ops::RangeInclusive<i64> = -10..=10;
+/// Moscow time (MSK) is UTC+3 all year (no daylight saving time since 2014).
+pub(crate) const MSK_OFFSET_SECS: i64 = 3 * 3600;
+
+/// Parses a LiveTex date: ISO 8601 with an offset (RFC 3339), or without one (`T` or a space
+/// between date and time), which is Moscow time.
+pub(crate) fn parse_livetex_time(text: &str) -> Option<Timestamp> {
+    if let Some(at) = Timestamp::parse_rfc3339(text) {
+        return Some(at);
+    }
+    let naive = Timestamp::parse_sql_utc(&text.replacen('T', " ", 1))?;
+    Timestamp::from_millis(naive.as_millis() - MSK_OFFSET_SECS * 1000)
+}
+
+/// Formats an instant as LiveTex reads a date without an offset: `YYYY-MM-DD HH:MM:SS` in MSK.
+pub(crate) fn msk_text(at: Timestamp) -> String {
+    let shifted = Timestamp::from_millis(at.as_millis() + MSK_OFFSET_SECS * 1000).unwrap_or(at);
+    let text = shifted.to_rfc3339();
+    // `2024-03-01T12:00:00.000Z` -> `2024-03-01 12:00:00`
+    text.get(..19).unwrap_or(&text).replacen('T', " ", 1)
+}
 
 /// One JSON object and where it sits in the body.
 #[derive(Debug, Clone)]
@@ -81,21 +104,25 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// A non-empty string that must be present.
-    pub(crate) fn required_string(&self, field: &str) -> Result<&'a str, Error> {
-        self.string(field)?.ok_or_else(|| self.missing(field))
-    }
-
-    /// A numeric id (`employee_id`, `site_id`): a non-negative integer up to 2^53.
-    pub(crate) fn int_id(&self, field: &str) -> Result<Option<u64>, Error> {
+    /// An id: LiveTex documents numeric ids (chats, conversations, messages, leads, employees,
+    /// sites) and string ids (visitors); either is read, as its text. `None` if absent, null or
+    /// an empty string.
+    pub(crate) fn id(&self, field: &str) -> Result<Option<String>, Error> {
         match self.get(field) {
             None => Ok(None),
+            Some(Value::String(s)) if s.is_empty() => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(Value::Number(n)) => match n.as_u64() {
-                Some(id) if id <= MAX_ID => Ok(Some(id)),
-                _ => Err(self.wrong(field, "a non-negative integer id up to 2^53")),
+                Some(id) if id <= MAX_ID => Ok(Some(id.to_string())),
+                _ => Err(self.wrong(field, "a non-negative integer id up to 2^53 or a string")),
             },
-            Some(_) => Err(self.wrong(field, "an integer id")),
+            Some(_) => Err(self.wrong(field, "an id (a number or a string)")),
         }
+    }
+
+    /// An id that must be present.
+    pub(crate) fn required_id(&self, field: &str) -> Result<String, Error> {
+        self.id(field)?.ok_or_else(|| self.missing(field))
     }
 
     /// A boolean (`is_closed`, `is_managed`).
@@ -132,27 +159,13 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// A rating score: an integer from -10 to 10.
-    pub(crate) fn rating(&self, field: &str) -> Result<Option<i64>, Error> {
-        match self.get(field) {
-            None => Ok(None),
-            Some(Value::Number(n)) => match n.as_i64() {
-                Some(r) if RATING_RANGE.contains(&r) => Ok(Some(r)),
-                _ => Err(self.wrong(field, "an integer score from -10 to 10")),
-            },
-            Some(_) => Err(self.wrong(field, "an integer score")),
-        }
-    }
-
-    /// An instant: an RFC 3339 string, a `YYYY-MM-DD HH:MM:SS` string taken as UTC, or epoch
-    /// seconds; between 2000-01-01 and 2100-01-01.
+    /// An instant: ISO 8601 with an offset, ISO 8601 without one (`2014-12-17T15:35:48` or
+    /// `2014-12-17 15:35:48`, Moscow time), or epoch seconds; between 2000-01-01 and 2100-01-01.
     pub(crate) fn time(&self, field: &str) -> Result<Option<Timestamp>, Error> {
         let at = match self.get(field) {
             None => return Ok(None),
             Some(Value::String(s)) if s.is_empty() => return Ok(None),
-            Some(Value::String(s)) => {
-                Timestamp::parse_rfc3339(s).or_else(|| Timestamp::parse_sql_utc(s))
-            }
+            Some(Value::String(s)) => parse_livetex_time(s),
             Some(Value::Number(n)) => n.as_f64().and_then(Timestamp::from_secs_f64),
             Some(_) => None,
         };
@@ -160,7 +173,7 @@ impl<'a> Fields<'a> {
             Some(at) if (EARLIEST * 1000..LATEST * 1000).contains(&at.as_millis()) => Ok(Some(at)),
             _ => Err(self.wrong(
                 field,
-                "a date between 2000 and 2100: RFC 3339, `YYYY-MM-DD HH:MM:SS` (UTC) or epoch seconds",
+                "a date between 2000 and 2100: ISO 8601 (without an offset: Moscow time) or epoch seconds",
             )),
         }
     }
@@ -194,37 +207,6 @@ impl<'a> Fields<'a> {
             Some(_) => Err(self.wrong(field, "an array of objects")),
         }
     }
-
-    /// An object of string values (`conversation_custom_info`, `discourser_info`), in key
-    /// order. Empty values are dropped.
-    pub(crate) fn string_map(&self, field: &str) -> Result<Vec<(&'a str, &'a str)>, Error> {
-        let Some(inner) = self.object(field)? else {
-            return Ok(Vec::new());
-        };
-        let mut entries = Vec::new();
-        for (key, value) in inner.map {
-            match value {
-                Value::Null => {}
-                Value::String(s) if s.is_empty() => {}
-                Value::String(s) => entries.push((key.as_str(), s.as_str())),
-                _ => return Err(inner.wrong(key, "a string")),
-            }
-        }
-        entries.sort_unstable();
-        Ok(entries)
-    }
-
-    /// A list of `{"name": "...", "value": "..."}` pairs (`prechats_chat`, `prechats_hidden`).
-    pub(crate) fn name_values(&self, field: &str) -> Result<Vec<(&'a str, &'a str)>, Error> {
-        let mut entries = Vec::new();
-        for item in self.objects(field)? {
-            let name = item.required_string("name")?;
-            if let Some(value) = item.string("value")? {
-                entries.push((name, value));
-            }
-        }
-        Ok(entries)
-    }
 }
 
 /// A JSON number as text: `12` for integers, `12.5` for fractions.
@@ -242,7 +224,8 @@ mod tests {
     fn times_accept_three_formats_and_refuse_absurd_ones() {
         let row = json!({
             "a": "2024-03-01T09:00:00Z",
-            "b": "2024-03-01 09:00:00",
+            "b": "2024-03-01 12:00:00",
+            "b2": "2024-03-01T12:00:00",
             "c": 1_709_283_600,
             "d": 12345,
             "e": "yesterday",
@@ -253,7 +236,9 @@ mod tests {
         let f = Fields::of(&row, "dialog").unwrap();
         let expected = Timestamp::from_secs(1_709_283_600);
         assert_eq!(f.time("a").unwrap(), expected);
-        assert_eq!(f.time("b").unwrap(), expected);
+        assert_eq!(f.time("b").unwrap(), expected, "no offset: Moscow time");
+        assert_eq!(f.time("b2").unwrap(), expected);
+        assert_eq!(msk_text(expected.unwrap()), "2024-03-01 12:00:00");
         assert_eq!(f.time("c").unwrap(), expected);
         assert_eq!(f.time("h").unwrap(), expected);
         assert_eq!(f.time("missing").unwrap(), None);
@@ -268,16 +253,14 @@ mod tests {
         let row = json!({"id": 501, "neg": -1, "frac": 1.5, "text": "501", "d": 12.5,
             "big": 1e12, "r": 5, "r_bad": 11, "c": 3});
         let f = Fields::of(&row, "").unwrap();
-        assert_eq!(f.int_id("id").unwrap(), Some(501));
-        assert!(f.int_id("neg").is_err());
-        assert!(f.int_id("frac").is_err());
-        assert!(f.int_id("text").is_err());
+        assert_eq!(f.id("id").unwrap().as_deref(), Some("501"));
+        assert_eq!(f.id("text").unwrap().as_deref(), Some("501"));
+        assert!(f.id("neg").is_err());
+        assert!(f.id("frac").is_err());
         assert_eq!(f.seconds("d").unwrap().as_deref(), Some("12.5"));
         assert_eq!(f.seconds("id").unwrap().as_deref(), Some("501"));
         assert!(f.seconds("big").is_err());
         assert!(f.seconds("neg").is_err());
-        assert_eq!(f.rating("r").unwrap(), Some(5));
-        assert!(f.rating("r_bad").is_err());
         assert_eq!(f.count("c").unwrap(), Some(3));
         assert!(f.count("frac").is_err());
     }
@@ -290,22 +273,7 @@ mod tests {
         assert_eq!(f.string("e").unwrap(), None);
         assert_eq!(f.string("n").unwrap(), None);
         assert!(f.string("num").is_err());
-        let err = f.required_string("e").unwrap_err();
+        let err = f.required_id("e").unwrap_err();
         assert!(err.message.contains("`lead.e` is required"), "{err}");
-    }
-
-    #[test]
-    fn maps_and_lists_of_pairs() {
-        let row = json!({
-            "info": {"b": "2", "a": "1", "empty": "", "null": null},
-            "bad": {"a": 1},
-            "pairs": [{"name": "Телефон", "value": "+7 900"}, {"name": "x", "value": null}],
-            "bad_pairs": [{"value": "no name"}],
-        });
-        let f = Fields::of(&row, "").unwrap();
-        assert_eq!(f.string_map("info").unwrap(), [("a", "1"), ("b", "2")]);
-        assert!(f.string_map("bad").is_err());
-        assert_eq!(f.name_values("pairs").unwrap(), [("Телефон", "+7 900")]);
-        assert!(f.name_values("bad_pairs").is_err());
     }
 }

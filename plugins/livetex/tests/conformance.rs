@@ -4,9 +4,9 @@ use switchboard_core::{ConnectionConfig, ConnectionId};
 use switchboard_plugin_livetex as _;
 use switchboard_testkit::FixtureRequest;
 
-fn config(webhook_key: &str) -> ConnectionConfig {
+fn config(token: &str) -> ConnectionConfig {
     ConnectionConfig::new(ConnectionId::new("livetex").unwrap(), "livetex")
-        .with_secret("webhook_key", webhook_key)
+        .with_secret("webhook_secret", token)
 }
 
 #[test]
@@ -15,26 +15,20 @@ fn livetex_passes_the_conformance_kit() {
         .connection(config("lt-7f3c9a2e51d04b8c"))
         .wrong_connection(config("lt-not-the-key"))
         .strip_credentials(|req: &mut FixtureRequest| {
-            req.remove_body_field("webHookKey");
+            req.remove_query("token");
+            req.remove_header("x-switchboard-token");
         })
         .required_fields(&[
-            "/event",
-            "/created_at",
-            "/message",
-            "/message/id",
-            "/dialog",
-            "/dialog/chat_id",
-            "/dialog/conversation_id",
-            "/dialog/created_at",
-            "/dialog/messages/0/id",
-            "/dialog/messages/0/created_at",
-            "/dialog/messages/0/creator",
-            "/lead",
-            "/lead/lead_id",
-            "/lead/created_at",
-            "/conversation",
-            "/conversation/conversation_id",
-            "/conversation/conversation_creation_time",
+            "/Conversation",
+            "/Conversation/id",
+            "/Conversation/chats/0/id",
+            "/Conversation/chats/0/created_at",
+            "/Conversation/chats/0/messages/0/id",
+            "/Conversation/chats/0/messages/0/created_at",
+            "/Conversation/chats/1/employee/id",
+            "/Conversation/leads/0/id",
+            "/Conversation/leads/0/created_at",
+            "/employee/0/id",
         ])
         .run();
 }

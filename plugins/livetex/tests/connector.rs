@@ -1,22 +1,20 @@
-//! The LiveTex connector against the fake LiveTex API, landing pages in a real store.
+//! The LiveTex connector against the fake LiveTex Web API (which follows LiveTex's documents),
+//! landing pages in a real store.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchboard_core::{
-    ConnectionConfig, ConnectionId, Connector, ErrorCode, IncomingEvent, RateLimit, Registry,
-    Sequence, Timestamp,
+    ConnectionConfig, ConnectionId, Connector, ErrorCode, EventPayload, IncomingEvent, RateLimit,
+    Registry, Sequence, Timestamp,
 };
-use switchboard_plugin_livetex::{
-    LiveTexConnector, conversation_to_events, dialog_to_events, lead_to_events, parse_webhook,
-};
+use switchboard_plugin_livetex::{LiveTexConnector, chat_to_events, lead_to_events, parse_webhook};
 use switchboard_store::{AppendRequest, Store, SyncUpdate};
 use switchboard_testkit::fake::livetex::{FakeLiveTex, Table};
 use switchboard_testkit::fake::{FakeServer, Fault, Recorded};
 
 const CONNECTION: &str = "lt-sync";
-const PAGE_SIZE: usize = 4;
 
 fn connection_id() -> ConnectionId {
     ConnectionId::new(CONNECTION).unwrap()
@@ -26,7 +24,6 @@ fn config(server: &FakeServer, password: &str) -> ConnectionConfig {
     let mut config = ConnectionConfig::new(connection_id(), "livetex")
         .with_setting("login", FakeLiveTex::LOGIN)
         .with_setting("base_url", server.base_url())
-        .with_setting("page_size", PAGE_SIZE.to_string())
         .with_secret("password", password);
     config.rate_limit = Some(RateLimit {
         calls: 1000,
@@ -41,17 +38,16 @@ fn connector(server: &FakeServer) -> LiveTexConnector {
 
 fn map_row(table: Table, row: &Value) -> Vec<IncomingEvent> {
     match table {
-        Table::Dialogs => dialog_to_events(row),
+        Table::Chats => chat_to_events(row),
         Table::Leads => lead_to_events(row),
-        Table::Conversations => conversation_to_events(row),
     }
     .unwrap_or_else(|e| panic!("{table:?} row {row}: {e}"))
 }
 
-/// The dedup keys every record of the fake maps to, as the webhook would produce them.
+/// The dedup keys every record of the fake maps to.
 fn expected_keys(fake: &FakeLiveTex) -> BTreeSet<String> {
     let mut keys = BTreeSet::new();
-    for table in [Table::Dialogs, Table::Leads, Table::Conversations] {
+    for table in [Table::Chats, Table::Leads] {
         for row in fake.rows(table) {
             keys.extend(map_row(table, &row).into_iter().map(|e| e.dedup_key));
         }
@@ -159,15 +155,20 @@ fn statuses(server: &FakeServer) -> Vec<u16> {
     server.log.all().iter().map(|r| r.status.as_u16()).collect()
 }
 
+/// 120 chats (three pages of 50: 50 + 50 + 20) and 7 leads (one page).
 fn fake_with_data() -> FakeLiveTex {
-    FakeLiveTex::new()
-        .with_conversations(7)
-        .with_dialogs(13)
-        .with_leads(5)
+    FakeLiveTex::new().with_chats(120).with_leads(7)
+}
+
+/// `created_at` of a fake row as an instant (the fake writes Moscow time without an offset).
+fn created(row: &Value) -> Timestamp {
+    let text = row["created_at"].as_str().unwrap().replacen('T', " ", 1);
+    let naive = Timestamp::parse_sql_utc(&text).unwrap();
+    Timestamp::from_millis(naive.as_millis() - 3 * 3_600_000).unwrap()
 }
 
 #[tokio::test]
-async fn a_full_backfill_lands_every_record_once() {
+async fn a_full_backfill_lands_every_record_once_in_pages_of_50() {
     let fake = fake_with_data();
     let server = fake.start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -176,38 +177,59 @@ async fn a_full_backfill_lands_every_record_once() {
 
     let run = sync(&connector, &store, None, 100).await;
     assert!(run.done);
-    assert_eq!(run.appended, 25);
+    assert_eq!(run.appended, 127);
     assert_eq!(run.duplicates, 0);
     assert_every_record_once(&store, &fake);
-    // 7 conversations: 4 + 3; 13 dialogs: 4 + 4 + 4 + 1; 5 leads: 4 + 1.
-    assert_eq!(run.pages, 8);
-    assert_eq!(
-        store
-            .sync_state(&connection_id())
-            .unwrap()
-            .unwrap()
-            .records_pulled,
-        25
-    );
-    // One login for the whole run, no request without a token.
-    assert_eq!(fake.grants(), ["password"]);
+    // chats: 50 + 50 + 20; leads: 7 (the last chat page moves on to the leads in one call
+    // only when it is empty).
+    assert_eq!(run.pages, 4);
+    // One login for the whole run, documented shapes only.
+    assert_eq!(fake.logins(), 1);
     assert!(statuses(&server).iter().all(|s| *s == 200));
+    let token = server.log.to_path("/oauth2/token");
+    let form = String::from_utf8_lossy(&token[0].body).into_owned();
+    assert!(
+        form.starts_with("grant_type=password&username=api%40example.ru&password="),
+        "{form}"
+    );
+    let chats = server.log.to_path("/chats/list");
+    let offsets: Vec<String> = chats
+        .iter()
+        .map(|r| query_of(r)["offset"].clone())
+        .collect();
+    assert_eq!(
+        chats[0].header("authorization"),
+        Some("Bearer lt-at-000001")
+    );
+    assert_eq!(
+        query_of(&chats[0]).get("q"),
+        None,
+        "the first page asks from the beginning"
+    );
+    assert_eq!(query_of(&chats[0])["sort"], "created_at:a");
+    // Page 2 asks from the last second of page 1 and skips what it already read there.
+    let q = &query_of(&chats[1])["q"];
+    assert!(q.starts_with("created_at>=2024-03-01 "), "{q}");
+    assert_ne!(offsets[1], "0");
 
-    // A second run right away re-reads only each table's last second and appends nothing.
+    // A second run right away re-reads only each list's last second and appends nothing.
     server.log.clear();
     let again = sync(&connector, &store, None, 100).await;
     assert!(again.done);
     assert_eq!(again.appended, 0);
-    for table in [Table::Dialogs, Table::Leads, Table::Conversations] {
-        let last = fake.rows(table).last().unwrap()["updated_at"].clone();
+    for table in [Table::Chats, Table::Leads] {
+        let last = created(fake.rows(table).last().unwrap());
         let requests = server.log.to_path(table.path());
         assert_eq!(requests.len(), 1, "{table:?}");
-        let from = query_of(&requests[0])["updated_from"].clone();
+        let query = query_of(&requests[0]);
+        let from = query["q"].strip_prefix("created_at>=").unwrap().to_owned();
+        let naive = Timestamp::parse_sql_utc(&from).unwrap();
         assert_eq!(
-            Timestamp::parse_rfc3339(&from),
-            Timestamp::parse_sql_utc(last.as_str().unwrap()),
-            "{table:?}"
+            naive.as_millis() - 3 * 3_600_000,
+            last.as_millis(),
+            "{table:?}: Moscow time"
         );
+        assert_eq!(query["offset"], "0");
     }
 }
 
@@ -219,54 +241,26 @@ async fn a_sync_killed_between_pages_resumes_without_loss() {
     {
         let store = Store::open(dir.path()).unwrap();
         let first = connector(&server);
-        let run = sync(&first, &store, None, 3).await;
+        let run = sync(&first, &store, None, 1).await;
         assert!(!run.done);
-        assert_eq!(run.appended, 11);
-        // The process dies after pulling the fourth page but before storing it.
+        assert_eq!(run.appended, 50);
+        // The process dies after pulling the second page but before storing it.
         let cursor = store.sync_state(&connection_id()).unwrap().unwrap().cursor;
         let lost = first.sync_page(cursor.as_deref(), None).await.unwrap();
-        assert_eq!(lost.events.len(), PAGE_SIZE);
+        assert_eq!(lost.events.len(), 50);
         store.close().await.unwrap();
     }
     let store = Store::open(dir.path()).unwrap();
     let second = connector(&server);
     let run = sync(&second, &store, None, 100).await;
     assert!(run.done);
-    assert_eq!(run.appended, 25 - 11);
+    assert_eq!(run.appended, 127 - 50);
     assert_every_record_once(&store, &fake);
-    // The new process logged in again.
-    assert_eq!(fake.grants(), ["password", "password"]);
+    assert_eq!(fake.logins(), 2, "the new process logged in again");
 }
 
 #[tokio::test]
-async fn an_expired_token_is_refreshed_and_the_call_retried() {
-    let fake = fake_with_data();
-    let server = fake.start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let connector = connector(&server);
-
-    sync(&connector, &store, None, 2).await;
-    fake.expire_tokens();
-    let run = sync(&connector, &store, None, 100).await;
-    assert!(run.done);
-    assert_every_record_once(&store, &fake);
-    assert_eq!(fake.grants(), ["password", "refresh_token"]);
-    let grants: Vec<String> = server
-        .log
-        .to_path("/oauth2/token")
-        .iter()
-        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
-        .collect();
-    assert!(
-        grants[1].starts_with("grant_type=refresh_token&refresh_token=lt-rt-000001"),
-        "{grants:?}"
-    );
-    assert_eq!(statuses(&server).iter().filter(|s| **s == 401).count(), 1);
-}
-
-#[tokio::test]
-async fn a_refused_refresh_falls_back_to_the_password() {
+async fn an_expired_token_means_a_new_login_and_the_call_retried() {
     let fake = fake_with_data();
     let server = fake.start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -275,15 +269,15 @@ async fn a_refused_refresh_falls_back_to_the_password() {
 
     sync(&connector, &store, None, 1).await;
     fake.expire_tokens();
-    fake.revoke_refresh_tokens();
     let run = sync(&connector, &store, None, 100).await;
     assert!(run.done);
     assert_every_record_once(&store, &fake);
-    assert_eq!(fake.grants(), ["password", "refresh_token", "password"]);
+    assert_eq!(fake.logins(), 2);
+    assert_eq!(statuses(&server).iter().filter(|s| **s == 401).count(), 1);
 }
 
 #[tokio::test]
-async fn a_token_near_its_expiry_is_refreshed_before_use() {
+async fn a_token_near_its_expiry_is_renewed_before_use() {
     let fake = fake_with_data().with_token_lifetime(Duration::from_secs(2));
     let server = fake.start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -291,15 +285,11 @@ async fn a_token_near_its_expiry_is_refreshed_before_use() {
     let connector = connector(&server);
 
     sync(&connector, &store, None, 1).await;
-    // expires_in 2 s: renewed 0.4 s ahead, so after 1.7 s the next call refreshes first.
+    // expires_in 2 s: renewed 0.4 s ahead, so after 1.7 s the next call logs in first.
     tokio::time::sleep(Duration::from_millis(1700)).await;
     sync(&connector, &store, None, 1).await;
-    assert_eq!(fake.grants(), ["password", "refresh_token"]);
-    assert!(
-        !statuses(&server).contains(&401),
-        "the connector used an expired token: {:?}",
-        statuses(&server)
-    );
+    assert_eq!(fake.logins(), 2);
+    assert!(!statuses(&server).contains(&401), "{:?}", statuses(&server));
 }
 
 #[tokio::test]
@@ -315,27 +305,37 @@ async fn a_wrong_password_is_a_failed_precondition_that_does_not_leak_it() {
     assert!(error.message.contains("password"), "{}", error.message);
     assert!(!error.message.contains(password), "{}", error.message);
     assert!(!format!("{connector:?}").contains(password));
-    // Refused credentials are not retried, and no data call goes out without a token.
-    assert_eq!(fake.grants(), ["password"]);
-    assert_eq!(server.log.len(), 1);
+    // Refused credentials are not retried, and no list call goes out without a token.
+    assert_eq!(statuses(&server), [401]);
 
     // Once the password is right (the account's password changed to it), it works.
     fake.set_password(password);
     let page = connector.sync_page(None, None).await.unwrap();
-    assert_eq!(page.events.len(), PAGE_SIZE);
+    assert_eq!(page.events.len(), 50);
 }
 
 #[tokio::test]
-async fn credentials_refused_with_401_are_a_failed_precondition_too() {
-    let fake = fake_with_data().with_refusals_as_401();
+async fn an_unrecognized_answer_is_an_error_never_an_empty_last_page() {
+    let fake = fake_with_data();
     let server = fake.start().await.unwrap();
-    let password = "an0ther-wr0ng-0ne";
-    let connector = LiveTexConnector::new(&config(&server, password)).unwrap();
-    let error = connector.sync_page(None, None).await.unwrap_err();
-    assert_eq!(error.code, ErrorCode::FailedPrecondition);
-    assert!(error.message.contains(CONNECTION), "{}", error.message);
-    assert!(!error.message.contains(password), "{}", error.message);
-    assert_eq!(statuses(&server), [401]);
+    let connector = connector(&server);
+    for body in [
+        json!({"items": [], "total": 0}),
+        json!({"results": [], "count": 0}),
+        json!({"total": 3, "results": {"0": {}}}),
+        json!([]),
+    ] {
+        fake.answer_lists_with(Some(body.clone()));
+        let error = connector.sync_page(None, None).await.unwrap_err();
+        assert_eq!(error.code, ErrorCode::Unavailable, "{body}: {error}");
+        assert!(error.message.contains("/chats/list"), "{}", error.message);
+        assert!(error.message.contains("results"), "{}", error.message);
+    }
+    // A token answer without the token is an error too.
+    fake.answer_lists_with(None);
+    let page = connector.sync_page(None, None).await.unwrap();
+    assert!(!page.done);
+    assert_eq!(page.events.len(), 50);
 }
 
 #[tokio::test]
@@ -346,10 +346,10 @@ async fn rate_limits_and_server_errors_are_survived() {
     let store = Store::open(dir.path()).unwrap();
     let connector = connector(&server);
 
-    // The token request meets a 500, then a 429 (Retry-After: 1); every fifth request a 503.
+    // The token request meets a 500, then a 429 (Retry-After: 1); every third request a 503.
     server.faults.push(Fault::internal_error());
     server.faults.push(Fault::too_many_requests(1));
-    server.faults.every_nth(5, Fault::unavailable());
+    server.faults.every_nth(3, Fault::unavailable());
     let run = sync(&connector, &store, None, 100).await;
     assert!(run.done);
     assert_every_record_once(&store, &fake);
@@ -357,268 +357,143 @@ async fn rate_limits_and_server_errors_are_survived() {
     for status in [429, 500, 503] {
         assert!(seen.contains(&status), "no {status} in {seen:?}");
     }
-    assert_eq!(fake.grants(), ["password"]);
+    assert_eq!(fake.logins(), 1);
 }
 
 #[tokio::test]
-async fn an_incremental_run_fetches_only_what_changed_since() {
+async fn an_incremental_run_fetches_only_what_was_created_since() {
     let fake = fake_with_data();
     let server = fake.start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let connector = connector(&server);
     assert!(sync(&connector, &store, None, 100).await.done);
-    let last_before: Vec<Value> = [Table::Conversations, Table::Dialogs, Table::Leads]
-        .iter()
-        .map(|t| fake.rows(*t).last().unwrap()["updated_at"].clone())
-        .collect();
 
-    fake.add_conversations(1);
-    let new_dialogs = fake.add_dialogs(3);
+    let new_chats = fake.add_chats(4);
     fake.add_leads(2);
-    // A dialog rated after it closed moves to the end and is a new event.
-    assert!(fake.update(
-        Table::Dialogs,
-        "c-10000-1",
-        json!({"employee_remark_id": 7, "employee_remark_text": "Возврат"})
-    ));
     server.log.clear();
-
     let run = sync(&connector, &store, None, 100).await;
     assert!(run.done);
-    assert_eq!(run.appended, 1 + 3 + 2 + 1);
-    assert_every_record_once_or_superseded(&store, &fake);
-
-    for (table, last) in [Table::Conversations, Table::Dialogs, Table::Leads]
-        .iter()
-        .zip(&last_before)
-    {
+    assert_eq!(run.appended, 4 + 2);
+    assert_every_record_once(&store, &fake);
+    for table in [Table::Chats, Table::Leads] {
         let requests = server.log.to_path(table.path());
-        let first = query_of(&requests[0]);
-        assert_eq!(
-            Timestamp::parse_rfc3339(&first["updated_from"]),
-            Timestamp::parse_sql_utc(last.as_str().unwrap()),
-            "{table:?} asked from {first:?}"
-        );
-        assert_eq!(first["offset"], "0");
-        // Only records of that last second or later came back.
-        let served: usize = requests.len();
-        assert!(served <= 2, "{table:?}: {served} pages");
+        assert_eq!(requests.len(), 1, "{table:?}: one page");
+        assert!(query_of(&requests[0]).contains_key("q"));
     }
-    let dialogs = server.log.to_path(Table::Dialogs.path());
-    assert!(
-        dialogs
-            .iter()
-            .all(|r| query_of(r).contains_key("updated_from"))
-    );
     let stored = stored_keys(&store);
-    for chat_id in new_dialogs {
+    for id in new_chats {
         assert!(
-            stored
-                .keys()
-                .any(|k| k.starts_with(&format!("dialog:{chat_id}:"))),
-            "{chat_id} not stored"
+            stored.keys().any(|k| k.starts_with(&format!("chat:{id}:"))),
+            "{id}"
         );
     }
-}
-
-/// After an update the store holds the record's old event and its new one: every current
-/// record's event once, plus superseded ones.
-fn assert_every_record_once_or_superseded(store: &Store, fake: &FakeLiveTex) {
-    let stored = stored_keys(store);
-    assert!(stored.values().all(|n| *n == 1), "{stored:?}");
-    let expected = expected_keys(fake);
-    let missing: Vec<&String> = expected
-        .iter()
-        .filter(|k| !stored.contains_key(*k))
-        .collect();
-    assert!(missing.is_empty(), "missing {missing:?}");
-    assert_eq!(stored.len(), expected.len() + 1);
 }
 
 #[tokio::test]
-async fn a_first_sync_from_a_time_asks_every_table_from_it() {
+async fn a_first_sync_from_a_time_asks_every_list_from_it() {
     let fake = fake_with_data();
     let server = fake.start().await.unwrap();
     let connector = connector(&server);
-    let since = Timestamp::parse_rfc3339("2024-03-01T00:05:00Z").unwrap();
-    let page = connector.sync_page(None, Some(since)).await.unwrap();
-    let request = &server.log.to_path(Table::Conversations.path())[0];
-    assert_eq!(
-        Timestamp::parse_rfc3339(&query_of(request)["updated_from"]),
-        Some(since)
-    );
-    // Conversations 0..6 were updated in minutes 0..2 (three records a minute, conversations
-    // first): none is that recent, so the first page moves on to the dialogs.
-    assert!(!page.done);
-    assert_eq!(page.events.len(), PAGE_SIZE);
-    assert!(
-        page.events
-            .iter()
-            .all(|e| e.dedup_key.starts_with("dialog:"))
-    );
-    let dialog_request = &server.log.to_path(Table::Dialogs.path())[0];
-    assert_eq!(
-        Timestamp::parse_rfc3339(&query_of(dialog_request)["updated_from"]),
-        Some(since)
-    );
+    let since = Timestamp::parse_rfc3339("2024-03-01T00:30:00Z").unwrap();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = connector
+            .sync_page(cursor.as_deref(), Some(since))
+            .await
+            .unwrap();
+        cursor = Some(page.next_cursor);
+        if page.done {
+            break;
+        }
+    }
+    for table in [Table::Chats, Table::Leads] {
+        let first = query_of(&server.log.to_path(table.path())[0]);
+        assert_eq!(
+            first["q"], "created_at>=2024-03-01 03:30:00",
+            "{table:?}: Moscow time"
+        );
+        assert_eq!(first["offset"], "0");
+    }
 }
 
 #[tokio::test]
-async fn pulled_records_merge_with_the_same_records_pushed_by_webhook() {
-    let fake = fake_with_data();
+async fn pulled_chats_merge_with_the_conversation_pushed_by_webhook() {
+    let fake = FakeLiveTex::new().with_chats(2);
     let server = fake.start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-
-    // Every record first arrives by webhook (without the API-only `updated_at`).
-    for (table, event) in [
-        (Table::Dialogs, "dialog"),
-        (Table::Leads, "lead"),
-        (Table::Conversations, "conversation"),
-    ] {
-        for mut row in fake.rows(table) {
-            let pulled = map_row(table, &row);
-            row.as_object_mut().unwrap().remove("updated_at");
-            let body = json!({"webHookKey": "k", "event": event, (event): row});
-            let pushed = parse_webhook(body.to_string().as_bytes()).unwrap();
-            assert_eq!(pushed, pulled, "{event} {row}");
-            store
-                .append(AppendRequest::new(connection_id(), "livetex", pushed))
-                .await
-                .unwrap();
-        }
-    }
-    let run = sync(&connector(&server), &store, None, 100).await;
-    assert!(run.done);
-    assert_eq!(run.appended, 0);
-    assert_eq!(run.duplicates, 25);
-    assert_every_record_once(&store, &fake);
+    let connector = connector(&server);
+    let page = connector.sync_page(None, None).await.unwrap();
+    let rows = fake.rows(Table::Chats);
+    // The webhook sends the same conversation with its two chats.
+    let body = json!({
+        "Conversation": {"id": rows[0]["conversation"]["id"], "created_at": rows[0]["created_at"],
+                          "chats": rows},
+        "discourser": {"id": rows[0]["visitor"]["id"], "email": "maria@example.ru"},
+        "employee": [rows[0]["employee"], rows[1]["employee"]],
+    });
+    let pushed = parse_webhook(body.to_string().as_bytes()).unwrap();
+    let conversation = |e: &IncomingEvent| e.conversation_external_id().map(str::to_owned);
+    let pulled_ids: BTreeSet<_> = page.events.iter().filter_map(conversation).collect();
+    let pushed_ids: BTreeSet<_> = pushed.iter().filter_map(conversation).collect();
+    assert_eq!(pulled_ids, pushed_ids);
+    let keys = |events: &[IncomingEvent]| -> BTreeSet<String> {
+        events
+            .iter()
+            .filter_map(|e| match &e.payload {
+                EventPayload::Conversation(patch) => {
+                    Some(patch.messages.iter().map(|m| m.key.clone()))
+                }
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    };
+    assert_eq!(
+        keys(&page.events),
+        keys(&pushed),
+        "the same messages, the same keys"
+    );
 }
 
 #[tokio::test]
 async fn the_connector_needs_login_and_password_and_a_sane_page_size() {
     let fake = FakeLiveTex::new();
     let server = fake.start().await.unwrap();
-    let plugin = Registry::from_inventory().unwrap().get("livetex").unwrap();
-    let build = plugin.connector.expect("livetex has a connector");
-    assert!(build(&config(&server, "pw")).is_ok());
-
-    let mut no_login = config(&server, "pw");
+    let registry = Registry::from_inventory().unwrap();
+    let factory = registry.get("livetex").unwrap().connector.unwrap();
+    let mut no_login = config(&server, "x");
     no_login.settings.remove("login");
-    let error = build(&no_login).unwrap_err();
+    let error = factory(&no_login).unwrap_err();
     assert_eq!(error.code, ErrorCode::InvalidArgument);
-    assert!(error.message.contains("`login`"), "{}", error.message);
-
-    let mut no_password = config(&server, "pw");
+    assert!(error.message.contains("login"), "{}", error.message);
+    let mut no_password = config(&server, "x");
     no_password.secrets.remove("password");
-    let error = build(&no_password).unwrap_err();
-    assert_eq!(error.code, ErrorCode::InvalidArgument);
-    assert!(error.message.contains("`password`"), "{}", error.message);
-
+    assert!(
+        factory(&no_password)
+            .unwrap_err()
+            .message
+            .contains("password")
+    );
     for bad in ["0", "101", "many"] {
-        let config = config(&server, "pw").with_setting("page_size", bad);
-        let error = build(&config).unwrap_err();
-        assert_eq!(error.code, ErrorCode::InvalidArgument);
+        let config = config(&server, "x").with_setting("page_size", bad);
+        let error = factory(&config).unwrap_err();
         assert!(error.message.contains("page_size"), "{}", error.message);
     }
 }
 
 #[tokio::test]
 async fn an_unreadable_cursor_is_refused_with_what_to_do() {
-    let fake = FakeLiveTex::new();
+    let fake = fake_with_data();
     let server = fake.start().await.unwrap();
     let connector = connector(&server);
     for cursor in [
         "not json",
-        r#"{"v":2,"table":"dialogs"}"#,
-        r#"{"v":1,"table":"dialogs","dialogs":{"from":"yesterday","skip":0}}"#,
+        r#"{"v":1,"table":"dialogs"}"#,
+        r#"{"v":2,"table":"chats","chats":{"from":"yesterday"}}"#,
     ] {
         let error = connector.sync_page(Some(cursor), None).await.unwrap_err();
         assert_eq!(error.code, ErrorCode::InvalidArgument, "{cursor}");
         assert!(error.message.contains("from scratch"), "{}", error.message);
     }
-    assert!(server.log.is_empty());
-}
-
-#[tokio::test]
-async fn a_token_error_that_echoes_the_password_does_not_leak_it() {
-    let fake = fake_with_data();
-    let server = fake.start().await.unwrap();
-    // A failing token endpoint that echoes the form it was sent, password included.
-    server.faults.always(Fault::Status {
-        status: 500,
-        retry_after: None,
-        body: json!({
-            "error": "server_error",
-            "error_description": format!(
-                "cannot handle grant_type=password&username=api%40example.ru&password={}",
-                FakeLiveTex::PASSWORD
-            ),
-        })
-        .to_string(),
-    });
-    let config = config(&server, FakeLiveTex::PASSWORD).with_setting("max_attempts", "2");
-    let connector = LiveTexConnector::new(&config).unwrap();
-    let error = connector.sync_page(None, None).await.unwrap_err();
-    assert_eq!(error.code, ErrorCode::Unavailable);
-    assert!(error.message.contains("HTTP 500"), "{}", error.message);
-    assert!(error.message.contains(CONNECTION), "{}", error.message);
-    assert!(error.message.contains("[redacted]"), "{}", error.message);
-    assert!(
-        !error.message.contains(FakeLiveTex::PASSWORD),
-        "the password leaked: {}",
-        error.message
-    );
-    // The password grant is safe to repeat, so the 500 was retried.
-    assert_eq!(server.log.to_path("/oauth2/token").len(), 2);
-}
-
-#[tokio::test]
-async fn a_refresh_grant_that_fails_is_not_sent_again_nor_leaked() {
-    let fake = fake_with_data();
-    let server = fake.start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let connector = connector(&server);
-
-    sync(&connector, &store, None, 1).await;
-    fake.expire_tokens();
-    // The data call passes (and meets 401 invalid_token); the refresh grant then fails with an
-    // answer that echoes the refresh token.
-    server.faults.push(Fault::Delay(Duration::ZERO));
-    server.faults.push(Fault::Status {
-        status: 500,
-        retry_after: None,
-        body: json!({
-            "error": "server_error",
-            "error_description": "cannot handle grant_type=refresh_token&refresh_token=lt-rt-000001",
-        })
-        .to_string(),
-    });
-    let error = connector.sync_page(None, None).await.unwrap_err();
-    assert_eq!(error.code, ErrorCode::Unavailable);
-    assert!(error.message.contains("HTTP 500"), "{}", error.message);
-    assert!(
-        !error.message.contains("lt-rt-000001"),
-        "the refresh token leaked: {}",
-        error.message
-    );
-    // A refresh token is single-use: after a 500 LiveTex may have used it up, so it is sent
-    // once, not retried.
-    let grants: Vec<String> = server
-        .log
-        .to_path("/oauth2/token")
-        .iter()
-        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
-        .collect();
-    assert_eq!(grants.len(), 2, "{grants:?}");
-    assert!(
-        grants[1].starts_with("grant_type=refresh_token"),
-        "{grants:?}"
-    );
-    // The next sync recovers.
-    let run = sync(&connector, &store, None, 100).await;
-    assert!(run.done);
-    assert_every_record_once(&store, &fake);
+    assert!(server.log.is_empty(), "nothing is asked with a bad cursor");
 }

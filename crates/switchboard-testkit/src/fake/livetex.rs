@@ -1,44 +1,51 @@
-//! A fake LiveTex API: OAuth2 password grant and refresh, and the three tables the LiveTex
-//! connector pulls (dialogs, leads, conversations) with an incremental time filter and paging.
+//! A fake LiveTex Web API, following LiveTex's documents (not the plugin):
 //!
-//! The seed (a data platform's LiveTex connector) gives the tables' columns and says the
-//! connector logs in with the LiveTex account's login and password; it does not give the API.
-//! This fake **assumes** the API below, and the LiveTex connector is written against the same
-//! assumptions (its README lists them):
+//! - `POST /oauth2/token`, form body `grant_type=password&username=<login>&password=<password>`
+//!   (OAuth 2.0 "Resource Owner Password Credentials Grant", RFC 6749 §4.3). Success: `200`
+//!   `{"results": {"access_token", "token_type": "bearer", "expires_in": <seconds>}}`.
+//!   Source: support.livetex.ru/hc/ru/articles/360007021797 («Передача данных во внешние
+//!   системы: Web API», §2.1 Аутентификация: the endpoint, the grant, the login and password of
+//!   the personal account); `splusminusx/api-schema-tools` a3177dbe
+//!   `schema/implementation/Methods/Oauth2.json` (`token`: `grant_type`, `username` (e-mail),
+//!   `password`, all required); the `{"results": {...}}` envelope as a public integration of
+//!   `web-api.livetex.ru` reads it. Refused credentials answer `401` (that integration treats
+//!   401 as "the supplied authentication is invalid"); the error body is **assumed**
+//!   (`{"error": "invalid_grant"}`, RFC 6749 §5.2).
+//! - `GET` (or `POST`, as that integration calls it) `/chats/list` and `/leads/list` with
+//!   `Authorization: Bearer <access_token>` and the query parameters `offset` (default 0),
+//!   `limit` (default 50, at most 100), `q` (search criteria; `created_at>=<date>` and
+//!   `created_at<=<date>`, several separated by spaces), `sort` (`created_at:a`,
+//!   `updated_at:a`, `:d` descending) and `fields` (accepted, all fields are returned). Answer
+//!   `{"results": [...], "total": <matching records>}`. Source: api-schema-tools a3177dbe
+//!   `schema/merged/Methods/Chats.json` and `Leads.json` (`list`: `q`, `fields`, `offset`
+//!   "По умолчанию – 0", `limit` "По умолчанию – 50", max 100, `sort`; "как и все методы типа
+//!   list ... возвращает ... поле total"), the `total`/`results` examples in
+//!   `schema/Resources/Employees.json`, and the public integration's
+//!   `/chats/list?offset=N&q=created_at>=A created_at<=B` in pages of 50. The order without
+//!   `sort` is **assumed** (oldest first, then by id).
+//! - Records follow the schema's types (`schema/merged/Types/Chat.json`, `Lead.json`,
+//!   `Message.json`, `Visitor.json`, `Employee.json`, `Site.json`): numeric ids (visitors have
+//!   string ids), nested `conversation`, `employee`, `visitor`, `site`, `messages`; `datetime`
+//!   values are ISO 8601 to the second in Moscow time without an offset
+//!   (`schema/merged/Types/datetime.json`), and a `q` date without an offset is Moscow time
+//!   too.
+//! - A missing, unknown or expired token: `401` (the status the integration checks); the
+//!   body is **assumed** (`{"error": "invalid_token"}`).
 //!
-//! - `POST /oauth2/token`, form body (`application/x-www-form-urlencoded`):
-//!   `grant_type=password&username=<login>&password=<password>` or
-//!   `grant_type=refresh_token&refresh_token=<token>`. Success: `200`
-//!   `{"access_token", "token_type": "bearer", "expires_in": <seconds>, "refresh_token"}`. A
-//!   refresh token is single-use (rotated). Wrong credentials or an unknown refresh token:
-//!   `400 {"error": "invalid_grant", "error_description": …}` (RFC 6749 §5.2; `401` with
-//!   [`FakeLiveTex::with_refusals_as_401`]); a missing or
-//!   unknown `grant_type`: `400 invalid_request` / `unsupported_grant_type`.
-//! - `GET /v2/dialogs`, `GET /v2/leads`, `GET /v2/conversations` with
-//!   `Authorization: Bearer <access_token>` and the query parameters `updated_from` (RFC 3339
-//!   or `YYYY-MM-DD HH:MM:SS` UTC, inclusive), `offset` (default 0) and `limit` (1 to 100,
-//!   default 50). Records are ordered by `updated_at`, then by id (`chat_id`, `lead_id`,
-//!   `conversation_id`). Answer: `{"total": <matching records>, "offset", "limit",
-//!   "items": [<rows>]}`; each row has the seed's columns plus `updated_at`
-//!   (`YYYY-MM-DD HH:MM:SS`, UTC: when the record last changed).
-//! - A missing token: `401 {"error": "invalid_request"}`; an unknown or expired one:
-//!   `401 {"error": "invalid_token", "error_description": …}`, both with a
-//!   `WWW-Authenticate: Bearer` header (RFC 6750 §3).
-//!
-//! Data is deterministic: the same builder calls give the same rows. Records get `updated_at`
-//! from a shared clock that starts at 2024-03-01T00:00:00Z and moves one minute every three
-//! records, so several records share one second (as on a busy LiveTex account), which is what
-//! makes a cursor need a position within a time.
+//! Data is deterministic: the same builder calls give the same rows. Records get `created_at`
+//! from a clock that starts at 2024-03-01T00:00:00Z and moves one minute every three records,
+//! so several records share one second, which is what makes a cursor need a position within a
+//! time.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
 //! use switchboard_testkit::fake::livetex::FakeLiveTex;
-//! let fake = FakeLiveTex::new().with_conversations(4).with_dialogs(8).with_leads(3);
+//! let fake = FakeLiveTex::new().with_chats(120).with_leads(3);
 //! let server = fake.start().await?;
 //! // point the connector at server.base_url() with login FakeLiveTex::LOGIN ...
-//! fake.expire_tokens(); // the next data call answers 401 invalid_token
-//! fake.add_dialogs(2); // new records, later than every existing one
-//! assert_eq!(fake.grants().first().map(String::as_str), Some("password"));
+//! fake.expire_tokens(); // the next list call answers 401
+//! fake.add_chats(2); // new records, later than every existing one
+//! assert_eq!(fake.logins(), 0);
 //! # drop(server); Ok(()) }
 //! ```
 
@@ -58,50 +65,40 @@ use tokio::time::Instant;
 
 use super::{FakeServer, lock};
 
-/// The first `updated_at` the fake hands out: 2024-03-01T00:00:00Z.
+/// The first `created_at` the fake hands out: 2024-03-01T00:00:00Z.
 const CLOCK_START: i64 = 1_709_251_200;
-/// How many records share one `updated_at`.
+/// How many records share one `created_at`.
 const RECORDS_PER_TICK: u64 = 3;
-/// The largest `limit` accepted.
+/// Moscow time is UTC+3.
+const MSK: i64 = 3 * 3600;
+/// The largest `limit` accepted (schema: `{"max": 100}`).
 pub const MAX_LIMIT: usize = 100;
-/// The `limit` used when none is given.
+/// The `limit` used when none is given (schema: "По умолчанию – 50").
 pub const DEFAULT_LIMIT: usize = 50;
 
-/// One of the three tables.
+/// One of the two lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Table {
-    /// `/v2/dialogs`, keyed by `chat_id`.
-    Dialogs,
-    /// `/v2/leads`, keyed by `lead_id`.
+    /// `/chats/list`.
+    Chats,
+    /// `/leads/list`.
     Leads,
-    /// `/v2/conversations`, keyed by `conversation_id`.
-    Conversations,
 }
 
 impl Table {
-    /// The path of the table's list endpoint.
+    /// The list's path.
     pub fn path(self) -> &'static str {
         match self {
-            Table::Dialogs => "/v2/dialogs",
-            Table::Leads => "/v2/leads",
-            Table::Conversations => "/v2/conversations",
-        }
-    }
-
-    /// The column holding a row's id.
-    pub fn id_column(self) -> &'static str {
-        match self {
-            Table::Dialogs => "chat_id",
-            Table::Leads => "lead_id",
-            Table::Conversations => "conversation_id",
+            Table::Chats => "/chats/list",
+            Table::Leads => "/leads/list",
         }
     }
 }
 
 #[derive(Debug, Clone)]
 struct Record {
-    updated_at: i64,
-    id: String,
+    created_at: i64,
+    id: u64,
     row: Value,
 }
 
@@ -110,17 +107,15 @@ struct LiveTexState {
     login: String,
     password: String,
     token_lifetime: Duration,
-    refusal: StatusCode,
     seed: u64,
     tables: BTreeMap<Table, Vec<Record>>,
     added: u64,
-    dialogs_made: u64,
+    chats_made: u64,
     leads_made: u64,
-    conversations_made: u64,
     access_tokens: HashMap<String, Instant>,
-    refresh_tokens: HashMap<String, ()>,
     tokens_issued: u64,
-    grants: Vec<String>,
+    logins: u64,
+    list_override: Option<Value>,
 }
 
 /// The fake LiveTex account: its credentials, its records and the tokens it issued. Cheap to
@@ -138,7 +133,7 @@ impl Default for FakeLiveTex {
 }
 
 impl FakeLiveTex {
-    /// The default account login.
+    /// The default account login (the personal account's e-mail).
     pub const LOGIN: &'static str = "api@example.ru";
     /// The default account password.
     pub const PASSWORD: &'static str = "lt-pass-4d1e8b";
@@ -150,29 +145,17 @@ impl FakeLiveTex {
                 login: Self::LOGIN.to_owned(),
                 password: Self::PASSWORD.to_owned(),
                 token_lifetime: Duration::from_secs(3600),
-                refusal: StatusCode::BAD_REQUEST,
                 seed: 1,
                 tables: BTreeMap::new(),
                 added: 0,
-                dialogs_made: 0,
+                chats_made: 0,
                 leads_made: 0,
-                conversations_made: 0,
                 access_tokens: HashMap::new(),
-                refresh_tokens: HashMap::new(),
                 tokens_issued: 0,
-                grants: Vec::new(),
+                logins: 0,
+                list_override: None,
             })),
         }
-    }
-
-    /// Other credentials.
-    pub fn with_credentials(self, login: &str, password: &str) -> Self {
-        {
-            let mut state = lock(&self.state);
-            state.login = login.to_owned();
-            password.clone_into(&mut state.password);
-        }
-        self
     }
 
     /// How long an access token lives (`expires_in`, rounded up to whole seconds, at least 1).
@@ -181,23 +164,15 @@ impl FakeLiveTex {
         self
     }
 
-    /// Answers refused grants (`invalid_grant`) with `401` instead of RFC 6749's `400`, as
-    /// some OAuth2 servers do.
-    pub fn with_refusals_as_401(self) -> Self {
-        lock(&self.state).refusal = StatusCode::UNAUTHORIZED;
-        self
-    }
-
-    /// The seed the generated rows' details (names, ratings, texts) are drawn from. Set it
-    /// before adding records.
+    /// The seed the generated rows' details are drawn from. Set it before adding records.
     pub fn with_seed(self, seed: u64) -> Self {
         lock(&self.state).seed = seed;
         self
     }
 
-    /// Adds `n` dialogs (builder style); see [`FakeLiveTex::add_dialogs`].
-    pub fn with_dialogs(self, n: usize) -> Self {
-        self.add_dialogs(n);
+    /// Adds `n` chats (builder style); see [`FakeLiveTex::add_chats`].
+    pub fn with_chats(self, n: usize) -> Self {
+        self.add_chats(n);
         self
     }
 
@@ -207,54 +182,20 @@ impl FakeLiveTex {
         self
     }
 
-    /// Adds `n` conversations (builder style); see [`FakeLiveTex::add_conversations`].
-    pub fn with_conversations(self, n: usize) -> Self {
-        self.add_conversations(n);
-        self
+    /// Adds `n` chats, later than every record so far. Chat `k` (from 0) has id `50000 + k`
+    /// and belongs to conversation `90000 + k/2` (two chats per conversation, the second
+    /// closed); each has an employee, a visitor, a site and two messages. Returns their ids.
+    pub fn add_chats(&self, n: usize) -> Vec<u64> {
+        lock(&self.state).add(Table::Chats, n)
     }
 
-    /// Adds `n` dialogs, later than every record so far. Dialog `k` (from 0) is
-    /// `c-<10000 + k/2>-<k%2 + 1>`: two dialogs per conversation, the second one closing the
-    /// conversation; each has an operator, a rating and two messages. Returns their `chat_id`s.
-    pub fn add_dialogs(&self, n: usize) -> Vec<String> {
-        lock(&self.state).add(Table::Dialogs, n)
-    }
-
-    /// Adds `n` leads, later than every record so far. Lead `k` is `<70000 + k>`; every other
-    /// lead belongs to conversation `c-<10000 + k>`. Returns their `lead_id`s.
-    pub fn add_leads(&self, n: usize) -> Vec<String> {
+    /// Adds `n` leads, later than every record so far. Lead `k` has id `70000 + k`; every
+    /// other lead belongs to a conversation. Returns their ids.
+    pub fn add_leads(&self, n: usize) -> Vec<u64> {
         lock(&self.state).add(Table::Leads, n)
     }
 
-    /// Adds `n` conversations, later than every record so far. Conversation `k` is
-    /// `c-<10000 + k>` (the conversation of dialogs `2k` and `2k+1`); odd ones are closed.
-    /// Returns their `conversation_id`s.
-    pub fn add_conversations(&self, n: usize) -> Vec<String> {
-        lock(&self.state).add(Table::Conversations, n)
-    }
-
-    /// Changes a record: merges `changes` into its row and moves its `updated_at` after every
-    /// record so far (as LiveTex does when a dialog is rated or remarked after it closed).
-    /// Returns whether the record exists.
-    pub fn update(&self, table: Table, id: &str, changes: Value) -> bool {
-        let mut state = lock(&self.state);
-        let updated_at = state.tick();
-        let Some(record) = state
-            .tables
-            .get_mut(&table)
-            .and_then(|records| records.iter_mut().find(|r| r.id == id))
-        else {
-            return false;
-        };
-        if let (Value::Object(row), Value::Object(changes)) = (&mut record.row, changes) {
-            row.extend(changes);
-            row.insert("updated_at".to_owned(), json!(sql_time(updated_at)));
-        }
-        record.updated_at = updated_at;
-        true
-    }
-
-    /// Every row of a table as the API serves it, in the API's order.
+    /// Every row of a list as the API serves it, oldest first.
     pub fn rows(&self, table: Table) -> Vec<Value> {
         let state = lock(&self.state);
         state
@@ -264,8 +205,8 @@ impl FakeLiveTex {
             .collect()
     }
 
-    /// Makes every access token issued so far expired: the next data call with one answers
-    /// `401 invalid_token`. Refresh tokens stay valid.
+    /// Makes every access token issued so far expired: the next list call with one answers
+    /// `401`.
     pub fn expire_tokens(&self) {
         let mut state = lock(&self.state);
         let past = Instant::now();
@@ -274,28 +215,28 @@ impl FakeLiveTex {
         }
     }
 
-    /// Revokes every refresh token issued so far: a refresh grant answers `400 invalid_grant`.
-    pub fn revoke_refresh_tokens(&self) {
-        lock(&self.state).refresh_tokens.clear();
-    }
-
     /// Changes the account's password (tokens already issued stay valid).
     pub fn set_password(&self, password: &str) {
         password.clone_into(&mut lock(&self.state).password);
     }
 
-    /// The `grant_type` of every token request so far, in order (also the refused ones).
-    pub fn grants(&self) -> Vec<String> {
-        lock(&self.state).grants.clone()
+    /// How many token requests the fake granted.
+    pub fn logins(&self) -> u64 {
+        lock(&self.state).logins
+    }
+
+    /// Makes both lists answer `200` with `body` instead of `{"results", "total"}` (as if the
+    /// API changed shape); `None` restores the documented answer.
+    pub fn answer_lists_with(&self, body: Option<Value>) {
+        lock(&self.state).list_override = body;
     }
 
     /// The router implementing the API.
     pub fn router(&self) -> Router {
         Router::new()
             .route("/oauth2/token", post(token))
-            .route("/v2/dialogs", get(dialogs))
-            .route("/v2/leads", get(leads))
-            .route("/v2/conversations", get(conversations))
+            .route("/chats/list", get(chats).post(chats))
+            .route("/leads/list", get(leads).post(leads))
             .with_state(self.clone())
     }
 
@@ -305,25 +246,30 @@ impl FakeLiveTex {
     }
 }
 
-/// Builds row `k` of a table from the seed and its `updated_at`.
-type MakeRow = fn(u64, u64, i64) -> Value;
-
 impl LiveTexState {
-    /// Adds `n` generated rows to `table`, each later than every record so far; returns their
-    /// ids. Row `k` of a table is the `k`-th that table ever generated.
-    fn add(&mut self, table: Table, n: usize) -> Vec<String> {
+    fn add(&mut self, table: Table, n: usize) -> Vec<u64> {
         (0..n)
             .map(|_| {
-                let (made, make_row): (&mut u64, MakeRow) = match table {
-                    Table::Dialogs => (&mut self.dialogs_made, dialog_row),
-                    Table::Leads => (&mut self.leads_made, lead_row),
-                    Table::Conversations => (&mut self.conversations_made, conversation_row),
+                let created_at = self.tick();
+                let (k, row) = match table {
+                    Table::Chats => {
+                        let k = self.chats_made;
+                        self.chats_made += 1;
+                        (k, chat_row(self.seed, k, created_at))
+                    }
+                    Table::Leads => {
+                        let k = self.leads_made;
+                        self.leads_made += 1;
+                        (k, lead_row(self.seed, k, created_at))
+                    }
                 };
-                let k = *made;
-                *made += 1;
-                let updated_at = self.tick();
-                let row = make_row(self.seed, k, updated_at);
-                self.insert(table, updated_at, row)
+                let id = row.get("id").and_then(Value::as_u64).unwrap_or(k);
+                self.tables.entry(table).or_default().push(Record {
+                    created_at,
+                    id,
+                    row,
+                });
+                id
             })
             .collect()
     }
@@ -334,65 +280,40 @@ impl LiveTexState {
         CLOCK_START + tick * 60
     }
 
-    fn insert(&mut self, table: Table, updated_at: i64, row: Value) -> String {
-        let id = row
-            .get(table.id_column())
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        self.tables.entry(table).or_default().push(Record {
-            updated_at,
-            id: id.clone(),
-            row,
-        });
-        id
-    }
-
     fn sorted(&self, table: Table) -> Vec<&Record> {
         let mut records: Vec<&Record> = self
             .tables
             .get(&table)
             .map(|r| r.iter().collect())
             .unwrap_or_default();
-        records.sort_by(|a, b| (a.updated_at, &a.id).cmp(&(b.updated_at, &b.id)));
+        records.sort_by_key(|r| (r.created_at, r.id));
         records
     }
 
     fn issue(&mut self) -> Value {
         self.tokens_issued += 1;
-        let n = self.tokens_issued;
-        let access = format!("lt-at-{n:06}");
-        let refresh = format!("lt-rt-{n:06}");
+        self.logins += 1;
+        let access = format!("lt-at-{:06}", self.tokens_issued);
         let lifetime = self.token_lifetime;
         self.access_tokens
             .insert(access.clone(), Instant::now() + lifetime);
-        self.refresh_tokens.insert(refresh.clone(), ());
         let expires_in = lifetime.as_secs() + u64::from(lifetime.subsec_nanos() > 0);
-        json!({
+        json!({"results": {
             "access_token": access,
             "token_type": "bearer",
             "expires_in": expires_in.max(1),
-            "refresh_token": refresh,
-        })
+        }})
     }
 }
 
-fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    let mut response = (
+/// An error answer; the body is assumed (LiveTex documents only the statuses used here).
+fn error(status: StatusCode, error: &str, description: &str) -> Response {
+    (
         status,
         [(header::CONTENT_TYPE, "application/json")],
         json!({"error": error, "error_description": description}).to_string(),
     )
-        .into_response();
-    if status == StatusCode::UNAUTHORIZED {
-        let challenge = format!("Bearer realm=\"livetex\", error=\"{error}\"");
-        if let Ok(value) = challenge.parse() {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, value);
-        }
-    }
-    response
+        .into_response()
 }
 
 /// `application/x-www-form-urlencoded` body to pairs (`+` is a space, `%XX` a byte).
@@ -430,42 +351,33 @@ fn form_pairs(body: &[u8]) -> HashMap<String, String> {
         .collect()
 }
 
+/// `POST /oauth2/token` (Web API §2.1; Oauth2.json `token`): the password grant only.
 async fn token(State(fake): State<FakeLiveTex>, body: Bytes) -> Response {
     let form = form_pairs(&body);
     let mut state = lock(&fake.state);
-    let grant = form.get("grant_type").cloned().unwrap_or_default();
-    state.grants.push(grant.clone());
-    match grant.as_str() {
-        "password" => {
+    match form.get("grant_type").map(String::as_str) {
+        Some("password") => {
             let login_ok = form.get("username") == Some(&state.login);
             let password_ok = form.get("password") == Some(&state.password);
             if login_ok && password_ok {
                 Json(state.issue()).into_response()
             } else {
-                oauth_error(
-                    state.refusal,
+                error(
+                    StatusCode::UNAUTHORIZED,
                     "invalid_grant",
                     "Invalid username or password",
                 )
             }
         }
-        "refresh_token" => {
-            let presented = form.get("refresh_token").cloned().unwrap_or_default();
-            if state.refresh_tokens.remove(&presented).is_some() {
-                Json(state.issue()).into_response()
-            } else {
-                oauth_error(state.refusal, "invalid_grant", "Invalid refresh token")
-            }
-        }
-        "" => oauth_error(
+        None | Some("") => error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
-            "grant_type is required",
+            "grant_type, username and password are required",
         ),
-        _ => oauth_error(
+        Some(_) => error(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
-            "Only password and refresh_token grants are supported",
+            "Only the password grant is supported",
         ),
     }
 }
@@ -480,7 +392,7 @@ fn refusal(fake: &FakeLiveTex, headers: &HeaderMap) -> Option<Response> {
                 .or_else(|| v.strip_prefix("bearer "))
         });
     let Some(presented) = presented else {
-        return Some(oauth_error(
+        return Some(error(
             StatusCode::UNAUTHORIZED,
             "invalid_request",
             "The access token is missing",
@@ -489,25 +401,81 @@ fn refusal(fake: &FakeLiveTex, headers: &HeaderMap) -> Option<Response> {
     let state = lock(&fake.state);
     match state.access_tokens.get(presented.trim()) {
         Some(expires) if Instant::now() < *expires => None,
-        Some(_) => Some(oauth_error(
+        _ => Some(error(
             StatusCode::UNAUTHORIZED,
             "invalid_token",
-            "The access token expired",
-        )),
-        None => Some(oauth_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_token",
-            "The access token is invalid",
+            "The access token is invalid or expired",
         )),
     }
 }
 
-fn parse_time(text: &str) -> Option<i64> {
-    Timestamp::parse_rfc3339(text)
-        .or_else(|| Timestamp::parse_sql_utc(text))
-        .map(|t| t.as_millis().div_euclid(1000))
+/// A `datetime` as the schema allows it in parameters: ISO 8601 with an offset, or without one
+/// (`T` or a space), Moscow time. Returns epoch seconds.
+fn parse_date(text: &str) -> Option<i64> {
+    if let Some(at) = Timestamp::parse_rfc3339(text) {
+        return Some(at.as_millis().div_euclid(1000));
+    }
+    Timestamp::parse_sql_utc(&text.replacen('T', " ", 1))
+        .map(|at| at.as_millis().div_euclid(1000) - MSK)
 }
 
+/// A `created_at` criterion of `q`.
+#[derive(Debug, Clone, Copy)]
+enum Criterion {
+    AtLeast(i64),
+    AtMost(i64),
+    After(i64),
+    Before(i64),
+    Exactly(i64),
+}
+
+impl Criterion {
+    fn matches(self, at: i64) -> bool {
+        match self {
+            Criterion::AtLeast(t) => at >= t,
+            Criterion::AtMost(t) => at <= t,
+            Criterion::After(t) => at > t,
+            Criterion::Before(t) => at < t,
+            Criterion::Exactly(t) => at == t,
+        }
+    }
+}
+
+/// Parses `q`: `created_at` criteria separated by spaces. A date may itself hold a space
+/// (`2024-03-01 12:00:00`), so a token that is not a criterion continues the previous date.
+fn parse_q(q: &str) -> Result<Vec<Criterion>, String> {
+    let mut parts: Vec<(String, String)> = Vec::new();
+    for token in q.split(' ').filter(|t| !t.is_empty()) {
+        if let Some(rest) = token.strip_prefix("created_at") {
+            let op_len = rest
+                .bytes()
+                .take_while(|b| matches!(b, b'<' | b'>' | b'='))
+                .count();
+            parts.push((rest[..op_len].to_owned(), rest[op_len..].to_owned()));
+        } else if let Some((_, value)) = parts.last_mut() {
+            value.push(' ');
+            value.push_str(token);
+        } else {
+            return Err(format!("unsupported search criterion `{token}`"));
+        }
+    }
+    parts
+        .into_iter()
+        .map(|(op, value)| {
+            let at = parse_date(&value).ok_or_else(|| format!("`{value}` is not a datetime"))?;
+            match op.as_str() {
+                ">=" => Ok(Criterion::AtLeast(at)),
+                "<=" => Ok(Criterion::AtMost(at)),
+                ">" => Ok(Criterion::After(at)),
+                "<" => Ok(Criterion::Before(at)),
+                "=" => Ok(Criterion::Exactly(at)),
+                _ => Err(format!("unsupported operator `{op}`")),
+            }
+        })
+        .collect()
+}
+
+/// `/chats/list`, `/leads/list` (Chats.json / Leads.json `list`).
 fn list(
     fake: &FakeLiveTex,
     table: Table,
@@ -517,14 +485,11 @@ fn list(
     if let Some(refused) = refusal(fake, headers) {
         return refused;
     }
-    let bad =
-        |description: &str| oauth_error(StatusCode::BAD_REQUEST, "invalid_request", description);
-    let from = match query.get("updated_from").filter(|v| !v.is_empty()) {
-        None => i64::MIN,
-        Some(text) => match parse_time(text) {
-            Some(secs) => secs,
-            None => return bad("updated_from must be an RFC 3339 or YYYY-MM-DD HH:MM:SS time"),
-        },
+    let bad = |description: &str| error(StatusCode::BAD_REQUEST, "invalid_request", description);
+    let criteria = match query.get("q").map(|q| parse_q(q)) {
+        None => Vec::new(),
+        Some(Ok(criteria)) => criteria,
+        Some(Err(e)) => return bad(&e),
     };
     let offset = match query.get("offset").map(|v| v.parse::<usize>()) {
         None => 0,
@@ -534,35 +499,40 @@ fn list(
     let limit = match query.get("limit").map(|v| v.parse::<usize>()) {
         None => DEFAULT_LIMIT,
         Some(Ok(limit)) if (1..=MAX_LIMIT).contains(&limit) => limit,
-        Some(_) => return bad("limit must be an integer from 1 to 100"),
+        Some(_) => return bad("Значение должно быть меньше 100"),
+    };
+    let descending = match query.get("sort").map(String::as_str) {
+        None | Some("created_at:a" | "updated_at:a") => false,
+        Some("created_at:d" | "updated_at:d") => true,
+        Some(_) => return bad("sort must be created_at or updated_at, :a or :d"),
     };
     let state = lock(&fake.state);
-    let matching: Vec<&Record> = state
+    if let Some(body) = &state.list_override {
+        return Json(body.clone()).into_response();
+    }
+    let mut matching: Vec<&Record> = state
         .sorted(table)
         .into_iter()
-        .filter(|r| r.updated_at >= from)
+        .filter(|r| criteria.iter().all(|c| c.matches(r.created_at)))
         .collect();
-    let items: Vec<Value> = matching
+    if descending {
+        matching.reverse();
+    }
+    let results: Vec<Value> = matching
         .iter()
         .skip(offset)
         .take(limit)
         .map(|r| r.row.clone())
         .collect();
-    Json(json!({
-        "total": matching.len(),
-        "offset": offset,
-        "limit": limit,
-        "items": items,
-    }))
-    .into_response()
+    Json(json!({"results": results, "total": matching.len()})).into_response()
 }
 
-async fn dialogs(
+async fn chats(
     State(fake): State<FakeLiveTex>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    list(&fake, Table::Dialogs, &headers, &query)
+    list(&fake, Table::Chats, &headers, &query)
 }
 
 async fn leads(
@@ -573,20 +543,12 @@ async fn leads(
     list(&fake, Table::Leads, &headers, &query)
 }
 
-async fn conversations(
-    State(fake): State<FakeLiveTex>,
-    headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    list(&fake, Table::Conversations, &headers, &query)
-}
-
-/// `YYYY-MM-DD HH:MM:SS` (UTC) of epoch seconds, as LiveTex writes dates.
-fn sql_time(secs: i64) -> String {
-    let text = Timestamp::from_secs(secs)
+/// A `datetime` as LiveTex returns it: `YYYY-MM-DDTHH:MM:SS` in Moscow time, no offset.
+pub fn msk_datetime(secs: i64) -> String {
+    let text = Timestamp::from_secs(secs + MSK)
         .unwrap_or(Timestamp::MIN)
         .to_rfc3339();
-    text.get(..19).unwrap_or(&text).replacen('T', " ", 1)
+    text.get(..19).unwrap_or(&text).to_owned()
 }
 
 /// SplitMix64: a small, well-mixed deterministic generator for the rows' details.
@@ -619,115 +581,88 @@ const QUESTIONS: [&str; 4] = [
     "Есть ли доставка в Казань?",
     "Как изменить адрес доставки?",
 ];
-const CHANNELS: [&str; 3] = ["chat", "telegram", "vk"];
 
-fn dialog_row(seed: u64, k: u64, updated_at: i64) -> Value {
+/// A `Chat` (Types/Chat.json) with its nested `conversation`, `employee`, `visitor`, `site`,
+/// `messages` (Types/Message.json) and `first_message`.
+fn chat_row(seed: u64, k: u64, created_at: i64) -> Value {
     let r = mix(seed, 1, k);
-    let conversation = 10_000 + k / 2;
-    let number = k % 2 + 1;
-    let chat_id = format!("c-{conversation}-{number}");
-    let created = updated_at - 600;
-    let closed = updated_at - 60;
+    let conversation = 90_000 + k / 2;
+    let closed = k % 2 == 1;
     let (employee_id, first, last) = OPERATORS[usize::try_from(r % 3).unwrap_or(0)];
-    let visitor_id = format!("v-{}", 500 + conversation);
-    let visitor = pick(&VISITORS, r >> 8);
+    let visitor_id = format!("v-{conversation}");
+    let visitor_name = pick(&VISITORS, r >> 8);
     let question = pick(&QUESTIONS, r >> 16);
-    let rating = i64::try_from((r >> 24) % 5).unwrap_or(0) + 1;
+    let employee = json!({"id": employee_id, "first_name": first, "last_name": last});
+    let visitor = json!({"id": visitor_id, "name": visitor_name});
+    let first_message = json!({
+        "id": 1_000_000 + k * 10 + 1, "text": question, "created_at": msk_datetime(created_at),
+        "visitor": visitor, "employee": null, "is_delivered": true,
+    });
     json!({
-        "chat_id": chat_id,
-        "conversation_id": format!("c-{conversation}"),
-        "created_at": sql_time(created),
-        "closed_at": sql_time(closed),
-        "is_closed": number == 2,
-        "updated_at": sql_time(updated_at),
-        "site_id": 3101,
-        "site_url": "shop.example.ru",
-        "duration": closed - created,
-        "rating_value": rating,
-        "rating_type": "stars",
+        "id": 50_000 + k,
+        "conversation": {"id": conversation},
+        "created_at": msk_datetime(created_at),
+        "updated_at": msk_datetime(created_at + 600),
+        "is_closed": closed,
+        "employee": employee,
+        "visitor": visitor,
+        "site": {"id": 3101, "url": "shop.example.ru"},
+        "result": if closed { "completed" } else { "transfer_manual" },
+        "duration": 540,
         "answer_time_avg": 10 + (r >> 32) % 50,
         "first_answer_time": 5 + (r >> 40) % 30,
-        "conversation_int_referer": "https://shop.example.ru/catalog",
-        "conversation_result": "served",
-        "conversation_visitor_id": visitor_id,
-        "conversation_created_at": sql_time(created - 30),
-        "employee_id": employee_id,
-        "employee_first_name": first,
-        "employee_last_name": last,
-        "employee_email": format!("operator{employee_id}@example.ru"),
-        "result": "served",
-        "communication_type": pick(&CHANNELS, r >> 48),
-        "visitor_id": visitor_id,
-        "visitor_name": visitor,
-        "prechats_chat": [{"name": "Имя", "value": visitor}],
+        "queue_time": 3,
         "message_count": 2,
-        "first_message_id": format!("m-{k}-1"),
-        "first_message_text": question,
-        "first_message_created_at": sql_time(created),
-        "first_message_creator": "visitor",
+        "visitor_vote": pick(&["positive", "negative", "undefined"], r >> 24),
+        "is_managed": true,
+        "first_message": first_message,
         "messages": [
-            {"id": format!("m-{k}-1"), "text": question, "created_at": sql_time(created), "creator": "visitor"},
-            {"id": format!("m-{k}-2"), "text": format!("{visitor}, здравствуйте! Сейчас проверю."),
-             "created_at": sql_time(created + 20), "creator": "employee"},
+            first_message,
+            {"id": 1_000_000 + k * 10 + 2, "text": format!("{visitor_name}, здравствуйте! Сейчас проверю."),
+             "created_at": msk_datetime(created_at + 20), "visitor": null, "employee": employee,
+             "is_delivered": true},
         ],
     })
 }
 
-fn lead_row(seed: u64, k: u64, updated_at: i64) -> Value {
+/// A `Lead` (Types/Lead.json).
+fn lead_row(seed: u64, k: u64, created_at: i64) -> Value {
     let r = mix(seed, 2, k);
-    let lead_id = format!("{}", 70_000 + k);
-    let created = updated_at - 3600;
-    let name = pick(&VISITORS, r);
+    let (employee_id, first, last) = OPERATORS[usize::try_from((r >> 30) % 3).unwrap_or(0)];
     let mut row = json!({
-        "lead_id": lead_id,
-        "name": name,
+        "id": 70_000 + k,
+        "created_at": msk_datetime(created_at),
+        "updated_at": msk_datetime(created_at + 60),
+        "name": pick(&VISITORS, r),
         "email": format!("lead{k}@example.ru"),
         "phone": format!("+7 900 {:03}-{:02}-{:02}", r % 1000, (r >> 10) % 100, (r >> 20) % 100),
-        "site_id": 3101,
-        "site_url": "shop.example.ru",
-        "lead_type": "offline_form",
-        "assigned_to": OPERATORS[usize::try_from((r >> 30) % 3).unwrap_or(0)].0,
         "text": pick(&QUESTIONS, r >> 34),
-        "created_at": sql_time(created),
-        "updated_at": sql_time(updated_at),
+        "type": "form",
+        "result": "missed",
         "is_managed": true,
-        "utm_source": pick(&["yandex", "google", "vk"], r >> 40),
-        "utm_medium": "cpc",
-        "utm_campaign": "spring",
+        "site": {"id": 3101, "url": "shop.example.ru"},
+        "assigned_to": {"id": employee_id, "first_name": first, "last_name": last},
     });
     if k % 2 == 0 {
         if let Value::Object(map) = &mut row {
-            let conversation = 10_000 + k;
+            map.insert("conversation".to_owned(), json!({"id": 80_000 + k}));
+            map.insert("result".to_owned(), json!("completed"));
             map.insert(
-                "conversation_id".to_owned(),
-                json!(format!("c-{conversation}")),
+                "completed_at".to_owned(),
+                json!(msk_datetime(created_at + 3600)),
+            );
+            map.insert("duration".to_owned(), json!(3600));
+            map.insert(
+                "answer_text".to_owned(),
+                json!("Перезвонили, вопрос решён."),
             );
             map.insert(
-                "conversation_visitor_id".to_owned(),
-                json!(format!("v-{}", 500 + conversation)),
+                "completed_by".to_owned(),
+                json!({"id": employee_id, "first_name": first, "last_name": last}),
             );
-            map.insert("completed_by".to_owned(), json!(502));
-            map.insert("closed_at".to_owned(), json!(sql_time(updated_at)));
-            map.insert("result".to_owned(), json!(3600));
         }
     }
     row
-}
-
-fn conversation_row(seed: u64, k: u64, updated_at: i64) -> Value {
-    let r = mix(seed, 3, k);
-    let conversation = 10_000 + k;
-    let created = updated_at - 1200;
-    let closed = (k % 2 == 1).then(|| sql_time(updated_at));
-    json!({
-        "conversation_id": format!("c-{conversation}"),
-        "conversation_creation_time": sql_time(created),
-        "conversation_closed_time": closed,
-        "updated_at": sql_time(updated_at),
-        "conversation_custom_info": {"order_id": format!("A-{}", r % 10_000)},
-        "discourser_id": format!("v-{}", 500 + conversation),
-        "discourser_info": {"name": pick(&VISITORS, r >> 16), "city": pick(&["Москва", "Казань", "Пермь"], r >> 24)},
-    })
 }
 
 #[cfg(test)]
@@ -741,107 +676,99 @@ mod tests {
         assert_eq!(form["username"], "a@b.ru");
         assert_eq!(form["password"], "p q&r=");
         assert_eq!(form["x"], "");
-        assert_eq!(form_pairs(b"a=%4")["a"], "%4");
+    }
+
+    #[test]
+    fn q_reads_created_at_ranges_in_moscow_time() {
+        let criteria =
+            parse_q("created_at>=2024-03-01 03:00:00 created_at<=2024-03-01T03:01:00").unwrap();
+        assert!(criteria[0].matches(CLOCK_START));
+        assert!(!criteria[0].matches(CLOCK_START - 1));
+        assert!(criteria[1].matches(CLOCK_START + 60));
+        assert!(!criteria[1].matches(CLOCK_START + 61));
+        assert!(parse_q("created_at>=2024-03-01T00:00:00Z").unwrap()[0].matches(CLOCK_START));
+        assert!(parse_q("visitor_ids=1").is_err());
+        assert!(parse_q("created_at>=yesterday").is_err());
+        assert_eq!(msk_datetime(CLOCK_START), "2024-03-01T03:00:00");
     }
 
     #[test]
     fn rows_are_deterministic_and_share_times() {
-        let one = FakeLiveTex::new().with_dialogs(4).with_leads(2);
-        let two = FakeLiveTex::new().with_dialogs(4).with_leads(2);
-        assert_eq!(one.rows(Table::Dialogs), two.rows(Table::Dialogs));
-        assert_eq!(one.rows(Table::Leads), two.rows(Table::Leads));
-        let other = FakeLiveTex::new().with_seed(9).with_dialogs(4);
-        assert_ne!(one.rows(Table::Dialogs), other.rows(Table::Dialogs));
-        let times: Vec<Value> = one
-            .rows(Table::Dialogs)
+        let a = FakeLiveTex::new().with_chats(7).with_leads(2);
+        let b = FakeLiveTex::new().with_chats(7).with_leads(2);
+        assert_eq!(a.rows(Table::Chats), b.rows(Table::Chats));
+        let times: Vec<Value> = a
+            .rows(Table::Chats)
             .iter()
-            .map(|r| r["updated_at"].clone())
+            .map(|r| r["created_at"].clone())
             .collect();
         assert_eq!(times[0], times[2]);
         assert_ne!(times[2], times[3]);
-        assert_eq!(times[0], json!("2024-03-01 00:00:00"));
-    }
-
-    #[test]
-    fn updates_move_a_record_last() {
-        let fake = FakeLiveTex::new().with_dialogs(3);
-        assert!(fake.update(Table::Dialogs, "c-10000-1", json!({"rating_value": 1})));
-        assert!(!fake.update(Table::Dialogs, "nope", json!({})));
-        let rows = fake.rows(Table::Dialogs);
-        assert_eq!(rows[2]["chat_id"], "c-10000-1");
-        assert_eq!(rows[2]["rating_value"], 1);
-        assert_eq!(rows[2]["updated_at"], "2024-03-01 00:01:00");
+        assert!(a.rows(Table::Chats)[0]["id"].is_u64(), "numeric ids");
+        assert!(a.rows(Table::Chats)[0]["employee"]["id"].is_u64());
     }
 
     #[tokio::test]
     async fn password_grant_paging_and_expiry_over_http() {
-        let fake = FakeLiveTex::new().with_dialogs(5);
-        let server = fake.start().await.expect("fake starts");
+        let fake = FakeLiveTex::new().with_chats(60);
+        let server = fake.start().await.unwrap();
         let http = reqwest::Client::new();
         let base = server.base_url();
-        let token = |form: &'static str| {
-            http.post(format!("{base}/oauth2/token"))
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(form)
-                .send()
-        };
-        let refused = token("grant_type=password&username=api%40example.ru&password=nope")
+        let refused = http
+            .post(format!("{base}/oauth2/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("grant_type=password&username=api%40example.ru&password=wrong")
+            .send()
             .await
-            .expect("reaches");
-        assert_eq!(refused.status().as_u16(), 400);
-        let body: Value = refused.json().await.expect("json");
-        assert_eq!(body["error"], "invalid_grant");
-        let granted: Value =
-            token("grant_type=password&username=api%40example.ru&password=lt-pass-4d1e8b")
-                .await
-                .expect("reaches")
-                .json()
-                .await
-                .expect("json");
-        assert_eq!(granted["token_type"], "bearer");
-        assert_eq!(granted["expires_in"], 3600);
-        let access = granted["access_token"].as_str().expect("token").to_owned();
+            .unwrap();
+        assert_eq!(refused.status(), 401);
+        let granted: Value = http
+            .post(format!("{base}/oauth2/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "grant_type=password&username=api%40example.ru&password={}",
+                FakeLiveTex::PASSWORD
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = granted["results"]["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         let page: Value = http
-            .get(format!(
-                "{base}/v2/dialogs?updated_from=2024-03-01T00:00:00Z&offset=2&limit=2"
-            ))
-            .bearer_auth(&access)
+            .get(format!("{base}/chats/list?offset=0"))
+            .bearer_auth(&token)
             .send()
             .await
-            .expect("reaches")
+            .unwrap()
             .json()
             .await
-            .expect("json");
-        assert_eq!(page["total"], 5);
-        let ids: Vec<&str> = page["items"]
-            .as_array()
-            .expect("items")
-            .iter()
-            .filter_map(|r| r["chat_id"].as_str())
-            .collect();
-        assert_eq!(ids, ["c-10001-1", "c-10001-2"]);
-        let later: Value = http
+            .unwrap();
+        assert_eq!(page["total"], 60);
+        assert_eq!(page["results"].as_array().unwrap().len(), DEFAULT_LIMIT);
+        let rest: Value = http
             .get(format!(
-                "{base}/v2/dialogs?updated_from=2024-03-01%2000:01:00"
+                "{base}/chats/list?offset=50&q=created_at%3E%3D2024-03-01%2003%3A00%3A00"
             ))
-            .bearer_auth(&access)
+            .bearer_auth(&token)
             .send()
             .await
-            .expect("reaches")
+            .unwrap()
             .json()
             .await
-            .expect("json");
-        assert_eq!(later["total"], 2);
+            .unwrap();
+        assert_eq!(rest["results"].as_array().unwrap().len(), 10);
         fake.expire_tokens();
         let expired = http
-            .get(format!("{base}/v2/dialogs"))
-            .bearer_auth(&access)
+            .get(format!("{base}/leads/list"))
+            .bearer_auth(&token)
             .send()
             .await
-            .expect("reaches");
-        assert_eq!(expired.status().as_u16(), 401);
-        let body: Value = expired.json().await.expect("json");
-        assert_eq!(body["error"], "invalid_token");
-        assert_eq!(fake.grants(), ["password", "password"]);
+            .unwrap();
+        assert_eq!(expired.status(), 401);
     }
 }
