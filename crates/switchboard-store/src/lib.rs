@@ -192,6 +192,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 pub use crate::error::StoreError;
+pub use crate::record::{MAX_VALUE_DEPTH, UNREADABLE_EVENT};
 use crate::record::{decode, decode_event, load};
 use crate::tail::TailCache;
 pub use crate::types::{
@@ -216,6 +217,7 @@ struct Inner {
     stopped: watch::Receiver<bool>,
     writer: Mutex<Option<JoinHandle<Result<(), StoreError>>>>,
     tail: Arc<TailCache>,
+    failed: Failure,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -226,6 +228,17 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // Closing the channel lets the writer drain what it has and stop.
         lock(&self.commands).take();
+        if self.failed.get().is_some() && !*self.stopped.borrow() {
+            // A failed disk can block sled for ever: in the writer (never joined then) and in
+            // sled's flush when its last handle drops (so one handle is leaked on purpose).
+            // Everything acknowledged was durable before it was acknowledged.
+            warn!("the store failed; not waiting for its writer or its final flush");
+            std::mem::forget(self.db.clone());
+            return;
+        }
+        if self.failed.get().is_some() {
+            std::mem::forget(self.db.clone());
+        }
         if let Some(writer) = lock(&self.writer).take() {
             match writer.join() {
                 Ok(Ok(())) => {}
@@ -306,7 +319,10 @@ impl Store {
         let (commands_tx, commands_rx) =
             mpsc::channel(options.max_batch.max(1).saturating_mul(4).max(1024));
         let failed = Failure::default();
-        let tail = Arc::new(TailCache::new(options.tail_cache_events));
+        let tail = Arc::new(TailCache::with_max_bytes(
+            options.tail_cache_events,
+            options.tail_cache_bytes,
+        ));
         let flusher = Flusher {
             tail: tail.clone(),
             db: db.clone(),
@@ -319,7 +335,7 @@ impl Store {
             db: db.clone(),
             options,
             head,
-            failed,
+            failed: failed.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("switchboard-store-writer".into())
@@ -335,6 +351,7 @@ impl Store {
                 stopped,
                 writer: Mutex::new(Some(thread)),
                 tail,
+                failed,
             }),
         })
     }
@@ -393,18 +410,51 @@ impl Store {
     /// Up to `limit` events with sequences `after + 1`, `after + 2`..., ascending, never past
     /// the durable [`Store::head`].
     pub fn read_events(&self, after: Sequence, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.read_events_bounded(after, limit, usize::MAX)
+    }
+
+    /// Like [`Store::read_events`], but stops once the events read reach about `max_bytes`
+    /// (always at least one event when there is one): what bounds a reader's memory when
+    /// events carry large raw bodies.
+    pub fn read_events_bounded(
+        &self,
+        after: Sequence,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Event>, StoreError> {
         let head = self.head().0;
         if after.0 >= head || limit == 0 {
             return Ok(Vec::new());
         }
-        if let Some(events) = self.inner.tail.read(after, limit, Sequence(head)) {
+        if let Some(events) = self
+            .inner
+            .tail
+            .read_bounded(after, limit, max_bytes, Sequence(head))
+        {
             return Ok(events);
         }
         let range = keys::log_key(after.0 + 1)..=keys::log_key(head);
-        let mut events = Vec::with_capacity(limit.min((head - after.0) as usize));
+        let mut events = Vec::with_capacity(limit.min((head - after.0) as usize).min(1024));
+        let mut read = 0usize;
         for entry in self.inner.db.range(range).take(limit) {
+            if read >= max_bytes {
+                break;
+            }
             let (key, value) = entry?;
-            events.push(decode_event(&key, &value)?);
+            // The stored record is about as large as the event decoded from it.
+            read = read.saturating_add(value.len());
+            match decode_event(&key, &value) {
+                Ok(event) => events.push(event),
+                // One unreadable entry must not hide the others: it is reported and served
+                // as a stand-in that keeps its sequence, so readers see no gap.
+                Err(error) => match record::stand_in_event(&key, &value, &error) {
+                    Some(stand_in) => {
+                        unreadable_record(&key, &error);
+                        events.push(stand_in);
+                    }
+                    None => return Err(error),
+                },
+            }
         }
         Ok(events)
     }
@@ -438,11 +488,22 @@ impl Store {
     /// [`Store::read_events`] on a blocking thread). Never touches the disk, so it is fine on
     /// an async worker. `Some(empty)` when `after` is at or past the head.
     pub fn read_events_cached(&self, after: Sequence, limit: usize) -> Option<Vec<Event>> {
+        self.read_events_cached_bounded(after, limit, usize::MAX)
+    }
+
+    /// Like [`Store::read_events_cached`], but stops once the events taken reach about
+    /// `max_bytes` (always at least one).
+    pub fn read_events_cached_bounded(
+        &self,
+        after: Sequence,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Option<Vec<Event>> {
         let head = self.head();
         if after >= head || limit == 0 {
             return Some(Vec::new());
         }
-        self.inner.tail.read(after, limit, head)
+        self.inner.tail.read_bounded(after, limit, max_bytes, head)
     }
 
     /// A conversation by id.
@@ -504,6 +565,38 @@ impl Store {
         lock(&self.inner.commands).is_some() && !*self.inner.stopped.borrow()
     }
 
+    /// Why the store refuses every write, if it does: a flush or fsync failed (a full or
+    /// failing disk), so sled may hold writes that are not on disk. Only a restart recovers.
+    pub fn failure(&self) -> Option<String> {
+        self.inner.failed.get()
+    }
+
+    /// Whether the store can take writes: its writer runs and no write has failed (for
+    /// readiness checks).
+    pub fn is_ready(&self) -> bool {
+        self.is_writer_running() && self.failure().is_none()
+    }
+
+    /// Like [`Store::close`], but gives up after `limit`: a store whose disk failed may block
+    /// for ever in sled's final flush. Every acknowledged append was made durable before it
+    /// was acknowledged, so giving up loses nothing acknowledged. Returns whether it closed.
+    pub async fn close_within(&self, limit: Duration) -> Result<bool, StoreError> {
+        lock(&self.inner.commands).take();
+        let mut stopped = self.inner.stopped.clone();
+        if tokio::time::timeout(limit, stopped.wait_for(|stopped| *stopped))
+            .await
+            .is_err()
+        {
+            warn!(
+                limit_ms = limit.as_millis() as u64,
+                failure = self.failure().as_deref().unwrap_or("none"),
+                "the store did not close in time; leaving it (every acknowledged write is on disk)"
+            );
+            return Ok(false);
+        }
+        self.close().await.map(|()| true)
+    }
+
     /// Stops accepting appends, lets the writer answer everything it was sent, flushes and
     /// joins the thread. Later appends get [`StoreError::Closed`]. Calling it again is a no-op.
     pub async fn close(&self) -> Result<(), StoreError> {
@@ -517,6 +610,16 @@ impl Store {
             None => Ok(()),
         }
     }
+}
+
+/// Reports a stored record that cannot be decoded (and is skipped or stood in for).
+pub(crate) fn unreadable_record(key: &[u8], error: &StoreError) {
+    metrics::counter!("switchboard_store_unreadable_records_total").increment(1);
+    tracing::error!(
+        key = %String::from_utf8_lossy(key),
+        error = %error,
+        "a stored record cannot be decoded; serving the others"
+    );
 }
 
 /// How long [`Store::open`] waits for sled's file lock held by a store just closed in this
@@ -558,6 +661,26 @@ fn validate(request: &AppendRequest) -> Result<(), StoreError> {
             return Err(StoreError::InvalidArgument(format!(
                 "event {i} ({}) from connection {} has {problem}; the {} plugin must set it",
                 event.vendor_event, request.connection, request.vendor
+            )));
+        }
+        let values: Vec<&serde_json::Value> = match &event.payload {
+            EventPayload::Vendor { data, .. } => vec![data],
+            EventPayload::Conversation(patch) => patch
+                .messages
+                .iter()
+                .filter_map(|m| m.data.as_ref())
+                .collect(),
+            _ => Vec::new(),
+        };
+        if let Some(depth) = values
+            .into_iter()
+            .map(record::value_depth)
+            .find(|depth| *depth > MAX_VALUE_DEPTH)
+        {
+            return Err(StoreError::InvalidArgument(format!(
+                "event {i} ({}) from connection {} holds JSON nested {depth} levels deep; the \
+                 store keeps at most {MAX_VALUE_DEPTH} levels so that every record reads back",
+                event.vendor_event, request.connection
             )));
         }
     }

@@ -274,7 +274,13 @@ pub(crate) fn list_conversations(
         let Some(bytes) = tree.get(&conversation_key)? else {
             continue;
         };
-        let conversation: Conversation = decode(&conversation_key, &bytes)?;
+        let conversation: Conversation = match decode(&conversation_key, &bytes) {
+            Ok(conversation) => conversation,
+            Err(error) => {
+                crate::unreadable_record(&conversation_key, &error);
+                continue;
+            }
+        };
         // An index entry read before a concurrent commit moved the conversation: it is listed
         // at its new position instead.
         if keys::position(&conversation) != position {
@@ -339,7 +345,13 @@ pub(crate) fn list_tickets(
             break;
         };
         let key = [keys::TICKET_PREFIX, &position].concat();
-        let stored: StoredTicket = decode(&key, &bytes)?;
+        let stored: StoredTicket = match decode(&key, &bytes) {
+            Ok(stored) => stored,
+            Err(error) => {
+                crate::unreadable_record(&key, &error);
+                continue;
+            }
+        };
         if !query.statuses.is_empty() && !query.statuses.contains(&stored.ticket.status) {
             continue;
         }

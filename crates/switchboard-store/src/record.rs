@@ -148,6 +148,119 @@ pub(crate) fn encode_event(event: &NewEvent<'_>) -> Result<Vec<u8>, StoreError> 
     serde_json::to_vec(&out).map_err(|e| StoreError::Commit(format!("cannot encode an event: {e}")))
 }
 
+/// The most levels of JSON nesting the store accepts in a vendor value (an event's `data`, a
+/// message's `data`). Stored records wrap such a value in at most eight more levels, far
+/// below the 128 that serde_json reads back, so whatever is stored always decodes.
+pub const MAX_VALUE_DEPTH: usize = 64;
+
+/// How deep `value` nests (a scalar is 0, `[]` or `{}` is 1), without recursion.
+pub(crate) fn value_depth(value: &serde_json::Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((value, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &serde_json::Value>> = match value {
+            serde_json::Value::Array(items) => Box::new(items.iter()),
+            serde_json::Value::Object(fields) => Box::new(fields.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(depth + 1);
+        stack.extend(children.map(|child| (child, depth + 1)));
+    }
+    deepest
+}
+
+/// The fields of a log entry before its payload: they are flat, so they decode even when the
+/// payload does not.
+#[derive(Deserialize)]
+struct EventHead {
+    sequence: u64,
+    id: String,
+    connection: ConnectionId,
+    vendor: String,
+    received_at: Timestamp,
+    #[serde(default)]
+    request_id: Option<String>,
+    dedup_key: String,
+    kind: EventKind,
+    vendor_event: String,
+    occurred_at: Timestamp,
+}
+
+/// The `vendor_event` of a stand-in for a log entry that cannot be decoded.
+pub const UNREADABLE_EVENT: &str = "switchboard.unreadable";
+
+/// A log entry that does not decode, as a stand-in that keeps its place in the log: same
+/// sequence and (where its head decodes) the same id, connection and times; kind
+/// `vendor_event`, `vendor_event` [`UNREADABLE_EVENT`], and the reason in its data. `None`
+/// when not even the sequence can be known.
+pub(crate) fn stand_in_event(key: &[u8], bytes: &[u8], reason: &StoreError) -> Option<Event> {
+    let sequence = crate::keys::read_be(key.strip_prefix(crate::keys::LOG_PREFIX)?)?;
+    // Field names are never escaped, so the first `,"payload":` ends the flat head.
+    let head = bytes
+        .windows(PAYLOAD_FIELD.len())
+        .position(|w| w == PAYLOAD_FIELD)
+        .and_then(|end| {
+            let mut head = bytes[..end].to_vec();
+            head.push(b'}');
+            serde_json::from_slice::<EventHead>(&head).ok()
+        })
+        .filter(|head| head.sequence == sequence);
+    let mut data = serde_json::json!({
+        "error": "this log entry cannot be decoded; its event is lost to readers",
+        "reason": reason.to_string(),
+        "sequence": sequence,
+    });
+    let fallback_time = Timestamp::from_millis(0)?;
+    let (id, connection, vendor, received_at, request_id, dedup_key, occurred_at, original) =
+        match head {
+            Some(h) => (
+                h.id,
+                h.connection,
+                h.vendor,
+                h.received_at,
+                h.request_id,
+                h.dedup_key,
+                h.occurred_at,
+                Some((h.kind, h.vendor_event)),
+            ),
+            None => (
+                format!("unreadable-{sequence}"),
+                ConnectionId::new("switchboard").ok()?,
+                "switchboard".to_owned(),
+                fallback_time,
+                None,
+                format!("unreadable:{sequence}"),
+                fallback_time,
+                None,
+            ),
+        };
+    if let Some((kind, vendor_event)) = original {
+        data["kind"] = serde_json::to_value(kind).ok()?;
+        data["vendor_event"] = serde_json::Value::String(vendor_event);
+    }
+    Some(Event {
+        sequence: Sequence(sequence),
+        id,
+        connection,
+        vendor,
+        received_at,
+        request_id,
+        incoming: IncomingEvent {
+            dedup_key,
+            kind: EventKind::VendorEvent,
+            vendor_event: UNREADABLE_EVENT.to_owned(),
+            occurred_at,
+            payload: EventPayload::Vendor {
+                subject: None,
+                data,
+            },
+        },
+        raw: None,
+    })
+}
+
+const PAYLOAD_FIELD: &[u8] = b",\"payload\":";
+
 pub(crate) fn decode_event(key: &[u8], bytes: &[u8]) -> Result<Event, StoreError> {
     let stored: EventIn = decode(key, bytes)?;
     let payload = match stored.payload {

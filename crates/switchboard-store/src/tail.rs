@@ -10,14 +10,42 @@ use switchboard_core::{Event, Sequence};
 /// before it announces a new head.
 pub(crate) struct TailCache {
     capacity: usize,
-    events: RwLock<VecDeque<Event>>,
+    max_bytes: usize,
+    events: RwLock<Held>,
+}
+
+/// The events held and their approximate size.
+#[derive(Default)]
+struct Held {
+    events: VecDeque<Event>,
+    bytes: usize,
+}
+
+/// About how many bytes of memory an event holds: its raw body, its message texts and a
+/// fixed allowance for the rest (ids, times, the patch's small fields).
+pub(crate) fn approx_size(event: &Event) -> usize {
+    let texts: usize = match &event.incoming.payload {
+        switchboard_core::EventPayload::Conversation(patch) => {
+            patch.messages.iter().map(|m| m.text.len()).sum()
+        }
+        _ => 0,
+    };
+    1024 + event.raw.as_ref().map_or(0, String::len) + texts
 }
 
 impl TailCache {
+    #[cfg(test)]
     pub(crate) fn new(capacity: usize) -> Self {
+        Self::with_max_bytes(capacity, usize::MAX)
+    }
+
+    /// Holds at most `capacity` events and about `max_bytes` of them (the newest event is
+    /// always held).
+    pub(crate) fn with_max_bytes(capacity: usize, max_bytes: usize) -> Self {
         TailCache {
             capacity,
-            events: RwLock::new(VecDeque::with_capacity(capacity)),
+            max_bytes,
+            events: RwLock::new(Held::default()),
         }
     }
 
@@ -31,25 +59,45 @@ impl TailCache {
             return;
         }
         let mut held = self.events.write().unwrap_or_else(PoisonError::into_inner);
-        let follows = match (held.back(), events.first()) {
+        let follows = match (held.events.back(), events.first()) {
             (Some(last), Some(first)) => first.sequence.0 == last.sequence.0 + 1,
             _ => true,
         };
         if !follows {
             // Never serve a gap: start again from these.
-            held.clear();
+            held.events.clear();
+            held.bytes = 0;
         }
         for event in events {
-            if held.len() == self.capacity {
-                held.pop_front();
+            held.bytes += approx_size(&event);
+            held.events.push_back(event);
+            while held.events.len() > self.capacity
+                || (held.bytes > self.max_bytes && held.events.len() > 1)
+            {
+                if let Some(oldest) = held.events.pop_front() {
+                    held.bytes -= approx_size(&oldest);
+                }
             }
-            held.push_back(event);
         }
     }
 
     /// The events `after + 1 ..= min(after + limit, head)` if the cache holds all of them.
+    #[cfg(test)]
     pub(crate) fn read(&self, after: Sequence, limit: usize, head: Sequence) -> Option<Vec<Event>> {
+        self.read_bounded(after, limit, usize::MAX, head)
+    }
+
+    /// Like [`TailCache::read`], but stops once the events taken reach about `max_bytes`
+    /// (always at least one).
+    pub(crate) fn read_bounded(
+        &self,
+        after: Sequence,
+        limit: usize,
+        max_bytes: usize,
+        head: Sequence,
+    ) -> Option<Vec<Event>> {
         let held = self.events.read().unwrap_or_else(PoisonError::into_inner);
+        let held = &held.events;
         let first = held.front()?.sequence.0;
         let last = held.back()?.sequence.0;
         let from = after.0.checked_add(1)?;
@@ -63,7 +111,17 @@ impl TailCache {
         }
         let start = usize::try_from(from - first).ok()?;
         let count = usize::try_from(to - from + 1).ok()?;
-        Some(held.range(start..start + count).cloned().collect())
+        let mut taken = 0usize;
+        Some(
+            held.range(start..start + count)
+                .take_while(|event| {
+                    let fits = taken == 0 || taken < max_bytes;
+                    taken = taken.saturating_add(approx_size(event));
+                    fits
+                })
+                .cloned()
+                .collect(),
+        )
     }
 }
 

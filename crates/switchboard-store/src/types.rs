@@ -21,6 +21,9 @@ pub struct StoreOptions {
     /// How many of the newest events the store keeps decoded in memory for subscribers
     /// tailing the log (0: none; every read goes to sled).
     pub tail_cache_events: usize,
+    /// About how many bytes of events the tail cache holds at most (raw bodies dominate);
+    /// past it the oldest are dropped, whatever `tail_cache_events` says.
+    pub tail_cache_bytes: usize,
 }
 
 /// The default [`StoreOptions::cache_capacity`]: 128 MiB (sled's own default is 1 GiB), which
@@ -34,6 +37,7 @@ impl Default for StoreOptions {
             fsync: true,
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             tail_cache_events: 4096,
+            tail_cache_bytes: 64 * 1024 * 1024,
         }
     }
 }

@@ -1,0 +1,127 @@
+//! What is stored always reads back, and one record that does not (a store written by an
+//! older build, a bit flipped on disk) never hides the others.
+
+mod common;
+
+use common::{conn, message, request, started, temp_store};
+use switchboard_core::{ConversationId, ErrorCode, EventKind, EventPayload, Sequence};
+use switchboard_store::{ConversationQuery, MAX_VALUE_DEPTH, Store, StoreError, UNREADABLE_EVENT};
+
+fn nested(depth: usize) -> serde_json::Value {
+    let mut value = serde_json::json!(1);
+    for _ in 0..depth {
+        value = serde_json::Value::Array(vec![value]);
+    }
+    value
+}
+
+#[tokio::test]
+async fn values_nested_past_the_limit_are_refused_and_those_within_it_read_back() {
+    let (dir, store) = temp_store();
+    let mut deep = message("m1", "c1", 1_000, "hi");
+    if let EventPayload::Conversation(patch) = &mut deep.payload {
+        patch.messages[0].data = Some(nested(MAX_VALUE_DEPTH + 1));
+    }
+    let error = store
+        .append(request("lc", "livechat", vec![deep.clone()]))
+        .await
+        .expect_err("too deep");
+    assert_eq!(error.code(), ErrorCode::InvalidArgument);
+    assert!(error.to_string().contains("levels deep"), "{error}");
+    assert_eq!(store.head(), Sequence::ZERO);
+
+    if let EventPayload::Conversation(patch) = &mut deep.payload {
+        patch.messages[0].data = Some(nested(MAX_VALUE_DEPTH));
+    }
+    store
+        .append(request("lc", "livechat", vec![deep]))
+        .await
+        .expect("at the limit");
+    store.close().await.unwrap();
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    let events = store.read_events(Sequence::ZERO, 10).unwrap();
+    assert_eq!(events.len(), 1);
+    let id = ConversationId::new(conn("lc"), "c1");
+    assert!(store.get_conversation(&id).unwrap().is_some());
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unreadable_record_is_stood_in_for_and_the_rest_are_served() {
+    let (dir, store) = temp_store();
+    for chat in ["a", "b", "c"] {
+        store
+            .append(request(
+                "lc",
+                "livechat",
+                vec![started(&format!("s-{chat}"), chat, 1_000)],
+            ))
+            .await
+            .unwrap();
+    }
+    store.close().await.unwrap();
+    drop(store);
+    {
+        // Break entry 2 of the log and conversation b as an old build could have written them:
+        // valid JSON nested deeper than serde_json reads back.
+        let db = sled::open(dir.path()).unwrap();
+        let key = [b"log/".as_slice(), &2u64.to_be_bytes()].concat();
+        let entry = db.get(&key).unwrap().unwrap();
+        let text = String::from_utf8(entry.to_vec()).unwrap();
+        let at = text.find(",\"payload\":").unwrap();
+        let broken = format!(
+            "{},\"payload\":{{\"vendor\":{{\"data\":{}}}}}}}",
+            &text[..at],
+            nested(200)
+        );
+        db.insert(&key, broken.as_bytes()).unwrap();
+        let conversations: Vec<_> = db
+            .scan_prefix(b"conv/")
+            .map(|entry| entry.unwrap().0)
+            .collect();
+        let b = conversations
+            .iter()
+            .find(|k| k.ends_with(b"b"))
+            .expect("conversation b");
+        db.insert(b, format!("{{\"id\":{}}}", nested(200)).as_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let events = store.read_events(Sequence::ZERO, 10).unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.sequence.0).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    let stand_in = &events[1];
+    assert_eq!(stand_in.incoming.kind, EventKind::VendorEvent);
+    assert_eq!(stand_in.incoming.vendor_event, UNREADABLE_EVENT);
+    // Its head decoded: same connection and dedup key as the event it stands in for.
+    assert_eq!(stand_in.connection, conn("lc"));
+    assert_eq!(stand_in.incoming.dedup_key, "s-b");
+    let EventPayload::Vendor { data, .. } = &stand_in.incoming.payload else {
+        panic!("a vendor payload");
+    };
+    assert_eq!(data["sequence"], 2);
+    assert_eq!(data["kind"], "chat_started");
+    assert!(data["reason"].as_str().unwrap().contains("log/"), "{data}");
+
+    // Listing skips the broken conversation and serves the others.
+    let page = store
+        .list_conversations(&ConversationQuery::default())
+        .unwrap();
+    let mut ids: Vec<_> = page
+        .conversations
+        .iter()
+        .map(|c| c.id.external_id.clone())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["a", "c"]);
+    // Getting the broken one names it.
+    let error = store
+        .get_conversation(&ConversationId::new(conn("lc"), "b"))
+        .expect_err("unreadable");
+    assert!(matches!(error, StoreError::Corrupt { .. }), "{error:?}");
+    store.close().await.unwrap();
+}
