@@ -325,3 +325,118 @@ fn sigterm_drains_and_exits_cleanly() {
     let status = server.terminate();
     assert!(status.success(), "{status:?}");
 }
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    /// `None` where mounting is not allowed (not root): the caller says so and skips.
+    fn mount(path: &Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(path).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .stderr(Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then(|| SmallDisk(path.to_owned()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Waits for the child to exit, at most `limit`; kills it and fails past that.
+fn wait_at_most(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let until = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            panic!("the server did not exit within {limit:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Hostile-input issue, finding 5: after a write failure (a full disk) the server must say it
+/// is not ready, SIGTERM must end it within its grace, and a restart with room again must
+/// recover every acknowledged webhook. Needs root to mount a small tmpfs (CI runs as root).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_makes_the_server_unready_sigterm_still_exits_and_a_restart_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(disk) = SmallDisk::mount(&dir.path().join("small"), "6m") else {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let data = disk.0.join("data");
+    let mut server = Server::start(&data);
+    let client = reqwest::Client::new();
+    let url = format!("{}/webhooks/livechat", server.http);
+    // Large visitor names: the disk fills after a few dozen webhooks.
+    let filler = "x".repeat(200_000);
+    let mut acked = Vec::new();
+    let mut refused = None;
+    for n in 0..400 {
+        let chat = format!("F{n}");
+        let body = chat_started(&chat).replace("\"name\":\"n\"", &format!("\"name\":\"{filler}\""));
+        let response = client.post(&url).body(body).send().await.unwrap();
+        match response.status().as_u16() {
+            200 => acked.push(chat),
+            status => {
+                refused = Some((status, response.text().await.unwrap()));
+                break;
+            }
+        }
+    }
+    let (status, text) = refused.expect("the disk filled up");
+    assert_eq!(status, 503, "{text}");
+    assert!(!acked.is_empty());
+    let ready = client
+        .get(format!("{}/readyz", server.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+    let reason = ready.text().await.unwrap();
+    assert!(reason.contains("a store write failed"), "{reason}");
+
+    Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    // The default grace is 10 s; the store gets what is left of it.
+    wait_at_most(&mut server.child, Duration::from_secs(30));
+
+    // Room again: the same files on a large disk.
+    let roomy = dir.path().join("roomy");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(&data)
+        .arg(&roomy)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    drop(disk);
+    let server = Server::start(&roomy);
+    let events = all_events(&server.grpc, 0).await;
+    let sequences: Vec<u64> = events.iter().map(|e| e.sequence).collect();
+    assert_eq!(sequences, (1..=events.len() as u64).collect::<Vec<_>>());
+    for chat in &acked {
+        assert!(
+            events.iter().any(|e| e
+                .conversation_id
+                .as_deref()
+                .is_some_and(|id| id.ends_with(&format!("/{chat}")))),
+            "acknowledged chat {chat} is missing after the restart"
+        );
+    }
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+}

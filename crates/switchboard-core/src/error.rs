@@ -1,7 +1,30 @@
 //! One error-code vocabulary for both front doors: every error a user can see carries an
 //! [`ErrorCode`], which maps to exactly one gRPC status code and one HTTP status.
 
+use std::borrow::Cow;
 use std::fmt;
+
+/// The most bytes of an error message a front door sends back. Messages may quote what the
+/// client sent (an id, a field), and a client can send megabytes: longer messages are cut
+/// (at a character boundary) and say how long they were, so an error always fits a gRPC
+/// `grpc-message` header and a small HTTP body.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
+
+/// `message`, cut to at most [`MAX_ERROR_MESSAGE_BYTES`] (plus a short note of its length).
+pub fn cap_message(message: &str) -> Cow<'_, str> {
+    if message.len() <= MAX_ERROR_MESSAGE_BYTES {
+        return Cow::Borrowed(message);
+    }
+    let mut end = MAX_ERROR_MESSAGE_BYTES;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!(
+        "{}... (message cut: {} bytes in all)",
+        &message[..end],
+        message.len()
+    ))
+}
 
 /// What kind of failure happened, independent of the transport that reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -158,5 +181,19 @@ mod tests {
         assert_eq!(ErrorCode::PayloadTooLarge.http_status(), 413);
         assert_eq!(ErrorCode::ResourceExhausted.grpc_code(), 8);
         assert_eq!(ErrorCode::Unavailable.grpc_code(), 14);
+    }
+
+    #[test]
+    fn long_messages_are_cut_at_a_character_boundary() {
+        assert_eq!(cap_message("short"), "short");
+        let long = format!("no conversation {}", "é".repeat(3_000_000));
+        let capped = cap_message(&long);
+        assert!(
+            capped.len() < MAX_ERROR_MESSAGE_BYTES + 64,
+            "{}",
+            capped.len()
+        );
+        assert!(capped.starts_with("no conversation é"));
+        assert!(capped.ends_with(&format!("({} bytes in all)", long.len())));
     }
 }

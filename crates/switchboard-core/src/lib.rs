@@ -33,7 +33,7 @@ pub mod verify;
 
 pub use crate::config::{ConnectionConfig, RateLimit, Secret};
 pub use crate::conversation::{Conversation, Lww, Stamp};
-pub use crate::error::{Error, ErrorCode, Result};
+pub use crate::error::{Error, ErrorCode, MAX_ERROR_MESSAGE_BYTES, Result, cap_message};
 pub use crate::event::{
     ConversationPatch, Event, EventKind, EventPayload, IncomingEvent, dedup_key,
 };

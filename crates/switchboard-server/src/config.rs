@@ -122,6 +122,24 @@ pub struct LimitsSection {
     pub max_stream_subscribers: Option<usize>,
     /// How long shutdown waits for open requests and streams, milliseconds.
     pub shutdown_grace_ms: Option<u64>,
+    /// How long an HTTP/1 request's headers may take to arrive, milliseconds.
+    pub http_header_read_timeout_ms: Option<u64>,
+    /// How long a connection (either port) may carry no traffic before it is closed,
+    /// milliseconds.
+    pub connection_idle_timeout_ms: Option<u64>,
+    /// Concurrent HTTP/2 streams per webhook connection.
+    pub webhook_http2_max_streams: Option<usize>,
+    /// Webhook bodies one peer address may be sending at once; more are answered 429.
+    pub webhook_max_body_reads_per_peer: Option<usize>,
+    /// Concurrent HTTP/2 streams per gRPC connection.
+    pub grpc_max_concurrent_streams: Option<usize>,
+    /// Bytes of events queued for one StreamEvents subscriber (read-ahead included).
+    pub stream_subscriber_buffer_bytes: Option<usize>,
+    /// Bytes of events queued for all StreamEvents subscribers together.
+    pub stream_total_buffer_bytes: Option<usize>,
+    /// How long a subscriber may leave its full buffer unread before its stream is ended with
+    /// RESOURCE_EXHAUSTED, milliseconds.
+    pub stream_stall_timeout_ms: Option<u64>,
 }
 
 /// `[http]`
@@ -135,6 +153,9 @@ pub struct HttpSection {
     /// Allow webhooks of connections with `verify = false` on a non-loopback address.
     #[serde(default)]
     pub allow_unverified: bool,
+    /// Serve `/metrics` on this address of its own instead of the webhook port (which then
+    /// has no `/metrics`).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// `[grpc]`
@@ -187,6 +208,8 @@ pub struct ServerConfig {
     pub grpc_addr: SocketAddr,
     /// Largest webhook body accepted.
     pub body_limit: usize,
+    /// Where `/metrics` is served on its own; `None` serves it on the webhook port.
+    pub metrics_addr: Option<SocketAddr>,
     /// The connections.
     pub connections: Vec<ConnectionConfig>,
     /// True when running on the embedded default (no config file).
@@ -240,6 +263,25 @@ pub struct Limits {
     pub max_stream_subscribers: usize,
     /// How long shutdown waits for open requests and streams before closing them (default 10 s).
     pub shutdown_grace: Duration,
+    /// How long an HTTP/1 request's headers may take to arrive (default 10 s).
+    pub http_header_read_timeout: Duration,
+    /// How long a connection on either port may carry no traffic before it is closed
+    /// (default 60 s; HTTP/2 keepalive pings count as traffic).
+    pub connection_idle_timeout: Duration,
+    /// Concurrent HTTP/2 streams per webhook connection (default 32).
+    pub webhook_http2_max_streams: usize,
+    /// Webhook bodies one peer address may be sending at once (default 128); more get 429.
+    pub webhook_max_body_reads_per_peer: usize,
+    /// Concurrent HTTP/2 streams per gRPC connection (default 256).
+    pub grpc_max_concurrent_streams: usize,
+    /// Bytes of events queued for one StreamEvents subscriber, read-ahead included
+    /// (default 16 MiB).
+    pub stream_subscriber_buffer_bytes: usize,
+    /// Bytes of events queued for all StreamEvents subscribers together (default 512 MiB).
+    pub stream_total_buffer_bytes: usize,
+    /// How long a subscriber may leave its full buffer unread before its stream ends with
+    /// RESOURCE_EXHAUSTED (default 60 s).
+    pub stream_stall_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -257,6 +299,14 @@ impl Default for Limits {
             webhook_body_timeout: Duration::from_secs(10),
             max_stream_subscribers: crate::grpc::DEFAULT_MAX_SUBSCRIBERS,
             shutdown_grace: Duration::from_secs(10),
+            http_header_read_timeout: Duration::from_secs(10),
+            connection_idle_timeout: Duration::from_secs(60),
+            webhook_http2_max_streams: 32,
+            webhook_max_body_reads_per_peer: 128,
+            grpc_max_concurrent_streams: 256,
+            stream_subscriber_buffer_bytes: 16 * 1024 * 1024,
+            stream_total_buffer_bytes: 512 * 1024 * 1024,
+            stream_stall_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -339,6 +389,46 @@ impl Limits {
                 section.shutdown_grace_ms,
                 d.shutdown_grace,
             )?,
+            http_header_read_timeout: ms(
+                "http_header_read_timeout_ms",
+                section.http_header_read_timeout_ms,
+                d.http_header_read_timeout,
+            )?,
+            connection_idle_timeout: ms(
+                "connection_idle_timeout_ms",
+                section.connection_idle_timeout_ms,
+                d.connection_idle_timeout,
+            )?,
+            webhook_http2_max_streams: size(
+                "webhook_http2_max_streams",
+                section.webhook_http2_max_streams,
+                d.webhook_http2_max_streams,
+            )?,
+            webhook_max_body_reads_per_peer: size(
+                "webhook_max_body_reads_per_peer",
+                section.webhook_max_body_reads_per_peer,
+                d.webhook_max_body_reads_per_peer,
+            )?,
+            grpc_max_concurrent_streams: size(
+                "grpc_max_concurrent_streams",
+                section.grpc_max_concurrent_streams,
+                d.grpc_max_concurrent_streams,
+            )?,
+            stream_subscriber_buffer_bytes: size(
+                "stream_subscriber_buffer_bytes",
+                section.stream_subscriber_buffer_bytes,
+                d.stream_subscriber_buffer_bytes,
+            )?,
+            stream_total_buffer_bytes: size(
+                "stream_total_buffer_bytes",
+                section.stream_total_buffer_bytes,
+                d.stream_total_buffer_bytes,
+            )?,
+            stream_stall_timeout: ms(
+                "stream_stall_timeout_ms",
+                section.stream_stall_timeout_ms,
+                d.stream_stall_timeout,
+            )?,
         })
     }
 }
@@ -394,6 +484,7 @@ impl Default for ServerConfig {
             http_addr: DEFAULT_HTTP_ADDR.parse().expect("valid default address"),
             grpc_addr: DEFAULT_GRPC_ADDR.parse().expect("valid default address"),
             body_limit: DEFAULT_BODY_LIMIT,
+            metrics_addr: None,
             connections: Vec::new(),
             embedded_default: false,
             security: SecurityConfig::default(),
@@ -566,6 +657,7 @@ impl ServerConfig {
                 .addr
                 .unwrap_or_else(|| DEFAULT_GRPC_ADDR.parse().expect("valid default address")),
             body_limit: file.http.body_limit_bytes.unwrap_or(DEFAULT_BODY_LIMIT),
+            metrics_addr: file.http.metrics_addr,
             connections,
             embedded_default: false,
             security: SecurityConfig {

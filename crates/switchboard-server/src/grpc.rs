@@ -11,9 +11,8 @@ use switchboard_proto::convert;
 use switchboard_proto::v1;
 use switchboard_proto::v1::switchboard_server::Switchboard;
 use switchboard_store::{AppendRequest, ConversationQuery, Store, StoreError};
-use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
-use tracing::{Instrument, debug, info};
+use tracing::{Instrument, debug, info, warn};
 
 use crate::connections::Connections;
 use crate::sync::SyncRunner;
@@ -31,10 +30,9 @@ pub const MAX_PAGE_SIZE: u32 = 1000;
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
 /// Events read from the store per step of a stream.
 const STREAM_READ_BATCH: usize = 512;
-/// Events buffered per subscriber between the reader task and the transport. A slow subscriber
-/// fills this and then its reader waits: the server holds at most this many of its events
-/// queued (in batches of at most [`stream::SEND_BATCH`]), plus the batch being sent.
-const STREAM_BUFFER: usize = 256;
+/// Most bytes of stored events read per step of a stream (at least one event): with large raw
+/// bodies this, not [`STREAM_READ_BATCH`], bounds a read.
+const STREAM_READ_BYTES: usize = 4 * 1024 * 1024;
 
 /// A core error as a gRPC status.
 pub fn status(error: &Error) -> Status {
@@ -58,12 +56,26 @@ pub struct StreamOptions {
     /// Most StreamEvents subscribers connected at once; one more is refused with
     /// RESOURCE_EXHAUSTED at once (each costs a reader task and a buffer of events).
     pub max_subscribers: usize,
+    /// Bytes of events (in wire form) queued for one subscriber. A subscriber that reads
+    /// slower than events come fills it, and then its reader waits. Besides it a subscriber
+    /// costs at most one read batch in hand and the reads ahead, which are only made while the
+    /// budget has room for them.
+    pub subscriber_buffer_bytes: usize,
+    /// Bytes of events queued for all subscribers together.
+    pub total_buffer_bytes: usize,
+    /// How long a reader waits for room in the budgets before it ends its subscriber's stream
+    /// with RESOURCE_EXHAUSTED (and frees what was queued for it).
+    pub stall_timeout: std::time::Duration,
 }
 
 impl Default for StreamOptions {
     fn default() -> Self {
+        let limits = crate::config::Limits::default();
         StreamOptions {
             max_subscribers: DEFAULT_MAX_SUBSCRIBERS,
+            subscriber_buffer_bytes: limits.stream_subscriber_buffer_bytes,
+            total_buffer_bytes: limits.stream_total_buffer_bytes,
+            stall_timeout: limits.stream_stall_timeout,
         }
     }
 }
@@ -77,6 +89,8 @@ pub struct SwitchboardService {
     shutdown: tokio::sync::watch::Receiver<bool>,
     stream: StreamOptions,
     subscribers: Arc<tokio::sync::Semaphore>,
+    /// The memory budgets of subscribers' queues.
+    budgets: stream::Budgets,
     /// The newest events in wire form, converted once for all subscribers.
     converted: Arc<stream::ConvertedRing>,
     sync: SyncRunner,
@@ -102,6 +116,10 @@ impl SwitchboardService {
             shutdown,
             stream,
             subscribers: Arc::new(tokio::sync::Semaphore::new(stream.max_subscribers)),
+            budgets: stream::Budgets::new(
+                stream.subscriber_buffer_bytes,
+                stream.total_buffer_bytes,
+            ),
             converted: Arc::new(stream::ConvertedRing::new(stream::CONVERTED_EVENTS)),
             sync: SyncRunner::default(),
             idempotency: tickets::InFlightCreates::default(),
@@ -269,7 +287,7 @@ const READ_AHEAD: u64 = 2;
 fn read_log(store: &Store, cursor: Sequence) -> LogRead {
     let store = store.clone();
     tokio::task::spawn_blocking(move || {
-        let events = store.read_events(cursor, STREAM_READ_BATCH)?;
+        let events = store.read_events_bounded(cursor, STREAM_READ_BATCH, STREAM_READ_BYTES)?;
         Ok(events
             .into_iter()
             .map(|event| Arc::new(stream::Converted::new(event)))
@@ -301,11 +319,18 @@ async fn next_events(
         head.0
             .min(cursor.0.saturating_add(STREAM_READ_BATCH as u64)),
     );
-    let shared = converted.run(cursor, to);
+    let mut shared = converted.run(cursor, to);
+    let mut bytes = 0usize;
+    if let Some(cut) = shared.iter().position(|event| {
+        bytes = bytes.saturating_add(event.size);
+        bytes > STREAM_READ_BYTES
+    }) {
+        shared.truncate(cut.max(1));
+    }
     if !shared.is_empty() {
         return Ok((shared, Source::Tail));
     }
-    match store.read_events_cached(cursor, STREAM_READ_BATCH) {
+    match store.read_events_cached_bounded(cursor, STREAM_READ_BATCH, STREAM_READ_BYTES) {
         Some(events) => {
             let events: Vec<_> = events
                 .into_iter()
@@ -445,7 +470,11 @@ impl Switchboard for SwitchboardService {
         let converted = self.converted.clone();
         let mut head_rx = self.store.subscribe_head();
         let mut shutdown = self.shutdown.clone();
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER.div_ceil(stream::SEND_BATCH));
+        let outbox = stream::Outbox::new();
+        let queue = outbox.clone();
+        let budgets = self.budgets.clone();
+        let mine = budgets.for_subscriber();
+        let stall_timeout = self.stream.stall_timeout;
         info!(after = %cursor, "subscriber started");
         let reader = async move {
             // Held for the reader's life: the cap's permit and the subscriber gauge.
@@ -454,7 +483,7 @@ impl Switchboard for SwitchboardService {
             // Catching up, the next batch is read and converted while this one is sent.
             // Each read ahead is keyed by the cursor it reads after: the log has no gaps, so
             // batch k starts at `cursor + k * STREAM_READ_BATCH`; one that does not start where
-            // the reader is (never expected) is dropped and read again.
+            // the reader is (a batch cut short by its byte bound) is dropped and read again.
             let mut ahead: std::collections::VecDeque<(Sequence, LogRead)> =
                 std::collections::VecDeque::new();
             loop {
@@ -471,7 +500,7 @@ impl Switchboard for SwitchboardService {
                 let (batch, source) = match next {
                     Ok(next) => next,
                     Err(status) => {
-                        let _ = tx.send(Err(status)).await;
+                        queue.end(Some(status), false);
                         return;
                     }
                 };
@@ -482,7 +511,7 @@ impl Switchboard for SwitchboardService {
                             if moved.is_ok() { Wake::HeadMoved } else { Wake::StoreClosed }
                         }
                         _ = shutdown.wait_for(|s| *s) => Wake::ShuttingDown,
-                        () = tx.closed() => Wake::SubscriberGone,
+                        () = queue.gone() => Wake::SubscriberGone,
                     };
                     let reason = match wake {
                         Wake::HeadMoved => continue,
@@ -490,12 +519,12 @@ impl Switchboard for SwitchboardService {
                         Wake::StoreClosed => "the store closed; reconnect with after_sequence",
                         Wake::ShuttingDown => SHUTTING_DOWN,
                     };
-                    let _ = tx.send(Err(Status::unavailable(reason))).await;
+                    queue.end(Some(Status::unavailable(reason)), false);
                     return;
                 };
                 if *shutdown.borrow() {
                     // Replaying a backlog never holds up a shutdown.
-                    let _ = tx.try_send(Err(Status::unavailable(SHUTTING_DOWN)));
+                    queue.end(Some(Status::unavailable(SHUTTING_DOWN)), true);
                     return;
                 }
                 metrics.lag(store.head().0, cursor.0);
@@ -505,7 +534,12 @@ impl Switchboard for SwitchboardService {
                     let mut after = ahead.back().map_or(next_cursor, |(after, _)| {
                         Sequence(after.0.saturating_add(STREAM_READ_BATCH as u64))
                     });
-                    while after < head && (ahead.len() as u64) < READ_AHEAD {
+                    // Read ahead only what the subscriber's budget has room for: one that does
+                    // not read gets no reads ahead.
+                    let room = |reads: usize| {
+                        mine.available_permits() >= STREAM_READ_BYTES.saturating_mul(reads + 2)
+                    };
+                    while after < head && (ahead.len() as u64) < READ_AHEAD && room(ahead.len()) {
                         ahead.push_back((after, read_log(&store, after)));
                         after = Sequence(after.0.saturating_add(STREAM_READ_BATCH as u64));
                     }
@@ -514,21 +548,46 @@ impl Switchboard for SwitchboardService {
                 let mut sent = 0;
                 for chunk in stream::batches(matching) {
                     let count = chunk.len();
-                    let gone = match tx.try_send(Ok(chunk)) {
-                        Ok(()) => false,
-                        Err(mpsc::error::TrySendError::Closed(_)) => true,
-                        // The subscriber reads slower than we send: wait for room, but not
-                        // past a shutdown.
-                        Err(mpsc::error::TrySendError::Full(item)) => tokio::select! {
-                            sent = tx.send(item) => sent.is_err(),
-                            _ = shutdown.wait_for(|s| *s) => {
-                                metrics.sent(sent);
-                                let _ = tx.try_send(Err(Status::unavailable(SHUTTING_DOWN)));
-                                return;
-                            }
-                        },
+                    let bytes = chunk.iter().map(|e| e.size).sum::<usize>();
+                    // The subscriber reads slower than we send: wait for room in its budget
+                    // (and in the budget of all), but not past a shutdown or the stall limit.
+                    let budget = tokio::select! {
+                        budget = tokio::time::timeout(stall_timeout, budgets.acquire(&mine, bytes)) => budget,
+                        _ = shutdown.wait_for(|s| *s) => {
+                            metrics.sent(sent);
+                            queue.end(Some(Status::unavailable(SHUTTING_DOWN)), true);
+                            return;
+                        }
+                        () = queue.gone() => {
+                            metrics.sent(sent);
+                            debug!(at = %cursor, "subscriber went away");
+                            return;
+                        }
                     };
-                    if gone {
+                    let Ok(Some(budget)) = budget else {
+                        metrics.sent(sent);
+                        crate::metrics::subscriber_stalled();
+                        warn!(
+                            at = %cursor,
+                            budget_bytes = budgets.subscriber_bytes(),
+                            "subscriber ended: it left its events unread"
+                        );
+                        queue.end(
+                            Some(Status::resource_exhausted(format!(
+                                "this stream had {} bytes of events waiting unread for {} s, \
+                                 so the server ended it; reconnect with after_sequence set to \
+                                 the last sequence you received and read faster (or filter)",
+                                budgets.subscriber_bytes(),
+                                stall_timeout.as_secs()
+                            ))),
+                            true,
+                        );
+                        return;
+                    };
+                    if !queue.push(stream::Queued {
+                        events: chunk,
+                        budget: Some(budget),
+                    }) {
                         metrics.sent(sent);
                         debug!(at = %cursor, "subscriber went away");
                         return;
@@ -540,7 +599,7 @@ impl Switchboard for SwitchboardService {
             }
         };
         tokio::spawn(reader.in_current_span());
-        Ok(Response::new(Box::pin(stream::BatchStream::new(rx))))
+        Ok(Response::new(Box::pin(stream::BatchStream::new(outbox))))
     }
 
     async fn manage_tickets(
@@ -623,7 +682,10 @@ mod stream_cap_tests {
             Connections::default(),
             Vec::new(),
             shutdown_rx,
-            StreamOptions { max_subscribers: 2 },
+            StreamOptions {
+                max_subscribers: 2,
+                ..StreamOptions::default()
+            },
         );
         let open = || service.stream_events(Request::new(v1::StreamEventsRequest::default()));
         let first = open().await.expect("first subscriber");

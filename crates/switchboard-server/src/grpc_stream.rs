@@ -3,14 +3,14 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::{Arc, PoisonError, RwLock};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::task::{Context, Poll, Waker};
 
 use futures::Stream;
 use switchboard_core::{ConnectionId, ConversationId, Event, EventKind, Sequence};
 use switchboard_proto::convert;
 use switchboard_proto::v1;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 
 /// Converted events the service keeps for subscribers tailing the log (the newest ones; a
@@ -27,16 +27,24 @@ pub(super) struct Converted {
     pub(super) kind: EventKind,
     pub(super) conversation: Option<ConversationId>,
     pub(super) wire: v1::Event,
+    /// The wire form's encoded size: what it costs a subscriber's budget.
+    pub(super) size: usize,
 }
 
 impl Converted {
     pub(super) fn new(event: Event) -> Self {
+        let sequence = event.sequence;
+        let connection = event.connection.clone();
+        let kind = event.incoming.kind;
+        let conversation = event.conversation_id();
+        let wire = convert::event_owned(event);
         Converted {
-            sequence: event.sequence,
-            connection: event.connection.clone(),
-            kind: event.incoming.kind,
-            conversation: event.conversation_id(),
-            wire: convert::event_owned(event),
+            sequence,
+            connection,
+            kind,
+            conversation,
+            size: prost::Message::encoded_len(&wire),
+            wire,
         }
     }
 }
@@ -121,22 +129,183 @@ impl ConvertedRing {
     }
 }
 
-/// What a reader task sends its subscriber's transport: a batch of events or the final error.
-pub(super) type Batch = Result<Vec<Arc<Converted>>, Status>;
+/// The bytes of the memory budgets a queued batch holds: its subscriber's and the share of
+/// the budget of all subscribers. Dropped (given back) once the batch has been handed to the
+/// transport.
+#[derive(Debug)]
+pub(super) struct Budget {
+    _subscriber: OwnedSemaphorePermit,
+    _all: OwnedSemaphorePermit,
+}
+
+/// Memory budgets of StreamEvents, in bytes of events in wire form.
+#[derive(Debug, Clone)]
+pub(super) struct Budgets {
+    subscriber: usize,
+    all: Arc<Semaphore>,
+    all_bytes: usize,
+}
+
+/// Semaphores count in u32: budgets are capped at 4 GiB.
+fn permits(bytes: usize) -> u32 {
+    u32::try_from(bytes).unwrap_or(u32::MAX).max(1)
+}
+
+impl Budgets {
+    pub(super) fn new(subscriber: usize, all: usize) -> Self {
+        let all_bytes = permits(all) as usize;
+        Budgets {
+            subscriber: permits(subscriber) as usize,
+            all: Arc::new(Semaphore::new(all_bytes)),
+            all_bytes,
+        }
+    }
+
+    /// One subscriber's budget.
+    pub(super) fn for_subscriber(&self) -> Arc<Semaphore> {
+        Arc::new(Semaphore::new(self.subscriber))
+    }
+
+    /// The bytes of one subscriber's budget.
+    pub(super) fn subscriber_bytes(&self) -> usize {
+        self.subscriber
+    }
+
+    /// Waits until `bytes` fit both the subscriber's budget and the budget of all (a batch
+    /// larger than a budget takes all of it).
+    pub(super) async fn acquire(&self, mine: &Arc<Semaphore>, bytes: usize) -> Option<Budget> {
+        let own = permits(bytes.min(self.subscriber));
+        let shared = permits(bytes.min(self.all_bytes));
+        let subscriber = mine.clone().acquire_many_owned(own).await.ok()?;
+        let all = self.all.clone().acquire_many_owned(shared).await.ok()?;
+        Some(Budget {
+            _subscriber: subscriber,
+            _all: all,
+        })
+    }
+}
+
+/// A batch of events queued for a subscriber, with the budget it holds.
+#[derive(Debug)]
+pub(super) struct Queued {
+    pub(super) events: Vec<Arc<Converted>>,
+    pub(super) budget: Option<Budget>,
+}
+
+/// How a subscriber's stream ends.
+enum End {
+    /// It goes on.
+    Open,
+    /// After the queued events, this error.
+    Error(Status),
+    /// After the queued events, nothing.
+    Done,
+}
+
+struct OutboxState {
+    queue: VecDeque<Queued>,
+    end: End,
+    waker: Option<Waker>,
+    consumer_gone: bool,
+}
+
+/// Between one subscriber's reader task and its transport: a queue of batches whose memory is
+/// bounded by the budgets they hold (not by a count of events), which the reader can also
+/// empty at once when it ends a subscriber that stopped reading.
+pub(super) struct Outbox {
+    state: Mutex<OutboxState>,
+    gone: Notify,
+}
+
+impl Outbox {
+    pub(super) fn new() -> Arc<Self> {
+        Arc::new(Outbox {
+            state: Mutex::new(OutboxState {
+                queue: VecDeque::new(),
+                end: End::Open,
+                waker: None,
+                consumer_gone: false,
+            }),
+            gone: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutboxState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues a batch; false when the subscriber is gone.
+    pub(super) fn push(&self, queued: Queued) -> bool {
+        let mut state = self.lock();
+        if state.consumer_gone {
+            return false;
+        }
+        state.queue.push_back(queued);
+        if let Some(waker) = state.waker.take() {
+            waker.wake();
+        }
+        true
+    }
+
+    /// Ends the stream after what is queued, with `error` if any. `discard` drops what is
+    /// queued first (and frees its budget): for a subscriber that stopped reading.
+    pub(super) fn end(&self, error: Option<Status>, discard: bool) {
+        let mut state = self.lock();
+        if discard {
+            state.queue.clear();
+        }
+        state.end = error.map_or(End::Done, End::Error);
+        if let Some(waker) = state.waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// Resolves once the subscriber has gone (its stream was dropped).
+    pub(super) async fn gone(&self) {
+        loop {
+            let notified = self.gone.notified();
+            if self.lock().consumer_gone {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Whether the subscriber has gone.
+    #[cfg(test)]
+    pub(super) fn is_gone(&self) -> bool {
+        self.lock().consumer_gone
+    }
+}
 
 /// The subscriber's side: flattens the batches into the messages tonic encodes (a clone of a
-/// shared wire form, made just before it is encoded; an unshared one is moved).
+/// shared wire form, made just before it is encoded; an unshared one is moved). A batch's
+/// budget is given back once its last event has been handed over.
 pub(super) struct BatchStream {
-    rx: mpsc::Receiver<Batch>,
+    outbox: Arc<Outbox>,
     current: std::vec::IntoIter<Arc<Converted>>,
+    budget: Option<Budget>,
+    finished: bool,
 }
 
 impl BatchStream {
-    pub(super) fn new(rx: mpsc::Receiver<Batch>) -> Self {
+    pub(super) fn new(outbox: Arc<Outbox>) -> Self {
         BatchStream {
-            rx,
+            outbox,
             current: Vec::new().into_iter(),
+            budget: None,
+            finished: false,
         }
+    }
+}
+
+impl Drop for BatchStream {
+    fn drop(&mut self) {
+        let mut state = self.outbox.lock();
+        state.consumer_gone = true;
+        state.queue.clear();
+        drop(state);
+        self.outbox.gone.notify_one();
     }
 }
 
@@ -152,11 +321,30 @@ impl Stream for BatchStream {
                     .map_or_else(|shared| shared.wire.clone(), |own| own.wire);
                 return Poll::Ready(Some(Ok(wire)));
             }
-            match this.rx.poll_recv(cx) {
-                Poll::Ready(Some(Ok(batch))) => this.current = batch.into_iter(),
-                Poll::Ready(Some(Err(status))) => return Poll::Ready(Some(Err(status))),
-                Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending => return Poll::Pending,
+            this.budget = None;
+            if this.finished {
+                return Poll::Ready(None);
+            }
+            let mut state = this.outbox.lock();
+            if let Some(queued) = state.queue.pop_front() {
+                this.current = queued.events.into_iter();
+                this.budget = queued.budget;
+                continue;
+            }
+            match std::mem::replace(&mut state.end, End::Done) {
+                End::Open => {
+                    state.end = End::Open;
+                    state.waker = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+                End::Error(status) => {
+                    this.finished = true;
+                    return Poll::Ready(Some(Err(status)));
+                }
+                End::Done => {
+                    this.finished = true;
+                    return Poll::Ready(None);
+                }
             }
         }
     }
@@ -241,21 +429,83 @@ mod tests {
         assert_eq!(flat, (1..=(SEND_BATCH as u64 * 2 + 3)).collect::<Vec<_>>());
     }
 
+    fn queued(events: Vec<Arc<Converted>>) -> Queued {
+        Queued {
+            events,
+            budget: None,
+        }
+    }
+
     #[tokio::test]
     async fn the_stream_flattens_batches_and_ends_with_the_error() {
-        let (tx, rx) = mpsc::channel(4);
-        tx.send(Ok(vec![event(1), event(2)])).await.expect("send");
-        tx.send(Ok(vec![event(3)])).await.expect("send");
-        tx.send(Err(Status::unavailable("bye")))
-            .await
-            .expect("send");
-        drop(tx);
-        let items: Vec<_> = futures::StreamExt::collect::<Vec<_>>(BatchStream::new(rx)).await;
+        let outbox = Outbox::new();
+        assert!(outbox.push(queued(vec![event(1), event(2)])));
+        assert!(outbox.push(queued(vec![event(3)])));
+        outbox.end(Some(Status::unavailable("bye")), false);
+        let items: Vec<_> =
+            futures::StreamExt::collect::<Vec<_>>(BatchStream::new(outbox.clone())).await;
         let got: Vec<Result<u64, tonic::Code>> = items
             .into_iter()
             .map(|r| r.map(|e| e.sequence).map_err(|s| s.code()))
             .collect();
         assert_eq!(got, [Ok(1), Ok(2), Ok(3), Err(tonic::Code::Unavailable)]);
+        // The stream was dropped: the reader learns the subscriber is gone.
+        assert!(outbox.is_gone());
+        assert!(!outbox.push(queued(vec![event(4)])));
+    }
+
+    #[tokio::test]
+    async fn budgets_are_held_until_the_batch_is_handed_over_and_freed_when_discarded() {
+        let budgets = Budgets::new(1000, 1500);
+        let mine = budgets.for_subscriber();
+        let other = budgets.for_subscriber();
+        let first = budgets.acquire(&mine, 600).await.expect("room");
+        assert_eq!(mine.available_permits(), 400);
+        // Over one subscriber's budget: it waits.
+        let waiting = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            budgets.acquire(&mine, 600),
+        )
+        .await;
+        assert!(waiting.is_err());
+        // The budget of all is shared: another subscriber gets what is left of it, no more.
+        let second = budgets.acquire(&other, 900).await.expect("room");
+        let over_all = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            budgets.acquire(&other, 50),
+        )
+        .await;
+        assert!(over_all.is_err());
+        drop(second);
+
+        let outbox = Outbox::new();
+        let mut stream = BatchStream::new(outbox.clone());
+        outbox.push(Queued {
+            events: vec![event(1)],
+            budget: Some(first),
+        });
+        // Handing the event over keeps the budget until the next poll finds the batch empty.
+        let got = futures::StreamExt::next(&mut stream).await;
+        assert_eq!(got.map(|r| r.map(|e| e.sequence).ok()), Some(Some(1)));
+        assert_eq!(mine.available_permits(), 400);
+        let pending = futures::poll!(futures::StreamExt::next(&mut stream));
+        assert!(pending.is_pending());
+        assert_eq!(mine.available_permits(), 1000);
+
+        // A discarded queue frees its budget at once, though nobody reads.
+        let held = budgets.acquire(&mine, 700).await.expect("room");
+        outbox.push(Queued {
+            events: vec![event(2)],
+            budget: Some(held),
+        });
+        assert_eq!(mine.available_permits(), 300);
+        outbox.end(Some(Status::resource_exhausted("stalled")), true);
+        assert_eq!(mine.available_permits(), 1000);
+        let end = futures::StreamExt::next(&mut stream).await;
+        assert_eq!(
+            end.map(|r| r.map(|e| e.sequence).map_err(|s| s.code())),
+            Some(Err(tonic::Code::ResourceExhausted))
+        );
     }
 }
 

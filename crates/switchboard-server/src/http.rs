@@ -26,7 +26,9 @@ use switchboard_core::{
 use switchboard_store::{AppendRequest, Store};
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::conn::{Peer, PeerBodyReads};
 use crate::connections::Connections;
+use crate::limits::WebhookLimit;
 use crate::metrics::{self as telemetry, WebhookOutcome};
 
 /// The request id header, in requests and responses.
@@ -44,6 +46,28 @@ pub struct HttpState {
     /// Longest time a sender may take to deliver a webhook's body; a slower one gets 408 and
     /// frees its slot (the vendor redelivers, and redelivery appends nothing).
     pub body_timeout: std::time::Duration,
+    /// Permits for webhooks' store work, taken once a body has arrived.
+    pub permits: WebhookLimit,
+    /// Body reads in flight per peer address.
+    pub body_reads: PeerBodyReads,
+    /// Whether `/metrics` is served here (else it has an address of its own).
+    pub serve_metrics: bool,
+}
+
+impl HttpState {
+    /// State with the default limits (tests and benches that build a router directly).
+    pub fn new(store: Store, connections: Connections) -> Self {
+        let limits = crate::config::Limits::default();
+        HttpState {
+            store,
+            connections,
+            body_limit: crate::config::DEFAULT_BODY_LIMIT,
+            body_timeout: limits.webhook_body_timeout,
+            permits: WebhookLimit::new(limits.webhook_max_concurrent, limits.webhook_retry_after),
+            body_reads: PeerBodyReads::new(limits.webhook_max_body_reads_per_peer),
+            serve_metrics: true,
+        }
+    }
 }
 
 /// The request id of an HTTP request (a request extension set by the router).
@@ -53,13 +77,23 @@ pub struct RequestId(pub String);
 /// The router. Installs the process's metrics recorder if it is not installed yet.
 pub fn router(state: HttpState) -> Router {
     telemetry::install();
-    Router::new()
+    let serve_metrics = state.serve_metrics;
+    let mut router = Router::new()
         .route("/webhooks/{connection_id}", post(webhook))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/readyz", get(readyz));
+    if serve_metrics {
+        router = router.route("/metrics", get(metrics));
+    }
+    router
         .with_state(Arc::new(state))
         .layer(middleware::from_fn(request_id))
+}
+
+/// A router with `/metrics` alone, for `[http] metrics_addr`.
+pub fn metrics_router() -> Router {
+    telemetry::install();
+    Router::new().route("/metrics", get(metrics))
 }
 
 /// Gives each request its id, runs it in a span carrying that id, and echoes the id.
@@ -91,8 +125,19 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
-    if state.store.is_writer_running() {
+    if state.store.is_ready() {
         (StatusCode::OK, "ready\n").into_response()
+    } else if let Some(failure) = state.store.failure() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not ready: a store write failed ({}), so no webhook can be stored; free disk \
+                 space or fix the disk, then restart the server (it recovers every \
+                 acknowledged event)\n",
+                switchboard_core::cap_message(&failure)
+            ),
+        )
+            .into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -173,11 +218,45 @@ fn percent_decode(text: &str) -> Result<String, Error> {
     String::from_utf8(out).map_err(|_| Error::invalid("the query string is not UTF-8"))
 }
 
+/// The deepest JSON nesting a webhook body may have. The store keeps vendor values up to
+/// [`switchboard_store::MAX_VALUE_DEPTH`] levels; a body deeper than that is refused here with
+/// a clear reason before any plugin parses it.
+pub const MAX_BODY_DEPTH: usize = switchboard_store::MAX_VALUE_DEPTH;
+
+/// How deep the arrays and objects of a JSON text nest (brackets inside strings do not count);
+/// for a body that is not JSON, how deep its brackets nest.
+fn nesting_depth(body: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in body {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 async fn webhook(
     State(state): State<Arc<HttpState>>,
     Path(connection_id): Path<String>,
     RawQuery(query): RawQuery,
     Extension(RequestId(request_id)): Extension<RequestId>,
+    peer: Option<Extension<Peer>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -190,6 +269,7 @@ async fn webhook(
         headers,
         body,
         &request_id,
+        peer.map(|Extension(Peer(addr))| addr),
         arrived,
     )
     .instrument(span)
@@ -201,6 +281,9 @@ async fn webhook(
 /// Switchboard's own error body with the request id added; a vendor-specific reply (a
 /// plugin's own `reply`) is left as the vendor expects it (the id is still in the header).
 fn error_response(source: Option<&dyn WebhookSource>, error: &Error, request_id: &str) -> Response {
+    // Messages may quote what the sender sent: never echo more than a bounded prefix.
+    let capped = Error::new(error.code, switchboard_core::cap_message(&error.message));
+    let error = &capped;
     let default = WebhookReply::default_for(Err(error));
     let reply = source.map_or_else(|| default.clone(), |s| s.reply(Err(error)));
     if reply != default {
@@ -226,6 +309,7 @@ async fn handle_webhook<'a>(
     headers: HeaderMap,
     body: Body,
     request_id: &str,
+    peer: Option<std::net::SocketAddr>,
     arrived: Instant,
 ) -> (WebhookOutcome, &'a str, Response) {
     let Some(connection) = state.connections.get(connection_id) else {
@@ -275,6 +359,29 @@ async fn handle_webhook<'a>(
     if declared.is_some_and(|len| len > state.body_limit as u64) {
         return refuse(too_large);
     }
+    // While the body arrives the request holds only its peer's slot, not a store permit.
+    let body_read = match peer {
+        Some(peer) => match state.body_reads.try_start(peer.ip()) {
+            Some(slot) => Some(slot),
+            None => {
+                warn!(%peer, outcome = "shed", "webhook refused: too many bodies in flight from one address");
+                metrics::counter!("switchboard_load_shed_total", "front" => "http_peer")
+                    .increment(1);
+                return (
+                    WebhookOutcome::of(ErrorCode::ResourceExhausted),
+                    label,
+                    crate::limits::overloaded(
+                        format!(
+                            "this address is sending its limit of {} webhook bodies at once",
+                            state.body_reads.max()
+                        ),
+                        state.permits.retry_after(),
+                    ),
+                );
+            }
+        },
+        None => None,
+    };
     let body: Bytes = match tokio::time::timeout(
         state.body_timeout,
         axum::body::to_bytes(body, state.body_limit),
@@ -295,6 +402,24 @@ async fn handle_webhook<'a>(
             return (outcome, label, response);
         }
     };
+    drop(body_read);
+    let _permit = match state.permits.try_acquire() {
+        Ok(permit) => permit,
+        Err(response) => {
+            return (
+                WebhookOutcome::of(ErrorCode::ResourceExhausted),
+                label,
+                response,
+            );
+        }
+    };
+    let depth = nesting_depth(&body);
+    if depth > MAX_BODY_DEPTH {
+        return refuse(Error::invalid(format!(
+            "the body nests {depth} levels deep; webhooks may nest at most {MAX_BODY_DEPTH} \
+             levels (no vendor sends more), so that everything stored reads back"
+        )));
+    }
     let query = match parse_query(query.as_deref()) {
         Ok(query) => query,
         Err(error) => return refuse(error),
@@ -389,6 +514,16 @@ mod tests {
         assert!(serde_urlencoded_pairs("a=%ff").is_err());
     }
 
+    #[test]
+    fn nesting_depth_counts_brackets_outside_strings() {
+        assert_eq!(nesting_depth(b"{}"), 1);
+        assert_eq!(nesting_depth(br#"{"a":[{"b":"[[[{{"}]}"#), 3);
+        assert_eq!(nesting_depth(br#"{"a":"\"[[","b":[1]}"#), 2);
+        assert_eq!(nesting_depth(b"plain text"), 0);
+        let deep = format!("{}{}", "[".repeat(120), "]".repeat(120));
+        assert_eq!(nesting_depth(deep.as_bytes()), 120);
+    }
+
     async fn call(router: &Router, request: Request) -> (StatusCode, HeaderMap, String) {
         use http_body_util::BodyExt as _;
         use tower::ServiceExt as _;
@@ -411,10 +546,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(dir.path()).expect("store");
         let router = router(HttpState {
-            store: store.clone(),
-            connections: Connections::default(),
             body_limit: 1024,
-            body_timeout: std::time::Duration::from_secs(5),
+            ..HttpState::new(store.clone(), Connections::default())
         });
         let (status, _, body) = call(&router, get("/readyz")).await;
         assert_eq!((status, body.as_str()), (StatusCode::OK, "ready\n"));
@@ -435,10 +568,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(dir.path()).expect("store");
         let router = router(HttpState {
-            store: store.clone(),
-            connections: Connections::default(),
             body_limit: 1024,
-            body_timeout: std::time::Duration::from_secs(5),
+            ..HttpState::new(store.clone(), Connections::default())
         });
         let post = |id: Option<&str>| {
             let mut request = Request::post("/webhooks/no-such-connection");
@@ -515,10 +646,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(dir.path()).expect("store");
         let router = router(HttpState {
-            store: store.clone(),
-            connections: Connections::default(),
             body_limit: 1024,
-            body_timeout: std::time::Duration::from_secs(5),
+            ..HttpState::new(store.clone(), Connections::default())
         });
         let request = Request::post("/webhooks/nowhere")
             .header("x-request-id", "log-req-3")

@@ -19,11 +19,13 @@
 
 pub mod auth;
 pub mod config;
+pub mod conn;
 pub mod connections;
 pub mod grpc;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod status_shape;
 pub mod sync;
 pub mod tls;
 
@@ -75,10 +77,13 @@ pub struct RunningServer {
     pub http_addr: SocketAddr,
     /// The bound gRPC address (useful with port 0).
     pub grpc_addr: SocketAddr,
+    /// The bound address of `/metrics` when it has one of its own (`[http] metrics_addr`).
+    pub metrics_addr: Option<SocketAddr>,
     /// The store, shared with the front doors.
     pub store: Store,
     shutdown: watch::Sender<bool>,
     http: JoinHandle<Result<(), std::io::Error>>,
+    metrics: Option<JoinHandle<Result<(), std::io::Error>>>,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     syncs: Vec<JoinHandle<()>>,
     shutdown_grace: std::time::Duration,
@@ -108,6 +113,9 @@ async fn drain<E: std::fmt::Display>(
 /// How long shutdown waits for periodic syncs to finish their page in flight before it stops
 /// them (a stopped page is simply pulled again next time: its cursor was not saved).
 const SYNC_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The least time shutdown gives the store to close, whatever is left of the grace.
+const STORE_CLOSE_MIN: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Opens the store, builds the connections, binds both front doors and starts serving.
 ///
@@ -186,14 +194,23 @@ pub async fn start(
         connections: connections.clone(),
         body_limit: config.body_limit,
         body_timeout: limits.webhook_body_timeout,
+        permits: limits::WebhookLimit::new(
+            limits.webhook_max_concurrent,
+            limits.webhook_retry_after,
+        ),
+        body_reads: conn::PeerBodyReads::new(limits.webhook_max_body_reads_per_peer),
+        serve_metrics: config.metrics_addr.is_none(),
     });
-    let router =
-        limits::WebhookLimit::new(limits.webhook_max_concurrent, limits.webhook_retry_after)
-            .apply(router);
-    let mut http_shutdown = shutdown_rx.clone();
-    let http_stop = async move {
-        let _ = http_shutdown.wait_for(|s| *s).await;
+    let conn_limits = conn::HttpConnLimits {
+        header_read_timeout: limits.http_header_read_timeout,
+        idle_timeout: limits.connection_idle_timeout,
+        http2_max_streams: u32::try_from(limits.webhook_http2_max_streams).unwrap_or(u32::MAX),
+        http2_keepalive_interval: limits.grpc_keepalive_interval,
     };
+    let stop_signal = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let http_stop = stop_signal(shutdown_rx.clone());
     let http = match &tls {
         Some(material) => {
             let listener = tls::TlsListener::new(
@@ -205,23 +222,35 @@ pub async fn start(
                 addr: http_addr,
                 source,
             })?;
-            tokio::spawn(async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(http_stop)
-                    .await
-            })
+            tokio::spawn(conn::serve_http(listener, router, conn_limits, http_stop))
         }
         None => {
             use axum::serve::ListenerExt;
             let listener = http_listener.tap_io(|tcp| {
                 let _ = tcp.set_nodelay(true);
             });
-            tokio::spawn(async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(http_stop)
-                    .await
-            })
+            tokio::spawn(conn::serve_http(listener, router, conn_limits, http_stop))
         }
+    };
+    let metrics_server = match config.metrics_addr {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| ServerError::Bind { addr, source })?;
+            let stop = stop_signal(shutdown_rx.clone());
+            let task = tokio::spawn(conn::serve_http(
+                listener,
+                http::metrics_router(),
+                conn_limits,
+                stop,
+            ));
+            info!(metrics = %bound, "metrics served on their own address");
+            Some((bound, task))
+        }
+        None => None,
     };
 
     let sync_runner = sync::SyncRunner::default();
@@ -238,6 +267,9 @@ pub async fn start(
         shutdown_rx.clone(),
         grpc::StreamOptions {
             max_subscribers: limits.max_stream_subscribers,
+            subscriber_buffer_bytes: limits.stream_subscriber_buffer_bytes,
+            total_buffer_bytes: limits.stream_total_buffer_bytes,
+            stall_timeout: limits.stream_stall_timeout,
         },
     )
     .with_sync_runner(sync_runner.clone());
@@ -252,7 +284,8 @@ pub async fn start(
         .map_err(|e| ServerError::Serve("grpc", e.to_string()))?;
     let mut builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(limits.grpc_keepalive_interval))
-        .http2_keepalive_timeout(Some(limits.grpc_keepalive_timeout));
+        .http2_keepalive_timeout(Some(limits.grpc_keepalive_timeout))
+        .max_concurrent_streams(u32::try_from(limits.grpc_max_concurrent_streams).ok());
     if let Some(material) = &tls {
         builder = builder
             .tls_config(material.grpc(limits.tls_handshake_timeout))
@@ -262,6 +295,7 @@ pub async fn start(
         .max_decoding_message_size(limits.grpc_max_decode_message_bytes)
         .max_encoding_message_size(limits.grpc_max_encode_message_bytes);
     let router = builder
+        .layer(status_shape::StatusShapeLayer)
         .layer(metrics::GrpcObserveLayer)
         .layer(auth::AuthLayer::new(keys))
         .layer(limits::GrpcLimitLayer::new(
@@ -272,8 +306,11 @@ pub async fn start(
         .add_service(reflection)
         .add_service(switchboard);
     // TCP_NODELAY: without it every small response waits for the peer's delayed ACK (40 ms).
-    let incoming =
-        tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    let idle = limits.connection_idle_timeout;
+    let incoming = futures::StreamExt::map(
+        tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+        move |accepted| accepted.map(|tcp| conn::IdleTimeout::new(tcp, idle)),
+    );
     let mut grpc_shutdown = shutdown_rx;
     let grpc = tokio::spawn(async move {
         router
@@ -290,9 +327,12 @@ pub async fn start(
         data_dir = %config.data_dir.display(),
         "switchboard serving"
     );
+    let (metrics_addr, metrics) = metrics_server.unzip();
     Ok(RunningServer {
         http_addr,
         grpc_addr,
+        metrics_addr,
+        metrics,
         store,
         shutdown,
         http,
@@ -323,7 +363,15 @@ impl RunningServer {
         let grace_until = tokio::time::Instant::now() + self.shutdown_grace;
         let http = drain("http", self.http, grace_until).await;
         let grpc = drain("grpc", self.grpc, grace_until).await;
-        self.store.close().await?;
+        if let Some(metrics) = self.metrics {
+            drain("metrics", metrics, grace_until).await?;
+        }
+        // A store on a failed disk may never finish its last flush: it gets what is left of
+        // the grace (at least a few seconds), never more.
+        let close_limit = grace_until
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(STORE_CLOSE_MIN);
+        self.store.close_within(close_limit).await?;
         http?;
         grpc?;
         info!("switchboard stopped");

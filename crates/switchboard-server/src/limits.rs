@@ -9,19 +9,20 @@
 //!   is answered `429 Too Many Requests` at once with `Retry-After` and a JSON reason; vendors
 //!   redeliver, and redelivery is idempotent.
 //!
-//! A permit is held until the response is ready, so for webhooks until the events are durable.
+//! A webhook's permit is taken once its body has arrived (within its size and time limits)
+//! and held until the response is ready, so until the events are durable. While bodies
+//! arrive, each peer address may have at most `webhook_max_body_reads_per_peer` of them in
+//! flight ([`crate::conn::PeerBodyReads`]), so slow senders cannot hold every slot.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 use tower::{Layer, Service};
 
@@ -140,55 +141,49 @@ impl WebhookLimit {
         }
     }
 
-    /// Wraps a router: every `/webhooks/...` request goes through the limiter; other routes
-    /// (health, readiness, metrics) are never shed.
-    pub fn apply(self, router: axum::Router) -> axum::Router {
-        router.layer(axum::middleware::from_fn_with_state(self, limit_webhooks))
-    }
-}
-
-async fn limit_webhooks(
-    State(limit): State<WebhookLimit>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if !request.uri().path().starts_with("/webhooks/") {
-        return next.run(request).await;
-    }
-    match limit.permits.clone().try_acquire_owned() {
-        Ok(permit) => {
-            let response = next.run(request).await;
-            drop(permit);
-            response
-        }
-        Err(_) => {
+    /// A permit for one webhook's store work, or the 429 answer when none is free. Taken
+    /// after the body has arrived, so slow senders hold no permit while they trickle.
+    pub fn try_acquire(&self) -> Result<OwnedSemaphorePermit, Response> {
+        self.permits.clone().try_acquire_owned().map_err(|_| {
             metrics::counter!("switchboard_load_shed_total", "front" => "http").increment(1);
             tracing::warn!(
-                path = %request.uri().path(),
-                limit = limit.max,
+                limit = self.max,
                 outcome = "shed",
                 "webhook refused: too many webhooks at once"
             );
-            let seconds = limit.retry_after.as_secs().max(1);
-            let body = serde_json::json!({
-                "error": "overloaded",
-                "reason": format!(
-                    "the server is handling its limit of {} webhooks at once; retry after {seconds} s",
-                    limit.max
+            overloaded(
+                format!(
+                    "the server is handling its limit of {} webhooks at once",
+                    self.max
                 ),
-            });
-            let mut response =
-                (StatusCode::TOO_MANY_REQUESTS, Body::from(body.to_string())).into_response();
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-            response
-        }
+                self.retry_after,
+            )
+        })
     }
+
+    /// The `Retry-After` of a 429.
+    pub fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+}
+
+/// A 429 answer with `Retry-After` and a JSON reason.
+pub fn overloaded(reason: String, retry_after: Duration) -> Response {
+    let seconds = retry_after.as_secs().max(1);
+    let body = serde_json::json!({
+        "error": "overloaded",
+        "reason": format!("{reason}; retry after {seconds} s"),
+    });
+    let mut response =
+        (StatusCode::TOO_MANY_REQUESTS, Body::from(body.to_string())).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
 }
 
 #[cfg(test)]

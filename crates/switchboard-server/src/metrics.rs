@@ -25,6 +25,9 @@ pub const INGEST_SECONDS: &str = "switchboard_ingest_seconds";
 pub const STREAM_SUBSCRIBERS: &str = "switchboard_stream_subscribers";
 /// StreamEvents subscribers refused because the cap was reached (counter).
 pub const STREAM_SUBSCRIBERS_REFUSED_TOTAL: &str = "switchboard_stream_subscribers_refused_total";
+/// Counter: StreamEvents subscribers ended because they left their events unread past the
+/// stall limit.
+pub const STREAM_SUBSCRIBERS_STALLED_TOTAL: &str = "switchboard_stream_subscribers_stalled_total";
 /// How far a subscriber is behind the head, sampled each time its reader reads a batch
 /// (histogram, events).
 pub const STREAM_LAG_EVENTS: &str = "switchboard_stream_lag_events";
@@ -129,6 +132,10 @@ fn describe() {
         STREAM_SUBSCRIBERS_REFUSED_TOTAL,
         "StreamEvents subscribers refused because the subscriber cap was reached"
     );
+    describe_counter!(
+        STREAM_SUBSCRIBERS_STALLED_TOTAL,
+        "StreamEvents subscribers ended because they left their events unread past the stall limit"
+    );
     describe_histogram!(
         STREAM_LAG_EVENTS,
         "Events between the head of the log and a subscriber's last sent event, sampled per batch read"
@@ -232,6 +239,11 @@ pub fn ingest_latency(connection: &str, elapsed: Duration) {
 /// Counts one subscriber refused by the cap.
 pub fn subscriber_refused() {
     counter!(STREAM_SUBSCRIBERS_REFUSED_TOTAL).increment(1);
+}
+
+/// Counts a subscriber ended for leaving its events unread.
+pub fn subscriber_stalled() {
+    counter!(STREAM_SUBSCRIBERS_STALLED_TOTAL).increment(1);
 }
 
 /// One StreamEvents subscriber's metrics: counts it in [`STREAM_SUBSCRIBERS`] while it lives.
