@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use switchboard_core::verify::{check_token, constant_time_eq};
 use switchboard_core::{
     ConnectionConfig, ConversationPatch, ConversationStatus, Error, EventKind, EventPayload,
@@ -25,6 +26,22 @@ pub const SDK_APP_ID: &str = "sdk_app_id";
 /// The optional connection secret holding a token the callback URL carries.
 pub const WEBHOOK_SECRET: &str = "webhook_secret";
 
+/// The query parameter Tencent's webhook authentication adds: `sha256(Token + RequestTime)`,
+/// hex.
+pub const SIGN_QUERY: &str = "Sign";
+
+/// The query parameter Tencent's webhook authentication adds: the signature's Unix time, in
+/// seconds.
+pub const REQUEST_TIME_QUERY: &str = "RequestTime";
+
+/// The connection setting that widens how far `RequestTime` may be from the time the request
+/// arrived, in seconds.
+pub const SIGN_MAX_AGE_SETTING: &str = "sign_max_age_secs";
+
+/// How far `RequestTime` may be from the arrival time by default: Tencent's documents call a
+/// request more than one minute off invalid.
+pub const DEFAULT_SIGN_MAX_AGE_SECS: u64 = 60;
+
 /// The only `CallbackCommand` this plugin takes.
 pub const CALLBACK_COMMAND: &str = "Desk.SessionEventNotify";
 
@@ -32,19 +49,78 @@ switchboard_core::inventory::submit! {
     Plugin {
         vendor: VENDOR,
         description: "Tencent Cloud customer-service desk: session event callbacks (Desk.SessionEventNotify) folded into conversations",
-        verification: "the SdkAppid query parameter must equal setting `sdk_app_id`; plus a token (?token= or X-Switchboard-Token) when secret `webhook_secret` is set",
+        verification: "the SdkAppid query parameter must equal setting `sdk_app_id`; when secret `webhook_secret` is set, also Tencent's webhook authentication (Sign = sha256(Token + RequestTime), RequestTime within 60 s) or a token (?token= or X-Switchboard-Token)",
         webhook: Some(webhook),
         connector: None,
     }
 }
 
 /// Builds a connection's Tencent webhook source. With verification on, the connection needs
-/// the setting `sdk_app_id`.
+/// the setting `sdk_app_id`; `sign_max_age_secs`, when set, must be a whole number of seconds.
 pub fn webhook(config: &ConnectionConfig) -> Result<Box<dyn WebhookSource>, Error> {
     if config.verify {
         config.required_setting(SDK_APP_ID)?;
     }
+    sign_max_age(config)?;
     Ok(Box::new(TencentWebhook))
+}
+
+/// The connection's `sign_max_age_secs`, else [`DEFAULT_SIGN_MAX_AGE_SECS`].
+fn sign_max_age(config: &ConnectionConfig) -> Result<u64, Error> {
+    match config.setting(SIGN_MAX_AGE_SETTING) {
+        None => Ok(DEFAULT_SIGN_MAX_AGE_SECS),
+        Some(text) => text.parse::<u64>().map_err(|_| {
+            Error::invalid(format!(
+                "connection {} (tencent): `{SIGN_MAX_AGE_SETTING}` is `{text}`: set a whole \
+                 number of seconds",
+                config.id
+            ))
+        }),
+    }
+}
+
+/// Tencent's webhook authentication (Chat "Webhook Overview", Security Considerations): with
+/// an authentication token set at Tencent, the callback URL carries `Sign` =
+/// hex(sha256(Token + RequestTime)) and `RequestTime` (Unix seconds), and a `RequestTime` more
+/// than a minute off makes the request invalid. `Ok(false)` when the request carries neither
+/// parameter.
+fn check_sign(request: &WebhookRequest<'_>, token: &str) -> Result<bool, Error> {
+    let sign = request.query_param(SIGN_QUERY);
+    let time = request.query_param(REQUEST_TIME_QUERY);
+    let (sign, time) = match (sign, time) {
+        (None, None) => return Ok(false),
+        (Some(sign), Some(time)) => (sign, time),
+        _ => {
+            return Err(Error::unauthenticated(
+                "the Tencent callback carries only one of Sign and RequestTime: both come with \
+                 Tencent's webhook authentication",
+            ));
+        }
+    };
+    let Ok(seconds) = time.parse::<i64>() else {
+        return Err(Error::unauthenticated(
+            "the Tencent callback's RequestTime is not a Unix time in seconds",
+        ));
+    };
+    let max_age = sign_max_age(request.connection)?;
+    let age = (request.received_at.as_millis().div_euclid(1000) - seconds).unsigned_abs();
+    if age > max_age {
+        return Err(Error::unauthenticated(format!(
+            "the Tencent callback's RequestTime is {age} s from this server's clock, more than \
+             {max_age} s: a replay, or a clock to fix (NTP); `{SIGN_MAX_AGE_SETTING}` widens \
+             the window"
+        )));
+    }
+    let expected = hex::encode(Sha256::digest(format!("{token}{time}").as_bytes()));
+    if constant_time_eq(sign.to_ascii_lowercase().as_bytes(), expected.as_bytes()) {
+        Ok(true)
+    } else {
+        Err(Error::unauthenticated(
+            "the Tencent callback's Sign does not match sha256(webhook_secret + RequestTime): \
+             set the connection's `webhook_secret` to the webhook authentication token \
+             configured at Tencent",
+        ))
+    }
 }
 
 /// Verifies and parses Tencent desk session event callbacks; see the crate docs.
@@ -69,14 +145,15 @@ impl WebhookSource for TencentWebhook {
                 "the SdkAppid query parameter does not match the connection's sdk_app_id",
             ));
         }
-        if request.connection.secret(WEBHOOK_SECRET).is_some()
-            && !check_token(request, WEBHOOK_SECRET)?
-        {
-            return Err(Error::unauthenticated(
-                "the Tencent callback carries no token; append &token=<webhook_secret> to the callback URL",
-            ));
+        let Some(secret) = request.connection.secret(WEBHOOK_SECRET) else {
+            return Ok(());
+        };
+        if check_sign(request, secret.expose())? || check_token(request, WEBHOOK_SECRET)? {
+            return Ok(());
         }
-        Ok(())
+        Err(Error::unauthenticated(
+            "the Tencent callback carries neither Sign and RequestTime (enable webhook authentication at Tencent with the connection's webhook_secret as its token) nor a token (append &token=<webhook_secret> to the callback URL)",
+        ))
     }
 
     fn parse(&self, request: &WebhookRequest<'_>) -> Result<Vec<IncomingEvent>, Error> {

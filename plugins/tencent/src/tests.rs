@@ -40,7 +40,7 @@ fn fixture_names() -> Vec<String> {
         std::fs::read_dir(format!("{}/fixtures", env!("CARGO_MANIFEST_DIR")))
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| !n.ends_with(".request.json"))
+            .filter(|n| n.ends_with(".json") && !n.ends_with(".request.json"))
             .map(|n| n.trim_end_matches(".json").to_owned())
             .collect();
     names.sort();
@@ -437,6 +437,101 @@ fn verification_checks_the_sdk_app_id_and_the_optional_token() {
     assert!(verify(&with_token, &[], &tokened).is_ok());
     assert!(verify(&with_token, &[("x-switchboard-token", "tok-77")], &query).is_ok());
     assert!(verify(&with_token, &[("x-switchboard-token", "tok-78")], &query).is_err());
+}
+
+/// The example of Tencent's webhook authentication (cloud.tencent.com/document/product/269/117703,
+/// 安全问题): Token `xxxxyyyy`, RequestTime `1669872112`, Sign
+/// `sha256(xxxxyyyy1669872112)`.
+const DOC_TOKEN: &str = "xxxxyyyy";
+const DOC_TIME: &str = "1669872112";
+const DOC_SIGN: &str = "17773bc39a671d7b9aa835458704d2a6db81360a5940292b587d6d760d484061";
+
+fn verify_signed(
+    config: &ConnectionConfig,
+    extra: &[(&str, &str)],
+    received_secs: i64,
+) -> Result<(), Error> {
+    let (body, mut query) = fixture("a02_seed_chatbot_user_send_msg");
+    query.extend(owned(extra));
+    TencentWebhook.verify(&WebhookRequest {
+        connection: config,
+        headers: &[],
+        query: &query,
+        body: &body,
+        received_at: Timestamp::from_secs(received_secs).unwrap(),
+    })
+}
+
+#[test]
+fn tencents_webhook_authentication_sign_is_checked_with_the_documented_example() {
+    let signed = config().with_secret(WEBHOOK_SECRET, DOC_TOKEN);
+    let at: i64 = DOC_TIME.parse().unwrap();
+    let doc = [("Sign", DOC_SIGN), ("RequestTime", DOC_TIME)];
+    verify_signed(&signed, &doc, at).unwrap();
+    verify_signed(&signed, &doc, at + 60).unwrap();
+    verify_signed(&signed, &doc, at - 60).unwrap();
+    let upper = DOC_SIGN.to_ascii_uppercase();
+    verify_signed(&signed, &[("Sign", &upper), ("RequestTime", DOC_TIME)], at).unwrap();
+
+    // Older than a minute: a replay (or a clock to fix), unless the window is widened.
+    let stale = verify_signed(&signed, &doc, at + 61).unwrap_err();
+    assert_eq!(stale.code, ErrorCode::Unauthenticated);
+    assert!(
+        stale.message.contains("sign_max_age_secs"),
+        "{}",
+        stale.message
+    );
+    let wide = signed.clone().with_setting(SIGN_MAX_AGE_SETTING, "3600");
+    verify_signed(&wide, &doc, at + 600).unwrap();
+
+    // Another token, another time, a half signature, a signature that is not a time.
+    let other = config().with_secret(WEBHOOK_SECRET, "xxxxyyyz");
+    assert!(verify_signed(&other, &doc, at).is_err());
+    let later = [("Sign", DOC_SIGN), ("RequestTime", "1669872113")];
+    assert!(verify_signed(&signed, &later, at).is_err());
+    assert!(verify_signed(&signed, &[("Sign", DOC_SIGN)], at).is_err());
+    assert!(verify_signed(&signed, &[("RequestTime", DOC_TIME)], at).is_err());
+    let not_a_time = [("Sign", DOC_SIGN), ("RequestTime", "soon")];
+    assert!(verify_signed(&signed, &not_a_time, at).is_err());
+    // A right token does not excuse a wrong signature.
+    let mixed = [
+        ("Sign", "00"),
+        ("RequestTime", DOC_TIME),
+        ("token", DOC_TOKEN),
+    ];
+    assert!(verify_signed(&signed, &mixed, at).is_err());
+    // Without a secret the SdkAppid check alone decides, whatever Sign says.
+    verify_signed(&config(), &[("Sign", "00"), ("RequestTime", "0")], at).unwrap();
+    // The SdkAppid is still checked on a signed callback.
+    let wrong_app = signed.clone().with_setting(SDK_APP_ID, "1400000000");
+    assert!(verify_signed(&wrong_app, &doc, at).is_err());
+}
+
+#[test]
+fn the_signed_fixture_verifies_with_its_token_when_it_arrives() {
+    let (body, query) = fixture("f01_signed_human_user_send_msg");
+    let signed = config().with_secret(WEBHOOK_SECRET, "tencent-desk-token-51c0");
+    let at = |secs: i64| WebhookRequest {
+        connection: &signed,
+        headers: &[],
+        query: &query,
+        body: &body,
+        received_at: Timestamp::from_secs(secs).unwrap(),
+    };
+    TencentWebhook.verify(&at(1_725_540_025)).unwrap();
+    assert!(TencentWebhook.verify(&at(1_725_540_100)).is_err());
+}
+
+#[test]
+fn a_bad_sign_max_age_setting_is_refused_at_start_up() {
+    let bad = config().with_setting(SIGN_MAX_AGE_SETTING, "a minute");
+    let error = webhook(&bad).unwrap_err();
+    assert_eq!(error.code, ErrorCode::InvalidArgument);
+    assert!(
+        error.message.contains(SIGN_MAX_AGE_SETTING),
+        "{}",
+        error.message
+    );
 }
 
 #[test]

@@ -14,6 +14,8 @@ fn tencent_passes_the_conformance_kit() {
         .strip_credentials(|req: &mut switchboard_testkit::FixtureRequest| {
             req.remove_query("SdkAppid");
             req.remove_query("token");
+            req.remove_query("Sign");
+            req.remove_query("RequestTime");
             req.remove_header("x-switchboard-token");
         })
         .required_fields(&[
