@@ -89,8 +89,9 @@ use switchboard_core::{
 use crate::json::Obj;
 
 pub use crate::connector::{
-    DEFAULT_AGENT_API_BASE_URL, DEFAULT_ARCHIVE_PAGE_SIZE, DEFAULT_BASE_URL, DEFAULT_RATE_LIMIT,
-    LIST_ARCHIVES_PATH, LiveChatConnector, connector,
+    DEFAULT_AGENT_API_BASE_URL, DEFAULT_API_VERSION, DEFAULT_ARCHIVE_PAGE_SIZE, DEFAULT_BASE_URL,
+    DEFAULT_CONFIGURATION_API_BASE_URL, DEFAULT_RATE_LIMIT, LIST_ARCHIVES_PATH, LiveChatConnector,
+    PERSONAL_ACCESS_TOKEN, connector,
 };
 
 /// The vendor name, also the default connection id.
@@ -113,6 +114,12 @@ inventory::submit! {
 /// needs the secret `webhook_secret` (v3.x, or legacy token) or both `basic_user` and
 /// `basic_password` (legacy).
 pub fn webhook(config: &ConnectionConfig) -> Result<Box<dyn WebhookSource>, Error> {
+    // API credentials that cannot work (a token without its Account ID, an unknown
+    // api_version) stop start-up here with the reason, rather than leaving a connection that
+    // looks configured for sync and never syncs.
+    if let Some(error) = connector::incomplete_credentials(config) {
+        return Err(error);
+    }
     if config.verify {
         let secret = config.secret(WEBHOOK_SECRET).is_some();
         let basic =

@@ -11,10 +11,15 @@ use switchboard_core::{
 };
 use switchboard_plugin_livechat::LiveChatConnector;
 use switchboard_store::{AppendRequest, Store, SyncUpdate};
-use switchboard_testkit::fake::livechat::{API_KEY, FakeLiveChat, LOGIN, base64_encode};
+use switchboard_testkit::fake::livechat::{
+    ACCOUNT_ID, API_KEY, FakeLiveChat, LOGIN, base64_encode,
+};
 use switchboard_testkit::fake::{FakeServer, Fault, Recorded};
 
 const CONNECTION: &str = "livechat";
+const LIST_AGENTS: &str = "/v3.6/configuration/action/list_agents";
+const CREATE_AGENT: &str = "/v3.6/configuration/action/create_agent";
+const DELETE_AGENT: &str = "/v3.6/configuration/action/delete_agent";
 
 fn connection_id() -> ConnectionId {
     ConnectionId::new(CONNECTION).unwrap()
@@ -22,10 +27,12 @@ fn connection_id() -> ConnectionId {
 
 fn config(server: &FakeServer, api_key: &str) -> ConnectionConfig {
     ConnectionConfig::new(connection_id(), "livechat")
+        .with_setting("account_id", ACCOUNT_ID)
         .with_setting("login", LOGIN)
-        .with_secret("api_key", api_key)
+        .with_secret("personal_access_token", api_key)
         .with_setting("base_url", server.base_url())
         .with_setting("agent_api_base_url", server.base_url())
+        .with_setting("configuration_api_base_url", server.base_url())
         .with_setting("archive_page_size", "25")
         .with_secret("webhook_secret", "lc-webhook-secret")
 }
@@ -34,7 +41,16 @@ fn connector(config: &ConnectionConfig) -> LiveChatConnector {
     LiveChatConnector::new(config).expect("connector builds")
 }
 
+/// The Agent Chat and Configuration APIs: the Account ID and the personal access token.
 fn expected_basic() -> String {
+    format!(
+        "Basic {}",
+        base64_encode(format!("{ACCOUNT_ID}:{API_KEY}").as_bytes())
+    )
+}
+
+/// The deprecated REST API v2 (tickets): the account's e-mail and the token.
+fn expected_rest_basic() -> String {
     format!(
         "Basic {}",
         base64_encode(format!("{LOGIN}:{API_KEY}").as_bytes())
@@ -69,7 +85,7 @@ async fn sync(connector: &LiveChatConnector, store: &Store, max_pages: Option<us
 }
 
 fn archive_requests(server: &FakeServer) -> Vec<Recorded> {
-    server.log.to_path("/v3.5/agent/action/list_archives")
+    server.log.to_path("/v3.6/agent/action/list_archives")
 }
 
 /// Every seeded chat is in the store once: one conversation each, closed, three messages, and
@@ -329,7 +345,7 @@ async fn the_client_keeps_under_the_vendor_limit_and_survives_it_when_configured
     assert!(fake.snapshot().rate_limited > 0);
     let statuses: Vec<u16> = server
         .log
-        .to_path("/agents")
+        .to_path(LIST_AGENTS)
         .iter()
         .map(|r| r.status.as_u16())
         .collect();
@@ -364,6 +380,19 @@ fn assert_rest_call(request: &Recorded, method: &str, path: &str) {
     assert_eq!(request.method, method, "{path}");
     assert_eq!(request.path, path);
     assert_eq!(request.header("x-api-version"), Some("2"), "{path}");
+    assert_eq!(
+        request.header("authorization"),
+        Some(expected_rest_basic().as_str()),
+        "{path}"
+    );
+    assert!(request.status.is_success(), "{path}: {}", request.status);
+}
+
+/// A Configuration API call: POST, the Account ID and token, no REST version header.
+fn assert_configuration_call(request: &Recorded, path: &str) {
+    assert_eq!(request.method, "POST", "{path}");
+    assert_eq!(request.path, path);
+    assert_eq!(request.header("x-api-version"), None, "{path}");
     assert_eq!(
         request.header("authorization"),
         Some(expected_basic().as_str()),
@@ -482,8 +511,28 @@ async fn ticket_operations_reach_the_rest_api() {
     let missing = tickets.get("NOPE").await.unwrap_err();
     assert_eq!(missing.code, ErrorCode::NotFound);
 
-    // Update without a requester: the connector resends the ticket's own e-mail.
+    // Update: LiveChat documents only `PUT /tickets/<id>/tags`.
     let updated = tickets
+        .update(
+            "TK0000060",
+            &TicketChange {
+                tags: Some(vec!["refund".into(), "vip".into()]),
+                ..TicketChange::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.tags, ["refund", "vip"]);
+    assert_eq!(updated.external_id, "TK0000060");
+    let put = server.log.all().pop().unwrap();
+    assert_rest_call(&put, "PUT", "/tickets/TK0000060/tags");
+    assert_eq!(put.json(), json!({ "tag": ["refund", "vip"] }));
+    assert_eq!(fake.snapshot().tickets["TK0000060"].tags, ["refund", "vip"]);
+
+    // Anything else cannot be done through LiveChat's ticket API: refused with the reason,
+    // before any call, and never as "not found".
+    let calls = server.log.len();
+    let err = tickets
         .update(
             "TK0000060",
             &TicketChange {
@@ -494,28 +543,48 @@ async fn ticket_operations_reach_the_rest_api() {
             },
         )
         .await
-        .unwrap();
-    assert_eq!(updated.status, TicketStatus::Solved);
-    assert_eq!(updated.tags, ["refund"]);
-    assert_eq!(updated.events.len(), 2);
-    let all = server.log.all();
-    let put = all.last().unwrap();
-    assert_rest_call(&all[all.len() - 2], "GET", "/tickets/TK0000060");
-    assert_rest_call(put, "PUT", "/tickets/TK0000060");
-    assert_eq!(
-        put.json(),
-        json!({
-            "requester": {"mail": "ann@example.org", "name": "Ann"},
-            "message": "Refunded",
-            "status": "solved",
-            "tags": ["refund"]
-        })
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::FailedPrecondition, "{err}");
+    assert!(
+        err.message.contains("message, status") && err.message.contains("deprecated"),
+        "{err}"
     );
-    assert_eq!(fake.snapshot().tickets["TK0000060"].status, "solved");
+    assert_eq!(server.log.len(), calls);
+    assert_eq!(fake.snapshot().tickets["TK0000060"].status, "open");
+}
+
+/// The documented ticket answer (`configuration-api/v2.0/index.mdx`, "Get single ticket") as
+/// the fake serves it: the list form, `"groups": [0]`, times in seconds.
+#[tokio::test]
+async fn documented_ticket_answers_are_read() {
+    let fake = FakeLiveChat::new().with_tickets(1);
+    let server = fake.start().await.unwrap();
+    let connector = connector(&config(&server, API_KEY));
+    let ticket = connector.tickets().unwrap().get("TK0000000").await.unwrap();
+    assert_eq!(ticket.groups.len(), 1);
+    assert_eq!(ticket.groups[0].id, 0);
+    assert_eq!(
+        ticket.created_at,
+        Timestamp::from_secs(switchboard_testkit::fake::livechat::FIRST_CHAT_SECS).unwrap()
+    );
+    let raw = server.log.all().pop().unwrap();
+    assert_eq!(raw.status, 200);
+    // A connection without `login` cannot use the ticket API (e-mail + token), and says so.
+    let no_login = config(&server, API_KEY);
+    let mut settings = no_login.clone();
+    settings.settings.remove("login");
+    let err = self::connector(&settings)
+        .tickets()
+        .unwrap()
+        .get("TK0000000")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::FailedPrecondition);
+    assert!(err.message.contains("`login`"), "{err}");
 }
 
 #[tokio::test]
-async fn agent_operations_reach_the_rest_api() {
+async fn agent_operations_use_the_configuration_api() {
     let fake = FakeLiveChat::new().with_agents(1);
     let server = fake.start().await.unwrap();
     let connector = connector(&config(&server, API_KEY));
@@ -526,31 +595,38 @@ async fn agent_operations_reach_the_rest_api() {
         listed.iter().map(|a| a.login.as_str()).collect::<Vec<_>>(),
         [LOGIN, "agent0@example.com"]
     );
-    assert_rest_call(&server.log.all()[0], "GET", "/agents");
+    assert_eq!(listed[0].permission.as_deref(), Some("owner"));
+    assert_eq!(listed[1].max_chats_count, Some(6));
+    let list = server.log.all().remove(0);
+    assert_configuration_call(&list, LIST_AGENTS);
+    assert_eq!(
+        list.json(),
+        json!({ "fields": ["job_title", "max_chats_count", "groups"] })
+    );
 
     let created = agents
         .create(&NewAgent {
             login: "new.agent@example.com".into(),
             name: "New Agent".into(),
             permission: Some("administrator".into()),
-            password: Some("s3cret".into()),
             max_chats_count: Some(3),
             ..NewAgent::default()
         })
         .await
         .unwrap();
+    assert_eq!(created.login, "new.agent@example.com");
     assert_eq!(created.job_title.as_deref(), Some("Support Agent"));
+    assert_eq!(created.permission.as_deref(), Some("administrator"));
     assert_eq!(created.max_chats_count, Some(3));
     let post = server.log.all().pop().unwrap();
-    assert_rest_call(&post, "POST", "/agents");
+    assert_configuration_call(&post, CREATE_AGENT);
     assert_eq!(
         post.json(),
         json!({
-            "login": "new.agent@example.com",
+            "id": "new.agent@example.com",
             "name": "New Agent",
             "job_title": "Support Agent",
-            "permission": "administrator",
-            "password": "s3cret",
+            "role": "administrator",
             "max_chats_count": 3
         })
     );
@@ -565,11 +641,9 @@ async fn agent_operations_reach_the_rest_api() {
     assert_eq!(again.code, ErrorCode::AlreadyExists, "{again}");
 
     agents.delete("new.agent@example.com").await.unwrap();
-    assert_rest_call(
-        &server.log.all().pop().unwrap(),
-        "DELETE",
-        "/agents/new.agent@example.com",
-    );
+    let delete = server.log.all().pop().unwrap();
+    assert_configuration_call(&delete, DELETE_AGENT);
+    assert_eq!(delete.json(), json!({ "id": "new.agent@example.com" }));
     assert!(
         !fake
             .snapshot()
@@ -579,6 +653,19 @@ async fn agent_operations_reach_the_rest_api() {
     );
     let gone = agents.delete("new.agent@example.com").await.unwrap_err();
     assert_eq!(gone.code, ErrorCode::NotFound);
+
+    // The legacy version is one setting away.
+    let legacy = config(&server, API_KEY).with_setting("api_version", "3.5");
+    self::connector(&legacy)
+        .agents()
+        .unwrap()
+        .list()
+        .await
+        .unwrap();
+    assert_eq!(
+        server.log.all().pop().unwrap().path,
+        "/v3.5/configuration/action/list_agents"
+    );
 }
 
 #[tokio::test]
@@ -617,6 +704,10 @@ async fn bad_agents_and_tickets_are_refused_without_calling_the_vendor() {
             max_chats_count: Some(-2),
             ..good.clone()
         },
+        NewAgent {
+            max_chats_count: Some(21),
+            ..good.clone()
+        },
     ];
     for agent in &bad {
         let err = agents.create(agent).await.unwrap_err();
@@ -625,6 +716,19 @@ async fn bad_agents_and_tickets_are_refused_without_calling_the_vendor() {
             err.message.contains(": use") || err.message.contains(": give"),
             "{err}"
         );
+    }
+    for agent in [
+        NewAgent {
+            password: Some("hunter22".into()),
+            ..good.clone()
+        },
+        NewAgent {
+            permission: Some("owner".into()),
+            ..good.clone()
+        },
+    ] {
+        let err = agents.create(&agent).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::FailedPrecondition, "{agent:?}");
     }
     assert_eq!(
         agents.delete("nobody").await.unwrap_err().code,
@@ -675,7 +779,7 @@ fn the_plugin_registers_its_connector_and_refuses_a_connection_without_credentia
     let err = build(&bare).unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidArgument);
     assert!(
-        err.message.contains("`login`") && err.message.contains("`api_key`"),
+        err.message.contains("`account_id`") && err.message.contains("`personal_access_token`"),
         "{err}"
     );
     // Webhooks still work for that connection.
@@ -731,10 +835,95 @@ async fn creating_a_ticket_or_an_agent_is_never_sent_twice_after_a_server_error(
         .await
         .unwrap_err();
     assert_eq!(error.code, ErrorCode::Unavailable, "{}", error.message);
-    assert_eq!(posts("/agents"), 1, "the agent was sent twice");
+    assert_eq!(posts(CREATE_AGENT), 1, "the agent was sent twice");
 
     // A 429 refused the call before LiveChat acted on it: that one is retried.
     server.faults.push(Fault::too_many_requests(1));
     connector.agents().unwrap().create(&agent).await.unwrap();
-    assert_eq!(posts("/agents"), 3);
+    assert_eq!(posts(CREATE_AGENT), 3);
+}
+
+/// A thread still active when pulled is pulled again (by `filters.thread_ids`) by every later
+/// sync until it has ended, even once newer threads exist.
+#[tokio::test]
+async fn an_active_thread_is_pulled_again_until_it_has_ended() {
+    use switchboard_testkit::fake::livechat::seeded_chat;
+    let mut active = seeded_chat(0);
+    active["thread"]["active"] = json!(true);
+    active["thread"]["events"]
+        .as_array_mut()
+        .unwrap()
+        .truncate(1);
+    let fake = FakeLiveChat::new().with_archived_chat(active.clone());
+    let server = fake.start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let connector = connector(&config(&server, API_KEY));
+    let id = ConversationId::new(connection_id(), "C000000000");
+
+    sync(&connector, &store, None).await;
+    let open = store.get_conversation(&id).unwrap().unwrap();
+    assert_eq!(open.status, ConversationStatus::Open);
+    assert_eq!(open.messages.len(), 1);
+
+    // Newer chats arrive; the first thread is still going on.
+    for i in 1..=3 {
+        fake.add_archived_chat(seeded_chat(i));
+    }
+    let mut still = active.clone();
+    still["thread"]["events"] = seeded_chat(0)["thread"]["events"].clone();
+    still["thread"]["events"]
+        .as_array_mut()
+        .unwrap()
+        .truncate(2);
+    fake.add_archived_chat(still);
+    sync(&connector, &store, None).await;
+    assert_eq!(
+        store.get_conversation(&id).unwrap().unwrap().messages.len(),
+        2
+    );
+    let recheck = archive_requests(&server)
+        .into_iter()
+        .find(|r| r.json().pointer("/filters/thread_ids").is_some())
+        .expect("the active thread was asked for by id");
+    assert_eq!(
+        recheck.json(),
+        json!({ "filters": { "thread_ids": ["T000000000"] } })
+    );
+
+    // It ends: the next sync pulls it once more and closes the conversation...
+    fake.add_archived_chat(seeded_chat(0));
+    sync(&connector, &store, None).await;
+    let ended = store.get_conversation(&id).unwrap().unwrap();
+    assert_eq!(ended.status, ConversationStatus::Closed);
+    assert_eq!(ended.messages.len(), 3);
+    assert_eq!(store.conversation_count().unwrap(), 4);
+    // Three snapshots of the first thread (open with 1 and 2 messages, ended) and one of each
+    // other chat, and every message once.
+    assert_eq!(store.event_count().unwrap(), 3 + 3 + 3 * 4);
+    // ...and no sync asks for it again.
+    let asked = |server: &FakeServer| {
+        archive_requests(server)
+            .iter()
+            .filter(|r| r.json().pointer("/filters/thread_ids").is_some())
+            .count()
+    };
+    let before = asked(&server);
+    sync(&connector, &store, None).await;
+    assert_eq!(asked(&server), before);
+}
+
+/// API credentials that cannot work stop start-up (the webhook factory refuses the
+/// connection) with the reason, instead of a connection that never syncs.
+#[test]
+fn a_token_without_its_account_id_stops_start_up() {
+    let old_style = ConnectionConfig::new(connection_id(), "livechat")
+        .with_setting("login", LOGIN)
+        .with_secret("api_key", API_KEY)
+        .with_secret("webhook_secret", "lc-webhook-secret");
+    let err = switchboard_plugin_livechat::webhook(&old_style).unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidArgument);
+    assert!(err.message.contains("`account_id`"), "{err}");
+    let fixed = old_style.with_setting("account_id", ACCOUNT_ID);
+    assert!(switchboard_plugin_livechat::webhook(&fixed).is_ok());
 }

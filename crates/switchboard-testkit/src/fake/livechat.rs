@@ -1,19 +1,23 @@
-//! A fake of the LiveChat APIs the LiveChat connector calls, following the vendor's documented
-//! behaviour (seed 000 for the REST API, LiveChat's public Agent Chat API v3.5 docs for
-//! `list_archives`).
+//! A fake of the LiveChat APIs the LiveChat connector calls, written from LiveChat's public
+//! documents, not from the plugin: the repository `livechat/livechat-public-docs` at commit
+//! `628955e80245804c2cf8cccb6f15898ba49002f9` (2026-06-12). Each endpoint names its page.
 //!
-//! - **REST API v2** (`https://api.livechatinc.com`): HTTP Basic auth with the account's login
-//!   and API key, the header `X-API-Version: 2` on every call. `GET /agents`, `POST /agents`,
-//!   `DELETE /agents/{login}`, `GET /tickets` (25 per page, `page`, `date_from`, `date_to`
-//!   as `YYYY-MM-DD`, `status`), `GET /tickets/{id}`, `POST /tickets`, `PUT /tickets/{id}`.
-//!   Errors are `{"error": "message"}`.
-//! - **Agent Chat API v3.5**: `POST /v3.5/agent/action/list_archives` with a JSON body
-//!   (`filters.from`/`filters.to`, `limit` 1..=100 default 10, `sort_order` default `desc`, or
-//!   only `page_id`); answers `chats`, `found_chats`, `next_page_id`, `previous_page_id`.
-//!   Errors are `{"error": {"type": "...", "message": "..."}}`. Page ids stop working after
-//!   [`FakeLiveChat::expire_page_ids`].
-//! - The documented limit of 100 calls per 60 s per connection (per login), counted over both
-//!   APIs for authenticated calls; beyond it a 429 with `Retry-After`.
+//! - **Authentication** (`src/pages/authorization/personal-access-tokens/index.mdx`): HTTP
+//!   Basic with the **Account ID** as the user and a **personal access token** as the password,
+//!   for the Agent Chat API and the Configuration API. The deprecated REST API v2 shows
+//!   `Basic <email>:<PAT>` and needs `X-API-Version: 2`
+//!   (`src/pages/management/configuration-api/v2.0/index.mdx`, "Authentication").
+//! - **Agent Chat API** v3.5 and v3.6: `POST /v3.x/agent/action/list_archives`.
+//! - **Configuration API** v3.5 and v3.6: `POST /v3.x/configuration/action/list_agents`,
+//!   `create_agent`, `delete_agent` (`src/pages/management/configuration-api/index.mdx`).
+//!   Errors `{"error": {"type", "message"}}` (same page, "Errors").
+//! - **REST API v2, tickets** (deprecated, no successor): `GET /tickets`, `GET /tickets/{id}`,
+//!   `POST /tickets`, `PUT /tickets/{id}/tags` (`configuration-api/v2.0/index.mdx`, "Tickets").
+//!   The documented answers of the single-ticket calls are the list form
+//!   `{pages, total, tickets: [...]}`; tickets have `"groups": [0]` and times in seconds.
+//! - **Limits**: LiveChat documents that limits exist (a `Too many requests` error) but no
+//!   figure; the fake uses seed 000's 100 calls per 60 s (a low-code platform's throttle,
+//!   `/work/shared/seeds/000_*`), per account, answered 429 with `Retry-After` (assumed).
 //!
 //! Data is seeded deterministically by the builder; [`FakeLiveChat::snapshot`] exposes the state
 //! for assertions.
@@ -27,51 +31,52 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State as AxumState};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use serde::Serialize;
 use serde_json::{Value, json};
 use switchboard_core::Timestamp;
 
 use super::{FakeServer, lock};
 
-/// The account login the fake accepts by default.
+/// The account's e-mail: the Basic user of the deprecated REST API v2 (tickets).
 pub const LOGIN: &str = "owner@example.com";
-/// The API key the fake accepts by default.
+/// The Account ID: the Basic user of the Agent Chat and Configuration APIs.
+pub const ACCOUNT_ID: &str = "d24fa41e-bc16-41b8-a15b-9ca45ff7e0cf";
+/// The personal access token the fake accepts by default (the Basic password of every API).
 pub const API_KEY: &str = "lc-api-key-0123456789";
-/// Tickets per page of `GET /tickets`, as documented.
+/// The same token under its documented name.
+pub const PERSONAL_ACCESS_TOKEN: &str = API_KEY;
+/// Tickets per page of `GET /tickets`, as documented ("each containing 25 tickets").
 pub const TICKETS_PER_PAGE: usize = 25;
 /// The first seeded chat starts at 2024-01-01T00:00:00Z; each next one 10 minutes later.
 pub const FIRST_CHAT_SECS: i64 = 1_704_067_200;
 /// Seconds between two seeded chats.
 pub const CHAT_SPACING_SECS: i64 = 600;
+/// The API versions the fake serves (`/v3.5/...`, `/v3.6/...`).
+pub const VERSIONS: [&str; 2] = ["v3.5", "v3.6"];
 
-/// A LiveChat agent as the fake keeps it.
+/// A LiveChat agent as the fake keeps it (Configuration API "Agents").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FakeAgent {
-    /// Login e-mail.
+    /// The agent's `id`: its login e-mail.
     pub login: String,
     /// Name.
     pub name: String,
-    /// `owner`, `administrator` or `normal`.
+    /// The agent's `role`: `owner`, `viceowner`, `administrator` or `normal`.
     pub permission: String,
-    /// Avatar path.
+    /// `avatar_path`.
     pub avatar: String,
     /// Job title.
     pub job_title: String,
     /// `accepting chats` or `not accepting chats`.
     pub login_status: String,
-    /// `accepting chats`, `not accepting chats` or `offline`.
-    pub status: String,
-    /// Limit of concurrent chats.
+    /// Limit of concurrent chats (at most 20).
     pub max_chats_count: i64,
-    /// Group ids.
+    /// Group ids (each with priority `normal`).
     pub groups: Vec<i64>,
-    /// The password it was created with, if any (never served).
-    #[serde(skip)]
-    pub password: Option<String>,
 }
 
-/// A ticket as the fake keeps it (serialized as LiveChat's TicketResponse).
+/// A ticket as the fake keeps it (served in the documented ticket shape).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FakeTicket {
     /// Ticket id.
@@ -84,64 +89,55 @@ pub struct FakeTicket {
     pub requester_mail: String,
     /// Requester name.
     pub requester_name: Option<String>,
-    /// Requester IP.
-    pub requester_ip: Option<String>,
     /// Assignee id (an agent login).
     pub assignee_id: Option<String>,
     /// Source type.
     pub source_type: String,
     /// Source URL.
     pub source_url: Option<String>,
+    /// Group ids.
+    pub groups: Vec<i64>,
     /// Tags.
     pub tags: Vec<String>,
-    /// Created.
+    /// Opened (the documented `opened[0].from`).
     pub date: Timestamp,
     /// Last modified.
     pub modified: Timestamp,
-    /// Its events (`{author, date, is_private, message, type, source}`).
+    /// Its events (`{author, date, is_private, message, type, source}`, dates in seconds).
     pub events: Vec<Value>,
 }
 
+fn secs(at: Timestamp) -> i64 {
+    at.as_millis().div_euclid(1000)
+}
+
 impl FakeTicket {
-    fn requester(&self) -> Value {
-        let mut r = json!({ "mail": self.requester_mail });
+    /// The documented ticket object (`configuration-api/v2.0/index.mdx`, "Get list of
+    /// tickets"): `assignee`, `events`, `id`, `requester{mail,name}`, `groups` (ids),
+    /// `status`, `subject`, `modified` (seconds), `source{type}`, `opened[{from}]`,
+    /// `firstResponse`, `tags`.
+    pub fn to_json(&self, agents: &[FakeAgent]) -> Value {
+        let mut requester = json!({ "mail": self.requester_mail });
         if let Some(name) = &self.requester_name {
-            r["name"] = json!(name);
+            requester["name"] = json!(name);
         }
-        if let Some(ip) = &self.requester_ip {
-            r["ip"] = json!(ip);
-        }
-        r
-    }
-
-    fn source(&self) -> Value {
-        let mut s = json!({ "id": format!("src-{}", self.id), "type": self.source_type });
+        let mut source = json!({ "type": self.source_type });
         if let Some(url) = &self.source_url {
-            s["url"] = json!(url);
+            source["url"] = json!(url);
         }
-        s
-    }
-
-    /// The ListTicketsResponse element.
-    pub fn summary_json(&self) -> Value {
-        json!({
+        let mut v = json!({
+            "events": self.events,
             "id": self.id,
-            "date": rest_time(self.date),
-            "modified": rest_time(self.modified),
-            "requester": self.requester(),
-            "source": self.source(),
+            "requester": requester,
+            "groups": self.groups,
             "status": self.status,
             "subject": self.subject,
-        })
-    }
-
-    /// The TicketResponse.
-    pub fn full_json(&self, agents: &[FakeAgent]) -> Value {
-        let mut v = self.summary_json();
-        v["events"] = Value::Array(self.events.clone());
-        v["groups"] = json!([{ "id": 0, "name": "General" }]);
-        v["currentGroup"] = json!({ "id": 0, "name": "General" });
-        v["tags"] = json!(self.tags);
+            "modified": secs(self.modified),
+            "source": source,
+            "opened": [{ "from": secs(self.date) }],
+            "firstResponse": {},
+            "tags": self.tags,
+        });
         if let Some(id) = &self.assignee_id {
             let name = agents
                 .iter()
@@ -156,9 +152,11 @@ impl FakeTicket {
 /// The whole state of the fake, for assertions.
 #[derive(Debug, Clone)]
 pub struct FakeState {
-    /// The accepted login.
+    /// The accepted e-mail (REST API v2).
     pub login: String,
-    /// The accepted API key.
+    /// The accepted Account ID (Agent Chat and Configuration APIs).
+    pub account_id: String,
+    /// The accepted personal access token.
     pub api_key: String,
     /// Archived chats (each one chat with one `thread`), in `list_archives` ascending order.
     pub chats: Vec<Value>,
@@ -173,7 +171,7 @@ pub struct FakeState {
     /// How many calls were answered 429 by the limit.
     pub rate_limited: u64,
     next_ticket: u64,
-    calls: HashMap<String, VecDeque<tokio::time::Instant>>,
+    calls: VecDeque<tokio::time::Instant>,
 }
 
 /// The fake LiveChat: build it, then serve it with [`FakeLiveChat::start`]. Cheap to clone;
@@ -196,18 +194,15 @@ pub fn v3_time(at: Timestamp) -> String {
     format!("{}000Z", ms.trim_end_matches('Z'))
 }
 
-/// `yyyy-MM-ddTHH:mm:ss.fffZ`, as the REST API writes times.
-pub fn rest_time(at: Timestamp) -> String {
-    at.to_rfc3339()
-}
-
 fn at_secs(secs: i64) -> Timestamp {
     Timestamp::from_secs(secs).unwrap_or_default()
 }
 
-/// The `i`th seeded archived chat (from 0): chat id `C{i:09}`, thread `T{i:09}`, a customer
-/// `customer-{i:06}`, agent `agent{i % 3}@example.com`, started `FIRST_CHAT_SECS + i * 600`,
-/// three events (customer message, agent message, a system message), inactive, tagged `seed`.
+/// The `i`th seeded archived chat (from 0), in the shape of the v3.6 `list_archives` sample and
+/// data structures (`payloads/messaging/v3.6/agent-chat-api/users/customer.json`: `visit`):
+/// chat id `C{i:09}`, thread `T{i:09}`, a customer `customer-{i:06}`, agent
+/// `agent{i % 3}@example.com`, started `FIRST_CHAT_SECS + i * 600`, three events (customer
+/// message, agent message, a system message), inactive, tagged `seed`.
 pub fn seeded_chat(i: usize) -> Value {
     let start = FIRST_CHAT_SECS + i as i64 * CHAT_SPACING_SECS;
     let chat_id = format!("C{i:09}");
@@ -223,7 +218,7 @@ pub fn seeded_chat(i: usize) -> Value {
                 "name": format!("Customer {i}"),
                 "email": format!("customer{i}@example.org"),
                 "present": false,
-                "last_visit": {
+                "visit": {
                     "started_at": v3_time(at_secs(start - 60)),
                     "geolocation": { "country": "Poland", "country_code": "PL", "city": "Wroclaw" },
                     "last_pages": [{ "opened_at": v3_time(at_secs(start - 30)), "url": "https://www.example.com/pricing", "title": "Pricing" }]
@@ -279,7 +274,7 @@ pub fn seeded_chat(i: usize) -> Value {
     })
 }
 
-/// The `i`th seeded ticket (from 0): id `TK{i:07}`, created `FIRST_CHAT_SECS + i * 3600`,
+/// The `i`th seeded ticket (from 0): id `TK{i:07}`, opened `FIRST_CHAT_SECS + i * 3600`,
 /// status cycling open, pending, solved, spam.
 pub fn seeded_ticket(i: usize) -> FakeTicket {
     let date = at_secs(FIRST_CHAT_SECS + i as i64 * 3600);
@@ -292,20 +287,20 @@ pub fn seeded_ticket(i: usize) -> FakeTicket {
         subject: format!("Ticket {i}"),
         requester_mail: mail.clone(),
         requester_name: Some(format!("Requester {i}")),
-        requester_ip: Some("198.51.100.7".to_owned()),
         assignee_id: None,
         source_type: "chat-window".to_owned(),
         source_url: Some("https://www.example.com/contact".to_owned()),
+        groups: vec![0],
         tags: Vec::new(),
         date,
         modified,
         events: vec![json!({
             "author": { "id": mail, "name": format!("Requester {i}"), "type": "client" },
-            "date": rest_time(date),
+            "date": secs(date),
             "is_private": false,
             "message": format!("Please help with issue {i}"),
             "type": "message",
-            "source": { "type": "chat-window", "url": "https://www.example.com/contact" }
+            "source": { "type": "chat-window" }
         })],
     }
 }
@@ -315,13 +310,11 @@ fn owner_agent(login: &str) -> FakeAgent {
         login: login.to_owned(),
         name: "Account Owner".to_owned(),
         permission: "owner".to_owned(),
-        avatar: "livechat.s3.amazonaws.com/1011121/all/avatars/owner.jpg".to_owned(),
+        avatar: "cdn.livechatinc.com/avatars/owner.png".to_owned(),
         job_title: "Support Agent".to_owned(),
         login_status: "accepting chats".to_owned(),
-        status: "accepting chats".to_owned(),
         max_chats_count: 6,
         groups: vec![0],
-        password: None,
     }
 }
 
@@ -338,12 +331,13 @@ fn chat_key(chat: &Value) -> (i64, String, String) {
 }
 
 impl FakeLiveChat {
-    /// A fake with the default credentials ([`LOGIN`], [`API_KEY`]), the owner as the only
-    /// agent, no chats, no tickets, and the documented limit of 100 calls per 60 s.
+    /// A fake with the default credentials ([`LOGIN`], [`ACCOUNT_ID`], [`API_KEY`]), the owner
+    /// as the only agent, no chats, no tickets, and 100 calls per 60 s.
     pub fn new() -> Self {
         FakeLiveChat {
             state: Arc::new(Mutex::new(FakeState {
                 login: LOGIN.to_owned(),
+                account_id: ACCOUNT_ID.to_owned(),
                 api_key: API_KEY.to_owned(),
                 chats: Vec::new(),
                 tickets: BTreeMap::new(),
@@ -352,7 +346,7 @@ impl FakeLiveChat {
                 page_generation: 0,
                 rate_limited: 0,
                 next_ticket: 0,
-                calls: HashMap::new(),
+                calls: VecDeque::new(),
             })),
         }
     }
@@ -362,11 +356,12 @@ impl FakeLiveChat {
     }
 
     /// Accepts these credentials instead of the defaults (the owner agent follows the login).
-    pub fn with_credentials(self, login: &str, api_key: &str) -> Self {
+    pub fn with_credentials(self, login: &str, account_id: &str, token: &str) -> Self {
         {
             let mut s = self.state();
             let old = std::mem::replace(&mut s.login, login.to_owned());
-            s.api_key = api_key.to_owned();
+            s.account_id = account_id.to_owned();
+            s.api_key = token.to_owned();
             for agent in &mut s.agents {
                 if agent.login == old {
                     agent.login = login.to_owned();
@@ -384,7 +379,7 @@ impl FakeLiveChat {
         self
     }
 
-    /// Adds one archived chat as given (a v3.5 chat with one `thread`).
+    /// Adds one archived chat as given (a chat with one `thread`).
     pub fn with_archived_chat(self, chat: Value) -> Self {
         self.add_archived_chat(chat);
         self
@@ -403,7 +398,7 @@ impl FakeLiveChat {
         self
     }
 
-    /// Adds `n` seeded agents `agent{i}@example.com` (normal permission).
+    /// Adds `n` seeded agents `agent{i}@example.com` (role `normal`).
     pub fn with_agents(self, n: usize) -> Self {
         {
             let mut s = self.state();
@@ -423,14 +418,18 @@ impl FakeLiveChat {
         self
     }
 
-    /// Adds an archived chat while the fake runs.
+    /// Adds an archived chat while the fake runs; a chat with the same chat and thread ids
+    /// replaces the one there (a thread that changed: tagged, ended, new events).
     pub fn add_archived_chat(&self, chat: Value) {
         let mut s = self.state();
+        s.chats
+            .retain(|c| (&c["id"], &c["thread"]["id"]) != (&chat["id"], &chat["thread"]["id"]));
         s.chats.push(chat);
         s.chats.sort_by_key(chat_key);
     }
 
-    /// Makes every page id issued so far invalid (LiveChat's page ids expire).
+    /// Makes every page id issued so far invalid (LiveChat's page ids expire: "The maximum
+    /// duration of the `page_id` parameter before it expires is one month").
     pub fn expire_page_ids(&self) {
         self.state().page_generation += 1;
     }
@@ -440,14 +439,25 @@ impl FakeLiveChat {
         self.state().clone()
     }
 
-    /// The router serving both APIs.
+    /// The router serving every API.
     pub fn router(&self) -> Router {
         Router::new()
-            .route("/agents", get(list_agents).post(create_agent))
-            .route("/agents/{login}", axum::routing::delete(delete_agent))
             .route("/tickets", get(list_tickets).post(create_ticket))
-            .route("/tickets/{id}", get(get_ticket).put(update_ticket))
-            .route("/v3.5/agent/action/list_archives", post(list_archives))
+            .route("/tickets/{id}", get(get_ticket))
+            .route("/tickets/{id}/tags", put(update_ticket_tags))
+            .route("/{version}/agent/action/list_archives", post(list_archives))
+            .route(
+                "/{version}/configuration/action/list_agents",
+                post(list_agents),
+            )
+            .route(
+                "/{version}/configuration/action/create_agent",
+                post(create_agent),
+            )
+            .route(
+                "/{version}/configuration/action/delete_agent",
+                post(delete_agent),
+            )
             .with_state(self.clone())
     }
 
@@ -462,14 +472,21 @@ impl FakeLiveChat {
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Api {
+    /// REST API v2 (tickets): errors `{"error": "message"}` (assumed: the v2.0 page says only
+    /// that "additional info is included in the body of the return call, JSON-formatted").
     Rest,
+    /// Agent Chat API: errors `{"error": {"type", "message"}}`.
     AgentChat,
+    /// Configuration API: errors `{"error": {"type", "message"}}`.
+    Configuration,
 }
 
 fn error_response(api: Api, status: StatusCode, kind: &str, message: &str) -> Response {
     let body = match api {
         Api::Rest => json!({ "error": message }),
-        Api::AgentChat => json!({ "error": { "type": kind, "message": message } }),
+        Api::AgentChat | Api::Configuration => {
+            json!({ "error": { "type": kind, "message": message } })
+        }
     };
     (
         status,
@@ -488,7 +505,23 @@ fn ok_json(status: StatusCode, body: Value) -> Response {
         .into_response()
 }
 
-/// Checks Basic auth, the API version header (REST only) and the call limit.
+/// A version in the path the fake serves (`v3.5`, `v3.6`); else LiveChat's
+/// `unsupported_version` error (Configuration API "Possible errors"; status assumed 400).
+fn admit_version(version: &str, api: Api) -> Result<(), Box<Response>> {
+    if VERSIONS.contains(&version) {
+        Ok(())
+    } else {
+        Err(Box::new(error_response(
+            api,
+            StatusCode::BAD_REQUEST,
+            "unsupported_version",
+            "Unsupported version",
+        )))
+    }
+}
+
+/// Checks Basic auth (REST v2: e-mail and token, with `X-API-Version: 2`; the v3 APIs:
+/// Account ID and token) and the call limit, counted per account over every API.
 fn admit(fake: &FakeLiveChat, api: Api, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let credentials = headers
         .get(header::AUTHORIZATION)
@@ -497,7 +530,7 @@ fn admit(fake: &FakeLiveChat, api: Api, headers: &HeaderMap) -> Result<(), Box<R
         .and_then(|b64| base64_decode(b64.trim()))
         .and_then(|bytes| String::from_utf8(bytes).ok());
     let mut s = fake.state();
-    let Some((login, key)) = credentials
+    let Some((user, token)) = credentials
         .as_deref()
         .and_then(|c| c.split_once(':'))
         .map(|(l, k)| (l.to_owned(), k.to_owned()))
@@ -506,15 +539,22 @@ fn admit(fake: &FakeLiveChat, api: Api, headers: &HeaderMap) -> Result<(), Box<R
             api,
             StatusCode::UNAUTHORIZED,
             "authentication",
-            "Authentication required: use HTTP Basic auth with your login and API key",
+            "Authentication required: use HTTP Basic auth with your Account ID and personal access token",
         )));
     };
-    if login != s.login || key != s.api_key {
+    let expected_user = match api {
+        Api::Rest => &s.login,
+        Api::AgentChat | Api::Configuration => &s.account_id,
+    };
+    if &user != expected_user || token != s.api_key {
         return Err(Box::new(error_response(
             api,
             StatusCode::UNAUTHORIZED,
             "authentication",
-            "Invalid login or API key",
+            match api {
+                Api::Rest => "Invalid e-mail or personal access token",
+                _ => "Invalid Account ID or personal access token",
+            },
         )));
     }
     if api == Api::Rest {
@@ -530,15 +570,15 @@ fn admit(fake: &FakeLiveChat, api: Api, headers: &HeaderMap) -> Result<(), Box<R
     }
     let (limit, window) = s.rate_limit;
     let now = tokio::time::Instant::now();
-    let calls = s.calls.entry(login).or_default();
-    while calls
+    while s
+        .calls
         .front()
         .is_some_and(|t| now.duration_since(*t) >= window)
     {
-        calls.pop_front();
+        s.calls.pop_front();
     }
-    if calls.len() >= limit {
-        let oldest = calls.front().copied().unwrap_or(now);
+    if s.calls.len() >= limit {
+        let oldest = s.calls.front().copied().unwrap_or(now);
         let wait = window.saturating_sub(now.duration_since(oldest));
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         s.rate_limited += 1;
@@ -553,7 +593,7 @@ fn admit(fake: &FakeLiveChat, api: Api, headers: &HeaderMap) -> Result<(), Box<R
         }
         return Err(Box::new(response));
     }
-    calls.push_back(now);
+    s.calls.push_back(now);
     Ok(())
 }
 
@@ -609,6 +649,10 @@ pub fn base64_encode(bytes: &[u8]) -> String {
 }
 
 fn json_body(api: Api, body: &Bytes) -> Result<serde_json::Map<String, Value>, Box<Response>> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        // The Configuration API's list actions take an empty payload.
+        return Ok(serde_json::Map::new());
+    }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => Ok(map),
         _ => Err(Box::new(error_response(
@@ -622,44 +666,6 @@ fn json_body(api: Api, body: &Bytes) -> Result<serde_json::Map<String, Value>, B
 
 fn invalid(api: Api, message: &str) -> Response {
     error_response(api, StatusCode::BAD_REQUEST, "validation", message)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Agents
-
-fn agent_summary(agent: &FakeAgent) -> Value {
-    json!({
-        "login": agent.login,
-        "name": agent.name,
-        "permission": agent.permission,
-        "avatar": agent.avatar,
-        "status": agent.status,
-    })
-}
-
-fn agent_full(agent: &FakeAgent) -> Value {
-    json!({
-        "login": agent.login,
-        "name": agent.name,
-        "permission": agent.permission,
-        "avatar": agent.avatar,
-        "job_title": agent.job_title,
-        "login_status": agent.login_status,
-        "status": agent.status,
-        "max_chats_count": agent.max_chats_count,
-        "groups": agent.groups.iter().map(|id| json!({ "id": id, "name": if *id == 0 { "General" } else { "Group" } })).collect::<Vec<_>>(),
-    })
-}
-
-async fn list_agents(AxumState(fake): AxumState<FakeLiveChat>, headers: HeaderMap) -> Response {
-    if let Err(r) = admit(&fake, Api::Rest, &headers) {
-        return *r;
-    }
-    let s = fake.state();
-    ok_json(
-        StatusCode::OK,
-        Value::Array(s.agents.iter().map(agent_summary).collect()),
-    )
 }
 
 /// A plausible e-mail address: one `@`, something on each side, a dot in the domain.
@@ -677,117 +683,203 @@ pub fn looks_like_email(text: &str) -> bool {
     }
 }
 
-async fn create_agent(
+// ---------------------------------------------------------------------------------------------
+// Configuration API: agents (`src/pages/management/configuration-api/index.mdx`, "Agents", and
+// `payloads/management/v3.6/configuration-api/responses/agents/*.json`, at 628955e8)
+
+/// An agent as `list_agents` answers it: `id`, `account_id`, `name`, `role`, `login_status`,
+/// `avatar_path`, plus the optional `fields` asked for (`job_title`, `max_chats_count`,
+/// `groups`).
+fn agent_json(agent: &FakeAgent, index: usize, fields: &[&str]) -> Value {
+    let mut v = json!({
+        "id": agent.login,
+        "account_id": format!("00000000-0000-4000-8000-{index:012}"),
+        "name": agent.name,
+        "role": agent.permission,
+        "login_status": agent.login_status,
+        "avatar_path": agent.avatar,
+    });
+    if fields.contains(&"job_title") {
+        v["job_title"] = json!(agent.job_title);
+    }
+    if fields.contains(&"max_chats_count") {
+        v["max_chats_count"] = json!(agent.max_chats_count);
+    }
+    if fields.contains(&"groups") {
+        v["groups"] = Value::Array(
+            agent
+                .groups
+                .iter()
+                .map(|id| json!({ "id": id, "priority": "normal" }))
+                .collect(),
+        );
+    }
+    v
+}
+
+/// `POST /v3.x/configuration/action/list_agents` (`filters.group_ids`, `fields`).
+async fn list_agents(
     AxumState(fake): AxumState<FakeLiveChat>,
+    Path(version): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = admit(&fake, Api::Rest, &headers) {
+    if let Err(r) = admit_version(&version, Api::Configuration) {
         return *r;
     }
-    let body = match json_body(Api::Rest, &body) {
+    if let Err(r) = admit(&fake, Api::Configuration, &headers) {
+        return *r;
+    }
+    let body = match json_body(Api::Configuration, &body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    let fields: Vec<&str> = body
+        .get("fields")
+        .and_then(Value::as_array)
+        .map(|f| f.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let groups: Option<Vec<i64>> = body
+        .get("filters")
+        .and_then(|f| f.get("group_ids"))
+        .and_then(Value::as_array)
+        .map(|g| g.iter().filter_map(Value::as_i64).collect());
+    let s = fake.state();
+    let agents: Vec<Value> = s
+        .agents
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| {
+            groups
+                .as_ref()
+                .is_none_or(|g| a.groups.iter().any(|id| g.contains(id)))
+        })
+        .map(|(i, a)| agent_json(a, i, &fields))
+        .collect();
+    ok_json(StatusCode::OK, Value::Array(agents))
+}
+
+/// `POST /v3.x/configuration/action/create_agent`: `id` and `name` required; `role`
+/// (`viceowner`, `administrator`, `normal`; default `normal`), `login_status` (default
+/// `not accepting chats`), `job_title`, `max_chats_count` (at most 20, default 6), `groups`
+/// (`[{id, priority}]`). Answers `{"id": ...}` (`createAgent.json`). An existing id answers
+/// `already_exists` (a documented error type; HTTP 409 assumed).
+async fn create_agent(
+    AxumState(fake): AxumState<FakeLiveChat>,
+    Path(version): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    const API: Api = Api::Configuration;
+    if let Err(r) = admit_version(&version, API) {
+        return *r;
+    }
+    if let Err(r) = admit(&fake, API, &headers) {
+        return *r;
+    }
+    let body = match json_body(API, &body) {
         Ok(b) => b,
         Err(r) => return *r,
     };
     let text = |key: &str| body.get(key).and_then(Value::as_str).map(str::to_owned);
-    let Some(login) = text("login").filter(|l| looks_like_email(l)) else {
-        return invalid(Api::Rest, "login: must be a valid e-mail address");
+    let Some(id) = text("id").filter(|l| looks_like_email(l)) else {
+        return invalid(API, "id: must be the agent's e-mail");
     };
     let Some(name) = text("name").filter(|n| !n.trim().is_empty()) else {
-        return invalid(Api::Rest, "name: is required");
+        return invalid(API, "name: is required");
     };
-    let password = text("password");
-    if password.as_ref().is_some_and(|p| p.chars().count() < 5) {
-        return invalid(Api::Rest, "password: must be at least 5 characters long");
+    let role = text("role").unwrap_or_else(|| "normal".to_owned());
+    if !["viceowner", "administrator", "normal"].contains(&role.as_str()) {
+        return invalid(API, "role: must be one of viceowner, administrator, normal");
     }
-    let permission = text("permission").unwrap_or_else(|| "normal".to_owned());
-    if !["owner", "administrator", "normal"].contains(&permission.as_str()) {
-        return invalid(
-            Api::Rest,
-            "permission: must be one of owner, administrator, normal",
-        );
-    }
-    let login_status = text("login_status").unwrap_or_else(|| "accepting chats".to_owned());
+    let login_status = text("login_status").unwrap_or_else(|| "not accepting chats".to_owned());
     if !["accepting chats", "not accepting chats"].contains(&login_status.as_str()) {
         return invalid(
-            Api::Rest,
+            API,
             "login_status: must be accepting chats or not accepting chats",
         );
     }
     let max_chats_count = match body.get("max_chats_count") {
         None | Some(Value::Null) => 6,
-        Some(Value::Number(n)) => match n.as_i64() {
-            Some(v) if v >= 0 => v,
-            _ => return invalid(Api::Rest, "max_chats_count: must be a non-negative integer"),
+        Some(v) => match v.as_i64() {
+            Some(n @ 0..=20) => n,
+            _ => return invalid(API, "max_chats_count: must be an integer from 0 to 20"),
         },
-        Some(Value::String(s)) => match s.parse::<i64>() {
-            Ok(v) if v >= 0 => v,
-            _ => return invalid(Api::Rest, "max_chats_count: must be a non-negative integer"),
-        },
-        Some(_) => return invalid(Api::Rest, "max_chats_count: must be a non-negative integer"),
+    };
+    let groups = match body.get("groups") {
+        None | Some(Value::Null) => vec![0],
+        Some(Value::Array(items)) => {
+            let mut ids = Vec::new();
+            for item in items {
+                match (item.get("id").and_then(Value::as_i64), item.get("priority")) {
+                    (Some(id), Some(Value::String(_))) => ids.push(id),
+                    _ => return invalid(API, "groups: each needs an id and a priority"),
+                }
+            }
+            ids
+        }
+        Some(_) => return invalid(API, "groups: must be an array"),
     };
     let mut s = fake.state();
-    if s.agents.iter().any(|a| a.login == login) {
+    if s.agents.iter().any(|a| a.login == id) {
         return error_response(
-            Api::Rest,
+            API,
             StatusCode::CONFLICT,
-            "conflict",
-            "Agent with this login already exists",
+            "already_exists",
+            "Agent already exists",
         );
     }
     let agent = FakeAgent {
-        avatar: format!(
-            "livechat.s3.amazonaws.com/1011121/all/avatars/{}.jpg",
-            s.agents.len()
-        ),
-        login,
+        avatar: format!("cdn.livechatinc.com/avatars/{}.png", s.agents.len()),
+        login: id.clone(),
         name,
-        permission,
-        job_title: text("job_title").unwrap_or_else(|| "Support Agent".to_owned()),
-        status: if login_status == "accepting chats" {
-            "accepting chats".to_owned()
-        } else {
-            "not accepting chats".to_owned()
-        },
+        permission: role,
+        job_title: text("job_title").unwrap_or_default(),
         login_status,
         max_chats_count,
-        groups: vec![0],
-        password,
+        groups,
     };
-    let answer = agent_full(&agent);
     s.agents.push(agent);
-    ok_json(StatusCode::OK, answer)
+    ok_json(StatusCode::OK, json!({ "id": id }))
 }
 
+/// `POST /v3.x/configuration/action/delete_agent` `{id}`: "No response payload (200 OK)";
+/// an unknown id answers `not_found` (404 assumed); the owner cannot be deleted (assumed:
+/// `validation`, 400).
 async fn delete_agent(
     AxumState(fake): AxumState<FakeLiveChat>,
+    Path(version): Path<String>,
     headers: HeaderMap,
-    Path(login): Path<String>,
+    body: Bytes,
 ) -> Response {
-    if let Err(r) = admit(&fake, Api::Rest, &headers) {
+    const API: Api = Api::Configuration;
+    if let Err(r) = admit_version(&version, API) {
         return *r;
     }
+    if let Err(r) = admit(&fake, API, &headers) {
+        return *r;
+    }
+    let body = match json_body(API, &body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    let Some(id) = body.get("id").and_then(Value::as_str) else {
+        return invalid(API, "id: is required");
+    };
     let mut s = fake.state();
-    let Some(index) = s.agents.iter().position(|a| a.login == login) else {
-        return error_response(
-            Api::Rest,
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "Agent not found",
-        );
+    let Some(index) = s.agents.iter().position(|a| a.login == id) else {
+        return error_response(API, StatusCode::NOT_FOUND, "not_found", "Agent not found");
     };
     if s.agents[index].permission == "owner" {
-        return invalid(Api::Rest, "The owner of the account cannot be removed");
+        return invalid(API, "The owner of the license cannot be deleted");
     }
     s.agents.remove(index);
-    ok_json(
-        StatusCode::OK,
-        json!({ "result": format!("{login} removed successfully") }),
-    )
+    ok_json(StatusCode::OK, json!({}))
 }
 
 // ---------------------------------------------------------------------------------------------
-// Tickets
+// REST API v2: tickets (`src/pages/management/configuration-api/v2.0/index.mdx`, "Tickets
+// (deprecated)", at 628955e8)
 
 fn parse_day(text: &str) -> Option<Timestamp> {
     let ok = text.len() == 10
@@ -806,6 +898,14 @@ fn parse_day(text: &str) -> Option<Timestamp> {
 
 const STATUSES: [&str; 4] = ["open", "pending", "solved", "spam"];
 
+/// The list form every documented ticket answer uses.
+fn ticket_page(tickets: &[Value], total: usize, pages: usize) -> Value {
+    json!({ "pages": pages, "total": total, "tickets": tickets })
+}
+
+/// `GET /tickets`: `page` (from 1), `date_from`/`date_to` (`YYYY-MM-DD`, "the tickets with
+/// any of their activities matching the date"), `status`, `order` (by last modification,
+/// default `desc`); 25 a page; `{pages, total, tickets}`.
 async fn list_tickets(
     AxumState(fake): AxumState<FakeLiveChat>,
     headers: HeaderMap,
@@ -850,30 +950,52 @@ async fn list_tickets(
             );
         }
     }
+    let asc = match query.get("order").map(String::as_str) {
+        None | Some("desc") => false,
+        Some("asc") => true,
+        Some(_) => return invalid(Api::Rest, "order: must be asc or desc"),
+    };
     let s = fake.state();
+    let active_in_range = |t: &FakeTicket| {
+        let mut times = t
+            .events
+            .iter()
+            .filter_map(|e| e["date"].as_i64())
+            .map(|secs| secs * 1000)
+            .chain([t.date.as_millis(), t.modified.as_millis()]);
+        times.any(|ms| from.is_none_or(|f| ms >= f) && to.is_none_or(|end| ms < end))
+    };
     let mut tickets: Vec<&FakeTicket> = s
         .tickets
         .values()
-        .filter(|t| from.is_none_or(|f| t.date.as_millis() >= f))
-        .filter(|t| to.is_none_or(|end| t.date.as_millis() < end))
+        .filter(|t| active_in_range(t))
         .filter(|t| status.as_ref().is_none_or(|st| &t.status == st))
         .collect();
-    // Newest first, as LiveChat lists them.
-    tickets.sort_by(|a, b| (b.date, &b.id).cmp(&(a.date, &a.id)));
+    tickets.sort_by(|a, b| (b.modified, &b.id).cmp(&(a.modified, &a.id)));
+    if asc {
+        tickets.reverse();
+    }
     let total = tickets.len();
     let pages = total.div_ceil(TICKETS_PER_PAGE);
     let items: Vec<Value> = tickets
         .iter()
         .skip((page - 1) * TICKETS_PER_PAGE)
         .take(TICKETS_PER_PAGE)
-        .map(|t| t.summary_json())
+        .map(|t| t.to_json(&s.agents))
         .collect();
-    ok_json(
-        StatusCode::OK,
-        json!({ "tickets": items, "total": total, "pages": pages }),
+    ok_json(StatusCode::OK, ticket_page(&items, total, pages))
+}
+
+fn ticket_not_found() -> Response {
+    error_response(
+        Api::Rest,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "Ticket not found",
     )
 }
 
+/// `GET /tickets/<TICKET_ID>`: the documented answer is the list form with the ticket.
 async fn get_ticket(
     AxumState(fake): AxumState<FakeLiveChat>,
     headers: HeaderMap,
@@ -884,221 +1006,140 @@ async fn get_ticket(
     }
     let s = fake.state();
     match s.tickets.get(&id) {
-        Some(t) => ok_json(StatusCode::OK, t.full_json(&s.agents)),
-        None => error_response(
-            Api::Rest,
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "Ticket not found",
-        ),
+        Some(t) => ok_json(StatusCode::OK, ticket_page(&[t.to_json(&s.agents)], 1, 1)),
+        None => ticket_not_found(),
     }
 }
 
-struct TicketFields {
-    message: Option<String>,
-    mail: Option<String>,
-    name: Option<String>,
-    subject: Option<String>,
-    assignee: Option<String>,
-    source_type: Option<String>,
-    source_url: Option<String>,
-    status: Option<String>,
-    tags: Option<Vec<String>>,
-}
-
-/// Admits a REST ticket write (create or update) and reads its fields from the JSON body.
-fn admit_ticket_request(
-    fake: &FakeLiveChat,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<TicketFields, Box<Response>> {
-    admit(fake, Api::Rest, headers)?;
-    ticket_fields(&json_body(Api::Rest, body)?)
-}
-
-fn ticket_fields(body: &serde_json::Map<String, Value>) -> Result<TicketFields, Box<Response>> {
-    let s = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
-    let requester = body.get("requester");
-    let source = body.get("source");
-    let tags = match body.get("tags") {
-        None | Some(Value::Null) => None,
-        Some(Value::Array(items)) => Some(
-            items
-                .iter()
-                .map(|t| t.as_str().map(str::to_owned))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| Box::new(invalid(Api::Rest, "tags: must be an array of strings")))?,
-        ),
-        Some(_) => {
-            return Err(Box::new(invalid(
-                Api::Rest,
-                "tags: must be an array of strings",
-            )));
-        }
-    };
-    let fields = TicketFields {
-        message: s(body.get("message")),
-        mail: s(requester.and_then(|r| r.get("mail"))),
-        name: s(requester.and_then(|r| r.get("name"))),
-        subject: s(body.get("subject")),
-        assignee: s(body.get("assignee").and_then(|a| a.get("id"))),
-        source_type: s(source.and_then(|r| r.get("type"))),
-        source_url: s(source.and_then(|r| r.get("url"))),
-        status: s(body.get("status")),
-        tags,
-    };
-    match &fields.mail {
-        Some(mail) if looks_like_email(mail) => {}
-        _ => {
-            return Err(Box::new(invalid(
-                Api::Rest,
-                "requester.mail: must be a valid e-mail address",
-            )));
-        }
-    }
-    if let Some(kind) = &fields.source_type {
-        if !["chat-window", "mail", "facebook", "lc2", "agent-app-manual"].contains(&kind.as_str())
-        {
-            return Err(Box::new(invalid(
-                Api::Rest,
-                "source.type: must be one of chat-window, mail, facebook, lc2, agent-app-manual",
-            )));
-        }
-    }
-    if let Some(status) = &fields.status {
-        if !STATUSES.contains(&status.as_str()) {
-            return Err(Box::new(invalid(
-                Api::Rest,
-                "status: must be one of open, pending, solved, spam",
-            )));
-        }
-    }
-    Ok(fields)
-}
-
-fn check_assignee(s: &FakeState, assignee: Option<&String>) -> Result<(), Box<Response>> {
-    match assignee {
-        Some(id) if !s.agents.iter().any(|a| &a.login == id) => {
-            Err(Box::new(invalid(Api::Rest, "assignee.id: no such agent")))
-        }
-        _ => Ok(()),
-    }
-}
-
-fn message_event(fields: &TicketFields, message: &str, at: Timestamp, author_id: &str) -> Value {
-    let mut source = json!({ "type": fields.source_type.as_deref().unwrap_or("agent-app-manual") });
-    if let Some(url) = &fields.source_url {
-        source["url"] = json!(url);
-    }
-    json!({
-        "author": { "id": author_id, "name": fields.name, "type": "client" },
-        "date": rest_time(at),
-        "is_private": false,
-        "message": message,
-        "type": "message",
-        "source": source,
-    })
-}
-
+/// `POST /tickets` (JSON, as the documented cURL (JSON) sample): `message` and
+/// `requester.mail` required; `requester.name`, `assignee.id`, `source.type` (`chat-window`,
+/// `mail` or `lc2`, default `lc2`), `source.url`, `subject` (default `(no subject)`), `group`
+/// (group ids, default `[0]`). Answers the list form with the new ticket.
 async fn create_ticket(
     AxumState(fake): AxumState<FakeLiveChat>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let fields = match admit_ticket_request(&fake, &headers, &body) {
-        Ok(f) => f,
+    if let Err(r) = admit(&fake, Api::Rest, &headers) {
+        return *r;
+    }
+    let body = match json_body(Api::Rest, &body) {
+        Ok(b) => b,
         Err(r) => return *r,
     };
-    let Some(message) = fields.message.clone().filter(|m| !m.trim().is_empty()) else {
+    let s_of = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+    let requester = body.get("requester");
+    let Some(mail) = s_of(requester.and_then(|r| r.get("mail"))).filter(|m| looks_like_email(m))
+    else {
+        return invalid(Api::Rest, "requester[mail]: must be a valid e-mail address");
+    };
+    let Some(message) = s_of(body.get("message")).filter(|m| !m.trim().is_empty()) else {
         return invalid(Api::Rest, "message: is required");
     };
+    let source = body.get("source");
+    let source_type = s_of(source.and_then(|r| r.get("type"))).unwrap_or_else(|| "lc2".to_owned());
+    if !["chat-window", "mail", "lc2"].contains(&source_type.as_str()) {
+        return invalid(
+            Api::Rest,
+            "source[type]: must be one of chat-window, mail, lc2",
+        );
+    }
+    let groups = match body.get("group") {
+        None | Some(Value::Null) => vec![0],
+        Some(Value::Array(items)) => {
+            match items.iter().map(Value::as_i64).collect::<Option<Vec<_>>>() {
+                Some(ids) => ids,
+                None => return invalid(Api::Rest, "group: must be an array of group ids"),
+            }
+        }
+        Some(_) => return invalid(Api::Rest, "group: must be an array of group ids"),
+    };
+    let assignee = s_of(body.get("assignee").and_then(|a| a.get("id")));
     let mut s = fake.state();
-    if let Err(r) = check_assignee(&s, fields.assignee.as_ref()) {
-        return *r;
+    if let Some(id) = &assignee {
+        if !s.agents.iter().any(|a| &a.login == id) {
+            return invalid(Api::Rest, "assignee[id]: no such agent");
+        }
     }
     let now = Timestamp::now();
     let id = format!("TK{:07}", s.next_ticket);
     s.next_ticket += 1;
-    let mail = fields.mail.clone().unwrap_or_default();
+    let name = s_of(requester.and_then(|r| r.get("name")));
     let ticket = FakeTicket {
         id: id.clone(),
         status: "open".to_owned(),
-        subject: fields.subject.clone().unwrap_or_default(),
+        subject: s_of(body.get("subject"))
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| "(no subject)".to_owned()),
         requester_mail: mail.clone(),
-        requester_name: fields.name.clone(),
-        requester_ip: None,
-        assignee_id: fields.assignee.clone(),
-        source_type: fields
-            .source_type
-            .clone()
-            .unwrap_or_else(|| "agent-app-manual".to_owned()),
-        source_url: fields.source_url.clone(),
-        tags: fields.tags.clone().unwrap_or_default(),
+        requester_name: name.clone(),
+        assignee_id: assignee,
+        source_url: s_of(source.and_then(|r| r.get("url")))
+            .filter(|_| source_type == "chat-window"),
+        source_type: source_type.clone(),
+        groups,
+        tags: Vec::new(),
         date: now,
         modified: now,
-        events: vec![message_event(&fields, &message, now, &mail)],
+        events: vec![json!({
+            "author": { "id": mail, "name": name, "type": "client" },
+            "date": secs(now),
+            "is_private": false,
+            "message": message,
+            "type": "message",
+            "source": { "type": source_type },
+        })],
     };
-    let answer = ticket.full_json(&s.agents);
+    let answer = ticket_page(&[ticket.to_json(&s.agents)], 1, 1);
     s.tickets.insert(id, ticket);
     ok_json(StatusCode::OK, answer)
 }
 
-async fn update_ticket(
+/// `PUT /tickets/<TICKET_ID>/tags` `{"tag": [...]}` (the cURL (JSON) sample; `tag[]=` form
+/// fields also read): replaces the ticket's tags; answers the list form with the ticket.
+async fn update_ticket_tags(
     AxumState(fake): AxumState<FakeLiveChat>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let fields = match admit_ticket_request(&fake, &headers, &body) {
-        Ok(f) => f,
-        Err(r) => return *r,
-    };
-    let mut s = fake.state();
-    if let Err(r) = check_assignee(&s, fields.assignee.as_ref()) {
+    if let Err(r) = admit(&fake, Api::Rest, &headers) {
         return *r;
     }
+    let tags: Option<Vec<String>> = match serde_json::from_slice::<Value>(&body) {
+        Ok(value) => value
+            .get("tag")
+            .and_then(Value::as_array)
+            .and_then(|items| {
+                items
+                    .iter()
+                    .map(|t| t.as_str().map(str::to_owned))
+                    .collect()
+            }),
+        Err(_) => {
+            let text = String::from_utf8_lossy(&body);
+            let tags: Vec<String> = text
+                .split('&')
+                .filter_map(|pair| pair.trim().strip_prefix("tag[]="))
+                .map(str::to_owned)
+                .collect();
+            (!tags.is_empty()).then_some(tags)
+        }
+    };
+    let Some(tags) = tags else {
+        return invalid(Api::Rest, "tag: array of used tags is required");
+    };
+    let mut s = fake.state();
     let agents = s.agents.clone();
     let Some(ticket) = s.tickets.get_mut(&id) else {
-        return error_response(
-            Api::Rest,
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "Ticket not found",
-        );
+        return ticket_not_found();
     };
-    let now = Timestamp::now().max(ticket.modified);
-    if let Some(mail) = &fields.mail {
-        ticket.requester_mail.clone_from(mail);
-    }
-    if fields.name.is_some() {
-        ticket.requester_name.clone_from(&fields.name);
-    }
-    if let Some(subject) = &fields.subject {
-        ticket.subject.clone_from(subject);
-    }
-    if fields.assignee.is_some() {
-        ticket.assignee_id.clone_from(&fields.assignee);
-    }
-    if let Some(kind) = &fields.source_type {
-        ticket.source_type.clone_from(kind);
-    }
-    if fields.source_url.is_some() {
-        ticket.source_url.clone_from(&fields.source_url);
-    }
-    if let Some(status) = &fields.status {
-        ticket.status.clone_from(status);
-    }
-    if let Some(tags) = &fields.tags {
-        ticket.tags.clone_from(tags);
-    }
-    if let Some(message) = fields.message.as_ref().filter(|m| !m.trim().is_empty()) {
-        let author = ticket.requester_mail.clone();
-        ticket
-            .events
-            .push(message_event(&fields, message, now, &author));
-    }
-    ticket.modified = now;
-    ok_json(StatusCode::OK, ticket.full_json(&agents))
+    ticket.tags = tags;
+    ticket.modified = Timestamp::now().max(ticket.modified);
+    ok_json(
+        StatusCode::OK,
+        ticket_page(&[ticket.to_json(&agents)], 1, 1),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1135,11 +1176,20 @@ fn archive_time(filters: Option<&Value>, key: &str) -> Result<Option<i64>, Strin
     }
 }
 
+/// `POST /v3.x/agent/action/list_archives`: `src/pages/messaging/agent-chat-api/index.mdx`
+/// ("List Archives", "Pagination") at 628955e8 (v3.5: `messaging/agent-chat-api/v3.5/index.mdx`).
+/// Filters `from`/`to` (on the thread's start), `thread_ids` (at most 20, "cannot be used with
+/// other filters or pagination"); `limit` 1..=100 default 10; `sort_order` default `desc`;
+/// `page_id` alone (`filters`, `limit`, `sort_order` "can't be provided along with `page_id`").
 async fn list_archives(
     AxumState(fake): AxumState<FakeLiveChat>,
+    Path(version): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Err(r) = admit_version(&version, Api::AgentChat) {
+        return *r;
+    }
     if let Err(r) = admit(&fake, Api::AgentChat, &headers) {
         return *r;
     }
@@ -1148,6 +1198,48 @@ async fn list_archives(
         Err(r) => return *r,
     };
     let s = fake.state();
+    if let Some(ids) = body
+        .get("filters")
+        .and_then(|f| f.get("thread_ids"))
+        .filter(|v| !v.is_null())
+    {
+        let Some(ids) = ids
+            .as_array()
+            .and_then(|ids| ids.iter().map(Value::as_str).collect::<Option<Vec<_>>>())
+        else {
+            return invalid(
+                Api::AgentChat,
+                "filters.thread_ids: must be an array of strings",
+            );
+        };
+        if ids.len() > 20 {
+            return invalid(Api::AgentChat, "filters.thread_ids: at most 20 thread ids");
+        }
+        let others = body
+            .get("filters")
+            .and_then(Value::as_object)
+            .is_some_and(|f| f.iter().any(|(k, v)| k != "thread_ids" && !v.is_null()));
+        if others
+            || ["page_id", "sort_order", "limit"]
+                .iter()
+                .any(|k| body.get(*k).is_some_and(|v| !v.is_null()))
+        {
+            return invalid(
+                Api::AgentChat,
+                "filters.thread_ids cannot be used with other filters or pagination",
+            );
+        }
+        let chats: Vec<Value> = s
+            .chats
+            .iter()
+            .filter(|c| c["thread"]["id"].as_str().is_some_and(|t| ids.contains(&t)))
+            .cloned()
+            .collect();
+        return ok_json(
+            StatusCode::OK,
+            json!({ "chats": chats, "found_chats": chats.len() }),
+        );
+    }
     let token = match body.get("page_id") {
         None | Some(Value::Null) => None,
         Some(Value::String(page_id)) => {
@@ -1286,6 +1378,22 @@ mod tests {
         );
         assert_eq!(state.tickets.len(), 2);
         assert_eq!(state.agents[0].login, LOGIN);
+        // The documented ticket shape: groups as ids, times in seconds, no `date`.
+        let ticket = state.tickets["TK0000000"].to_json(&state.agents);
+        assert_eq!(ticket["groups"], json!([0]));
+        assert_eq!(ticket["modified"], json!(FIRST_CHAT_SECS + 60));
+        assert!(ticket.get("date").is_none());
+    }
+
+    #[test]
+    fn a_chat_with_the_same_thread_replaces_the_old_one() {
+        let fake = FakeLiveChat::new().with_archived_chats(2);
+        let mut ended = seeded_chat(1);
+        ended["thread"]["tags"] = json!(["seed", "later"]);
+        fake.add_archived_chat(ended.clone());
+        let chats = fake.snapshot().chats;
+        assert_eq!(chats.len(), 2);
+        assert_eq!(chats[1], ended);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Archived chats (Agent Chat API v3.5 `list_archives`) as events that merge with what the v3.x
+//! Archived chats (Agent Chat API v3.x `list_archives`) as events that merge with what the v3.x
 //! webhooks produce for the same chat, and the sync cursor.
 
 use serde::{Deserialize, Serialize};
@@ -14,7 +14,9 @@ use crate::v3;
 pub(crate) const VENDOR_EVENT: &str = "list_archives";
 
 /// Where a sync stands: the start time of the newest thread fully seen (`from`, the vendor's
-/// own RFC 3339 text) and the vendor's page id of the next page, if a listing is under way.
+/// own RFC 3339 text), the vendor's page id of the next page while a listing is under way, and
+/// the threads that were still active when pulled, which every sync pulls again (by
+/// `filters.thread_ids`) until they have ended.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Cursor {
     /// Format version of the cursor.
@@ -25,6 +27,70 @@ pub(crate) struct Cursor {
     /// The vendor's `next_page_id`, while a listing is under way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) page_id: Option<String>,
+    /// Threads seen active: pulled again at the start of every sync until they have ended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) active: Vec<ThreadRef>,
+    /// This sync's pull of the once-active threads, while under way: those still to pull.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) checking: Option<Vec<ThreadRef>>,
+    /// This sync has pulled the once-active threads again and is listing new ones.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) listing: bool,
+}
+
+/// A chat's thread, as kept in the cursor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ThreadRef {
+    /// Chat id.
+    pub(crate) chat: String,
+    /// Thread id.
+    pub(crate) thread: String,
+}
+
+/// The most once-active threads a cursor keeps (the oldest are dropped beyond it, with a
+/// warning: their ends then come from the webhooks).
+pub(crate) const MAX_ACTIVE: usize = 1000;
+
+impl Cursor {
+    /// Records what a pulled chat says about its thread: active ones are pulled again later,
+    /// ended ones no longer.
+    pub(crate) fn note_thread(&mut self, chat: &Value) {
+        let (Some(chat_id), Some(thread_id)) = (
+            chat.get("id").and_then(Value::as_str),
+            chat.pointer("/thread/id").and_then(Value::as_str),
+        ) else {
+            return;
+        };
+        let active = chat
+            .pointer("/thread/active")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let known = self
+            .active
+            .iter()
+            .position(|t| t.chat == chat_id && t.thread == thread_id);
+        match (active, known) {
+            (true, None) => {
+                self.active.push(ThreadRef {
+                    chat: chat_id.to_owned(),
+                    thread: thread_id.to_owned(),
+                });
+                if self.active.len() > MAX_ACTIVE {
+                    let dropped = self.active.remove(0);
+                    tracing::warn!(
+                        chat = %dropped.chat,
+                        thread = %dropped.thread,
+                        "more than {MAX_ACTIVE} LiveChat threads are active at once: the oldest \
+                         is no longer pulled again; its end comes from the webhooks"
+                    );
+                }
+            }
+            (false, Some(i)) => {
+                self.active.remove(i);
+            }
+            _ => {}
+        }
+    }
 }
 
 impl Cursor {
@@ -185,8 +251,19 @@ mod tests {
             v: 1,
             from: Some("2024-01-01T00:00:00.000000Z".into()),
             page_id: Some("abc".into()),
+            ..Cursor::default()
         };
         assert_eq!(Cursor::parse("lc", &cursor.to_text()).unwrap(), cursor);
+        // A cursor saved before threads were pulled again still reads.
+        let old = Cursor::parse("lc", r#"{"v":1,"from":"2024-01-01T00:00:00.000000Z"}"#).unwrap();
+        assert!(old.active.is_empty() && old.checking.is_none() && !old.listing);
+        let mut busy = old.clone();
+        busy.note_thread(&json!({"id": "C", "thread": {"id": "T", "active": true}}));
+        busy.checking = Some(vec![]);
+        busy.listing = true;
+        assert_eq!(Cursor::parse("lc", &busy.to_text()).unwrap(), busy);
+        busy.note_thread(&json!({"id": "C", "thread": {"id": "T", "active": false}}));
+        assert!(busy.active.is_empty());
         for bad in [
             "",
             "{}",

@@ -5,13 +5,16 @@ use switchboard_core::{Error, NewAgent, NewTicket, TicketChange};
 
 /// LiveChat's default job title.
 pub(crate) const DEFAULT_JOB_TITLE: &str = "Support Agent";
-/// Agent permissions LiveChat knows.
-pub(crate) const PERMISSIONS: [&str; 3] = ["owner", "administrator", "normal"];
+/// Agent roles `create_agent` takes (Configuration API v3.6, `create_agent`: `viceowner`,
+/// `administrator`, `normal`); Switchboard calls the role `permission`.
+pub(crate) const ROLES: [&str; 3] = ["viceowner", "administrator", "normal"];
+/// The most concurrent chats `create_agent` allows (`max_chats_count`, "Maximum: 20").
+pub(crate) const MAX_CHATS: i64 = 20;
 /// Agent login statuses LiveChat knows.
 pub(crate) const LOGIN_STATUSES: [&str; 2] = ["accepting chats", "not accepting chats"];
-/// Ticket source types LiveChat knows.
-pub(crate) const SOURCE_TYPES: [&str; 5] =
-    ["chat-window", "mail", "facebook", "lc2", "agent-app-manual"];
+/// Ticket source types `POST /tickets` takes (Configuration API v2.0, "Create a ticket":
+/// `source[type]` is `chat-window`, `mail` or `lc2`).
+pub(crate) const SOURCE_TYPES: [&str; 3] = ["chat-window", "mail", "lc2"];
 
 /// A plausible e-mail address: one `@`, something on each side, a dot inside the domain, no
 /// whitespace.
@@ -37,6 +40,18 @@ fn refuse(what: &str, problems: Vec<String>) -> Result<(), Error> {
     }
 }
 
+/// What LiveChat's documented API cannot do, refused before any call with the reason.
+fn unsupported(what: &str, problems: Vec<String>) -> Result<(), Error> {
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::failed_precondition(format!(
+            "{what}: {}",
+            problems.join("; ")
+        )))
+    }
+}
+
 /// Checks a new agent the way LiveChat would, so a bad one costs no API call.
 pub(crate) fn new_agent(agent: &NewAgent) -> Result<(), Error> {
     let mut problems = Vec::new();
@@ -55,9 +70,9 @@ pub(crate) fn new_agent(agent: &NewAgent) -> Result<(), Error> {
         }
     }
     if let Some(permission) = &agent.permission {
-        if !PERMISSIONS.contains(&permission.as_str()) {
+        if permission != "owner" && !ROLES.contains(&permission.as_str()) {
             problems.push(format!(
-                "permission {permission:?} is unknown: use owner, administrator or normal"
+                "permission {permission:?} is unknown: use viceowner, administrator or normal"
             ));
         }
     }
@@ -73,6 +88,10 @@ pub(crate) fn new_agent(agent: &NewAgent) -> Result<(), Error> {
             problems.push(format!(
                 "max_chats_count {count} is negative: use 0 or more"
             ));
+        } else if count > MAX_CHATS {
+            problems.push(format!(
+                "max_chats_count {count} is above LiveChat's maximum of {MAX_CHATS}: use 0 to {MAX_CHATS}"
+            ));
         }
     }
     if agent
@@ -84,7 +103,24 @@ pub(crate) fn new_agent(agent: &NewAgent) -> Result<(), Error> {
             "job_title is empty: leave it unset for LiveChat's default {DEFAULT_JOB_TITLE:?}"
         ));
     }
-    refuse("cannot create the LiveChat agent", problems)
+    refuse("cannot create the LiveChat agent", problems)?;
+    // Well-formed, but beyond what `create_agent` can do.
+    let mut unsupported_parts = Vec::new();
+    if agent.password.is_some() {
+        unsupported_parts.push(
+            "LiveChat's create_agent (Configuration API v3.6) takes no password: the agent sets \
+             it when accepting the invitation; leave password unset"
+                .to_owned(),
+        );
+    }
+    if agent.permission.as_deref() == Some("owner") {
+        unsupported_parts.push(
+            "create_agent cannot make an owner (roles: viceowner, administrator, normal): \
+             create the agent, then transfer the ownership in LiveChat"
+                .to_owned(),
+        );
+    }
+    unsupported("cannot create the LiveChat agent", unsupported_parts)
 }
 
 /// Checks an agent login before deleting.
@@ -112,7 +148,7 @@ fn source_problems(kind: Option<&String>, problems: &mut Vec<String>) {
     if let Some(kind) = kind {
         if !SOURCE_TYPES.contains(&kind.as_str()) {
             problems.push(format!(
-                "source kind {kind:?} is unknown: use chat-window, mail, facebook, lc2 or agent-app-manual"
+                "source kind {kind:?} is not one LiveChat's create ticket takes: use chat-window, mail or lc2"
             ));
         }
     }
@@ -163,7 +199,34 @@ pub(crate) fn ticket_change(change: &TicketChange) -> Result<(), Error> {
     {
         problems.push("a tag is empty: remove it".to_owned());
     }
-    refuse("cannot update the LiveChat ticket", problems)
+    refuse("cannot update the LiveChat ticket", problems)?;
+    // LiveChat's ticket API (REST v2, deprecated, with no successor) documents one update:
+    // `PUT /tickets/<id>/tags`. Everything else is refused before any call, so a change is
+    // applied whole or not at all.
+    let mut other = Vec::new();
+    for (set, field) in [
+        (change.message.is_some(), "message"),
+        (change.subject.is_some(), "subject"),
+        (change.status.is_some(), "status"),
+        (change.assignee_id.is_some(), "assignee"),
+        (change.requester.is_some(), "requester"),
+    ] {
+        if set {
+            other.push(field);
+        }
+    }
+    if other.is_empty() {
+        return Ok(());
+    }
+    unsupported(
+        "cannot update the LiveChat ticket",
+        vec![format!(
+            "LiveChat's ticket API (REST v2, deprecated, without a successor) can only replace \
+             a ticket's tags (PUT /tickets/<id>/tags); it cannot change {}: send only tags, \
+             or make that change in LiveChat (or HelpDesk)",
+            other.join(", ")
+        )],
+    )
 }
 
 #[cfg(test)]
@@ -196,6 +259,7 @@ mod tests {
             job_title: None,
         })
         .unwrap_err();
+        assert_eq!(err.code, switchboard_core::ErrorCode::InvalidArgument);
         for part in [
             "login \"bob\"",
             "name is empty",
@@ -210,12 +274,67 @@ mod tests {
             new_agent(&NewAgent {
                 login: "bob@example.com".into(),
                 name: "Bob".into(),
-                password: Some("12345".into()),
-                max_chats_count: Some(0),
+                permission: Some("viceowner".into()),
+                max_chats_count: Some(20),
                 ..NewAgent::default()
             })
             .is_ok()
         );
+        let too_many = NewAgent {
+            login: "bob@example.com".into(),
+            name: "Bob".into(),
+            max_chats_count: Some(21),
+            ..NewAgent::default()
+        };
+        assert!(
+            new_agent(&too_many)
+                .unwrap_err()
+                .message
+                .contains("maximum of 20")
+        );
+        // Well-formed but not possible through create_agent: failed precondition, with why.
+        for (password, permission, reason) in [
+            (Some("hunter22"), None, "takes no password"),
+            (None, Some("owner"), "cannot make an owner"),
+        ] {
+            let err = new_agent(&NewAgent {
+                login: "bob@example.com".into(),
+                name: "Bob".into(),
+                password: password.map(str::to_owned),
+                permission: permission.map(str::to_owned),
+                ..NewAgent::default()
+            })
+            .unwrap_err();
+            assert_eq!(err.code, switchboard_core::ErrorCode::FailedPrecondition);
+            assert!(err.message.contains(reason), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_ticket_change_can_only_set_tags() {
+        let tags = TicketChange {
+            tags: Some(vec!["vip".into()]),
+            ..TicketChange::default()
+        };
+        assert!(ticket_change(&tags).is_ok());
+        let err = ticket_change(&TicketChange {
+            status: Some(switchboard_core::TicketStatus::Solved),
+            subject: Some("x".into()),
+            ..tags.clone()
+        })
+        .unwrap_err();
+        assert_eq!(err.code, switchboard_core::ErrorCode::FailedPrecondition);
+        assert!(
+            err.message.contains("subject, status") && err.message.contains("/tags"),
+            "{err}"
+        );
+        // A malformed change is still an invalid argument first.
+        let err = ticket_change(&TicketChange {
+            tags: Some(vec![" ".into()]),
+            ..TicketChange::default()
+        })
+        .unwrap_err();
+        assert_eq!(err.code, switchboard_core::ErrorCode::InvalidArgument);
     }
 
     #[test]
