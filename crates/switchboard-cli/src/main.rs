@@ -304,8 +304,20 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// Prints a failure as one line (`Error: what: why`), never with a backtrace: the messages say
+/// what to do, and a backtrace (with `RUST_BACKTRACE` set) would bury them.
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("Error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<()> {
     let cli = Cli::parse();
     switchboard_server::tls::install_default_provider();
     match cli.command {

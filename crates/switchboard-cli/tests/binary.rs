@@ -120,6 +120,57 @@ fn an_unusable_or_corrupt_data_dir_is_a_clear_error_not_a_panic() {
     }
 }
 
+/// Hostile-input issue, finding 8: a truncated or overwritten store gives one clear error that
+/// names the file and the likely cause: no sled panic, no backtrace, no "check permissions".
+#[test]
+fn a_truncated_or_overwritten_store_names_the_file_and_the_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data);
+    assert!(server.terminate().success());
+    let db = std::fs::read(data.join("db")).unwrap();
+    let truncated = dir.path().join("truncated");
+    let overwritten = dir.path().join("overwritten");
+    for (copy, contents) in [
+        (&truncated, db[..db.len() / 2].to_vec()),
+        (&overwritten, vec![0x5Au8; db.len().max(4096)]),
+    ] {
+        assert!(
+            Command::new("cp")
+                .arg("-a")
+                .arg(&data)
+                .arg(copy)
+                .status()
+                .unwrap()
+                .success()
+        );
+        std::fs::write(copy.join("db"), contents).unwrap();
+        let output = Command::new(BIN)
+            .args([
+                "serve",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--grpc-addr",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(copy)
+            .env("RUST_BACKTRACE", "1")
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let err = String::from_utf8_lossy(&output.stderr);
+        let error_lines: Vec<&str> = err.lines().filter(|l| l.starts_with("Error:")).collect();
+        assert_eq!(error_lines.len(), 1, "{err}");
+        let line = error_lines[0];
+        assert!(line.contains("is corrupt: its file db"), "{line}");
+        assert!(line.contains("likely cause"), "{line}");
+        assert!(!line.contains("permissions"), "{line}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(!err.contains("Stack backtrace"), "{err}");
+    }
+}
+
 /// A running `switchboard serve` child process.
 struct Server {
     child: Child,

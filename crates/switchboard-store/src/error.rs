@@ -18,6 +18,19 @@ pub enum StoreError {
         /// What sled or the file system said.
         reason: String,
     },
+    /// The store's files are damaged (truncated, overwritten, or not sled's).
+    #[error(
+        "the store at {} is corrupt: its file {file} cannot be read ({reason}); the likely cause is a crash or a full disk while it was written, or a file changed by hand; restore the directory from a backup, or move it away to start with an empty store",
+        path.display()
+    )]
+    CorruptFiles {
+        /// The store's directory.
+        path: PathBuf,
+        /// The damaged file, in the directory.
+        file: String,
+        /// What sled said.
+        reason: String,
+    },
     /// The directory holds a store of another schema version.
     #[error(
         "the store at {} has schema version {found} but this build understands version {expected}; run a switchboard release that matches the data, or point --data-dir at another directory",
@@ -105,6 +118,7 @@ impl StoreError {
                 ErrorCode::FailedPrecondition
             }
             StoreError::Open { .. }
+            | StoreError::CorruptFiles { .. }
             | StoreError::Commit(_)
             | StoreError::Sled(_)
             | StoreError::Io { .. }

@@ -266,6 +266,44 @@ fn open_error(dir: &Path, reason: impl ToString) -> StoreError {
     }
 }
 
+/// The store's files are damaged: named, with the likely cause, and never blamed on
+/// permissions.
+fn corrupt_files(dir: &Path, file: &str, reason: impl ToString) -> StoreError {
+    StoreError::CorruptFiles {
+        path: dir.to_owned(),
+        file: file.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+/// What a failed `sled::Config::open` means for the operator.
+fn sled_open_error(dir: &Path, error: sled::Error) -> StoreError {
+    match error {
+        sled::Error::Io(e) => open_error(dir, e),
+        sled::Error::Unsupported(reason) => corrupt_files(dir, "conf", reason),
+        other => corrupt_files(dir, "db", other),
+    }
+}
+
+/// Runs `f` with panics of this thread kept quiet (sled panics on some corrupt files; the
+/// caller turns the panic into an error, so the default hook's message and backtrace would
+/// only confuse). Panics of other threads are reported as before.
+fn quietly<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
+    let previous: Arc<dyn Fn(&std::panic::PanicHookInfo<'_>) + Send + Sync> =
+        Arc::from(std::panic::take_hook());
+    let me = std::thread::current().id();
+    let others = previous.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().id() != me {
+            others(info);
+        }
+    }));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    let _ = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| previous(info)));
+    result
+}
+
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
@@ -294,8 +332,13 @@ impl Store {
             .cache_capacity(options.cache_capacity);
         // sled 0.34 panics on some kinds of corruption instead of returning an error.
         let open = || {
-            catch_unwind(AssertUnwindSafe(|| config.open()))
-                .map_err(|panic| open_error(dir, panic_message(panic.as_ref())))
+            quietly(|| config.open()).map_err(|panic| {
+                corrupt_files(
+                    dir,
+                    "db",
+                    format!("sled failed reading it: {}", panic_message(panic.as_ref())),
+                )
+            })
         };
         // A store closed a moment ago in this process may still hold sled's file lock while
         // sled's own background threads wind down: wait for it briefly. Another process
@@ -306,7 +349,7 @@ impl Store {
                 Err(sled::Error::Io(e)) if is_lock_busy(&e) && Instant::now() < lock_wait_until => {
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                other => break other.map_err(|e| open_error(dir, e))?,
+                other => break other.map_err(|e| sled_open_error(dir, e))?,
             }
         };
         check_schema(&db, dir, had_data)?;
@@ -700,9 +743,10 @@ fn check_schema(db: &sled::Db, dir: &Path, had_data: bool) -> Result<(), StoreEr
             }
             Ok(())
         }
-        None if db.is_empty() && had_data => Err(open_error(
+        None if db.is_empty() && had_data => Err(corrupt_files(
             dir,
-            "its db file is not empty but sled reads no data from it (a corrupt or foreign file); restore the directory from a backup or move it away to start empty",
+            "db",
+            "it is not empty but sled reads no data from it (truncated, or not a sled file)",
         )),
         None if db.is_empty() => {
             db.insert(
