@@ -9,7 +9,7 @@ use switchboard_core::{ConnectionConfig, ConnectionId};
 use switchboard_e2e::{Sandbox, ticket_of};
 use switchboard_proto::v1;
 use switchboard_proto::v1::switchboard_client::SwitchboardClient;
-use switchboard_testkit::fake::livechat::{API_KEY, FakeLiveChat, LOGIN};
+use switchboard_testkit::fake::livechat::{ACCOUNT_ID, API_KEY, FakeLiveChat, LOGIN};
 use switchboard_testkit::fake::{FakeServer, Fault};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -20,10 +20,12 @@ const LC: &str = "lc-api";
 fn livechat_api(base: &str) -> ConnectionConfig {
     ConnectionConfig::new(ConnectionId::new(LC).expect("id"), "livechat")
         .with_secret("webhook_secret", "lc-api-webhook-secret")
+        .with_setting("account_id", ACCOUNT_ID)
         .with_setting("login", LOGIN)
-        .with_secret("api_key", API_KEY)
+        .with_secret("personal_access_token", API_KEY)
         .with_setting("base_url", base)
         .with_setting("agent_api_base_url", base)
+        .with_setting("configuration_api_base_url", base)
         .with_setting("deadline_ms", "3000")
         .with_setting("request_timeout_ms", "1000")
 }
@@ -240,13 +242,15 @@ async fn vendor_tickets_are_created_once_updated_listed_and_mirrored() {
             .is_some_and(|a| a.starts_with("Basic "))
     );
 
+    // LiveChat's ticket API (deprecated) documents one update, the tags.
     let updated = ticket_of(
         client
             .manage_tickets(v1::ManageTicketsRequest {
                 operation: Some(v1::manage_tickets_request::Operation::Update(
                     v1::UpdateTicket {
                         id: first.id.clone(),
-                        status: v1::TicketStatus::Solved as i32,
+                        set_tags: true,
+                        tags: vec!["refund".to_owned()],
                         ..v1::UpdateTicket::default()
                     },
                 )),
@@ -255,7 +259,25 @@ async fn vendor_tickets_are_created_once_updated_listed_and_mirrored() {
             .expect("update")
             .into_inner(),
     );
-    assert_eq!(updated.status(), v1::TicketStatus::Solved);
+    assert_eq!(updated.tags, ["refund"]);
+    let solved = client
+        .manage_tickets(v1::ManageTicketsRequest {
+            operation: Some(v1::manage_tickets_request::Operation::Update(
+                v1::UpdateTicket {
+                    id: first.id.clone(),
+                    status: v1::TicketStatus::Solved as i32,
+                    ..v1::UpdateTicket::default()
+                },
+            )),
+        })
+        .await
+        .expect_err("LiveChat cannot change a ticket's status");
+    assert_eq!(
+        solved.code(),
+        Code::FailedPrecondition,
+        "{}",
+        solved.message()
+    );
 
     let got = ticket_of(
         client
@@ -268,7 +290,7 @@ async fn vendor_tickets_are_created_once_updated_listed_and_mirrored() {
             .expect("get")
             .into_inner(),
     );
-    assert_eq!(got.status(), v1::TicketStatus::Solved);
+    assert_eq!(got.tags, ["refund"]);
 
     // A vendor list pages with the vendor's token; every listed ticket is mirrored.
     let mut token = String::new();
@@ -359,7 +381,6 @@ async fn agents_are_validated_then_managed_at_the_vendor() {
                 connection_id: LC.to_owned(),
                 login: "jane@example.com".to_owned(),
                 name: "Jane".to_owned(),
-                password: Some("hunter22".to_owned()),
                 permission: Some("normal".to_owned()),
                 ..v1::CreateAgent::default()
             })),
@@ -474,7 +495,6 @@ async fn an_agent_deleted_and_created_again_is_mirrored_each_time() {
             connection_id: LC.to_owned(),
             login: "sam@example.com".to_owned(),
             name: "Sam".to_owned(),
-            password: Some("hunter22".to_owned()),
             ..v1::CreateAgent::default()
         })),
     };

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
-use switchboard_testkit::fake::livechat::{API_KEY, FakeLiveChat, LOGIN};
+use switchboard_testkit::fake::livechat::{ACCOUNT_ID, API_KEY, FakeLiveChat, LOGIN};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
@@ -50,7 +50,7 @@ addr = "127.0.0.1:0"
 [[connections]]
 id = "lc-eu"
 vendor = "livechat"
-settings = {{ login = "{LOGIN}", base_url = "{base}", agent_api_base_url = "{base}", archive_page_size = "50" }}
+settings = {{ account_id = "{ACCOUNT_ID}", login = "{LOGIN}", base_url = "{base}", agent_api_base_url = "{base}", archive_page_size = "50" }}
 secrets = {{ webhook_secret = "lc-webhook-secret" }}
 "#,
             data = dir.path().join("data").display(),
