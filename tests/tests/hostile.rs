@@ -159,9 +159,7 @@ async fn a_request_that_is_not_protobuf_is_invalid_argument() {
     let sandbox = Sandbox::start().await;
     let mut grpc = tonic::client::Grpc::new(sandbox.channel().await);
     grpc.ready().await.expect("ready");
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
-        "/switchboard.v1.Switchboard/GetConversation",
-    );
+    let path = http::uri::PathAndQuery::from_static("/switchboard.v1.Switchboard/GetConversation");
     // Field 1 (the id, a string) whose length varint never ends.
     let status = grpc
         .unary(
@@ -349,4 +347,45 @@ async fn a_subscriber_that_stops_reading_is_ended_and_resumes_with_nothing_lost(
         )
         .await;
     assert_eq!(rest.last().map(|e| e.sequence), Some(head));
+}
+
+/// Finding 7: a Tencent connection without a secret is open to anyone who knows the public
+/// SdkAppid. It is still allowed (Tencent's token is optional), but `ListConnections` (and so
+/// `switchboard connections`) says so, and connections with a secret carry no warning.
+#[tokio::test]
+async fn a_connection_verified_by_public_values_alone_is_flagged() {
+    let sandbox = Sandbox::start_with(|config| {
+        let mut signed = config
+            .connections
+            .iter()
+            .find(|c| c.vendor == "tencent")
+            .expect("a tencent connection")
+            .clone();
+        signed.id = switchboard_core::ConnectionId::new("tencent-signed").expect("id");
+        signed = signed.with_secret("webhook_secret", "tencent-token-1");
+        config.connections.push(signed);
+    })
+    .await;
+    let mut client = sandbox.client().await;
+    let connections = client
+        .list_connections(v1::ListConnectionsRequest {})
+        .await
+        .expect("list")
+        .into_inner()
+        .connections;
+    let warning = |id: &str| {
+        connections
+            .iter()
+            .find(|c| c.id == id)
+            .unwrap_or_else(|| panic!("connection {id}"))
+            .verification_warning
+            .clone()
+    };
+    let open = warning("tencent").expect("the tencent connection without a secret is flagged");
+    assert!(open.contains("SdkAppid"), "{open}");
+    assert!(open.contains("webhook_secret"), "{open}");
+    assert_eq!(warning("tencent-signed"), None);
+    for vendor in ["livechat", "livetex", "smartsupp"] {
+        assert_eq!(warning(vendor), None, "{vendor}");
+    }
 }

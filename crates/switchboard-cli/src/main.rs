@@ -685,6 +685,9 @@ async fn list_connections(server: ServerArg) -> Result<()> {
                 )
             }
         );
+        if let Some(warning) = c.verification_warning {
+            println!("{:<16} WARNING: webhooks not authenticated: {warning}", "");
+        }
     }
     Ok(())
 }

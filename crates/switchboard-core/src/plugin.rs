@@ -135,6 +135,15 @@ pub trait WebhookSource: Send + Sync + fmt::Debug {
         }
     }
 
+    /// Why this connection's verification rests on public values alone (values anyone can
+    /// learn, such as an app id shipped in every client), if it does: the server then warns
+    /// at start-up and shows it in `ListConnections`. `None` (the default) when a secret is
+    /// checked.
+    fn public_verification_only(&self, connection: &ConnectionConfig) -> Option<String> {
+        let _ = connection;
+        None
+    }
+
     /// The reply the vendor expects, for success or failure. Defaults to
     /// [`WebhookReply::default_for`].
     fn reply(&self, outcome: Result<&IngestSummary, &Error>) -> WebhookReply {

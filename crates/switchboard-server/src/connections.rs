@@ -30,6 +30,20 @@ pub struct Connection {
     pub sync_interval: Option<Duration>,
 }
 
+impl Connection {
+    /// Why this connection's webhooks are verified by public values alone, if they are (see
+    /// [`WebhookSource::public_verification_only`]); `None` when verification is off
+    /// altogether (that has its own warning) or a secret is checked.
+    pub fn verification_warning(&self) -> Option<String> {
+        if !self.config.verify {
+            return None;
+        }
+        self.webhook
+            .as_ref()
+            .and_then(|source| source.public_verification_only(&self.config))
+    }
+}
+
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connection")

@@ -642,6 +642,7 @@ impl Switchboard for SwitchboardService {
                 webhook_path: format!("/webhooks/{}", connection.config.id),
                 verification: connection.plugin.verification.to_owned(),
                 verification_enabled: connection.config.verify,
+                verification_warning: connection.verification_warning(),
                 vendor_tickets: connection
                     .connector
                     .as_ref()

@@ -161,6 +161,16 @@ pub async fn start(
     };
     let connections = Connections::build(&config.connections, registry, &config.sync_intervals)
         .map_err(ServerError::Connection)?;
+    for connection in connections.iter() {
+        if let Some(reason) = connection.verification_warning() {
+            warn!(
+                connection = %connection.config.id,
+                vendor = connection.plugin.vendor,
+                reason = %reason,
+                "WEBHOOKS OF THIS CONNECTION ARE NOT AUTHENTICATED BY ANY SECRET"
+            );
+        }
+    }
     let store = Store::open(&config.data_dir)?;
     let http_listener = TcpListener::bind(config.http_addr)
         .await

@@ -156,6 +156,16 @@ impl WebhookSource for TencentWebhook {
         ))
     }
 
+    fn public_verification_only(&self, connection: &ConnectionConfig) -> Option<String> {
+        connection.secret(WEBHOOK_SECRET).is_none().then(|| {
+            format!(
+                "only the SdkAppid is checked, and it is public (every client of the IM app \
+                 carries it): anyone who knows it can post events to this connection; set the \
+                 secret `{WEBHOOK_SECRET}` to Tencent's webhook authentication token"
+            )
+        })
+    }
+
     fn parse(&self, request: &WebhookRequest<'_>) -> Result<Vec<IncomingEvent>, Error> {
         parse(request).map(|event| vec![event])
     }
