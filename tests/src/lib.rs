@@ -159,6 +159,11 @@ impl Sandbox {
         self.server().grpc_addr
     }
 
+    /// The bound address of `/metrics` when it has its own (`metrics_addr` configured).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.server().metrics_addr
+    }
+
     /// Where the store lives.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")

@@ -420,3 +420,44 @@ async fn a_vendor_shaped_refusal_keeps_its_shape_and_carries_the_request_id_in_t
     assert_eq!(reply["ActionStatus"], "FAIL");
     assert!(reply.get("request_id").is_none(), "{reply}");
 }
+
+#[tokio::test]
+async fn metrics_can_move_off_the_webhook_port() {
+    let sandbox = Sandbox::start_with(|config| {
+        config.metrics_addr = Some("127.0.0.1:0".parse().expect("addr"));
+    })
+    .await;
+    let metrics = sandbox.metrics_addr().expect("a metrics address");
+    let on_webhook_port = sandbox
+        .http
+        .get(format!("{}/metrics", sandbox.http_base()))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(on_webhook_port.status(), 404);
+    let scraped = sandbox
+        .http
+        .get(format!("http://{metrics}/metrics"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(scraped.status(), 200);
+    assert!(scraped.text().await.expect("text").contains("switchboard_"));
+    // Only metrics there: no webhooks on the metrics address.
+    let webhook = sandbox
+        .http
+        .post(format!("http://{metrics}/webhooks/livechat"))
+        .body("{}")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(webhook.status(), 404);
+    // Health stays on the webhook port.
+    let ready = sandbox
+        .http
+        .get(format!("{}/readyz", sandbox.http_base()))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(ready.status(), 200);
+}
