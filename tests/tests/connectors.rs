@@ -526,3 +526,66 @@ async fn an_agent_deleted_and_created_again_is_mirrored_each_time() {
         "the store follows the vendor: Sam exists again"
     );
 }
+
+/// The top README's example LiveChat connection, as written, syncs against the fake LiveChat:
+/// the `[[connections]]` section `livechat-api` is parsed by the server's own configuration
+/// reader with the token in the environment variable the README names; only the API base URLs
+/// are pointed at the fake (the example talks to api.livechatinc.com).
+#[tokio::test]
+async fn the_readme_example_livechat_connection_syncs() {
+    let readme = include_str!("../../README.md");
+    let start = readme
+        .find("[[connections]]\nid = \"livechat-api\"")
+        .expect("the README has the livechat-api example");
+    let section = &readme[start..];
+    let end = section[1..].find("\n[").map_or(section.len(), |i| i + 1);
+    let section = &section[..end];
+    let registry = switchboard_core::Registry::from_inventory().expect("registry");
+    let env = [(
+        "SWITCHBOARD_SECRET__LIVECHAT_API__PERSONAL_ACCESS_TOKEN".to_owned(),
+        API_KEY.to_owned(),
+    )];
+    let parsed = switchboard_server::ServerConfig::from_toml(section, &registry, env)
+        .unwrap_or_else(|e| panic!("the README's example does not parse: {e}\n{section}"));
+    let mut connection = parsed
+        .connections
+        .into_iter()
+        .find(|c| c.id.as_str() == "livechat-api")
+        .expect("livechat-api");
+    assert_eq!(connection.setting("account_id"), Some(ACCOUNT_ID));
+    assert_eq!(connection.setting("login"), Some(LOGIN));
+
+    let vendor = FakeLiveChat::new().with_archived_chats(30).with_tickets(3);
+    let fake = vendor.start().await.expect("fake starts");
+    for key in [
+        "base_url",
+        "agent_api_base_url",
+        "configuration_api_base_url",
+    ] {
+        connection
+            .settings
+            .insert(key.to_owned(), fake.base_url().to_owned());
+    }
+    let sandbox =
+        Sandbox::start_with(move |config| config.connections.push(connection.clone())).await;
+    let mut client = sandbox.client().await;
+    let progress = sync(&mut client, "livechat-api").await.expect("sync");
+    assert!(progress.last().is_some_and(|p| p.done), "{progress:?}");
+    let conversations = sandbox
+        .list_all(v1::ListConversationsRequest {
+            connection_ids: vec!["livechat-api".to_owned()],
+            ..v1::ListConversationsRequest::default()
+        })
+        .await;
+    assert_eq!(conversations.len(), 30);
+    // Agents and tickets work with the same example.
+    let agents = client
+        .manage_agents(v1::ManageAgentsRequest {
+            operation: Some(v1::manage_agents_request::Operation::List(v1::ListAgents {
+                connection_id: "livechat-api".to_owned(),
+            })),
+        })
+        .await
+        .expect("list agents");
+    assert!(agents.into_inner().result.is_some());
+}
