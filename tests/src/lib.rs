@@ -67,7 +67,7 @@ pub fn connections() -> Vec<ConnectionConfig> {
             .with_secret("basic_user", "livechat")
             .with_secret("basic_password", "hunter2-basic"),
         ConnectionConfig::new(id("livetex"), "livetex")
-            .with_secret("webhook_key", "lt-7f3c9a2e51d04b8c"),
+            .with_secret("webhook_secret", "lt-7f3c9a2e51d04b8c"),
         ConnectionConfig::new(id("smartsupp"), "smartsupp")
             .with_secret("webhook_secret", "hook-token-6c1f")
             .with_secret("app_secret", "app-secret-93b7e0"),

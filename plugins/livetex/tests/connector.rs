@@ -394,7 +394,11 @@ async fn an_incremental_run_fetches_only_what_was_created_since() {
 async fn a_first_sync_from_a_time_asks_every_list_from_it() {
     let fake = fake_with_data();
     let server = fake.start().await.unwrap();
-    let connector = connector(&server);
+    let config = config(&server, FakeLiveTex::PASSWORD).with_setting(
+        "chats_fields",
+        "messages,employee,visitor,site,conversation",
+    );
+    let connector = LiveTexConnector::new(&config).unwrap();
     let since = Timestamp::parse_rfc3339("2024-03-01T00:30:00Z").unwrap();
     let mut cursor: Option<String> = None;
     loop {
@@ -415,6 +419,13 @@ async fn a_first_sync_from_a_time_asks_every_list_from_it() {
         );
         assert_eq!(first["offset"], "0");
     }
+    let chats = query_of(&server.log.to_path(Table::Chats.path())[0]);
+    assert_eq!(
+        chats["fields"],
+        "messages,employee,visitor,site,conversation"
+    );
+    let leads = query_of(&server.log.to_path(Table::Leads.path())[0]);
+    assert!(!leads.contains_key("fields"), "only the list it is set for");
 }
 
 #[tokio::test]
