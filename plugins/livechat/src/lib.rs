@@ -1,6 +1,7 @@
 //! Switchboard plugin for [LiveChat](https://www.livechat.com/): webhooks, and a connector
-//! ([`LiveChatConnector`]: archive sync through the Agent Chat API's `list_archives`, tickets and
-//! agents through the REST API v2; see the README for its settings and cursor).
+//! ([`LiveChatConnector`]: archive sync through the Agent Chat API's `list_archives`, agents
+//! through the Configuration API, tickets through the deprecated REST API v2; see the README for
+//! its settings and cursor).
 //!
 //! One connection accepts both formats LiveChat has sent; the body tells them apart.
 //!
@@ -57,22 +58,10 @@
 //! (shared by `incoming_chat` and `incoming_event`), `chat_deactivated:{chat}:{thread}`,
 //! `thread_tagged:{chat}:{thread}:{tag}` and so on; unknown actions hash the body.
 //!
-//! # Assumptions
-//! Where neither the seeds nor this plugin's fixtures pin a detail, it follows LiveChat's
-//! public v3.5 webhook documentation as remembered, and assumes:
-//! - `chat_deactivated`, `thread_tagged`, `thread_untagged`, `user_added_to_chat` and
-//!   `user_removed_from_chat` carry no time, so the receive time is their `occurred_at` (and a
-//!   deactivated chat's `ended_at`).
-//! - A v3 author known only by id is an agent if the id contains `@` (agent ids are login
-//!   e-mails) and a customer otherwise; `incoming_chat` knows each user's type.
-//! - A chat is one conversation across its threads: the thread id is kept in the attribute
-//!   `thread_id`, and since status only moves forward, a chat reopened in a new thread after
-//!   `chat_deactivated` stays closed in the projection.
-//! - Tagging a thread again with a tag once removed has the same dedup key as the first
-//!   tagging and appends nothing.
-//! - Legacy `chat.attachments` elements are objects with `url`, `name`, `size`,
-//!   `content_type`/`type`, `user_type`, `author_name`, `timestamp` (each optional) or bare
-//!   URL strings; each becomes a message with one attachment.
+//! # Assumptions and sources
+//! Every mapping rule is marked "documented (source)" or "assumed (why)" in the crate's
+//! README, against `livechat/livechat-public-docs` at commit 628955e8; every fixture's source
+//! is in `fixtures/SOURCES.md`.
 
 mod body;
 mod connector;

@@ -88,10 +88,7 @@ pub(crate) fn incomplete_credentials(config: &ConnectionConfig) -> Option<Error>
     if !wants_api {
         return None;
     }
-    match LiveChatConnector::new(config) {
-        Ok(_) => None,
-        Err(e) => Some(e),
-    }
+    LiveChatConnector::new(config).err()
 }
 
 /// The LiveChat connector of one connection.
