@@ -717,7 +717,10 @@ fn agent_json(agent: &FakeAgent, index: usize, fields: &[&str]) -> Value {
     v
 }
 
-/// `POST /v3.x/configuration/action/list_agents` (`filters.group_ids`, `fields`).
+/// `POST /v3.x/configuration/action/list_agents`
+/// (`src/pages/management/configuration-api/index.mdx` "List Agents" and
+/// `payloads/management/v3.6/configuration-api/responses/agents/listAgents.json`, 628955e8):
+/// `filters.group_ids`, `fields`.
 async fn list_agents(
     AxumState(fake): AxumState<FakeLiveChat>,
     Path(version): Path<String>,
@@ -759,11 +762,12 @@ async fn list_agents(
     ok_json(StatusCode::OK, Value::Array(agents))
 }
 
-/// `POST /v3.x/configuration/action/create_agent`: `id` and `name` required; `role`
-/// (`viceowner`, `administrator`, `normal`; default `normal`), `login_status` (default
-/// `not accepting chats`), `job_title`, `max_chats_count` (at most 20, default 6), `groups`
-/// (`[{id, priority}]`). Answers `{"id": ...}` (`createAgent.json`). An existing id answers
-/// `already_exists` (a documented error type; HTTP 409 assumed).
+/// `POST /v3.x/configuration/action/create_agent`
+/// (`src/pages/management/configuration-api/index.mdx` "Create Agent", 628955e8): `id` and `name`
+/// required; `role` (`viceowner`, `administrator`, `normal`; default `normal`), `login_status`
+/// (default `not accepting chats`), `job_title`, `max_chats_count` (at most 20, default 6),
+/// `groups` (`[{id, priority}]`). Answers `{"id": ...}` (`createAgent.json`). An existing id
+/// answers `already_exists` (a documented error type; HTTP 409 assumed).
 async fn create_agent(
     AxumState(fake): AxumState<FakeLiveChat>,
     Path(version): Path<String>,
@@ -843,9 +847,10 @@ async fn create_agent(
     ok_json(StatusCode::OK, json!({ "id": id }))
 }
 
-/// `POST /v3.x/configuration/action/delete_agent` `{id}`: "No response payload (200 OK)";
-/// an unknown id answers `not_found` (404 assumed); the owner cannot be deleted (assumed:
-/// `validation`, 400).
+/// `POST /v3.x/configuration/action/delete_agent` `{id}`
+/// (`src/pages/management/configuration-api/index.mdx` "Delete Agent", 628955e8): "No response
+/// payload (200 OK)"; an unknown id answers `not_found` (404 assumed); the owner cannot be deleted
+/// (assumed: `validation`, 400).
 async fn delete_agent(
     AxumState(fake): AxumState<FakeLiveChat>,
     Path(version): Path<String>,
@@ -903,9 +908,10 @@ fn ticket_page(tickets: &[Value], total: usize, pages: usize) -> Value {
     json!({ "pages": pages, "total": total, "tickets": tickets })
 }
 
-/// `GET /tickets`: `page` (from 1), `date_from`/`date_to` (`YYYY-MM-DD`, "the tickets with
-/// any of their activities matching the date"), `status`, `order` (by last modification,
-/// default `desc`); 25 a page; `{pages, total, tickets}`.
+/// `GET /tickets` (`src/pages/management/configuration-api/v2.0/index.mdx` "Get list of tickets",
+/// livechat-public-docs 628955e8): `page` (from 1), `date_from`/`date_to` (`YYYY-MM-DD`, "the
+/// tickets with any of their activities matching the date"), `status`, `order` (by last
+/// modification, default `desc`); 25 a page; `{pages, total, tickets}`.
 async fn list_tickets(
     AxumState(fake): AxumState<FakeLiveChat>,
     headers: HeaderMap,
@@ -995,7 +1001,8 @@ fn ticket_not_found() -> Response {
     )
 }
 
-/// `GET /tickets/<TICKET_ID>`: the documented answer is the list form with the ticket.
+/// `GET /tickets/<TICKET_ID>` (`src/pages/management/configuration-api/v2.0/index.mdx` "Get single
+/// ticket", 628955e8): the documented answer is the list form with the ticket.
 async fn get_ticket(
     AxumState(fake): AxumState<FakeLiveChat>,
     headers: HeaderMap,
@@ -1011,10 +1018,11 @@ async fn get_ticket(
     }
 }
 
-/// `POST /tickets` (JSON, as the documented cURL (JSON) sample): `message` and
-/// `requester.mail` required; `requester.name`, `assignee.id`, `source.type` (`chat-window`,
-/// `mail` or `lc2`, default `lc2`), `source.url`, `subject` (default `(no subject)`), `group`
-/// (group ids, default `[0]`). Answers the list form with the new ticket.
+/// `POST /tickets` (`src/pages/management/configuration-api/v2.0/index.mdx` "Create a ticket",
+/// 628955e8; JSON, as the cURL (JSON) sample): `message` and `requester.mail` required;
+/// `requester.name`, `assignee.id`, `source.type` (`chat-window`, `mail` or `lc2`, default `lc2`),
+/// `source.url`, `subject` (default `(no subject)`), `group` (group ids, default `[0]`). Answers
+/// the list form with the new ticket.
 async fn create_ticket(
     AxumState(fake): AxumState<FakeLiveChat>,
     headers: HeaderMap,
@@ -1095,8 +1103,10 @@ async fn create_ticket(
     ok_json(StatusCode::OK, answer)
 }
 
-/// `PUT /tickets/<TICKET_ID>/tags` `{"tag": [...]}` (the cURL (JSON) sample; `tag[]=` form
-/// fields also read): replaces the ticket's tags; answers the list form with the ticket.
+/// `PUT /tickets/<TICKET_ID>/tags` `{"tag": [...]}`
+/// (`src/pages/management/configuration-api/v2.0/index.mdx` "Update ticket tags", 628955e8; the
+/// cURL (JSON) sample; `tag[]=` form fields also read): replaces the ticket's tags; answers the
+/// list form with the ticket.
 async fn update_ticket_tags(
     AxumState(fake): AxumState<FakeLiveChat>,
     headers: HeaderMap,
