@@ -109,6 +109,36 @@ struct TablePosition {
     /// Records at `from` already read.
     #[serde(default)]
     skip: u64,
+    /// RFC 3339: the `created_at` of the earliest chat read in this pass that was still open
+    /// (`is_closed` not true). When the list is finished the next pass starts there again, so
+    /// the chat is pulled until it has closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    open_from: Option<String>,
+}
+
+/// How far back (before the newest chat read) an open chat still makes the next pass start
+/// again at it: three days. A chat open longer than that (abandoned in the operator's panel)
+/// is left to the webhook.
+const REOPEN_WINDOW_MILLIS: i64 = 3 * 24 * 3600 * 1000;
+
+impl TablePosition {
+    /// Where the next pass starts once this list is finished: the earliest chat still open
+    /// when read (if it is within [`REOPEN_WINDOW_MILLIS`] of the newest record), else the
+    /// last second read. Either way from its first record (`skip` 0), so a record created in
+    /// that second after this read is not skipped.
+    fn finish(&mut self) {
+        self.skip = 0;
+        let Some(open) = self.open_from.take() else {
+            return;
+        };
+        let newest = self.from.as_deref().and_then(Timestamp::parse_rfc3339);
+        let open_at = Timestamp::parse_rfc3339(&open);
+        if let (Some(newest), Some(open_at)) = (newest, open_at) {
+            if newest.as_millis() - open_at.as_millis() <= REOPEN_WINDOW_MILLIS {
+                self.from = Some(open);
+            }
+        }
+    }
 }
 
 /// The version of the cursor's JSON this build writes and reads.
@@ -132,6 +162,7 @@ impl Cursor {
         let position = TablePosition {
             from: since.map(Timestamp::to_rfc3339),
             skip: 0,
+            open_from: None,
         };
         Cursor {
             v: CURSOR_VERSION,
@@ -156,7 +187,8 @@ impl Cursor {
             )));
         }
         for table in Table::ALL {
-            if let Some(from) = &cursor.position(table).from {
+            let position = cursor.position(table);
+            for from in position.from.iter().chain(position.open_from.iter()) {
                 if Timestamp::parse_rfc3339(from).is_none() {
                     return Err(Error::invalid(format!(
                         "the saved LiveTex sync cursor of connection {connection} has a bad \
@@ -526,6 +558,17 @@ impl LiveTexConnector {
                 position.from = Some(created_text);
                 position.skip = 1;
             }
+            let still_open = table == Table::Chats
+                && row.get("is_closed").and_then(Value::as_bool) != Some(true);
+            if still_open
+                && position
+                    .open_from
+                    .as_deref()
+                    .and_then(Timestamp::parse_rfc3339)
+                    .is_none_or(|earliest| created_at < earliest)
+            {
+                position.open_from = Some(created_at.to_rfc3339());
+            }
             match table.events(row) {
                 Ok(mut row_events) => events.append(&mut row_events),
                 Err(error) => {
@@ -570,8 +613,8 @@ impl Connector for LiveTexConnector {
     /// Pages through chats, then leads, each by `created_at` (see the README's "Cursor"). A
     /// page with no records moves on to the next list within the same call; `done` once the
     /// leads have nothing more. The cursor then points at the last second seen in each list
-    /// (position 0), so the next run re-reads that second (appending nothing) and everything
-    /// after it.
+    /// (position 0), or for chats at the earliest chat still open when read, so the next run
+    /// re-reads from there (appending nothing for what did not change) and everything after.
     async fn sync_page(
         &self,
         cursor: Option<&str>,
@@ -593,9 +636,7 @@ impl Connector for LiveTexConnector {
                 "livetex page pulled"
             );
             if finished {
-                // Re-read the last second next time: a record created in that second after
-                // this read would otherwise be skipped by the offset.
-                position.skip = 0;
+                position.finish();
             }
             *cursor.position_mut(table) = position;
             let done = match (finished, table.next()) {
@@ -617,6 +658,50 @@ impl Connector for LiveTexConnector {
                 next_cursor: cursor.to_json(),
                 done,
             });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn position(from: &str, open_from: Option<&str>) -> TablePosition {
+        TablePosition {
+            from: Some(from.to_owned()),
+            skip: 7,
+            open_from: open_from.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_finished_list_restarts_at_an_open_chat_within_three_days_only() {
+        let mut none_open = position("2024-03-10T00:00:00.000Z", None);
+        none_open.finish();
+        assert_eq!(
+            none_open,
+            position("2024-03-10T00:00:00.000Z", None).with_skip(0)
+        );
+
+        let mut recent = position("2024-03-10T00:00:00.000Z", Some("2024-03-07T00:00:00.000Z"));
+        recent.finish();
+        assert_eq!(
+            recent,
+            position("2024-03-07T00:00:00.000Z", None).with_skip(0)
+        );
+
+        let mut abandoned = position("2024-03-10T00:00:00.000Z", Some("2024-03-06T23:59:59.000Z"));
+        abandoned.finish();
+        assert_eq!(
+            abandoned,
+            position("2024-03-10T00:00:00.000Z", None).with_skip(0)
+        );
+    }
+
+    impl TablePosition {
+        fn with_skip(mut self, skip: u64) -> Self {
+            self.skip = skip;
+            self
         }
     }
 }

@@ -390,6 +390,76 @@ async fn an_incremental_run_fetches_only_what_was_created_since() {
     }
 }
 
+/// The `q` of the first request to `path` in the log, as an instant (it is Moscow time).
+fn first_q(server: &FakeServer, path: &str) -> Timestamp {
+    let query = query_of(&server.log.to_path(path)[0]);
+    let text = query["q"].strip_prefix("created_at>=").unwrap().to_owned();
+    let naive = Timestamp::parse_sql_utc(&text).unwrap();
+    Timestamp::from_millis(naive.as_millis() - 3 * 3_600_000).unwrap()
+}
+
+fn chat_created(fake: &FakeLiveTex, id: u64) -> Timestamp {
+    let rows = fake.rows(Table::Chats);
+    created(rows.iter().find(|r| r["id"] == id).unwrap())
+}
+
+#[tokio::test]
+async fn a_chat_still_open_when_pulled_is_pulled_again_until_it_closes() {
+    let fake = FakeLiveTex::new().with_chats(10);
+    let open = fake.add_open_chats(2);
+    fake.add_chats(60);
+    let server = fake.start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let connector = connector(&server);
+
+    let first = sync(&connector, &store, None, 100).await;
+    assert!(first.done);
+    assert_eq!(first.appended, 72);
+
+    // Nothing changed: the next run starts again at the first chat still open.
+    server.log.clear();
+    let unchanged = sync(&connector, &store, None, 100).await;
+    assert_eq!(unchanged.appended, 0);
+    assert_eq!(
+        first_q(&server, "/chats/list"),
+        chat_created(&fake, open[0])
+    );
+
+    // It closes: the next run pulls its close, then starts at the other open chat.
+    assert!(fake.close_chat(open[0]));
+    server.log.clear();
+    let closed_one = sync(&connector, &store, None, 100).await;
+    assert_eq!(closed_one.appended, 1);
+    assert_eq!(
+        first_q(&server, "/chats/list"),
+        chat_created(&fake, open[0])
+    );
+    let ended: Vec<IncomingEvent> = store
+        .read_events(Sequence::ZERO, 1000)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.incoming)
+        .filter(|e| e.dedup_key.starts_with(&format!("chat:{}:", open[0])))
+        .collect();
+    assert_eq!(ended.len(), 2, "opened, then closed");
+    assert_eq!(ended[1].kind, switchboard_core::EventKind::ChatEnded);
+
+    assert!(fake.close_chat(open[1]));
+    server.log.clear();
+    assert_eq!(sync(&connector, &store, None, 100).await.appended, 1);
+    assert_eq!(
+        first_q(&server, "/chats/list"),
+        chat_created(&fake, open[1])
+    );
+
+    // Nothing open any more: back to the last second read.
+    server.log.clear();
+    assert_eq!(sync(&connector, &store, None, 100).await.appended, 0);
+    let last = created(fake.rows(Table::Chats).last().unwrap());
+    assert_eq!(first_q(&server, "/chats/list"), last);
+}
+
 #[tokio::test]
 async fn a_first_sync_from_a_time_asks_every_list_from_it() {
     let fake = fake_with_data();

@@ -116,6 +116,7 @@ struct LiveTexState {
     tokens_issued: u64,
     logins: u64,
     list_override: Option<Value>,
+    open_next: usize,
 }
 
 /// The fake LiveTex account: its credentials, its records and the tokens it issued. Cheap to
@@ -154,6 +155,7 @@ impl FakeLiveTex {
                 tokens_issued: 0,
                 logins: 0,
                 list_override: None,
+                open_next: 0,
             })),
         }
     }
@@ -182,11 +184,42 @@ impl FakeLiveTex {
         self
     }
 
-    /// Adds `n` chats, later than every record so far. Chat `k` (from 0) has id `50000 + k`
-    /// and belongs to conversation `90000 + k/2` (two chats per conversation, the second
-    /// closed); each has an employee, a visitor, a site and two messages. Returns their ids.
+    /// Adds `n` closed chats, later than every record so far. Chat `k` (from 0) has id
+    /// `50000 + k` and belongs to conversation `90000 + k/2` (two chats per conversation, the
+    /// first transferred, the second completed); each has an employee, a visitor, a site and
+    /// two messages. Returns their ids.
     pub fn add_chats(&self, n: usize) -> Vec<u64> {
         lock(&self.state).add(Table::Chats, n)
+    }
+
+    /// Adds `n` chats still open (`is_closed: false`), like [`FakeLiveTex::add_chats`]
+    /// otherwise. Returns their ids.
+    pub fn add_open_chats(&self, n: usize) -> Vec<u64> {
+        let mut state = lock(&self.state);
+        state.open_next = n;
+        state.add(Table::Chats, n)
+    }
+
+    /// Closes a chat (`is_closed: true`, `result: completed`, a later `updated_at`); it keeps
+    /// its `created_at`, so it stays where it was in the list. Returns whether it exists.
+    pub fn close_chat(&self, id: u64) -> bool {
+        let mut state = lock(&self.state);
+        let Some(record) = state
+            .tables
+            .get_mut(&Table::Chats)
+            .and_then(|records| records.iter_mut().find(|r| r.id == id))
+        else {
+            return false;
+        };
+        if let Value::Object(row) = &mut record.row {
+            row.insert("is_closed".to_owned(), json!(true));
+            row.insert("result".to_owned(), json!("completed"));
+            row.insert(
+                "updated_at".to_owned(),
+                json!(msk_datetime(record.created_at + 1800)),
+            );
+        }
+        true
     }
 
     /// Adds `n` leads, later than every record so far. Lead `k` has id `70000 + k`; every
@@ -255,7 +288,9 @@ impl LiveTexState {
                     Table::Chats => {
                         let k = self.chats_made;
                         self.chats_made += 1;
-                        (k, chat_row(self.seed, k, created_at))
+                        let open = self.open_next > 0;
+                        self.open_next = self.open_next.saturating_sub(1);
+                        (k, chat_row(self.seed, k, created_at, open))
                     }
                     Table::Leads => {
                         let k = self.leads_made;
@@ -584,10 +619,9 @@ const QUESTIONS: [&str; 4] = [
 
 /// A `Chat` (Types/Chat.json) with its nested `conversation`, `employee`, `visitor`, `site`,
 /// `messages` (Types/Message.json) and `first_message`.
-fn chat_row(seed: u64, k: u64, created_at: i64) -> Value {
+fn chat_row(seed: u64, k: u64, created_at: i64, open: bool) -> Value {
     let r = mix(seed, 1, k);
     let conversation = 90_000 + k / 2;
-    let closed = k % 2 == 1;
     let (employee_id, first, last) = OPERATORS[usize::try_from(r % 3).unwrap_or(0)];
     let visitor_id = format!("v-{conversation}");
     let visitor_name = pick(&VISITORS, r >> 8);
@@ -603,11 +637,11 @@ fn chat_row(seed: u64, k: u64, created_at: i64) -> Value {
         "conversation": {"id": conversation},
         "created_at": msk_datetime(created_at),
         "updated_at": msk_datetime(created_at + 600),
-        "is_closed": closed,
+        "is_closed": !open,
         "employee": employee,
         "visitor": visitor,
         "site": {"id": 3101, "url": "shop.example.ru"},
-        "result": if closed { "completed" } else { "transfer_manual" },
+        "result": if k % 2 == 1 { "completed" } else { "transfer_manual" },
         "duration": 540,
         "answer_time_avg": 10 + (r >> 32) % 50,
         "first_answer_time": 5 + (r >> 40) % 30,
