@@ -130,6 +130,8 @@ async fn bad_webhooks_get_a_reason_and_store_nothing() {
     assert_eq!(reply["error"], "invalid_argument");
     assert!(!reply["message"].as_str().unwrap().is_empty());
 
+    // Authentic (verified) and valid JSON, but the plugin cannot map it: not refused (the
+    // vendor would drop it) but held in the quarantine, and nothing appended.
     let (status, body) = sandbox
         .post(
             "livechat",
@@ -138,7 +140,16 @@ async fn bad_webhooks_get_a_reason_and_store_nothing() {
             "{\"event_type\": \"chat_started\"}",
         )
         .await;
-    assert_eq!(status, 400, "no chat: {body}");
+    assert_eq!(status, 200, "no chat: {body}");
+    let held = sandbox
+        .client()
+        .await
+        .list_quarantine(v1::ListQuarantineRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(held.webhooks.len(), 1);
+    assert_eq!(held.webhooks[0].connection_id, "livechat");
 
     let huge = format!(
         "{{\"event_type\":\"chat_started\",\"pad\":\"{}\"}}",
@@ -147,7 +158,11 @@ async fn bad_webhooks_get_a_reason_and_store_nothing() {
     let (status, body) = sandbox.post("livechat", "", &[TOKEN], huge).await;
     assert_eq!(status, 413, "{body}");
 
-    assert_eq!(sandbox.head(), 0, "no refused webhook stored anything");
+    assert_eq!(
+        sandbox.head(),
+        0,
+        "no refused or held webhook appended anything"
+    );
     let listed = sandbox
         .list_all(v1::ListConversationsRequest::default())
         .await;

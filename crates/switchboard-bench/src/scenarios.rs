@@ -230,6 +230,7 @@ pub async fn floor(args: LoadArgs) -> anyhow::Result<f64> {
                 raw: Some(template.render(n).body),
                 events: workload::unique_events(&template.events, n),
                 sync: None,
+                quarantine: None,
             };
             let store = op_store.clone();
             async move {

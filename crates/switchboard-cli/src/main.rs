@@ -125,6 +125,12 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         max_pages: u32,
     },
+    /// Webhooks that passed verification but that their plugin could not map: held, never
+    /// refused, until a plugin upgrade can map them.
+    Quarantine {
+        #[command(subcommand)]
+        command: QuarantineCommand,
+    },
     /// List the vendor plugins built into this binary.
     Plugins,
     /// Make API keys for the gRPC API.
@@ -176,6 +182,33 @@ enum ConversationsCommand {
         server: ServerArg,
         /// CONNECTION/VENDOR_ID, e.g. livechat/PO13.
         id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum QuarantineCommand {
+    /// List held webhooks, oldest first, with why their plugin could not map them.
+    List {
+        #[command(flatten)]
+        server: ServerArg,
+        /// Only these connections (repeatable).
+        #[arg(long = "connection")]
+        connections: Vec<String>,
+        /// Print each body too.
+        #[arg(long)]
+        bodies: bool,
+    },
+    /// Process held webhooks again with this server's plugins (after an upgrade). Those that
+    /// map now are appended (a redelivery appends nothing) and leave the quarantine.
+    Retry {
+        #[command(flatten)]
+        server: ServerArg,
+        /// Retry every held webhook.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        /// The ids to retry (`switchboard quarantine list` shows them).
+        #[arg(required_unless_present = "all")]
+        ids: Vec<u64>,
     },
 }
 
@@ -363,6 +396,17 @@ async fn run() -> Result<()> {
             ConversationsCommand::Get { server, id } => get_conversation(server, id).await,
         },
         Command::Connections { server } => list_connections(server).await,
+        Command::Quarantine {
+            command:
+                QuarantineCommand::List {
+                    server,
+                    connections,
+                    bodies,
+                },
+        } => list_quarantine(server, connections, bodies).await,
+        Command::Quarantine {
+            command: QuarantineCommand::Retry { server, all, ids },
+        } => retry_quarantine(server, all, ids).await,
         Command::Sync {
             server,
             connection,
@@ -644,6 +688,66 @@ async fn get_conversation(server: ServerArg, id: String) -> Result<()> {
                 .unwrap_or_default(),
             m.text
         );
+    }
+    Ok(())
+}
+
+async fn list_quarantine(server: ServerArg, connections: Vec<String>, bodies: bool) -> Result<()> {
+    let mut client = server.connect().await?;
+    let mut page_token = String::new();
+    let mut shown = 0u64;
+    loop {
+        let page = client
+            .list_quarantine(v1::ListQuarantineRequest {
+                connection_ids: connections.clone(),
+                page_size: 200,
+                page_token: page_token.clone(),
+            })
+            .await?
+            .into_inner();
+        if shown == 0 {
+            println!("{} held ({} bytes)", page.total_entries, page.total_bytes);
+        }
+        for w in &page.webhooks {
+            shown += 1;
+            println!(
+                "{:<8} {:<16} {:<10} received={} attempts={} reason: {}",
+                w.id,
+                w.connection_id,
+                w.vendor,
+                time_text(w.received_at.as_ref()),
+                w.attempts,
+                w.reason
+            );
+            if bodies {
+                println!("         {}", w.body);
+            }
+        }
+        if page.next_page_token.is_empty() {
+            return Ok(());
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+async fn retry_quarantine(server: ServerArg, all: bool, ids: Vec<u64>) -> Result<()> {
+    let mut client = server.connect().await?;
+    let outcome = client
+        .retry_quarantine(v1::RetryQuarantineRequest { ids, all })
+        .await?
+        .into_inner();
+    println!(
+        "released {} (appended {} events, {} already stored); {} still failing",
+        outcome.released.len(),
+        outcome.appended,
+        outcome.duplicates,
+        outcome.still_failing.len()
+    );
+    for failure in &outcome.still_failing {
+        println!("{:<8} still failing: {}", failure.id, failure.reason);
+    }
+    for id in &outcome.not_found {
+        println!("{id:<8} not in the quarantine");
     }
     Ok(())
 }

@@ -491,3 +491,46 @@ async fn a_full_disk_makes_the_server_unready_sigterm_still_exits_and_a_restart_
     let status = server.terminate();
     assert!(status.success(), "{status:?}");
 }
+
+/// The quarantine from the command line, across `kill -9`: an authentic webhook no plugin can
+/// map is answered 200, survives a crash, is listed, and a retry that still cannot map it
+/// keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantined_webhooks_survive_kill_9_and_are_listed_and_retried_from_the_cli() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data);
+    let response = reqwest::Client::new()
+        .post(format!("{}/webhooks/livechat", server.http))
+        .body(r#"{"event_type":"chat_started"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    server.kill_9();
+
+    let server = Server::start(&data);
+    let cli = |args: &[&str]| {
+        let output = Command::new(BIN)
+            .args(args)
+            .args(["--server", &server.grpc])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let listed = cli(&["quarantine", "list", "--bodies"]);
+    assert!(listed.starts_with("1 held"), "{listed}");
+    assert!(listed.contains("livechat"), "{listed}");
+    assert!(
+        listed.contains(r#"{"event_type":"chat_started"}"#),
+        "{listed}"
+    );
+    let retried = cli(&["quarantine", "retry", "--all"]);
+    assert!(retried.contains("released 0"), "{retried}");
+    assert!(retried.contains("1 still failing"), "{retried}");
+    let listed = cli(&["quarantine", "list"]);
+    assert!(listed.contains("attempts=1"), "{listed}");
+    assert!(server.terminate().success());
+}

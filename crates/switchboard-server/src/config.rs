@@ -140,6 +140,10 @@ pub struct LimitsSection {
     /// How long a subscriber may leave its full buffer unread before its stream is ended with
     /// RESOURCE_EXHAUSTED, milliseconds.
     pub stream_stall_timeout_ms: Option<u64>,
+    /// Most webhooks the quarantine holds.
+    pub quarantine_max_entries: Option<usize>,
+    /// Most bytes the quarantine holds.
+    pub quarantine_max_bytes: Option<usize>,
 }
 
 /// `[http]`
@@ -282,6 +286,11 @@ pub struct Limits {
     /// How long a subscriber may leave its full buffer unread before its stream ends with
     /// RESOURCE_EXHAUSTED (default 60 s).
     pub stream_stall_timeout: Duration,
+    /// Most webhooks the quarantine holds (default 10,000); past it (or past
+    /// `quarantine_max_bytes`, default 256 MiB) an unmappable webhook gets 503.
+    pub quarantine_max_entries: usize,
+    /// Most bytes the quarantine holds (default 256 MiB).
+    pub quarantine_max_bytes: usize,
 }
 
 impl Default for Limits {
@@ -307,6 +316,8 @@ impl Default for Limits {
             stream_subscriber_buffer_bytes: 16 * 1024 * 1024,
             stream_total_buffer_bytes: 512 * 1024 * 1024,
             stream_stall_timeout: Duration::from_secs(60),
+            quarantine_max_entries: 10_000,
+            quarantine_max_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -428,6 +439,16 @@ impl Limits {
                 "stream_stall_timeout_ms",
                 section.stream_stall_timeout_ms,
                 d.stream_stall_timeout,
+            )?,
+            quarantine_max_entries: size(
+                "quarantine_max_entries",
+                section.quarantine_max_entries,
+                d.quarantine_max_entries,
+            )?,
+            quarantine_max_bytes: size(
+                "quarantine_max_bytes",
+                section.quarantine_max_bytes,
+                d.quarantine_max_bytes,
             )?,
         })
     }

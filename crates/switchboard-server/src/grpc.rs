@@ -19,6 +19,8 @@ use crate::sync::SyncRunner;
 
 #[path = "grpc_admin.rs"]
 mod admin;
+#[path = "grpc_quarantine.rs"]
+mod quarantine;
 #[path = "grpc_stream.rs"]
 mod stream;
 #[path = "grpc_tickets.rs"]
@@ -91,6 +93,8 @@ pub struct SwitchboardService {
     subscribers: Arc<tokio::sync::Semaphore>,
     /// The memory budgets of subscribers' queues.
     budgets: stream::Budgets,
+    /// Unmappable webhooks, held.
+    quarantine: crate::quarantine::QuarantineService,
     /// The newest events in wire form, converted once for all subscribers.
     converted: Arc<stream::ConvertedRing>,
     sync: SyncRunner,
@@ -110,6 +114,10 @@ impl SwitchboardService {
         stream: StreamOptions,
     ) -> Self {
         SwitchboardService {
+            quarantine: crate::quarantine::QuarantineService::new(
+                store.clone(),
+                connections.clone(),
+            ),
             store,
             connections,
             vendors: Arc::new(vendors),
@@ -152,6 +160,7 @@ impl SwitchboardService {
                 raw: None,
                 events: vec![event],
                 sync: None,
+                quarantine: None,
             })
             .await
             .map_err(store_status)?;
@@ -623,6 +632,20 @@ impl Switchboard for SwitchboardService {
         request: Request<v1::ManageAgentsRequest>,
     ) -> Result<Response<v1::ManageAgentsResponse>, Status> {
         self.manage_agents_rpc(request).await
+    }
+
+    async fn list_quarantine(
+        &self,
+        request: Request<v1::ListQuarantineRequest>,
+    ) -> Result<Response<v1::ListQuarantineResponse>, Status> {
+        self.list_quarantine_rpc(request).await
+    }
+
+    async fn retry_quarantine(
+        &self,
+        request: Request<v1::RetryQuarantineRequest>,
+    ) -> Result<Response<v1::RetryQuarantineResponse>, Status> {
+        self.retry_quarantine_rpc(request).await
     }
 
     async fn list_connections(

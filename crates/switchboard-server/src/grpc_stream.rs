@@ -578,6 +578,7 @@ mod replay_tests {
                     raw: Some("{}".to_owned()),
                     events,
                     sync: None,
+                    quarantine: None,
                 })
                 .await
                 .expect("append");

@@ -30,6 +30,7 @@ use crate::conn::{Peer, PeerBodyReads};
 use crate::connections::Connections;
 use crate::limits::WebhookLimit;
 use crate::metrics::{self as telemetry, WebhookOutcome};
+use crate::quarantine::QuarantineService;
 
 /// The request id header, in requests and responses.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -52,6 +53,8 @@ pub struct HttpState {
     pub body_reads: PeerBodyReads,
     /// Whether `/metrics` is served here (else it has an address of its own).
     pub serve_metrics: bool,
+    /// Where verified webhooks their plugin cannot map are held.
+    pub quarantine: QuarantineService,
 }
 
 impl HttpState {
@@ -59,6 +62,7 @@ impl HttpState {
     pub fn new(store: Store, connections: Connections) -> Self {
         let limits = crate::config::Limits::default();
         HttpState {
+            quarantine: QuarantineService::new(store.clone(), connections.clone()),
             store,
             connections,
             body_limit: crate::config::DEFAULT_BODY_LIMIT,
@@ -448,6 +452,27 @@ async fn handle_webhook<'a>(
     }
     let events = match source.parse(&request) {
         Ok(events) => events,
+        // Authentic and valid JSON, but the plugin cannot map it: held, not refused (a vendor
+        // drops what it gets a 4xx for).
+        Err(error)
+            if error.code == ErrorCode::InvalidArgument && crate::quarantine::is_json(&body) =>
+        {
+            return match state
+                .quarantine
+                .hold(connection, source, &request, Some(request_id), &error)
+                .await
+            {
+                Ok(_) => (
+                    WebhookOutcome::Quarantined,
+                    label,
+                    reply_response(source.reply(Ok(&IngestSummary {
+                        appended: 0,
+                        duplicates: 0,
+                    }))),
+                ),
+                Err(unavailable) => refuse(unavailable),
+            };
+        }
         Err(error) => return refuse(error),
     };
     let count = events.len();
@@ -459,6 +484,7 @@ async fn handle_webhook<'a>(
         raw: Some(source.raw_for_storage(&request)),
         events,
         sync: None,
+        quarantine: None,
     };
     match state.store.append(append).await {
         Ok(receipt) => {

@@ -25,6 +25,7 @@ pub mod grpc;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod quarantine;
 pub mod status_shape;
 pub mod sync;
 pub mod tls;
@@ -171,7 +172,16 @@ pub async fn start(
             );
         }
     }
-    let store = Store::open(&config.data_dir)?;
+    let store = Store::open_with(
+        &config.data_dir,
+        switchboard_store::StoreOptions {
+            quarantine: switchboard_store::QuarantineLimits {
+                max_entries: config.limits.quarantine_max_entries as u64,
+                max_bytes: config.limits.quarantine_max_bytes as u64,
+            },
+            ..switchboard_store::StoreOptions::default()
+        },
+    )?;
     let http_listener = TcpListener::bind(config.http_addr)
         .await
         .map_err(|source| ServerError::Bind {
@@ -210,7 +220,17 @@ pub async fn start(
         ),
         body_reads: conn::PeerBodyReads::new(limits.webhook_max_body_reads_per_peer),
         serve_metrics: config.metrics_addr.is_none(),
+        quarantine: quarantine::QuarantineService::new(store.clone(), connections.clone()),
     });
+    if let Ok(totals) = store.quarantine_totals() {
+        metrics::quarantine_entries(totals.entries);
+        if totals.entries > 0 {
+            warn!(
+                entries = totals.entries,
+                "the quarantine holds webhooks no plugin could map: `switchboard quarantine list`"
+            );
+        }
+    }
     let conn_limits = conn::HttpConnLimits {
         header_read_timeout: limits.http_header_read_timeout,
         idle_timeout: limits.connection_idle_timeout,

@@ -28,6 +28,12 @@ pub const STREAM_SUBSCRIBERS_REFUSED_TOTAL: &str = "switchboard_stream_subscribe
 /// Counter: StreamEvents subscribers ended because they left their events unread past the
 /// stall limit.
 pub const STREAM_SUBSCRIBERS_STALLED_TOTAL: &str = "switchboard_stream_subscribers_stalled_total";
+/// Counter by connection: verified webhooks their plugin could not map, held in the quarantine.
+pub const QUARANTINED_TOTAL: &str = "switchboard_quarantined_total";
+/// Gauge: webhooks held in the quarantine now.
+pub const QUARANTINE_ENTRIES: &str = "switchboard_quarantine_entries";
+/// Counter: unmappable webhooks refused (503) because the quarantine was full.
+pub const QUARANTINE_FULL_TOTAL: &str = "switchboard_quarantine_full_total";
 /// How far a subscriber is behind the head, sampled each time its reader reads a batch
 /// (histogram, events).
 pub const STREAM_LAG_EVENTS: &str = "switchboard_stream_lag_events";
@@ -133,6 +139,15 @@ fn describe() {
         "StreamEvents subscribers refused because the subscriber cap was reached"
     );
     describe_counter!(
+        QUARANTINED_TOTAL,
+        "Verified webhooks their plugin could not map, held in the quarantine, by connection"
+    );
+    describe_gauge!(QUARANTINE_ENTRIES, "Webhooks held in the quarantine now");
+    describe_counter!(
+        QUARANTINE_FULL_TOTAL,
+        "Unmappable webhooks answered 503 because the quarantine was full (the vendor redelivers)"
+    );
+    describe_counter!(
         STREAM_SUBSCRIBERS_STALLED_TOTAL,
         "StreamEvents subscribers ended because they left their events unread past the stall limit"
     );
@@ -183,6 +198,9 @@ pub enum WebhookOutcome {
     Timeout,
     /// Anything else (a bug; 500 or 501).
     Failed,
+    /// Verified, but its plugin could not map it: held in the quarantine and answered with
+    /// success.
+    Quarantined,
 }
 
 impl WebhookOutcome {
@@ -217,6 +235,7 @@ impl WebhookOutcome {
             WebhookOutcome::Unavailable => "unavailable",
             WebhookOutcome::Timeout => "timeout",
             WebhookOutcome::Failed => "failed",
+            WebhookOutcome::Quarantined => "quarantined",
         }
     }
 }
@@ -239,6 +258,21 @@ pub fn ingest_latency(connection: &str, elapsed: Duration) {
 /// Counts one subscriber refused by the cap.
 pub fn subscriber_refused() {
     counter!(STREAM_SUBSCRIBERS_REFUSED_TOTAL).increment(1);
+}
+
+/// Counts a webhook held in the quarantine.
+pub fn quarantine_held(connection: &str) {
+    counter!(QUARANTINED_TOTAL, "connection" => connection.to_owned()).increment(1);
+}
+
+/// Counts an unmappable webhook refused because the quarantine was full.
+pub fn quarantine_full() {
+    counter!(QUARANTINE_FULL_TOTAL).increment(1);
+}
+
+/// Sets how many webhooks the quarantine holds.
+pub fn quarantine_entries(entries: u64) {
+    gauge!(QUARANTINE_ENTRIES).set(entries as f64);
 }
 
 /// Counts a subscriber ended for leaving its events unread.

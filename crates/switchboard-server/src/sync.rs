@@ -171,6 +171,7 @@ impl SyncRunner {
                         records,
                         at: Timestamp::now(),
                     }),
+                    quarantine: None,
                 })
                 .await;
             let receipt = match receipt {

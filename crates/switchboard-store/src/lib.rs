@@ -171,6 +171,7 @@
 
 mod error;
 mod keys;
+mod quarantine;
 mod query;
 mod record;
 mod tail;
@@ -192,6 +193,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 pub use crate::error::StoreError;
+pub use crate::quarantine::{
+    NewQuarantined, QuarantineLimits, QuarantineOp, QuarantineTotals, Quarantined,
+};
 pub use crate::record::{MAX_VALUE_DEPTH, UNREADABLE_EVENT};
 use crate::record::{decode, decode_event, load};
 use crate::tail::TailCache;
@@ -547,6 +551,49 @@ impl Store {
             return Some(Vec::new());
         }
         self.inner.tail.read_bounded(after, limit, max_bytes, head)
+    }
+
+    /// Up to `limit` quarantined webhooks with ids above `after`, oldest first, only of
+    /// `connections` if any are given; with the id to continue after when there are more.
+    /// An entry that does not decode is reported and skipped.
+    pub fn list_quarantine(
+        &self,
+        after: u64,
+        limit: usize,
+        connections: &[ConnectionId],
+    ) -> Result<(Vec<Quarantined>, Option<u64>), StoreError> {
+        let start = quarantine::key(after.saturating_add(1));
+        let end = quarantine::key(u64::MAX);
+        let mut page = Vec::new();
+        for entry in self.inner.db.range(start..=end) {
+            let (key, value) = entry?;
+            let entry: Quarantined = match decode(&key, &value) {
+                Ok(entry) => entry,
+                Err(error) => {
+                    unreadable_record(&key, &error);
+                    continue;
+                }
+            };
+            if !connections.is_empty() && !connections.contains(&entry.connection) {
+                continue;
+            }
+            if page.len() == limit {
+                let last = page.last().map_or(after, |e: &Quarantined| e.id);
+                return Ok((page, Some(last)));
+            }
+            page.push(entry);
+        }
+        Ok((page, None))
+    }
+
+    /// One quarantined webhook.
+    pub fn get_quarantined(&self, id: u64) -> Result<Option<Quarantined>, StoreError> {
+        load(&self.inner.db, &quarantine::key(id))
+    }
+
+    /// How many webhooks the quarantine holds, and their bytes.
+    pub fn quarantine_totals(&self) -> Result<QuarantineTotals, StoreError> {
+        Ok(load(&self.inner.db, quarantine::META_KEY)?.unwrap_or_default())
     }
 
     /// A conversation by id.

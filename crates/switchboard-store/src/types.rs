@@ -6,6 +6,8 @@ use switchboard_core::{
     Timestamp,
 };
 
+use crate::quarantine::{QuarantineLimits, QuarantineOp};
+
 /// How a [`crate::Store`] runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoreOptions {
@@ -24,6 +26,8 @@ pub struct StoreOptions {
     /// About how many bytes of events the tail cache holds at most (raw bodies dominate);
     /// past it the oldest are dropped, whatever `tail_cache_events` says.
     pub tail_cache_bytes: usize,
+    /// The quarantine's bounds.
+    pub quarantine: QuarantineLimits,
 }
 
 /// The default [`StoreOptions::cache_capacity`]: 128 MiB (sled's own default is 1 GiB), which
@@ -38,6 +42,7 @@ impl Default for StoreOptions {
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             tail_cache_events: 4096,
             tail_cache_bytes: 64 * 1024 * 1024,
+            quarantine: QuarantineLimits::default(),
         }
     }
 }
@@ -59,6 +64,9 @@ pub struct AppendRequest {
     pub events: Vec<IncomingEvent>,
     /// A sync cursor to save in the same atomic batch as the events.
     pub sync: Option<SyncUpdate>,
+    /// A change to the quarantine in the same atomic batch (hold an unmappable webhook, or
+    /// release one whose events this request appends).
+    pub quarantine: Option<QuarantineOp>,
 }
 
 impl AppendRequest {
@@ -76,6 +84,7 @@ impl AppendRequest {
             raw: None,
             events,
             sync: None,
+            quarantine: None,
         }
     }
 }
@@ -111,6 +120,10 @@ pub struct AppendReceipt {
     pub appended: Vec<Sequence>,
     /// Events whose dedup key was already known; they appended nothing.
     pub duplicates: usize,
+    /// The id of the quarantine entry a [`QuarantineOp::Hold`] made.
+    pub quarantined: Option<u64>,
+    /// A [`QuarantineOp::Hold`] did not fit the quarantine's bounds: nothing was held.
+    pub quarantine_full: bool,
 }
 
 /// Which conversations to list. Empty lists mean "any"; several values are OR-ed; time ranges

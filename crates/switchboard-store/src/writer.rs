@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, info};
 
 use crate::keys::{self, IndexFamily};
+use crate::quarantine::{self, QuarantineLimits, QuarantineOp, QuarantineTotals, Quarantined};
 use crate::record::{NewEvent, encode, encode_event, load};
 use crate::tail::TailCache;
 use crate::{AppendReceipt, AppendRequest, StoreError, StoreOptions, SyncState};
@@ -315,7 +316,7 @@ impl Writer {
     }
 
     fn prepare(&self, commands: &[Command]) -> Result<Prepared, StoreError> {
-        let mut pending = Pending::new(&self.db, self.head);
+        let mut pending = Pending::new(&self.db, self.head, self.options.quarantine);
         let mut receipts = Vec::with_capacity(commands.len());
         for (i, command) in commands.iter().enumerate() {
             match command {
@@ -435,6 +436,11 @@ struct Pending<'a> {
     agents: HashMap<Vec<u8>, Option<Agent>>,
     sync: HashMap<Vec<u8>, SyncState>,
     appended: Vec<AppendedEvent>,
+    quarantine_limits: QuarantineLimits,
+    /// The quarantine's totals once read (and changed) in this group.
+    quarantine_totals: Option<QuarantineTotals>,
+    /// Quarantine entries written (`Some`) or removed (`None`) in this group.
+    quarantined: HashMap<u64, Option<Quarantined>>,
 }
 
 /// Where a newly appended event of a group came from, so that the flusher can put it in the
@@ -451,7 +457,7 @@ pub(crate) struct AppendedEvent {
 }
 
 impl<'a> Pending<'a> {
-    fn new(tree: &'a sled::Tree, head: u64) -> Self {
+    fn new(tree: &'a sled::Tree, head: u64, quarantine_limits: QuarantineLimits) -> Self {
         Pending {
             tree,
             start_head: head,
@@ -463,7 +469,84 @@ impl<'a> Pending<'a> {
             agents: HashMap::new(),
             sync: HashMap::new(),
             appended: Vec::new(),
+            quarantine_limits,
+            quarantine_totals: None,
+            quarantined: HashMap::new(),
         }
+    }
+
+    fn quarantine_totals(&mut self) -> Result<QuarantineTotals, StoreError> {
+        if let Some(totals) = self.quarantine_totals {
+            return Ok(totals);
+        }
+        let totals = load(self.tree, quarantine::META_KEY)?.unwrap_or_default();
+        self.quarantine_totals = Some(totals);
+        Ok(totals)
+    }
+
+    fn quarantined(&self, id: u64) -> Result<Option<Quarantined>, StoreError> {
+        match self.quarantined.get(&id) {
+            Some(entry) => Ok(entry.clone()),
+            None => load(self.tree, &quarantine::key(id)),
+        }
+    }
+
+    fn change_quarantine(
+        &mut self,
+        request: &AppendRequest,
+        op: &QuarantineOp,
+        receipt: &mut AppendReceipt,
+    ) -> Result<(), StoreError> {
+        let mut totals = self.quarantine_totals()?;
+        match op {
+            QuarantineOp::Hold(new) => {
+                let id = totals.next_id.max(1);
+                let entry = Quarantined {
+                    id,
+                    connection: request.connection.clone(),
+                    vendor: request.vendor.clone(),
+                    received_at: request.received_at,
+                    request_id: request.request_id.clone(),
+                    reason: new.reason.clone(),
+                    headers: new.headers.clone(),
+                    query: new.query.clone(),
+                    body: new.body.clone(),
+                    attempts: 0,
+                    last_attempt_at: None,
+                };
+                let size = entry.size();
+                if totals.entries >= self.quarantine_limits.max_entries
+                    || totals.bytes.saturating_add(size) > self.quarantine_limits.max_bytes
+                {
+                    receipt.quarantine_full = true;
+                    return Ok(());
+                }
+                totals.next_id = id + 1;
+                totals.entries += 1;
+                totals.bytes += size;
+                self.quarantined.insert(id, Some(entry));
+                receipt.quarantined = Some(id);
+            }
+            QuarantineOp::Release(id) => {
+                if let Some(entry) = self.quarantined(*id)? {
+                    totals.entries = totals.entries.saturating_sub(1);
+                    totals.bytes = totals.bytes.saturating_sub(entry.size());
+                    self.quarantined.insert(*id, None);
+                }
+            }
+            QuarantineOp::Attempt { id, reason, at } => {
+                if let Some(mut entry) = self.quarantined(*id)? {
+                    totals.bytes = totals.bytes.saturating_sub(entry.size());
+                    entry.reason = reason.clone();
+                    entry.attempts = entry.attempts.saturating_add(1);
+                    entry.last_attempt_at = Some(*at);
+                    totals.bytes = totals.bytes.saturating_add(entry.size());
+                    self.quarantined.insert(*id, Some(entry));
+                }
+            }
+        }
+        self.quarantine_totals = Some(totals);
+        Ok(())
     }
 
     fn append(
@@ -507,6 +590,9 @@ impl<'a> Pending<'a> {
                 .insert(dedup.as_slice(), &keys::be(sequence.0)[..]);
             self.appended_keys.insert(dedup);
             receipt.appended.push(sequence);
+        }
+        if let Some(op) = &request.quarantine {
+            self.change_quarantine(request, op, &mut receipt)?;
         }
         if let Some(update) = &request.sync {
             let state = self.sync_state(&request.connection)?;
@@ -636,6 +722,15 @@ impl<'a> Pending<'a> {
         }
         for (key, state) in self.sync {
             batch.insert(key, encode(&state)?);
+        }
+        for (id, entry) in self.quarantined {
+            match entry {
+                Some(entry) => batch.insert(quarantine::key(id), encode(&entry)?),
+                None => batch.remove(quarantine::key(id)),
+            }
+        }
+        if let Some(totals) = self.quarantine_totals {
+            batch.insert(quarantine::META_KEY, encode(&totals)?);
         }
         let head = self.next - 1;
         if head != self.start_head {

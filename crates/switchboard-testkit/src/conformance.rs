@@ -770,6 +770,7 @@ impl Run {
                     raw: Some(String::from_utf8_lossy(&p.fixture.body).into_owned()),
                     events,
                     sync: None,
+                    quarantine: None,
                 };
                 match runtime.block_on(store.append(append)) {
                     Ok(receipt) if round == 1 => {

@@ -89,6 +89,7 @@ impl Harness {
                         records,
                         at: Timestamp::now(),
                     }),
+                    quarantine: None,
                 })
                 .await
                 .expect("append");
