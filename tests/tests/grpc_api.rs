@@ -191,6 +191,7 @@ async fn tickets_are_created_read_updated_listed_and_streamed() {
         requester_name: Some("Ann".into()),
         subject: "Order 42".into(),
         idempotency_key: Some("order-42".into()),
+        attributes: [("order_ref".to_owned(), "SO-42".to_owned())].into(),
         ..Default::default()
     };
     let created = ticket_of(
@@ -205,6 +206,7 @@ async fn tickets_are_created_read_updated_listed_and_streamed() {
     assert_eq!(created.origin(), v1::TicketOrigin::HubNative);
     assert_eq!(created.status(), v1::TicketStatus::Open);
     assert!(created.id.starts_with("smartsupp/"));
+    assert_eq!(created.attributes["order_ref"], "SO-42");
 
     let retried = ticket_of(
         client

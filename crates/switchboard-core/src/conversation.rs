@@ -3,7 +3,11 @@
 //! Vendors send events out of order and more than once. Every field of a [`Conversation`] is
 //! merged so that applying the same set of events in any order, any number of times, gives the
 //! same conversation:
-//! - status only moves forward (the larger [`ConversationStatus`] wins);
+//! - status only moves forward (the larger [`ConversationStatus`] wins) within a thread, and the
+//!   conversation has the status of its latest thread (by start, see
+//!   [`ConversationPatch::thread`]), so a chat reopened as a new thread is open again;
+//! - participants (the visitor, each agent) are merged field by field, each field its own
+//!   last-writer-wins register, so a later event that lacks the e-mail does not hide it;
 //! - `started_at` is the earliest seen, `ended_at` and `updated_at` the latest;
 //! - messages, agents, tags, attributes and segments are maps merged key by key;
 //! - every single-valued field is a last-writer-wins register ([`Lww`]) ordered by the event's
@@ -104,6 +108,98 @@ pub struct Conversation {
     pub segments: BTreeMap<String, Lww<Segment>>,
     /// Dedup keys of the events it was built from.
     pub event_keys: BTreeSet<String>,
+    /// Each participant's fields as separate registers (`visitor`, `agent:<id>`): what the
+    /// `visitor` and `agents` values are made of.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub participant_fields: BTreeMap<String, ParticipantFields>,
+    /// Each thread's status and start (`""`: the unnamed thread); `status` is the latest's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub threads: BTreeMap<String, ThreadStatus>,
+}
+
+/// One participant's fields, each a last-writer-wins register of its own.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParticipantFields {
+    /// The vendor's id.
+    pub id: Option<Lww<String>>,
+    /// Display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<Lww<String>>,
+    /// E-mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<Lww<String>>,
+    /// Phone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<Lww<String>>,
+    /// Attributes by key.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, Lww<String>>,
+}
+
+impl ParticipantFields {
+    /// Registers holding `participant`'s fields, written at `stamp` (a conversation stored
+    /// before fields were kept apart starts from its merged value this way).
+    fn seeded(participant: Option<(&Participant, Stamp)>) -> Self {
+        let mut fields = ParticipantFields::default();
+        if let Some((participant, stamp)) = participant {
+            fields.merge(participant, stamp);
+        }
+        fields
+    }
+
+    /// Takes every field `participant` has, where it is newer than what is held.
+    fn merge(&mut self, participant: &Participant, stamp: Stamp) {
+        if !participant.id.is_empty() {
+            lww_set(&mut self.id, participant.id.clone(), stamp);
+        }
+        for (slot, value) in [
+            (&mut self.name, &participant.name),
+            (&mut self.email, &participant.email),
+            (&mut self.phone, &participant.phone),
+        ] {
+            if let Some(value) = value.as_ref().filter(|v| !v.is_empty()) {
+                lww_set(slot, value.clone(), stamp);
+            }
+        }
+        for (key, value) in &participant.attributes {
+            lww_insert(&mut self.attributes, key.clone(), value.clone(), stamp);
+        }
+    }
+
+    /// The participant the registers make.
+    fn view(&self) -> Participant {
+        let value = |slot: &Option<Lww<String>>| slot.as_ref().map(|l| l.value.clone());
+        Participant {
+            id: value(&self.id).unwrap_or_default(),
+            name: value(&self.name),
+            email: value(&self.email),
+            phone: value(&self.phone),
+            attributes: self
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.value.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// One thread of a conversation: the furthest status it reached and its earliest start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadStatus {
+    /// The furthest status seen in it.
+    pub status: ConversationStatus,
+    /// Its earliest start seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    /// The earliest event about it (orders threads without a start).
+    pub first: Stamp,
+}
+
+/// The key of the visitor in [`Conversation::participant_fields`].
+const VISITOR: &str = "visitor";
+
+fn agent_key(id: &str) -> String {
+    format!("agent:{id}")
 }
 
 impl Conversation {
@@ -128,7 +224,47 @@ impl Conversation {
             attributes: BTreeMap::new(),
             segments: BTreeMap::new(),
             event_keys: BTreeSet::new(),
+            participant_fields: BTreeMap::new(),
+            threads: BTreeMap::new(),
         }
+    }
+
+    /// Records a status fact of `patch`'s thread and takes the latest thread's status.
+    fn apply_status(&mut self, patch: &ConversationPatch, stamp: Stamp) {
+        if patch.status.is_none() && patch.thread.is_none() {
+            return;
+        }
+        if self.threads.is_empty() && self.status != ConversationStatus::Unknown {
+            // Stored before threads were kept: what it had is its unnamed thread.
+            self.threads.insert(
+                String::new(),
+                ThreadStatus {
+                    status: self.status,
+                    started_at: self.started_at,
+                    first: Stamp(self.started_at.unwrap_or(Timestamp::MIN), 0),
+                },
+            );
+        }
+        let thread = self
+            .threads
+            .entry(patch.thread.clone().unwrap_or_default())
+            .or_insert(ThreadStatus {
+                status: ConversationStatus::Unknown,
+                started_at: None,
+                first: stamp,
+            });
+        if let Some(status) = patch.status {
+            thread.status = thread.status.max(status);
+        }
+        if let Some(at) = patch.started_at {
+            thread.started_at = Some(thread.started_at.map_or(at, |cur| cur.min(at)));
+        }
+        thread.first = thread.first.min(stamp);
+        self.status = self
+            .threads
+            .iter()
+            .max_by_key(|(id, t)| (t.started_at.unwrap_or(t.first.0), t.first, *id))
+            .map_or(ConversationStatus::Unknown, |(_, t)| t.status);
     }
 
     /// Merges one event's patch in. Commutative, associative and idempotent over events with
@@ -137,9 +273,7 @@ impl Conversation {
         let stamp = Stamp::of(occurred_at, dedup_key);
         self.event_keys.insert(dedup_key.to_owned());
         self.updated_at = self.updated_at.max(occurred_at);
-        if let Some(status) = patch.status {
-            self.status = self.status.max(status);
-        }
+        self.apply_status(patch, stamp);
         if let Some(at) = patch.started_at {
             self.started_at = Some(self.started_at.map_or(at, |cur| cur.min(at)));
         }
@@ -150,18 +284,50 @@ impl Conversation {
             lww_set(&mut self.end_reason, reason.clone(), stamp);
         }
         if let Some(visitor) = &patch.visitor {
-            lww_set(&mut self.visitor, visitor.clone(), stamp);
+            let existing = self.visitor.as_ref().map(|v| (&v.value, v.stamp));
+            let fields = self
+                .participant_fields
+                .entry(VISITOR.to_owned())
+                .or_insert_with(|| ParticipantFields::seeded(existing));
+            fields.merge(visitor, stamp);
+            let newest = self.visitor.as_ref().map_or(stamp, |v| v.stamp.max(stamp));
+            self.visitor = Some(Lww {
+                value: fields.view(),
+                stamp: newest,
+            });
         }
         for agent in &patch.agents_joined {
+            let existing = self
+                .agents
+                .get(&agent.id)
+                .and_then(|a| a.value.as_ref().map(|v| (v, a.stamp)));
+            let fields = self
+                .participant_fields
+                .entry(agent_key(&agent.id))
+                .or_insert_with(|| ParticipantFields::seeded(existing));
+            fields.merge(agent, stamp);
+            let view = fields.view();
             lww_insert(
                 &mut self.agents,
                 agent.id.clone(),
-                Some(agent.clone()),
+                Some(view.clone()),
                 stamp,
             );
+            // Present (by its latest join or leave): made of every field seen so far.
+            if let Some(present) = self.agents.get_mut(&agent.id)
+                && present.value.is_some()
+            {
+                present.value = Some(view);
+            }
         }
         for id in &patch.agents_left {
+            let fields = self.participant_fields.get(&agent_key(id)).cloned();
             lww_insert(&mut self.agents, id.clone(), None, stamp);
+            if let (Some(present), Some(fields)) = (self.agents.get_mut(id), fields)
+                && present.value.is_some()
+            {
+                present.value = Some(fields.view());
+            }
         }
         if let Some(agent) = &patch.assigned_agent {
             lww_set(&mut self.assigned_agent, agent.clone(), stamp);
@@ -302,6 +468,141 @@ mod tests {
             shuffled.extend(repeats);
             prop_assert_eq!(fold(&shuffled), expected);
         }
+    }
+
+    fn visitor(name: Option<&str>, email: Option<&str>) -> Participant {
+        Participant {
+            id: "v".into(),
+            name: name.map(str::to_owned),
+            email: email.map(str::to_owned),
+            ..Participant::default()
+        }
+    }
+
+    #[test]
+    fn participants_are_merged_field_by_field_in_any_order() {
+        let id = ConversationId::new(ConnectionId::new("x").unwrap(), "c1");
+        let at = |s: i64| Timestamp::from_secs(1_700_000_000 + s).unwrap();
+        let events = [
+            (visitor(Some("Ann"), Some("ann@example.com")), at(1), "e1"),
+            (visitor(Some("Ann B."), None), at(2), "e2"),
+            (visitor(None, Some("ann@new.example")), at(3), "e3"),
+            (visitor(None, None), at(4), "e4"),
+        ];
+        let mut orders = vec![
+            vec![0, 1, 2, 3],
+            vec![3, 2, 1, 0],
+            vec![2, 0, 3, 1],
+            vec![1, 3, 0, 2],
+        ];
+        orders.push(vec![3, 0, 2, 1, 0]);
+        let mut results = Vec::new();
+        for order in orders {
+            let mut conversation = Conversation::new(id.clone(), "test");
+            for i in order {
+                let (person, when, key) = &events[i];
+                let mut p = ConversationPatch::new("c1");
+                p.visitor = Some(person.clone());
+                let mut agent = person.clone();
+                agent.id = "agent-1".into();
+                p.agents_joined.push(agent);
+                conversation.apply(&p, *when, key);
+            }
+            results.push(conversation);
+        }
+        let first = &results[0];
+        let seen = &first.visitor.as_ref().unwrap().value;
+        // The latest of each field, whichever event carried it.
+        assert_eq!(seen.name.as_deref(), Some("Ann B."));
+        assert_eq!(seen.email.as_deref(), Some("ann@new.example"));
+        let agent = first.current_agents().next().unwrap();
+        assert_eq!(agent.email.as_deref(), Some("ann@new.example"));
+        for other in &results[1..] {
+            assert_eq!(other, first);
+        }
+    }
+
+    #[test]
+    fn an_agent_who_left_and_joined_again_keeps_every_field() {
+        let id = ConversationId::new(ConnectionId::new("x").unwrap(), "c1");
+        let at = |s: i64| Timestamp::from_secs(1_700_000_000 + s).unwrap();
+        let join = |name: Option<&str>| {
+            let mut p = ConversationPatch::new("c1");
+            p.agents_joined.push(Participant {
+                id: "a1".into(),
+                name: name.map(str::to_owned),
+                ..Participant::default()
+            });
+            p
+        };
+        let mut leave = ConversationPatch::new("c1");
+        leave.agents_left.push("a1".into());
+        let steps = [
+            (join(Some("Bo")), at(1), "j1"),
+            (leave, at(2), "l1"),
+            (join(None), at(3), "j2"),
+        ];
+        let mut results = Vec::new();
+        for order in [[0, 1, 2], [2, 1, 0], [2, 0, 1], [1, 2, 0]] {
+            let mut conversation = Conversation::new(id.clone(), "test");
+            for i in order {
+                let (p, when, key) = &steps[i];
+                conversation.apply(p, *when, key);
+            }
+            results.push(conversation);
+        }
+        let agent = results[0].current_agents().next().expect("joined again");
+        assert_eq!(agent.name.as_deref(), Some("Bo"));
+        for other in &results[1..] {
+            assert_eq!(other, &results[0]);
+        }
+    }
+
+    #[test]
+    fn a_chat_reopened_as_a_new_thread_is_open_again_in_any_order() {
+        let id = ConversationId::new(ConnectionId::new("x").unwrap(), "c1");
+        let at = |s: i64| Timestamp::from_secs(1_700_000_000 + s).unwrap();
+        let fact = |thread: &str, status, started: Option<i64>| {
+            let mut p = ConversationPatch::new("c1");
+            p.thread = Some(thread.to_owned());
+            p.status = Some(status);
+            p.started_at = started.map(at);
+            p
+        };
+        let steps = [
+            (
+                fact("T1", ConversationStatus::Open, Some(0)),
+                at(0),
+                "start1",
+            ),
+            (fact("T1", ConversationStatus::Closed, None), at(10), "end1"),
+            (
+                fact("T2", ConversationStatus::Open, Some(20)),
+                at(20),
+                "start2",
+            ),
+        ];
+        let fold = |order: &[usize]| {
+            let mut conversation = Conversation::new(id.clone(), "test");
+            for &i in order {
+                let (p, when, key) = &steps[i];
+                conversation.apply(p, *when, key);
+            }
+            conversation
+        };
+        let reopened = fold(&[0, 1, 2]);
+        assert_eq!(reopened.status, ConversationStatus::Open);
+        for order in [[2, 1, 0], [1, 2, 0], [0, 2, 1]] {
+            assert_eq!(fold(&order), reopened);
+        }
+        // Closed before it reopened: closed.
+        assert_eq!(fold(&[0, 1]).status, ConversationStatus::Closed);
+        // Within a thread, never backwards.
+        let mut stale = fact("T2", ConversationStatus::Open, None);
+        stale.thread = Some("T1".into());
+        let mut again = fold(&[0, 1]);
+        again.apply(&stale, at(5), "late-open-of-t1");
+        assert_eq!(again.status, ConversationStatus::Closed);
     }
 
     #[test]

@@ -194,6 +194,6 @@ mod tests {
             capped.len()
         );
         assert!(capped.starts_with("no conversation é"));
-        assert!(capped.ends_with(&format!("({} bytes in all)", long.len())));
+        assert!(capped.ends_with(&format!(" {} bytes in all)", long.len())));
     }
 }

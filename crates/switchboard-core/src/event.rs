@@ -137,6 +137,12 @@ pub struct ConversationPatch {
     /// Segments (dialogs) of the conversation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub segments: Vec<Segment>,
+    /// The vendor's thread this patch's status and start belong to, where a conversation is
+    /// reopened as a new thread (LiveChat threads). A status only moves forward within its
+    /// thread; the conversation has the status of its latest thread, so a reopened chat is
+    /// open again. `None`: the conversation's one unnamed thread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<String>,
 }
 
 impl ConversationPatch {

@@ -319,6 +319,10 @@ pub struct Ticket {
     /// Its history.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<TicketEvent>,
+    /// Vendor values without a field of their own (a human ticket number, a priority, a
+    /// custom field), kept so that nothing the vendor says is lost.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
     /// When it was created.
     pub created_at: Timestamp,
     /// When it last changed.

@@ -301,6 +301,11 @@ pub fn ticket(connection: &core::ConnectionId, t: &core::Ticket) -> v1::Ticket {
             .collect(),
         created_at: Some(timestamp(t.created_at)),
         updated_at: Some(timestamp(t.updated_at)),
+        attributes: t
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
 }
 

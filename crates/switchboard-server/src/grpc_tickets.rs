@@ -190,6 +190,11 @@ impl SwitchboardService {
             }),
             groups: Vec::new(),
             tags: Vec::new(),
+            attributes: create
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             source: Some(source.clone()).filter(|s| s.kind.is_some() || s.url.is_some()),
             events: vec![TicketEvent {
                 author: Some(requester),

@@ -737,6 +737,7 @@ fn ticket_created(
         tags: t.strings("tags")?,
         source: ticket_source(t)?,
         events,
+        attributes: BTreeMap::new(),
         created_at,
         updated_at,
     };

@@ -185,6 +185,8 @@ fn incoming_chat(root: Obj<'_>, payload: Obj<'_>) -> Result<Vec<IncomingEvent>, 
         ConversationStatus::Open
     });
     patch.started_at = Some(created_at);
+    // A chat reopens as a new thread: its status is counted per thread.
+    patch.thread = Some(thread_id.to_owned());
     patch.tags_added = thread.strings("tags")?;
     patch
         .attributes
@@ -322,6 +324,7 @@ fn chat_deactivated(payload: Obj<'_>, received_at: Timestamp) -> Result<Vec<Inco
     let user_id = payload.text("user_id")?;
     let mut patch = ConversationPatch::new(chat_id);
     patch.status = Some(ConversationStatus::Closed);
+    patch.thread = Some(thread_id.to_owned());
     // The payload carries no time: the chat ended when the webhook arrived.
     patch.ended_at = Some(received_at);
     patch.end_reason = Some(
@@ -401,6 +404,7 @@ fn chat_transferred(payload: Obj<'_>, received_at: Timestamp) -> Result<Vec<Inco
     }
     if payload.has("queue") {
         patch.status = Some(ConversationStatus::Queued);
+        patch.thread.clone_from(&thread_id);
     }
     let dedup_key = format!(
         "chat_transferred:{chat_id}:{}:{}:{}:{}",

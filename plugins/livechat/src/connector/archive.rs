@@ -161,6 +161,8 @@ pub(crate) fn chat_events(chat_value: &Value) -> Result<Vec<IncomingEvent>, Erro
 
     let mut patch = ConversationPatch::new(chat_id);
     patch.started_at = Some(created_at);
+    // The same thread as the webhooks name: a status per thread, so a reopened chat is open.
+    patch.thread = Some(thread_id.to_owned());
     patch.tags_added = thread.strings("tags")?;
     patch
         .attributes

@@ -259,6 +259,8 @@ impl RestTicket {
             tags: self.tags.clone(),
             source: self.source.as_ref().map(RestSource::to_core),
             events,
+            // The ticket id (`5FUED`) is the number people see; no other value lacks a field.
+            attributes: BTreeMap::new(),
             created_at,
             updated_at,
         })
