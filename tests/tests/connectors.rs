@@ -373,7 +373,43 @@ async fn agents_are_validated_then_managed_at_the_vendor() {
         .await
         .expect_err("short password");
     assert_eq!(bad.code(), Code::InvalidArgument);
+    // A role the vendor does not have is refused by its connector, before any call.
+    let unknown_role = client
+        .manage_agents(v1::ManageAgentsRequest {
+            operation: Some(Operation::Create(v1::CreateAgent {
+                connection_id: LC.to_owned(),
+                login: "jane@example.com".to_owned(),
+                name: "Jane".to_owned(),
+                permission: Some("superuser".to_owned()),
+                ..v1::CreateAgent::default()
+            })),
+        })
+        .await
+        .expect_err("unknown role");
+    assert_eq!(unknown_role.code(), Code::InvalidArgument);
     assert!(fake.log.is_empty(), "nothing reached the vendor");
+
+    // LiveChat's own roles pass through the server to the vendor (viceowner included).
+    client
+        .manage_agents(v1::ManageAgentsRequest {
+            operation: Some(Operation::Create(v1::CreateAgent {
+                connection_id: LC.to_owned(),
+                login: "vice@example.com".to_owned(),
+                name: "Vic".to_owned(),
+                permission: Some("viceowner".to_owned()),
+                ..v1::CreateAgent::default()
+            })),
+        })
+        .await
+        .expect("a viceowner is created");
+    let vice = fake
+        .log
+        .all()
+        .into_iter()
+        .find(|r| r.method == http::Method::POST)
+        .expect("the create reached the vendor");
+    assert_eq!(vice.json()["role"], "viceowner");
+    fake.log.clear();
 
     let created = client
         .manage_agents(v1::ManageAgentsRequest {

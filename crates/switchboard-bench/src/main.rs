@@ -21,6 +21,7 @@ mod fanout;
 mod growth;
 mod load;
 mod scenarios;
+mod stalled;
 mod workload;
 
 use std::path::PathBuf;
@@ -80,6 +81,19 @@ enum Scenario {
         /// HTTP keep-alive connections the webhooks are spread over.
         #[arg(long, default_value_t = 32)]
         connections: usize,
+    },
+    /// StreamEvents subscribers that never read while large webhooks arrive: the server's
+    /// memory with them and after they are gone.
+    Stalled {
+        /// Subscribers that never read, each on its own gRPC connection.
+        #[arg(long, default_value_t = 50)]
+        subscribers: usize,
+        /// Webhooks posted while they hold their streams.
+        #[arg(long, default_value_t = 2000)]
+        webhooks: u64,
+        /// Bytes of each webhook body.
+        #[arg(long, default_value_t = 64 * 1024)]
+        body_bytes: usize,
     },
     /// Ingest throughput and query latency as one store grows through the levels.
     Growth {
@@ -184,6 +198,18 @@ async fn main() -> anyhow::Result<()> {
                 rate,
                 seconds,
                 connections,
+            })
+            .await?;
+        }
+        Scenario::Stalled {
+            subscribers,
+            webhooks,
+            body_bytes,
+        } => {
+            stalled::stalled(stalled::StalledArgs {
+                subscribers,
+                webhooks,
+                body_bytes,
             })
             .await?;
         }

@@ -253,13 +253,8 @@ fn new_agent(create: v1::CreateAgent) -> Result<NewAgent, Status> {
     {
         return Err(invalid("create.password must be at least 5 characters"));
     }
-    if let Some(permission) = &create.permission
-        && !["owner", "administrator", "normal"].contains(&permission.as_str())
-    {
-        return Err(invalid(
-            "create.permission must be one of owner, administrator, normal",
-        ));
-    }
+    // Which permissions (roles) exist is the vendor's business: its connector checks them
+    // (LiveChat: viceowner, administrator, normal).
     if let Some(status) = &create.login_status
         && !["accepting chats", "not accepting chats"].contains(&status.as_str())
     {
