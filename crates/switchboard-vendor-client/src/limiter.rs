@@ -16,6 +16,11 @@ use tokio::time::Instant;
 /// no window of the given length ever holds more than `calls` grants, and waiters are served in
 /// arrival order. Unlike a token bucket it never allows a burst above the limit.
 ///
+/// The window it keeps is 1% longer than the vendor's ([`margin`]): a vendor that counts
+/// closed windows, or whose clock runs a little differently, still never sees `calls + 1`
+/// (granting call `calls + 1` exactly one window after the first would be `calls + 1` in the
+/// closed window `[first, first + window]`).
+///
 /// Built on `tokio::time`, so tests can run it under a paused clock. Clones share one log.
 #[derive(Clone)]
 pub struct RateLimiter {
@@ -44,6 +49,11 @@ impl fmt::Debug for RateLimiter {
     }
 }
 
+/// The window the limiter keeps for a vendor window: 1% longer, and at least 1 ms longer.
+pub fn margin(window: Duration) -> Duration {
+    window + (window / 100).max(Duration::from_millis(1))
+}
+
 impl RateLimiter {
     /// A limiter for `limit`. A zero `calls` or `per_seconds` is raised to 1
     /// ([`ClientSettings`](crate::ClientSettings) refuses zeros before it gets here).
@@ -55,7 +65,7 @@ impl RateLimiter {
         RateLimiter {
             inner: Arc::new(Inner {
                 limit,
-                window: Duration::from_secs(u64::from(limit.per_seconds)),
+                window: margin(Duration::from_secs(u64::from(limit.per_seconds))),
                 state: Mutex::new(State::default()),
             }),
         }
@@ -170,14 +180,15 @@ mod tests {
         RateLimiter::new(RateLimit { calls, per_seconds })
     }
 
-    /// The largest number of instants inside any half-open window `[t, t + window)`.
+    /// The largest number of instants inside any closed window `[t, t + window]`: what a
+    /// vendor counting closed windows sees.
     fn max_in_any_window(instants: &[Instant], window: Duration) -> usize {
         let mut sorted = instants.to_vec();
         sorted.sort();
         let mut best = 0;
         let mut start = 0;
         for end in 0..sorted.len() {
-            while sorted[end] - sorted[start] >= window {
+            while sorted[end] - sorted[start] > window {
                 start += 1;
             }
             best = best.max(end - start + 1);
@@ -194,9 +205,21 @@ mod tests {
             granted.push(Instant::now());
         }
         assert_eq!(max_in_any_window(&granted, Duration::from_secs(2)), 5);
-        // And it is not slower than it must be: 103 grants need 20 full windows.
+        // And it is not slower than it must be: 103 grants need 20 windows with the margin.
         let span = *granted.last().expect("granted") - granted[0];
-        assert_eq!(span, Duration::from_secs(40));
+        assert_eq!(span, margin(Duration::from_secs(2)) * 20);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn call_limit_plus_one_never_lands_in_a_closed_window_with_the_first() {
+        let limiter = limiter(100, 60);
+        let mut granted = Vec::new();
+        for _ in 0..101 {
+            limiter.acquire().await;
+            granted.push(Instant::now());
+        }
+        assert!(granted[100] - granted[0] > Duration::from_secs(60));
+        assert_eq!(max_in_any_window(&granted, Duration::from_secs(60)), 100);
     }
 
     #[tokio::test(start_paused = true)]
@@ -247,14 +270,14 @@ mod tests {
             .acquire_by(start + Duration::from_secs(30))
             .await
             .expect_err("no slot within 30 s");
-        assert_eq!(ready, start + Duration::from_secs(60));
+        assert_eq!(ready, start + margin(Duration::from_secs(60)));
         assert_eq!(Instant::now(), start, "refusing does not wait");
-        // Nothing was reserved: the next slot is still at 60 s.
+        // Nothing was reserved: the next slot is still one window (with the margin) on.
         let waited = limiter
             .acquire_by(start + Duration::from_secs(61))
             .await
-            .expect("slot at 60 s");
-        assert_eq!(waited, Duration::from_secs(60));
+            .expect("slot at 60.6 s");
+        assert_eq!(waited, margin(Duration::from_secs(60)));
     }
 
     #[tokio::test(start_paused = true)]
@@ -264,9 +287,9 @@ mod tests {
         limiter.acquire().await;
         let waiting = tokio::time::timeout(Duration::from_secs(1), limiter.acquire()).await;
         assert!(waiting.is_err(), "the second grant waits for the window");
-        // The abandoned reservation at 10 s is gone, so this one gets 10 s, not 20 s.
+        // The abandoned reservation is gone, so this one gets one window, not two.
         limiter.acquire().await;
-        assert_eq!(Instant::now() - start, Duration::from_secs(10));
+        assert_eq!(Instant::now() - start, margin(Duration::from_secs(10)));
     }
 
     #[tokio::test(start_paused = true)]
