@@ -266,18 +266,15 @@ async fn webhook(
 ) -> Response {
     let arrived = Instant::now();
     let span = info_span!("webhook", connection = %connection_id);
-    let (outcome, label, response) = handle_webhook(
-        &state,
-        &connection_id,
-        query,
-        headers,
-        body,
-        &request_id,
-        peer.map(|Extension(Peer(addr))| addr),
-        arrived,
-    )
-    .instrument(span)
-    .await;
+    let arrival = Arrival {
+        request_id: &request_id,
+        peer: peer.map(|Extension(Peer(addr))| addr),
+        at: arrived,
+    };
+    let (outcome, label, response) =
+        handle_webhook(&state, &connection_id, query, headers, body, arrival)
+            .instrument(span)
+            .await;
     telemetry::webhook(label, outcome);
     response
 }
@@ -305,6 +302,17 @@ fn error_response(source: Option<&dyn WebhookSource>, error: &Error, request_id:
     })
 }
 
+/// Where and when a webhook arrived.
+#[derive(Debug, Clone, Copy)]
+struct Arrival<'r> {
+    /// Its request id.
+    request_id: &'r str,
+    /// Its peer, when served by [`crate::conn::serve_http`].
+    peer: Option<std::net::SocketAddr>,
+    /// When the handler got it.
+    at: Instant,
+}
+
 /// Handles one webhook; returns its outcome and connection label with the response.
 async fn handle_webhook<'a>(
     state: &'a HttpState,
@@ -312,10 +320,13 @@ async fn handle_webhook<'a>(
     query: Option<String>,
     headers: HeaderMap,
     body: Body,
-    request_id: &str,
-    peer: Option<std::net::SocketAddr>,
-    arrived: Instant,
+    arrival: Arrival<'_>,
 ) -> (WebhookOutcome, &'a str, Response) {
+    let Arrival {
+        request_id,
+        peer,
+        at: arrived,
+    } = arrival;
     let Some(connection) = state.connections.get(connection_id) else {
         let error = Error::not_found(format!(
             "no connection {connection_id:?} is configured; check the URL (/webhooks/CONNECTION_ID)"
@@ -407,15 +418,12 @@ async fn handle_webhook<'a>(
         }
     };
     drop(body_read);
-    let _permit = match state.permits.try_acquire() {
-        Ok(permit) => permit,
-        Err(response) => {
-            return (
-                WebhookOutcome::of(ErrorCode::ResourceExhausted),
-                label,
-                response,
-            );
-        }
+    let Some(_permit) = state.permits.try_acquire() else {
+        return (
+            WebhookOutcome::of(ErrorCode::ResourceExhausted),
+            label,
+            state.permits.refusal(),
+        );
     };
     let depth = nesting_depth(&body);
     if depth > MAX_BODY_DEPTH {

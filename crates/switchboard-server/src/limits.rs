@@ -141,24 +141,31 @@ impl WebhookLimit {
         }
     }
 
-    /// A permit for one webhook's store work, or the 429 answer when none is free. Taken
-    /// after the body has arrived, so slow senders hold no permit while they trickle.
-    pub fn try_acquire(&self) -> Result<OwnedSemaphorePermit, Response> {
-        self.permits.clone().try_acquire_owned().map_err(|_| {
+    /// A permit for one webhook's store work, or `None` (counted and logged as shed) when
+    /// none is free: answer [`WebhookLimit::refusal`] then. Taken after the body has arrived,
+    /// so slow senders hold no permit while they trickle.
+    pub fn try_acquire(&self) -> Option<OwnedSemaphorePermit> {
+        let permit = self.permits.clone().try_acquire_owned().ok();
+        if permit.is_none() {
             metrics::counter!("switchboard_load_shed_total", "front" => "http").increment(1);
             tracing::warn!(
                 limit = self.max,
                 outcome = "shed",
                 "webhook refused: too many webhooks at once"
             );
-            overloaded(
-                format!(
-                    "the server is handling its limit of {} webhooks at once",
-                    self.max
-                ),
-                self.retry_after,
-            )
-        })
+        }
+        permit
+    }
+
+    /// The 429 answer for a webhook that found no permit.
+    pub fn refusal(&self) -> Response {
+        overloaded(
+            format!(
+                "the server is handling its limit of {} webhooks at once",
+                self.max
+            ),
+            self.retry_after,
+        )
     }
 
     /// The `Retry-After` of a 429.

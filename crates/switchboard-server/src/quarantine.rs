@@ -93,12 +93,12 @@ impl QuarantineService {
             raw: None,
             events: Vec::new(),
             sync: None,
-            quarantine: Some(QuarantineOp::Hold(NewQuarantined {
+            quarantine: Some(QuarantineOp::Hold(Box::new(NewQuarantined {
                 reason: reason.message.clone(),
                 headers: keep(request.headers, &CREDENTIAL_HEADERS),
                 query: keep(request.query, &CREDENTIAL_PARAMS),
                 body: source.raw_for_storage(request),
-            })),
+            }))),
         };
         let receipt = self.store.append(append).await.map_err(Error::from)?;
         match receipt.quarantined {

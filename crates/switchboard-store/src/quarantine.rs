@@ -76,7 +76,7 @@ pub struct NewQuarantined {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum QuarantineOp {
     /// Hold this webhook (the request's connection, vendor, time and request id are its own).
-    Hold(NewQuarantined),
+    Hold(Box<NewQuarantined>),
     /// Remove this entry: it was processed (its events are in the same request).
     Release(u64),
     /// Record a failed attempt to process this entry again.

@@ -12,12 +12,12 @@ use switchboard_store::{
 fn hold(body: &str) -> AppendRequest {
     let mut append = request("lc", "livechat", vec![]);
     append.request_id = Some(format!("req-{body}"));
-    append.quarantine = Some(QuarantineOp::Hold(NewQuarantined {
+    append.quarantine = Some(QuarantineOp::Hold(Box::new(NewQuarantined {
         reason: "unknown shape".to_owned(),
         headers: vec![("content-type".to_owned(), "application/json".to_owned())],
         query: vec![],
         body: body.to_owned(),
-    }));
+    })));
     append
 }
 
