@@ -94,6 +94,9 @@ enum Scenario {
         /// Bytes of each webhook body.
         #[arg(long, default_value_t = 64 * 1024)]
         body_bytes: usize,
+        /// Post the webhooks first, then open the subscribers from the start of the log.
+        #[arg(long)]
+        replay: bool,
     },
     /// Ingest throughput and query latency as one store grows through the levels.
     Growth {
@@ -205,11 +208,13 @@ async fn main() -> anyhow::Result<()> {
             subscribers,
             webhooks,
             body_bytes,
+            replay,
         } => {
             stalled::stalled(stalled::StalledArgs {
                 subscribers,
                 webhooks,
                 body_bytes,
+                replay,
             })
             .await?;
         }

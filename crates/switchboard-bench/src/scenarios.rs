@@ -111,7 +111,48 @@ pub async fn ingest(args: LoadArgs) -> anyhow::Result<f64> {
     );
     print_appended(appended, &stats, &templates);
     server.shutdown().await?;
+    print_data_dir(
+        &dir.path().join("data"),
+        appended,
+        mean_body_bytes(&templates),
+    );
     Ok(stats.rate())
+}
+
+/// The mean body size of the workload's webhooks, in bytes.
+fn mean_body_bytes(templates: &[Template]) -> f64 {
+    templates
+        .iter()
+        .map(|t| t.render(0).body.len() as f64)
+        .sum::<f64>()
+        / templates.len().max(1) as f64
+}
+
+/// Bytes of every file under `dir`.
+pub(crate) fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => dir_bytes(&entry.path()),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// The data dir's size after a run (the store closed), per appended event.
+pub(crate) fn print_data_dir(dir: &Path, events: u64, mean_body: f64) {
+    let bytes = dir_bytes(dir);
+    println!(
+        "  {:<14} {:>10.1} MiB after the run: {:.1} KiB per appended event (mean body {:.1} KiB)",
+        "data dir",
+        bytes as f64 / (1024.0 * 1024.0),
+        bytes as f64 / 1024.0 / events.max(1) as f64,
+        mean_body / 1024.0
+    );
 }
 
 /// One HTTP/1.1 keep-alive client per connection, as a vendor's delivery worker would hold.

@@ -18,6 +18,9 @@ pub struct StalledArgs {
     pub webhooks: u64,
     /// Bytes of each webhook body (a LiveChat chat with a long visitor name).
     pub body_bytes: usize,
+    /// Post the webhooks first, then open the subscribers from the beginning of the log (each
+    /// replays from the store), instead of opening them first (they tail together).
+    pub replay: bool,
 }
 
 /// A legacy LiveChat `chat_started` of about `size` bytes.
@@ -32,8 +35,13 @@ fn body(n: u64, size: usize) -> String {
 pub async fn stalled(args: StalledArgs) -> anyhow::Result<()> {
     let (registry, _templates, dir) = setup()?;
     println!(
-        "workload: {} StreamEvents subscribers that never read; {} webhooks of {} KiB each ({:.0} MiB in all)",
+        "workload: {} StreamEvents subscribers that never read ({}); {} webhooks of {} KiB each ({:.0} MiB in all)",
         args.subscribers,
+        if args.replay {
+            "opened after the webhooks, replaying from the log"
+        } else {
+            "opened first, tailing"
+        },
         args.webhooks,
         args.body_bytes / 1024,
         (args.webhooks as f64 * args.body_bytes as f64) / (1024.0 * 1024.0)
@@ -41,13 +49,19 @@ pub async fn stalled(args: StalledArgs) -> anyhow::Result<()> {
     let rss_start = rss_mib();
     let server = start_server(&registry, dir.path()).await?;
     let mut held = Vec::with_capacity(args.subscribers);
-    for _ in 0..args.subscribers {
-        let mut client = grpc_client(&server).await?;
-        let stream = client
-            .stream_events(v1::StreamEventsRequest::default())
-            .await?
-            .into_inner();
-        held.push((client, stream));
+    let subscribe = async |held: &mut Vec<_>| -> anyhow::Result<()> {
+        for _ in 0..args.subscribers {
+            let mut client = grpc_client(&server).await?;
+            let stream = client
+                .stream_events(v1::StreamEventsRequest::default())
+                .await?
+                .into_inner();
+            held.push((client, stream));
+        }
+        Ok(())
+    };
+    if !args.replay {
+        subscribe(&mut held).await?;
     }
     let http = reqwest::Client::new();
     let url = format!("http://{}/webhooks/livechat", server.http_addr);
@@ -70,6 +84,10 @@ pub async fn stalled(args: StalledArgs) -> anyhow::Result<()> {
         }
     }
     let sent_in = started.elapsed();
+    let rss_ingested = rss_mib();
+    if args.replay {
+        subscribe(&mut held).await?;
+    }
     // Let the readers fill whatever they are allowed to hold.
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -86,9 +104,15 @@ pub async fn stalled(args: StalledArgs) -> anyhow::Result<()> {
         acknowledged as f64 / sent_in.as_secs_f64()
     );
     println!("  {:<34} {:>8.0} MiB", "VmRSS before the server", rss_start);
+    println!(
+        "  {:<34} {:>8.0} MiB",
+        "VmRSS after the webhooks", rss_ingested
+    );
     println!("  {:<34} {:>8.0} MiB", "VmRSS peak while held", peak);
     println!("  {:<34} {:>8.0} MiB", "VmRSS holding, after 5 s", holding);
     println!("  {:<34} {:>8.0} MiB", "VmRSS 3 s after they closed", after);
+    let head = server.store.head().0;
     server.shutdown().await?;
+    crate::scenarios::print_data_dir(dir.path(), head, args.body_bytes as f64);
     Ok(())
 }

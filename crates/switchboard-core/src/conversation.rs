@@ -117,68 +117,75 @@ pub struct Conversation {
     pub threads: BTreeMap<String, ThreadStatus>,
 }
 
-/// One participant's fields, each a last-writer-wins register of its own.
+/// When each field of one participant was last written: with the participant's values
+/// (held in [`Conversation::visitor`] or [`Conversation::agents`]) these make a
+/// last-writer-wins register per field, without keeping the values twice.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParticipantFields {
-    /// The vendor's id.
-    pub id: Option<Lww<String>>,
-    /// Display name.
+    /// The id's stamp.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<Lww<String>>,
-    /// E-mail.
+    pub id: Option<Stamp>,
+    /// The name's stamp.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub email: Option<Lww<String>>,
-    /// Phone.
+    pub name: Option<Stamp>,
+    /// The e-mail's stamp.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phone: Option<Lww<String>>,
-    /// Attributes by key.
+    pub email: Option<Stamp>,
+    /// The phone's stamp.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<Stamp>,
+    /// Each attribute's stamp.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub attributes: BTreeMap<String, Lww<String>>,
+    pub attributes: BTreeMap<String, Stamp>,
+    /// An agent's values while they are out of the conversation (they left), so that a later
+    /// join that lacks a field does not lose it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parked: Option<Participant>,
+}
+
+/// Writes `value` into `slot` if `stamp` is newer than the slot's.
+fn set_field<T: Clone>(slot: &mut T, at: &mut Option<Stamp>, value: &T, stamp: Stamp) {
+    if at.is_none_or(|at| at < stamp) {
+        *slot = value.clone();
+        *at = Some(stamp);
+    }
 }
 
 impl ParticipantFields {
-    /// Registers holding `participant`'s fields, written at `stamp` (a conversation stored
-    /// before fields were kept apart starts from its merged value this way).
+    /// Stamps for a participant stored before fields were stamped apart: every field it has
+    /// at its register's stamp.
     fn seeded(participant: Option<(&Participant, Stamp)>) -> Self {
         let mut fields = ParticipantFields::default();
-        if let Some((participant, stamp)) = participant {
-            fields.merge(participant, stamp);
+        if let Some((p, stamp)) = participant {
+            let mut scratch = p.clone();
+            fields.merge(&mut scratch, p, stamp);
         }
         fields
     }
 
-    /// Takes every field `participant` has, where it is newer than what is held.
-    fn merge(&mut self, participant: &Participant, stamp: Stamp) {
-        if !participant.id.is_empty() {
-            lww_set(&mut self.id, participant.id.clone(), stamp);
+    /// Writes every field `incoming` has into `values`, where it is newer than what is held.
+    fn merge(&mut self, values: &mut Participant, incoming: &Participant, stamp: Stamp) {
+        if !incoming.id.is_empty() {
+            set_field(&mut values.id, &mut self.id, &incoming.id, stamp);
         }
-        for (slot, value) in [
-            (&mut self.name, &participant.name),
-            (&mut self.email, &participant.email),
-            (&mut self.phone, &participant.phone),
+        for (slot, at, value) in [
+            (&mut values.name, &mut self.name, &incoming.name),
+            (&mut values.email, &mut self.email, &incoming.email),
+            (&mut values.phone, &mut self.phone, &incoming.phone),
         ] {
-            if let Some(value) = value.as_ref().filter(|v| !v.is_empty()) {
-                lww_set(slot, value.clone(), stamp);
+            if value.as_ref().is_some_and(|v| !v.is_empty()) {
+                set_field(slot, at, value, stamp);
             }
         }
-        for (key, value) in &participant.attributes {
-            lww_insert(&mut self.attributes, key.clone(), value.clone(), stamp);
-        }
-    }
-
-    /// The participant the registers make.
-    fn view(&self) -> Participant {
-        let value = |slot: &Option<Lww<String>>| slot.as_ref().map(|l| l.value.clone());
-        Participant {
-            id: value(&self.id).unwrap_or_default(),
-            name: value(&self.name),
-            email: value(&self.email),
-            phone: value(&self.phone),
-            attributes: self
+        for (key, value) in &incoming.attributes {
+            let at = self
                 .attributes
-                .iter()
-                .map(|(k, v)| (k.clone(), v.value.clone()))
-                .collect(),
+                .entry(key.clone())
+                .or_insert(Stamp(Timestamp::MIN, 0));
+            if *at < stamp {
+                values.attributes.insert(key.clone(), value.clone());
+                *at = stamp;
+            }
         }
     }
 }
@@ -226,6 +233,42 @@ impl Conversation {
             event_keys: BTreeSet::new(),
             participant_fields: BTreeMap::new(),
             threads: BTreeMap::new(),
+        }
+    }
+
+    /// A join (`Some`, with what it says of the agent) or a leave (`None`) of agent `id`:
+    /// presence is a last-writer-wins register, the agent's fields are merged field by field
+    /// whether they are present or not.
+    fn merge_agent(&mut self, id: &str, joined: Option<&Participant>, stamp: Stamp) {
+        let current = self.agents.get(id);
+        let existing = current.and_then(|a| a.value.as_ref().map(|v| (v, a.stamp)));
+        let fields = self
+            .participant_fields
+            .entry(agent_key(id))
+            .or_insert_with(|| ParticipantFields::seeded(existing));
+        let mut values = match current.and_then(|a| a.value.clone()) {
+            Some(present) => present,
+            None => fields.parked.clone().unwrap_or_else(|| Participant {
+                id: id.to_owned(),
+                ..Participant::default()
+            }),
+        };
+        if let Some(joined) = joined {
+            fields.merge(&mut values, joined, stamp);
+        }
+        lww_insert(
+            &mut self.agents,
+            id.to_owned(),
+            joined.map(|_| values.clone()),
+            stamp,
+        );
+        let present = self.agents.get_mut(id).filter(|a| a.value.is_some());
+        match present {
+            Some(present) => {
+                present.value = Some(values);
+                fields.parked = None;
+            }
+            None => fields.parked = Some(values),
         }
     }
 
@@ -289,45 +332,23 @@ impl Conversation {
                 .participant_fields
                 .entry(VISITOR.to_owned())
                 .or_insert_with(|| ParticipantFields::seeded(existing));
-            fields.merge(visitor, stamp);
+            let mut values = self
+                .visitor
+                .as_ref()
+                .map(|v| v.value.clone())
+                .unwrap_or_default();
+            fields.merge(&mut values, visitor, stamp);
             let newest = self.visitor.as_ref().map_or(stamp, |v| v.stamp.max(stamp));
             self.visitor = Some(Lww {
-                value: fields.view(),
+                value: values,
                 stamp: newest,
             });
         }
         for agent in &patch.agents_joined {
-            let existing = self
-                .agents
-                .get(&agent.id)
-                .and_then(|a| a.value.as_ref().map(|v| (v, a.stamp)));
-            let fields = self
-                .participant_fields
-                .entry(agent_key(&agent.id))
-                .or_insert_with(|| ParticipantFields::seeded(existing));
-            fields.merge(agent, stamp);
-            let view = fields.view();
-            lww_insert(
-                &mut self.agents,
-                agent.id.clone(),
-                Some(view.clone()),
-                stamp,
-            );
-            // Present (by its latest join or leave): made of every field seen so far.
-            if let Some(present) = self.agents.get_mut(&agent.id)
-                && present.value.is_some()
-            {
-                present.value = Some(view);
-            }
+            self.merge_agent(&agent.id, Some(agent), stamp);
         }
         for id in &patch.agents_left {
-            let fields = self.participant_fields.get(&agent_key(id)).cloned();
-            lww_insert(&mut self.agents, id.clone(), None, stamp);
-            if let (Some(present), Some(fields)) = (self.agents.get_mut(id), fields)
-                && present.value.is_some()
-            {
-                present.value = Some(fields.view());
-            }
+            self.merge_agent(id, None, stamp);
         }
         if let Some(agent) = &patch.assigned_agent {
             lww_set(&mut self.assigned_agent, agent.clone(), stamp);

@@ -279,9 +279,9 @@ pub struct Limits {
     /// Concurrent HTTP/2 streams per gRPC connection (default 256).
     pub grpc_max_concurrent_streams: usize,
     /// Bytes of events queued for one StreamEvents subscriber, read-ahead included
-    /// (default 16 MiB).
+    /// (default 2 MiB).
     pub stream_subscriber_buffer_bytes: usize,
-    /// Bytes of events queued for all StreamEvents subscribers together (default 512 MiB).
+    /// Bytes of events queued for all StreamEvents subscribers together (default 128 MiB).
     pub stream_total_buffer_bytes: usize,
     /// How long a subscriber may leave its full buffer unread before its stream ends with
     /// RESOURCE_EXHAUSTED (default 60 s).
@@ -313,8 +313,8 @@ impl Default for Limits {
             webhook_http2_max_streams: 32,
             webhook_max_body_reads_per_peer: 128,
             grpc_max_concurrent_streams: 256,
-            stream_subscriber_buffer_bytes: 16 * 1024 * 1024,
-            stream_total_buffer_bytes: 512 * 1024 * 1024,
+            stream_subscriber_buffer_bytes: 2 * 1024 * 1024,
+            stream_total_buffer_bytes: 128 * 1024 * 1024,
             stream_stall_timeout: Duration::from_secs(60),
             quarantine_max_entries: 10_000,
             quarantine_max_bytes: 256 * 1024 * 1024,

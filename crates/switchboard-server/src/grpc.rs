@@ -34,7 +34,7 @@ pub const DEFAULT_PAGE_SIZE: u32 = 50;
 const STREAM_READ_BATCH: usize = 512;
 /// Most bytes of stored events read per step of a stream (at least one event): with large raw
 /// bodies this, not [`STREAM_READ_BATCH`], bounds a read.
-const STREAM_READ_BYTES: usize = 4 * 1024 * 1024;
+const STREAM_READ_BYTES: usize = 2 * 1024 * 1024;
 
 /// A core error as a gRPC status.
 pub fn status(error: &Error) -> Status {
@@ -538,15 +538,16 @@ impl Switchboard for SwitchboardService {
                 }
                 metrics.lag(store.head().0, cursor.0);
                 let next_cursor = last.sequence;
+                let batch_bytes: usize = batch.iter().map(|e| e.size).sum();
                 if matches!(source, Source::Log) {
                     let head = store.head();
                     let mut after = ahead.back().map_or(next_cursor, |(after, _)| {
                         Sequence(after.0.saturating_add(STREAM_READ_BATCH as u64))
                     });
-                    // Read ahead only what the subscriber's budget has room for: one that does
-                    // not read gets no reads ahead.
+                    // Read ahead only what the subscriber's budget has room for (batches like
+                    // this one): one that does not read gets no reads ahead.
                     let room = |reads: usize| {
-                        mine.available_permits() >= STREAM_READ_BYTES.saturating_mul(reads + 2)
+                        mine.available_permits() >= batch_bytes.saturating_mul(reads + 2)
                     };
                     while after < head && (ahead.len() as u64) < READ_AHEAD && room(ahead.len()) {
                         ahead.push_back((after, read_log(&store, after)));

@@ -73,16 +73,36 @@ impl StreamFilter {
 
 /// A ring of recently converted events shared by every subscriber of a service: the first
 /// reader to convert an event leaves it here, the others take an `Arc` of it instead of
-/// converting (and re-serializing the payload of) the same event again.
+/// converting (and re-serializing the payload of) the same event again. Bounded in events and
+/// in bytes: past [`CONVERTED_BYTES`] the oldest events are dropped (readers then convert them
+/// again from the store's tail cache or the log).
 #[derive(Debug)]
 pub(super) struct ConvertedRing {
-    slots: RwLock<Vec<Option<Arc<Converted>>>>,
+    slots: RwLock<Slots>,
+    max_bytes: usize,
 }
+
+#[derive(Debug)]
+struct Slots {
+    slots: Vec<Option<Arc<Converted>>>,
+    bytes: usize,
+}
+
+/// Most bytes of converted events the ring holds (raw bodies dominate).
+pub(super) const CONVERTED_BYTES: usize = 64 * 1024 * 1024;
 
 impl ConvertedRing {
     pub(super) fn new(capacity: usize) -> Self {
+        Self::with_max_bytes(capacity, CONVERTED_BYTES)
+    }
+
+    pub(super) fn with_max_bytes(capacity: usize, max_bytes: usize) -> Self {
         ConvertedRing {
-            slots: RwLock::new(vec![None; capacity]),
+            slots: RwLock::new(Slots {
+                slots: vec![None; capacity],
+                bytes: 0,
+            }),
+            max_bytes,
         }
     }
 
@@ -94,7 +114,8 @@ impl ConvertedRing {
     /// The events `after + 1, after + 2, ...` up to `to` (inclusive) held here, stopping at the
     /// first one missing: possibly none.
     pub(super) fn run(&self, after: Sequence, to: Sequence) -> Vec<Arc<Converted>> {
-        let slots = self.slots.read().unwrap_or_else(PoisonError::into_inner);
+        let held = self.slots.read().unwrap_or_else(PoisonError::into_inner);
+        let slots = &held.slots;
         let mut run = Vec::new();
         if slots.is_empty() {
             return run;
@@ -110,20 +131,39 @@ impl ConvertedRing {
         run
     }
 
-    /// Keeps `events`, each unless its slot holds a newer event already.
+    /// Keeps `events`, each unless its slot holds a newer event already; then drops the
+    /// oldest events while the ring holds more than its bytes.
     pub(super) fn put(&self, events: &[Arc<Converted>]) {
-        let mut slots = self.slots.write().unwrap_or_else(PoisonError::into_inner);
-        let len = slots.len();
+        let mut held = self.slots.write().unwrap_or_else(PoisonError::into_inner);
+        let len = held.slots.len();
         if len == 0 {
             return;
         }
         for event in events {
-            let slot = &mut slots[Self::slot(event.sequence.0, len)];
-            if slot
-                .as_ref()
-                .is_none_or(|held| held.sequence < event.sequence)
-            {
-                *slot = Some(event.clone());
+            let index = Self::slot(event.sequence.0, len);
+            let replaced = match &held.slots[index] {
+                Some(current) if current.sequence >= event.sequence => continue,
+                Some(current) => current.size,
+                None => 0,
+            };
+            held.slots[index] = Some(event.clone());
+            held.bytes = held.bytes - replaced + event.size;
+        }
+        if held.bytes > self.max_bytes {
+            let mut occupied: Vec<(Sequence, usize)> = held
+                .slots
+                .iter()
+                .enumerate()
+                .filter_map(|(i, slot)| slot.as_ref().map(|e| (e.sequence, i)))
+                .collect();
+            occupied.sort_unstable();
+            for (_, index) in occupied {
+                if held.bytes <= self.max_bytes {
+                    break;
+                }
+                if let Some(dropped) = held.slots[index].take() {
+                    held.bytes -= dropped.size;
+                }
             }
         }
     }
@@ -415,6 +455,19 @@ mod tests {
         ring.put(&[event(11)]);
         assert!(ring.run(Sequence(2), Sequence(3)).is_empty());
         assert_eq!(sequences(&ring.run(Sequence(8), Sequence(12))), [9, 10, 11]);
+    }
+
+    #[test]
+    fn the_ring_drops_its_oldest_events_past_its_bytes() {
+        let size = event(1).size;
+        let ring = ConvertedRing::with_max_bytes(16, size * 3);
+        ring.put(&[event(1), event(2), event(3), event(4), event(5)]);
+        // Only the newest three fit.
+        assert!(ring.run(Sequence(0), Sequence(5)).is_empty());
+        assert_eq!(sequences(&ring.run(Sequence(2), Sequence(5))), [3, 4, 5]);
+        ring.put(&[event(6)]);
+        assert!(ring.run(Sequence(2), Sequence(6)).is_empty());
+        assert_eq!(sequences(&ring.run(Sequence(3), Sequence(6))), [4, 5, 6]);
     }
 
     #[test]
