@@ -1,6 +1,8 @@
 //! Building blocks for webhook verification, shared by plugins so that every comparison is
 //! constant-time and every failure message is alike.
 
+use std::cell::Cell;
+
 use base64::Engine;
 use subtle::ConstantTimeEq;
 
@@ -11,9 +13,28 @@ pub const TOKEN_HEADER: &str = "x-switchboard-token";
 /// The query parameter a secret token may be sent in.
 pub const TOKEN_QUERY: &str = "token";
 
+thread_local! {
+    /// How many comparisons [`constant_time_eq`] made on this thread.
+    static COMPARISONS: Cell<u64> = const { Cell::new(0) };
+}
+
 /// Compares two byte strings in time that depends only on their lengths.
+///
+/// Every secret, token and signature a plugin checks goes through this function (directly or
+/// through the helpers and schemes of this module), never through `==`, which returns at the
+/// first differing byte and so tells an attacker how much of a guess was right. The
+/// conformance kit checks it with [`constant_time_comparisons`].
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    COMPARISONS.with(|count| count.set(count.get().wrapping_add(1)));
     a.ct_eq(b).into()
+}
+
+/// How many comparisons [`constant_time_eq`] has made on the calling thread so far. The
+/// conformance kit reads it before and after a plugin's `verify` accepts a request: a verify
+/// that accepts without a single constant-time comparison compared its credential some other
+/// way (`==`).
+pub fn constant_time_comparisons() -> u64 {
+    COMPARISONS.with(Cell::get)
 }
 
 /// Checks a secret token sent in the `X-Switchboard-Token` header or the `token` query

@@ -9,10 +9,11 @@ use std::sync::Once;
 
 use proptest::strategy::{Just, Strategy};
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
+use switchboard_core::verify::constant_time_comparisons;
 use switchboard_core::{
-    ConnectionConfig, ConnectionId, Conversation, ConversationId, ConversationPatch, Error,
-    ErrorCode, EventPayload, IncomingEvent, IngestSummary, Registry, Timestamp, WebhookFactory,
-    WebhookSource,
+    ConnectionConfig, ConnectionId, Conversation, ConversationId, ConversationPatch,
+    ConversationStatus, Error, ErrorCode, EventKind, EventPayload, IncomingEvent, IngestSummary,
+    Registry, Timestamp, WebhookFactory, WebhookSource,
 };
 use switchboard_store::{AppendRequest, Store};
 
@@ -201,6 +202,7 @@ impl Run {
         let Some(factory) = self.check_registry() else {
             return self.finish();
         };
+        self.check_missing_secrets(factory);
         let source = match guarded(|| factory(&self.connection)) {
             Ok(Ok(source)) => source,
             Ok(Err(e)) => {
@@ -251,7 +253,10 @@ impl Run {
         }
         self.check_stale_golden(&parsed);
         self.check_reply(source.as_ref());
+        self.check_event_kinds(&parsed);
+        self.check_dedup_collisions(&parsed);
         self.check_permutations(&parsed);
+        self.check_duplicate_messages(&parsed);
         self.check_redelivery(source.as_ref(), &parsed);
         self.finish()
     }
@@ -314,8 +319,24 @@ impl Run {
     ) -> Option<Vec<IncomingEvent>> {
         let name = fixture.name.as_str();
         let request = fixture.webhook_request(&self.connection, fixture_received_at());
+        let comparisons = constant_time_comparisons();
         match guarded(|| source.verify(&request)) {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => {
+                let public_only = guarded(|| source.public_verification_only(&self.connection))
+                    .ok()
+                    .flatten()
+                    .is_some();
+                if self.connection.verify
+                    && !public_only
+                    && constant_time_comparisons() == comparisons
+                {
+                    self.report.fail(
+                        Some(name),
+                        "constant time",
+                        "verify accepted the request without a single comparison through switchboard_core::verify (constant_time_eq, check_token, check_basic_auth or a Scheme): compare secrets, tokens and signatures with those, never with ==",
+                    );
+                }
+            }
             Ok(Err(e)) => self.report.fail(
                 Some(name),
                 "verify",
@@ -601,6 +622,150 @@ impl Run {
         }
     }
 
+    /// With verification on and no secrets, the factory refuses the connection (or builds a
+    /// source that declares its verification public-only): a connection that would accept
+    /// anything must not start.
+    fn check_missing_secrets(&mut self, factory: WebhookFactory) {
+        let mut empty = default_connection(&self.kit.vendor);
+        empty.verify = true;
+        let mut no_secrets = self.connection.clone();
+        no_secrets.verify = true;
+        no_secrets.secrets.clear();
+        for (what, config) in [
+            ("no settings and no secrets", empty),
+            (
+                "the settings of .connection() but none of its secrets",
+                no_secrets,
+            ),
+        ] {
+            match guarded(|| factory(&config)) {
+                Ok(Err(_)) => {}
+                Ok(Ok(source)) => {
+                    let public_only = guarded(|| source.public_verification_only(&config))
+                        .ok()
+                        .flatten();
+                    if public_only.is_none() {
+                        self.report.fail(
+                            None,
+                            "missing secrets",
+                            format!(
+                                "the webhook factory accepted a connection with verify = true and {what}: it MUST refuse it (config.required_secret(...)?), or the connection accepts any request"
+                            ),
+                        );
+                    }
+                }
+                Err(panic) => self.report.fail(
+                    None,
+                    "missing secrets",
+                    format!(
+                        "the webhook factory panicked on a connection with verify = true and {what}: {panic}"
+                    ),
+                ),
+            }
+        }
+    }
+
+    /// What each kind of event may say: an end does not open, a start does not end, a
+    /// message event carries a message, a rating a rating.
+    fn check_event_kinds(&mut self, parsed: &[Parsed]) {
+        for p in parsed {
+            let name = p.fixture.name.as_str();
+            for (i, event) in p.events.iter().flatten().enumerate() {
+                for problem in kind_problems(event) {
+                    self.report.fail(
+                        Some(name),
+                        "event kinds",
+                        format!(
+                            "event {i} ({}, {:?}, dedup key {:?}) {problem}",
+                            event.kind.as_str(),
+                            event.vendor_event,
+                            event.dedup_key
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Across all fixtures, one dedup key never names two different events: the store keeps
+    /// the first it sees and drops the other as a redelivery.
+    fn check_dedup_collisions(&mut self, parsed: &[Parsed]) {
+        let mut seen: BTreeMap<&str, (&str, String)> = BTreeMap::new();
+        for p in parsed {
+            let name = p.fixture.name.as_str();
+            for event in p.events.iter().flatten() {
+                // The vendor event may differ: the same message may come in a message webhook
+                // and again in a transcript webhook, as one event with one key.
+                let content = pretty(&(event.kind, event.occurred_at, &event.payload));
+                match seen.get(event.dedup_key.as_str()) {
+                    Some((first, earlier)) if *earlier != content => {
+                        let detail = format!(
+                            "dedup key {:?} names two different events, in {first} and here: the store keeps whichever arrives first and drops the other as a redelivery; derive the key from what identifies the event (its id, its type); {}",
+                            event.dedup_key,
+                            first_difference(earlier, &content)
+                        );
+                        self.report.fail(Some(name), "dedup key collisions", detail);
+                    }
+                    Some(_) => {}
+                    None => {
+                        seen.insert(event.dedup_key.as_str(), (name, content));
+                    }
+                }
+            }
+        }
+    }
+
+    /// All of a conversation's fixtures folded into one conversation hold each message once:
+    /// no two message keys for the same author, time and content (a transcript's copy of a
+    /// message must get the key the message's own event gave it).
+    fn check_duplicate_messages(&mut self, parsed: &[Parsed]) {
+        let mut folded: BTreeMap<&str, Conversation> = BTreeMap::new();
+        for p in parsed {
+            for event in p.events.iter().flatten() {
+                if let EventPayload::Conversation(patch) = &event.payload {
+                    folded
+                        .entry(patch.external_id.as_str())
+                        .or_insert_with(|| {
+                            Conversation::new(
+                                ConversationId::new(
+                                    self.connection.id.clone(),
+                                    patch.external_id.as_str(),
+                                ),
+                                self.kit.vendor.clone(),
+                            )
+                        })
+                        .apply(patch, event.occurred_at, &event.dedup_key);
+                }
+            }
+        }
+        for (external_id, conversation) in folded {
+            let mut by_content: BTreeMap<String, &str> = BTreeMap::new();
+            for (key, message) in &conversation.messages {
+                let m = &message.value;
+                if m.text.is_empty() && m.attachments.is_empty() && m.data.is_none() {
+                    continue;
+                }
+                let content = pretty(&(
+                    m.author_role,
+                    &m.author_id,
+                    m.sent_at,
+                    &m.text,
+                    &m.attachments,
+                    &m.data,
+                ));
+                if let Some(other) = by_content.insert(content, key.as_str()) {
+                    self.report.fail(
+                        None,
+                        "duplicate messages",
+                        format!(
+                            "conversation {external_id:?}: messages {other:?} and {key:?} have the same author, time and content: one message under two keys (a transcript's copy must get the key its own event gave it)"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
     fn check_reply(&mut self, source: &dyn WebhookSource) {
         let summary = IngestSummary {
             appended: 1,
@@ -809,6 +974,81 @@ impl Run {
                 .fail(None, "redelivery", format!("closing the store failed: {e}"));
         }
     }
+}
+
+/// What is wrong with an event for its kind, if anything.
+fn kind_problems(event: &IncomingEvent) -> Vec<String> {
+    use ConversationStatus::{Closed, Missed, Offline, Open, Queued, Unknown};
+    let mut problems = Vec::new();
+    let conversation_kind = matches!(
+        event.kind,
+        EventKind::ChatStarted
+            | EventKind::Message
+            | EventKind::ChatEnded
+            | EventKind::ChatMissed
+            | EventKind::OfflineMessage
+            | EventKind::Rating
+            | EventKind::ChatUpdated
+    );
+    let patch = match &event.payload {
+        EventPayload::Conversation(patch) => patch,
+        EventPayload::Ticket(_) => {
+            if !matches!(
+                event.kind,
+                EventKind::TicketCreated | EventKind::TicketUpdated
+            ) {
+                problems
+                    .push("carries a ticket but is not ticket_created or ticket_updated".into());
+            }
+            return problems;
+        }
+        EventPayload::Agent { .. } => {
+            if event.kind != EventKind::AgentUpdated {
+                problems.push("carries an agent but is not agent_updated".into());
+            }
+            return problems;
+        }
+        EventPayload::Vendor { .. } => {
+            if event.kind != EventKind::VendorEvent {
+                problems.push("carries a vendor payload but is not vendor_event".into());
+            }
+            return problems;
+        }
+    };
+    if !conversation_kind {
+        problems.push("carries a conversation patch but is not a conversation kind".into());
+        return problems;
+    }
+    let status = patch.status;
+    let forbidden: &[ConversationStatus] = match event.kind {
+        EventKind::ChatStarted => &[Closed, Missed, Offline],
+        EventKind::ChatEnded => &[Open, Queued, Unknown],
+        EventKind::ChatMissed => &[Open, Queued, Closed, Offline, Unknown],
+        EventKind::OfflineMessage => &[Open, Queued, Closed, Missed, Unknown],
+        _ => &[Unknown],
+    };
+    if let Some(status) = status.filter(|s| forbidden.contains(s)) {
+        problems.push(format!(
+            "carries the status {}, which a {} event cannot mean",
+            status.as_str(),
+            event.kind.as_str()
+        ));
+    }
+    if event.kind == EventKind::ChatStarted && patch.ended_at.is_some() {
+        problems.push("carries ended_at: a start does not end the conversation".into());
+    }
+    if event.kind == EventKind::Message && patch.messages.is_empty() {
+        problems.push("carries no message".into());
+    }
+    if event.kind == EventKind::Rating && patch.rating.is_none() {
+        problems.push("carries no rating".into());
+    }
+    if let (Some(started), Some(ended)) = (patch.started_at, patch.ended_at) {
+        if ended < started {
+            problems.push(format!("ends ({ended}) before it starts ({started})"));
+        }
+    }
+    problems
 }
 
 fn default_connection(vendor: &str) -> ConnectionConfig {

@@ -11,15 +11,28 @@
 //!
 //! [`Conformance::run`] checks, collecting every failure before it panics with one report:
 //! - the vendor is in [`switchboard_core::Registry::from_inventory`] with a webhook factory that
-//!   accepts a connection with verification off and nothing configured;
-//! - every fixture verifies with the right connection, parses, equals its golden file, parses
-//!   twice to the same events, and has non-empty dedup keys unique within the request;
+//!   accepts a connection with verification off and nothing configured, and refuses one with
+//!   verification on and no secrets (unless the source it builds declares
+//!   [`switchboard_core::WebhookSource::public_verification_only`]);
+//! - every fixture verifies with the right connection, through at least one constant-time
+//!   comparison of [`switchboard_core::verify`] (see
+//!   [`switchboard_core::verify::constant_time_comparisons`]), parses, equals its golden file,
+//!   parses twice to the same events, and has non-empty dedup keys unique within the request;
+//! - every event says what its kind may say: a `chat_ended` is not open, queued or unknown, a
+//!   `chat_started` neither closed, missed, offline nor ended, a `message` carries a message, a
+//!   `rating` a rating, nothing ends before it starts, and payloads match kinds;
+//! - across all fixtures, one dedup key never names two different events (kind, time and
+//!   payload);
+//! - all of a conversation's events, folded into one conversation, hold no two messages with
+//!   the same author, time and content under different keys (a transcript's copy of a message
+//!   must merge with the message's own event);
 //! - a real `switchboard-store` appends nothing when every fixture is delivered again an hour
 //!   later;
 //! - every conversation's events, from all fixtures, shuffled and repeated (proptest, fixed
 //!   seed), fold with [`switchboard_core::Conversation::apply`] to the same conversation;
 //! - malformed bodies derived from each fixture (truncations, empty body, invalid UTF-8, nesting
-//!   10,000 deep, mistyped values, absurd numbers and times, each required field removed) never
+//!   10,000 deep, mistyped values, absurd numbers and times, every string replaced by an empty,
+//!   a multibyte and a 64 KiB string, each required field removed) never
 //!   make `verify` or `parse` panic, and where the body is certainly malformed `parse` fails with
 //!   `InvalidArgument`;
 //! - the wrong connection and stripped credentials fail verification with `Unauthenticated`;

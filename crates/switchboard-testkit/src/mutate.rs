@@ -239,6 +239,7 @@ fn json_mutations(root: &Value, required: &[String], out: &mut Vec<Mutation>) {
         "NaN",
         "",
     ];
+    let contents = string_contents();
     for (pointer, value) in values {
         let other_type = match value {
             Value::String(_) => Value::from(12345),
@@ -262,18 +263,57 @@ fn json_mutations(root: &Value, required: &[String], out: &mut Vec<Mutation>) {
                     ));
                 }
             }
-            Value::String(text) if looks_like_time(&pointer, text) => {
-                for absurd in absurd_times {
-                    out.push(mutation(
-                        format!("{pointer} = {absurd:?}"),
-                        replaced(root, &pointer, Value::String(absurd.into())),
-                        Expect::NoPanic,
-                    ));
+            Value::String(text) => {
+                if looks_like_time(&pointer, text) {
+                    for absurd in absurd_times {
+                        out.push(mutation(
+                            format!("{pointer} = {absurd:?}"),
+                            replaced(root, &pointer, Value::String(absurd.into())),
+                            Expect::NoPanic,
+                        ));
+                    }
+                }
+                for (label, content) in &contents {
+                    if text != content {
+                        out.push(mutation(
+                            format!("{pointer} = {label}"),
+                            replaced(root, &pointer, Value::String(content.clone())),
+                            Expect::NoPanic,
+                        ));
+                    }
                 }
             }
             _ => {}
         }
     }
+}
+
+/// How long the huge string is, in bytes: past any length a plugin might cut at.
+pub(crate) const HUGE: usize = 64 * 1024;
+
+/// String contents that break code which treats text as ASCII bytes of some length: `&text[..3]`
+/// on a 2-byte character, `text[0]` on an empty string, `.chars().nth(5).unwrap()`.
+fn string_contents() -> Vec<(String, String)> {
+    let huge = format!("{}\u{1F389}", "\u{e9}".repeat(HUGE / 2));
+    vec![
+        ("\"\" (empty)".to_owned(), String::new()),
+        (
+            "\"\u{e9}\" (one 2-byte character)".to_owned(),
+            "\u{e9}".to_owned(),
+        ),
+        (
+            "\"\u{e9}\u{e9}\u{e9}\u{e9}\" (2-byte characters, byte 3 inside one)".to_owned(),
+            "\u{e9}".repeat(4),
+        ),
+        (
+            "4-byte characters, CJK, a combining accent and a right-to-left mark".to_owned(),
+            "\u{1F389}\u{1F389} \u{65e5}\u{672c}\u{8a9e} e\u{301} \u{202e}x\u{0}".to_owned(),
+        ),
+        (
+            format!("a huge string ({} bytes of 2-byte characters)", huge.len()),
+            huge,
+        ),
+    ]
 }
 
 fn kind_of(value: &Value) -> &'static str {
@@ -307,6 +347,12 @@ mod tests {
         assert!(all.iter().any(|m| m.label == "required field /a/b removed"));
         assert!(all.iter().any(|m| m.label.contains("/c (bool) replaced")));
         assert!(all.iter().any(|m| m.label == "/a/b/0 = i64::MAX"));
+        assert!(
+            all.iter()
+                .any(|m| m.label.starts_with("/a/b/2 = \"\u{e9}\u{e9}")
+                    && m.expect == Expect::NoPanic)
+        );
+        assert!(all.iter().any(|m| m.label == "/a/b/2 = \"\" (empty)"));
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! The kit passes a well-behaved plugin and catches broken ones. The test plugins below share
-//! one tiny body format (`{"conversation", "event": "message"|"closed", "id", "author",
-//! "text", "sent_at"}`, secret token in `X-Switchboard-Token`) and differ in one bug each.
+//! one tiny body format (`{"conversation", "event": "message"|"closed"|"transcript", "id",
+//! "author", "text", "sent_at", "messages": [{"id", "author", "text", "sent_at"}]}`, secret
+//! token in `X-Switchboard-Token`) and differ in one bug each.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use switchboard_core::verify::check_token;
+use switchboard_core::verify::{TOKEN_HEADER, check_token};
 use switchboard_core::{
     ConnectionConfig, ConnectionId, ConversationPatch, ConversationStatus, Error, EventKind,
     EventPayload, IncomingEvent, Message, Plugin, Role, Timestamp, WebhookRequest, WebhookSource,
@@ -27,6 +28,20 @@ enum Bug {
     /// Gives different events one dedup key, one message key and one time, so that the
     /// conversation depends on the order they arrive in.
     OneKeyForEverything,
+    /// Compares the token with `==` instead of in constant time.
+    ComparesWithEq,
+    /// The factory builds a source with verification on and no secret to check.
+    AcceptsMissingSecret,
+    /// Maps the end of a chat to status open.
+    EndOpens,
+    /// Keys a transcript's messages by their position, so that they duplicate the messages
+    /// their own events delivered instead of merging with them.
+    DuplicatesTranscriptMessages,
+    /// Leaves the event type out of the dedup key, so two different messages of one
+    /// conversation share a key.
+    OneDedupKeyTwoContents,
+    /// Cuts a preview of the text at byte 3, which panics inside a multibyte character.
+    SlicesTextBytes,
 }
 
 #[derive(Debug)]
@@ -47,6 +62,13 @@ fn text<'a>(root: &'a Value, name: &str) -> Result<&'a str, Error> {
 
 impl WebhookSource for KitSource {
     fn verify(&self, request: &WebhookRequest<'_>) -> Result<(), Error> {
+        if self.bug == Bug::ComparesWithEq {
+            let expected = request.connection.secret("webhook_secret");
+            return match (request.header(TOKEN_HEADER), expected) {
+                (Some(sent), Some(expected)) if sent == expected.expose() => Ok(()),
+                _ => Err(Error::unauthenticated("the webhook token does not match")),
+            };
+        }
         if self.bug == Bug::AcceptsAnySecret || check_token(request, "webhook_secret")? {
             Ok(())
         } else {
@@ -67,7 +89,11 @@ impl WebhookSource for KitSource {
             .as_i64()
             .and_then(Timestamp::from_secs)
             .ok_or_else(|| Error::invalid("sent_at is not a valid time in seconds"))?;
-        let mut dedup_key = format!("{event}:{conversation}:{id}");
+        let mut dedup_key = if self.bug == Bug::OneDedupKeyTwoContents {
+            format!("{conversation}:{event}")
+        } else {
+            format!("{event}:{conversation}:{id}")
+        };
         let mut key = id.to_owned();
         let mut sent_at = sent_at;
         match self.bug {
@@ -89,27 +115,43 @@ impl WebhookSource for KitSource {
                 } else {
                     text(&root, "text")?.to_owned()
                 };
-                let author_role = match text_or(&root, "author")? {
-                    Some("agent") => Role::Agent,
-                    _ => Role::Visitor,
-                };
-                patch.messages.push(Message {
-                    key,
-                    author_role,
-                    author_id: None,
-                    author_name: None,
-                    text,
-                    attachments: Vec::new(),
-                    sent_at,
-                    automatic: false,
-                    data: None,
-                });
+                if self.bug == Bug::SlicesTextBytes && text.len() > 3 {
+                    let preview = &text[..3];
+                    patch
+                        .attributes
+                        .insert("preview".to_owned(), preview.to_owned());
+                    patch.attributes.clear();
+                }
+                patch.messages.push(message(key, &root, text, sent_at)?);
                 EventKind::Message
             }
             "closed" => {
-                patch.status = Some(ConversationStatus::Closed);
+                patch.status = Some(if self.bug == Bug::EndOpens {
+                    ConversationStatus::Open
+                } else {
+                    ConversationStatus::Closed
+                });
                 patch.ended_at = Some(sent_at);
                 EventKind::ChatEnded
+            }
+            "transcript" => {
+                let items = field(&root, "messages")?
+                    .as_array()
+                    .ok_or_else(|| Error::invalid("messages must be an array"))?;
+                for (i, item) in items.iter().enumerate() {
+                    let sent_at = field(item, "sent_at")?
+                        .as_i64()
+                        .and_then(Timestamp::from_secs)
+                        .ok_or_else(|| Error::invalid("sent_at is not a valid time in seconds"))?;
+                    let key = if self.bug == Bug::DuplicatesTranscriptMessages {
+                        format!("{id}-{i}")
+                    } else {
+                        text(item, "id")?.to_owned()
+                    };
+                    let text = text(item, "text")?.to_owned();
+                    patch.messages.push(message(key, item, text, sent_at)?);
+                }
+                EventKind::ChatUpdated
             }
             other => return Err(Error::invalid(format!("unknown event {other:?}"))),
         };
@@ -121,6 +163,24 @@ impl WebhookSource for KitSource {
             payload: EventPayload::Conversation(patch),
         }])
     }
+}
+
+fn message(key: String, item: &Value, text: String, sent_at: Timestamp) -> Result<Message, Error> {
+    let author_role = match text_or(item, "author")? {
+        Some("agent") => Role::Agent,
+        _ => Role::Visitor,
+    };
+    Ok(Message {
+        key,
+        author_role,
+        author_id: None,
+        author_name: None,
+        text,
+        attachments: Vec::new(),
+        sent_at,
+        automatic: false,
+        data: None,
+    })
 }
 
 fn text_or<'a>(root: &'a Value, name: &str) -> Result<Option<&'a str>, Error> {
@@ -135,7 +195,10 @@ fn text_or<'a>(root: &'a Value, name: &str) -> Result<Option<&'a str>, Error> {
 
 macro_rules! kit_plugin {
     ($factory:ident, $vendor:literal, $bug:expr) => {
-        fn $factory(_: &ConnectionConfig) -> Result<Box<dyn WebhookSource>, Error> {
+        fn $factory(config: &ConnectionConfig) -> Result<Box<dyn WebhookSource>, Error> {
+            if config.verify && $bug != Bug::AcceptsMissingSecret {
+                config.required_secret("webhook_secret")?;
+            }
             Ok(Box::new(KitSource { bug: $bug }))
         }
         inventory::submit! {
@@ -156,6 +219,16 @@ kit_plugin!(lax, "kitlax", Bug::AcceptsAnySecret);
 kit_plugin!(clock, "kitclock", Bug::ClockInDedupKey);
 kit_plugin!(garbage, "kitgarbage", Bug::AcceptsGarbage);
 kit_plugin!(one_key, "kitonekey", Bug::OneKeyForEverything);
+kit_plugin!(eq, "kiteq", Bug::ComparesWithEq);
+kit_plugin!(no_secret, "kitnosecret", Bug::AcceptsMissingSecret);
+kit_plugin!(end_opens, "kitendopens", Bug::EndOpens);
+kit_plugin!(
+    duplicates,
+    "kitduplicates",
+    Bug::DuplicatesTranscriptMessages
+);
+kit_plugin!(collides, "kitcollides", Bug::OneDedupKeyTwoContents);
+kit_plugin!(slices, "kitslices", Bug::SlicesTextBytes);
 
 fn data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/kit")
@@ -203,9 +276,14 @@ fn blessing() -> bool {
 }
 
 #[track_caller]
-fn assert_caught(vendor: &str, expected: &[&str]) {
+fn assert_caught(vendor: &str, expected: &[&str]) -> String {
     let dir = sandbox();
-    let report = report(kit(vendor, dir.path()))
+    caught_in(vendor, dir.path(), expected)
+}
+
+#[track_caller]
+fn caught_in(vendor: &str, dir: &Path, expected: &[&str]) -> String {
+    let report = report(kit(vendor, dir))
         .unwrap_or_else(|| panic!("the kit passed the broken plugin {vendor}"));
     for text in expected {
         assert!(
@@ -213,6 +291,27 @@ fn assert_caught(vendor: &str, expected: &[&str]) {
             "the report lacks {text:?}:\n{report}"
         );
     }
+    report
+}
+
+/// A sandbox whose golden files hold what the broken plugin makes of the fixtures, as if its
+/// author had blessed them without reviewing: the kit must catch the bug anyway.
+fn reblessed(bug: Bug) -> tempfile::TempDir {
+    let dir = sandbox();
+    let source = KitSource { bug };
+    let connection = config("kit-secret");
+    for fixture in switchboard_testkit::fixtures::load(dir.path().join("fixtures")) {
+        let request =
+            fixture.webhook_request(&connection, switchboard_testkit::fixture_received_at());
+        let events = source.parse(&request).unwrap();
+        let golden = serde_json::to_string_pretty(&events).unwrap() + "\n";
+        std::fs::write(
+            dir.path().join(format!("golden/{}.json", fixture.name)),
+            golden,
+        )
+        .unwrap();
+    }
+    dir
 }
 
 #[test]
@@ -283,6 +382,86 @@ fn order_dependent_events_are_caught() {
 }
 
 #[test]
+fn a_token_compared_with_eq_is_caught() {
+    assert_caught(
+        "kiteq",
+        &[
+            "[hello] constant time:",
+            "verify accepted the request without a single comparison through switchboard_core::verify",
+        ],
+    );
+}
+
+#[test]
+fn a_factory_that_accepts_verification_without_a_secret_is_caught() {
+    let report = assert_caught(
+        "kitnosecret",
+        &[
+            "missing secrets:",
+            "accepted a connection with verify = true and no settings and no secrets",
+            "accepted a connection with verify = true and the settings of .connection() but none of its secrets",
+        ],
+    );
+    // Its webhooks themselves are fine.
+    assert!(!report.contains("[hello]"), "{report}");
+}
+
+#[test]
+fn an_end_that_opens_the_chat_is_caught_even_with_blessed_golden_files() {
+    let dir = reblessed(Bug::EndOpens);
+    let report = caught_in(
+        "kitendopens",
+        dir.path(),
+        &[
+            "[bye] event kinds:",
+            "carries the status open, which a chat_ended event cannot mean",
+        ],
+    );
+    assert!(!report.contains("golden:"), "{report}");
+}
+
+#[test]
+fn a_transcript_message_duplicated_instead_of_merged_is_caught_even_with_blessed_golden_files() {
+    let dir = reblessed(Bug::DuplicatesTranscriptMessages);
+    let report = caught_in(
+        "kitduplicates",
+        dir.path(),
+        &[
+            "duplicate messages:",
+            "conversation \"c1\": messages \"m1\" and \"t1-0\" have the same author, time and content",
+            "messages \"m2\" and \"t1-1\"",
+        ],
+    );
+    assert!(!report.contains("golden:"), "{report}");
+}
+
+#[test]
+fn one_dedup_key_for_two_contents_is_caught() {
+    let dir = reblessed(Bug::OneDedupKeyTwoContents);
+    let report = caught_in(
+        "kitcollides",
+        dir.path(),
+        &[
+            "[reply] dedup key collisions:",
+            "dedup key \"c1:message\" names two different events, in hello and here",
+        ],
+    );
+    assert!(!report.contains("golden:"), "{report}");
+}
+
+#[test]
+fn byte_slicing_that_panics_on_multibyte_text_is_caught() {
+    assert_caught(
+        "kitslices",
+        &[
+            "malformed input",
+            "/text = \"\u{e9}\u{e9}\u{e9}\u{e9}\" (2-byte characters, byte 3 inside one): parse panicked",
+            "is not a char boundary",
+        ],
+    );
+}
+
+#[test]
 fn a_wrong_golden_file_is_caught_or_rewritten_when_blessing() {
     let dir = sandbox();
     let golden = dir.path().join("golden/reply.json");
@@ -315,7 +494,7 @@ fn a_missing_plugin_or_missing_setup_is_reported() {
 fn fixtures_load_with_their_requests() {
     let fixtures = switchboard_testkit::fixtures::load(data().join("fixtures"));
     let names: Vec<&str> = fixtures.iter().map(|f| f.name.as_str()).collect();
-    assert_eq!(names, ["bye", "hello", "reply"]);
+    assert_eq!(names, ["bye", "hello", "reply", "transcript"]);
     // Header names are lowercased so that plugins can look them up as the server gives them.
     assert_eq!(
         fixtures[1].headers,
