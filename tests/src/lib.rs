@@ -2,33 +2,57 @@
 //! temp dir, with an HTTP client for webhooks and a tonic client for the API.
 
 // Keep every plugin's inventory registration linked into the test binaries.
-use switchboard_plugin_livechat as _;
-use switchboard_plugin_livetex as _;
-use switchboard_plugin_smartsupp as _;
-use switchboard_plugin_tencent as _;
+use switchboard_plugins as _;
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use switchboard_core::{ConnectionConfig, ConnectionId, Registry};
+use switchboard_core::ConnectionConfig;
 use switchboard_proto::v1;
 use switchboard_proto::v1::switchboard_client::SwitchboardClient;
 use switchboard_server::{RunningServer, ServerConfig, ServerError};
 use tonic::transport::Channel;
 
-/// LiveChat's webhook secret in the sandbox (sent as the `X-Switchboard-Token` header).
+/// LiveChat's webhook secret in the sandbox (sent as the `X-Switchboard-Token` header), as
+/// `plugins/livechat/fixtures/connection.toml` sets it.
 pub const SECRET: &str = "lc-webhook-secret";
-/// Every secret the sandbox configures; none may ever appear in a response or a log.
-pub const ALL_SECRETS: [&str; 5] = [
-    SECRET,
-    "hunter2-basic",
-    "lt-7f3c9a2e51d04b8c",
-    "hook-token-6c1f",
-    "app-secret-93b7e0",
-];
+
+/// Every secret the sandbox configures (those of every plugin's `fixtures/connection.toml`,
+/// but user names, `*_user`, such as LiveChat's `basic_user = "livechat"`); none may ever
+/// appear in a response or a log. Iterate it: `for secret in ALL_SECRETS`.
+pub const ALL_SECRETS: AllSecrets = AllSecrets;
+
+/// The secrets of every plugin's test connection, read once; see [`ALL_SECRETS`].
+#[derive(Debug, Clone, Copy)]
+pub struct AllSecrets;
+
+impl IntoIterator for AllSecrets {
+    type Item = &'static str;
+    type IntoIter = std::iter::Map<std::slice::Iter<'static, String>, fn(&String) -> &str>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        static SECRETS: OnceLock<Vec<String>> = OnceLock::new();
+        SECRETS
+            .get_or_init(|| {
+                let secrets: Vec<String> = switchboard_plugins::test_connections()
+                    .into_iter()
+                    .flat_map(|(_, c)| c.secrets)
+                    .filter(|(name, _)| !name.ends_with("_user"))
+                    .map(|(_, value)| value)
+                    .collect();
+                assert!(
+                    secrets.iter().any(|s| s == SECRET),
+                    "{SECRET} is LiveChat's"
+                );
+                secrets
+            })
+            .iter()
+            .map(String::as_str as fn(&String) -> &str)
+    }
+}
 
 /// Changes the sandbox's server config before each start (and restart).
 #[derive(Clone)]
@@ -57,31 +81,29 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// The sandbox's connections: one per vendor, id = vendor, verification on, configured with
-/// the same credentials as each plugin's conformance test so that the plugins' fixtures verify.
+/// The sandbox's connections: one per plugin with webhooks, id = vendor, verification on,
+/// configured from the plugin's `fixtures/connection.toml` (the credentials its fixtures are
+/// signed with).
 pub fn connections() -> Vec<ConnectionConfig> {
-    let id = |s: &str| ConnectionId::new(s).expect("valid id");
-    vec![
-        ConnectionConfig::new(id("livechat"), "livechat")
-            .with_secret("webhook_secret", SECRET)
-            .with_secret("basic_user", "livechat")
-            .with_secret("basic_password", "hunter2-basic"),
-        ConnectionConfig::new(id("livetex"), "livetex")
-            .with_secret("webhook_secret", "lt-7f3c9a2e51d04b8c"),
-        ConnectionConfig::new(id("smartsupp"), "smartsupp")
-            .with_secret("webhook_secret", "hook-token-6c1f")
-            .with_secret("app_secret", "app-secret-93b7e0"),
-        ConnectionConfig::new(id("tencent"), "tencent").with_setting("sdk_app_id", "1400187352"),
-    ]
+    switchboard_plugins::test_connections()
+        .into_iter()
+        .map(|(_, connection)| connection.config())
+        .collect()
 }
 
-/// The fixtures of a plugin crate (`plugins/<vendor>/fixtures`).
+/// Every vendor with a test connection (every plugin with webhooks), sorted.
+pub fn vendors() -> Vec<String> {
+    switchboard_plugins::test_connections()
+        .into_iter()
+        .map(|(_, connection)| connection.vendor)
+        .collect()
+}
+
+/// The fixtures of the plugin registered as `vendor` (its crate's `fixtures/`).
 pub fn fixtures(vendor: &str) -> Vec<switchboard_testkit::FixtureRequest> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../plugins")
-        .join(vendor)
-        .join("fixtures");
-    switchboard_testkit::fixtures::load(dir)
+    let (krate, _) = switchboard_plugins::test_connection(vendor)
+        .unwrap_or_else(|| panic!("no linked plugin crate has a test connection for {vendor:?}"));
+    switchboard_testkit::fixtures::load(krate.fixtures_dir())
 }
 
 impl Sandbox {
@@ -144,7 +166,7 @@ impl Sandbox {
     }
 
     async fn try_boot(&mut self) -> Result<(), ServerError> {
-        let registry = Registry::from_inventory().expect("registry");
+        let registry = switchboard_plugins::registry().expect("registry");
         self.server = Some(switchboard_server::start(self.config(), &registry).await?);
         Ok(())
     }

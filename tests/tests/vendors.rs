@@ -3,15 +3,24 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use switchboard_e2e::{ALL_SECRETS, Sandbox, fixtures};
+use switchboard_e2e::{ALL_SECRETS, Sandbox, fixtures, vendors};
 use switchboard_proto::v1;
-
-const VENDORS: [&str; 4] = ["livechat", "livetex", "smartsupp", "tencent"];
 
 #[tokio::test]
 async fn one_body_per_vendor_reads_back_through_list_and_stream() {
     let sandbox = Sandbox::start().await;
-    for vendor in VENDORS {
+    // Every plugin with webhooks, from the registry (each has a fixtures/connection.toml).
+    let vendors = vendors();
+    let registered = switchboard_plugins::registry().expect("registry");
+    for plugin in registered.plugins().iter().filter(|p| p.webhook.is_some()) {
+        assert!(
+            vendors.iter().any(|v| v == plugin.vendor),
+            "{} has webhooks but no fixtures/connection.toml",
+            plugin.vendor
+        );
+    }
+    for vendor in &vendors {
+        let vendor = vendor.as_str();
         let all = fixtures(vendor);
         assert!(!all.is_empty(), "{vendor} has fixtures");
         for fixture in &all {
@@ -56,7 +65,7 @@ async fn one_body_per_vendor_reads_back_through_list_and_stream() {
                 .insert(id.clone());
         }
     }
-    for vendor in VENDORS {
+    for vendor in &vendors {
         assert!(
             from_stream.get(vendor).is_some_and(|ids| !ids.is_empty()),
             "{vendor} produced conversation events"
@@ -138,7 +147,7 @@ async fn one_body_per_vendor_reads_back_through_list_and_stream() {
     );
 
     // Posting everything again appends nothing.
-    for vendor in VENDORS {
+    for vendor in &vendors {
         for fixture in &fixtures(vendor) {
             let (status, body) = sandbox.post_fixture(vendor, fixture).await;
             assert_eq!(status, 200, "{vendor}/{}: {body}", fixture.name);

@@ -1,7 +1,7 @@
 //! `switchboard-bench`: measures Switchboard in one process on loopback.
 //!
 //! - `ingest`: the real server (verification on) and 64 keep-alive HTTP/1.1 clients posting
-//!   the fixtures of all four vendors, each request made unique; durable acknowledgements/s.
+//!   the fixtures of every plugin (from switchboard-plugins), each request made unique; durable acknowledgements/s.
 //! - `floor`: the same appends straight to the store (same group commit and fsync), no HTTP,
 //!   no verification, no parsing.
 //! - `replay`: one `StreamEvents` subscriber reading a preloaded log from the beginning.
@@ -12,10 +12,7 @@
 //! Run in release mode: `cargo run --release -p switchboard-bench -- ingest --with-floor`.
 
 // Keep every plugin's inventory registration linked into the binary.
-use switchboard_plugin_livechat as _;
-use switchboard_plugin_livetex as _;
-use switchboard_plugin_smartsupp as _;
-use switchboard_plugin_tencent as _;
+use switchboard_plugins as _;
 
 mod fanout;
 mod growth;

@@ -21,7 +21,7 @@ use tonic::transport::Channel;
 
 use crate::LoadArgs;
 use crate::load::{self, Stats};
-use crate::workload::{self, Template, VENDORS};
+use crate::workload::{self, Template, vendors};
 
 /// The CPU model from `/proc/cpuinfo`.
 pub fn cpu_model() -> String {
@@ -88,7 +88,7 @@ fn print_workload(templates: &[Template], args: LoadArgs) {
     println!(
         "workload: {} fixtures of {} vendors, {:.2} events per webhook on average; {} concurrent clients, {} s measured after {} s warm-up",
         templates.len(),
-        VENDORS.len(),
+        vendors().len(),
         mean_events(templates),
         args.connections,
         args.seconds,
@@ -304,7 +304,7 @@ async fn preload(
     mut next: impl FnMut(u64) -> (usize, IncomingEvent),
 ) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    let mut buffers: Vec<Vec<IncomingEvent>> = vec![Vec::new(); VENDORS.len()];
+    let mut buffers: Vec<Vec<IncomingEvent>> = vec![Vec::new(); vendors().len()];
     let mut in_flight = tokio::task::JoinSet::new();
     let mut report_at = total / 10;
     for n in 0..total {
@@ -316,8 +316,8 @@ async fn preload(
                     continue;
                 }
                 let request = AppendRequest::new(
-                    ConnectionId::new(VENDORS[v]).expect("valid connection id"),
-                    VENDORS[v],
+                    ConnectionId::new(vendors()[v]).expect("valid connection id"),
+                    vendors()[v],
                     std::mem::take(buffer),
                 );
                 let store = store.clone();
@@ -363,7 +363,7 @@ pub async fn preload_events(data_dir: &Path, events: u64) -> anyhow::Result<()> 
             let template = &templates[(request % templates.len() as u64) as usize];
             pending = workload::unique_events(&template.events, request);
             pending.reverse();
-            pending_vendor = VENDORS
+            pending_vendor = vendors()
                 .iter()
                 .position(|v| *v == template.vendor)
                 .unwrap_or(0);
@@ -476,7 +476,7 @@ const YEAR_START: i64 = 1_704_067_200;
 const YEAR_SECS: i64 = 365 * 86_400;
 
 fn chat_started(n: u64, total: u64) -> (usize, IncomingEvent) {
-    let vendor = (n % VENDORS.len() as u64) as usize;
+    let vendor = (n % vendors().len() as u64) as usize;
     let at = Timestamp::from_secs(YEAR_START + (n as i64 * YEAR_SECS) / total as i64)
         .expect("a valid time");
     let external_id = format!("conv-{n:08}");
@@ -578,7 +578,7 @@ pub async fn query(conversations: u64, calls: u64) -> anyhow::Result<()> {
 }
 
 fn list_request(rng: &mut impl Rng) -> v1::ListConversationsRequest {
-    let vendor = VENDORS[rng.random_range(0..VENDORS.len())];
+    let vendor = vendors()[rng.random_range(0..vendors().len())];
     let from = YEAR_START + rng.random_range(0..YEAR_SECS - 30 * 86_400);
     v1::ListConversationsRequest {
         vendors: vec![vendor.to_owned()],
@@ -595,7 +595,7 @@ fn random_id(rng: &mut impl Rng, conversations: u64) -> String {
     let n = rng.random_range(0..conversations);
     format!(
         "{}/conv-{n:08}",
-        VENDORS[(n % VENDORS.len() as u64) as usize]
+        vendors()[(n % vendors().len() as u64) as usize]
     )
 }
 

@@ -10,18 +10,28 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use anyhow::{Context, bail};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
 use sha2::Sha256;
 use switchboard_core::{
-    ConnectionConfig, ConnectionId, EventPayload, IncomingEvent, Registry, Timestamp,
-    WebhookRequest, WebhookSource,
+    ConnectionConfig, EventPayload, IncomingEvent, Registry, Timestamp, WebhookRequest,
+    WebhookSource,
 };
 
-/// The four vendors the workload covers.
-pub const VENDORS: [&str; 4] = ["livechat", "livetex", "smartsupp", "tencent"];
+/// The vendors the workload covers: every linked plugin with a `fixtures/connection.toml`
+/// (every plugin with webhooks), sorted.
+pub fn vendors() -> &'static [&'static str] {
+    static VENDORS: OnceLock<Vec<&'static str>> = OnceLock::new();
+    VENDORS.get_or_init(|| {
+        switchboard_plugins::test_connections()
+            .into_iter()
+            .map(|(_, connection)| &*Box::leak(connection.vendor.into_boxed_str()))
+            .collect()
+    })
+}
 
 /// Smartsupp's signature header over the body.
 const SMARTSUPP_HMAC: &str = "x-smartsupp-hmac";
@@ -34,21 +44,12 @@ const SMARTSUPP_APP_SECRET: &str = "app-secret-93b7e0";
 const NUMERIC_SHIFT: u64 = 10_000_000;
 
 /// The connections: one per vendor, id = vendor, verification on, with the credentials the
-/// fixtures carry (the same ones the plugins' conformance tests use).
+/// fixtures carry (each plugin's `fixtures/connection.toml`).
 pub fn connections() -> Vec<ConnectionConfig> {
-    let id = |s: &str| ConnectionId::new(s).expect("valid connection id");
-    vec![
-        ConnectionConfig::new(id("livechat"), "livechat")
-            .with_secret("webhook_secret", "lc-webhook-secret")
-            .with_secret("basic_user", "livechat")
-            .with_secret("basic_password", "hunter2-basic"),
-        ConnectionConfig::new(id("livetex"), "livetex")
-            .with_secret("webhook_key", "lt-7f3c9a2e51d04b8c"),
-        ConnectionConfig::new(id("smartsupp"), "smartsupp")
-            .with_secret("webhook_secret", "hook-token-6c1f")
-            .with_secret("app_secret", SMARTSUPP_APP_SECRET),
-        ConnectionConfig::new(id("tencent"), "tencent").with_setting("sdk_app_id", "1400187352"),
-    ]
+    switchboard_plugins::test_connections()
+        .into_iter()
+        .map(|(_, connection)| connection.config())
+        .collect()
 }
 
 /// A piece of a templated body.
@@ -177,19 +178,18 @@ pub fn unique_events(events: &[IncomingEvent], n: u64) -> Vec<IncomingEvent> {
         .collect()
 }
 
-/// The fixture directory of a vendor in this workspace.
+/// The fixture directory of a vendor's plugin crate.
 fn fixture_dir(vendor: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../plugins")
-        .join(vendor)
-        .join("fixtures")
+    switchboard_plugins::test_connection(vendor)
+        .map(|(krate, _)| krate.fixtures_dir())
+        .unwrap_or_else(|| panic!("no linked plugin crate has a test connection for {vendor:?}"))
 }
 
-/// Builds the templates of all four vendors; prints which fixtures were left out and why.
+/// Builds the templates of every vendor; prints which fixtures were left out and why.
 pub fn templates(registry: &Registry) -> anyhow::Result<Vec<Template>> {
     let connections = connections();
     let mut out = Vec::new();
-    for vendor in VENDORS {
+    for &vendor in vendors() {
         let config = connections
             .iter()
             .find(|c| c.vendor == vendor)

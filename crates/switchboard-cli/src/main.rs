@@ -1,10 +1,7 @@
 //! `switchboard`: run the gateway, and look at its data without writing a client.
 
 // Every shipped plugin must be referenced, or the linker may drop its inventory registration.
-use switchboard_plugin_livechat as _;
-use switchboard_plugin_livetex as _;
-use switchboard_plugin_smartsupp as _;
-use switchboard_plugin_tencent as _;
+use switchboard_plugins as _;
 
 mod sync;
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::input::FuzzRequest;
 use crate::page_token::{fixture, valid_tokens};
-use crate::webhook::VENDORS;
+use crate::webhook::{VendorSpec, vendor_specs};
 
 /// The repository root (two levels above this crate).
 pub fn repo_root() -> PathBuf {
@@ -88,8 +88,7 @@ fn seed(name: impl Into<String>, data: impl Into<Vec<u8>>) -> Seed {
 
 /// A vendor's fixture requests, in the webhook target's input format.
 pub fn webhook_seeds(vendor: &str) -> Vec<Seed> {
-    let dir = repo_root().join("plugins").join(vendor).join("fixtures");
-    fixtures(&dir)
+    fixtures(&fixtures_dir(vendor))
         .into_iter()
         .map(|(name, request)| seed(name, request.encode()))
         .collect()
@@ -153,14 +152,17 @@ pub fn stream_cursor_seeds() -> Vec<Seed> {
     seeds
 }
 
-/// Seeds of a target by its name (see [`crate::TARGETS`]).
+/// Seeds of a target by its name (see [`crate::targets`]).
 pub fn seeds(target: &str) -> Vec<Seed> {
     match target {
         "page_token" => page_token_seeds(),
         "stream_cursor" => stream_cursor_seeds(),
         _ => match target.strip_prefix("webhook_") {
             Some(vendor) => webhook_seeds(vendor),
-            None => panic!("no fuzz target {target:?}; use one of {:?}", crate::TARGETS),
+            None => panic!(
+                "no fuzz target {target:?}; use one of {:?}",
+                crate::targets()
+            ),
         },
     }
 }
@@ -184,7 +186,7 @@ fn collect_tokens(value: &serde_json::Value, out: &mut BTreeSet<String>) {
 /// A libFuzzer dictionary for a vendor: every key and every short string value of its
 /// fixtures, the header and query names it is sent with, and JSON punctuation.
 pub fn webhook_dictionary(vendor: &str) -> String {
-    let dir = repo_root().join("plugins").join(vendor).join("fixtures");
+    let dir = fixtures_dir(vendor);
     let mut tokens = BTreeSet::new();
     for (_, fixture) in fixtures(&dir) {
         if let Ok(value) = serde_json::from_slice(&fixture.body) {
@@ -230,8 +232,19 @@ fn dict_quote(token: &str) -> String {
 
 /// The vendors with a webhook target, as target names (`webhook_livechat`...).
 pub fn webhook_targets() -> Vec<String> {
-    VENDORS
+    vendor_specs()
         .iter()
         .map(|v| format!("webhook_{}", v.vendor))
         .collect()
+}
+
+/// The fixtures of the plugin registered as `vendor`.
+fn fixtures_dir(vendor: &str) -> PathBuf {
+    VendorSpec::get(vendor)
+        .map(|spec| spec.fixtures_dir.clone())
+        .unwrap_or_else(|| {
+            panic!(
+                "no linked plugin crate has a test connection for {vendor:?}: add fixtures/connection.toml"
+            )
+        })
 }

@@ -2,87 +2,56 @@
 //! arbitrary requests.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
+use switchboard_plugins::TestConnection;
+
 use switchboard_core::{
-    ConnectionConfig, ConnectionId, Error, ErrorCode, IncomingEvent, IngestSummary, Registry,
-    Timestamp, WebhookRequest, WebhookSource,
+    ConnectionConfig, ConnectionId, Error, ErrorCode, IncomingEvent, IngestSummary, Timestamp,
+    WebhookRequest, WebhookSource,
 };
 
 use crate::input::FuzzRequest;
 
-// Keep every plugin's `inventory::submit!` linked.
-use switchboard_plugin_livechat as _;
-use switchboard_plugin_livetex as _;
-use switchboard_plugin_smartsupp as _;
-use switchboard_plugin_tencent as _;
-
-/// What the fuzz targets know of one vendor: the connection its fixtures verify against (the
-/// same secrets as the plugin's `tests/conformance.rs`) and the body fields that carry a
-/// credential and must never reach storage.
-#[derive(Debug, Clone, Copy)]
+/// What the fuzz targets know of one vendor, from its plugin crate's `fixtures/connection.toml`
+/// (see `switchboard_plugins::TestConnection`): the connection its fixtures verify against and
+/// the body fields that carry a credential and must never reach storage.
+#[derive(Debug, Clone)]
 pub struct VendorSpec {
     /// The plugin's vendor name.
     pub vendor: &'static str,
-    /// Settings of the verifying connection.
-    pub settings: &'static [(&'static str, &'static str)],
-    /// Secrets of the verifying connection.
-    pub secrets: &'static [(&'static str, &'static str)],
-    /// Top-level body fields `raw_for_storage` must remove.
-    pub credential_fields: &'static [&'static str],
+    /// The plugin crate's fixtures, the seeds of its target.
+    pub fixtures_dir: PathBuf,
+    /// Its test connection.
+    pub connection: TestConnection,
 }
 
-/// Every vendor with a fuzz target, sorted by name.
-pub const VENDORS: [VendorSpec; 4] = [
-    VendorSpec {
-        vendor: "livechat",
-        settings: &[],
-        secrets: &[
-            ("webhook_secret", "lc-webhook-secret"),
-            ("basic_user", "livechat"),
-            ("basic_password", "hunter2-basic"),
-        ],
-        credential_fields: &["secret_key"],
-    },
-    VendorSpec {
-        vendor: "livetex",
-        settings: &[],
-        secrets: &[("webhook_key", "lt-7f3c9a2e51d04b8c")],
-        credential_fields: &["webHookKey"],
-    },
-    VendorSpec {
-        vendor: "smartsupp",
-        settings: &[],
-        secrets: &[
-            ("webhook_secret", "hook-token-6c1f"),
-            ("app_secret", "app-secret-93b7e0"),
-        ],
-        credential_fields: &[],
-    },
-    VendorSpec {
-        vendor: "tencent",
-        settings: &[("sdk_app_id", "1400187352")],
-        secrets: &[],
-        credential_fields: &[],
-    },
-];
+/// Every vendor with a webhook target (every linked plugin with a `fixtures/connection.toml`,
+/// that is every plugin with webhooks), sorted by name.
+pub fn vendor_specs() -> &'static [VendorSpec] {
+    static SPECS: OnceLock<Vec<VendorSpec>> = OnceLock::new();
+    SPECS.get_or_init(|| {
+        switchboard_plugins::test_connections()
+            .into_iter()
+            .map(|(krate, connection)| VendorSpec {
+                vendor: Box::leak(connection.vendor.clone().into_boxed_str()),
+                fixtures_dir: krate.fixtures_dir(),
+                connection,
+            })
+            .collect()
+    })
+}
 
 impl VendorSpec {
     /// The spec of a vendor, if it has a target.
     pub fn get(vendor: &str) -> Option<&'static VendorSpec> {
-        VENDORS.iter().find(|v| v.vendor == vendor)
+        vendor_specs().iter().find(|v| v.vendor == vendor)
     }
 
     /// The connection the vendor's fixtures verify against: verification on, the secrets set.
     pub fn verifying_connection(&self) -> ConnectionConfig {
-        let mut config = ConnectionConfig::new(connection_id(self.vendor), self.vendor);
-        for (key, value) in self.settings {
-            config = config.with_setting(key, *value);
-        }
-        for (key, value) in self.secrets {
-            config = config.with_secret(key, *value);
-        }
-        config
+        self.connection.config()
     }
 
     /// The connection the embedded default creates: verification off, nothing configured.
@@ -112,14 +81,14 @@ struct Vendor {
 fn vendors() -> &'static BTreeMap<&'static str, Vendor> {
     static VENDOR_SOURCES: OnceLock<BTreeMap<&'static str, Vendor>> = OnceLock::new();
     VENDOR_SOURCES.get_or_init(|| {
-        let registry = Registry::from_inventory()
+        let registry = switchboard_plugins::registry()
             .unwrap_or_else(|e| panic!("the plugin registry cannot be built: {e}"));
-        VENDORS
+        vendor_specs()
             .iter()
             .map(|spec| {
                 let plugin = registry.get(spec.vendor).unwrap_or_else(|| {
                     panic!(
-                        "no plugin for {:?} is linked; add it to switchboard-fuzz",
+                        "no plugin for {:?} is linked; add its crate to crates/switchboard-plugins/Cargo.toml",
                         spec.vendor
                     )
                 });
@@ -146,7 +115,7 @@ fn vendors() -> &'static BTreeMap<&'static str, Vendor> {
 
 /// The vendor names with a webhook target, sorted.
 pub fn vendor_names() -> Vec<&'static str> {
-    VENDORS.iter().map(|v| v.vendor).collect()
+    vendor_specs().iter().map(|v| v.vendor).collect()
 }
 
 /// Runs one vendor's webhook source on `data` (decoded by [`FuzzRequest::decode`]), with the
@@ -293,13 +262,14 @@ fn check_events(spec: &VendorSpec, events: &[IncomingEvent]) {
 }
 
 fn check_raw(spec: &VendorSpec, raw: &str) {
-    if spec.credential_fields.is_empty() {
+    let fields = &spec.connection.credential_fields;
+    if fields.is_empty() {
         return;
     }
     if let Ok(serde_json::Value::Object(object)) = serde_json::from_str(raw) {
-        for field in spec.credential_fields {
+        for field in fields {
             assert!(
-                !object.contains_key(*field),
+                !object.contains_key(field),
                 "{}: raw_for_storage kept the credential field {field:?}",
                 spec.vendor
             );

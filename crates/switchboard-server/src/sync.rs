@@ -78,7 +78,7 @@ pub fn unsupported_reason(connection: &Connection) -> Option<String> {
         match (&connection.connector_error, connection.plugin.connector) {
             (Some(error), _) => format!("sync is not configured: {error}"),
             (None, None) => format!(
-                "the {} plugin has no connector: the vendor documents no API to pull from",
+                "the {} plugin has no connector, so this connection only receives webhooks",
                 connection.plugin.vendor
             ),
             (None, Some(_)) => "the connector was not built".to_owned(),

@@ -253,7 +253,9 @@ async fn one_sync_per_connection_and_a_clear_reason_when_it_cannot_sync() {
     let refused = runner.claim(&without).expect_err("no connector");
     assert_eq!(refused.code, ErrorCode::FailedPrecondition);
     assert!(
-        unsupported_reason(&without).is_some_and(|r| r.contains("no API to pull from")),
+        unsupported_reason(&without).is_some_and(
+            |r| r.contains("has no connector, so this connection only receives webhooks")
+        ),
         "{:?}",
         unsupported_reason(&without)
     );

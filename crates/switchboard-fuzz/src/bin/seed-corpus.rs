@@ -8,8 +8,8 @@
 use std::fs;
 use std::path::Path;
 
-use switchboard_fuzz::TARGETS;
 use switchboard_fuzz::corpus::{repo_root, seeds, webhook_dictionary};
+use switchboard_fuzz::targets;
 
 fn write(path: &Path, data: &[u8]) {
     if let Some(dir) = path.parent() {
@@ -20,7 +20,8 @@ fn write(path: &Path, data: &[u8]) {
 
 fn main() {
     let fuzz = repo_root().join("fuzz");
-    for target in TARGETS {
+    for target in targets() {
+        let target = target.as_str();
         let seeds = seeds(target);
         for seed in &seeds {
             write(
