@@ -29,6 +29,7 @@ mod ids;
 mod model;
 mod plugin;
 mod time;
+pub mod toolkit;
 pub mod verify;
 
 pub use crate::config::{ConnectionConfig, RateLimit, Secret};
