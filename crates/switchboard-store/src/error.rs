@@ -53,6 +53,27 @@ pub enum StoreError {
         /// The store's directory.
         path: PathBuf,
     },
+    /// The directory is not empty and holds no store: creating one there would mix the
+    /// store's files with someone else's.
+    #[error(
+        "the directory {} is not empty ({found}) and holds no switchboard store; point --data-dir (or data_dir) at a new or empty directory, or at an existing switchboard store",
+        path.display()
+    )]
+    ForeignDirectory {
+        /// The directory.
+        path: PathBuf,
+        /// Some of what it holds, for the message.
+        found: String,
+    },
+    /// Another process holds the store's lock.
+    #[error(
+        "the store at {} is in use by another process (probably another `switchboard serve`); stop that process, or point --data-dir at another directory",
+        path.display()
+    )]
+    InUse {
+        /// The store's directory.
+        path: PathBuf,
+    },
     /// [`crate::Store::close`] was called: no more appends.
     #[error("the store is closed and accepts no more writes; retry once the server is back")]
     Closed,
@@ -115,6 +136,9 @@ impl StoreError {
                 ErrorCode::Unavailable
             }
             StoreError::SchemaMismatch { .. } | StoreError::NotAStore { .. } => {
+                ErrorCode::FailedPrecondition
+            }
+            StoreError::ForeignDirectory { .. } | StoreError::InUse { .. } => {
                 ErrorCode::FailedPrecondition
             }
             StoreError::Open { .. }

@@ -280,9 +280,45 @@ fn corrupt_files(dir: &Path, file: &str, reason: impl ToString) -> StoreError {
     }
 }
 
+/// Refuses to create a store in a directory that holds other things and no store (sled's
+/// `conf` or `db`): the store's files would be mixed with someone else's. A directory with
+/// only hidden entries or `lost+found` (a fresh file system) counts as empty.
+fn refuse_foreign_directory(dir: &Path) -> Result<(), StoreError> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(()); // missing (created next) or unreadable (create/open says why)
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == "conf" || name == "db" {
+            return Ok(());
+        }
+        if !name.starts_with('.') && name != "lost+found" {
+            found.push(name);
+        }
+    }
+    if found.is_empty() {
+        return Ok(());
+    }
+    found.sort();
+    let shown: Vec<String> = found.iter().take(3).map(|n| format!("`{n}`")).collect();
+    let more = found.len().saturating_sub(shown.len());
+    Err(StoreError::ForeignDirectory {
+        path: dir.to_owned(),
+        found: if more > 0 {
+            format!("it has {} and {more} more", shown.join(", "))
+        } else {
+            format!("it has {}", shown.join(", "))
+        },
+    })
+}
+
 /// What a failed `sled::Config::open` means for the operator.
 fn sled_open_error(dir: &Path, error: sled::Error) -> StoreError {
     match error {
+        sled::Error::Io(e) if is_lock_busy(&e) => StoreError::InUse {
+            path: dir.to_owned(),
+        },
         sled::Error::Io(e) => open_error(dir, e),
         sled::Error::Unsupported(reason) => corrupt_files(dir, "conf", reason),
         other => corrupt_files(dir, "db", other),
@@ -326,6 +362,7 @@ impl Store {
     /// one), recovers the head from the log and starts the writer thread. An unreadable or
     /// corrupt directory is an error, never a panic.
     pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Store, StoreError> {
+        refuse_foreign_directory(dir)?;
         std::fs::create_dir_all(dir).map_err(|e| open_error(dir, e))?;
         // sled starts afresh, silently, over a `db` file it cannot read; a new store never
         // leaves its `db` file without the schema key, so such a file is corruption.

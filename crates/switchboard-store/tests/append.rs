@@ -571,13 +571,13 @@ async fn dropping_the_last_handle_stops_the_writer_and_releases_the_files() {
             .append(request("lc", "livechat", vec![started("s", "c1", 10)]))
             .await
             .unwrap();
-        // Open twice at once: sled's file lock refuses.
+        // Open twice at once: sled's file lock refuses, in words (no Rust debug text).
         let error = Store::open(dir.path()).unwrap_err();
-        assert_eq!(error.code(), ErrorCode::Internal);
-        assert!(
-            error.to_string().contains("cannot open the store at"),
-            "{error}"
-        );
+        assert!(matches!(error, StoreError::InUse { .. }), "{error:?}");
+        assert_eq!(error.code(), ErrorCode::FailedPrecondition);
+        let message = error.to_string();
+        assert!(message.contains("in use by another process"), "{message}");
+        assert!(!message.contains("Os {"), "{message}");
     }
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.head(), Sequence(1));

@@ -134,3 +134,43 @@ fn a_new_store_records_its_schema_version() {
         "2".as_bytes()
     );
 }
+
+/// A newcomer's `--data-dir .` in a project folder: the store is not created among the
+/// folder's files.
+#[test]
+fn a_non_empty_directory_without_a_store_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"mine").unwrap();
+    std::fs::create_dir(dir.path().join("src")).unwrap();
+    let error = Store::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(error, StoreError::ForeignDirectory { .. }),
+        "{error:?}"
+    );
+    assert_eq!(error.code(), ErrorCode::FailedPrecondition);
+    let message = error.to_string();
+    assert!(message.contains("`notes.txt`"), "{message}");
+    assert!(message.contains("empty directory"), "{message}");
+    let mut left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["notes.txt", "src"], "nothing was created");
+}
+
+#[tokio::test]
+async fn empty_directories_fresh_file_systems_and_existing_stores_open() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("lost+found")).unwrap();
+    std::fs::write(dir.path().join(".keep"), b"").unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .append(request("lc", "livechat", vec![started("s", "c1", 10)]))
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.head(), Sequence(1));
+}
