@@ -113,14 +113,29 @@ impl ConnectionConfig {
         })
     }
 
-    /// A secret that must be present, or an error naming it (never its value).
+    /// A secret that must be present, or an error naming it and the environment variable
+    /// that can supply it (never its value).
     pub fn required_secret(&self, key: &str) -> Result<&Secret, Error> {
         self.secret(key).ok_or_else(|| {
             Error::invalid(format!(
-                "connection {} ({}) needs the secret `{key}`",
-                self.id, self.vendor
+                "connection {} ({}) needs the secret `{key}`: set it in the connection's \
+                 `secrets` or in the environment variable {}",
+                self.id,
+                self.vendor,
+                self.secret_env_var(key)
             ))
         })
+    }
+
+    /// The environment variable that supplies the secret `key` of this connection:
+    /// `SWITCHBOARD_SECRET__<CONNECTION>__<KEY>`, upper case, `-` written as `_`.
+    pub fn secret_env_var(&self, key: &str) -> String {
+        let upper = |s: &str| s.to_ascii_uppercase().replace('-', "_");
+        format!(
+            "SWITCHBOARD_SECRET__{}__{}",
+            upper(self.id.as_str()),
+            upper(key)
+        )
     }
 }
 
@@ -136,6 +151,18 @@ mod tests {
         assert_eq!(
             config.secret("webhook_secret").map(Secret::expose),
             Some("hunter2")
+        );
+    }
+
+    #[test]
+    fn a_missing_secret_names_the_environment_variable_that_supplies_it() {
+        let config = ConnectionConfig::new(ConnectionId::new("livechat-eu").unwrap(), "livechat");
+        let error = config.required_secret("webhook_secret").unwrap_err();
+        assert!(
+            error
+                .message
+                .contains("SWITCHBOARD_SECRET__LIVECHAT_EU__WEBHOOK_SECRET"),
+            "{error}"
         );
     }
 }

@@ -328,8 +328,20 @@ impl LiveTexConnector {
     /// [`switchboard_core::ErrorCode::InvalidArgument`] naming the connection and what to set
     /// when `login` or `password` is missing or a setting is malformed.
     pub fn new(config: &ConnectionConfig) -> Result<Self, Error> {
-        let login = config.required_setting(LOGIN_SETTING)?.to_owned();
-        let password = config.required_secret(PASSWORD_SECRET)?.clone();
+        // Both missing: one error naming both, not one at a time.
+        let (login, password) = match (
+            config.required_setting(LOGIN_SETTING),
+            config.required_secret(PASSWORD_SECRET),
+        ) {
+            (Ok(login), Ok(password)) => (login.to_owned(), password.clone()),
+            (Err(login), Err(password)) => {
+                return Err(Error::invalid(format!(
+                    "{}; and {}",
+                    login.message, password.message
+                )));
+            }
+            (Err(error), _) | (_, Err(error)) => return Err(error),
+        };
         let page_size = match config.setting(PAGE_SIZE_SETTING) {
             None => DEFAULT_PAGE_SIZE,
             Some(text) => match text.parse::<usize>() {

@@ -555,6 +555,18 @@ async fn the_connector_needs_login_and_password_and_a_sane_page_size() {
             .message
             .contains("password")
     );
+    let mut neither = config(&server, "x");
+    neither.settings.remove("login");
+    neither.secrets.remove("password");
+    let error = factory(&neither).unwrap_err().message;
+    assert!(
+        error.contains("`login`") && error.contains("`password`"),
+        "both missing fields in one error: {error}"
+    );
+    assert!(
+        error.contains("SWITCHBOARD_SECRET__LT_SYNC__PASSWORD"),
+        "{error}"
+    );
     for bad in ["0", "101", "many"] {
         let config = config(&server, "x").with_setting("page_size", bad);
         let error = factory(&config).unwrap_err();
