@@ -665,6 +665,9 @@ impl ServerConfig {
             }
             connections.push(config);
         }
+        for warning in config_warnings(&connections, &env) {
+            tracing::warn!("{warning}");
+        }
         Ok(ServerConfig {
             data_dir: file
                 .data_dir
@@ -694,6 +697,46 @@ impl ServerConfig {
             sync_intervals,
         })
     }
+}
+
+/// What a config file probably got wrong without being unusable: no connections at all, and
+/// `SWITCHBOARD_SECRET__*` variables that name no configured connection (each named, never its
+/// value). [`ServerConfig::from_toml`] logs each as a warning.
+pub fn config_warnings(connections: &[ConnectionConfig], env: &[(String, String)]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if connections.is_empty() {
+        warnings.push(
+            "the config has no [[connections]]: no webhook will be accepted and nothing can be \
+             synced; add a [[connections]] entry per vendor account (README.md, Configuration)"
+                .to_owned(),
+        );
+    }
+    for (name, _) in env {
+        let Some(rest) = name.strip_prefix(SECRET_ENV_PREFIX) else {
+            continue;
+        };
+        let matched = connections.iter().any(|c| {
+            rest.strip_prefix(&env_name(c.id.as_str()))
+                .and_then(|r| r.strip_prefix("__"))
+                .is_some_and(|key| !key.is_empty())
+        });
+        if !matched {
+            let known: Vec<String> = connections
+                .iter()
+                .map(|c| format!("{SECRET_ENV_PREFIX}{}__<KEY>", env_name(c.id.as_str())))
+                .collect();
+            warnings.push(format!(
+                "the environment variable {name} names no configured connection, so it is \
+                 ignored; secrets of this config come from {}",
+                if known.is_empty() {
+                    "nowhere (no connections)".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            ));
+        }
+    }
+    warnings
 }
 
 /// `livechat-eu` -> `LIVECHAT_EU`, as used in environment variable names.
@@ -752,6 +795,37 @@ mod tests {
             Some("from-env")
         );
         assert!(!config.embedded_default);
+    }
+
+    #[test]
+    fn no_connections_and_unmatched_secret_variables_are_warned_about_without_values() {
+        let config = ServerConfig::from_toml("", &registry(), []).unwrap();
+        let warnings = config_warnings(&config.connections, &[]);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("no [[connections]]"), "{warnings:?}");
+
+        let text = "[[connections]]\nid = \"acme-eu\"\nvendor = \"acme\"\n";
+        let config = ServerConfig::from_toml(text, &registry(), []).unwrap();
+        let env = [
+            (
+                "SWITCHBOARD_SECRET__ACME_EU__WEBHOOK_SECRET".to_owned(),
+                "matched".to_owned(),
+            ),
+            (
+                "SWITCHBOARD_SECRET__ACME_US__WEBHOOK_SECRET".to_owned(),
+                "hunter2".to_owned(),
+            ),
+            (
+                "SWITCHBOARD_SECRET__ACME_EU__".to_owned(),
+                "hunter3".to_owned(),
+            ),
+        ];
+        let warnings = config_warnings(&config.connections, &env);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("SWITCHBOARD_SECRET__ACME_US__WEBHOOK_SECRET"));
+        assert!(warnings[0].contains("SWITCHBOARD_SECRET__ACME_EU__<KEY>"));
+        assert!(warnings[1].contains("SWITCHBOARD_SECRET__ACME_EU__ "));
+        assert!(!warnings.concat().contains("hunter"), "{warnings:?}");
     }
 
     #[test]
