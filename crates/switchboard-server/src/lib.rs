@@ -128,6 +128,12 @@ pub async fn start(
 ) -> Result<RunningServer, ServerError> {
     config.check_exposure()?;
     metrics::install();
+    metrics::register_connections(
+        config
+            .connections
+            .iter()
+            .map(|c| (c.id.as_str(), c.vendor.as_str())),
+    );
     if config.embedded_default {
         warn!(
             "running on the embedded default: webhook verification is OFF for every connection; \
@@ -307,10 +313,17 @@ pub async fn start(
     health_reporter
         .set_serving::<SwitchboardServer<grpc::SwitchboardService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(switchboard_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Both reflection versions: grpcurl asks v1, stock Python and Postman clients v1alpha.
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(switchboard_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflection_builder()
         .build_v1()
+        .map_err(|e| ServerError::Serve("grpc", e.to_string()))?;
+    let reflection_v1alpha = reflection_builder()
+        .build_v1alpha()
         .map_err(|e| ServerError::Serve("grpc", e.to_string()))?;
     let mut builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(limits.grpc_keepalive_interval))
@@ -334,6 +347,7 @@ pub async fn start(
         ))
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(switchboard);
     // TCP_NODELAY: without it every small response waits for the peer's delayed ACK (40 ms).
     let idle = limits.connection_idle_timeout;

@@ -44,6 +44,53 @@ pub const GRPC_REQUESTS_TOTAL: &str = "switchboard_grpc_requests_total";
 /// Seconds from a gRPC request to its response headers, by `method` (histogram).
 pub const GRPC_REQUEST_SECONDS: &str = "switchboard_grpc_request_seconds";
 
+/// Counter: events appended to the log (recorded by the store's writer).
+pub const EVENTS_APPENDED_TOTAL: &str = "switchboard_events_appended_total";
+/// Histogram: events appended per group commit (recorded by the store's writer).
+pub const STORE_BATCH_SIZE: &str = "switchboard_store_batch_size";
+/// Histogram: seconds of one group commit (recorded by the store's writer).
+pub const STORE_COMMIT_SECONDS: &str = "switchboard_store_commit_seconds";
+/// Counter: stored records that could not be decoded when read (recorded by the store).
+pub const STORE_UNREADABLE_RECORDS_TOTAL: &str = "switchboard_store_unreadable_records_total";
+/// Counter by `front` (`http`, `http_peer`, `grpc`): requests refused by concurrency limits.
+pub const LOAD_SHED_TOTAL: &str = "switchboard_load_shed_total";
+/// Counter by `connection`: records pulled from the vendor's API.
+pub const SYNC_RECORDS_TOTAL: &str = "switchboard_sync_records_total";
+/// Counter by `connection`: pages pulled and stored with their cursor.
+pub const SYNC_PAGES_TOTAL: &str = "switchboard_sync_pages_total";
+/// Counter by `connection`: sync runs stopped by an error.
+pub const SYNC_ERRORS_TOTAL: &str = "switchboard_sync_errors_total";
+/// Gauge by `connection`: Unix time of the last sync run that finished.
+pub const SYNC_LAST_SUCCESS: &str = "switchboard_sync_last_success_timestamp_seconds";
+/// Counter by `connection`, `vendor`, `status`: HTTP calls to vendor APIs.
+pub const VENDOR_API_CALLS_TOTAL: &str = "switchboard_vendor_api_calls_total";
+/// Histogram by `vendor`: seconds of one vendor API attempt.
+pub const VENDOR_API_CALL_SECONDS: &str = "switchboard_vendor_api_call_seconds";
+/// Counter by `connection`, `vendor`: vendor API attempts retried.
+pub const VENDOR_API_RETRIES_TOTAL: &str = "switchboard_vendor_api_retries_total";
+/// Counter by `connection`, `vendor`: calls that waited for the rate limiter.
+pub const VENDOR_RATE_LIMITED_WAITS_TOTAL: &str = "switchboard_vendor_rate_limited_waits_total";
+
+/// The `front` label values of [`LOAD_SHED_TOTAL`].
+pub const LOAD_SHED_FRONTS: [&str; 3] = ["http", "http_peer", "grpc"];
+
+/// The outcomes of [`WEBHOOKS_TOTAL`], every one.
+pub const WEBHOOK_OUTCOMES: [WebhookOutcome; 13] = [
+    WebhookOutcome::Accepted,
+    WebhookOutcome::Duplicate,
+    WebhookOutcome::Unauthenticated,
+    WebhookOutcome::Forbidden,
+    WebhookOutcome::Invalid,
+    WebhookOutcome::TooLarge,
+    WebhookOutcome::NotFound,
+    WebhookOutcome::Refused,
+    WebhookOutcome::Overloaded,
+    WebhookOutcome::Unavailable,
+    WebhookOutcome::Timeout,
+    WebhookOutcome::Failed,
+    WebhookOutcome::Quarantined,
+];
+
 /// Buckets for latencies in seconds: 250 µs to 10 s.
 pub const SECONDS_BUCKETS: &[f64] = &[
     0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -102,6 +149,7 @@ pub fn install() {
                     warn!(%error, "cannot start the metrics upkeep thread; histograms are folded at scrape time only");
                 }
                 describe();
+                register_at_zero();
                 Some(handle)
             }
             Err(error) => {
@@ -110,6 +158,67 @@ pub fn install() {
             }
         }
     });
+}
+
+/// Registers every series without per-connection labels at zero, so `/metrics` shows them
+/// (and alerts and dashboards can use them) before the first event.
+fn register_at_zero() {
+    for name in [
+        STREAM_SUBSCRIBERS_REFUSED_TOTAL,
+        STREAM_SUBSCRIBERS_STALLED_TOTAL,
+        QUARANTINE_FULL_TOTAL,
+        STREAM_EVENTS_SENT_TOTAL,
+        EVENTS_APPENDED_TOTAL,
+        STORE_UNREADABLE_RECORDS_TOTAL,
+    ] {
+        counter!(name).absolute(0);
+    }
+    for front in LOAD_SHED_FRONTS {
+        counter!(LOAD_SHED_TOTAL, "front" => front).absolute(0);
+    }
+    // Incremented and decremented by subscribers, set by the quarantine: an increment of zero
+    // registers without overwriting a value set before.
+    gauge!(STREAM_SUBSCRIBERS).increment(0.0);
+    gauge!(QUARANTINE_ENTRIES).increment(0.0);
+    // A registered histogram is rendered with empty buckets.
+    for name in [STREAM_LAG_EVENTS, STORE_BATCH_SIZE, STORE_COMMIT_SECONDS] {
+        let _ = histogram!(name);
+    }
+    for (_, method) in known_methods() {
+        let method = method.as_str();
+        counter!(GRPC_REQUESTS_TOTAL, "method" => method, "code" => grpc_code_name(tonic::Code::Ok))
+            .increment(0);
+        let _ = histogram!(GRPC_REQUEST_SECONDS, "method" => method);
+    }
+}
+
+/// Registers the per-connection series of these `(connection, vendor)` pairs at zero (every
+/// webhook outcome, ingest latency, the quarantine, sync and vendor API retry counters), so each
+/// configured connection is on `/metrics` before its first webhook. Registering again changes
+/// nothing. Series labelled with a value known only later (a vendor's HTTP status, the time of
+/// the last sync) appear with their first sample.
+pub fn register_connections<'a>(connections: impl IntoIterator<Item = (&'a str, &'a str)>) {
+    install();
+    for (connection, vendor) in connections {
+        let _ = histogram!(INGEST_SECONDS, "connection" => connection.to_owned());
+        let _ = histogram!(VENDOR_API_CALL_SECONDS, "vendor" => vendor.to_owned());
+        for name in [VENDOR_API_RETRIES_TOTAL, VENDOR_RATE_LIMITED_WAITS_TOTAL] {
+            counter!(name, "connection" => connection.to_owned(), "vendor" => vendor.to_owned())
+                .increment(0);
+        }
+        for outcome in WEBHOOK_OUTCOMES {
+            counter!(WEBHOOKS_TOTAL, "connection" => connection.to_owned(), "outcome" => outcome.as_str())
+                .increment(0);
+        }
+        for name in [
+            QUARANTINED_TOTAL,
+            SYNC_RECORDS_TOTAL,
+            SYNC_PAGES_TOTAL,
+            SYNC_ERRORS_TOTAL,
+        ] {
+            counter!(name, "connection" => connection.to_owned()).increment(0);
+        }
+    }
 }
 
 /// The metrics in the Prometheus text format, or `None` when [`install`] could not install the
@@ -167,6 +276,58 @@ fn describe() {
         GRPC_REQUEST_SECONDS,
         Unit::Seconds,
         "Seconds from a gRPC request to its response headers"
+    );
+    describe_counter!(
+        EVENTS_APPENDED_TOTAL,
+        "Events appended to the log (duplicates not counted)"
+    );
+    describe_histogram!(STORE_BATCH_SIZE, "Events appended per group commit");
+    describe_histogram!(
+        STORE_COMMIT_SECONDS,
+        Unit::Seconds,
+        "Seconds of one group commit, from its start to durability"
+    );
+    describe_counter!(
+        STORE_UNREADABLE_RECORDS_TOTAL,
+        "Stored records that could not be decoded when read"
+    );
+    describe_counter!(
+        LOAD_SHED_TOTAL,
+        "Requests refused at once by the concurrency limits, by front"
+    );
+    describe_counter!(
+        SYNC_RECORDS_TOTAL,
+        "Records pulled from the vendor's API, by connection"
+    );
+    describe_counter!(
+        SYNC_PAGES_TOTAL,
+        "Pages pulled and stored with their cursor, by connection"
+    );
+    describe_counter!(
+        SYNC_ERRORS_TOTAL,
+        "Sync runs stopped by a vendor or store error, by connection"
+    );
+    describe_gauge!(
+        SYNC_LAST_SUCCESS,
+        Unit::Seconds,
+        "Unix time of the last sync run that finished, by connection"
+    );
+    describe_counter!(
+        VENDOR_API_CALLS_TOTAL,
+        "HTTP calls to vendor APIs, one per attempt, by connection, vendor and status"
+    );
+    describe_histogram!(
+        VENDOR_API_CALL_SECONDS,
+        Unit::Seconds,
+        "Seconds of one vendor API attempt, by vendor"
+    );
+    describe_counter!(
+        VENDOR_API_RETRIES_TOTAL,
+        "Vendor API attempts retried, by connection and vendor"
+    );
+    describe_counter!(
+        VENDOR_RATE_LIMITED_WAITS_TOTAL,
+        "Vendor API calls that waited for the connection's rate limiter"
     );
 }
 
@@ -372,6 +533,7 @@ fn known_methods() -> &'static [(String, String)] {
             switchboard_proto::FILE_DESCRIPTOR_SET,
             tonic_health::pb::FILE_DESCRIPTOR_SET,
             tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
         ];
         let mut methods = Vec::new();
         for set in sets {
