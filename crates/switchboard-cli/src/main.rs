@@ -21,7 +21,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 /// Switchboard: one self-hosted gateway for live-chat vendors' webhooks and APIs, served over gRPC.
 #[derive(Debug, Parser)]
-#[command(name = "switchboard", version, about, long_about = None)]
+#[command(name = "switchboard", version, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -93,6 +93,10 @@ enum Command {
         /// Print each event as one JSON line instead of a summary line.
         #[arg(long)]
         json: bool,
+        /// Stop after the last event stored when the command started, instead of waiting for
+        /// new ones (exit 0).
+        #[arg(long, conflicts_with = "now")]
+        until_head: bool,
     },
     /// List or show conversations.
     Conversations {
@@ -211,7 +215,8 @@ enum QuarantineCommand {
 
 #[derive(Debug, clap::Args)]
 struct ServerArg {
-    /// The gRPC address of the server.
+    /// The gRPC address of the server: http://HOST:PORT, https://HOST:PORT, or HOST:PORT
+    /// (plain http).
     #[arg(
         long,
         default_value = "http://127.0.0.1:50051",
@@ -261,13 +266,14 @@ impl ServerArg {
                 )?),
                 None => None,
             };
-        let mut endpoint = Channel::from_shared(self.server.clone()).with_context(|| {
+        let server = server_url(&self.server)?;
+        let mut endpoint = Channel::from_shared(server.clone()).with_context(|| {
             format!(
                 "invalid server address {:?}; use http://HOST:PORT or https://HOST:PORT",
                 self.server
             )
         })?;
-        if self.server.starts_with("https://") {
+        if server.starts_with("https://") {
             let mut tls = ClientTlsConfig::new();
             if let Some(path) = &self.ca_cert {
                 let pem = std::fs::read(path).with_context(|| {
@@ -279,14 +285,27 @@ impl ServerArg {
         }
         let channel = endpoint.connect().await.with_context(|| {
             format!(
-                "cannot reach the switchboard server at {}; is `switchboard serve` running?",
-                self.server
+                "cannot reach the switchboard server at {server}; is `switchboard serve` running?"
             )
         })?;
         Ok(SwitchboardClient::with_interceptor(
             channel,
             BearerAuth(auth),
         ))
+    }
+}
+
+/// The URL to connect to: `HOST:PORT` means `http://HOST:PORT`; a scheme other than http or
+/// https is refused with what to write.
+fn server_url(given: &str) -> Result<String> {
+    let given = given.trim();
+    match given.split_once("://") {
+        None => Ok(format!("http://{given}")),
+        Some(("http" | "https", rest)) if !rest.is_empty() => Ok(given.to_owned()),
+        Some(_) => bail!(
+            "invalid server address {given:?}; write http://HOST:PORT (or https://HOST:PORT \
+             for TLS), e.g. --server http://127.0.0.1:50051"
+        ),
     }
 }
 
@@ -325,8 +344,10 @@ fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Logs go to stderr; stdout carries the bound addresses for scripts.
+    // Colours only on a terminal: logs redirected to a file stay plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -380,7 +401,15 @@ async fn run() -> Result<()> {
             vendors,
             kinds,
             json,
-        } => tail(server, after, now, connections, vendors, kinds, json).await,
+            until_head,
+        } => {
+            let filter = TailFilter {
+                connections,
+                vendors,
+                kinds,
+            };
+            tail(server, after, now, filter, json, until_head).await
+        }
         Command::Conversations { command } => match command {
             ConversationsCommand::List {
                 server,
@@ -473,30 +502,45 @@ async fn serve(
         config.security.allow_unverified_webhooks = true;
     }
     let server = switchboard_server::start(config, &registry).await?;
+    let shutdown = shutdown_signal();
     // Printed for scripts and tests that start the binary on port 0.
     println!("http={} grpc={}", server.http_addr, server.grpc_addr);
-    server.run_until(shutdown_signal()).await?;
+    server.run_until(shutdown).await?;
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is called, not when it
+/// is first polled: call it before announcing the addresses, so a SIGTERM sent right after
+/// them drains instead of killing the process.
+fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (term, interrupt) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |signal: Option<tokio::signal::unix::Signal>| async move {
+                match signal {
+                    Some(mut signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(term) => {},
+                () = wait(interrupt) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -506,17 +550,96 @@ fn time_text(t: Option<&prost_types::Timestamp>) -> String {
         .unwrap_or_else(|| "-".to_owned())
 }
 
+/// `tail`'s filters.
+#[derive(Debug)]
+struct TailFilter {
+    connections: Vec<String>,
+    vendors: Vec<String>,
+    kinds: Vec<String>,
+}
+
+/// `EVENT_KIND_CHAT_STARTED` -> `chat_started`: the names `--kind` takes.
+fn kind_name(kind: v1::EventKind) -> String {
+    kind.as_str_name()
+        .trim_start_matches("EVENT_KIND_")
+        .to_ascii_lowercase()
+}
+
+/// `CONVERSATION_STATUS_CLOSED` -> `closed`: the names `--status` takes.
+fn status_name(status: v1::ConversationStatus) -> String {
+    status
+        .as_str_name()
+        .trim_start_matches("CONVERSATION_STATUS_")
+        .to_ascii_lowercase()
+}
+
+/// A message's text, or what it carries when it has no text: `[file name.png]` per attachment.
+fn message_text(m: &v1::Message) -> String {
+    let files: Vec<String> = m
+        .attachments
+        .iter()
+        .map(|a| {
+            let what = a
+                .name
+                .as_deref()
+                .or(a.url.as_deref())
+                .or(a.content_type.as_deref())
+                .unwrap_or("(unnamed)");
+            format!("[file {what}]")
+        })
+        .collect();
+    match (m.text.is_empty(), files.is_empty()) {
+        (_, true) => m.text.clone(),
+        (true, false) => files.join(" "),
+        (false, false) => format!("{} {}", m.text, files.join(" ")),
+    }
+}
+
+/// The sequence of the last event in the log: the largest `after_sequence` the server does not
+/// refuse as beyond the head (OUT_OF_RANGE), found by exponential then binary search.
+async fn head_sequence(client: &mut Client) -> Result<u64> {
+    let mut probe = async |after: u64| -> Result<bool> {
+        let request = v1::StreamEventsRequest {
+            start: Some(v1::stream_events_request::Start::AfterSequence(after)),
+            ..Default::default()
+        };
+        match client.stream_events(request).await {
+            Ok(_) => Ok(true),
+            Err(status) if status.code() == tonic::Code::OutOfRange => Ok(false),
+            Err(status) => Err(anyhow::anyhow!("{}", status.message()))
+                .context("cannot find the head of the event log"),
+        }
+    };
+    let (mut ok, mut beyond) = (0u64, 1u64);
+    while probe(beyond).await? {
+        ok = beyond;
+        beyond = beyond.saturating_mul(2);
+        if ok == u64::MAX {
+            return Ok(ok);
+        }
+    }
+    while beyond - ok > 1 {
+        let middle = ok + (beyond - ok) / 2;
+        if probe(middle).await? {
+            ok = middle;
+        } else {
+            beyond = middle;
+        }
+    }
+    Ok(ok)
+}
+
 async fn tail(
     server: ServerArg,
     after: Option<u64>,
     now: bool,
-    connections: Vec<String>,
-    vendors: Vec<String>,
-    kinds: Vec<String>,
+    filter: TailFilter,
     json: bool,
+    until_head: bool,
 ) -> Result<()> {
     use v1::stream_events_request::Start;
-    let kinds = kinds
+    let kinds = filter
+        .kinds
         .iter()
         .map(|k| {
             EventKind::parse(k)
@@ -530,18 +653,52 @@ async fn tail(
         (None, false) => Start::FromBeginning(true),
     };
     let mut client = server.connect().await?;
-    let mut stream = client
-        .stream_events(v1::StreamEventsRequest {
+    // Stopping at the head needs every event up to it, so the filters are applied here.
+    let head = if until_head {
+        let head = head_sequence(&mut client).await?;
+        if after.is_some_and(|after| after >= head) {
+            return Ok(());
+        }
+        Some(head)
+    } else {
+        None
+    };
+    let request = if until_head {
+        v1::StreamEventsRequest {
             start: Some(start),
-            connection_ids: connections,
-            vendors,
-            kinds,
+            ..Default::default()
+        }
+    } else {
+        v1::StreamEventsRequest {
+            start: Some(start),
+            connection_ids: filter.connections.clone(),
+            vendors: filter.vendors.clone(),
+            kinds: kinds.clone(),
             conversation_ids: Vec::new(),
-        })
-        .await?
+        }
+    };
+    if head == Some(0) {
+        return Ok(());
+    }
+    let mut stream = client
+        .stream_events(request)
+        .await
+        .map_err(|status| anyhow::anyhow!("{}", status.message()))
+        .context("cannot stream events")?
         .into_inner();
-    while let Some(event) = stream.message().await? {
-        if json {
+    let mut connection_width = 14;
+    while let Some(event) = stream
+        .message()
+        .await
+        .map_err(|status| anyhow::anyhow!("{}", status.message()))
+        .context("the event stream ended with an error")?
+    {
+        let sequence = event.sequence;
+        let wanted = (filter.connections.is_empty()
+            || filter.connections.contains(&event.connection_id))
+            && (filter.vendors.is_empty() || filter.vendors.contains(&event.vendor))
+            && (kinds.is_empty() || kinds.contains(&event.kind));
+        if wanted && json {
             let payload: serde_json::Value =
                 serde_json::from_str(&event.payload_json).unwrap_or(serde_json::Value::Null);
             println!(
@@ -551,7 +708,7 @@ async fn tail(
                     "id": event.id,
                     "connection": event.connection_id,
                     "vendor": event.vendor,
-                    "kind": event.kind().as_str_name(),
+                    "kind": kind_name(event.kind()),
                     "vendor_event": event.vendor_event,
                     "occurred_at": time_text(event.occurred_at.as_ref()),
                     "conversation_id": event.conversation_id,
@@ -559,28 +716,29 @@ async fn tail(
                     "payload": payload,
                 })
             );
-        } else {
+        } else if wanted {
             let text = event
                 .message
                 .as_ref()
-                .map(|m| format!(" {:?}", m.text))
+                .map(|m| format!(" {:?}", message_text(m)))
                 .unwrap_or_default();
+            // The column grows to the widest id seen, so later lines stay aligned.
+            connection_width = connection_width.max(event.connection_id.chars().count());
             println!(
-                "{:>8} {} {:<14} {:<16} {}{}",
+                "{:>8} {} {:<connection_width$} {:<16} {}{}",
                 event.sequence,
                 time_text(event.occurred_at.as_ref()),
                 event.connection_id,
-                event
-                    .kind()
-                    .as_str_name()
-                    .trim_start_matches("EVENT_KIND_")
-                    .to_ascii_lowercase(),
+                kind_name(event.kind()),
                 event
                     .conversation_id
                     .or(event.ticket_id)
                     .unwrap_or_else(|| "-".to_owned()),
                 text
             );
+        }
+        if head.is_some_and(|head| sequence >= head) {
+            break;
         }
     }
     Ok(())
@@ -604,10 +762,9 @@ async fn list_conversations(
         .collect::<Result<Vec<_>>>()?;
     let mut client = server.connect().await?;
     let mut token = String::new();
-    println!(
-        "{:<32} {:<10} {:<8} {:<24} {:>5}  visitor",
-        "id", "vendor", "status", "started", "msgs"
-    );
+    // Columns as wide as their widest value (at least the header's width), so a long id
+    // never pushes the rest of its line out of line.
+    let mut widths: Option<(usize, usize)> = None;
     loop {
         let page = client
             .list_conversations(v1::ListConversationsRequest {
@@ -620,17 +777,50 @@ async fn list_conversations(
                 page_token: token.clone(),
                 view: v1::ConversationView::Basic as i32,
             })
-            .await?
+            .await
+            .map_err(|status| anyhow::anyhow!("{}", status.message()))
+            .context("cannot list conversations")?
             .into_inner();
+        let page_id = page
+            .conversations
+            .iter()
+            .map(|c| c.id.chars().count())
+            .max();
+        let page_vendor = page
+            .conversations
+            .iter()
+            .map(|c| c.vendor.chars().count())
+            .max();
+        let (id_width, vendor_width) = match widths {
+            None => {
+                let first = (
+                    page_id.unwrap_or(0).max(24),
+                    page_vendor.unwrap_or(0).max(10),
+                );
+                println!(
+                    "{:<id_width$} {:<vendor_width$} {:<8} {:<24} {:>5}  visitor",
+                    "id",
+                    "vendor",
+                    "status",
+                    "started",
+                    "msgs",
+                    id_width = first.0,
+                    vendor_width = first.1
+                );
+                first
+            }
+            Some((id, vendor)) => (
+                id.max(page_id.unwrap_or(0)),
+                vendor.max(page_vendor.unwrap_or(0)),
+            ),
+        };
+        widths = Some((id_width, vendor_width));
         for c in &page.conversations {
             println!(
-                "{:<32} {:<10} {:<8} {:<24} {:>5}  {}",
+                "{:<id_width$} {:<vendor_width$} {:<8} {:<24} {:>5}  {}",
                 c.id,
                 c.vendor,
-                c.status()
-                    .as_str_name()
-                    .trim_start_matches("CONVERSATION_STATUS_")
-                    .to_ascii_lowercase(),
+                status_name(c.status()),
                 time_text(c.started_at.as_ref()),
                 c.message_count,
                 c.visitor
@@ -657,9 +847,11 @@ async fn get_conversation(server: ServerArg, id: String) -> Result<()> {
             id,
             view: v1::ConversationView::Full as i32,
         })
-        .await?
+        .await
+        .map_err(|status| anyhow::anyhow!("{}", status.message()))
+        .context("cannot get the conversation")?
         .into_inner();
-    println!("{} ({}) {}", c.id, c.vendor, c.status().as_str_name());
+    println!("{} ({}) {}", c.id, c.vendor, status_name(c.status()));
     println!(
         "started {}  ended {}",
         time_text(c.started_at.as_ref()),
@@ -683,7 +875,7 @@ async fn get_conversation(server: ServerArg, id: String) -> Result<()> {
                 .clone()
                 .or(m.author_id.clone())
                 .unwrap_or_default(),
-            m.text
+            message_text(m)
         );
     }
     Ok(())
@@ -758,37 +950,105 @@ async fn list_connections(server: ServerArg) -> Result<()> {
     if response.connections.is_empty() {
         bail!("the server has no connections configured");
     }
+    // One short header line per connection, its details on indented lines below it, long
+    // texts wrapped.
     for c in response.connections {
         let sync = c.sync.unwrap_or_default();
+        println!("{}  {}  {}", c.id, c.vendor, c.webhook_path);
         println!(
-            "{:<16} {:<10} {:<22} verify={:<5} sync={}",
-            c.id,
-            c.vendor,
-            c.webhook_path,
-            c.verification_enabled,
-            if sync.supported {
-                format!(
-                    "records={} last_success={} cursor={}{}",
-                    sync.records_pulled,
-                    sync.last_success
-                        .as_ref()
-                        .and_then(convert::from_timestamp)
-                        .map_or_else(|| "never".to_owned(), Timestamp::to_rfc3339),
-                    sync.cursor.unwrap_or_default(),
-                    sync.last_error
-                        .map(|e| format!(" last_error={e:?}"))
-                        .unwrap_or_default()
-                )
-            } else {
-                format!(
-                    "unsupported ({})",
-                    sync.unsupported_reason.unwrap_or_default()
-                )
-            }
+            "    verification: {}",
+            if c.verification_enabled { "on" } else { "off" }
         );
         if let Some(warning) = c.verification_warning {
-            println!("{:<16} WARNING: webhooks not authenticated: {warning}", "");
+            print_wrapped("    WARNING: webhooks not authenticated: ", &warning);
+        }
+        if sync.supported {
+            println!(
+                "    sync: records={} last_success={}",
+                sync.records_pulled,
+                sync.last_success
+                    .as_ref()
+                    .and_then(convert::from_timestamp)
+                    .map_or_else(|| "never".to_owned(), Timestamp::to_rfc3339),
+            );
+            if let Some(cursor) = sync.cursor.filter(|c| !c.is_empty()) {
+                print_wrapped("    cursor: ", &cursor);
+            }
+            if let Some(error) = sync.last_error {
+                print_wrapped("    last error: ", &error);
+            }
+        } else {
+            print_wrapped(
+                "    sync: unsupported: ",
+                &sync.unsupported_reason.unwrap_or_default(),
+            );
         }
     }
     Ok(())
+}
+
+/// Lines of at most [`WRAP_WIDTH`] characters (a word longer than that stays whole).
+const WRAP_WIDTH: usize = 100;
+
+/// Prints `first` then `text`, wrapped at word boundaries; continuation lines are indented
+/// two more than `first`'s own indentation.
+fn print_wrapped(first: &str, text: &str) {
+    for line in wrapped(first, text) {
+        println!("{line}");
+    }
+}
+
+fn wrapped(first: &str, text: &str) -> Vec<String> {
+    let indent = " ".repeat(first.len() - first.trim_start().len() + 2);
+    let mut lines = Vec::new();
+    let mut line = first.to_owned();
+    let mut empty = true;
+    for word in text.split_whitespace() {
+        if !empty && line.chars().count() + 1 + word.chars().count() > WRAP_WIDTH {
+            lines.push(std::mem::replace(&mut line, indent.clone()));
+            empty = true;
+        }
+        if !empty {
+            line.push(' ');
+        }
+        line.push_str(word);
+        empty = false;
+    }
+    lines.push(line);
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_texts_wrap_at_words_onto_indented_lines() {
+        let text = "word ".repeat(60);
+        let lines = wrapped("    sync: ", &text);
+        assert!(lines.len() > 2, "{lines:?}");
+        assert!(
+            lines.iter().all(|l| l.chars().count() <= WRAP_WIDTH),
+            "{lines:?}"
+        );
+        assert!(lines[0].starts_with("    sync: word"));
+        assert!(lines[1].starts_with("      word"), "{lines:?}");
+        assert_eq!(lines.concat().matches("word").count(), 60);
+        assert_eq!(wrapped("    a: ", "short"), ["    a: short"]);
+    }
+
+    #[test]
+    fn a_server_without_a_scheme_means_http() {
+        assert_eq!(
+            server_url("127.0.0.1:50051").unwrap(),
+            "http://127.0.0.1:50051"
+        );
+        assert_eq!(server_url("https://h:1").unwrap(), "https://h:1");
+        assert!(
+            server_url("grpc://h:1")
+                .unwrap_err()
+                .to_string()
+                .contains("http://HOST:PORT")
+        );
+    }
 }

@@ -126,12 +126,17 @@ secrets = {{ webhook_secret = "lc-webhook-secret" }}
     .await
     .expect("join");
     assert!(ok, "{stderr}");
-    let row = connections
+    // The connection's line, then its details on indented lines.
+    let block: Vec<&str> = connections
         .lines()
-        .find(|l| l.starts_with("lc-eu"))
-        .unwrap_or_else(|| panic!("{connections}"));
-    assert!(row.contains("last_success=20"), "{row}");
-    assert!(!row.contains("last_error"), "{row}");
+        .skip_while(|l| !l.starts_with("lc-eu "))
+        .enumerate()
+        .take_while(|(i, l)| *i == 0 || l.starts_with(' '))
+        .map(|(_, l)| l)
+        .collect();
+    let block = block.join("\n");
+    assert!(block.contains("last_success=20"), "{connections}");
+    assert!(!block.contains("last error"), "{block}");
     assert!(!connections.contains(API_KEY), "no secret in the output");
 
     // An unknown connection is a clear error.
