@@ -13,7 +13,7 @@ use switchboard_core::verify::constant_time_comparisons;
 use switchboard_core::{
     ConnectionConfig, ConnectionId, Conversation, ConversationId, ConversationPatch,
     ConversationStatus, Error, ErrorCode, EventKind, EventPayload, IncomingEvent, IngestSummary,
-    Registry, Timestamp, WebhookFactory, WebhookSource,
+    Registry, Timestamp, WebhookFactory, WebhookRequest, WebhookSource,
 };
 use switchboard_store::{AppendRequest, Store};
 
@@ -203,6 +203,7 @@ impl Run {
             return self.finish();
         };
         self.check_missing_secrets(factory);
+        self.check_test_connection();
         let source = match guarded(|| factory(&self.connection)) {
             Ok(Ok(source)) => source,
             Ok(Err(e)) => {
@@ -318,7 +319,8 @@ impl Run {
         fixture: &FixtureRequest,
     ) -> Option<Vec<IncomingEvent>> {
         let name = fixture.name.as_str();
-        let request = fixture.webhook_request(&self.connection, fixture_received_at());
+        let connection = self.connection.clone();
+        let request = fixture.webhook_request(&connection, fixture_received_at());
         let comparisons = constant_time_comparisons();
         match guarded(|| source.verify(&request)) {
             Ok(Ok(())) => {
@@ -413,6 +415,7 @@ impl Run {
                 );
             }
         }
+        self.check_stored_body(source, &request, name);
         self.check_golden(name, &events);
         Some(events)
     }
@@ -661,6 +664,78 @@ impl Run {
                         "the webhook factory panicked on a connection with verify = true and {what}: {panic}"
                     ),
                 ),
+            }
+        }
+    }
+
+    /// `fixtures/connection.toml`, where the end-to-end tests, the fuzz targets and the bench
+    /// read the connection the fixtures verify against, agrees with `.connection()`.
+    fn check_test_connection(&mut self) {
+        let path = self.kit.crate_dir.join(TEST_CONNECTION_FILE);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return;
+        };
+        let file: TestConnectionFile = match toml::from_str(&text) {
+            Ok(file) => file,
+            Err(e) => {
+                self.report.fail(
+                    None,
+                    "test connection",
+                    format!("{} is not a test connection: {e}", path.display()),
+                );
+                return;
+            }
+        };
+        let given = &self.connection;
+        let secrets: BTreeMap<String, String> = given
+            .secrets
+            .iter()
+            .map(|(k, v)| (k.clone(), v.expose().to_owned()))
+            .collect();
+        if file.vendor != given.vendor || file.settings != given.settings || file.secrets != secrets
+        {
+            self.report.fail(
+                None,
+                "test connection",
+                format!(
+                    "{} differs from .connection() (vendor, settings or secrets): the end-to-end tests, the fuzz targets and the bench use the file, so give both the same values",
+                    path.display()
+                ),
+            );
+        }
+    }
+
+    /// The body as stored (`raw_for_storage`) keeps none of the connection's secrets.
+    fn check_stored_body(
+        &mut self,
+        source: &dyn WebhookSource,
+        request: &WebhookRequest<'_>,
+        name: &str,
+    ) {
+        let raw = match guarded(|| source.raw_for_storage(request)) {
+            Ok(raw) => raw,
+            Err(panic) => {
+                self.report.fail(
+                    Some(name),
+                    "stored body",
+                    format!("raw_for_storage panicked: {panic}"),
+                );
+                return;
+            }
+        };
+        for (key, secret) in &self.connection.secrets {
+            // User names (`basic_user = "livechat"`) are not secret and may well be in a body.
+            if key.ends_with("_user") || secret.expose().is_empty() {
+                continue;
+            }
+            if raw.contains(secret.expose()) {
+                self.report.fail(
+                    Some(name),
+                    "stored body",
+                    format!(
+                        "the body as stored keeps the secret {key:?}: drop the field that carries it in raw_for_storage (self.raw_without_fields(request, &[...]))"
+                    ),
+                );
             }
         }
     }
@@ -974,6 +1049,24 @@ impl Run {
                 .fail(None, "redelivery", format!("closing the store failed: {e}"));
         }
     }
+}
+
+/// The file beside the fixtures that describes the connection they verify against.
+const TEST_CONNECTION_FILE: &str = "fixtures/connection.toml";
+
+/// `fixtures/connection.toml` (read by `switchboard-plugins` for the e2e tests, the fuzz
+/// targets and the bench).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestConnectionFile {
+    vendor: String,
+    #[serde(default)]
+    #[allow(dead_code)] // reason: read by the fuzz targets, only allowed here
+    credential_fields: Vec<String>,
+    #[serde(default)]
+    settings: BTreeMap<String, String>,
+    #[serde(default)]
+    secrets: BTreeMap<String, String>,
 }
 
 /// What is wrong with an event for its kind, if anything.

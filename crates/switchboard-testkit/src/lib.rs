@@ -35,6 +35,8 @@
 //!   a multibyte and a 64 KiB string, each required field removed) never
 //!   make `verify` or `parse` panic, and where the body is certainly malformed `parse` fails with
 //!   `InvalidArgument`;
+//! - the body as stored (`raw_for_storage`) keeps none of the connection's secrets (user names,
+//!   `*_user`, aside), and `fixtures/connection.toml`, if there, agrees with the connection;
 //! - the wrong connection and stripped credentials fail verification with `Unauthenticated`;
 //! - `reply` does not panic.
 

@@ -42,6 +42,8 @@ enum Bug {
     OneDedupKeyTwoContents,
     /// Cuts a preview of the text at byte 3, which panics inside a multibyte character.
     SlicesTextBytes,
+    /// Stores the request with its headers, the token among them.
+    StoresHeaders,
 }
 
 #[derive(Debug)]
@@ -73,6 +75,15 @@ impl WebhookSource for KitSource {
             Ok(())
         } else {
             Err(Error::unauthenticated("no token: send X-Switchboard-Token"))
+        }
+    }
+
+    fn raw_for_storage(&self, request: &WebhookRequest<'_>) -> String {
+        let body = String::from_utf8_lossy(request.body).into_owned();
+        if self.bug == Bug::StoresHeaders {
+            serde_json::json!({"headers": request.headers, "body": body}).to_string()
+        } else {
+            body
         }
     }
 
@@ -229,6 +240,7 @@ kit_plugin!(
 );
 kit_plugin!(collides, "kitcollides", Bug::OneDedupKeyTwoContents);
 kit_plugin!(slices, "kitslices", Bug::SlicesTextBytes);
+kit_plugin!(stores, "kitstores", Bug::StoresHeaders);
 
 fn data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/kit")
@@ -458,6 +470,30 @@ fn byte_slicing_that_panics_on_multibyte_text_is_caught() {
             "/text = \"\u{e9}\u{e9}\u{e9}\u{e9}\" (2-byte characters, byte 3 inside one): parse panicked",
             "is not a char boundary",
         ],
+    );
+}
+
+#[test]
+fn a_stored_body_that_keeps_a_secret_is_caught() {
+    assert_caught(
+        "kitstores",
+        &[
+            "[hello] stored body:",
+            "the body as stored keeps the secret \"webhook_secret\"",
+        ],
+    );
+}
+
+#[test]
+fn a_test_connection_file_that_disagrees_with_the_conformance_test_is_caught() {
+    let dir = sandbox();
+    let path = dir.path().join("fixtures/connection.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("kit-secret", "other-secret")).unwrap();
+    caught_in(
+        "kitgood",
+        dir.path(),
+        &["test connection:", "differs from .connection()"],
     );
 }
 
