@@ -191,10 +191,10 @@ fn strings(line: &str) {
     if let Some(t) = Timestamp::parse_sql_utc(line) {
         assert!(t >= Timestamp::MIN && t <= Timestamp::MAX);
     }
-    if let Ok(secs) = line.parse::<f64>() {
-        if let Some(t) = Timestamp::from_secs_f64(secs) {
-            assert!(t >= Timestamp::MIN && t <= Timestamp::MAX);
-        }
+    if let Ok(secs) = line.parse::<f64>()
+        && let Some(t) = Timestamp::from_secs_f64(secs)
+    {
+        assert!(t >= Timestamp::MIN && t <= Timestamp::MAX);
     }
     if let Ok(id) = ConversationId::parse(line) {
         assert_eq!(id.to_string(), line, "{line:?} parsed to {id:?}");

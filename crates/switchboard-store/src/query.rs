@@ -122,10 +122,10 @@ impl Merge {
         let (_, value) = self.scans[i].entries.next().expect("peeked")?;
         // The same position in another scan is the same item: take it once.
         for scan in &mut self.scans {
-            if let Some(Ok((key, _))) = scan.entries.peek() {
-                if key[scan.strip..] == position[..] {
-                    scan.entries.next();
-                }
+            if let Some(Ok((key, _))) = scan.entries.peek()
+                && key[scan.strip..] == position[..]
+            {
+                scan.entries.next();
             }
         }
         Ok(Some((position, value)))

@@ -245,13 +245,13 @@ pub(crate) fn run(
             }
         }
         let group = std::mem::replace(&mut batch, Vec::with_capacity(max_batch));
-        if let Some(staged) = writer.stage(group) {
-            if let Err(std::sync::mpsc::SendError(staged)) = staged_tx.send(staged) {
-                // The flusher is gone (it panicked): nobody can make this group durable.
-                writer.failed.set("the store flusher stopped".into());
-                for command in staged.commands {
-                    command.fail(|| StoreError::WriterGone);
-                }
+        if let Some(staged) = writer.stage(group)
+            && let Err(std::sync::mpsc::SendError(staged)) = staged_tx.send(staged)
+        {
+            // The flusher is gone (it panicked): nobody can make this group durable.
+            writer.failed.set("the store flusher stopped".into());
+            for command in staged.commands {
+                command.fail(|| StoreError::WriterGone);
             }
         }
     }

@@ -1136,10 +1136,10 @@ fn kind_problems(event: &IncomingEvent) -> Vec<String> {
     if event.kind == EventKind::Rating && patch.rating.is_none() {
         problems.push("carries no rating".into());
     }
-    if let (Some(started), Some(ended)) = (patch.started_at, patch.ended_at) {
-        if ended < started {
-            problems.push(format!("ends ({ended}) before it starts ({started})"));
-        }
+    if let (Some(started), Some(ended)) = (patch.started_at, patch.ended_at)
+        && ended < started
+    {
+        problems.push(format!("ends ({ended}) before it starts ({started})"));
     }
     problems
 }

@@ -53,10 +53,9 @@ impl FixtureRequest {
     pub fn remove_body_field(&mut self, field: &str) {
         if let Ok(serde_json::Value::Object(mut map)) =
             serde_json::from_slice::<serde_json::Value>(&self.body)
+            && map.remove(field).is_some()
         {
-            if map.remove(field).is_some() {
-                self.body = serde_json::Value::Object(map).to_string().into_bytes();
-            }
+            self.body = serde_json::Value::Object(map).to_string().into_bytes();
         }
     }
 }

@@ -135,10 +135,11 @@ impl<'de> Visitor<'de> for RootVisitor {
         let mut duplicated = Vec::new();
         while let Some(key) = access.next_key::<String>()? {
             let value: Value = access.next_value()?;
-            if let Some(single) = SINGLE_KEYS.iter().find(|k| **k == key) {
-                if map.contains_key(*single) && !duplicated.contains(single) {
-                    duplicated.push(*single);
-                }
+            if let Some(single) = SINGLE_KEYS.iter().find(|k| **k == key)
+                && map.contains_key(*single)
+                && !duplicated.contains(single)
+            {
+                duplicated.push(*single);
             }
             map.insert(key, value);
         }

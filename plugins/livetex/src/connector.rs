@@ -133,10 +133,10 @@ impl TablePosition {
         };
         let newest = self.from.as_deref().and_then(Timestamp::parse_rfc3339);
         let open_at = Timestamp::parse_rfc3339(&open);
-        if let (Some(newest), Some(open_at)) = (newest, open_at) {
-            if newest.as_millis() - open_at.as_millis() <= REOPEN_WINDOW_MILLIS {
-                self.from = Some(open);
-            }
+        if let (Some(newest), Some(open_at)) = (newest, open_at)
+            && newest.as_millis() - open_at.as_millis() <= REOPEN_WINDOW_MILLIS
+        {
+            self.from = Some(open);
         }
     }
 }
@@ -381,10 +381,10 @@ impl LiveTexConnector {
     /// A valid access token: the cached one, else a new login.
     async fn access_token(&self) -> Result<Secret, Error> {
         let mut cached = self.token.lock().await;
-        if let Some(token) = cached.as_ref() {
-            if token.renew_at.is_none_or(|at| Instant::now() < at) {
-                return Ok(token.access.clone());
-            }
+        if let Some(token) = cached.as_ref()
+            && token.renew_at.is_none_or(|at| Instant::now() < at)
+        {
+            return Ok(token.access.clone());
         }
         let token = self.login().await?;
         let access = token.access.clone();
@@ -395,10 +395,10 @@ impl LiveTexConnector {
     /// Logs in again after the API refused `rejected`, unless another call did meanwhile.
     async fn renew_after_rejection(&self, rejected: &Secret) -> Result<Secret, Error> {
         let mut cached = self.token.lock().await;
-        if let Some(token) = cached.as_ref() {
-            if token.access != *rejected {
-                return Ok(token.access.clone());
-            }
+        if let Some(token) = cached.as_ref()
+            && token.access != *rejected
+        {
+            return Ok(token.access.clone());
         }
         let token = self.login().await?;
         let access = token.access.clone();
@@ -468,14 +468,14 @@ impl LiveTexConnector {
                 self.connection
             )));
         };
-        if let Some(kind) = &answer.token_type {
-            if !kind.eq_ignore_ascii_case("bearer") {
-                return Err(Error::unavailable(format!(
-                    "LiveTex issued a `{kind}` token to connection {}, not a bearer token: \
+        if let Some(kind) = &answer.token_type
+            && !kind.eq_ignore_ascii_case("bearer")
+        {
+            return Err(Error::unavailable(format!(
+                "LiveTex issued a `{kind}` token to connection {}, not a bearer token: \
                      check that `base_url` points at the LiveTex Web API",
-                    self.connection
-                )));
-            }
+                self.connection
+            )));
         }
         if answer.access_token.is_empty() {
             return Err(Error::unavailable(format!(

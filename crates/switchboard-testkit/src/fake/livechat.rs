@@ -948,13 +948,13 @@ async fn list_tickets(
         }
     }
     let status = query.get("status").cloned();
-    if let Some(status) = &status {
-        if !STATUSES.contains(&status.as_str()) {
-            return invalid(
-                Api::Rest,
-                "status: must be one of open, pending, solved, spam",
-            );
-        }
+    if let Some(status) = &status
+        && !STATUSES.contains(&status.as_str())
+    {
+        return invalid(
+            Api::Rest,
+            "status: must be one of open, pending, solved, spam",
+        );
     }
     let asc = match query.get("order").map(String::as_str) {
         None | Some("desc") => false,
@@ -1064,10 +1064,10 @@ async fn create_ticket(
     };
     let assignee = s_of(body.get("assignee").and_then(|a| a.get("id")));
     let mut s = fake.state();
-    if let Some(id) = &assignee {
-        if !s.agents.iter().any(|a| &a.login == id) {
-            return invalid(Api::Rest, "assignee[id]: no such agent");
-        }
+    if let Some(id) = &assignee
+        && !s.agents.iter().any(|a| &a.login == id)
+    {
+        return invalid(Api::Rest, "assignee[id]: no such agent");
     }
     let now = Timestamp::now();
     let id = format!("TK{:07}", s.next_ticket);
@@ -1350,15 +1350,15 @@ async fn list_archives(
         "chats": page.iter().map(|(c, _)| (*c).clone()).collect::<Vec<_>>(),
         "found_chats": found,
     });
-    if end < found {
-        if let Some((_, last)) = page.last() {
-            answer["next_page_id"] = json!(token(last, true));
-        }
+    if end < found
+        && let Some((_, last)) = page.last()
+    {
+        answer["next_page_id"] = json!(token(last, true));
     }
-    if start > 0 {
-        if let Some((_, first)) = page.first() {
-            answer["previous_page_id"] = json!(token(first, false));
-        }
+    if start > 0
+        && let Some((_, first)) = page.first()
+    {
+        answer["previous_page_id"] = json!(token(first, false));
     }
     ok_json(StatusCode::OK, answer)
 }

@@ -677,24 +677,24 @@ fn lead_row(seed: u64, k: u64, created_at: i64) -> Value {
         "site": {"id": 3101, "url": "shop.example.ru"},
         "assigned_to": {"id": employee_id, "first_name": first, "last_name": last},
     });
-    if k % 2 == 0 {
-        if let Value::Object(map) = &mut row {
-            map.insert("conversation".to_owned(), json!({"id": 80_000 + k}));
-            map.insert("result".to_owned(), json!("completed"));
-            map.insert(
-                "completed_at".to_owned(),
-                json!(msk_datetime(created_at + 3600)),
-            );
-            map.insert("duration".to_owned(), json!(3600));
-            map.insert(
-                "answer_text".to_owned(),
-                json!("Перезвонили, вопрос решён."),
-            );
-            map.insert(
-                "completed_by".to_owned(),
-                json!({"id": employee_id, "first_name": first, "last_name": last}),
-            );
-        }
+    if k.is_multiple_of(2)
+        && let Value::Object(map) = &mut row
+    {
+        map.insert("conversation".to_owned(), json!({"id": 80_000 + k}));
+        map.insert("result".to_owned(), json!("completed"));
+        map.insert(
+            "completed_at".to_owned(),
+            json!(msk_datetime(created_at + 3600)),
+        );
+        map.insert("duration".to_owned(), json!(3600));
+        map.insert(
+            "answer_text".to_owned(),
+            json!("Перезвонили, вопрос решён."),
+        );
+        map.insert(
+            "completed_by".to_owned(),
+            json!({"id": employee_id, "first_name": first, "last_name": last}),
+        );
     }
     row
 }

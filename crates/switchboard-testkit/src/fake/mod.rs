@@ -200,7 +200,7 @@ impl Faults {
             return Some(fault.clone());
         }
         match &state.every_nth {
-            Some((n, fault)) if state.seen % n == 0 => Some(fault.clone()),
+            Some((n, fault)) if state.seen.is_multiple_of(*n) => Some(fault.clone()),
             _ => None,
         }
     }
@@ -238,12 +238,12 @@ async fn record_and_fault(State(shared): State<Shared>, request: Request, next: 
                 body,
             )
                 .into_response();
-            if let Some(secs) = retry_after {
-                if let Ok(value) = secs.to_string().parse() {
-                    response
-                        .headers_mut()
-                        .insert(axum::http::header::RETRY_AFTER, value);
-                }
+            if let Some(secs) = retry_after
+                && let Ok(value) = secs.to_string().parse()
+            {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, value);
             }
             response
         }

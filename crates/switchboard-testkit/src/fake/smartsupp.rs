@@ -302,10 +302,11 @@ impl FakeState {
             // the updates interleave (long chats end later than short chats that began after
             // them). Conversations made by earlier calls never change here.
             let mut start = self.clock_ms + self.random(30 * 60_000) as i64;
-            if index % 7 == 6 && nth > 0 {
-                if let Some(previous) = self.conversations.last() {
-                    start = previous.created_ms;
-                }
+            if index % 7 == 6
+                && nth > 0
+                && let Some(previous) = self.conversations.last()
+            {
+                start = previous.created_ms;
             }
             let conversation = self.make_conversation(index, start);
             self.clock_ms += 10 * 60_000;
@@ -648,10 +649,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Json(json!({"code": self.code, "message": self.message}));
         let mut response = (self.status, body).into_response();
-        if let Some(secs) = self.retry_after {
-            if let Ok(value) = secs.to_string().parse() {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
+        if let Some(secs) = self.retry_after
+            && let Ok(value) = secs.to_string().parse()
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
         }
         response
     }

@@ -108,13 +108,13 @@ impl Cursor {
                 cursor.v
             )));
         }
-        if let Some(from) = &cursor.from {
-            if Timestamp::parse_rfc3339(from).is_none() {
-                return Err(Error::invalid(format!(
-                    "connection {connection} (livechat): the saved sync cursor's `from` {from:?} \
+        if let Some(from) = &cursor.from
+            && Timestamp::parse_rfc3339(from).is_none()
+        {
+            return Err(Error::invalid(format!(
+                "connection {connection} (livechat): the saved sync cursor's `from` {from:?} \
                      is not an RFC 3339 time: reset the connection's sync cursor"
-                )));
-            }
+            )));
         }
         Ok(cursor)
     }

@@ -543,12 +543,12 @@ impl TicketApi for LiveChatConnector {
                     ))
                 })?,
         };
-        if let (Some(from), Some(to)) = (query.created_from, query.created_to) {
-            if from >= to {
-                return Err(Error::invalid(
-                    "created_from must be before created_to: swap or widen the range",
-                ));
-            }
+        if let (Some(from), Some(to)) = (query.created_from, query.created_to)
+            && from >= to
+        {
+            return Err(Error::invalid(
+                "created_from must be before created_to: swap or widen the range",
+            ));
         }
         let mut params = vec![("page", page.to_string())];
         if let Some(from) = query.created_from {

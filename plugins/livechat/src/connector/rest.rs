@@ -243,10 +243,10 @@ impl RestTicket {
                 ..Participant::default()
             });
         let mut groups: Vec<Group> = self.groups.iter().filter_map(RestGroup::to_core).collect();
-        if let Some(current) = self.current_group.as_ref().and_then(RestGroup::to_core) {
-            if !groups.iter().any(|g| g.id == current.id) {
-                groups.push(current);
-            }
+        if let Some(current) = self.current_group.as_ref().and_then(RestGroup::to_core)
+            && !groups.iter().any(|g| g.id == current.id)
+        {
+            groups.push(current);
         }
         Ok(Ticket {
             external_id: id,

@@ -64,24 +64,25 @@ pub(crate) fn new_agent(agent: &NewAgent) -> Result<(), Error> {
     if agent.name.trim().is_empty() {
         problems.push("name is empty: give the agent's display name".to_owned());
     }
-    if let Some(password) = &agent.password {
-        if password.chars().count() < 5 {
-            problems.push("password is shorter than 5 characters: use at least 5".to_owned());
-        }
+    if let Some(password) = &agent.password
+        && password.chars().count() < 5
+    {
+        problems.push("password is shorter than 5 characters: use at least 5".to_owned());
     }
-    if let Some(permission) = &agent.permission {
-        if permission != "owner" && !ROLES.contains(&permission.as_str()) {
-            problems.push(format!(
-                "permission {permission:?} is unknown: use viceowner, administrator or normal"
-            ));
-        }
+    if let Some(permission) = &agent.permission
+        && permission != "owner"
+        && !ROLES.contains(&permission.as_str())
+    {
+        problems.push(format!(
+            "permission {permission:?} is unknown: use viceowner, administrator or normal"
+        ));
     }
-    if let Some(status) = &agent.login_status {
-        if !LOGIN_STATUSES.contains(&status.as_str()) {
-            problems.push(format!(
-                "login_status {status:?} is unknown: use \"accepting chats\" or \"not accepting chats\""
-            ));
-        }
+    if let Some(status) = &agent.login_status
+        && !LOGIN_STATUSES.contains(&status.as_str())
+    {
+        problems.push(format!(
+            "login_status {status:?} is unknown: use \"accepting chats\" or \"not accepting chats\""
+        ));
     }
     if let Some(count) = agent.max_chats_count {
         if count < 0 {
@@ -145,12 +146,12 @@ pub(crate) fn requester_mail(requester: &switchboard_core::Participant) -> Optio
 }
 
 fn source_problems(kind: Option<&String>, problems: &mut Vec<String>) {
-    if let Some(kind) = kind {
-        if !SOURCE_TYPES.contains(&kind.as_str()) {
-            problems.push(format!(
+    if let Some(kind) = kind
+        && !SOURCE_TYPES.contains(&kind.as_str())
+    {
+        problems.push(format!(
                 "source kind {kind:?} is not one LiveChat's create ticket takes: use chat-window, mail or lc2"
             ));
-        }
     }
 }
 
