@@ -192,6 +192,16 @@ fn the_readme_says_how_to_install_the_binary_and_how_grpcurl_sends_a_key() {
         manifest.contains("name = \"switchboard\""),
         "that crate builds `switchboard`"
     );
+    let workspace = std::fs::read_to_string(repo_root().join("Cargo.toml")).unwrap();
+    let msrv = workspace
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = \""))
+        .and_then(|rest| rest.split('"').next())
+        .expect("rust-version in Cargo.toml");
+    assert!(
+        readme.contains(&format!("The minimum Rust is {msrv}.")),
+        "README states rust-version {msrv}"
+    );
     let grpcurl = readme
         .lines()
         .find(|l| l.contains("grpcurl") && l.contains(" list"))
@@ -521,38 +531,48 @@ fn top_level_help_lists_every_command() {
     }
 }
 
-/// `.ci/run` with a stand-in `cargo` (every step passes but the ones named): CI passes only when
-/// cargo-deny is installed and its check passes.
+/// `.ci/run` with a stand-in `cargo` and `rustup` (every step passes but the ones named): CI
+/// passes only when the minimum-Rust check passes, cargo-deny is installed and its check passes.
 #[test]
-fn ci_fails_when_cargo_deny_cannot_be_installed_or_fails() {
+fn ci_fails_when_cargo_deny_cannot_be_installed_or_fails_or_the_minimum_rust_fails() {
     let script = repo_root().join(".ci/run");
-    let run = |install_ok: bool, deny_ok: bool| {
+    let run = |install_ok: bool, deny_ok: bool, msrv_ok: bool| {
         let bin = tempfile::tempdir().unwrap();
-        let fake = bin.path().join("cargo");
-        std::fs::write(
-            &fake,
-            format!(
-                "#!/bin/sh\ncase \"$1\" in\n  install) [ {install} = 1 ] && printf '#!/bin/sh\\nexit 0\\n' > \"{dir}/cargo-deny\" && chmod +x \"{dir}/cargo-deny\" && exit 0; exit 1;;\n  deny) exit {deny};;\n  *) exit 0;;\nesac\n",
-                install = u8::from(install_ok),
-                deny = u8::from(!deny_ok),
-                dir = bin.path().display()
-            ),
-        )
-        .unwrap();
-        Command::new("chmod").arg("+x").arg(&fake).status().unwrap();
+        let dir = bin.path().display();
+        let fake_cargo = format!(
+            "#!/bin/sh\necho \"$@\" >> \"{dir}/calls\"\ncase \"$1\" in\n  install) [ {install} = 1 ] && printf '#!/bin/sh\\nexit 0\\n' > \"{dir}/cargo-deny\" && chmod +x \"{dir}/cargo-deny\" && exit 0; exit 1;;\n  deny) exit {deny};;\n  +*) exit {msrv};;\n  *) exit 0;;\nesac\n",
+            install = u8::from(install_ok),
+            deny = u8::from(!deny_ok),
+            msrv = u8::from(!msrv_ok),
+        );
+        std::fs::write(bin.path().join("cargo"), fake_cargo).unwrap();
+        std::fs::write(bin.path().join("rustup"), "#!/bin/sh\nexit 0\n").unwrap();
+        Command::new("chmod")
+            .arg("+x")
+            .arg(bin.path().join("cargo"))
+            .arg(bin.path().join("rustup"))
+            .status()
+            .unwrap();
         let output = Command::new("bash")
             .arg(&script)
-            .env("PATH", format!("{}:/usr/bin:/bin", bin.path().display()))
+            .env("PATH", format!("{dir}:/usr/bin:/bin"))
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        (output.status.success(), stdout.contains("CI passed"))
+        let calls = std::fs::read_to_string(bin.path().join("calls")).unwrap_or_default();
+        (output.status.success(), stdout.contains("CI passed"), calls)
     };
-    assert_eq!(
-        run(false, true),
-        (false, false),
-        "cargo-deny not installable"
+    let (ok, passed, _) = run(false, true, true);
+    assert!(!ok && !passed, "cargo-deny not installable");
+    let (ok, passed, _) = run(true, false, true);
+    assert!(!ok && !passed, "cargo deny check failed");
+    let (ok, passed, _) = run(true, true, false);
+    assert!(!ok && !passed, "the minimum Rust check failed");
+    let (ok, passed, calls) = run(true, true, true);
+    assert!(ok && passed, "everything passes: {calls}");
+    assert!(
+        calls.contains("+1.88 check --workspace --all-targets --locked"),
+        "the rust-version's toolchain checks the workspace: {calls}"
     );
-    assert_eq!(run(true, false), (false, false), "cargo deny check failed");
-    assert_eq!(run(true, true), (true, true), "everything passes");
+    assert!(calls.contains("deny check"), "{calls}");
 }
