@@ -125,7 +125,7 @@ async fn a_connection_that_cannot_sync_says_why() {
         .expect_err("no connector");
     assert_eq!(tencent.code(), Code::FailedPrecondition);
     assert!(
-        tencent.message().contains("no API"),
+        tencent.message().contains("has no connector"),
         "{}",
         tencent.message()
     );
