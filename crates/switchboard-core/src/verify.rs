@@ -392,11 +392,23 @@ pub fn require_any(schemes: &[Scheme], connection: &crate::ConnectionConfig) -> 
                 .join(" and ")
         })
         .collect();
+    let variables: Vec<String> = schemes
+        .iter()
+        .flat_map(Scheme::secrets)
+        .map(|name| connection.secret_env_var(name))
+        .fold(Vec::new(), |mut seen, v| {
+            if !seen.contains(&v) {
+                seen.push(v);
+            }
+            seen
+        });
     Err(Error::invalid(format!(
-        "connection {} ({}) verifies webhooks and needs the secret {}",
+        "connection {} ({}) verifies webhooks and needs the secret {}: set it in the \
+         connection's `secrets` or in the environment ({})",
         connection.id,
         connection.vendor,
-        options.join(" or ")
+        options.join(" or "),
+        variables.join(", ")
     )))
 }
 
@@ -577,6 +589,12 @@ mod tests {
                 .message
                 .contains("`basic_user` and `basic_password`"),
             "{refused}"
+        );
+        assert!(
+            refused
+                .message
+                .contains("SWITCHBOARD_SECRET__ACME__BASIC_PASSWORD"),
+            "the variables that can supply them: {refused}"
         );
         let mut off = bare.clone();
         off.verify = false;
