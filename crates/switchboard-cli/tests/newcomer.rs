@@ -241,18 +241,24 @@ fn start_up_warns_about_no_connections_and_unmatched_secret_variables_by_name_on
 #[test]
 fn a_missing_secret_names_the_variable_that_would_supply_it() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("lt.toml"),
-        "[[connections]]\nid = \"lt-main\"\nvendor = \"livetex\"\n",
-    )
-    .unwrap();
-    let output = serve_output(dir.path(), &["--config", "lt.toml"]);
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("SWITCHBOARD_SECRET__LT_MAIN__WEBHOOK_SECRET"),
-        "{stderr}"
-    );
+    for (vendor, variable) in [
+        ("livetex", "SWITCHBOARD_SECRET__VENDOR_MAIN__WEBHOOK_SECRET"),
+        (
+            "livechat",
+            "SWITCHBOARD_SECRET__VENDOR_MAIN__WEBHOOK_SECRET",
+        ),
+        ("smartsupp", "SWITCHBOARD_SECRET__VENDOR_MAIN__APP_SECRET"),
+    ] {
+        std::fs::write(
+            dir.path().join("one.toml"),
+            format!("[[connections]]\nid = \"vendor-main\"\nvendor = \"{vendor}\"\n"),
+        )
+        .unwrap();
+        let output = serve_output(dir.path(), &["--config", "one.toml"]);
+        assert!(!output.status.success(), "{vendor}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(variable), "{vendor}: {stderr}");
+    }
 }
 
 #[test]

@@ -117,8 +117,12 @@ pub fn webhook(config: &ConnectionConfig) -> Result<Box<dyn WebhookSource>, Erro
             return Err(Error::invalid(format!(
                 "connection {} (livechat) verifies webhooks but has no secret to check them with: \
                  set the secret `{WEBHOOK_SECRET}` to the webhook's secret key (v3.x) or token \
-                 (legacy), or `basic_user` and `basic_password` (legacy)",
-                config.id
+                 (legacy), or `basic_user` and `basic_password` (legacy), in the connection's \
+                 `secrets` or in the environment ({}, or {} and {})",
+                config.id,
+                config.secret_env_var(WEBHOOK_SECRET),
+                config.secret_env_var("basic_user"),
+                config.secret_env_var("basic_password")
             )));
         }
     }

@@ -48,8 +48,10 @@ pub fn webhook(config: &ConnectionConfig) -> Result<Box<dyn WebhookSource>, Erro
         && config.secret(APP_SECRET).is_none()
     {
         return Err(Error::invalid(format!(
-            "connection {} (smartsupp) needs the secret `{WEBHOOK_SECRET}` (POST hook token) or `{APP_SECRET}` (event callback HMAC key)",
-            config.id
+            "connection {} (smartsupp) needs the secret `{WEBHOOK_SECRET}` (POST hook token) or `{APP_SECRET}` (event callback HMAC key), in the connection's `secrets` or in the environment ({} or {})",
+            config.id,
+            config.secret_env_var(WEBHOOK_SECRET),
+            config.secret_env_var(APP_SECRET)
         )));
     }
     Ok(Box::new(SmartsuppWebhook))
