@@ -83,14 +83,16 @@ impl Conformance {
         }
     }
 
-    /// The connection every fixture request must verify against (the right secrets).
+    /// The connection every fixture request must verify against (the right secrets). Defaults
+    /// to the one `fixtures/connection.toml` describes.
     pub fn connection(mut self, config: ConnectionConfig) -> Self {
         self.connection = Some(config);
         self
     }
 
     /// A connection with wrong secrets: every fixture request must fail verification with
-    /// `Unauthenticated`.
+    /// `Unauthenticated`. Defaults to the connection of `fixtures/connection.toml` with every
+    /// secret changed (when it has secrets).
     pub fn wrong_connection(mut self, config: ConnectionConfig) -> Self {
         self.wrong_connection = Some(config);
         self
@@ -145,15 +147,31 @@ struct Run {
 }
 
 impl Run {
-    fn new(kit: Conformance) -> Self {
+    fn new(mut kit: Conformance) -> Self {
         let mut report = Report::default();
+        // Without .connection(), the test connection of fixtures/connection.toml; without
+        // .wrong_connection(), the same with every secret changed.
+        let file = match load_test_connection(&kit.crate_dir) {
+            Some(Ok(file)) => Some(file),
+            Some(Err(e)) => {
+                report.fail(None, "test connection", e);
+                None
+            }
+            None => None,
+        };
+        if kit.connection.is_none() {
+            kit.connection = file.as_ref().and_then(TestConnectionFile::config);
+        }
+        if kit.wrong_connection.is_none() {
+            kit.wrong_connection = file.as_ref().and_then(TestConnectionFile::wrong_config);
+        }
         let connection = match &kit.connection {
             Some(config) => config.clone(),
             None => {
                 report.fail(
                     None,
                     "setup",
-                    "no connection given: call .connection(config) with the secrets the fixtures are signed with",
+                    "no connection given: call .connection(config) with the secrets the fixtures are signed with, or write them in fixtures/connection.toml",
                 );
                 let mut config = default_connection(&kit.vendor);
                 config.verify = false;
@@ -164,7 +182,7 @@ impl Run {
             report.fail(
                 None,
                 "setup",
-                "no wrong connection given: call .wrong_connection(config) with wrong secrets",
+                "no wrong connection given: call .wrong_connection(config) with wrong secrets (or settings)",
             );
         }
         if kit.strip.is_none() {
@@ -672,19 +690,9 @@ impl Run {
     /// read the connection the fixtures verify against, agrees with `.connection()`.
     fn check_test_connection(&mut self) {
         let path = self.kit.crate_dir.join(TEST_CONNECTION_FILE);
-        let Ok(text) = std::fs::read_to_string(&path) else {
+        // A malformed file was reported when the run started.
+        let Some(Ok(file)) = load_test_connection(&self.kit.crate_dir) else {
             return;
-        };
-        let file: TestConnectionFile = match toml::from_str(&text) {
-            Ok(file) => file,
-            Err(e) => {
-                self.report.fail(
-                    None,
-                    "test connection",
-                    format!("{} is not a test connection: {e}", path.display()),
-                );
-                return;
-            }
         };
         let given = &self.connection;
         let secrets: BTreeMap<String, String> = given
@@ -1067,6 +1075,41 @@ struct TestConnectionFile {
     settings: BTreeMap<String, String>,
     #[serde(default)]
     secrets: BTreeMap<String, String>,
+}
+
+impl TestConnectionFile {
+    fn config(&self) -> Option<ConnectionConfig> {
+        let mut config = ConnectionConfig::new(ConnectionId::new(&self.vendor).ok()?, &self.vendor);
+        for (key, value) in &self.settings {
+            config = config.with_setting(key, value.clone());
+        }
+        for (key, value) in &self.secrets {
+            config = config.with_secret(key, value.clone());
+        }
+        Some(config)
+    }
+
+    /// The same connection with every secret changed, if it has secrets.
+    fn wrong_config(&self) -> Option<ConnectionConfig> {
+        if self.secrets.is_empty() {
+            return None;
+        }
+        let mut config = self.config()?;
+        for (key, value) in &self.secrets {
+            config = config.with_secret(key, format!("{value}-wrong"));
+        }
+        Some(config)
+    }
+}
+
+/// `<crate_dir>/fixtures/connection.toml`, if there is one.
+fn load_test_connection(crate_dir: &Path) -> Option<Result<TestConnectionFile, String>> {
+    let path = crate_dir.join(TEST_CONNECTION_FILE);
+    let text = std::fs::read_to_string(&path).ok()?;
+    Some(
+        toml::from_str(&text)
+            .map_err(|e| format!("{} is not a test connection: {e}", path.display())),
+    )
 }
 
 /// What is wrong with an event for its kind, if anything.

@@ -521,9 +521,28 @@ fn a_wrong_golden_file_is_caught_or_rewritten_when_blessing() {
 
 #[test]
 fn a_missing_plugin_or_missing_setup_is_reported() {
-    let report = report(Conformance::new("nosuchvendor", data())).expect("must fail");
+    let empty = tempfile::tempdir().unwrap();
+    let report = report(Conformance::new("nosuchvendor", empty.path())).expect("must fail");
     assert!(report.contains("no connection given"), "{report}");
+    assert!(report.contains("no wrong connection given"), "{report}");
     assert!(report.contains("no plugin \"nosuchvendor\""), "{report}");
+}
+
+#[test]
+fn the_connections_default_to_fixtures_connection_toml() {
+    let dir = sandbox();
+    let bare = |vendor: &str| {
+        Conformance::new(vendor, dir.path())
+            .strip_credentials(|req: &mut FixtureRequest| req.remove_header("x-switchboard-token"))
+            .required_fields(&["/conversation", "/id", "/sent_at"])
+    };
+    if let Some(report) = report(bare("kitgood")) {
+        panic!("the kit failed a well-behaved plugin with the file's connections:\n{report}");
+    }
+    // The wrong connection is the file's with every secret changed.
+    let lax = report(bare("kitlax")).expect("the kit passed a plugin that accepts any secret");
+    assert!(lax.contains("wrong connection:"), "{lax}");
+    assert!(!lax.contains("setup:"), "{lax}");
 }
 
 #[test]
