@@ -486,7 +486,18 @@ async fn serve(
     let registry = Registry::from_inventory()?;
     let mut config = match config {
         Some(path) => ServerConfig::from_file(&path, &registry, std::env::vars())?,
-        None => ServerConfig::embedded_default(&registry),
+        None => {
+            // The embedded default has no secrets to override: say so rather than ignore them.
+            for (name, _) in std::env::vars()
+                .filter(|(name, _)| name.starts_with(switchboard_server::config::SECRET_ENV_PREFIX))
+            {
+                tracing::warn!(
+                    "the environment variable {name} is ignored: the embedded default verifies \
+                     no webhooks; secrets are read only with --config (README.md, Configuration)"
+                );
+            }
+            ServerConfig::embedded_default(&registry)
+        }
     };
     if let Some(dir) = data_dir {
         config.data_dir = dir;

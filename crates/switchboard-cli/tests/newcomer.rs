@@ -239,6 +239,25 @@ fn start_up_warns_about_no_connections_and_unmatched_secret_variables_by_name_on
 }
 
 #[test]
+fn secret_variables_without_a_config_are_warned_about_by_name_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["--data-dir", "data"],
+        &[(
+            "SWITCHBOARD_SECRET__LIVECHAT__WEBHOOK_SECRET",
+            "hunter2-default",
+        )],
+    );
+    let stderr = server.stop();
+    assert!(
+        stderr.contains("SWITCHBOARD_SECRET__LIVECHAT__WEBHOOK_SECRET is ignored"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "a secret in the log: {stderr}");
+}
+
+#[test]
 fn a_missing_secret_names_the_variable_that_would_supply_it() {
     let dir = tempfile::tempdir().unwrap();
     for (vendor, variable) in [
