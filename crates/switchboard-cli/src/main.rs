@@ -896,6 +896,7 @@ async fn list_quarantine(server: ServerArg, connections: Vec<String>, bodies: bo
     let mut client = server.connect().await?;
     let mut page_token = String::new();
     let mut shown = 0u64;
+    let mut connection_width = 16;
     loop {
         let page = client
             .list_quarantine(v1::ListQuarantineRequest {
@@ -908,10 +909,16 @@ async fn list_quarantine(server: ServerArg, connections: Vec<String>, bodies: bo
         if shown == 0 {
             println!("{} held ({} bytes)", page.total_entries, page.total_bytes);
         }
+        // The connection column is as wide as the widest id (a long id stays in line).
+        connection_width = page
+            .webhooks
+            .iter()
+            .map(|w| w.connection_id.chars().count())
+            .fold(connection_width, usize::max);
         for w in &page.webhooks {
             shown += 1;
             println!(
-                "{:<8} {:<16} {:<10} received={} attempts={} reason: {}",
+                "{:<8} {:<connection_width$} {:<10} received={} attempts={} reason: {}",
                 w.id,
                 w.connection_id,
                 w.vendor,
