@@ -295,6 +295,24 @@ impl ServerArg {
     }
 }
 
+/// A gRPC error as one line for a person: the status name and the server's message (tonic's
+/// own text would add the transport error's debug form).
+fn answer(status: tonic::Status) -> anyhow::Error {
+    let code = format!("{:?}", status.code());
+    let mut name = String::new();
+    for (i, c) in code.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            name.push('_');
+        }
+        name.push(c.to_ascii_uppercase());
+    }
+    if status.message().is_empty() {
+        anyhow::anyhow!("the server answered {name}")
+    } else {
+        anyhow::anyhow!("{} ({name})", status.message())
+    }
+}
+
 /// The URL to connect to: `HOST:PORT` means `http://HOST:PORT`; a scheme other than http or
 /// https is refused with what to write.
 fn server_url(given: &str) -> Result<String> {
@@ -445,7 +463,7 @@ async fn run() -> Result<()> {
             let stream = client
                 .sync_connection(request)
                 .await
-                .map_err(|status| anyhow::anyhow!("{}", status.message()))
+                .map_err(answer)
                 .with_context(|| format!("cannot sync {connection}"))?
                 .into_inner();
             sync::follow(&connection, stream).await
@@ -694,14 +712,14 @@ async fn tail(
     let mut stream = client
         .stream_events(request)
         .await
-        .map_err(|status| anyhow::anyhow!("{}", status.message()))
+        .map_err(answer)
         .context("cannot stream events")?
         .into_inner();
     let mut connection_width = 14;
     while let Some(event) = stream
         .message()
         .await
-        .map_err(|status| anyhow::anyhow!("{}", status.message()))
+        .map_err(answer)
         .context("the event stream ended with an error")?
     {
         let sequence = event.sequence;
@@ -789,7 +807,7 @@ async fn list_conversations(
                 view: v1::ConversationView::Basic as i32,
             })
             .await
-            .map_err(|status| anyhow::anyhow!("{}", status.message()))
+            .map_err(answer)
             .context("cannot list conversations")?
             .into_inner();
         let page_id = page
@@ -859,7 +877,7 @@ async fn get_conversation(server: ServerArg, id: String) -> Result<()> {
             view: v1::ConversationView::Full as i32,
         })
         .await
-        .map_err(|status| anyhow::anyhow!("{}", status.message()))
+        .map_err(answer)
         .context("cannot get the conversation")?
         .into_inner();
     println!("{} ({}) {}", c.id, c.vendor, status_name(c.status()));
@@ -904,7 +922,9 @@ async fn list_quarantine(server: ServerArg, connections: Vec<String>, bodies: bo
                 page_size: 200,
                 page_token: page_token.clone(),
             })
-            .await?
+            .await
+            .map_err(answer)
+            .context("cannot list the quarantine")?
             .into_inner();
         if shown == 0 {
             println!("{} held ({} bytes)", page.total_entries, page.total_bytes);
@@ -941,7 +961,9 @@ async fn retry_quarantine(server: ServerArg, all: bool, ids: Vec<u64>) -> Result
     let mut client = server.connect().await?;
     let outcome = client
         .retry_quarantine(v1::RetryQuarantineRequest { ids, all })
-        .await?
+        .await
+        .map_err(answer)
+        .context("cannot retry the quarantine")?
         .into_inner();
     println!(
         "released {} (appended {} events, {} already stored); {} still failing",
@@ -963,7 +985,9 @@ async fn list_connections(server: ServerArg) -> Result<()> {
     let mut client = server.connect().await?;
     let response = client
         .list_connections(v1::ListConnectionsRequest {})
-        .await?
+        .await
+        .map_err(answer)
+        .context("cannot list the connections")?
         .into_inner();
     if response.connections.is_empty() {
         bail!("the server has no connections configured");
@@ -1053,6 +1077,19 @@ mod tests {
         assert!(lines[1].starts_with("      word"), "{lines:?}");
         assert_eq!(lines.concat().matches("word").count(), 60);
         assert_eq!(wrapped("    a: ", "short"), ["    a: short"]);
+    }
+
+    #[test]
+    fn grpc_errors_read_as_one_line_with_the_status_name() {
+        let error = answer(tonic::Status::not_found(
+            "conversation livechat/x not found",
+        ));
+        assert_eq!(
+            error.to_string(),
+            "conversation livechat/x not found (NOT_FOUND)"
+        );
+        let error = answer(tonic::Status::deadline_exceeded(""));
+        assert_eq!(error.to_string(), "the server answered DEADLINE_EXCEEDED");
     }
 
     #[test]

@@ -503,6 +503,23 @@ async fn client_output_uses_the_filter_names_shows_files_aligns_columns_and_stop
     let messages = server.cli(&["tail", "--until-head", "--kind", "message"]);
     assert!(messages.contains("[file invoice-1042.pdf]"), "{messages}");
 
+    // A server's refusal is one line: its message and the status name, no transport text.
+    let output = Command::new(BIN)
+        .args([
+            "conversations",
+            "get",
+            "livechat/NOPE",
+            "--server",
+            &server.grpc,
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("(NOT_FOUND)"), "{stderr}");
+    assert!(!stderr.contains("code: '"), "{stderr}");
+
     // A scheme other than http(s) is refused with what to write, not blamed on the server.
     let output = Command::new(BIN)
         .args(["connections", "--server", "grpc://127.0.0.1:1"])
