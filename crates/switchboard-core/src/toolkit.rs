@@ -1,6 +1,9 @@
-//! Helpers for the repetitive parts of a plugin: a hash that stays the same across platforms,
-//! Rust versions and runs (for dedup keys built from contents), and message keys for vendors
-//! that give messages no id.
+//! Helpers for the repetitive parts of a plugin: reading JSON fields with errors that name
+//! their path ([`json::Fields`]), a hash that stays the same across platforms, Rust versions
+//! and runs (for dedup keys built from contents), and message keys for vendors that give
+//! messages no id.
+
+pub mod json;
 
 use sha2::{Digest, Sha256};
 
