@@ -30,6 +30,7 @@ mod model;
 mod plugin;
 mod time;
 pub mod toolkit;
+mod typed;
 pub mod verify;
 
 pub use crate::config::{ConnectionConfig, RateLimit, Secret};
@@ -51,6 +52,7 @@ pub use crate::plugin::{
     WebhookReply, WebhookRequest, WebhookSource, unsupported,
 };
 pub use crate::time::Timestamp;
+pub use crate::typed::field_names;
 
 pub use async_trait::async_trait;
 pub use inventory;
