@@ -53,8 +53,8 @@ pub use crate::error::error_for;
 pub use crate::limiter::RateLimiter;
 pub use crate::request::{MAX_RETRY_AFTER, VendorRequest, VendorResponse};
 pub use crate::settings::{
-    ClientSettings, DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX, DEFAULT_DEADLINE,
-    DEFAULT_MAX_ATTEMPTS, DEFAULT_REQUEST_TIMEOUT,
+    CLIENT_SETTING_KEYS, ClientSettings, DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX,
+    DEFAULT_DEADLINE, DEFAULT_MAX_ATTEMPTS, DEFAULT_REQUEST_TIMEOUT,
 };
 pub use reqwest::Method;
 pub use switchboard_core::RateLimit;

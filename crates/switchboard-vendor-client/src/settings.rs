@@ -15,6 +15,16 @@ pub const DEFAULT_BACKOFF_INITIAL: Duration = Duration::from_millis(250);
 /// The largest backoff cap.
 pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(10);
 
+/// The connection settings [`ClientSettings::from_connection`] reads: a plugin whose connector
+/// uses it allows each of them in its settings struct (see
+/// [`ConnectionConfig::typed`](switchboard_core::ConnectionConfig::typed)).
+pub const CLIENT_SETTING_KEYS: [&str; 4] = [
+    "base_url",
+    "request_timeout_ms",
+    "deadline_ms",
+    "max_attempts",
+];
+
 /// How a [`VendorClient`](crate::VendorClient) calls one connection's vendor API.
 ///
 /// Build it with [`ClientSettings::from_connection`]; the fields are public so tests and
@@ -171,6 +181,16 @@ mod tests {
 
     fn config() -> ConnectionConfig {
         ConnectionConfig::new(ConnectionId::new("lc").expect("valid id"), "livechat")
+    }
+
+    #[test]
+    fn every_client_setting_key_is_read() {
+        for key in CLIENT_SETTING_KEYS {
+            let bad = config().with_setting(key, "not valid");
+            let error = ClientSettings::from_connection(&bad, "https://api.example.com", LIVECHAT)
+                .expect_err(key);
+            assert!(error.message.contains(key), "{key}: {error}");
+        }
     }
 
     #[test]
