@@ -66,6 +66,7 @@
 mod body;
 mod connector;
 mod json;
+mod keys;
 mod legacy;
 mod v3;
 
@@ -82,6 +83,7 @@ pub use crate::connector::{
     DEFAULT_CONFIGURATION_API_BASE_URL, DEFAULT_RATE_LIMIT, LIST_ARCHIVES_PATH, LiveChatConnector,
     PERSONAL_ACCESS_TOKEN, connector,
 };
+pub use crate::keys::{Secrets, Settings};
 
 /// The vendor name, also the default connection id.
 pub const VENDOR: &str = "livechat";
@@ -101,8 +103,10 @@ inventory::submit! {
 
 /// Builds the webhook source of a LiveChat connection. With verification on, the connection
 /// needs the secret `webhook_secret` (v3.x, or legacy token) or both `basic_user` and
-/// `basic_password` (legacy).
+/// `basic_password` (legacy). A setting or secret not in [`Settings`] or [`Secrets`] is refused.
 pub fn webhook(config: &ConnectionConfig) -> Result<Box<dyn WebhookSource>, Error> {
+    // A misspelt key stops start-up here, before anything reads the keys it meant.
+    keys::check(config)?;
     // API credentials that cannot work (a token without its Account ID, an unknown
     // api_version) stop start-up here with the reason, rather than leaving a connection that
     // looks configured for sync and never syncs.

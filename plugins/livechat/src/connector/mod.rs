@@ -58,6 +58,7 @@ pub const PERSONAL_ACCESS_TOKEN: &str = "personal_access_token";
 /// what is missing, and the server runs the connection's webhooks without sync, tickets or
 /// agents.
 pub fn connector(config: &ConnectionConfig) -> Result<Box<dyn Connector>, Error> {
+    crate::keys::check(config)?;
     Ok(Box::new(LiveChatConnector::new(config)?))
 }
 
