@@ -412,6 +412,7 @@ impl fmt::Debug for SmartsuppConnector {
 /// Builds a connection's Smartsupp connector: needs the secret `api_token`; reads the settings
 /// `base_url`, `sync_order`, `page_size` and those of [`ClientSettings::from_connection`].
 pub fn connector(config: &ConnectionConfig) -> Result<Box<dyn Connector>, Error> {
+    crate::keys::check(config)?;
     Ok(Box::new(SmartsuppConnector::new(config)?))
 }
 

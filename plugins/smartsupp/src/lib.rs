@@ -2,6 +2,7 @@
 
 mod callback;
 mod connector;
+mod keys;
 mod post_hook;
 
 pub use crate::connector::{
@@ -9,6 +10,7 @@ pub use crate::connector::{
     MESSAGES_PAGE_SIZE, PAGE_SIZE_SETTING, SEARCH_PATH, SKIPPED_EVENT, SNAPSHOT_EVENT,
     SYNC_ORDER_SETTING, SmartsuppConnector, SyncOrder, connector,
 };
+pub use crate::keys::{Secrets, Settings};
 
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
@@ -41,8 +43,10 @@ switchboard_core::inventory::submit! {
 }
 
 /// Builds a connection's Smartsupp webhook source. With verification on, the connection needs
-/// `webhook_secret` (for the POST hook), `app_secret` (for event callbacks), or both.
+/// `webhook_secret` (for the POST hook), `app_secret` (for event callbacks), or both. A setting
+/// or secret not in [`Settings`] or [`Secrets`] is refused.
 pub fn webhook(config: &ConnectionConfig) -> Result<Box<dyn WebhookSource>, Error> {
+    keys::check(config)?;
     if config.verify
         && config.secret(WEBHOOK_SECRET).is_none()
         && config.secret(APP_SECRET).is_none()
