@@ -313,8 +313,10 @@ impl fmt::Debug for LiveTexConnector {
 /// The plugin's [`switchboard_core::ConnectorFactory`].
 ///
 /// # Errors
-/// As [`LiveTexConnector::new`].
+/// As [`LiveTexConnector::new`], and for a setting or secret not in [`crate::Settings`] or
+/// [`crate::Secrets`].
 pub fn connector(config: &ConnectionConfig) -> Result<Box<dyn Connector>, Error> {
+    crate::keys::check(config)?;
     Ok(Box::new(LiveTexConnector::new(config)?))
 }
 

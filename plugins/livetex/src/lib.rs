@@ -49,6 +49,7 @@
 
 mod connector;
 mod fields;
+mod keys;
 mod model;
 mod webhook;
 
@@ -61,6 +62,7 @@ pub use crate::connector::{
     DEFAULT_BASE_URL, DEFAULT_PAGE_SIZE, DEFAULT_RATE_LIMIT, LOGIN_SETTING, LiveTexConnector,
     MAX_PAGE_SIZE, PAGE_SIZE_SETTING, PASSWORD_SECRET, TOKEN_PATH, connector,
 };
+pub use crate::keys::{Secrets, Settings};
 pub use crate::model::{chat_to_events, lead_to_events};
 pub use crate::webhook::parse_webhook;
 
@@ -105,8 +107,10 @@ impl LiveTexWebhook {
 /// The plugin's [`switchboard_core::WebhookFactory`].
 ///
 /// # Errors
-/// As [`LiveTexWebhook::new`].
+/// As [`LiveTexWebhook::new`], and for a setting or secret not in [`Settings`] or
+/// [`Secrets`].
 pub fn webhook_source(config: &ConnectionConfig) -> Result<Box<dyn WebhookSource>, Error> {
+    keys::check(config)?;
     Ok(Box::new(LiveTexWebhook::new(config)?))
 }
 
