@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod elements;
+mod keys;
 mod reply;
 
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ use switchboard_core::{
     WebhookReply, WebhookRequest, WebhookSource, dedup_key,
 };
 
+pub use crate::keys::{Secrets, Settings};
 pub use crate::reply::{TencentErrorCode, reply_for};
 
 /// The vendor name, also the default connection id.
@@ -57,7 +59,9 @@ switchboard_core::inventory::submit! {
 
 /// Builds a connection's Tencent webhook source. With verification on, the connection needs
 /// the setting `sdk_app_id`; `sign_max_age_secs`, when set, must be a whole number of seconds.
+/// A setting or secret not in [`Settings`] or [`Secrets`] is refused.
 pub fn webhook(config: &ConnectionConfig) -> Result<Box<dyn WebhookSource>, Error> {
+    keys::check(config)?;
     if config.verify {
         config.required_setting(SDK_APP_ID)?;
     }
