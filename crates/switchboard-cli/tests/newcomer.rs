@@ -618,3 +618,97 @@ fn ci_fails_when_cargo_deny_cannot_be_installed_or_fails_or_the_minimum_rust_fai
     );
     assert!(calls.contains("deny check"), "{calls}");
 }
+
+#[test]
+fn a_misspelt_key_stops_start_up_with_one_line_naming_it_and_the_allowed_names() {
+    let dir = tempfile::tempdir().unwrap();
+    const VALUE: &str = "typo-value-0c41e9";
+    let value = VALUE;
+    // Each config is valid but for the one misspelt key; the environment variable case is a
+    // secret that only the environment brings.
+    /// The vendor, its keys in the config, extra environment, what the error must say.
+    type Case = (
+        &'static str,
+        String,
+        &'static [(&'static str, &'static str)],
+        &'static [&'static str],
+    );
+    let cases: [Case; 4] = [
+        (
+            "livechat",
+            format!(
+                "secrets = {{ webhok_secret = \"{value}\", basic_user = \"u\", basic_password = \"p\" }}"
+            ),
+            &[],
+            &[
+                "unknown secret `webhok_secret`",
+                "`webhook_secret`",
+                "`personal_access_token`",
+            ],
+        ),
+        (
+            "tencent",
+            "settings = { sdk_app_id = \"1400187352\", sign_max_age = \"120\" }".to_owned(),
+            &[],
+            &[
+                "unknown setting `sign_max_age`",
+                "`sdk_app_id`",
+                "`sign_max_age_secs`",
+            ],
+        ),
+        (
+            "livetex",
+            format!(
+                "settings = {{ page_sise = \"10\" }}\nsecrets = {{ webhook_secret = \"{value}\" }}"
+            ),
+            &[],
+            &[
+                "unknown setting `page_sise`",
+                "`page_size`",
+                "`chats_fields`",
+            ],
+        ),
+        (
+            "smartsupp",
+            format!("secrets = {{ webhook_secret = \"{value}\" }}"),
+            &[("SWITCHBOARD_SECRET__VENDOR_MAIN__APP_SECRETT", VALUE)],
+            &[
+                "unknown secret `app_secrett`",
+                "`app_secret`",
+                "SWITCHBOARD_SECRET__VENDOR_MAIN__APP_SECRETT",
+            ],
+        ),
+    ];
+    for (vendor, keys, env, expected) in cases {
+        std::fs::write(
+            dir.path().join("one.toml"),
+            format!("[[connections]]\nid = \"vendor-main\"\nvendor = \"{vendor}\"\n{keys}\n"),
+        )
+        .unwrap();
+        let output = run_for_at_most(
+            Command::new(BIN)
+                .current_dir(dir.path())
+                .args(["serve", "--config", "one.toml"])
+                .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
+                .env("RUST_BACKTRACE", "1")
+                .envs(env.iter().copied()),
+            Duration::from_secs(30),
+        );
+        assert!(!output.status.success(), "{vendor}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("Error:")).collect();
+        assert_eq!(errors.len(), 1, "{vendor}: {stderr}");
+        for text in expected {
+            assert!(
+                errors[0].contains(text),
+                "{vendor}: no {text:?} in {stderr}"
+            );
+        }
+        assert!(errors[0].contains("vendor-main"), "{vendor}: {stderr}");
+        assert!(
+            !stderr.contains(value),
+            "{vendor}: a secret in the output: {stderr}"
+        );
+        assert!(!stderr.contains("stack backtrace"), "{vendor}: {stderr}");
+    }
+}
