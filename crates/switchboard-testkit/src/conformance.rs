@@ -25,6 +25,10 @@ use crate::{BLESS_ENV, fixture_received_at};
 /// How many shuffled, repeated orders of each conversation's events are folded.
 const PERMUTATION_CASES: u32 = 64;
 
+/// The setting and the secret no plugin declares, which its factory must refuse.
+const UNKNOWN_SETTING: &str = "conformance_misspelt_setting";
+const UNKNOWN_SECRET: &str = "conformance_misspelt_secret";
+
 type Strip = Box<dyn Fn(&mut FixtureRequest)>;
 
 /// The conformance suite for one plugin. Build it with the plugin's vendor name and crate
@@ -221,6 +225,7 @@ impl Run {
             return self.finish();
         };
         self.check_missing_secrets(factory);
+        self.check_unknown_keys(factory);
         self.check_test_connection();
         let source = match guarded(|| factory(&self.connection)) {
             Ok(Ok(source)) => source,
@@ -681,6 +686,61 @@ impl Run {
                     format!(
                         "the webhook factory panicked on a connection with verify = true and {what}: {panic}"
                     ),
+                ),
+            }
+        }
+    }
+
+    /// A setting or a secret the plugin does not know makes the webhook factory refuse the
+    /// connection, naming the key and never the secret's value: a misspelt key must stop
+    /// start-up, not fail every webhook with a 401 at run time. Skipped when the factory
+    /// refuses `.connection()` itself (reported by the `factory` check).
+    fn check_unknown_keys(&mut self, factory: WebhookFactory) {
+        if !matches!(guarded(|| factory(&self.connection)), Ok(Ok(_))) {
+            return;
+        }
+        let value = "conformance-secret-value-5f0e";
+        let setting = self
+            .connection
+            .clone()
+            .with_setting(UNKNOWN_SETTING, "conformance");
+        let secret = self.connection.clone().with_secret(UNKNOWN_SECRET, value);
+        for (kind, key, config) in [
+            ("setting", UNKNOWN_SETTING, setting),
+            ("secret", UNKNOWN_SECRET, secret),
+        ] {
+            match guarded(|| factory(&config)) {
+                Ok(Err(e)) => {
+                    if !e.message.contains(key) {
+                        self.report.fail(
+                            None,
+                            "unknown keys",
+                            format!(
+                                "the webhook factory refused the unknown {kind} `{key}` without naming it: {e}"
+                            ),
+                        );
+                    }
+                    if e.message.contains(value) {
+                        self.report.fail(
+                            None,
+                            "unknown keys",
+                            format!(
+                                "the webhook factory's refusal of the unknown secret `{key}` quotes its value"
+                            ),
+                        );
+                    }
+                }
+                Ok(Ok(_)) => self.report.fail(
+                    None,
+                    "unknown keys",
+                    format!(
+                        "the webhook factory accepted the unknown {kind} `{key}`: declare the plugin's settings and secrets as serde structs with #[serde(deny_unknown_fields)] and call config.typed::<Settings, Secrets>()? first in every factory (docs/plugins.md), so that a misspelt key stops start-up instead of failing every webhook with a 401"
+                    ),
+                ),
+                Err(panic) => self.report.fail(
+                    None,
+                    "unknown keys",
+                    format!("the webhook factory panicked on the unknown {kind} `{key}`: {panic}"),
                 ),
             }
         }

@@ -44,6 +44,26 @@ enum Bug {
     SlicesTextBytes,
     /// Stores the request with its headers, the token among them.
     StoresHeaders,
+    /// The factory does not check the keys, so a misspelt secret is accepted.
+    AcceptsUnknownKeys,
+}
+
+/// The settings of the kit's test plugins.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KitSettings {
+    /// A setting the plugins do not read.
+    #[allow(dead_code)] // reason: declared so that the factory refuses other keys, never read
+    region: Option<String>,
+}
+
+/// The secrets of the kit's test plugins.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KitSecrets {
+    /// The token of `X-Switchboard-Token`.
+    #[allow(dead_code)] // reason: declared so that the factory refuses other keys, never read
+    webhook_secret: Option<switchboard_core::Secret>,
 }
 
 #[derive(Debug)]
@@ -207,6 +227,9 @@ fn text_or<'a>(root: &'a Value, name: &str) -> Result<Option<&'a str>, Error> {
 macro_rules! kit_plugin {
     ($factory:ident, $vendor:literal, $bug:expr) => {
         fn $factory(config: &ConnectionConfig) -> Result<Box<dyn WebhookSource>, Error> {
+            if $bug != Bug::AcceptsUnknownKeys {
+                config.typed::<KitSettings, KitSecrets>()?;
+            }
             if config.verify && $bug != Bug::AcceptsMissingSecret {
                 config.required_secret("webhook_secret")?;
             }
@@ -241,6 +264,7 @@ kit_plugin!(
 kit_plugin!(collides, "kitcollides", Bug::OneDedupKeyTwoContents);
 kit_plugin!(slices, "kitslices", Bug::SlicesTextBytes);
 kit_plugin!(stores, "kitstores", Bug::StoresHeaders);
+kit_plugin!(unknown_keys, "kitunknownkeys", Bug::AcceptsUnknownKeys);
 
 fn data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/kit")
@@ -412,6 +436,20 @@ fn a_factory_that_accepts_verification_without_a_secret_is_caught() {
             "missing secrets:",
             "accepted a connection with verify = true and no settings and no secrets",
             "accepted a connection with verify = true and the settings of .connection() but none of its secrets",
+        ],
+    );
+    // Its webhooks themselves are fine.
+    assert!(!report.contains("[hello]"), "{report}");
+}
+
+#[test]
+fn a_factory_that_accepts_a_misspelt_key_is_caught() {
+    let report = assert_caught(
+        "kitunknownkeys",
+        &[
+            "unknown keys:",
+            "accepted the unknown setting `conformance_misspelt_setting`",
+            "accepted the unknown secret `conformance_misspelt_secret`",
         ],
     );
     // Its webhooks themselves are fine.
