@@ -1,7 +1,7 @@
 //! A newcomer's first hour, through the real binary: the README's config starts as pasted,
 //! start-up warns about what is probably a mistake, both reflection versions answer,
 //! `/metrics` is complete before the first event, the CLI's output is consistent and fits,
-//! and a foreign or busy data directory is refused in words.
+//! a foreign or busy data directory is refused in words, and so is a misspelt setting or secret.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
