@@ -388,3 +388,28 @@ async fn a_connection_verified_by_public_values_alone_is_flagged() {
         assert_eq!(warning(vendor), None, "{vendor}");
     }
 }
+
+/// Finding 3, HTTP/2: one connection cannot open more than `webhook_http2_max_streams` streams
+/// at once (the server says so in its SETTINGS), so three connections cannot hold 600 slots.
+#[tokio::test]
+async fn webhook_connections_cap_concurrent_http2_streams() {
+    let sandbox = Sandbox::start_with(|config| {
+        config.limits.webhook_http2_max_streams = 7;
+    })
+    .await;
+    let tcp = tokio::net::TcpStream::connect(sandbox.http_addr())
+        .await
+        .expect("connect");
+    let (mut client, connection) = h2::client::handshake(tcp).await.expect("h2c handshake");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client = client.ready().await.expect("ready");
+    // One request, so that the server's SETTINGS have been read.
+    let request = http::Request::get(format!("http://{}/healthz", sandbox.http_addr()))
+        .body(())
+        .expect("request");
+    let (response, _) = client.send_request(request, true).expect("sent");
+    assert_eq!(response.await.expect("answer").status(), 200);
+    assert_eq!(client.current_max_send_streams(), 7);
+}
