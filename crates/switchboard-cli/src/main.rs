@@ -143,7 +143,7 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum KeysCommand {
-    /// Print a fresh random API key (once) and the [[api_keys]] config entry with its hash.
+    /// Print a fresh random API key (once) and the `[[api_keys]]` config entry with its hash.
     New {
         /// The key's name, shown in the server's logs (letters, digits, `-`, `_`, `.`).
         #[arg(long)]

@@ -1,4 +1,5 @@
-//! Pull sync: pages a connection's vendor API into the store through its [`Connector`].
+//! Pull sync: pages a connection's vendor API into the store through its
+//! [`Connector`](switchboard_core::Connector).
 //!
 //! Each page's events and the cursor after it are appended in one store transaction, so a sync
 //! stopped at any point (cancelled, killed, vendor down) resumes from the last saved page and

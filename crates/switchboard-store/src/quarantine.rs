@@ -108,7 +108,7 @@ impl Default for QuarantineLimits {
     }
 }
 
-/// The quarantine's totals, kept under [`META_KEY`].
+/// The quarantine's totals, kept under `meta/quarantine`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuarantineTotals {
     /// The id the next entry gets.

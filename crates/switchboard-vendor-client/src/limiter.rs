@@ -16,7 +16,7 @@ use tokio::time::Instant;
 /// no window of the given length ever holds more than `calls` grants, and waiters are served in
 /// arrival order. Unlike a token bucket it never allows a burst above the limit.
 ///
-/// The window it keeps is 1% longer than the vendor's ([`margin`]): a vendor that counts
+/// The window it keeps is 1% longer than the vendor's (`margin`): a vendor that counts
 /// closed windows, or whose clock runs a little differently, still never sees `calls + 1`
 /// (granting call `calls + 1` exactly one window after the first would be `calls + 1` in the
 /// closed window `[first, first + window]`).
