@@ -170,7 +170,9 @@ pub(crate) fn value_depth(value: &serde_json::Value) -> usize {
 }
 
 /// The fields of a log entry before its payload: they are flat, so they decode even when the
-/// payload does not.
+/// payload does not. They repeat `EventIn`'s first fields on purpose: `EventIn` cannot embed
+/// this with `#[serde(flatten)]` without decoding through serde's buffering path, the cost the
+/// flat shape exists to avoid (see the module docs).
 #[derive(Deserialize)]
 struct EventHead {
     sequence: u64,
