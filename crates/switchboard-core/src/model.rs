@@ -329,6 +329,73 @@ pub struct Ticket {
     pub updated_at: Timestamp,
 }
 
+impl Ticket {
+    /// Applies a hub-side change at `now` (never before the ticket's last change): the message
+    /// becomes an agent message in its history, the other fields are replaced. Returns
+    /// whether anything changed; `updated_at` moves only then. A requester e-mail must look
+    /// like one.
+    pub fn apply_change(
+        &mut self,
+        change: &crate::TicketChange,
+        now: Timestamp,
+    ) -> Result<bool, crate::Error> {
+        let now = now.max(self.updated_at);
+        let mut changed = false;
+        if let Some(subject) = &change.subject {
+            self.subject = subject.clone();
+            changed = true;
+        }
+        if let Some(status) = change.status {
+            self.status = status;
+            changed = true;
+        }
+        if let Some(assignee) = &change.assignee_id {
+            self.assignee = Some(Participant {
+                id: assignee.clone(),
+                ..Participant::default()
+            });
+            changed = true;
+        }
+        if let Some(update) = &change.requester {
+            let mut requester = self.requester.clone().unwrap_or_default();
+            if let Some(email) = &update.email {
+                if !email.contains('@') {
+                    return Err(crate::Error::invalid(
+                        "the requester e-mail must be an e-mail address",
+                    ));
+                }
+                requester.id = email.clone();
+                requester.email = Some(email.clone());
+            }
+            if let Some(name) = &update.name {
+                requester.name = Some(name.clone());
+            }
+            self.requester = Some(requester);
+            changed = true;
+        }
+        if let Some(tags) = &change.tags {
+            self.tags = tags.clone();
+            changed = true;
+        }
+        if let Some(message) = change.message.as_ref().filter(|m| !m.trim().is_empty()) {
+            self.events.push(TicketEvent {
+                author: None,
+                author_type: Some("agent".to_owned()),
+                date: Some(now),
+                message: message.clone(),
+                kind: Some("message".to_owned()),
+                is_private: false,
+                source: None,
+            });
+            changed = true;
+        }
+        if changed {
+            self.updated_at = now;
+        }
+        Ok(changed)
+    }
+}
+
 /// An agent of a vendor account, generalized from LiveChat's agent schemas.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Agent {

@@ -113,6 +113,18 @@ pub enum StoreError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A store-side command found nothing to act on (a ticket update of a ticket the store
+    /// does not hold).
+    #[error("{0}")]
+    NotFound(String),
+    /// A store-side command was refused by the model's rules (an update that changes
+    /// nothing, a malformed e-mail); nothing changed.
+    #[error("{0}")]
+    Refused(switchboard_core::Error),
+    /// The backend cannot be reached (a database server down or unreachable); nothing
+    /// changed. Retry once it is back.
+    #[error("the store's database cannot be reached ({0}); retry, and check the database")]
+    Unavailable(String),
     /// A stored record does not decode.
     #[error(
         "the stored record {key} does not decode ({reason}); the store may be corrupt, restore it from a backup"
@@ -132,7 +144,12 @@ impl StoreError {
             StoreError::BadPageToken
             | StoreError::PageTokenMismatch
             | StoreError::InvalidArgument(_) => ErrorCode::InvalidArgument,
-            StoreError::Closed | StoreError::WriterGone | StoreError::Failed(_) => {
+            StoreError::NotFound(_) => ErrorCode::NotFound,
+            StoreError::Refused(error) => error.code,
+            StoreError::Closed
+            | StoreError::WriterGone
+            | StoreError::Failed(_)
+            | StoreError::Unavailable(_) => {
                 ErrorCode::Unavailable
             }
             StoreError::SchemaMismatch { .. } | StoreError::NotAStore { .. } => {

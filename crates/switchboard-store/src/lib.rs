@@ -169,6 +169,7 @@
 //! **Architecture Invariant:** only the writer thread writes to the tree (the schema key at
 //! creation aside); readers never see half of a group.
 
+mod contract;
 mod error;
 mod keys;
 mod quarantine;
@@ -178,6 +179,7 @@ mod tail;
 mod types;
 mod writer;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -192,6 +194,7 @@ use switchboard_core::{
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
+pub use crate::contract::{Claim, Storage, TicketUpdate};
 pub use crate::error::StoreError;
 pub use crate::quarantine::{
     NewQuarantined, QuarantineLimits, QuarantineOp, QuarantineTotals, Quarantined,
@@ -222,6 +225,8 @@ struct Inner {
     writer: Mutex<Option<JoinHandle<Result<(), StoreError>>>>,
     tail: Arc<TailCache>,
     failed: Failure,
+    /// Idempotency keys claimed, with when each lease runs out.
+    claims: Mutex<HashMap<(ConnectionId, String), Instant>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -436,6 +441,7 @@ impl Store {
                 writer: Mutex::new(Some(thread)),
                 tail,
                 failed,
+                claims: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -469,6 +475,44 @@ impl Store {
         })
         .await?;
         answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Runs a hub-native ticket update in the writer thread (see [`Storage::update_ticket`]).
+    pub async fn update_ticket(&self, update: TicketUpdate) -> Result<Ticket, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::UpdateTicket {
+            update,
+            request: None,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Reserves an idempotency key (see [`Storage::claim_idempotency_key`]). One process owns
+    /// a sled store, so the claims live in its memory: a restart frees them all, as it ends
+    /// every create that held one.
+    pub fn claim_idempotency_key(
+        &self,
+        connection: &ConnectionId,
+        key: &str,
+        lease: Duration,
+    ) -> Claim {
+        let now = Instant::now();
+        let mut claims = lock(&self.inner.claims);
+        claims.retain(|_, until| *until > now);
+        match claims.entry((connection.clone(), key.to_owned())) {
+            std::collections::hash_map::Entry::Occupied(_) => Claim::Busy,
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                entry.insert(now + lease);
+                Claim::Claimed
+            }
+        }
+    }
+
+    /// Releases a claimed idempotency key.
+    pub fn release_idempotency_key(&self, connection: &ConnectionId, key: &str) {
+        lock(&self.inner.claims).remove(&(connection.clone(), key.to_owned()));
     }
 
     async fn send(&self, command: Command) -> Result<(), StoreError> {
@@ -736,6 +780,150 @@ impl Store {
             Some(writer) => writer.join().map_err(|_| StoreError::WriterGone)?,
             None => Ok(()),
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl Storage for Store {
+    fn backend(&self) -> &'static str {
+        "sled"
+    }
+
+    async fn append(&self, request: AppendRequest) -> Result<AppendReceipt, StoreError> {
+        Store::append(self, request).await
+    }
+
+    async fn record_sync_error(
+        &self,
+        connection: &ConnectionId,
+        message: String,
+    ) -> Result<(), StoreError> {
+        Store::record_sync_error(self, connection, message).await
+    }
+
+    async fn update_ticket(&self, update: TicketUpdate) -> Result<Ticket, StoreError> {
+        Store::update_ticket(self, update).await
+    }
+
+    async fn claim_idempotency_key(
+        &self,
+        connection: &ConnectionId,
+        key: &str,
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
+        Ok(Store::claim_idempotency_key(self, connection, key, lease))
+    }
+
+    async fn release_idempotency_key(
+        &self,
+        connection: &ConnectionId,
+        key: &str,
+    ) -> Result<(), StoreError> {
+        Store::release_idempotency_key(self, connection, key);
+        Ok(())
+    }
+
+    fn head(&self) -> Sequence {
+        Store::head(self)
+    }
+
+    fn subscribe_head(&self) -> watch::Receiver<Sequence> {
+        Store::subscribe_head(self)
+    }
+
+    async fn read_events(
+        &self,
+        after: Sequence,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        if let Some(events) = Store::read_events_cached_bounded(self, after, limit, max_bytes) {
+            return Ok(events);
+        }
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.read_events_bounded(after, limit, max_bytes))
+            .await
+            .map_err(|_| StoreError::WriterGone)?
+    }
+
+    fn read_events_cached(
+        &self,
+        after: Sequence,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Option<Vec<Event>> {
+        Store::read_events_cached_bounded(self, after, limit, max_bytes)
+    }
+
+    async fn event_by_dedup_key(
+        &self,
+        connection: &ConnectionId,
+        dedup_key: &str,
+    ) -> Result<Option<Event>, StoreError> {
+        Store::event_by_dedup_key(self, connection, dedup_key)
+    }
+
+    async fn get_conversation(
+        &self,
+        id: &ConversationId,
+    ) -> Result<Option<Conversation>, StoreError> {
+        Store::get_conversation(self, id)
+    }
+
+    async fn list_conversations(
+        &self,
+        query: &ConversationQuery,
+    ) -> Result<ConversationPage, StoreError> {
+        Store::list_conversations(self, query)
+    }
+
+    async fn conversation_count(&self) -> Result<u64, StoreError> {
+        Store::conversation_count(self)
+    }
+
+    async fn get_ticket(&self, id: &TicketId) -> Result<Option<Ticket>, StoreError> {
+        Store::get_ticket(self, id)
+    }
+
+    async fn list_tickets(&self, query: &TicketListQuery) -> Result<TicketListPage, StoreError> {
+        Store::list_tickets(self, query)
+    }
+
+    async fn list_agents(&self, connection: &ConnectionId) -> Result<Vec<Agent>, StoreError> {
+        Store::list_agents(self, connection)
+    }
+
+    async fn sync_state(&self, connection: &ConnectionId) -> Result<Option<SyncState>, StoreError> {
+        Store::sync_state(self, connection)
+    }
+
+    async fn list_quarantine(
+        &self,
+        after: u64,
+        limit: usize,
+        connections: &[ConnectionId],
+    ) -> Result<(Vec<Quarantined>, Option<u64>), StoreError> {
+        Store::list_quarantine(self, after, limit, connections)
+    }
+
+    async fn get_quarantined(&self, id: u64) -> Result<Option<Quarantined>, StoreError> {
+        Store::get_quarantined(self, id)
+    }
+
+    async fn quarantine_totals(&self) -> Result<QuarantineTotals, StoreError> {
+        Store::quarantine_totals(self)
+    }
+
+    fn failure(&self) -> Option<String> {
+        Store::failure(self)
+    }
+
+    fn is_ready(&self) -> bool {
+        Store::is_ready(self)
+    }
+
+    async fn close_within(&self, limit: Duration) -> Result<bool, StoreError> {
+        Store::close_within(self, limit).await
     }
 }
 

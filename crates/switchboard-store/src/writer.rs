@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use switchboard_core::{
-    Agent, ConnectionId, Conversation, ConversationId, Event, EventPayload, IncomingEvent,
-    Sequence, Ticket,
+    Agent, ConnectionId, Conversation, ConversationId, Event, EventKind, EventPayload,
+    IncomingEvent, Sequence, Ticket,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, info};
@@ -21,7 +21,7 @@ use crate::keys::{self, IndexFamily};
 use crate::quarantine::{self, QuarantineLimits, QuarantineOp, QuarantineTotals, Quarantined};
 use crate::record::{NewEvent, encode, encode_event, load};
 use crate::tail::TailCache;
-use crate::{AppendReceipt, AppendRequest, StoreError, StoreOptions, SyncState};
+use crate::{AppendReceipt, AppendRequest, StoreError, StoreOptions, SyncState, TicketUpdate};
 
 /// What the writer is asked to do.
 pub(crate) enum Command {
@@ -36,6 +36,20 @@ pub(crate) enum Command {
         message: String,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// Read a ticket, apply a change, append the result: one serialized step. `request` is
+    /// the append it became, once prepared.
+    UpdateTicket {
+        update: TicketUpdate,
+        request: Option<AppendRequest>,
+        reply: oneshot::Sender<Result<Ticket, StoreError>>,
+    },
+}
+
+/// What a command of a group did, answered once the group is durable.
+pub(crate) enum Outcome {
+    Append(AppendReceipt),
+    Done,
+    Ticket(Result<Ticket, StoreError>),
 }
 
 impl Command {
@@ -44,6 +58,30 @@ impl Command {
         match self {
             Command::Append { reply, .. } => drop(reply.send(Err(error()))),
             Command::SyncError { reply, .. } => drop(reply.send(Err(error()))),
+            Command::UpdateTicket { reply, .. } => drop(reply.send(Err(error()))),
+        }
+    }
+
+    /// The append this command is (or became), if any.
+    fn request(&self) -> Option<&AppendRequest> {
+        match self {
+            Command::Append { request, .. } => Some(request),
+            Command::UpdateTicket { request, .. } => request.as_ref(),
+            Command::SyncError { .. } => None,
+        }
+    }
+
+    fn answer(self, outcome: Outcome) {
+        // A caller that stopped waiting is no longer interested; its events are stored.
+        match (self, outcome) {
+            (Command::Append { reply, .. }, Outcome::Append(receipt)) => {
+                drop(reply.send(Ok(receipt)))
+            }
+            (Command::SyncError { reply, .. }, _) => drop(reply.send(Ok(()))),
+            (Command::UpdateTicket { reply, .. }, Outcome::Ticket(result)) => {
+                drop(reply.send(result))
+            }
+            (command, _) => command.fail(|| StoreError::Commit("mismatched outcome".into())),
         }
     }
 }
@@ -152,7 +190,7 @@ impl Failure {
 /// A group applied to sled (in memory) and waiting for the flush that makes it durable.
 pub(crate) struct Staged {
     commands: Vec<Command>,
-    receipts: Vec<AppendReceipt>,
+    receipts: Vec<Outcome>,
     /// The new events, in sequence order.
     events: Vec<AppendedEvent>,
     /// The head once this group is durable.
@@ -166,9 +204,7 @@ impl Staged {
     /// The events this group appended, whole, in sequence order.
     fn new_events(&self) -> impl Iterator<Item = Event> + '_ {
         self.events.iter().filter_map(|appended| {
-            let Some(Command::Append { request, .. }) = self.commands.get(appended.command) else {
-                return None;
-            };
+            let request = self.commands.get(appended.command)?.request()?;
             Some(Event {
                 sequence: appended.sequence,
                 id: appended.id.clone(),
@@ -191,7 +227,7 @@ impl Staged {
 struct Prepared {
     batch: sled::Batch,
     head: u64,
-    receipts: Vec<AppendReceipt>,
+    receipts: Vec<Outcome>,
     appended: Vec<AppendedEvent>,
 }
 
@@ -268,7 +304,7 @@ pub(crate) fn run(
 impl Writer {
     /// Prepares one group and applies it to sled as one atomic batch; `None` if it failed
     /// (every request of it has been answered then).
-    pub(crate) fn stage(&mut self, commands: Vec<Command>) -> Option<Staged> {
+    pub(crate) fn stage(&mut self, mut commands: Vec<Command>) -> Option<Staged> {
         if let Some(reason) = self.failed.get() {
             for command in commands {
                 command.fail(|| StoreError::Failed(reason.clone()));
@@ -281,7 +317,7 @@ impl Writer {
             head: new_head,
             receipts,
             appended: events,
-        } = match self.prepare(&commands) {
+        } = match self.prepare(&mut commands) {
             Ok(prepared) => prepared,
             Err(e) => {
                 // Nothing was written: the store stays usable.
@@ -315,20 +351,32 @@ impl Writer {
         })
     }
 
-    fn prepare(&self, commands: &[Command]) -> Result<Prepared, StoreError> {
+    fn prepare(&self, commands: &mut [Command]) -> Result<Prepared, StoreError> {
         let mut pending = Pending::new(&self.db, self.head, self.options.quarantine);
         let mut receipts = Vec::with_capacity(commands.len());
-        for (i, command) in commands.iter().enumerate() {
+        for (i, command) in commands.iter_mut().enumerate() {
             match command {
-                Command::Append { request, .. } => receipts.push(pending.append(i, request)?),
+                Command::Append { request, .. } => {
+                    receipts.push(Outcome::Append(pending.append(i, request)?))
+                }
                 Command::SyncError {
                     connection,
                     message,
                     ..
                 } => {
                     pending.sync_state(connection)?.last_error = Some(message.clone());
-                    receipts.push(AppendReceipt::default());
+                    receipts.push(Outcome::Done);
                 }
+                Command::UpdateTicket {
+                    update, request, ..
+                } => match pending.update_ticket(update)? {
+                    Ok((append, ticket)) => {
+                        pending.append(i, &append)?;
+                        *request = Some(append);
+                        receipts.push(Outcome::Ticket(Ok(ticket)));
+                    }
+                    Err(refused) => receipts.push(Outcome::Ticket(Err(refused))),
+                },
             }
         }
         let appended = std::mem::take(&mut pending.appended);
@@ -406,12 +454,8 @@ impl Flusher {
                 micros = (seconds * 1e6) as u64,
                 "group commit"
             );
-            for (command, receipt) in group.commands.into_iter().zip(group.receipts) {
-                // A caller that stopped waiting is no longer interested; its events are stored.
-                match command {
-                    Command::Append { reply, .. } => drop(reply.send(Ok(receipt))),
-                    Command::SyncError { reply, .. } => drop(reply.send(Ok(()))),
-                }
+            for (command, outcome) in group.commands.into_iter().zip(group.receipts) {
+                command.answer(outcome);
             }
         }
     }
@@ -651,6 +695,46 @@ impl<'a> Pending<'a> {
             EventPayload::Vendor { .. } => {}
         }
         Ok(())
+    }
+
+    /// The append a ticket update becomes, with the updated ticket; the inner error when the
+    /// update is refused (nothing is written for it then).
+    fn update_ticket(
+        &mut self,
+        update: &TicketUpdate,
+    ) -> Result<Result<(AppendRequest, Ticket), StoreError>, StoreError> {
+        let key = keys::ticket_key(&update.id.connection, &update.id.external_id);
+        let current = match self.tickets.get(&key) {
+            Some(stored) => Some(stored.ticket.clone()),
+            None => load::<StoredTicket>(self.tree, &key)?.map(|stored| stored.ticket),
+        };
+        let Some(mut ticket) = current else {
+            return Ok(Err(StoreError::NotFound(format!("no ticket {}", update.id))));
+        };
+        match ticket.apply_change(&update.change, update.at) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Ok(Err(StoreError::Refused(switchboard_core::Error::invalid(
+                    "the update changes nothing; set at least one of message, subject, status, assignee, requester, tags",
+                ))));
+            }
+            Err(refused) => return Ok(Err(StoreError::Refused(refused))),
+        }
+        let event = IncomingEvent {
+            dedup_key: format!(
+                "ticket_update:{}:{}",
+                update.id.external_id,
+                uuid::Uuid::now_v7()
+            ),
+            kind: EventKind::TicketUpdated,
+            vendor_event: format!("switchboard.{}", EventKind::TicketUpdated.as_str()),
+            occurred_at: ticket.updated_at,
+            payload: EventPayload::Ticket(ticket.clone()),
+        };
+        let mut request =
+            AppendRequest::new(update.id.connection.clone(), update.vendor.clone(), vec![event]);
+        request.received_at = update.at;
+        Ok(Ok((request, ticket)))
     }
 
     fn sync_state(&mut self, connection: &ConnectionId) -> Result<&mut SyncState, StoreError> {
