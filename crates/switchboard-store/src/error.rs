@@ -149,9 +149,7 @@ impl StoreError {
             StoreError::Closed
             | StoreError::WriterGone
             | StoreError::Failed(_)
-            | StoreError::Unavailable(_) => {
-                ErrorCode::Unavailable
-            }
+            | StoreError::Unavailable(_) => ErrorCode::Unavailable,
             StoreError::SchemaMismatch { .. } | StoreError::NotAStore { .. } => {
                 ErrorCode::FailedPrecondition
             }

@@ -481,7 +481,7 @@ impl Store {
     pub async fn update_ticket(&self, update: TicketUpdate) -> Result<Ticket, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::UpdateTicket {
-            update,
+            update: Box::new(update),
             request: None,
             reply,
         })

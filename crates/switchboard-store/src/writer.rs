@@ -39,8 +39,8 @@ pub(crate) enum Command {
     /// Read a ticket, apply a change, append the result: one serialized step. `request` is
     /// the append it became, once prepared.
     UpdateTicket {
-        update: TicketUpdate,
-        request: Option<AppendRequest>,
+        update: Box<TicketUpdate>,
+        request: Option<Box<AppendRequest>>,
         reply: oneshot::Sender<Result<Ticket, StoreError>>,
     },
 }
@@ -49,7 +49,7 @@ pub(crate) enum Command {
 pub(crate) enum Outcome {
     Append(AppendReceipt),
     Done,
-    Ticket(Result<Ticket, StoreError>),
+    Ticket(Box<Result<Ticket, StoreError>>),
 }
 
 impl Command {
@@ -66,7 +66,7 @@ impl Command {
     fn request(&self) -> Option<&AppendRequest> {
         match self {
             Command::Append { request, .. } => Some(request),
-            Command::UpdateTicket { request, .. } => request.as_ref(),
+            Command::UpdateTicket { request, .. } => request.as_deref(),
             Command::SyncError { .. } => None,
         }
     }
@@ -79,7 +79,7 @@ impl Command {
             }
             (Command::SyncError { reply, .. }, _) => drop(reply.send(Ok(()))),
             (Command::UpdateTicket { reply, .. }, Outcome::Ticket(result)) => {
-                drop(reply.send(result))
+                drop(reply.send(*result))
             }
             (command, _) => command.fail(|| StoreError::Commit("mismatched outcome".into())),
         }
@@ -372,10 +372,10 @@ impl Writer {
                 } => match pending.update_ticket(update)? {
                     Ok((append, ticket)) => {
                         pending.append(i, &append)?;
-                        *request = Some(append);
-                        receipts.push(Outcome::Ticket(Ok(ticket)));
+                        *request = Some(Box::new(append));
+                        receipts.push(Outcome::Ticket(Box::new(Ok(ticket))));
                     }
-                    Err(refused) => receipts.push(Outcome::Ticket(Err(refused))),
+                    Err(refused) => receipts.push(Outcome::Ticket(Box::new(Err(refused)))),
                 },
             }
         }
@@ -709,7 +709,10 @@ impl<'a> Pending<'a> {
             None => load::<StoredTicket>(self.tree, &key)?.map(|stored| stored.ticket),
         };
         let Some(mut ticket) = current else {
-            return Ok(Err(StoreError::NotFound(format!("no ticket {}", update.id))));
+            return Ok(Err(StoreError::NotFound(format!(
+                "no ticket {}",
+                update.id
+            ))));
         };
         match ticket.apply_change(&update.change, update.at) {
             Ok(true) => {}
@@ -731,8 +734,11 @@ impl<'a> Pending<'a> {
             occurred_at: ticket.updated_at,
             payload: EventPayload::Ticket(ticket.clone()),
         };
-        let mut request =
-            AppendRequest::new(update.id.connection.clone(), update.vendor.clone(), vec![event]);
+        let mut request = AppendRequest::new(
+            update.id.connection.clone(),
+            update.vendor.clone(),
+            vec![event],
+        );
         request.received_at = update.at;
         Ok(Ok((request, ticket)))
     }
