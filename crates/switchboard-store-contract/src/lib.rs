@@ -115,16 +115,27 @@ pub fn __run(case: &str, future: impl Future<Output = ()>) {
 
 /// Expands to one `#[test]` per contract case, each building its backend with `$backend`
 /// (evaluated inside the case's tokio runtime, so it may `.await`), plus one test that checks
-/// the list is complete.
+/// the list is complete. Attributes before the expression go on every case's test (e.g.
+/// `#[ignore = "needs a database"]`).
 ///
 /// ```ignore
 /// switchboard_store_contract::contract_tests!(SledBackend::default());
+/// switchboard_store_contract::contract_tests!(
+///     #[ignore = "needs SWITCHBOARD_TEST_POSTGRES"]
+///     PgBackend::connect().await
+/// );
 /// ```
 #[macro_export]
 macro_rules! contract_tests {
-    ($backend:expr) => {
+    (#[$meta:meta] $($rest:tt)+) => {
+        $crate::contract_tests!(@attrs [#[$meta]] $($rest)+);
+    };
+    (@attrs [$($attrs:tt)*] #[$meta:meta] $($rest:tt)+) => {
+        $crate::contract_tests!(@attrs [$($attrs)* #[$meta]] $($rest)+);
+    };
+    (@attrs [$($attrs:tt)*] $backend:expr) => {
         $crate::__contract_tests!(
-            $backend;
+            [$($attrs)*] $backend;
             a_fresh_store_is_empty,
             append_then_read_events,
             unusual_text_round_trips,
@@ -152,21 +163,16 @@ macro_rules! contract_tests {
             bad_input_changes_nothing,
         );
     };
+    ($backend:expr) => {
+        $crate::contract_tests!(@attrs [] $backend);
+    };
 }
 
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __contract_tests {
-    ($backend:expr; $($case:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $case() {
-                $crate::__run(stringify!($case), async {
-                    let backend = $backend;
-                    $crate::cases::$case(&backend).await;
-                });
-            }
-        )*
+    ([$($meta:tt)*] $backend:expr; $($case:ident),* $(,)?) => {
+        $crate::__contract_tests!(@each [$($meta)*] $backend; $($case,)*);
 
         #[test]
         fn contract_tests_cover_every_case() {
@@ -178,4 +184,17 @@ macro_rules! __contract_tests {
             );
         }
     };
+    (@each [$($meta:tt)*] $backend:expr; $case:ident, $($rest:ident,)*) => {
+        #[test]
+        $($meta)*
+        fn $case() {
+            $crate::__run(stringify!($case), async {
+                let backend = $backend;
+                $crate::cases::$case(&backend).await;
+            });
+        }
+
+        $crate::__contract_tests!(@each [$($meta)*] $backend; $($rest,)*);
+    };
+    (@each [$($meta:tt)*] $backend:expr;) => {};
 }

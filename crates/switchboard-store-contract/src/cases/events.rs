@@ -309,8 +309,6 @@ pub async fn dedup_within_and_across_requests_and_restarts(backend: &dyn Backend
         "b, c after a, b"
     );
 
-    let mut head_watch = store.subscribe_head();
-    head_watch.mark_unchanged();
     let receipt = append(
         &store,
         "only duplicates",
@@ -720,6 +718,40 @@ pub async fn everything_acknowledged_survives_reopen(backend: &dyn Backend) {
         after.count, before.count,
         "conversation_count after a restart"
     );
+    assert_eq!(
+        after.full_conversations, before.full_conversations,
+        "get_conversation after a restart"
+    );
+    assert_eq!(after.ticket, before.ticket, "get_ticket after a restart");
+    let chat_1 = after.full_conversations[0]
+        .as_ref()
+        .expect("chat-1 after a restart");
+    assert_eq!(
+        chat_1.messages["m1"].value.text, "hello",
+        "chat-1's message after a restart"
+    );
+    assert!(
+        after.full_conversations[1].is_some(),
+        "chat-2 after a restart"
+    );
+    assert_eq!(
+        after.ticket.as_ref().map(|t| t.status),
+        Some(switchboard_core::TicketStatus::Pending),
+        "t-1 after a restart"
+    );
+    assert_eq!(
+        after.agents[0]
+            .iter()
+            .map(|a| a.login.as_str())
+            .collect::<Vec<_>>(),
+        vec!["a@example.com"],
+        "agents of a after a restart"
+    );
+    assert_eq!(
+        after.sync[0].as_ref().and_then(|s| s.cursor.as_deref()),
+        Some("cursor-1"),
+        "a's cursor after a restart"
+    );
     assert_eq!(after.tickets, before.tickets, "tickets after a restart");
     assert_eq!(after.agents, before.agents, "agents after a restart");
     assert_eq!(after.sync, before.sync, "sync state after a restart");
@@ -761,6 +793,8 @@ pub async fn everything_acknowledged_survives_reopen(backend: &dyn Backend) {
 struct Snapshot {
     events: Vec<switchboard_core::Event>,
     conversations: Vec<switchboard_core::Conversation>,
+    full_conversations: Vec<Option<switchboard_core::Conversation>>,
+    ticket: Option<switchboard_core::Ticket>,
     count: u64,
     tickets: Vec<(switchboard_core::ConnectionId, switchboard_core::Ticket)>,
     agents: Vec<Vec<switchboard_core::Agent>>,
@@ -781,7 +815,15 @@ impl Snapshot {
             agents.push(store.list_agents(c).await.expect("list_agents"));
             sync.push(store.sync_state(c).await.expect("sync_state"));
         }
+        let mut full_conversations = Vec::new();
+        for chat in ["chat-1", "chat-2"] {
+            let id = switchboard_core::ConversationId::new(connections[0].clone(), chat);
+            full_conversations.push(store.get_conversation(&id).await.expect("get_conversation"));
+        }
+        let ticket_id = switchboard_core::TicketId::new(connections[0].clone(), "t-1");
         Snapshot {
+            full_conversations,
+            ticket: store.get_ticket(&ticket_id).await.expect("get_ticket"),
             events: read_all(store).await,
             conversations: store
                 .list_conversations(&query)
