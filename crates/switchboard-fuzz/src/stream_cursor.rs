@@ -13,7 +13,8 @@ use switchboard_proto::v1;
 use switchboard_proto::v1::stream_events_request::Start;
 use switchboard_proto::v1::switchboard_server::Switchboard;
 use switchboard_server::Connections;
-use switchboard_server::grpc::{StreamOptions, SwitchboardService};
+use switchboard_server::app::{App, AppOptions};
+use switchboard_server::grpc::SwitchboardService;
 use tokio_stream::StreamExt as _;
 
 use crate::input::{Reader, text};
@@ -40,13 +41,15 @@ fn service() -> &'static Service {
             .read_events(switchboard_core::Sequence::ZERO, usize::MAX)
             .unwrap_or_else(|e| panic!("cannot read the fixture store's log: {e}"));
         Service {
-            service: SwitchboardService::new(
-                store.clone(),
+            service: SwitchboardService::new(App::new(
+                std::sync::Arc::new(store.clone()),
                 Connections::default(),
-                VENDORS.to_vec(),
-                shutdown_rx,
-                StreamOptions::default(),
-            ),
+                AppOptions {
+                    vendors: VENDORS.to_vec(),
+                    shutdown: Some(shutdown_rx),
+                    ..AppOptions::default()
+                },
+            )),
             events,
             _shutdown: shutdown,
         }

@@ -111,6 +111,19 @@ impl Connections {
         })
     }
 
+    /// Connections built elsewhere (tests and benches with connectors of their own); a later
+    /// connection with the same id replaces an earlier one.
+    pub fn new(connections: impl IntoIterator<Item = Connection>) -> Self {
+        Connections {
+            by_id: Arc::new(
+                connections
+                    .into_iter()
+                    .map(|c| (c.config.id.clone(), Arc::new(c)))
+                    .collect(),
+            ),
+        }
+    }
+
     /// A connection by id.
     pub fn get(&self, id: &str) -> Option<&Arc<Connection>> {
         let id = ConnectionId::new(id).ok()?;

@@ -1,6 +1,9 @@
 //! The HTTP front door: `POST /webhooks/{connection_id}`, `GET /healthz`, `GET /readyz`,
 //! `GET /metrics`.
 //!
+//! A thin adapter over [`crate::app::ingest`]: this door finds the connection, reads the body
+//! under its limits (size, read deadline, slots per peer, store permits), decodes the query,
+//! hands the delivery to the ingest service, and answers in the vendor's expected form.
 //! A webhook is answered with success only after its events are durable. On any error
 //! (unknown connection 404, body too large 413, failed verification 401, malformed body 400,
 //! store unavailable 503) nothing is stored.
@@ -20,17 +23,15 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use switchboard_core::{
-    Error, ErrorCode, IngestSummary, Timestamp, WebhookReply, WebhookRequest, WebhookSource,
-};
-use switchboard_store::{AppendRequest, Store};
+use switchboard_core::{Error, ErrorCode, Timestamp, WebhookReply, WebhookSource};
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::app::App;
+pub use crate::app::ingest::MAX_BODY_DEPTH;
+use crate::app::ingest::{Outcome, Webhook};
 use crate::conn::{Peer, PeerBodyReads};
-use crate::connections::Connections;
 use crate::limits::WebhookLimit;
 use crate::metrics::{self as telemetry, WebhookOutcome};
-use crate::quarantine::QuarantineService;
 
 /// The request id header, in requests and responses.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -38,10 +39,8 @@ pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id"
 /// Shared state of the HTTP handlers.
 #[derive(Debug, Clone)]
 pub struct HttpState {
-    /// The store.
-    pub store: Store,
-    /// The connections.
-    pub connections: Connections,
+    /// The application services (ingest, and the store for readiness).
+    pub app: App,
     /// Largest body accepted.
     pub body_limit: usize,
     /// Longest time a sender may take to deliver a webhook's body; a slower one gets 408 and
@@ -53,18 +52,14 @@ pub struct HttpState {
     pub body_reads: PeerBodyReads,
     /// Whether `/metrics` is served here (else it has an address of its own).
     pub serve_metrics: bool,
-    /// Where verified webhooks their plugin cannot map are held.
-    pub quarantine: QuarantineService,
 }
 
 impl HttpState {
     /// State with the default limits (tests and benches that build a router directly).
-    pub fn new(store: Store, connections: Connections) -> Self {
+    pub fn new(app: App) -> Self {
         let limits = crate::config::Limits::default();
         HttpState {
-            quarantine: QuarantineService::new(store.clone(), connections.clone()),
-            store,
-            connections,
+            app,
             body_limit: crate::config::DEFAULT_BODY_LIMIT,
             body_timeout: limits.webhook_body_timeout,
             permits: WebhookLimit::new(limits.webhook_max_concurrent, limits.webhook_retry_after),
@@ -129,9 +124,10 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
-    if state.store.is_ready() {
+    let storage = state.app.storage();
+    if storage.is_ready() {
         (StatusCode::OK, "ready\n").into_response()
-    } else if let Some(failure) = state.store.failure() {
+    } else if let Some(failure) = storage.failure() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
@@ -222,39 +218,6 @@ fn percent_decode(text: &str) -> Result<String, Error> {
     String::from_utf8(out).map_err(|_| Error::invalid("the query string is not UTF-8"))
 }
 
-/// The deepest JSON nesting a webhook body may have. The store keeps vendor values up to
-/// [`switchboard_store::MAX_VALUE_DEPTH`] levels; a body deeper than that is refused here with
-/// a clear reason before any plugin parses it.
-pub const MAX_BODY_DEPTH: usize = switchboard_store::MAX_VALUE_DEPTH;
-
-/// How deep the arrays and objects of a JSON text nest (brackets inside strings do not count);
-/// for a body that is not JSON, how deep its brackets nest.
-fn nesting_depth(body: &[u8]) -> usize {
-    let (mut depth, mut deepest) = (0usize, 0usize);
-    let (mut in_string, mut escaped) = (false, false);
-    for &byte in body {
-        if in_string {
-            match (escaped, byte) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    deepest
-}
-
 async fn webhook(
     State(state): State<Arc<HttpState>>,
     Path(connection_id): Path<String>,
@@ -327,7 +290,7 @@ async fn handle_webhook<'a>(
         peer,
         at: arrived,
     } = arrival;
-    let Some(connection) = state.connections.get(connection_id) else {
+    let Some(connection) = state.app.connections().get(connection_id) else {
         let error = Error::not_found(format!(
             "no connection {connection_id:?} is configured; check the URL (/webhooks/CONNECTION_ID)"
         ));
@@ -425,13 +388,6 @@ async fn handle_webhook<'a>(
             state.permits.refusal(),
         );
     };
-    let depth = nesting_depth(&body);
-    if depth > MAX_BODY_DEPTH {
-        return refuse(Error::invalid(format!(
-            "the body nests {depth} levels deep; webhooks may nest at most {MAX_BODY_DEPTH} \
-             levels (no vendor sends more), so that everything stored reads back"
-        )));
-    }
     let query = match parse_query(query.as_deref()) {
         Ok(query) => query,
         Err(error) => return refuse(error),
@@ -445,86 +401,55 @@ async fn handle_webhook<'a>(
                 .map(|v| (name.as_str().to_owned(), v.to_owned()))
         })
         .collect();
-    let received_at = Timestamp::now();
-    let request = WebhookRequest {
-        connection: &connection.config,
+    let webhook = Webhook {
         headers: &headers,
         query: &query,
         body: &body,
-        received_at,
+        request_id: Some(request_id),
+        received_at: Timestamp::now(),
     };
-    if connection.config.verify
-        && let Err(error) = source.verify(&request)
-    {
-        return refuse(error);
-    }
-    let events = match source.parse(&request) {
-        Ok(events) => events,
-        // Authentic and valid JSON, but the plugin cannot map it: held, not refused (a vendor
-        // drops what it gets a 4xx for).
-        Err(error)
-            if error.code == ErrorCode::InvalidArgument && crate::quarantine::is_json(&body) =>
-        {
-            return match state
-                .quarantine
-                .hold(connection, source, &request, Some(request_id), &error)
-                .await
-            {
-                Ok(_) => (
-                    WebhookOutcome::Quarantined,
-                    label,
-                    reply_response(source.reply(Ok(&IngestSummary {
-                        appended: 0,
-                        duplicates: 0,
-                    }))),
-                ),
-                Err(unavailable) => refuse(unavailable),
+    match state.app.ingest.webhook(connection, webhook).await {
+        Ok(ingested) => {
+            let outcome = match ingested.outcome {
+                Outcome::Accepted => WebhookOutcome::Accepted,
+                Outcome::Duplicate => WebhookOutcome::Duplicate,
+                Outcome::Quarantined(_) => WebhookOutcome::Quarantined,
             };
+            if !matches!(ingested.outcome, Outcome::Quarantined(_)) {
+                telemetry::ingest_latency(label, arrived.elapsed());
+                info!(
+                    outcome = outcome.as_str(),
+                    events = ingested.events,
+                    appended = ingested.summary.appended,
+                    duplicates = ingested.summary.duplicates,
+                    "webhook ingested"
+                );
+            }
+            (
+                outcome,
+                label,
+                reply_response(source.reply(Ok(&ingested.summary))),
+            )
         }
-        Err(error) => return refuse(error),
-    };
-    let count = events.len();
-    let append = AppendRequest {
-        connection: connection.config.id.clone(),
-        vendor: connection.plugin.vendor.to_owned(),
-        request_id: Some(request_id.to_owned()),
-        received_at,
-        raw: Some(source.raw_for_storage(&request)),
-        events,
-        sync: None,
-        quarantine: None,
-    };
-    match state.store.append(append).await {
-        Ok(receipt) => {
-            telemetry::ingest_latency(label, arrived.elapsed());
-            let summary = IngestSummary {
-                appended: receipt.appended.len(),
-                duplicates: receipt.duplicates,
-            };
-            let outcome = if summary.appended == 0 && summary.duplicates > 0 {
-                WebhookOutcome::Duplicate
-            } else {
-                WebhookOutcome::Accepted
-            };
-            info!(
-                outcome = outcome.as_str(),
-                events = count,
-                appended = summary.appended,
-                duplicates = summary.duplicates,
-                "webhook ingested"
-            );
-            (outcome, label, reply_response(source.reply(Ok(&summary))))
-        }
-        Err(error) => refuse(Error::new(
-            error.code(),
-            format!("the event could not be stored: {error}"),
-        )),
+        Err(error) => refuse(error),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use switchboard_store::Store;
+
     use super::*;
+    use crate::Connections;
+    use crate::app::AppOptions;
+
+    fn app(store: &Store) -> App {
+        App::new(
+            Arc::new(store.clone()),
+            Connections::default(),
+            AppOptions::default(),
+        )
+    }
 
     #[test]
     fn query_pairs_are_decoded_in_order() {
@@ -546,16 +471,6 @@ mod tests {
         );
         assert!(serde_urlencoded_pairs("a=%zz").is_err());
         assert!(serde_urlencoded_pairs("a=%ff").is_err());
-    }
-
-    #[test]
-    fn nesting_depth_counts_brackets_outside_strings() {
-        assert_eq!(nesting_depth(b"{}"), 1);
-        assert_eq!(nesting_depth(br#"{"a":[{"b":"[[[{{"}]}"#), 3);
-        assert_eq!(nesting_depth(br#"{"a":"\"[[","b":[1]}"#), 2);
-        assert_eq!(nesting_depth(b"plain text"), 0);
-        let deep = format!("{}{}", "[".repeat(120), "]".repeat(120));
-        assert_eq!(nesting_depth(deep.as_bytes()), 120);
     }
 
     async fn call(router: &Router, request: Request) -> (StatusCode, HeaderMap, String) {
@@ -581,7 +496,7 @@ mod tests {
         let store = Store::open(dir.path()).expect("store");
         let router = router(HttpState {
             body_limit: 1024,
-            ..HttpState::new(store.clone(), Connections::default())
+            ..HttpState::new(app(&store))
         });
         let (status, _, body) = call(&router, get("/readyz")).await;
         assert_eq!((status, body.as_str()), (StatusCode::OK, "ready\n"));
@@ -603,7 +518,7 @@ mod tests {
         let store = Store::open(dir.path()).expect("store");
         let router = router(HttpState {
             body_limit: 1024,
-            ..HttpState::new(store.clone(), Connections::default())
+            ..HttpState::new(app(&store))
         });
         let post = |id: Option<&str>| {
             let mut request = Request::post("/webhooks/no-such-connection");
@@ -681,7 +596,7 @@ mod tests {
         let store = Store::open(dir.path()).expect("store");
         let router = router(HttpState {
             body_limit: 1024,
-            ..HttpState::new(store.clone(), Connections::default())
+            ..HttpState::new(app(&store))
         });
         let request = Request::post("/webhooks/nowhere")
             .header("x-request-id", "log-req-3")

@@ -1,5 +1,9 @@
-//! Switchboard's server: the HTTP webhook intake, the gRPC service, configuration and the
-//! start-up and shutdown of both over one store.
+//! Switchboard's server: the application services ([`app`]), the two front doors that adapt
+//! them to HTTP ([`http`]: webhook intake) and gRPC ([`grpc`]), configuration, and the
+//! start-up and shutdown of everything over one store.
+//!
+//! [`start`] opens the sled store and hands it to the services as `Arc<dyn Storage>` (the
+//! storage contract); nothing past start-up knows which backend it is.
 //!
 //! **Architecture Invariant:** the server knows no vendor. Everything vendor-specific reaches it
 //! through the plugin registry; adding a vendor changes nothing here.
@@ -17,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod app;
 pub mod auth;
 pub mod config;
 pub mod conn;
@@ -25,16 +30,20 @@ pub mod grpc;
 pub mod http;
 pub mod limits;
 pub mod metrics;
-pub mod quarantine;
 pub mod status_shape;
-pub mod sync;
 pub mod tls;
 
+/// The quarantine service (it lives in [`app::quarantine`]).
+pub use app::quarantine;
+/// Pull sync (it lives in [`app::sync`]).
+pub use app::sync;
+
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use switchboard_core::Registry;
 use switchboard_proto::v1::switchboard_server::SwitchboardServer;
-use switchboard_store::{Store, StoreError};
+use switchboard_store::{Storage, Store, StoreError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -80,8 +89,11 @@ pub struct RunningServer {
     pub grpc_addr: SocketAddr,
     /// The bound address of `/metrics` when it has one of its own (`[http] metrics_addr`).
     pub metrics_addr: Option<SocketAddr>,
-    /// The store, shared with the front doors.
+    /// The sled store (for what needs the concrete backend: benches' direct reads); the
+    /// services hold it as `Arc<dyn Storage>`.
     pub store: Store,
+    /// The application services both front doors adapt.
+    pub app: app::App,
     shutdown: watch::Sender<bool>,
     http: JoinHandle<Result<(), std::io::Error>>,
     metrics: Option<JoinHandle<Result<(), std::io::Error>>>,
@@ -215,9 +227,26 @@ pub async fn start(
     let (shutdown, shutdown_rx) = watch::channel(false);
     let limits = config.limits.clone();
 
+    let storage: Arc<dyn Storage> = Arc::new(store.clone());
+    info!(backend = storage.backend(), data_dir = %config.data_dir.display(), "store open");
+    let sync_runner = sync::SyncRunner::default();
+    let app = app::App::new(
+        storage.clone(),
+        connections.clone(),
+        app::AppOptions {
+            vendors: registry.vendors(),
+            stream: grpc::StreamOptions {
+                max_subscribers: limits.max_stream_subscribers,
+                subscriber_buffer_bytes: limits.stream_subscriber_buffer_bytes,
+                total_buffer_bytes: limits.stream_total_buffer_bytes,
+                stall_timeout: limits.stream_stall_timeout,
+            },
+            shutdown: Some(shutdown_rx.clone()),
+            sync_runner: sync_runner.clone(),
+        },
+    );
     let router = http::router(http::HttpState {
-        store: store.clone(),
-        connections: connections.clone(),
+        app: app.clone(),
         body_limit: config.body_limit,
         body_timeout: limits.webhook_body_timeout,
         permits: limits::WebhookLimit::new(
@@ -226,9 +255,8 @@ pub async fn start(
         ),
         body_reads: conn::PeerBodyReads::new(limits.webhook_max_body_reads_per_peer),
         serve_metrics: config.metrics_addr.is_none(),
-        quarantine: quarantine::QuarantineService::new(store.clone(), connections.clone()),
     });
-    if let Ok(totals) = store.quarantine_totals() {
+    if let Ok(totals) = app.quarantine.totals().await {
         metrics::quarantine_entries(totals.entries);
         if totals.entries > 0 {
             warn!(
@@ -289,26 +317,13 @@ pub async fn start(
         None => None,
     };
 
-    let sync_runner = sync::SyncRunner::default();
     let syncs = sync::spawn_periodic(
         &sync_runner,
-        &store,
+        &storage,
         connections.iter().cloned(),
         &shutdown_rx,
     );
-    let service = grpc::SwitchboardService::new(
-        store.clone(),
-        connections,
-        registry.vendors(),
-        shutdown_rx.clone(),
-        grpc::StreamOptions {
-            max_subscribers: limits.max_stream_subscribers,
-            subscriber_buffer_bytes: limits.stream_subscriber_buffer_bytes,
-            total_buffer_bytes: limits.stream_total_buffer_bytes,
-            stall_timeout: limits.stream_stall_timeout,
-        },
-    )
-    .with_sync_runner(sync_runner.clone());
+    let service = grpc::SwitchboardService::new(app.clone());
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<SwitchboardServer<grpc::SwitchboardService>>()
@@ -378,6 +393,7 @@ pub async fn start(
         metrics_addr,
         metrics,
         store,
+        app,
         shutdown,
         http,
         grpc,
@@ -415,7 +431,7 @@ impl RunningServer {
         let close_limit = grace_until
             .saturating_duration_since(tokio::time::Instant::now())
             .max(STORE_CLOSE_MIN);
-        self.store.close_within(close_limit).await?;
+        self.app.storage().close_within(close_limit).await?;
         http?;
         grpc?;
         info!("switchboard stopped");

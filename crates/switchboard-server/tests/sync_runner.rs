@@ -281,9 +281,10 @@ async fn the_periodic_sync_runs_at_start_and_on_every_interval_until_shutdown() 
     let without = Arc::new(connection(None));
     let runner = SyncRunner::default();
     let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let storage: Arc<dyn switchboard_store::Storage> = Arc::new(store.clone());
     let tasks = switchboard_server::sync::spawn_periodic(
         &runner,
-        &store,
+        &storage,
         [with_interval.clone(), without],
         &shutdown,
     );

@@ -1,11 +1,11 @@
-//! `ListQuarantine` and `RetryQuarantine`: thin adapters over [`crate::quarantine`]. A child
-//! module of `grpc`, so it shares the service's state.
+//! `ListQuarantine` and `RetryQuarantine`: thin adapters over [`crate::app::quarantine`].
 
 use switchboard_proto::convert;
 use switchboard_proto::v1;
 use tonic::{Request, Response, Status};
 
-use super::{SwitchboardService, connection_ids, invalid, page_size, status};
+use super::SwitchboardService;
+use super::fields::{connection_ids, invalid, page_size, status};
 
 fn wire(entry: switchboard_store::Quarantined) -> v1::QuarantinedWebhook {
     v1::QuarantinedWebhook {
@@ -36,15 +36,12 @@ impl SwitchboardService {
                 invalid("page_token is not one this server gave; start again without it")
             })?
         };
-        let quarantine = self.quarantine.clone();
-        let (page, totals) = tokio::task::spawn_blocking(move || {
-            let page = quarantine.list(after, limit, &connections)?;
-            Ok::<_, switchboard_core::Error>((page, quarantine.totals()?))
-        })
-        .await
-        .map_err(|e| Status::internal(format!("listing the quarantine failed: {e}")))?
-        .map_err(|e| status(&e))?;
-        let (entries, next) = page;
+        let quarantine = &self.app.quarantine;
+        let (entries, next) = quarantine
+            .list(after, limit, &connections)
+            .await
+            .map_err(|e| status(&e))?;
+        let totals = quarantine.totals().await.map_err(|e| status(&e))?;
         Ok(Response::new(v1::ListQuarantineResponse {
             webhooks: entries.into_iter().map(wire).collect(),
             next_page_token: next.map(|id| id.to_string()).unwrap_or_default(),
@@ -64,6 +61,7 @@ impl SwitchboardService {
             ));
         }
         let summary = self
+            .app
             .quarantine
             .retry(&r.ids)
             .await

@@ -5,16 +5,21 @@
 //! stopped at any point (cancelled, killed, vendor down) resumes from the last saved page and
 //! lands every record exactly once: records pulled twice, or already received by webhook, carry
 //! the same dedup keys and merge. One sync per connection runs at a time.
+//!
+//! [`SyncRunner`] runs syncs; [`SyncService`] starts a run on request (`SyncConnection`) and
+//! reports its progress page by page; [`spawn_periodic`] runs them on each connection's
+//! interval.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use switchboard_core::{ConnectionId, Error, ErrorCode, Timestamp};
-use switchboard_store::{AppendRequest, Store, SyncUpdate};
+use switchboard_store::{AppendRequest, Storage, SyncUpdate};
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use crate::connections::Connection;
+use crate::connections::{Connection, Connections};
 
 /// How one sync run starts and stops.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -118,7 +123,7 @@ impl SyncRunner {
     /// recorded in the connection's sync state and returned.
     pub async fn run(
         &self,
-        store: &Store,
+        store: &dyn Storage,
         connection: &Connection,
         _slot: &SyncSlot,
         options: SyncOptions,
@@ -131,7 +136,7 @@ impl SyncRunner {
                 format!("connection {id} has no connector"),
             )
         })?;
-        let saved = store.sync_state(id)?.and_then(|state| state.cursor);
+        let saved = store.sync_state(id).await?.and_then(|state| state.cursor);
         let mut cursor = if options.from_scratch { None } else { saved };
         let started = Instant::now();
         let mut progress = SyncProgress {
@@ -150,7 +155,9 @@ impl SyncRunner {
                 Ok(page) => page,
                 Err(error) => {
                     warn!(connection = %id, code = error.code.as_str(), error = %error.message, "sync page failed");
-                    if let Err(store_error) = store.record_sync_error(id, &error.message).await {
+                    if let Err(store_error) =
+                        store.record_sync_error(id, error.message.clone()).await
+                    {
                         warn!(connection = %id, error = %store_error, "could not record the sync error");
                     }
                     metrics::counter!("switchboard_sync_errors_total", "connection" => id.to_string())
@@ -180,7 +187,7 @@ impl SyncRunner {
                 Err(store_error) => {
                     let error = Error::from(store_error);
                     warn!(connection = %id, error = %error.message, "a pulled page could not be stored");
-                    if let Err(again) = store.record_sync_error(id, &error.message).await {
+                    if let Err(again) = store.record_sync_error(id, error.message.clone()).await {
                         warn!(connection = %id, error = %again, "could not record the sync error");
                     }
                     return Err(error);
@@ -240,9 +247,9 @@ fn rate(records: u64, elapsed: Duration) -> f64 {
 /// flight.
 pub fn spawn_periodic(
     runner: &SyncRunner,
-    store: &Store,
+    store: &Arc<dyn Storage>,
     connections: impl IntoIterator<Item = Arc<Connection>>,
-    shutdown: &tokio::sync::watch::Receiver<bool>,
+    shutdown: &watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
     for connection in connections {
@@ -268,7 +275,7 @@ pub fn spawn_periodic(
                     Ok(slot) => {
                         let stop = shutdown.clone();
                         let result = runner
-                            .run(&store, &connection, &slot, SyncOptions::default(), |_| {
+                            .run(store.as_ref(), &connection, &slot, SyncOptions::default(), |_| {
                                 !*stop.borrow()
                             })
                             .await;
@@ -286,4 +293,89 @@ pub fn spawn_periodic(
         }));
     }
     tasks
+}
+
+/// Starts sync runs on request and reports their progress.
+#[derive(Clone)]
+pub struct SyncService {
+    storage: Arc<dyn Storage>,
+    connections: Connections,
+    runner: SyncRunner,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for SyncService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncService")
+            .field("runner", &self.runner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A sync run started by [`SyncService::start`]: progress after every saved page (advisory: a
+/// slow reader misses some, never the last), then the run's end. The last item is the final
+/// progress (when it was not the last one sent) or the error that stopped the run.
+pub type SyncReports = mpsc::Receiver<Result<SyncProgress, Error>>;
+
+impl SyncService {
+    /// The service; `runner` is shared with the periodic sync, and runs stop after their page
+    /// in flight when `shutdown` turns true.
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        connections: Connections,
+        runner: SyncRunner,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        SyncService {
+            storage,
+            connections,
+            runner,
+            shutdown,
+        }
+    }
+
+    /// The runner (shared with the periodic sync).
+    pub fn runner(&self) -> &SyncRunner {
+        &self.runner
+    }
+
+    /// Starts a sync of `connection_id` in a task of its own. Refused at once when the
+    /// connection is unknown (NOT_FOUND), cannot sync (FAILED_PRECONDITION), a sync of it is
+    /// running (ALREADY_EXISTS), or `since` is in the future (INVALID_ARGUMENT). The run stops
+    /// after its page in flight once the receiver is dropped.
+    pub fn start(&self, connection_id: &str, options: SyncOptions) -> Result<SyncReports, Error> {
+        let connection = super::connection(&self.connections, connection_id, "connection_id")?;
+        if options.since.is_some_and(|s| s > Timestamp::now()) {
+            return Err(Error::invalid(
+                "since is in the future; give a time in the past",
+            ));
+        }
+        let slot = self.runner.claim(&connection)?;
+        let (tx, rx) = mpsc::channel::<Result<SyncProgress, Error>>(16);
+        let storage = self.storage.clone();
+        let runner = self.runner.clone();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let mut last_sent = None;
+            let page_tx = tx.clone();
+            let result = runner
+                .run(storage.as_ref(), &connection, &slot, options, |progress| {
+                    if page_tx.try_send(Ok(progress.clone())).is_ok() {
+                        last_sent = Some(progress.pages);
+                    }
+                    !page_tx.is_closed() && !*shutdown.borrow()
+                })
+                .await;
+            drop(slot);
+            let last = match result {
+                Ok(progress) if last_sent == Some(progress.pages) && progress.pages > 0 => None,
+                Ok(progress) => Some(Ok(progress)),
+                Err(error) => Some(Err(error)),
+            };
+            if let Some(last) = last {
+                let _ = tx.send(last).await;
+            }
+        });
+        Ok(rx)
+    }
 }

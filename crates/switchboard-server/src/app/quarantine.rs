@@ -5,12 +5,14 @@
 //! through the normal append (dedup applies, so retrying twice appends once) in the same atomic
 //! step that releases the entry.
 //!
-//! Both doors use it: the HTTP intake holds, gRPC (`ListQuarantine`, `RetryQuarantine`) and
-//! the CLI (`switchboard quarantine list|retry`) list and retry.
+//! Ingest ([`super::ingest`]) holds; gRPC (`ListQuarantine`, `RetryQuarantine`) and the CLI
+//! (`switchboard quarantine list|retry`) list and retry.
+
+use std::sync::Arc;
 
 use switchboard_core::{Error, Timestamp, WebhookRequest, WebhookSource};
 use switchboard_store::{
-    AppendRequest, NewQuarantined, QuarantineOp, QuarantineTotals, Quarantined, Store,
+    AppendRequest, NewQuarantined, QuarantineOp, QuarantineTotals, Quarantined, Storage,
 };
 use tracing::{info, warn};
 
@@ -52,10 +54,18 @@ pub struct RetrySummary {
 }
 
 /// Holds and retries quarantined webhooks.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct QuarantineService {
-    store: Store,
+    store: Arc<dyn Storage>,
     connections: Connections,
+}
+
+impl std::fmt::Debug for QuarantineService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuarantineService")
+            .field("backend", &self.store.backend())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Most entries one retry reads from the store at a time.
@@ -63,7 +73,7 @@ const RETRY_PAGE: usize = 100;
 
 impl QuarantineService {
     /// A service over the store and the connections.
-    pub fn new(store: Store, connections: Connections) -> Self {
+    pub fn new(store: Arc<dyn Storage>, connections: Connections) -> Self {
         QuarantineService { store, connections }
     }
 
@@ -100,11 +110,11 @@ impl QuarantineService {
                 body: source.raw_for_storage(request),
             }))),
         };
-        let receipt = self.store.append(append).await.map_err(Error::from)?;
+        let receipt = self.store.append(append).await?;
         match receipt.quarantined {
             Some(id) => {
                 crate::metrics::quarantine_held(connection.config.id.as_str());
-                if let Ok(totals) = self.totals() {
+                if let Ok(totals) = self.totals().await {
                     crate::metrics::quarantine_entries(totals.entries);
                 }
                 warn!(
@@ -126,20 +136,21 @@ impl QuarantineService {
     }
 
     /// One page of the quarantine, oldest first.
-    pub fn list(
+    pub async fn list(
         &self,
         after: u64,
         limit: usize,
         connections: &[switchboard_core::ConnectionId],
     ) -> Result<(Vec<Quarantined>, Option<u64>), Error> {
-        self.store
+        Ok(self
+            .store
             .list_quarantine(after, limit, connections)
-            .map_err(Error::from)
+            .await?)
     }
 
     /// The quarantine's totals.
-    pub fn totals(&self) -> Result<QuarantineTotals, Error> {
-        self.store.quarantine_totals().map_err(Error::from)
+    pub async fn totals(&self) -> Result<QuarantineTotals, Error> {
+        Ok(self.store.quarantine_totals().await?)
     }
 
     /// Processes quarantined webhooks again with today's plugins: `ids`, or every one when
@@ -149,7 +160,7 @@ impl QuarantineService {
         if ids.is_empty() {
             let mut after = 0;
             loop {
-                let (page, next) = self.list(after, RETRY_PAGE, &[])?;
+                let (page, next) = self.list(after, RETRY_PAGE, &[]).await?;
                 for entry in page {
                     self.retry_one(entry, &mut summary).await?;
                 }
@@ -160,13 +171,13 @@ impl QuarantineService {
             }
         } else {
             for &id in ids {
-                match self.store.get_quarantined(id).map_err(Error::from)? {
+                match self.store.get_quarantined(id).await? {
                     Some(entry) => self.retry_one(entry, &mut summary).await?,
                     None => summary.not_found.push(id),
                 }
             }
         }
-        crate::metrics::quarantine_entries(self.totals()?.entries);
+        crate::metrics::quarantine_entries(self.totals().await?.entries);
         info!(
             released = summary.released.len(),
             appended = summary.appended,
@@ -226,8 +237,7 @@ impl QuarantineService {
                 sync: None,
                 quarantine: Some(op),
             })
-            .await
-            .map_err(Error::from)?;
+            .await?;
         if released {
             summary.released.push(entry.id);
             summary.appended += receipt.appended.len();

@@ -1,5 +1,6 @@
-//! StreamEvents internals: events converted to their wire form once for all subscribers, and
-//! the per-subscriber stream that hands batches of them to the transport.
+//! Subscription internals: events converted to their wire form once for all subscribers, the
+//! memory budgets of what is queued for subscribers, and the per-subscriber stream that hands
+//! batches of them to the transport.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -7,11 +8,10 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::{Context, Poll, Waker};
 
 use futures::Stream;
-use switchboard_core::{ConnectionId, ConversationId, Event, EventKind, Sequence};
+use switchboard_core::{ConnectionId, ConversationId, Error, Event, EventKind, Sequence};
 use switchboard_proto::convert;
 use switchboard_proto::v1;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
-use tonic::Status;
 
 /// Converted events the service keeps for subscribers tailing the log (the newest ones; a
 /// slot holds the event whose sequence is congruent to it modulo this).
@@ -46,28 +46,6 @@ impl Converted {
             size: prost::Message::encoded_len(&wire),
             wire,
         }
-    }
-}
-
-/// What a subscriber asked to see.
-#[derive(Debug, Clone, Default)]
-pub(super) struct StreamFilter {
-    pub(super) connections: Vec<ConnectionId>,
-    pub(super) vendors: Vec<String>,
-    pub(super) kinds: Vec<EventKind>,
-    pub(super) conversations: Vec<ConversationId>,
-}
-
-impl StreamFilter {
-    pub(super) fn matches(&self, event: &Converted) -> bool {
-        (self.connections.is_empty() || self.connections.contains(&event.connection))
-            && (self.vendors.is_empty() || self.vendors.contains(&event.wire.vendor))
-            && (self.kinds.is_empty() || self.kinds.contains(&event.kind))
-            && (self.conversations.is_empty()
-                || event
-                    .conversation
-                    .as_ref()
-                    .is_some_and(|id| self.conversations.contains(id)))
     }
 }
 
@@ -237,7 +215,7 @@ enum End {
     /// It goes on.
     Open,
     /// After the queued events, this error.
-    Error(Status),
+    Error(Error),
     /// After the queued events, nothing.
     Done,
 }
@@ -289,7 +267,7 @@ impl Outbox {
 
     /// Ends the stream after what is queued, with `error` if any. `discard` drops what is
     /// queued first (and frees its budget): for a subscriber that stopped reading.
-    pub(super) fn end(&self, error: Option<Status>, discard: bool) {
+    pub(super) fn end(&self, error: Option<Error>, discard: bool) {
         let mut state = self.lock();
         if discard {
             state.queue.clear();
@@ -318,7 +296,7 @@ impl Outbox {
     }
 }
 
-/// The subscriber's side: flattens the batches into the messages tonic encodes (a clone of a
+/// The subscriber's side: flattens the batches into the messages the transport encodes (a clone of a
 /// shared wire form, made just before it is encoded; an unshared one is moved). A batch's
 /// budget is given back once its last event has been handed over.
 pub(super) struct BatchStream {
@@ -350,7 +328,7 @@ impl Drop for BatchStream {
 }
 
 impl Stream for BatchStream {
-    type Item = Result<v1::Event, Status>;
+    type Item = Result<v1::Event, Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
@@ -377,9 +355,9 @@ impl Stream for BatchStream {
                     state.waker = Some(cx.waker().clone());
                     return Poll::Pending;
                 }
-                End::Error(status) => {
+                End::Error(error) => {
                     this.finished = true;
-                    return Poll::Ready(Some(Err(status)));
+                    return Poll::Ready(Some(Err(error)));
                 }
                 End::Done => {
                     this.finished = true;
@@ -402,7 +380,7 @@ pub(super) fn batches(events: Vec<Arc<Converted>>) -> VecDeque<Vec<Arc<Converted
 
 #[cfg(test)]
 mod tests {
-    use switchboard_core::{ConversationPatch, EventPayload, IncomingEvent, Timestamp};
+    use switchboard_core::{ConversationPatch, ErrorCode, EventPayload, IncomingEvent, Timestamp};
 
     use super::*;
 
@@ -494,14 +472,14 @@ mod tests {
         let outbox = Outbox::new();
         assert!(outbox.push(queued(vec![event(1), event(2)])));
         assert!(outbox.push(queued(vec![event(3)])));
-        outbox.end(Some(Status::unavailable("bye")), false);
+        outbox.end(Some(Error::unavailable("bye")), false);
         let items: Vec<_> =
             futures::StreamExt::collect::<Vec<_>>(BatchStream::new(outbox.clone())).await;
-        let got: Vec<Result<u64, tonic::Code>> = items
+        let got: Vec<Result<u64, ErrorCode>> = items
             .into_iter()
-            .map(|r| r.map(|e| e.sequence).map_err(|s| s.code()))
+            .map(|r| r.map(|e| e.sequence).map_err(|e| e.code))
             .collect();
-        assert_eq!(got, [Ok(1), Ok(2), Ok(3), Err(tonic::Code::Unavailable)]);
+        assert_eq!(got, [Ok(1), Ok(2), Ok(3), Err(ErrorCode::Unavailable)]);
         // The stream was dropped: the reader learns the subscriber is gone.
         assert!(outbox.is_gone());
         assert!(!outbox.push(queued(vec![event(4)])));
@@ -552,109 +530,15 @@ mod tests {
             budget: Some(held),
         });
         assert_eq!(mine.available_permits(), 300);
-        outbox.end(Some(Status::resource_exhausted("stalled")), true);
+        outbox.end(
+            Some(Error::new(ErrorCode::ResourceExhausted, "stalled")),
+            true,
+        );
         assert_eq!(mine.available_permits(), 1000);
         let end = futures::StreamExt::next(&mut stream).await;
         assert_eq!(
-            end.map(|r| r.map(|e| e.sequence).map_err(|s| s.code())),
-            Some(Err(tonic::Code::ResourceExhausted))
+            end.map(|r| r.map(|e| e.sequence).map_err(|e| e.code)),
+            Some(Err(ErrorCode::ResourceExhausted))
         );
-    }
-}
-
-#[cfg(test)]
-mod replay_tests {
-    use std::time::Duration;
-
-    use futures::StreamExt;
-    use switchboard_core::{
-        ConversationPatch, EventPayload, IncomingEvent, Sequence as Seq, Timestamp,
-    };
-    use switchboard_proto::v1::switchboard_server::Switchboard;
-    use switchboard_store::{AppendRequest, Store, StoreOptions};
-    use tonic::Request;
-
-    use super::*;
-    use crate::connections::Connections;
-    use crate::grpc::{StreamOptions, SwitchboardService};
-
-    async fn collect(service: &SwitchboardService, after: u64, until: u64) -> Vec<u64> {
-        let request = v1::StreamEventsRequest {
-            start: Some(v1::stream_events_request::Start::AfterSequence(after)),
-            ..Default::default()
-        };
-        let mut stream = service
-            .stream_events(Request::new(request))
-            .await
-            .expect("stream")
-            .into_inner();
-        let mut got = Vec::new();
-        while got.last().copied().unwrap_or(after) < until {
-            let event = tokio::time::timeout(Duration::from_secs(10), stream.next())
-                .await
-                .expect("no stall")
-                .expect("the stream goes on")
-                .expect("an event");
-            got.push(event.sequence);
-        }
-        got
-    }
-
-    /// Replays longer than several read batches, from sled (no tail cache): the reads ahead
-    /// must hand over every event once, in order, from any start.
-    #[tokio::test]
-    async fn replays_read_ahead_from_sled_deliver_every_event_once_in_order() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let options = StoreOptions {
-            tail_cache_events: 0,
-            ..StoreOptions::default()
-        };
-        let store = Store::open_with(dir.path(), options).expect("store");
-        let connection = ConnectionId::new("livechat").expect("id");
-        let at = Timestamp::from_secs(1_700_000_000).expect("time");
-        for request in 0..14u32 {
-            let events = (0..100u32)
-                .map(|i| IncomingEvent {
-                    kind: EventKind::ChatUpdated,
-                    vendor_event: "chat_updated".to_owned(),
-                    dedup_key: format!("k{request}-{i}"),
-                    occurred_at: at,
-                    payload: EventPayload::Conversation(ConversationPatch::new(format!("c{i}"))),
-                })
-                .collect();
-            store
-                .append(AppendRequest {
-                    connection: connection.clone(),
-                    vendor: "livechat".to_owned(),
-                    request_id: Some(format!("r{request}")),
-                    received_at: at,
-                    raw: Some("{}".to_owned()),
-                    events,
-                    sync: None,
-                    quarantine: None,
-                })
-                .await
-                .expect("append");
-        }
-        let head = store.head();
-        assert_eq!(head, Seq(1400));
-        let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
-        let service = SwitchboardService::new(
-            store.clone(),
-            Connections::default(),
-            vec!["livechat"],
-            shutdown_rx,
-            StreamOptions::default(),
-        );
-        for after in [0, 1, 511, 700, 1399] {
-            let got = collect(&service, after, head.0).await;
-            assert_eq!(
-                got,
-                (after + 1..=head.0).collect::<Vec<_>>(),
-                "after {after}"
-            );
-        }
-        let _ = shutdown.send(true);
-        store.close().await.expect("close");
     }
 }
