@@ -1,5 +1,5 @@
 //! Agents: listed, created and deleted at the vendor through a connection's
-//! [`AgentApi`](switchboard_core::AgentApi), and mirrored into the store as agent events, so
+//! [`AgentApi`], and mirrored into the store as agent events, so
 //! the store's agents and the event stream follow the vendor. Mirroring appends only what
 //! changed: listing unchanged agents appends nothing.
 

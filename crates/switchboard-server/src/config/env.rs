@@ -23,7 +23,7 @@ pub(super) fn override_secrets(config: &mut ConnectionConfig, env: &[(String, St
 
 /// What a config file probably got wrong without being unusable: no connections at all, and
 /// `SWITCHBOARD_SECRET__*` variables that name no configured connection (each named, never its
-/// value). [`ServerConfig::from_toml`] logs each as a warning.
+/// value). [`super::ServerConfig::from_toml`] logs each as a warning.
 pub fn config_warnings(connections: &[ConnectionConfig], env: &[(String, String)]) -> Vec<String> {
     let mut warnings = Vec::new();
     if connections.is_empty() {

@@ -54,7 +54,7 @@ pub struct TlsSection {
     pub key: PathBuf,
 }
 
-/// `[limits]`: every field optional; see [`Limits`] for the defaults.
+/// `[limits]`: every field optional; see [`super::Limits`] for the defaults.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSection {
