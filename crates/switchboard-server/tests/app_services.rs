@@ -124,6 +124,82 @@ async fn a_fixture_webhook_ingested_through_the_app_reads_back_from_the_storage(
 }
 
 #[tokio::test]
+async fn a_subscriber_of_the_app_gets_what_ingest_appends_then_ends_at_shutdown() {
+    use futures::StreamExt as _;
+    use switchboard_server::app::subscribe::{Filter, Refused, Start};
+
+    let (_dir, store) = open_store();
+    let (connections, fixture) = livechat("legacy_chat_started");
+    let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+    let app = App::new(
+        Arc::new(store.clone()),
+        connections,
+        AppOptions {
+            vendors: vec!["livechat"],
+            shutdown: Some(shutdown_rx),
+            ..AppOptions::default()
+        },
+    );
+    let connection = app
+        .connections()
+        .get("livechat")
+        .expect("configured")
+        .clone();
+    let unknown = app
+        .subscribe
+        .open(
+            Start::AtHead,
+            Filter {
+                vendors: vec!["nobody".to_owned()],
+                ..Filter::default()
+            },
+        )
+        .await
+        .expect_err("unknown vendor");
+    assert!(
+        matches!(&unknown, Refused::Error(e) if e.code == ErrorCode::InvalidArgument),
+        "{unknown:?}"
+    );
+    let mut subscription = app
+        .subscribe
+        .open(
+            Start::AtHead,
+            Filter {
+                vendors: vec!["livechat".to_owned()],
+                ..Filter::default()
+            },
+        )
+        .await
+        .expect("subscribed");
+    let ingested = app
+        .ingest
+        .webhook(&connection, webhook(&fixture, "req-tail"))
+        .await
+        .expect("ingested");
+    let mut got = Vec::new();
+    while got.len() < ingested.summary.appended {
+        let event = tokio::time::timeout(Duration::from_secs(10), subscription.next())
+            .await
+            .expect("the event arrives")
+            .expect("the subscription goes on")
+            .expect("an event");
+        assert_eq!(event.vendor, "livechat");
+        got.push(event.sequence);
+    }
+    let expected: Vec<u64> = (1..=ingested.summary.appended as u64).collect();
+    assert_eq!(got, expected, "every event once, in order");
+
+    let _ = shutdown.send(true);
+    let end = tokio::time::timeout(Duration::from_secs(10), subscription.next())
+        .await
+        .expect("the subscription ends")
+        .expect("with an error")
+        .expect_err("shutting down");
+    assert_eq!(end.code, ErrorCode::Unavailable, "{}", end.message);
+    store.close().await.expect("close");
+}
+
+#[tokio::test]
 async fn bad_webhooks_are_refused_with_nothing_stored_and_unmappable_ones_are_quarantined() {
     let (_dir, store) = open_store();
     let (connections, fixture) = livechat("legacy_chat_started");
