@@ -235,7 +235,7 @@ pub async fn start(
         connections.clone(),
         app::AppOptions {
             vendors: registry.vendors(),
-            stream: grpc::StreamOptions {
+            stream: app::subscribe::StreamOptions {
                 max_subscribers: limits.max_stream_subscribers,
                 subscriber_buffer_bytes: limits.stream_subscriber_buffer_bytes,
                 total_buffer_bytes: limits.stream_total_buffer_bytes,
