@@ -55,16 +55,41 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<usize, StoreError> {
         .execute("SELECT pg_advisory_unlock($1)", &[&key])
         .await
         .map_err(|e| error::pg("releasing the migration lock", e));
-    let report = result.map_err(|e| {
-        StoreError::Commit(format!(
-            "migrating the database schema {schema}: {}; a newer switchboard may have migrated it, run that release or a newer one",
-            error::chain(&e)
-        ))
-    })?;
+    let report = result.map_err(|e| migration_error(&schema, e))?;
     unlocked?;
     let applied = report.applied_migrations().len();
     if applied > 0 {
         info!(schema, applied, "database schema migrated");
     }
     Ok(applied)
+}
+
+/// What a failed migration run means for the operator.
+fn migration_error(schema: &str, error: refinery::Error) -> StoreError {
+    use refinery::error::Kind;
+    match error.kind() {
+        Kind::MissingVersion(migration) => StoreError::Commit(format!(
+            "the database schema {schema} has migration {migration}, which this build does not know: a newer switchboard migrated it; run that release or a newer one"
+        )),
+        Kind::DivergentVersion(applied, ours) => StoreError::Commit(format!(
+            "the database schema {schema} has migration {applied} applied, but this build's is {ours}; it was migrated by another build"
+        )),
+        Kind::Connection(context, source) => {
+            match source.downcast_ref::<tokio_postgres::Error>() {
+                // A lost connection is Unavailable; a refused statement, Commit.
+                Some(pg) if pg.code().is_none() => StoreError::Unavailable(format!(
+                    "migrating the database schema {schema}: {context}: {}",
+                    error::chain(pg)
+                )),
+                _ => StoreError::Commit(format!(
+                    "migrating the database schema {schema}: {context}: {}",
+                    error::chain(source.as_ref())
+                )),
+            }
+        }
+        _ => StoreError::Commit(format!(
+            "migrating the database schema {schema}: {}",
+            error::chain(&error)
+        )),
+    }
 }

@@ -616,6 +616,34 @@ fn replicas_migrating_at_once_apply_each_migration_once() {
 }
 
 #[test]
+fn a_schema_migrated_by_a_newer_build_is_refused_in_words() {
+    let Some(url) = database_url("newer_schema") else {
+        return;
+    };
+    run("newer_schema", async {
+        let schemas = Schemas::new(url.clone());
+        let store_url = schemas.fresh().await;
+        assert_eq!(PgStore::migrate(&store_url).await.unwrap(), 1);
+        // As if a later release had applied its migration 2.
+        let schema = store_url.rsplit("%3D").next().unwrap().to_owned();
+        admin(&url)
+            .await
+            .batch_execute(&format!(
+                "INSERT INTO {schema}.refinery_schema_history (version, name, applied_on, checksum) VALUES (2, 'later', '2030-01-01T00:00:00Z', '1')"
+            ))
+            .await
+            .unwrap();
+        let error = PgStore::open(&store_url).await.unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains("this build does not know") && message.contains("newer switchboard"),
+            "{message}"
+        );
+        schemas.drop_all().await;
+    });
+}
+
+#[test]
 fn a_lost_connection_is_unavailable_then_reconnected_by_itself() {
     let Some(url) = database_url("lost_connection") else {
         return;
