@@ -18,14 +18,26 @@
 //! concrete backend, and speaks [`switchboard_core::Error`].
 //!
 //! ```no_run
-//! # async fn run(store: switchboard_store::Store) -> Result<(), switchboard_core::Error> {
+//! # async fn run(
+//! #     store: switchboard_store::Store,
+//! #     connections: switchboard_server::Connections,
+//! # ) -> Result<(), switchboard_core::Error> {
 //! use std::sync::Arc;
+//! use switchboard_server::app::tickets::CreateTicket;
 //! use switchboard_server::app::{App, AppOptions};
-//! use switchboard_server::Connections;
 //!
-//! let app = App::new(Arc::new(store), Connections::default(), AppOptions::default());
-//! let head = app.storage().head();
-//! # let _ = head; Ok(()) }
+//! let app = App::new(Arc::new(store), connections, AppOptions::default());
+//! let (connection, ticket) = app
+//!     .tickets
+//!     .create(CreateTicket {
+//!         connection_id: "tencent".to_owned(),
+//!         message: "My order did not arrive".to_owned(),
+//!         requester_email: "jane@example.com".to_owned(),
+//!         ..CreateTicket::default()
+//!     })
+//!     .await?;
+//! println!("created {connection}/{}", ticket.external_id);
+//! # Ok(()) }
 //! ```
 
 pub mod agents;
