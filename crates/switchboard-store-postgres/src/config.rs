@@ -30,7 +30,9 @@ pub struct PgOptions {
     /// How long a caller waits for a free connection of the pool before
     /// [`StoreError::Unavailable`].
     pub acquire_timeout: Duration,
-    /// PostgreSQL's `statement_timeout` on every connection of the pool.
+    /// PostgreSQL's `statement_timeout` on every connection of the pool, and its
+    /// `idle_in_transaction_session_timeout` (a replica cut off mid-transaction releases the
+    /// state row's lock after it).
     pub statement_timeout: Duration,
     /// The most append requests committed together in one transaction.
     pub max_batch: usize,
@@ -167,10 +169,11 @@ pub(crate) fn target(url: &str, options: &PgOptions) -> Result<Target, StoreErro
     if config.get_application_name().is_none() {
         config.application_name("switchboard");
     }
-    let statement = format!(
-        "-c statement_timeout={}",
-        options.statement_timeout.as_millis().max(1)
-    );
+    // A session that stops talking inside a transaction (a replica cut off mid-append) would
+    // hold the state row's lock: the server ends it after the same time as a statement.
+    let timeout = options.statement_timeout.as_millis().max(1);
+    let statement =
+        format!("-c statement_timeout={timeout} -c idle_in_transaction_session_timeout={timeout}");
     let merged = match config.get_options() {
         Some(existing) if !existing.is_empty() => format!("{existing} {statement}"),
         _ => statement,
@@ -322,7 +325,9 @@ mod tests {
         .unwrap();
         assert_eq!(
             target.config.get_options(),
-            Some("-csearch_path=sb -c statement_timeout=1500")
+            Some(
+                "-csearch_path=sb -c statement_timeout=1500 -c idle_in_transaction_session_timeout=1500"
+            )
         );
         assert_eq!(
             target.config.get_connect_timeout(),

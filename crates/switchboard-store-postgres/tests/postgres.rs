@@ -644,6 +644,63 @@ fn a_schema_migrated_by_a_newer_build_is_refused_in_words() {
 }
 
 #[test]
+fn a_replica_dying_inside_its_transaction_blocks_nobody_for_long_and_leaves_no_gap() {
+    let Some(url) = database_url("dying_writer") else {
+        return;
+    };
+    run("dying_writer", async {
+        let schemas = Schemas::new(url);
+        let store_url = schemas.fresh().await;
+        let store = PgStore::open(&store_url).await.unwrap();
+        store
+            .append(request(vec![message("first", "chat", 1)]))
+            .await
+            .unwrap();
+        // Another replica in the middle of an append: the state row locked, the head moved,
+        // not committed.
+        let dying = admin(&store_url).await;
+        dying
+            .batch_execute(
+                "BEGIN; SELECT head FROM sb_state WHERE id = 1 FOR UPDATE; UPDATE sb_state SET head = head + 1 WHERE id = 1",
+            )
+            .await
+            .unwrap();
+        let waiting = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .append(request(vec![message("second", "chat", 2)]))
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !waiting.is_finished(),
+            "an append went past a held state lock"
+        );
+        // The replica dies: its connection closes, PostgreSQL rolls its transaction back.
+        drop(dying);
+        let receipt = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the append still waits after the lock holder died")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            receipt.appended,
+            [Sequence(2)],
+            "the dead transaction's number is reused: no gap"
+        );
+        let log = store
+            .read_events(Sequence::ZERO, 10, usize::MAX)
+            .await
+            .unwrap();
+        let sequences: Vec<u64> = log.iter().map(|e| e.sequence.0).collect();
+        assert_eq!(sequences, [1, 2]);
+        schemas.drop_all().await;
+    });
+}
+
+#[test]
 fn a_lost_connection_is_unavailable_then_reconnected_by_itself() {
     let Some(url) = database_url("lost_connection") else {
         return;
