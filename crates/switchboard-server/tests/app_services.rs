@@ -17,7 +17,7 @@ use switchboard_proto::v1;
 use switchboard_proto::v1::switchboard_server::Switchboard;
 use switchboard_server::Connections;
 use switchboard_server::app::ingest::{Outcome, Webhook};
-use switchboard_server::app::tickets::CreateTicket;
+use switchboard_server::app::tickets::{CreateRefused, CreateTicket};
 use switchboard_server::app::{App, AppOptions};
 use switchboard_server::connections::Connection;
 use switchboard_server::grpc::SwitchboardService;
@@ -429,7 +429,8 @@ struct GatedVendor {
     entered: Notify,
     gate: Notify,
     creates: AtomicUsize,
-    fail_next: std::sync::atomic::AtomicBool,
+    /// The code the next create fails with, if it fails.
+    fail_next: std::sync::Mutex<Option<ErrorCode>>,
 }
 
 #[derive(Debug)]
@@ -459,8 +460,9 @@ impl TicketApi for GatedConnector {
     async fn create(&self, ticket: &NewTicket) -> Result<Ticket, switchboard_core::Error> {
         let n = self.0.creates.fetch_add(1, Ordering::SeqCst) + 1;
         self.0.entered.notify_one();
-        if self.0.fail_next.swap(false, Ordering::SeqCst) {
-            return Err(switchboard_core::Error::unavailable("the vendor is down"));
+        let fail = self.0.fail_next.lock().expect("lock").take();
+        if let Some(code) = fail {
+            return Err(switchboard_core::Error::new(code, "the vendor refused"));
         }
         self.0.gate.notified().await;
         let now = Timestamp::now();
@@ -528,8 +530,13 @@ async fn a_vendor_create_in_flight_holds_its_idempotency_key_in_the_store() {
         .create(create("gated", Some("key-1")))
         .await
         .expect_err("the first create holds the key");
-    assert_eq!(busy.code, ErrorCode::AlreadyExists);
-    assert!(busy.message.contains("in progress"), "{}", busy.message);
+    assert_eq!(
+        busy,
+        CreateRefused::InProgress {
+            key: "key-1".to_owned()
+        }
+    );
+    assert!(busy.to_string().contains("in progress"), "{busy}");
     // ...which the gRPC door reports as ABORTED.
     let status = grpc
         .manage_tickets(tonic::Request::new(v1::ManageTicketsRequest {
@@ -586,13 +593,16 @@ async fn a_vendor_create_in_flight_holds_its_idempotency_key_in_the_store() {
         .expect("release");
 
     // A create the vendor refused releases its key too: the retry reaches the vendor again.
-    vendor.fail_next.store(true, Ordering::SeqCst);
+    *vendor.fail_next.lock().expect("lock") = Some(ErrorCode::Unavailable);
     let failed = app
         .tickets
         .create(create("gated", Some("key-2")))
         .await
-        .expect_err("the vendor is down");
-    assert_eq!(failed.code, ErrorCode::Unavailable);
+        .expect_err("the vendor refused");
+    assert!(
+        matches!(&failed, CreateRefused::Error(e) if e.code == ErrorCode::Unavailable),
+        "{failed:?}"
+    );
     let retry = {
         let app = app.clone();
         tokio::spawn(async move { app.tickets.create(create("gated", Some("key-2"))).await })
@@ -611,6 +621,29 @@ async fn a_vendor_create_in_flight_holds_its_idempotency_key_in_the_store() {
         .expect("the create is recorded under its key");
     assert!(
         matches!(&stored.incoming.payload, EventPayload::Ticket(t) if t.external_id == ticket.external_id)
+    );
+
+    // A conflict at the vendor is the vendor's ALREADY_EXISTS, not "in progress".
+    *vendor.fail_next.lock().expect("lock") = Some(ErrorCode::AlreadyExists);
+    let conflict = grpc
+        .manage_tickets(tonic::Request::new(v1::ManageTicketsRequest {
+            operation: Some(v1::manage_tickets_request::Operation::Create(
+                v1::CreateTicket {
+                    connection_id: "gated".to_owned(),
+                    message: "again".to_owned(),
+                    requester_email: "a@example.com".to_owned(),
+                    idempotency_key: Some("key-3".to_owned()),
+                    ..v1::CreateTicket::default()
+                },
+            )),
+        }))
+        .await
+        .expect_err("the vendor refused");
+    assert_eq!(
+        conflict.code(),
+        tonic::Code::AlreadyExists,
+        "{}",
+        conflict.message()
     );
     store.close().await.expect("close");
 }

@@ -10,18 +10,18 @@
 //! - **Idempotency.** A create with an idempotency key appends under a dedup key made from it,
 //!   so a retry answers with the first create's ticket. A vendor create holds the key in the
 //!   store ([`Storage::claim_idempotency_key`], with a lease of [`CREATE_LEASE`]) while it talks
-//!   to the vendor: a retry arriving meanwhile is refused with [`ErrorCode::AlreadyExists`]
-//!   ("in progress", which the gRPC door reports as ABORTED: retry), instead of creating a
-//!   second ticket at the vendor. The key is released however the create ends.
+//!   to the vendor: a retry arriving meanwhile is refused with [`CreateRefused::InProgress`]
+//!   (the gRPC door reports ABORTED: retry), instead of creating a second ticket at the
+//!   vendor. The key is released however the create ends.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_core::{
-    ConnectionId, Error, ErrorCode, EventKind, EventPayload, IncomingEvent, NewTicket, Participant,
-    Ticket, TicketApi, TicketChange, TicketEvent, TicketId, TicketOrigin, TicketQuery,
-    TicketSource, TicketStatus, Timestamp,
+    ConnectionId, Error, EventKind, EventPayload, IncomingEvent, NewTicket, Participant, Ticket,
+    TicketApi, TicketChange, TicketEvent, TicketId, TicketOrigin, TicketQuery, TicketSource,
+    TicketStatus, Timestamp,
 };
 use switchboard_store::{Claim, Storage, TicketListQuery, TicketUpdate};
 use tracing::{info, warn};
@@ -32,8 +32,54 @@ use crate::connections::{Connection, Connections};
 /// finished (a crashed replica) no longer blocks retries.
 pub const CREATE_LEASE: Duration = Duration::from_secs(5 * 60);
 
-/// What the idempotent-create message says when the key is held by a create in flight.
-pub const IN_PROGRESS: &str = "is in progress";
+/// Why a create was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateRefused {
+    /// A create with the same idempotency key is in flight (at the vendor): retry it in a
+    /// moment to get its ticket.
+    InProgress {
+        /// The idempotency key.
+        key: String,
+    },
+    /// Any other refusal (nothing was created).
+    Error(Error),
+}
+
+impl std::fmt::Display for CreateRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CreateRefused::InProgress { key } => write!(
+                f,
+                "a create with idempotency key {key:?} is in progress; retry it in a moment to get its ticket"
+            ),
+            CreateRefused::Error(error) => write!(f, "{}", error.message),
+        }
+    }
+}
+
+impl From<Error> for CreateRefused {
+    fn from(error: Error) -> Self {
+        CreateRefused::Error(error)
+    }
+}
+
+impl From<switchboard_store::StoreError> for CreateRefused {
+    fn from(error: switchboard_store::StoreError) -> Self {
+        CreateRefused::Error(error.into())
+    }
+}
+
+impl From<CreateRefused> for Error {
+    /// A create in progress is UNAVAILABLE (retry) as a core error.
+    fn from(refused: CreateRefused) -> Self {
+        match refused {
+            CreateRefused::Error(error) => error,
+            in_progress @ CreateRefused::InProgress { .. } => {
+                Error::unavailable(in_progress.to_string())
+            }
+        }
+    }
+}
 
 /// A ticket to create.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -123,28 +169,32 @@ impl Tickets {
 
     /// Creates a ticket: at the vendor when the connection's vendor holds tickets, else in
     /// the store. Answers with the ticket's connection and the ticket.
-    pub async fn create(&self, create: CreateTicket) -> Result<(ConnectionId, Ticket), Error> {
+    pub async fn create(
+        &self,
+        create: CreateTicket,
+    ) -> Result<(ConnectionId, Ticket), CreateRefused> {
         let connection = super::connection(
             &self.connections,
             &create.connection_id,
             "create.connection_id",
         )?;
         if create.message.trim().is_empty() {
-            return Err(Error::invalid("create.message is required"));
+            return Err(Error::invalid("create.message is required").into());
         }
         if !create.requester_email.contains('@') {
             return Err(Error::invalid(
                 "create.requester_email is required and must be an e-mail address",
-            ));
+            )
+            .into());
         }
         if create
             .idempotency_key
             .as_deref()
             .is_some_and(|key| key.is_empty() || key.len() > 200)
         {
-            return Err(Error::invalid(
-                "create.idempotency_key must be 1 to 200 characters",
-            ));
+            return Err(
+                Error::invalid("create.idempotency_key must be 1 to 200 characters").into(),
+            );
         }
         if vendor_ticket_api(&connection).is_some() {
             return self.create_at_vendor(&connection, create).await;
@@ -358,7 +408,7 @@ impl Tickets {
         &self,
         connection: &Arc<Connection>,
         create: CreateTicket,
-    ) -> Result<(ConnectionId, Ticket), Error> {
+    ) -> Result<(ConnectionId, Ticket), CreateRefused> {
         let id = connection.config.id.clone();
         let claim = match create.idempotency_key.as_deref() {
             Some(key) => {
@@ -373,12 +423,9 @@ impl Tickets {
                 {
                     Claim::Claimed => {}
                     Claim::Busy => {
-                        return Err(Error::new(
-                            ErrorCode::AlreadyExists,
-                            format!(
-                                "a create with idempotency key {key:?} {IN_PROGRESS}; retry it in a moment to get its ticket"
-                            ),
-                        ));
+                        return Err(CreateRefused::InProgress {
+                            key: key.to_owned(),
+                        });
                     }
                 }
                 let claim = ClaimGuard {

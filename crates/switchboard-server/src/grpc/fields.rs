@@ -22,7 +22,7 @@ pub fn grpc_code(code: ErrorCode) -> tonic::Code {
 }
 
 /// A core error as a gRPC status, where ALREADY_EXISTS means "the same work is running now"
-/// (a sync of the connection, a create with the same idempotency key): ABORTED, retry later.
+/// (a sync of the connection): ABORTED, retry later.
 pub(super) fn busy_status(error: &Error) -> Status {
     match error.code {
         ErrorCode::AlreadyExists => Status::aborted(error.message.clone()),

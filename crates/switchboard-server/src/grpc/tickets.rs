@@ -7,10 +7,8 @@ use switchboard_proto::v1;
 use tonic::{Request, Response, Status};
 
 use super::SwitchboardService;
-use super::fields::{
-    busy_status, connection_ids, invalid, known_enums, page_size, status, time_range,
-};
-use crate::app::tickets::{CreateTicket, ListTickets};
+use super::fields::{connection_ids, invalid, known_enums, page_size, status, time_range};
+use crate::app::tickets::{CreateRefused, CreateTicket, ListTickets};
 
 impl SwitchboardService {
     pub(super) async fn manage_tickets_rpc(
@@ -26,11 +24,15 @@ impl SwitchboardService {
         let tickets = &self.app.tickets;
         let reply = match operation {
             Operation::Create(create) => {
-                // ALREADY_EXISTS: a create with the same idempotency key is in progress.
-                let (connection, ticket) = tickets
-                    .create(create_request(create))
-                    .await
-                    .map_err(|e| busy_status(&e))?;
+                let (connection, ticket) = tickets.create(create_request(create)).await.map_err(
+                    |refused| match refused {
+                        // The first create is still at the vendor: retry.
+                        in_progress @ CreateRefused::InProgress { .. } => {
+                            Status::aborted(in_progress.to_string())
+                        }
+                        CreateRefused::Error(error) => status(&error),
+                    },
+                )?;
                 Reply::Ticket(convert::ticket(&connection, &ticket))
             }
             Operation::Get(get) => {
