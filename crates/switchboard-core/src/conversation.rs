@@ -106,8 +106,14 @@ pub struct Conversation {
     pub attributes: BTreeMap<String, Lww<String>>,
     /// Segments (dialogs) by id.
     pub segments: BTreeMap<String, Lww<Segment>>,
-    /// Dedup keys of the events it was built from.
+    /// Dedup keys of the events it was built from, while it is merged in memory. A store
+    /// keeps only [`Conversation::event_count`]: it never applies one event twice, so it
+    /// need not remember which were applied.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub event_keys: BTreeSet<String>,
+    /// How many distinct events it was built from.
+    #[serde(default)]
+    pub event_count: u64,
     /// Each participant's fields as separate registers (`visitor`, `agent:<id>`): what the
     /// `visitor` and `agents` values are made of.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -231,6 +237,7 @@ impl Conversation {
             attributes: BTreeMap::new(),
             segments: BTreeMap::new(),
             event_keys: BTreeSet::new(),
+            event_count: 0,
             participant_fields: BTreeMap::new(),
             threads: BTreeMap::new(),
         }
@@ -314,7 +321,9 @@ impl Conversation {
     /// distinct dedup keys: any order of the same events gives the same conversation.
     pub fn apply(&mut self, patch: &ConversationPatch, occurred_at: Timestamp, dedup_key: &str) {
         let stamp = Stamp::of(occurred_at, dedup_key);
-        self.event_keys.insert(dedup_key.to_owned());
+        if self.event_keys.insert(dedup_key.to_owned()) {
+            self.event_count += 1;
+        }
         self.updated_at = self.updated_at.max(occurred_at);
         self.apply_status(patch, stamp);
         if let Some(at) = patch.started_at {

@@ -189,7 +189,7 @@ pub fn conversation(c: &core::Conversation, with_messages: bool) -> v1::Conversa
             .map(|(k, v)| (k.clone(), v.value.clone()))
             .collect(),
         segments: c.segments_in_order().into_iter().map(segment).collect(),
-        event_count: u32::try_from(c.event_keys.len()).unwrap_or(u32::MAX),
+        event_count: u32::try_from(c.event_count).unwrap_or(u32::MAX),
     }
 }
 

@@ -14,8 +14,11 @@ pub(crate) const HEAD_KEY: &[u8] = b"meta/head";
 pub(crate) const LOG_PREFIX: &[u8] = b"log/";
 /// `dedup/<connection>/<dedup key>` -> the sequence (u64 BE).
 const DEDUP_PREFIX: &[u8] = b"dedup/";
-/// `conv/<connection>/<external id>` -> the conversation (JSON).
-const CONVERSATION_PREFIX: &[u8] = b"conv/";
+/// `conv/<connection>/<external id>` -> the conversation without its messages (JSON).
+pub(crate) const CONVERSATION_PREFIX: &[u8] = b"conv/";
+/// `msg/<connection>/<escaped external id><message key>` -> one message of a conversation
+/// (JSON of its last-writer-wins register).
+const MESSAGE_PREFIX: &[u8] = b"msg/";
 /// `ticket/<connection>/<external id>` -> the ticket and the sequence that set it (JSON).
 pub(crate) const TICKET_PREFIX: &[u8] = b"ticket/";
 /// `agent/<connection>/<login>` -> the agent (JSON).
@@ -24,7 +27,7 @@ const AGENT_PREFIX: &[u8] = b"agent/";
 const SYNC_PREFIX: &[u8] = b"sync/";
 
 /// The schema version this build writes and reads.
-pub(crate) const SCHEMA_VERSION: u64 = 2;
+pub(crate) const SCHEMA_VERSION: u64 = 3;
 
 pub(crate) fn be(n: u64) -> [u8; 8] {
     n.to_be_bytes()
@@ -65,6 +68,19 @@ pub(crate) fn conversation_key(id: &ConversationId) -> Vec<u8> {
         b"/",
         id.external_id.as_bytes(),
     ])
+}
+
+/// The prefix of every message key of a conversation.
+pub(crate) fn message_prefix(id: &ConversationId) -> Vec<u8> {
+    let mut key = join(&[MESSAGE_PREFIX, id.connection.as_str().as_bytes(), b"/"]);
+    escape(id.external_id.as_bytes(), &mut key);
+    key
+}
+
+pub(crate) fn message_key(id: &ConversationId, message_key: &str) -> Vec<u8> {
+    let mut key = message_prefix(id);
+    key.extend_from_slice(message_key.as_bytes());
+    key
 }
 
 pub(crate) fn ticket_key(connection: &ConnectionId, external_id: &str) -> Vec<u8> {

@@ -170,8 +170,10 @@
 //! creation aside); readers never see half of a group.
 
 mod contract;
+mod conversations;
 mod error;
 mod keys;
+mod migrate;
 mod quarantine;
 mod query;
 mod record;
@@ -369,8 +371,10 @@ impl Store {
     pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Store, StoreError> {
         refuse_foreign_directory(dir)?;
         std::fs::create_dir_all(dir).map_err(|e| open_error(dir, e))?;
+        let creating = begin_creation(dir)?;
         // sled starts afresh, silently, over a `db` file it cannot read; a new store never
-        // leaves its `db` file without the schema key, so such a file is corruption.
+        // leaves its `db` file without the schema key (the creation marker covers the moment
+        // before it is written), so such a file is corruption.
         let had_data = std::fs::metadata(dir.join("db")).is_ok_and(|m| m.len() > 0);
         let config = sled::Config::new()
             .path(dir)
@@ -399,6 +403,9 @@ impl Store {
             }
         };
         check_schema(&db, dir, had_data)?;
+        if creating {
+            finish_creation(dir)?;
+        }
         let files = DurableFiles::open(dir, options.fsync)?;
         let head = recover_head(&db)?;
 
@@ -456,8 +463,18 @@ impl Store {
     /// duplicates succeeds with nothing appended.
     pub async fn append(&self, request: AppendRequest) -> Result<AppendReceipt, StoreError> {
         validate(&request)?;
+        let payloads = request
+            .events
+            .iter()
+            .map(|event| record::encode_payload(&event.payload))
+            .collect::<Result<Vec<_>, _>>()?;
         let (reply, answer) = oneshot::channel();
-        self.send(Command::Append { request, reply }).await?;
+        self.send(Command::Append {
+            request,
+            payloads,
+            reply,
+        })
+        .await?;
         answer.await.map_err(|_| StoreError::WriterGone)?
     }
 
@@ -682,7 +699,7 @@ impl Store {
         &self,
         id: &ConversationId,
     ) -> Result<Option<Conversation>, StoreError> {
-        load(&self.inner.db, &keys::conversation_key(id))
+        conversations::load_full(&self.inner.db, id)
     }
 
     /// A page of conversations, newest first; see the crate docs for which filters are indexed.
@@ -1002,18 +1019,76 @@ fn validate(request: &AppendRequest) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Present while a new store is being created, until its schema key is on disk.
+const CREATING_MARKER: &str = ".switchboard-creating";
+
+/// The files sled keeps in a store's directory.
+fn is_sled_file(name: &str) -> bool {
+    name == "conf" || name == "db" || name == "blobs" || name.starts_with("snap.")
+}
+
+/// Before a new store's first byte: writes the creation marker (durably). If a marker is
+/// already there, a creation crashed before its schema key was on disk, so nothing was ever
+/// acknowledged from this store: sled's half-made files are removed and creation starts
+/// again. Returns whether this open creates the store.
+fn begin_creation(dir: &Path) -> Result<bool, StoreError> {
+    let marker = dir.join(CREATING_MARKER);
+    let crashed = marker.exists();
+    if crashed {
+        warn!(dir = %dir.display(), "a store creation was interrupted here; starting it again");
+        let entries = std::fs::read_dir(dir).map_err(|e| open_error(dir, e))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !is_sled_file(&name) {
+                continue;
+            }
+            let path = entry.path();
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.map_err(|e| StoreError::io(format!("removing {}", path.display()), e))?;
+        }
+    } else if dir.join("conf").exists() || dir.join("db").exists() {
+        return Ok(false);
+    }
+    let file = std::fs::File::create(&marker)
+        .and_then(|file| file.sync_all())
+        .map_err(|e| StoreError::io(format!("writing {}", marker.display()), e));
+    file?;
+    writer::sync_directory(dir)?;
+    Ok(true)
+}
+
+/// The schema key is on disk: the store exists.
+fn finish_creation(dir: &Path) -> Result<(), StoreError> {
+    // `flush` does not persist the file's metadata: fsync what sled created first.
+    for name in ["conf", "db"] {
+        let path = dir.join(name);
+        std::fs::File::open(&path)
+            .and_then(|file| file.sync_all())
+            .map_err(|e| StoreError::io(format!("fsyncing {}", path.display()), e))?;
+    }
+    let marker = dir.join(CREATING_MARKER);
+    std::fs::remove_file(&marker)
+        .map_err(|e| StoreError::io(format!("removing {}", marker.display()), e))?;
+    writer::sync_directory(dir)
+}
+
 fn check_schema(db: &sled::Db, dir: &Path, had_data: bool) -> Result<(), StoreError> {
     match db.get(keys::SCHEMA_VERSION_KEY)? {
         Some(found) => {
             let found = String::from_utf8_lossy(&found).into_owned();
-            if found.parse::<u64>().ok() != Some(keys::SCHEMA_VERSION) {
-                return Err(StoreError::SchemaMismatch {
+            match found.parse::<u64>().ok() {
+                Some(keys::SCHEMA_VERSION) => Ok(()),
+                Some(old) if migrate::can_upgrade(old) => migrate::upgrade(db, dir, old),
+                _ => Err(StoreError::SchemaMismatch {
                     path: dir.to_owned(),
                     found,
                     expected: keys::SCHEMA_VERSION,
-                });
+                }),
             }
-            Ok(())
         }
         None if db.is_empty() && had_data => Err(corrupt_files(
             dir,

@@ -274,7 +274,7 @@ pub(crate) fn list_conversations(
         let Some(bytes) = tree.get(&conversation_key)? else {
             continue;
         };
-        let conversation: Conversation = match decode(&conversation_key, &bytes) {
+        let mut conversation: Conversation = match decode(&conversation_key, &bytes) {
             Ok(conversation) => conversation,
             Err(error) => {
                 crate::unreadable_record(&conversation_key, &error);
@@ -299,6 +299,7 @@ pub(crate) fn list_conversations(
                 query.updated_to,
             );
         if matches {
+            crate::conversations::load_messages(tree, &mut conversation)?;
             page.push((position, conversation));
         }
     }

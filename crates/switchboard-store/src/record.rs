@@ -1,12 +1,15 @@
-//! How a log entry is stored: JSON of a flat, store-private shape.
+//! How a log entry is stored.
 //!
-//! The core's [`Event`] serializes its [`IncomingEvent`] with `#[serde(flatten)]` and its
-//! [`EventPayload`] is internally tagged (`"type": ...`); serde decodes both through its
-//! buffering `Content` path, which made decoding the log the largest cost of a replay. The
-//! stored shape has every field at one level and the payload externally tagged
-//! (`{"conversation": {...}}`), so serde_json decodes it in one pass straight into the core
-//! types. The shape is private to the store (schema version 2); the wire and the API still use
-//! the core types.
+//! **Schema 3** (written now): one byte [`BINARY_RECORD`], then a postcard record of the
+//! event's head fields (sequence aside: the key holds it), its payload as JSON text, and the raw
+//! body as bytes. Vendor JSON is never nested inside another JSON document: the raw body is
+//! stored as the bytes that arrived (no escaping, no re-encoding), and the payload's JSON is a
+//! document of its own, so its depth is only the depth the store validated
+//! ([`MAX_VALUE_DEPTH`]).
+//!
+//! **Schema 2** entries (a JSON object of a flat, store-private shape: every field at one level,
+//! the payload externally tagged) are still read: they start with `{`, which no binary record
+//! does, so an upgraded store keeps its log as it was.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -16,24 +19,6 @@ use switchboard_core::{
 };
 
 use crate::StoreError;
-
-#[derive(Serialize)]
-struct EventOut<'a> {
-    sequence: u64,
-    id: &'a str,
-    connection: &'a str,
-    vendor: &'a str,
-    received_at: Timestamp,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    request_id: Option<&'a str>,
-    dedup_key: &'a str,
-    kind: EventKind,
-    vendor_event: &'a str,
-    occurred_at: Timestamp,
-    payload: PayloadOut<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    raw: Option<&'a str>,
-}
 
 #[derive(Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -88,7 +73,6 @@ enum PayloadIn {
 
 /// What the writer knows of a new log entry; borrowed, so encoding copies nothing first.
 pub(crate) struct NewEvent<'a> {
-    pub(crate) sequence: Sequence,
     pub(crate) id: &'a str,
     pub(crate) connection: &'a ConnectionId,
     pub(crate) vendor: &'a str,
@@ -117,9 +101,31 @@ pub(crate) fn load<T: DeserializeOwned>(
     tree.get(key)?.map(|bytes| decode(key, &bytes)).transpose()
 }
 
-pub(crate) fn encode_event(event: &NewEvent<'_>) -> Result<Vec<u8>, StoreError> {
-    let incoming = event.incoming;
-    let payload = match &incoming.payload {
+/// The first byte of a schema-3 log record (a schema-2 record, JSON, starts with `{`).
+pub(crate) const BINARY_RECORD: u8 = 0x03;
+
+/// A schema-3 log record: the event without its sequence (the key holds it).
+#[derive(Serialize, Deserialize)]
+struct Record<'a> {
+    id: &'a str,
+    connection: &'a str,
+    vendor: &'a str,
+    received_at: i64,
+    request_id: Option<&'a str>,
+    dedup_key: &'a str,
+    kind: &'a str,
+    vendor_event: &'a str,
+    occurred_at: i64,
+    /// The payload, JSON of [`PayloadOut`] / [`PayloadIn`].
+    payload: &'a str,
+    /// The raw body as it arrived.
+    raw: Option<&'a str>,
+}
+
+/// The payload's JSON, as a schema-3 record holds it. Callers may encode it before handing
+/// the event to the writer, so that this work is spread over every core.
+pub(crate) fn encode_payload(payload: &EventPayload) -> Result<String, StoreError> {
+    let out = match payload {
         EventPayload::Conversation(patch) => PayloadOut::Conversation(patch),
         EventPayload::Ticket(ticket) => PayloadOut::Ticket(ticket),
         EventPayload::Agent { agent, deleted } => PayloadOut::Agent {
@@ -131,21 +137,35 @@ pub(crate) fn encode_event(event: &NewEvent<'_>) -> Result<Vec<u8>, StoreError> 
             data,
         },
     };
-    let out = EventOut {
-        sequence: event.sequence.0,
+    serde_json::to_string(&out)
+        .map_err(|e| StoreError::Commit(format!("cannot encode an event's payload: {e}")))
+}
+
+/// Encodes a log record; `payload` is [`encode_payload`] of the event's payload.
+pub(crate) fn encode_event(event: &NewEvent<'_>, payload: &str) -> Result<Vec<u8>, StoreError> {
+    let incoming = event.incoming;
+    let record = Record {
         id: event.id,
         connection: event.connection.as_str(),
         vendor: event.vendor,
-        received_at: event.received_at,
+        received_at: event.received_at.as_millis(),
         request_id: event.request_id,
         dedup_key: &incoming.dedup_key,
-        kind: incoming.kind,
+        kind: incoming.kind.as_str(),
         vendor_event: &incoming.vendor_event,
-        occurred_at: incoming.occurred_at,
+        occurred_at: incoming.occurred_at.as_millis(),
         payload,
         raw: event.raw,
     };
-    serde_json::to_vec(&out).map_err(|e| StoreError::Commit(format!("cannot encode an event: {e}")))
+    let mut out = Vec::with_capacity(
+        64 + payload.len()
+            + event.raw.map_or(0, str::len)
+            + incoming.dedup_key.len()
+            + incoming.vendor_event.len(),
+    );
+    out.push(BINARY_RECORD);
+    postcard::to_extend(&record, out)
+        .map_err(|e| StoreError::Commit(format!("cannot encode an event: {e}")))
 }
 
 /// The most levels of JSON nesting the store accepts in a vendor value (an event's `data`, a
@@ -197,16 +217,35 @@ pub const UNREADABLE_EVENT: &str = "switchboard.unreadable";
 /// when not even the sequence can be known.
 pub(crate) fn stand_in_event(key: &[u8], bytes: &[u8], reason: &StoreError) -> Option<Event> {
     let sequence = crate::keys::read_be(key.strip_prefix(crate::keys::LOG_PREFIX)?)?;
-    // Field names are never escaped, so the first `,"payload":` ends the flat head.
-    let head = bytes
-        .windows(PAYLOAD_FIELD.len())
-        .position(|w| w == PAYLOAD_FIELD)
-        .and_then(|end| {
-            let mut head = bytes[..end].to_vec();
-            head.push(b'}');
-            serde_json::from_slice::<EventHead>(&head).ok()
+    let binary_head = || -> Option<EventHead> {
+        let record = decode_record(key, bytes).ok()?;
+        Some(EventHead {
+            sequence,
+            id: record.id.to_owned(),
+            connection: ConnectionId::new(record.connection).ok()?,
+            vendor: record.vendor.to_owned(),
+            received_at: Timestamp::from_millis(record.received_at)?,
+            request_id: record.request_id.map(str::to_owned),
+            dedup_key: record.dedup_key.to_owned(),
+            kind: EventKind::parse(record.kind)?,
+            vendor_event: record.vendor_event.to_owned(),
+            occurred_at: Timestamp::from_millis(record.occurred_at)?,
         })
-        .filter(|head| head.sequence == sequence);
+    };
+    // Field names are never escaped, so the first `,"payload":` ends a JSON record's flat head.
+    let head = if bytes.first() != Some(&b'{') {
+        binary_head()
+    } else {
+        bytes
+            .windows(PAYLOAD_FIELD.len())
+            .position(|w| w == PAYLOAD_FIELD)
+            .and_then(|end| {
+                let mut head = bytes[..end].to_vec();
+                head.push(b'}');
+                serde_json::from_slice::<EventHead>(&head).ok()
+            })
+            .filter(|head| head.sequence == sequence)
+    };
     let mut data = serde_json::json!({
         "error": "this log entry cannot be decoded; its event is lost to readers",
         "reason": reason.to_string(),
@@ -263,14 +302,61 @@ pub(crate) fn stand_in_event(key: &[u8], bytes: &[u8], reason: &StoreError) -> O
 
 const PAYLOAD_FIELD: &[u8] = b",\"payload\":";
 
-pub(crate) fn decode_event(key: &[u8], bytes: &[u8]) -> Result<Event, StoreError> {
-    let stored: EventIn = decode(key, bytes)?;
-    let payload = match stored.payload {
+fn time(key: &[u8], millis: i64) -> Result<Timestamp, StoreError> {
+    Timestamp::from_millis(millis)
+        .ok_or_else(|| StoreError::corrupt(key, format!("time {millis} out of range")))
+}
+
+/// The sequence a log key holds.
+fn sequence_of(key: &[u8]) -> Result<u64, StoreError> {
+    key.strip_prefix(crate::keys::LOG_PREFIX)
+        .and_then(crate::keys::read_be)
+        .ok_or_else(|| StoreError::corrupt(key, "not a log key"))
+}
+
+/// The head of a binary record, with its payload and raw body still encoded.
+fn decode_record<'a>(key: &[u8], bytes: &'a [u8]) -> Result<Record<'a>, StoreError> {
+    let body = bytes
+        .strip_prefix(&[BINARY_RECORD])
+        .ok_or_else(|| StoreError::corrupt(key, "unknown record format"))?;
+    postcard::from_bytes(body).map_err(|e| StoreError::corrupt(key, e))
+}
+
+fn payload_of(stored: PayloadIn) -> EventPayload {
+    match stored {
         PayloadIn::Conversation(patch) => EventPayload::Conversation(patch),
         PayloadIn::Ticket(ticket) => EventPayload::Ticket(ticket),
         PayloadIn::Agent { agent, deleted } => EventPayload::Agent { agent, deleted },
         PayloadIn::Vendor { subject, data } => EventPayload::Vendor { subject, data },
-    };
+    }
+}
+
+pub(crate) fn decode_event(key: &[u8], bytes: &[u8]) -> Result<Event, StoreError> {
+    if bytes.first() != Some(&b'{') {
+        let record = decode_record(key, bytes)?;
+        let payload: PayloadIn = decode(key, record.payload.as_bytes())?;
+        let kind = EventKind::parse(record.kind)
+            .ok_or_else(|| StoreError::corrupt(key, format!("unknown kind {}", record.kind)))?;
+        return Ok(Event {
+            sequence: Sequence(sequence_of(key)?),
+            id: record.id.to_owned(),
+            connection: ConnectionId::new(record.connection)
+                .map_err(|e| StoreError::corrupt(key, e))?,
+            vendor: record.vendor.to_owned(),
+            received_at: time(key, record.received_at)?,
+            request_id: record.request_id.map(str::to_owned),
+            incoming: IncomingEvent {
+                dedup_key: record.dedup_key.to_owned(),
+                kind,
+                vendor_event: record.vendor_event.to_owned(),
+                occurred_at: time(key, record.occurred_at)?,
+                payload: payload_of(payload),
+            },
+            raw: record.raw.map(str::to_owned),
+        });
+    }
+    let stored: EventIn = decode(key, bytes)?;
+    let payload = payload_of(stored.payload);
     Ok(Event {
         sequence: Sequence(stored.sequence),
         id: stored.id,
@@ -300,7 +386,6 @@ mod tests {
     fn round_trip(incoming: IncomingEvent, raw: Option<&str>, request_id: Option<&str>) {
         let connection = ConnectionId::new("lc").unwrap();
         let new = NewEvent {
-            sequence: Sequence(42),
             id: "0190-id",
             connection: &connection,
             vendor: "livechat",
@@ -309,8 +394,10 @@ mod tests {
             incoming: &incoming,
             raw,
         };
-        let bytes = encode_event(&new).unwrap();
-        let decoded = decode_event(b"log/x", &bytes).unwrap();
+        let payload = encode_payload(&new.incoming.payload).unwrap();
+        let bytes = encode_event(&new, &payload).unwrap();
+        assert_eq!(bytes[0], BINARY_RECORD);
+        let decoded = decode_event(&crate::keys::log_key(42), &bytes).unwrap();
         let expected = Event {
             sequence: Sequence(42),
             id: "0190-id".into(),

@@ -1,7 +1,7 @@
 //! The writer thread: group commit of appends into one atomic sled batch, then flush and fsync.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io;
@@ -12,14 +12,15 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use switchboard_core::{
     Agent, ConnectionId, Conversation, ConversationId, Event, EventKind, EventPayload,
-    IncomingEvent, Sequence, Ticket,
+    IncomingEvent, Lww, Message, Sequence, Ticket,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, info};
 
+use crate::conversations;
 use crate::keys::{self, IndexFamily};
 use crate::quarantine::{self, QuarantineLimits, QuarantineOp, QuarantineTotals, Quarantined};
-use crate::record::{NewEvent, encode, encode_event, load};
+use crate::record::{NewEvent, encode, encode_event, encode_payload, load};
 use crate::tail::TailCache;
 use crate::{AppendReceipt, AppendRequest, StoreError, StoreOptions, SyncState, TicketUpdate};
 
@@ -28,6 +29,8 @@ pub(crate) enum Command {
     /// Append events (and maybe save a sync cursor).
     Append {
         request: AppendRequest,
+        /// The JSON of each event's payload, encoded by the caller (off the writer thread).
+        payloads: Vec<String>,
         reply: oneshot::Sender<Result<AppendReceipt, StoreError>>,
     },
     /// Record the last sync error of a connection.
@@ -161,7 +164,7 @@ impl DurableFiles {
     }
 }
 
-fn sync_directory(dir: &Path) -> Result<(), StoreError> {
+pub(crate) fn sync_directory(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| StoreError::io(format!("fsyncing the directory {}", dir.display()), e))
@@ -356,9 +359,9 @@ impl Writer {
         let mut receipts = Vec::with_capacity(commands.len());
         for (i, command) in commands.iter_mut().enumerate() {
             match command {
-                Command::Append { request, .. } => {
-                    receipts.push(Outcome::Append(pending.append(i, request)?))
-                }
+                Command::Append {
+                    request, payloads, ..
+                } => receipts.push(Outcome::Append(pending.append(i, request, payloads)?)),
                 Command::SyncError {
                     connection,
                     message,
@@ -371,7 +374,7 @@ impl Writer {
                     update, request, ..
                 } => match pending.update_ticket(update)? {
                     Ok((append, ticket)) => {
-                        pending.append(i, &append)?;
+                        pending.append(i, &append, &[])?;
                         *request = Some(Box::new(append));
                         receipts.push(Outcome::Ticket(Box::new(Ok(ticket))));
                     }
@@ -463,8 +466,12 @@ impl Flusher {
 
 /// A conversation touched in the current group commit: as stored before it, and now.
 struct Touched {
+    /// The header as stored before this group.
     original: Option<Conversation>,
+    /// The header, with the messages this group read or wrote.
     current: Conversation,
+    /// Those messages as stored before this group (`None`: not stored).
+    stored_messages: BTreeMap<String, Option<Lww<Message>>>,
 }
 
 /// The overlay of one group commit: every change, in memory, until it becomes one sled batch.
@@ -593,10 +600,13 @@ impl<'a> Pending<'a> {
         Ok(())
     }
 
+    /// Appends `request`'s new events; `payloads` are their payloads' JSON when the caller
+    /// encoded them already (one per event), else they are encoded here.
     fn append(
         &mut self,
         command: usize,
         request: &AppendRequest,
+        payloads: &[String],
     ) -> Result<AppendReceipt, StoreError> {
         let mut receipt = AppendReceipt::default();
         let mut raw = request.raw.as_deref();
@@ -611,7 +621,6 @@ impl<'a> Pending<'a> {
             self.project(request, incoming, sequence)?;
             let id = uuid::Uuid::now_v7().to_string();
             let event = NewEvent {
-                sequence,
                 id: &id,
                 connection: &request.connection,
                 vendor: &request.vendor,
@@ -620,8 +629,11 @@ impl<'a> Pending<'a> {
                 incoming,
                 raw: raw.take(),
             };
-            self.writes
-                .insert(keys::log_key(sequence.0), encode_event(&event)?);
+            let record = match payloads.get(index) {
+                Some(payload) => encode_event(&event, payload)?,
+                None => encode_event(&event, &encode_payload(&incoming.payload)?)?,
+            };
+            self.writes.insert(keys::log_key(sequence.0), record);
             let with_raw = event.raw.is_some();
             self.appended.push(AppendedEvent {
                 command,
@@ -660,13 +672,36 @@ impl<'a> Pending<'a> {
                 let touched = match self.conversations.entry(keys::conversation_key(&id)) {
                     Entry::Occupied(entry) => entry.into_mut(),
                     Entry::Vacant(entry) => {
-                        let original: Option<Conversation> = load(self.tree, entry.key())?;
+                        let original = conversations::load_header(self.tree, &id)?;
                         let current = original
                             .clone()
                             .unwrap_or_else(|| Conversation::new(id, request.vendor.clone()));
-                        entry.insert(Touched { original, current })
+                        entry.insert(Touched {
+                            original,
+                            current,
+                            stored_messages: BTreeMap::new(),
+                        })
                     }
                 };
+                // The merge compares a message with the stored one of the same key: read
+                // those (only those) first.
+                for message in &patch.messages {
+                    if touched.stored_messages.contains_key(&message.key) {
+                        continue;
+                    }
+                    let stored = if touched.original.is_some() {
+                        conversations::load_message(self.tree, &touched.current.id, &message.key)?
+                    } else {
+                        None
+                    };
+                    if let Some(stored) = &stored {
+                        touched
+                            .current
+                            .messages
+                            .insert(message.key.clone(), stored.clone());
+                    }
+                    touched.stored_messages.insert(message.key.clone(), stored);
+                }
                 touched
                     .current
                     .apply(patch, incoming.occurred_at, &incoming.dedup_key);
@@ -757,7 +792,7 @@ impl<'a> Pending<'a> {
     fn finish(self) -> Result<(sled::Batch, u64), StoreError> {
         let mut batch = self.writes;
         let mut counts: HashMap<Vec<u8>, i64> = HashMap::new();
-        for (key, touched) in self.conversations {
+        for (_, touched) in self.conversations {
             let index_keys = |conversation: &Conversation| {
                 let position = keys::position(conversation);
                 IndexFamily::of(conversation).map(|family| {
@@ -782,10 +817,15 @@ impl<'a> Pending<'a> {
             for stale in old_index.iter().filter(|k| !new_index.contains(k)) {
                 batch.remove(stale.as_slice());
             }
+            let key = keys::conversation_key(&touched.current.id);
             for fresh in new_index.iter().filter(|k| !old_index.contains(k)) {
                 batch.insert(fresh.as_slice(), key.as_slice());
             }
-            batch.insert(key.as_slice(), encode(&touched.current)?);
+            for (key, value) in
+                conversations::encode_changes(touched.current, &touched.stored_messages)?
+            {
+                batch.insert(key, value);
+            }
         }
         for (key, delta) in counts {
             if delta == 0 {
@@ -895,7 +935,14 @@ mod tests {
     ) {
         let (reply, answer) = oneshot::channel();
         let request = AppendRequest::new(ConnectionId::new("lc").unwrap(), "livechat", events);
-        (Command::Append { request, reply }, answer)
+        (
+            Command::Append {
+                request,
+                payloads: Vec::new(),
+                reply,
+            },
+            answer,
+        )
     }
 
     #[test]
@@ -921,7 +968,7 @@ mod tests {
             keys::conversation_key(&ConversationId::new(ConnectionId::new("lc").unwrap(), "c1"));
         let conversation: Conversation = load(&stages.writer.db, &key).unwrap().unwrap();
         assert_eq!(conversation.status, ConversationStatus::Closed);
-        assert_eq!(conversation.event_keys.len(), 2);
+        assert_eq!(conversation.event_count, 2);
         assert_eq!(query::conversation_count(&stages.writer.db).unwrap(), 1);
         assert_eq!(
             stages

@@ -202,6 +202,12 @@ fn fold(events: &[IncomingEvent]) -> Conversation {
             conversation.apply(patch, event.occurred_at, &event.dedup_key);
         }
     }
+    // The store keeps how many events built it, not their keys.
+    assert_eq!(
+        conversation.event_count,
+        conversation.event_keys.len() as u64
+    );
+    conversation.event_keys.clear();
     conversation
 }
 

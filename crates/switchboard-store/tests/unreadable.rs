@@ -67,12 +67,12 @@ async fn an_unreadable_record_is_stood_in_for_and_the_rest_are_served() {
         // valid JSON nested deeper than serde_json reads back.
         let db = sled::open(dir.path()).unwrap();
         let key = [b"log/".as_slice(), &2u64.to_be_bytes()].concat();
-        let entry = db.get(&key).unwrap().unwrap();
-        let text = String::from_utf8(entry.to_vec()).unwrap();
-        let at = text.find(",\"payload\":").unwrap();
+        // A schema-2 entry (flat JSON), as the old build wrote it.
         let broken = format!(
-            "{},\"payload\":{{\"vendor\":{{\"data\":{}}}}}}}",
-            &text[..at],
+            "{{\"sequence\":2,\"id\":\"0190-x\",\"connection\":\"lc\",\"vendor\":\"livechat\",\
+             \"received_at\":1000,\"dedup_key\":\"s-b\",\"kind\":\"chat_started\",\
+             \"vendor_event\":\"chat_started\",\"occurred_at\":1000,\
+             \"payload\":{{\"vendor\":{{\"data\":{}}}}}}}",
             nested(200)
         );
         db.insert(&key, broken.as_bytes()).unwrap();
@@ -123,5 +123,44 @@ async fn an_unreadable_record_is_stood_in_for_and_the_rest_are_served() {
         .get_conversation(&ConversationId::new(conn("lc"), "b"))
         .expect_err("unreadable");
     assert!(matches!(error, StoreError::Corrupt { .. }), "{error:?}");
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_binary_record_whose_payload_does_not_decode_is_stood_in_for() {
+    let (dir, store) = temp_store();
+    for chat in ["a", "b"] {
+        store
+            .append(request(
+                "lc",
+                "livechat",
+                vec![started(&format!("s-{chat}"), chat, 1_000)],
+            ))
+            .await
+            .unwrap();
+    }
+    store.close().await.unwrap();
+    drop(store);
+    {
+        // Damage the payload's JSON inside entry 1, keeping the record's length.
+        let db = sled::open(dir.path()).unwrap();
+        let key = [b"log/".as_slice(), &1u64.to_be_bytes()].concat();
+        let mut entry = db.get(&key).unwrap().unwrap().to_vec();
+        let at = entry
+            .windows(b"{\"conversation\"".len())
+            .position(|w| w == b"{\"conversation\"")
+            .expect("the payload's JSON");
+        entry[at] = b'!';
+        db.insert(&key, entry).unwrap();
+        db.flush().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let events = store.read_events(Sequence::ZERO, 10).unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].incoming.vendor_event, UNREADABLE_EVENT);
+    assert_eq!(events[0].incoming.dedup_key, "s-a");
+    assert_eq!(events[0].connection, conn("lc"));
+    assert_eq!(events[1].incoming.dedup_key, "s-b");
+    assert_eq!(events[1].incoming.kind, EventKind::ChatStarted);
     store.close().await.unwrap();
 }

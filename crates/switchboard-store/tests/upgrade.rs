@@ -1,0 +1,243 @@
+//! Schema upgrades in place, and the moment a store is created: a store of the previous schema
+//! opens and reads back as it was, an interrupted upgrade resumes, and a creation interrupted
+//! before its schema key was on disk starts again instead of being refused.
+
+mod common;
+
+use common::{request, started};
+use switchboard_core::{
+    ConnectionId, Conversation, ConversationId, ConversationPatch, EventKind, EventPayload,
+    IncomingEvent, Message, Role, Sequence, Timestamp,
+};
+use switchboard_store::Store;
+
+fn ts(secs: i64) -> Timestamp {
+    Timestamp::from_secs(secs).unwrap()
+}
+
+fn message(key: &str, text: &str, at: i64) -> Message {
+    Message {
+        key: key.into(),
+        author_role: Role::Visitor,
+        author_id: Some("v1".into()),
+        author_name: None,
+        text: text.into(),
+        attachments: Vec::new(),
+        sent_at: ts(at),
+        automatic: false,
+        data: None,
+    }
+}
+
+/// A conversation of 3 messages merged from 4 events, as the core builds it in memory.
+fn merged(external_id: &str) -> Conversation {
+    let id = ConversationId::new(ConnectionId::new("lc").unwrap(), external_id);
+    let mut conversation = Conversation::new(id, "livechat");
+    let mut start = ConversationPatch::new(external_id);
+    start.started_at = Some(ts(100));
+    start.status = Some(switchboard_core::ConversationStatus::Open);
+    conversation.apply(&start, ts(100), "s");
+    for (i, text) in ["hi", "hello", "bye"].iter().enumerate() {
+        let mut patch = ConversationPatch::new(external_id);
+        patch
+            .messages
+            .push(message(&format!("m{i}"), text, 101 + i as i64));
+        conversation.apply(&patch, ts(101 + i as i64), &format!("m{i}"));
+    }
+    conversation
+}
+
+/// The position a schema-2 index entry of `conversation` has (sort key descending, then the
+/// escaped id with every byte inverted).
+fn position(conversation: &Conversation) -> Vec<u8> {
+    let at = conversation.started_at.unwrap().as_millis() as u64;
+    let mut key = (u64::MAX - at).to_be_bytes().to_vec();
+    let mut id = conversation.id.to_string().into_bytes();
+    id.extend_from_slice(&[0, 1]);
+    key.extend(id.into_iter().map(|b| !b));
+    key
+}
+
+/// Writes a store of schema 2 by hand: a JSON log entry, a conversation stored whole (every
+/// message and the dedup keys of its events in one record), its index entries and counters.
+fn write_schema_2(dir: &std::path::Path, conversations: &[Conversation]) {
+    let db = sled::open(dir).unwrap();
+    db.insert("meta/schema_version", "2").unwrap();
+    let entry = serde_json::json!({
+        "sequence": 1, "id": "0190-old", "connection": "lc", "vendor": "livechat",
+        "received_at": 1_700_000_000_000_i64, "request_id": "req-1", "dedup_key": "s",
+        "kind": "chat_started", "vendor_event": "chat_started", "occurred_at": 100_000,
+        "payload": {"conversation": {"external_id": "c1", "started_at": 100_000}},
+        "raw": "{\"event\":\"chat_started\"}"
+    });
+    db.insert(
+        b"log/\0\0\0\0\0\0\0\x01",
+        serde_json::to_vec(&entry).unwrap(),
+    )
+    .unwrap();
+    db.insert("meta/head", &1u64.to_be_bytes()).unwrap();
+    let n = conversations.len() as u64;
+    for conversation in conversations {
+        let key = format!("conv/lc/{}", conversation.id.external_id).into_bytes();
+        db.insert(&key, serde_json::to_vec(conversation).unwrap())
+            .unwrap();
+        for family in [
+            b"ix/all/".to_vec(),
+            b"ix/conn/lc/".to_vec(),
+            b"ix/status/open/".to_vec(),
+        ] {
+            let mut index = family;
+            index.extend(position(conversation));
+            db.insert(index, key.clone()).unwrap();
+        }
+        let mut vendor = b"ix/vendor/livechat".to_vec();
+        vendor.extend_from_slice(&[0, 1]);
+        vendor.extend(position(conversation));
+        db.insert(vendor, key.clone()).unwrap();
+    }
+    let mut vendor_count = b"count/conv/vendor/livechat".to_vec();
+    vendor_count.extend_from_slice(&[0, 1]);
+    for count in [
+        b"count/conv/all/".to_vec(),
+        b"count/conv/conn/lc/".to_vec(),
+        b"count/conv/status/open/".to_vec(),
+        vendor_count,
+    ] {
+        db.insert(count, &n.to_be_bytes()).unwrap();
+    }
+    db.flush().unwrap();
+}
+
+fn schema_version(dir: &std::path::Path) -> String {
+    let db = sled::open(dir).unwrap();
+    String::from_utf8(db.get("meta/schema_version").unwrap().unwrap().to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn a_schema_2_store_is_upgraded_in_place_and_reads_back_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = [merged("c1"), merged("c2")];
+    write_schema_2(dir.path(), &before);
+
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.head(), Sequence(1));
+    // The old log entry still reads.
+    let events = store.read_events(Sequence::ZERO, 10).unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].id, "0190-old");
+    assert_eq!(
+        events[0].raw.as_deref(),
+        Some("{\"event\":\"chat_started\"}")
+    );
+    assert_eq!(events[0].incoming.kind, EventKind::ChatStarted);
+    // Conversations read back whole: messages from their own keys, the event count from the
+    // dedup keys the old record held.
+    for old in &before {
+        let mut expected = old.clone();
+        expected.event_keys.clear();
+        let read = store.get_conversation(&old.id).unwrap().unwrap();
+        assert_eq!(read, expected);
+        assert_eq!(read.event_count, 4);
+        assert_eq!(read.messages.len(), 3);
+    }
+    let listed = store
+        .list_conversations(&switchboard_store::ConversationQuery::default())
+        .unwrap();
+    assert_eq!(listed.conversations.len(), 2);
+    assert!(listed.conversations.iter().all(|c| c.messages.len() == 3));
+
+    // New events merge into an upgraded conversation and are appended after the old log.
+    let mut patch = ConversationPatch::new("c1");
+    patch.messages.push(message("m9", "again", 200));
+    let receipt = store
+        .append(request(
+            "lc",
+            "livechat",
+            vec![IncomingEvent {
+                dedup_key: "m9".into(),
+                kind: EventKind::Message,
+                vendor_event: "incoming_event".into(),
+                occurred_at: ts(200),
+                payload: EventPayload::Conversation(patch),
+            }],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(receipt.appended, vec![Sequence(2)]);
+    let c1 = store.get_conversation(&before[0].id).unwrap().unwrap();
+    assert_eq!(c1.messages.len(), 4);
+    assert_eq!(c1.event_count, 5);
+    store.close().await.unwrap();
+    drop(store);
+    assert_eq!(schema_version(dir.path()), "3");
+}
+
+#[tokio::test]
+async fn an_interrupted_upgrade_resumes_at_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = [merged("c1"), merged("c2")];
+    write_schema_2(dir.path(), &before);
+    {
+        // What a crash after the first batch leaves: c1 already split, c2 not, still schema 2.
+        let db = sled::open(dir.path()).unwrap();
+        let mut header = before[0].clone();
+        for (key, message) in &header.messages {
+            let mut message_key = b"msg/lc/c1".to_vec();
+            message_key.extend_from_slice(&[0, 1]);
+            message_key.extend_from_slice(key.as_bytes());
+            db.insert(message_key, serde_json::to_vec(message).unwrap())
+                .unwrap();
+        }
+        header.messages.clear();
+        header.event_keys.clear();
+        header.event_count = 4;
+        db.insert("conv/lc/c1", serde_json::to_vec(&header).unwrap())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    for old in &before {
+        let read = store.get_conversation(&old.id).unwrap().unwrap();
+        assert_eq!(read.messages, old.messages, "{}", old.id);
+        assert_eq!(read.event_count, 4, "{}", old.id);
+    }
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_creation_interrupted_before_its_schema_key_starts_again() {
+    let dir = tempfile::tempdir().unwrap();
+    // What a crash between sled creating its files and the schema key reaching the disk
+    // leaves: the marker, and sled files without data (here: garbage).
+    std::fs::write(dir.path().join(".switchboard-creating"), b"").unwrap();
+    std::fs::write(dir.path().join("db"), vec![0xAB; 4096]).unwrap();
+    std::fs::write(dir.path().join("conf"), b"garbage").unwrap();
+    std::fs::write(dir.path().join("keep.txt"), b"not sled's").unwrap();
+
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.head(), Sequence::ZERO);
+    store
+        .append(request("lc", "livechat", vec![started("s", "c1", 10)]))
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    drop(store);
+    assert!(!dir.path().join(".switchboard-creating").exists());
+    assert!(
+        dir.path().join("keep.txt").exists(),
+        "only sled's files are removed"
+    );
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.head(), Sequence(1));
+    store.close().await.unwrap();
+}
+
+#[test]
+fn a_new_store_leaves_no_creation_marker_and_an_existing_one_is_never_wiped() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    assert!(!dir.path().join(".switchboard-creating").exists());
+    // An existing store without a marker whose db reads nothing is corruption, not a creation.
+    std::fs::write(dir.path().join("db"), vec![0xAB; 4096]).unwrap();
+    assert!(Store::open(dir.path()).is_err());
+}
