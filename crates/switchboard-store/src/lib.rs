@@ -463,15 +463,11 @@ impl Store {
     /// duplicates succeeds with nothing appended.
     pub async fn append(&self, request: AppendRequest) -> Result<AppendReceipt, StoreError> {
         validate(&request)?;
-        let payloads = request
-            .events
-            .iter()
-            .map(|event| record::encode_payload(&event.payload))
-            .collect::<Result<Vec<_>, _>>()?;
+        let prepared = writer::PreparedEvent::for_request(&request)?;
         let (reply, answer) = oneshot::channel();
         self.send(Command::Append {
             request,
-            payloads,
+            prepared,
             reply,
         })
         .await?;

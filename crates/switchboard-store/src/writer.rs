@@ -29,8 +29,8 @@ pub(crate) enum Command {
     /// Append events (and maybe save a sync cursor).
     Append {
         request: AppendRequest,
-        /// The JSON of each event's payload, encoded by the caller (off the writer thread).
-        payloads: Vec<String>,
+        /// Each event's log record, encoded by the caller (off the writer thread).
+        prepared: Vec<PreparedEvent>,
         reply: oneshot::Sender<Result<AppendReceipt, StoreError>>,
     },
     /// Record the last sync error of a connection.
@@ -46,6 +46,45 @@ pub(crate) enum Command {
         request: Option<Box<AppendRequest>>,
         reply: oneshot::Sender<Result<Ticket, StoreError>>,
     },
+}
+
+/// An event's log record, encoded before it reaches the writer (so that encoding and
+/// compression are spread over every core). `with_raw`: whether the record holds the request's
+/// raw body (the first event's does).
+pub(crate) struct PreparedEvent {
+    pub(crate) id: String,
+    pub(crate) record: Vec<u8>,
+    pub(crate) with_raw: bool,
+}
+
+impl PreparedEvent {
+    /// The records of `request`'s events, the first with the raw body.
+    pub(crate) fn for_request(request: &AppendRequest) -> Result<Vec<PreparedEvent>, StoreError> {
+        let mut raw = request.raw.as_deref();
+        request
+            .events
+            .iter()
+            .map(|incoming| {
+                let id = uuid::Uuid::now_v7().to_string();
+                let event = NewEvent {
+                    id: &id,
+                    connection: &request.connection,
+                    vendor: &request.vendor,
+                    received_at: request.received_at,
+                    request_id: request.request_id.as_deref(),
+                    incoming,
+                    raw: raw.take(),
+                };
+                let record = encode_event(&event, &encode_payload(&incoming.payload)?)?;
+                let with_raw = event.raw.is_some();
+                Ok(PreparedEvent {
+                    id,
+                    record,
+                    with_raw,
+                })
+            })
+            .collect()
+    }
 }
 
 /// What a command of a group did, answered once the group is durable.
@@ -360,8 +399,8 @@ impl Writer {
         for (i, command) in commands.iter_mut().enumerate() {
             match command {
                 Command::Append {
-                    request, payloads, ..
-                } => receipts.push(Outcome::Append(pending.append(i, request, payloads)?)),
+                    request, prepared, ..
+                } => receipts.push(Outcome::Append(pending.append(i, request, prepared)?)),
                 Command::SyncError {
                     connection,
                     message,
@@ -374,7 +413,7 @@ impl Writer {
                     update, request, ..
                 } => match pending.update_ticket(update)? {
                     Ok((append, ticket)) => {
-                        pending.append(i, &append, &[])?;
+                        pending.append(i, &append, &mut [])?;
                         *request = Some(Box::new(append));
                         receipts.push(Outcome::Ticket(Box::new(Ok(ticket))));
                     }
@@ -600,13 +639,13 @@ impl<'a> Pending<'a> {
         Ok(())
     }
 
-    /// Appends `request`'s new events; `payloads` are their payloads' JSON when the caller
-    /// encoded them already (one per event), else they are encoded here.
+    /// Appends `request`'s new events; `prepared` are their log records when the caller
+    /// encoded them already (one per event, see [`PreparedEvent`]), else they are encoded here.
     fn append(
         &mut self,
         command: usize,
         request: &AppendRequest,
-        payloads: &[String],
+        prepared: &mut [PreparedEvent],
     ) -> Result<AppendReceipt, StoreError> {
         let mut receipt = AppendReceipt::default();
         let mut raw = request.raw.as_deref();
@@ -619,22 +658,31 @@ impl<'a> Pending<'a> {
             let sequence = Sequence(self.next);
             self.next += 1;
             self.project(request, incoming, sequence)?;
-            let id = uuid::Uuid::now_v7().to_string();
-            let event = NewEvent {
-                id: &id,
-                connection: &request.connection,
-                vendor: &request.vendor,
-                received_at: request.received_at,
-                request_id: request.request_id.as_deref(),
-                incoming,
-                raw: raw.take(),
+            // The raw body goes on the first new event: the caller's record fits unless an
+            // earlier event of the request was a duplicate.
+            let raw_here = raw.take();
+            let (id, record) = match prepared.get_mut(index) {
+                Some(ready) if ready.with_raw == raw_here.is_some() => {
+                    (ready.id.clone(), std::mem::take(&mut ready.record))
+                }
+                other => {
+                    let id =
+                        other.map_or_else(|| uuid::Uuid::now_v7().to_string(), |p| p.id.clone());
+                    let event = NewEvent {
+                        id: &id,
+                        connection: &request.connection,
+                        vendor: &request.vendor,
+                        received_at: request.received_at,
+                        request_id: request.request_id.as_deref(),
+                        incoming,
+                        raw: raw_here,
+                    };
+                    let record = encode_event(&event, &encode_payload(&incoming.payload)?)?;
+                    (id, record)
+                }
             };
-            let record = match payloads.get(index) {
-                Some(payload) => encode_event(&event, payload)?,
-                None => encode_event(&event, &encode_payload(&incoming.payload)?)?,
-            };
+            let with_raw = raw_here.is_some();
             self.writes.insert(keys::log_key(sequence.0), record);
-            let with_raw = event.raw.is_some();
             self.appended.push(AppendedEvent {
                 command,
                 index,
@@ -938,7 +986,7 @@ mod tests {
         (
             Command::Append {
                 request,
-                payloads: Vec::new(),
+                prepared: Vec::new(),
                 reply,
             },
             answer,
