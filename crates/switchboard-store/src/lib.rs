@@ -202,7 +202,7 @@ pub use crate::quarantine::{
     NewQuarantined, QuarantineLimits, QuarantineOp, QuarantineTotals, Quarantined,
 };
 pub use crate::record::{MAX_VALUE_DEPTH, UNREADABLE_EVENT};
-use crate::record::{decode, decode_event, load};
+use crate::record::{decode, load};
 use crate::tail::TailCache;
 pub use crate::types::{
     AppendReceipt, AppendRequest, ConversationPage, ConversationQuery, DEFAULT_CACHE_CAPACITY,
@@ -463,7 +463,7 @@ impl Store {
     /// duplicates succeeds with nothing appended.
     pub async fn append(&self, request: AppendRequest) -> Result<AppendReceipt, StoreError> {
         validate(&request)?;
-        let prepared = writer::PreparedEvent::for_request(&request)?;
+        let prepared = writer::PreparedRequest::for_request(&request)?;
         let (reply, answer) = oneshot::channel();
         self.send(Command::Append {
             request,
@@ -574,30 +574,61 @@ impl Store {
         {
             return Ok(events);
         }
-        let range = keys::log_key(after.0 + 1)..=keys::log_key(head);
+        let wanted = after.0 + 1;
+        // The entry holding `wanted` starts at it or before it (an entry holds a request's
+        // events under its first sequence).
+        let start = self.entry_start(wanted)?;
         let mut events = Vec::with_capacity(limit.min((head - after.0) as usize).min(1024));
         let mut read = 0usize;
-        for entry in self.inner.db.range(range).take(limit) {
-            if read >= max_bytes {
+        for entry in self
+            .inner
+            .db
+            .range(keys::log_key(start)..=keys::log_key(head))
+        {
+            if read >= max_bytes || events.len() >= limit {
                 break;
             }
             let (key, value) = entry?;
-            // The stored record is about as large as the event decoded from it.
-            read = read.saturating_add(value.len());
-            match decode_event(&key, &value) {
-                Ok(event) => events.push(event),
+            // The stored entry is smaller than the events decoded from it (compressed): count
+            // it three times over.
+            read = read.saturating_add(value.len().saturating_mul(3));
+            let decoded = match record::decode_entry(&key, &value) {
+                Ok(decoded) => decoded,
                 // One unreadable entry must not hide the others: it is reported and served
-                // as a stand-in that keeps its sequence, so readers see no gap.
-                Err(error) => match record::stand_in_event(&key, &value, &error) {
-                    Some(stand_in) => {
-                        unreadable_record(&key, &error);
-                        events.push(stand_in);
+                // as stand-ins that keep its sequences, so readers see no gap.
+                Err(error) => {
+                    let stand_ins = record::stand_ins(&key, &value, &error);
+                    if stand_ins.is_empty() {
+                        return Err(error);
                     }
-                    None => return Err(error),
-                },
+                    unreadable_record(&key, &error);
+                    stand_ins
+                }
+            };
+            for event in decoded {
+                if event.sequence.0 < wanted || event.sequence.0 > head {
+                    continue;
+                }
+                if events.len() >= limit {
+                    break;
+                }
+                events.push(event);
             }
         }
         Ok(events)
+    }
+
+    /// The first sequence of the log entry that holds `sequence` (at most `sequence`).
+    fn entry_start(&self, sequence: u64) -> Result<u64, StoreError> {
+        match self
+            .inner
+            .db
+            .range(keys::log_key(0)..=keys::log_key(sequence))
+            .next_back()
+        {
+            Some(entry) => record::sequence_of(&entry?.0),
+            None => Ok(sequence),
+        }
     }
 
     /// The event a connection appended under `dedup_key`, if any (e.g. to answer a retried
@@ -616,11 +647,13 @@ impl Store {
         if sequence > self.head().0 {
             return Ok(None);
         }
-        let key = keys::log_key(sequence);
-        match self.inner.db.get(&key)? {
-            Some(value) => decode_event(&key, &value).map(Some),
-            None => Ok(None),
-        }
+        let key = keys::log_key(self.entry_start(sequence)?);
+        let Some(value) = self.inner.db.get(&key)? else {
+            return Ok(None);
+        };
+        Ok(record::decode_entry(&key, &value)?
+            .into_iter()
+            .find(|event| event.sequence.0 == sequence))
     }
 
     /// Like [`Store::read_events`], but only from the in-memory tail cache: `Some` when the
@@ -1109,9 +1142,15 @@ fn check_schema(db: &sled::Db, dir: &Path, had_data: bool) -> Result<(), StoreEr
 fn recover_head(db: &sled::Db) -> Result<u64, StoreError> {
     let from_log = match db.scan_prefix(keys::LOG_PREFIX).next_back() {
         Some(entry) => {
-            let (key, _) = entry?;
-            keys::read_be(&key[keys::LOG_PREFIX.len()..])
-                .ok_or_else(|| StoreError::corrupt(&key, "not a log key"))?
+            let (key, value) = entry?;
+            let first = record::sequence_of(&key)?;
+            let count = record::entry_count(&value).ok_or_else(|| {
+                StoreError::corrupt(
+                    &key,
+                    "the last log entry does not say how many events it holds",
+                )
+            })?;
+            first + count - 1
         }
         None => 0,
     };

@@ -1,15 +1,16 @@
-//! How a log entry is stored.
+//! How records are stored: JSON for projections, a compact binary entry per append request for
+//! the log, and zstd for any value long enough to gain from it ([`pack`]).
 //!
-//! **Schema 3** (written now): one byte [`BINARY_RECORD`], then a postcard record of the
-//! event's head fields (sequence aside: the key holds it), its payload as JSON text, and the raw
-//! body as bytes. Vendor JSON is never nested inside another JSON document: the raw body is
-//! stored as the bytes that arrived (no escaping, no re-encoding), and the payload's JSON is a
-//! document of its own, so its depth is only the depth the store validated
-//! ([`MAX_VALUE_DEPTH`]).
+//! **Log entries, schema 3** (written now): one [`RequestRecord`] per append request, keyed by
+//! its first event's sequence, holding the request's new events and its raw body once. Vendor
+//! JSON is never nested inside another JSON document: the raw body is stored as the text that
+//! arrived (no escaping), and each payload's JSON is a document of its own, so its depth is
+//! only the depth the store validated ([`MAX_VALUE_DEPTH`]). The request's events and its raw
+//! body are compressed together, so the text a payload repeats from the body costs little.
 //!
-//! **Schema 2** entries (a JSON object of a flat, store-private shape: every field at one level,
-//! the payload externally tagged) are still read: they start with `{`, which no binary record
-//! does, so an upgraded store keeps its log as it was.
+//! **Log entries, schema 2** (one JSON object per event, of a flat, store-private shape: every
+//! field at one level, the payload externally tagged) are still read: they start with `{`,
+//! which no request record does, so an upgraded store keeps its log as it was.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -18,7 +19,7 @@ use switchboard_core::{
     Sequence, Ticket, Timestamp,
 };
 
-use crate::StoreError;
+use crate::{AppendRequest, StoreError};
 
 #[derive(Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -69,17 +70,6 @@ enum PayloadIn {
         subject: Option<String>,
         data: serde_json::Value,
     },
-}
-
-/// What the writer knows of a new log entry; borrowed, so encoding copies nothing first.
-pub(crate) struct NewEvent<'a> {
-    pub(crate) id: &'a str,
-    pub(crate) connection: &'a ConnectionId,
-    pub(crate) vendor: &'a str,
-    pub(crate) received_at: Timestamp,
-    pub(crate) request_id: Option<&'a str>,
-    pub(crate) incoming: &'a IncomingEvent,
-    pub(crate) raw: Option<&'a str>,
 }
 
 /// The first bytes of a zstd frame: a stored value that starts with them is compressed.
@@ -139,29 +129,38 @@ pub(crate) fn load<T: DeserializeOwned>(
     tree.get(key)?.map(|bytes| decode(key, &bytes)).transpose()
 }
 
-/// The first byte of a schema-3 log record (a schema-2 record, JSON, starts with `{`).
-pub(crate) const BINARY_RECORD: u8 = 0x03;
+/// The first byte of a schema-3 log entry (a schema-2 entry, JSON, starts with `{`).
+pub(crate) const REQUEST_RECORD: u8 = 0x04;
 
-/// A schema-3 log record: the event without its sequence (the key holds it).
+/// A schema-3 log entry: the new events of one append request (a webhook, a sync page), under
+/// the key of the first one's sequence; the others follow it, gap-free. The raw body is kept
+/// once, and served on the first event. Laid out as [`REQUEST_RECORD`], the number of events
+/// (u32, little-endian, outside the compressed part so that a damaged entry still says how many
+/// sequences it holds), then the [`pack`]ed postcard of this.
 #[derive(Serialize, Deserialize)]
-struct Record<'a> {
-    id: &'a str,
+struct RequestRecord<'a> {
     connection: &'a str,
     vendor: &'a str,
     received_at: i64,
     request_id: Option<&'a str>,
+    raw: Option<&'a str>,
+    #[serde(borrow)]
+    events: Vec<EventRecord<'a>>,
+}
+
+/// One event of a [`RequestRecord`].
+#[derive(Serialize, Deserialize)]
+struct EventRecord<'a> {
+    id: &'a str,
     dedup_key: &'a str,
     kind: &'a str,
     vendor_event: &'a str,
     occurred_at: i64,
-    /// The payload, JSON of [`PayloadOut`] / [`PayloadIn`].
+    /// JSON of [`PayloadOut`] / [`PayloadIn`]: a document of its own, never nested in another.
     payload: &'a str,
-    /// The raw body as it arrived.
-    raw: Option<&'a str>,
 }
 
-/// The payload's JSON, as a schema-3 record holds it. Callers may encode it before handing
-/// the event to the writer, so that this work is spread over every core.
+/// The payload's JSON, as a log record holds it.
 pub(crate) fn encode_payload(payload: &EventPayload) -> Result<String, StoreError> {
     let out = match payload {
         EventPayload::Conversation(patch) => PayloadOut::Conversation(patch),
@@ -179,32 +178,45 @@ pub(crate) fn encode_payload(payload: &EventPayload) -> Result<String, StoreErro
         .map_err(|e| StoreError::Commit(format!("cannot encode an event's payload: {e}")))
 }
 
-/// Encodes a log record; `payload` is [`encode_payload`] of the event's payload.
-pub(crate) fn encode_event(event: &NewEvent<'_>, payload: &str) -> Result<Vec<u8>, StoreError> {
-    let incoming = event.incoming;
-    let record = Record {
-        id: event.id,
-        connection: event.connection.as_str(),
-        vendor: event.vendor,
-        received_at: event.received_at.as_millis(),
-        request_id: event.request_id,
-        dedup_key: &incoming.dedup_key,
-        kind: incoming.kind.as_str(),
-        vendor_event: &incoming.vendor_event,
-        occurred_at: incoming.occurred_at.as_millis(),
-        payload,
-        raw: event.raw,
+/// Encodes the log entry of `events` (each with its id), new events of `request`, the first
+/// holding the raw body.
+pub(crate) fn encode_request(
+    request: &AppendRequest,
+    events: &[(&str, &IncomingEvent)],
+) -> Result<Vec<u8>, StoreError> {
+    let payloads = events
+        .iter()
+        .map(|(_, incoming)| encode_payload(&incoming.payload))
+        .collect::<Result<Vec<_>, _>>()?;
+    let record = RequestRecord {
+        connection: request.connection.as_str(),
+        vendor: &request.vendor,
+        received_at: request.received_at.as_millis(),
+        request_id: request.request_id.as_deref(),
+        raw: request.raw.as_deref(),
+        events: events
+            .iter()
+            .zip(&payloads)
+            .map(|((id, incoming), payload)| EventRecord {
+                id,
+                dedup_key: &incoming.dedup_key,
+                kind: incoming.kind.as_str(),
+                vendor_event: &incoming.vendor_event,
+                occurred_at: incoming.occurred_at.as_millis(),
+                payload,
+            })
+            .collect(),
     };
-    let mut out = Vec::with_capacity(
-        64 + payload.len()
-            + event.raw.map_or(0, str::len)
-            + incoming.dedup_key.len()
-            + incoming.vendor_event.len(),
-    );
-    out.push(BINARY_RECORD);
-    postcard::to_extend(&record, out)
-        .map(pack)
-        .map_err(|e| StoreError::Commit(format!("cannot encode an event: {e}")))
+    let body = postcard::to_allocvec(&record)
+        .map_err(|e| StoreError::Commit(format!("cannot encode a log record: {e}")))?;
+    let count = u32::try_from(events.len())
+        .map_err(|_| StoreError::InvalidArgument("too many events in one request".into()))?;
+    let packed = pack(body);
+    let mut out = Vec::with_capacity(5 + packed.len());
+    out.push(REQUEST_RECORD);
+    out.extend_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(&packed);
+    Ok(out)
 }
 
 /// The most levels of JSON nesting the store accepts in a vendor value (an event's `data`, a
@@ -250,117 +262,29 @@ struct EventHead {
 /// The `vendor_event` of a stand-in for a log entry that cannot be decoded.
 pub const UNREADABLE_EVENT: &str = "switchboard.unreadable";
 
-/// A log entry that does not decode, as a stand-in that keeps its place in the log: same
-/// sequence and (where its head decodes) the same id, connection and times; kind
-/// `vendor_event`, `vendor_event` [`UNREADABLE_EVENT`], and the reason in its data. `None`
-/// when not even the sequence can be known.
-pub(crate) fn stand_in_event(key: &[u8], bytes: &[u8], reason: &StoreError) -> Option<Event> {
-    let sequence = crate::keys::read_be(key.strip_prefix(crate::keys::LOG_PREFIX)?)?;
-    let unpacked = unpack(key, bytes).unwrap_or_default();
-    let bytes = &*unpacked;
-    let binary_head = || -> Option<EventHead> {
-        let record = decode_record(key, bytes).ok()?;
-        Some(EventHead {
-            sequence,
-            id: record.id.to_owned(),
-            connection: ConnectionId::new(record.connection).ok()?,
-            vendor: record.vendor.to_owned(),
-            received_at: Timestamp::from_millis(record.received_at)?,
-            request_id: record.request_id.map(str::to_owned),
-            dedup_key: record.dedup_key.to_owned(),
-            kind: EventKind::parse(record.kind)?,
-            vendor_event: record.vendor_event.to_owned(),
-            occurred_at: Timestamp::from_millis(record.occurred_at)?,
-        })
-    };
-    // Field names are never escaped, so the first `,"payload":` ends a JSON record's flat head.
-    let head = if bytes.first() != Some(&b'{') {
-        binary_head()
-    } else {
-        bytes
-            .windows(PAYLOAD_FIELD.len())
-            .position(|w| w == PAYLOAD_FIELD)
-            .and_then(|end| {
-                let mut head = bytes[..end].to_vec();
-                head.push(b'}');
-                serde_json::from_slice::<EventHead>(&head).ok()
-            })
-            .filter(|head| head.sequence == sequence)
-    };
-    let mut data = serde_json::json!({
-        "error": "this log entry cannot be decoded; its event is lost to readers",
-        "reason": reason.to_string(),
-        "sequence": sequence,
-    });
-    let fallback_time = Timestamp::from_millis(0)?;
-    let (id, connection, vendor, received_at, request_id, dedup_key, occurred_at, original) =
-        match head {
-            Some(h) => (
-                h.id,
-                h.connection,
-                h.vendor,
-                h.received_at,
-                h.request_id,
-                h.dedup_key,
-                h.occurred_at,
-                Some((h.kind, h.vendor_event)),
-            ),
-            None => (
-                format!("unreadable-{sequence}"),
-                ConnectionId::new("switchboard").ok()?,
-                "switchboard".to_owned(),
-                fallback_time,
-                None,
-                format!("unreadable:{sequence}"),
-                fallback_time,
-                None,
-            ),
-        };
-    if let Some((kind, vendor_event)) = original {
-        data["kind"] = serde_json::to_value(kind).ok()?;
-        data["vendor_event"] = serde_json::Value::String(vendor_event);
+/// How many events (sequences) the log entry at `key` holds: 1 for a schema-2 entry, the
+/// count in its header for a request record; `None` if not even that can be read.
+pub(crate) fn entry_count(bytes: &[u8]) -> Option<u64> {
+    match bytes.first()? {
+        b'{' => Some(1),
+        &REQUEST_RECORD => {
+            let count = u32::from_le_bytes(bytes.get(1..5)?.try_into().ok()?);
+            (count > 0).then_some(u64::from(count))
+        }
+        _ => None,
     }
-    Some(Event {
-        sequence: Sequence(sequence),
-        id,
-        connection,
-        vendor,
-        received_at,
-        request_id,
-        incoming: IncomingEvent {
-            dedup_key,
-            kind: EventKind::VendorEvent,
-            vendor_event: UNREADABLE_EVENT.to_owned(),
-            occurred_at,
-            payload: EventPayload::Vendor {
-                subject: None,
-                data,
-            },
-        },
-        raw: None,
-    })
 }
-
-const PAYLOAD_FIELD: &[u8] = b",\"payload\":";
 
 fn time(key: &[u8], millis: i64) -> Result<Timestamp, StoreError> {
     Timestamp::from_millis(millis)
         .ok_or_else(|| StoreError::corrupt(key, format!("time {millis} out of range")))
 }
 
-/// The sequence a log key holds.
-fn sequence_of(key: &[u8]) -> Result<u64, StoreError> {
+/// The first sequence of the log entry at `key`.
+pub(crate) fn sequence_of(key: &[u8]) -> Result<u64, StoreError> {
     key.strip_prefix(crate::keys::LOG_PREFIX)
         .and_then(crate::keys::read_be)
         .ok_or_else(|| StoreError::corrupt(key, "not a log key"))
-}
-
-/// The head of a binary record, with its payload and raw body still encoded.
-fn decode_record<'a>(key: &[u8], bytes: &'a [u8]) -> Result<Record<'a>, StoreError> {
-    let body = bytes
-        .strip_prefix(&[BINARY_RECORD])
-        .ok_or_else(|| StoreError::corrupt(key, "unknown record format"))?;
-    postcard::from_bytes(body).map_err(|e| StoreError::corrupt(key, e))
 }
 
 fn payload_of(stored: PayloadIn) -> EventPayload {
@@ -372,31 +296,76 @@ fn payload_of(stored: PayloadIn) -> EventPayload {
     }
 }
 
-pub(crate) fn decode_event(key: &[u8], bytes: &[u8]) -> Result<Event, StoreError> {
-    let bytes = &*unpack(key, bytes)?;
-    if bytes.first() != Some(&b'{') {
-        let record = decode_record(key, bytes)?;
-        let payload: PayloadIn = decode(key, record.payload.as_bytes())?;
-        let kind = EventKind::parse(record.kind)
-            .ok_or_else(|| StoreError::corrupt(key, format!("unknown kind {}", record.kind)))?;
-        return Ok(Event {
-            sequence: Sequence(sequence_of(key)?),
-            id: record.id.to_owned(),
-            connection: ConnectionId::new(record.connection)
-                .map_err(|e| StoreError::corrupt(key, e))?,
-            vendor: record.vendor.to_owned(),
-            received_at: time(key, record.received_at)?,
-            request_id: record.request_id.map(str::to_owned),
-            incoming: IncomingEvent {
-                dedup_key: record.dedup_key.to_owned(),
-                kind,
-                vendor_event: record.vendor_event.to_owned(),
-                occurred_at: time(key, record.occurred_at)?,
-                payload: payload_of(payload),
-            },
-            raw: record.raw.map(str::to_owned),
-        });
+/// The events of the log entry at `key`, in sequence order. An event whose payload does not
+/// decode is served as a stand-in (see [`stand_in`]) that keeps its head; an entry that does
+/// not decode at all is an error (then see [`stand_ins`]).
+pub(crate) fn decode_entry(key: &[u8], bytes: &[u8]) -> Result<Vec<Event>, StoreError> {
+    let first = sequence_of(key)?;
+    if bytes.first() == Some(&b'{') {
+        return decode_json_entry(key, bytes).map(|event| vec![event]);
     }
+    let count =
+        entry_count(bytes).ok_or_else(|| StoreError::corrupt(key, "unknown record format"))?;
+    let body = unpack(key, &bytes[5..])?;
+    let record: RequestRecord<'_> =
+        postcard::from_bytes(&body).map_err(|e| StoreError::corrupt(key, e))?;
+    if record.events.len() as u64 != count {
+        return Err(StoreError::corrupt(
+            key,
+            format!("it says {count} events and holds {}", record.events.len()),
+        ));
+    }
+    let connection =
+        ConnectionId::new(record.connection).map_err(|e| StoreError::corrupt(key, e))?;
+    let received_at = time(key, record.received_at)?;
+    let mut events = Vec::with_capacity(record.events.len());
+    for (i, stored) in record.events.iter().enumerate() {
+        let kind = EventKind::parse(stored.kind)
+            .ok_or_else(|| StoreError::corrupt(key, format!("unknown kind {}", stored.kind)))?;
+        let head = EventHead {
+            sequence: first + i as u64,
+            id: stored.id.to_owned(),
+            connection: connection.clone(),
+            vendor: record.vendor.to_owned(),
+            received_at,
+            request_id: record.request_id.map(str::to_owned),
+            dedup_key: stored.dedup_key.to_owned(),
+            kind,
+            vendor_event: stored.vendor_event.to_owned(),
+            occurred_at: time(key, stored.occurred_at)?,
+        };
+        let event = match decode::<PayloadIn>(key, stored.payload.as_bytes()) {
+            Ok(payload) => Event {
+                sequence: Sequence(head.sequence),
+                id: head.id,
+                connection: head.connection,
+                vendor: head.vendor,
+                received_at: head.received_at,
+                request_id: head.request_id,
+                incoming: IncomingEvent {
+                    dedup_key: head.dedup_key,
+                    kind: head.kind,
+                    vendor_event: head.vendor_event,
+                    occurred_at: head.occurred_at,
+                    payload: payload_of(payload),
+                },
+                raw: if i == 0 {
+                    record.raw.map(str::to_owned)
+                } else {
+                    None
+                },
+            },
+            Err(error) => {
+                crate::unreadable_record(key, &error);
+                stand_in(head.sequence, Some(head), &error)
+            }
+        };
+        events.push(event);
+    }
+    Ok(events)
+}
+
+fn decode_json_entry(key: &[u8], bytes: &[u8]) -> Result<Event, StoreError> {
     let stored: EventIn = decode(key, bytes)?;
     let payload = payload_of(stored.payload);
     Ok(Event {
@@ -417,6 +386,96 @@ pub(crate) fn decode_event(key: &[u8], bytes: &[u8]) -> Result<Event, StoreError
     })
 }
 
+/// Stand-ins for every event of a log entry that does not decode, so that readers see no gap:
+/// a schema-2 entry keeps its head where the head decodes; a request record keeps its
+/// sequences (its count is outside the compressed part). Empty when not even the sequences
+/// can be known.
+pub(crate) fn stand_ins(key: &[u8], bytes: &[u8], reason: &StoreError) -> Vec<Event> {
+    let Ok(first) = sequence_of(key) else {
+        return Vec::new();
+    };
+    if bytes.first() == Some(&b'{') {
+        // Field names are never escaped, so the first `,"payload":` ends the flat head.
+        let head = bytes
+            .windows(PAYLOAD_FIELD.len())
+            .position(|w| w == PAYLOAD_FIELD)
+            .and_then(|end| {
+                let mut head = bytes[..end].to_vec();
+                head.push(b'}');
+                serde_json::from_slice::<EventHead>(&head).ok()
+            })
+            .filter(|head| head.sequence == first);
+        return vec![stand_in(first, head, reason)];
+    }
+    let Some(count) = entry_count(bytes) else {
+        return Vec::new();
+    };
+    (first..first + count)
+        .map(|sequence| stand_in(sequence, None, reason))
+        .collect()
+}
+
+/// A stand-in for the event at `sequence` that cannot be decoded: same sequence and (with its
+/// head) the same id, connection and times; kind `vendor_event`, `vendor_event`
+/// [`UNREADABLE_EVENT`], and the reason in its data.
+fn stand_in(sequence: u64, head: Option<EventHead>, reason: &StoreError) -> Event {
+    let mut data = serde_json::json!({
+        "error": "this log entry cannot be decoded; its event is lost to readers",
+        "reason": reason.to_string(),
+        "sequence": sequence,
+    });
+    let fallback_time = Timestamp::from_millis(0).unwrap_or(Timestamp::MIN);
+    let unknown = || ConnectionId::new("switchboard").expect("a valid connection id");
+    let (id, connection, vendor, received_at, request_id, dedup_key, occurred_at, original) =
+        match head {
+            Some(h) => (
+                h.id,
+                h.connection,
+                h.vendor,
+                h.received_at,
+                h.request_id,
+                h.dedup_key,
+                h.occurred_at,
+                Some((h.kind, h.vendor_event)),
+            ),
+            None => (
+                format!("unreadable-{sequence}"),
+                unknown(),
+                "switchboard".to_owned(),
+                fallback_time,
+                None,
+                format!("unreadable:{sequence}"),
+                fallback_time,
+                None,
+            ),
+        };
+    if let Some((kind, vendor_event)) = original {
+        data["kind"] = serde_json::Value::String(kind.as_str().to_owned());
+        data["vendor_event"] = serde_json::Value::String(vendor_event);
+    }
+    Event {
+        sequence: Sequence(sequence),
+        id,
+        connection,
+        vendor,
+        received_at,
+        request_id,
+        incoming: IncomingEvent {
+            dedup_key,
+            kind: EventKind::VendorEvent,
+            vendor_event: UNREADABLE_EVENT.to_owned(),
+            occurred_at,
+            payload: EventPayload::Vendor {
+                subject: None,
+                data,
+            },
+        },
+        raw: None,
+    }
+}
+
+const PAYLOAD_FIELD: &[u8] = b",\"payload\":";
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -427,32 +486,39 @@ mod tests {
 
     fn round_trip(incoming: IncomingEvent, raw: Option<&str>, request_id: Option<&str>) {
         let connection = ConnectionId::new("lc").unwrap();
-        let new = NewEvent {
-            id: "0190-id",
-            connection: &connection,
-            vendor: "livechat",
-            received_at: Timestamp::from_millis(1_700_000_000_123).unwrap(),
-            request_id,
-            incoming: &incoming,
-            raw,
-        };
-        let payload = encode_payload(&new.incoming.payload).unwrap();
-        let bytes = encode_event(&new, &payload).unwrap();
-        assert!(
-            bytes[0] == BINARY_RECORD || bytes.starts_with(&ZSTD_MAGIC),
-            "a binary record, packed or not"
-        );
-        let decoded = decode_event(&crate::keys::log_key(42), &bytes).unwrap();
-        let expected = Event {
-            sequence: Sequence(42),
-            id: "0190-id".into(),
-            connection: connection.clone(),
-            vendor: "livechat".into(),
-            received_at: new.received_at,
-            request_id: request_id.map(str::to_owned),
-            incoming,
-            raw: raw.map(str::to_owned),
-        };
+        let mut request = AppendRequest::new(connection.clone(), "livechat", Vec::new());
+        request.received_at = Timestamp::from_millis(1_700_000_000_123).unwrap();
+        request.request_id = request_id.map(str::to_owned);
+        request.raw = raw.map(str::to_owned);
+        let mut second = incoming.clone();
+        second.dedup_key.push_str(":2");
+        let bytes =
+            encode_request(&request, &[("0190-id", &incoming), ("0190-id2", &second)]).unwrap();
+        assert_eq!(bytes[0], REQUEST_RECORD);
+        assert_eq!(entry_count(&bytes), Some(2));
+        let decoded = decode_entry(&crate::keys::log_key(42), &bytes).unwrap();
+        let expected = vec![
+            Event {
+                sequence: Sequence(42),
+                id: "0190-id".into(),
+                connection: connection.clone(),
+                vendor: "livechat".into(),
+                received_at: request.received_at,
+                request_id: request_id.map(str::to_owned),
+                incoming,
+                raw: raw.map(str::to_owned),
+            },
+            Event {
+                sequence: Sequence(43),
+                id: "0190-id2".into(),
+                connection: connection.clone(),
+                vendor: "livechat".into(),
+                received_at: request.received_at,
+                request_id: request_id.map(str::to_owned),
+                incoming: second,
+                raw: None,
+            },
+        ];
         assert_eq!(decoded, expected);
     }
 
@@ -552,7 +618,8 @@ mod tests {
 
     #[test]
     fn a_record_that_does_not_decode_is_corrupt() {
-        let error = decode_event(b"log/1", b"{\"sequence\": 1}").unwrap_err();
+        let key = crate::keys::log_key(1);
+        let error = decode_entry(&key, b"{\"sequence\": 1}").unwrap_err();
         assert!(matches!(error, StoreError::Corrupt { .. }), "{error:?}");
     }
 }

@@ -20,7 +20,7 @@ use tracing::{debug, error, info};
 use crate::conversations;
 use crate::keys::{self, IndexFamily};
 use crate::quarantine::{self, QuarantineLimits, QuarantineOp, QuarantineTotals, Quarantined};
-use crate::record::{NewEvent, encode, encode_event, encode_payload, load};
+use crate::record::{encode, encode_request, load};
 use crate::tail::TailCache;
 use crate::{AppendReceipt, AppendRequest, StoreError, StoreOptions, SyncState, TicketUpdate};
 
@@ -30,7 +30,7 @@ pub(crate) enum Command {
     Append {
         request: AppendRequest,
         /// Each event's log record, encoded by the caller (off the writer thread).
-        prepared: Vec<PreparedEvent>,
+        prepared: Option<PreparedRequest>,
         reply: oneshot::Sender<Result<AppendReceipt, StoreError>>,
     },
     /// Record the last sync error of a connection.
@@ -48,42 +48,31 @@ pub(crate) enum Command {
     },
 }
 
-/// An event's log record, encoded before it reaches the writer (so that encoding and
-/// compression are spread over every core). `with_raw`: whether the record holds the request's
-/// raw body (the first event's does).
-pub(crate) struct PreparedEvent {
-    pub(crate) id: String,
+/// A request's log entry, encoded (and compressed) before it reaches the writer, so that this
+/// work is spread over every core: the entry as if every event is new, and the events' ids.
+pub(crate) struct PreparedRequest {
+    pub(crate) ids: Vec<String>,
     pub(crate) record: Vec<u8>,
-    pub(crate) with_raw: bool,
 }
 
-impl PreparedEvent {
-    /// The records of `request`'s events, the first with the raw body.
-    pub(crate) fn for_request(request: &AppendRequest) -> Result<Vec<PreparedEvent>, StoreError> {
-        let mut raw = request.raw.as_deref();
-        request
+impl PreparedRequest {
+    /// The entry of all of `request`'s events (`None` for a request without events).
+    pub(crate) fn for_request(request: &AppendRequest) -> Result<Option<Self>, StoreError> {
+        if request.events.is_empty() {
+            return Ok(None);
+        }
+        let ids: Vec<String> = request
             .events
             .iter()
-            .map(|incoming| {
-                let id = uuid::Uuid::now_v7().to_string();
-                let event = NewEvent {
-                    id: &id,
-                    connection: &request.connection,
-                    vendor: &request.vendor,
-                    received_at: request.received_at,
-                    request_id: request.request_id.as_deref(),
-                    incoming,
-                    raw: raw.take(),
-                };
-                let record = encode_event(&event, &encode_payload(&incoming.payload)?)?;
-                let with_raw = event.raw.is_some();
-                Ok(PreparedEvent {
-                    id,
-                    record,
-                    with_raw,
-                })
-            })
-            .collect()
+            .map(|_| uuid::Uuid::now_v7().to_string())
+            .collect();
+        let events: Vec<(&str, &IncomingEvent)> = ids
+            .iter()
+            .map(String::as_str)
+            .zip(&request.events)
+            .collect();
+        let record = encode_request(request, &events)?;
+        Ok(Some(PreparedRequest { ids, record }))
     }
 }
 
@@ -400,7 +389,11 @@ impl Writer {
             match command {
                 Command::Append {
                     request, prepared, ..
-                } => receipts.push(Outcome::Append(pending.append(i, request, prepared)?)),
+                } => receipts.push(Outcome::Append(pending.append(
+                    i,
+                    request,
+                    prepared.as_mut(),
+                )?)),
                 Command::SyncError {
                     connection,
                     message,
@@ -413,7 +406,7 @@ impl Writer {
                     update, request, ..
                 } => match pending.update_ticket(update)? {
                     Ok((append, ticket)) => {
-                        pending.append(i, &append, &mut [])?;
+                        pending.append(i, &append, None)?;
                         *request = Some(Box::new(append));
                         receipts.push(Outcome::Ticket(Box::new(Ok(ticket))));
                     }
@@ -639,16 +632,16 @@ impl<'a> Pending<'a> {
         Ok(())
     }
 
-    /// Appends `request`'s new events; `prepared` are their log records when the caller
-    /// encoded them already (one per event, see [`PreparedEvent`]), else they are encoded here.
+    /// Appends `request`'s new events as one log entry; `prepared` is that entry when the
+    /// caller encoded it already (see [`PreparedRequest`]), else it is encoded here.
     fn append(
         &mut self,
         command: usize,
         request: &AppendRequest,
-        prepared: &mut [PreparedEvent],
+        prepared: Option<&mut PreparedRequest>,
     ) -> Result<AppendReceipt, StoreError> {
         let mut receipt = AppendReceipt::default();
-        let mut raw = request.raw.as_deref();
+        let mut new = Vec::with_capacity(request.events.len());
         for (index, incoming) in request.events.iter().enumerate() {
             let dedup = keys::dedup_key(&request.connection, &incoming.dedup_key);
             if self.appended_keys.contains(&dedup) || self.tree.contains_key(&dedup)? {
@@ -658,42 +651,46 @@ impl<'a> Pending<'a> {
             let sequence = Sequence(self.next);
             self.next += 1;
             self.project(request, incoming, sequence)?;
-            // The raw body goes on the first new event: the caller's record fits unless an
-            // earlier event of the request was a duplicate.
-            let raw_here = raw.take();
-            let (id, record) = match prepared.get_mut(index) {
-                Some(ready) if ready.with_raw == raw_here.is_some() => {
-                    (ready.id.clone(), std::mem::take(&mut ready.record))
-                }
-                other => {
-                    let id =
-                        other.map_or_else(|| uuid::Uuid::now_v7().to_string(), |p| p.id.clone());
-                    let event = NewEvent {
-                        id: &id,
-                        connection: &request.connection,
-                        vendor: &request.vendor,
-                        received_at: request.received_at,
-                        request_id: request.request_id.as_deref(),
-                        incoming,
-                        raw: raw_here,
-                    };
-                    let record = encode_event(&event, &encode_payload(&incoming.payload)?)?;
-                    (id, record)
-                }
-            };
-            let with_raw = raw_here.is_some();
-            self.writes.insert(keys::log_key(sequence.0), record);
-            self.appended.push(AppendedEvent {
-                command,
-                index,
-                sequence,
-                id,
-                with_raw,
-            });
             self.writes
                 .insert(dedup.as_slice(), &keys::be(sequence.0)[..]);
             self.appended_keys.insert(dedup);
             receipt.appended.push(sequence);
+            new.push(index);
+        }
+        if let Some(&first_index) = new.first() {
+            let first = receipt.appended[0];
+            let ids: Vec<String> = match &prepared {
+                Some(ready) => new.iter().map(|&i| ready.ids[i].clone()).collect(),
+                None => new
+                    .iter()
+                    .map(|_| uuid::Uuid::now_v7().to_string())
+                    .collect(),
+            };
+            // The caller's entry holds every event of the request: it fits when none was a
+            // duplicate, else the entry of the new ones is encoded here.
+            let record = match prepared {
+                Some(ready) if new.len() == request.events.len() => {
+                    std::mem::take(&mut ready.record)
+                }
+                _ => {
+                    let events: Vec<(&str, &IncomingEvent)> = new
+                        .iter()
+                        .zip(&ids)
+                        .map(|(&i, id)| (id.as_str(), &request.events[i]))
+                        .collect();
+                    encode_request(request, &events)?
+                }
+            };
+            self.writes.insert(keys::log_key(first.0), record);
+            for ((&index, id), &sequence) in new.iter().zip(ids).zip(&receipt.appended) {
+                self.appended.push(AppendedEvent {
+                    command,
+                    index,
+                    sequence,
+                    id,
+                    with_raw: index == first_index && request.raw.is_some(),
+                });
+            }
         }
         if let Some(op) = &request.quarantine {
             self.change_quarantine(request, op, &mut receipt)?;
@@ -986,7 +983,7 @@ mod tests {
         (
             Command::Append {
                 request,
-                prepared: Vec::new(),
+                prepared: None,
                 reply,
             },
             answer,

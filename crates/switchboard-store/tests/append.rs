@@ -645,3 +645,54 @@ async fn a_large_raw_body_survives_reopening() {
     let events = store.read_events(Sequence::ZERO, 1).unwrap();
     assert_eq!(events[0].raw.as_deref(), Some(raw.as_str()));
 }
+
+#[tokio::test]
+async fn reads_start_and_stop_inside_one_request_s_entry() {
+    let (_dir, store) = temp_store();
+    let mut five = request(
+        "lc",
+        "livechat",
+        (0..5)
+            .map(|i| message(&format!("m{i}"), "c1", 10 + i, "x"))
+            .collect(),
+    );
+    five.raw = Some("{\"five\":true}".into());
+    store.append(five).await.unwrap();
+    store
+        .append(request("lc", "livechat", vec![started("s", "c2", 20)]))
+        .await
+        .unwrap();
+    let seqs = |events: Vec<switchboard_core::Event>| {
+        events.iter().map(|e| e.sequence.0).collect::<Vec<_>>()
+    };
+    assert_eq!(seqs(store.read_events(Sequence(2), 2).unwrap()), [3, 4]);
+    assert_eq!(seqs(store.read_events(Sequence(4), 10).unwrap()), [5, 6]);
+    let all = store.read_events(Sequence::ZERO, 10).unwrap();
+    assert_eq!(seqs(all.clone()), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(all[0].raw.as_deref(), Some("{\"five\":true}"));
+    assert!(all[1..].iter().all(|e| e.raw.is_none()));
+    let third = store
+        .event_by_dedup_key(&conn("lc"), "m2")
+        .unwrap()
+        .unwrap();
+    assert_eq!(third.sequence, Sequence(3));
+    assert_eq!(third, all[2]);
+    // A request whose first event is a duplicate stores the raw body on its first new event.
+    let mut again = request(
+        "lc",
+        "livechat",
+        vec![message("m0", "c1", 10, "x"), message("m9", "c1", 19, "y")],
+    );
+    again.raw = Some("{\"again\":true}".into());
+    assert_eq!(
+        store.append(again).await.unwrap().appended,
+        vec![Sequence(7)]
+    );
+    store.close().await.unwrap();
+    drop(store);
+    let store = Store::open(_dir.path()).unwrap();
+    assert_eq!(store.head(), Sequence(7));
+    let last = store.read_events(Sequence(6), 10).unwrap();
+    assert_eq!(last[0].raw.as_deref(), Some("{\"again\":true}"));
+    assert_eq!(last[0].incoming.dedup_key, "m9");
+}

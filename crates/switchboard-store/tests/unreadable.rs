@@ -164,3 +164,54 @@ async fn a_binary_record_whose_payload_does_not_decode_is_stood_in_for() {
     assert_eq!(events[1].incoming.kind, EventKind::ChatStarted);
     store.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_damaged_request_entry_stands_in_for_each_of_its_events() {
+    let (dir, store) = temp_store();
+    // One request of three events (one log entry, long enough to be compressed), then one more.
+    let mut three = request(
+        "lc",
+        "livechat",
+        vec![
+            started("s-a", "a", 1_000),
+            started("s-b", "b", 1_000),
+            started("s-c", "c", 1_000),
+        ],
+    );
+    three.raw = Some(format!("{{\"pad\":\"{}\"}}", "x".repeat(2_000)));
+    store.append(three).await.unwrap();
+    store
+        .append(request("lc", "livechat", vec![started("s-d", "d", 1_000)]))
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    drop(store);
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let key = [b"log/".as_slice(), &1u64.to_be_bytes()].concat();
+        let mut entry = db.get(&key).unwrap().unwrap().to_vec();
+        let middle = entry.len() / 2;
+        entry.truncate(middle);
+        db.insert(&key, entry).unwrap();
+        db.flush().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let events = store.read_events(Sequence::ZERO, 10).unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.sequence.0).collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+    assert!(
+        events[..3]
+            .iter()
+            .all(|e| e.incoming.vendor_event == UNREADABLE_EVENT)
+    );
+    assert_eq!(events[3].incoming.dedup_key, "s-d");
+    // Reading from the middle of the damaged entry keeps the places too.
+    let from_two = store.read_events(Sequence(1), 2).unwrap();
+    assert_eq!(
+        from_two.iter().map(|e| e.sequence.0).collect::<Vec<_>>(),
+        [2, 3]
+    );
+    store.close().await.unwrap();
+}
