@@ -63,26 +63,26 @@ pub(crate) fn load_message(
 }
 
 /// The writes that store `conversation` (header plus the messages that differ from
-/// `stored_messages`, the registers as they were before this group), as (key, value) pairs.
+/// `stored_messages`, the registers as they were before this group), into `writes`.
 pub(crate) fn encode_changes(
     mut conversation: Conversation,
     stored_messages: &BTreeMap<String, Option<Lww<Message>>>,
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    writes: &mut sled::Batch,
+) -> Result<(), StoreError> {
     let messages = std::mem::take(&mut conversation.messages);
-    let mut writes = Vec::with_capacity(messages.len() + 1);
     for (key, message) in &messages {
         let unchanged = stored_messages
             .get(key)
             .is_some_and(|stored| stored.as_ref() == Some(message));
         if !unchanged {
-            writes.push((keys::message_key(&conversation.id, key), encode(message)?));
+            writes.insert(keys::message_key(&conversation.id, key), encode(message)?);
         }
     }
-    writes.push((
+    writes.insert(
         keys::conversation_key(&conversation.id),
         encode_header(conversation)?,
-    ));
-    Ok(writes)
+    );
+    Ok(())
 }
 
 /// The header record of `conversation`: everything but its messages and event keys.

@@ -30,7 +30,7 @@ pub(crate) enum Command {
     Append {
         request: AppendRequest,
         /// Each event's log record, encoded by the caller (off the writer thread).
-        prepared: Option<PreparedRequest>,
+        prepared: Option<Box<PreparedRequest>>,
         reply: oneshot::Sender<Result<AppendReceipt, StoreError>>,
     },
     /// Record the last sync error of a connection.
@@ -57,7 +57,7 @@ pub(crate) struct PreparedRequest {
 
 impl PreparedRequest {
     /// The entry of all of `request`'s events (`None` for a request without events).
-    pub(crate) fn for_request(request: &AppendRequest) -> Result<Option<Self>, StoreError> {
+    pub(crate) fn for_request(request: &AppendRequest) -> Result<Option<Box<Self>>, StoreError> {
         if request.events.is_empty() {
             return Ok(None);
         }
@@ -72,7 +72,7 @@ impl PreparedRequest {
             .zip(&request.events)
             .collect();
         let record = encode_request(request, &events)?;
-        Ok(Some(PreparedRequest { ids, record }))
+        Ok(Some(Box::new(PreparedRequest { ids, record })))
     }
 }
 
@@ -392,7 +392,7 @@ impl Writer {
                 } => receipts.push(Outcome::Append(pending.append(
                     i,
                     request,
-                    prepared.as_mut(),
+                    prepared.as_deref_mut(),
                 )?)),
                 Command::SyncError {
                     connection,
@@ -866,11 +866,7 @@ impl<'a> Pending<'a> {
             for fresh in new_index.iter().filter(|k| !old_index.contains(k)) {
                 batch.insert(fresh.as_slice(), key.as_slice());
             }
-            for (key, value) in
-                conversations::encode_changes(touched.current, &touched.stored_messages)?
-            {
-                batch.insert(key, value);
-            }
+            conversations::encode_changes(touched.current, &touched.stored_messages, &mut batch)?;
         }
         for (key, delta) in counts {
             if delta == 0 {
