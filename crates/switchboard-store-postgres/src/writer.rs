@@ -151,10 +151,13 @@ impl Writer {
             .await
             .map_err(|e| error::pg("starting a transaction", e))?;
         let mut group = Group::lock(&tx, self.quarantine).await?;
+        group.preload(commands).await?;
         let mut outcomes = Vec::with_capacity(commands.len());
         for command in commands {
             outcomes.push(match command {
-                Command::Append { request, .. } => Outcome::Append(group.append(request).await?),
+                Command::Append { request, .. } => {
+                    Outcome::Append(group.append(request, true).await?)
+                }
                 Command::SyncError {
                     connection,
                     message,
@@ -165,7 +168,7 @@ impl Writer {
                 }
                 Command::UpdateTicket { update, .. } => match group.update_ticket(update).await? {
                     Ok((request, ticket)) => {
-                        group.append(&request).await?;
+                        group.append(&request, false).await?;
                         Outcome::Ticket(Box::new(Ok(ticket)))
                     }
                     Err(refused) => Outcome::Ticket(Box::new(Err(refused))),
@@ -221,6 +224,8 @@ struct Group<'a, 't> {
     quarantine_changed: bool,
     limits: QuarantineLimits,
     appended_keys: HashSet<(ConnectionId, String)>,
+    /// The dedup keys of the group's appends the log already held, as `(connection, key)`.
+    known: HashSet<(String, Vec<u8>)>,
     events: Vec<NewEvent>,
     conversations: HashMap<Vec<u8>, Touched>,
     tickets: HashMap<Vec<u8>, Option<StoredTicket>>,
@@ -258,6 +263,7 @@ impl<'a, 't> Group<'a, 't> {
             quarantine_changed: false,
             limits,
             appended_keys: HashSet::new(),
+            known: HashSet::new(),
             events: Vec::new(),
             conversations: HashMap::new(),
             tickets: HashMap::new(),
@@ -267,9 +273,25 @@ impl<'a, 't> Group<'a, 't> {
         })
     }
 
-    async fn append(&mut self, request: &AppendRequest) -> Result<AppendReceipt, StoreError> {
+    /// Appends one request's new events in memory. `preloaded`: [`Group::preload`] read what
+    /// the request needs (its dedup keys above all); otherwise it is read now.
+    async fn append(
+        &mut self,
+        request: &AppendRequest,
+        preloaded: bool,
+    ) -> Result<AppendReceipt, StoreError> {
         let mut receipt = AppendReceipt::default();
-        let known = self.known_keys(request).await?;
+        let known: HashSet<Vec<u8>> = if preloaded {
+            let connection = request.connection.as_str();
+            request
+                .events
+                .iter()
+                .map(|e| e.dedup_key.as_bytes().to_vec())
+                .filter(|key| self.known.contains(&(connection.to_owned(), key.clone())))
+                .collect()
+        } else {
+            self.known_keys(request).await?
+        };
         let fresh: Vec<&IncomingEvent> = request
             .events
             .iter()
@@ -320,6 +342,97 @@ impl<'a, 't> Group<'a, 't> {
         Ok(receipt)
     }
 
+    /// Reads, in one statement per kind, what the whole group needs: which of its dedup keys
+    /// the log holds, the conversations, messages and tickets its new events change (rows
+    /// locked until COMMIT), the tickets its updates change and the sync states it moves. The
+    /// commands then run in memory; a group costs a few round trips, not a few per request.
+    async fn preload(&mut self, commands: &[Command]) -> Result<(), StoreError> {
+        let mut connections = Vec::new();
+        let mut keys = Vec::new();
+        for command in commands {
+            if let Command::Append { request, .. } = command {
+                for event in &request.events {
+                    connections.push(request.connection.as_str());
+                    keys.push(event.dedup_key.as_bytes());
+                }
+            }
+        }
+        if !keys.is_empty() {
+            let statement = self
+                .tx
+                .prepare_cached(
+                    "SELECT e.connection, e.dedup_key FROM sb_events e JOIN unnest($1::text[], $2::bytea[]) AS k(connection, dedup_key) ON e.connection = k.connection AND e.dedup_key = k.dedup_key",
+                )
+                .await
+                .map_err(pg("reading dedup keys"))?;
+            let rows = self
+                .tx
+                .query(&statement, &[&connections, &keys])
+                .await
+                .map_err(pg("reading dedup keys"))?;
+            for row in rows {
+                self.known.insert((
+                    row.try_get(0).map_err(pg("reading dedup keys"))?,
+                    row.try_get(1).map_err(pg("reading dedup keys"))?,
+                ));
+            }
+        }
+        let mut conversations: Vec<(Vec<u8>, ConversationId, &str)> = Vec::new();
+        let mut seen_conversations = HashSet::new();
+        let mut messages: Vec<(Vec<u8>, String)> = Vec::new();
+        let mut tickets: Vec<Vec<u8>> = Vec::new();
+        let mut sync: Vec<ConnectionId> = Vec::new();
+        for command in commands {
+            match command {
+                Command::Append { request, .. } => {
+                    let connection = request.connection.as_str();
+                    for event in &request.events {
+                        let known = (connection.to_owned(), event.dedup_key.as_bytes().to_vec());
+                        if self.known.contains(&known) {
+                            continue;
+                        }
+                        match &event.payload {
+                            EventPayload::Conversation(patch) => {
+                                let key = rows::key(&request.connection, &patch.external_id);
+                                if seen_conversations.insert(key.clone()) {
+                                    let id = ConversationId::new(
+                                        request.connection.clone(),
+                                        patch.external_id.clone(),
+                                    );
+                                    conversations.push((key.clone(), id, &request.vendor));
+                                }
+                                for message in &patch.messages {
+                                    messages.push((key.clone(), message.key.clone()));
+                                }
+                            }
+                            EventPayload::Ticket(ticket) => {
+                                tickets.push(rows::key(&request.connection, &ticket.external_id));
+                            }
+                            EventPayload::Agent { .. } | EventPayload::Vendor { .. } => {}
+                        }
+                    }
+                    if request.sync.is_some() {
+                        sync.push(request.connection.clone());
+                    }
+                }
+                Command::UpdateTicket { update, .. } => {
+                    tickets.push(rows::key(&update.id.connection, &update.id.external_id));
+                }
+                Command::SyncError { connection, .. } => sync.push(connection.clone()),
+            }
+        }
+        tickets.sort();
+        tickets.dedup();
+        messages.sort();
+        messages.dedup();
+        sync.sort();
+        sync.dedup();
+        self.load_conversations(&conversations).await?;
+        self.load_messages(&messages).await?;
+        self.load_tickets(&tickets).await?;
+        self.load_sync(&sync).await
+    }
+
     /// The request's dedup keys the log already holds (committed by any replica: the lock
     /// makes every earlier commit visible).
     async fn known_keys(&self, request: &AppendRequest) -> Result<HashSet<Vec<u8>>, StoreError> {
@@ -358,15 +471,21 @@ impl<'a, 't> Group<'a, 't> {
         request: &AppendRequest,
         events: &[&IncomingEvent],
     ) -> Result<(), StoreError> {
-        let mut conversations: Vec<Vec<u8>> = Vec::new();
+        let mut conversations: Vec<(Vec<u8>, ConversationId, &str)> = Vec::new();
         let mut messages: Vec<(Vec<u8>, String)> = Vec::new();
         let mut tickets: Vec<Vec<u8>> = Vec::new();
         for event in events {
             match &event.payload {
                 EventPayload::Conversation(patch) => {
                     let key = rows::key(&request.connection, &patch.external_id);
-                    if !self.conversations.contains_key(&key) && !conversations.contains(&key) {
-                        conversations.push(key.clone());
+                    if !self.conversations.contains_key(&key)
+                        && !conversations.iter().any(|(k, _, _)| *k == key)
+                    {
+                        let id = ConversationId::new(
+                            request.connection.clone(),
+                            patch.external_id.clone(),
+                        );
+                        conversations.push((key.clone(), id, &request.vendor));
                     }
                     for message in &patch.messages {
                         let loaded = self
@@ -387,19 +506,21 @@ impl<'a, 't> Group<'a, 't> {
                 EventPayload::Agent { .. } | EventPayload::Vendor { .. } => {}
             }
         }
-        self.load_conversations(request, &conversations).await?;
+        self.load_conversations(&conversations).await?;
         self.load_messages(&messages).await?;
         self.load_tickets(&tickets).await
     }
 
+    /// Reads (and locks) conversations by key; one not stored starts as
+    /// `Conversation::new(id, vendor)`.
     async fn load_conversations(
         &mut self,
-        request: &AppendRequest,
-        keys: &[Vec<u8>],
+        wanted: &[(Vec<u8>, ConversationId, &str)],
     ) -> Result<(), StoreError> {
-        if keys.is_empty() {
+        if wanted.is_empty() {
             return Ok(());
         }
+        let keys: Vec<&[u8]> = wanted.iter().map(|(key, _, _)| key.as_slice()).collect();
         let statement = self
             .tx
             .prepare_cached(
@@ -430,15 +551,12 @@ impl<'a, 't> Group<'a, 't> {
                 },
             );
         }
-        for key in keys {
+        for (key, id, vendor) in wanted {
             if !self.conversations.contains_key(key) {
-                let external = &key[request.connection.as_str().len() + 1..];
-                let external = String::from_utf8_lossy(external).into_owned();
-                let id = ConversationId::new(request.connection.clone(), external);
                 self.conversations.insert(
                     key.clone(),
                     Touched {
-                        conversation: Conversation::new(id, request.vendor.clone()),
+                        conversation: Conversation::new(id.clone(), *vendor),
                         existed: false,
                         dirty: false,
                         loaded: HashSet::new(),
@@ -629,6 +747,41 @@ impl<'a, 't> Group<'a, 't> {
         Ok(Ok((request, ticket)))
     }
 
+    async fn load_sync(&mut self, connections: &[ConnectionId]) -> Result<(), StoreError> {
+        let missing: Vec<&str> = connections
+            .iter()
+            .filter(|c| !self.sync.contains_key(*c))
+            .map(ConnectionId::as_str)
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let statement = self
+            .tx
+            .prepare_cached(
+                "SELECT connection, body FROM sb_sync WHERE connection = ANY($1::text[]) FOR UPDATE",
+            )
+            .await
+            .map_err(pg("reading the sync state"))?;
+        let rows = self
+            .tx
+            .query(&statement, &[&missing])
+            .await
+            .map_err(pg("reading the sync state"))?;
+        for row in rows {
+            let connection: String = row.try_get(0).map_err(pg("reading the sync state"))?;
+            let body: String = row.try_get(1).map_err(pg("reading the sync state"))?;
+            let state: SyncState = rows::decode(|| format!("sb_sync {connection}"), &body)?;
+            let connection = ConnectionId::new(connection)
+                .map_err(|e| error::corrupt("sb_sync", format!("connection id {}", e.0)))?;
+            self.sync.insert(connection, state);
+        }
+        for connection in connections {
+            self.sync.entry(connection.clone()).or_default();
+        }
+        Ok(())
+    }
+
     async fn sync_state(
         &mut self,
         connection: &ConnectionId,
@@ -727,7 +880,6 @@ impl<'a, 't> Group<'a, 't> {
     async fn finish(self, channel: &str) -> Result<u64, StoreError> {
         let tx = self.tx;
         let head = self.next - 1;
-        self.write_events(tx).await?;
         let mut new_conversations = 0i64;
         let mut conversation_rows = ConversationRows::default();
         let mut message_rows = MessageRows::default();
@@ -765,10 +917,14 @@ impl<'a, 't> Group<'a, 't> {
                 .push(rows::conversation_body(conversation)?);
             conversation_rows.id.push(key);
         }
-        conversation_rows.write(tx).await?;
-        message_rows.write(tx).await?;
-        write_tickets(tx, self.tickets).await?;
-        write_agents(tx, self.agents).await?;
+        // Sent together: the connection pipelines them, one round trip for all.
+        futures::try_join!(
+            write_events(tx, &self.events),
+            conversation_rows.write(tx),
+            message_rows.write(tx),
+            write_tickets(tx, self.tickets),
+            write_agents(tx, self.agents),
+        )?;
         for (connection, state) in self.sync {
             let statement = tx
                 .prepare_cached(
@@ -815,55 +971,54 @@ impl<'a, 't> Group<'a, 't> {
         }
         Ok(head)
     }
+}
 
-    async fn write_events(&self, tx: &Transaction<'_>) -> Result<(), StoreError> {
-        if self.events.is_empty() {
-            return Ok(());
-        }
-        let e = &self.events;
-        let sequence: Vec<i64> = e.iter().map(|e| e.sequence).collect();
-        let id: Vec<&str> = e.iter().map(|e| e.id.as_str()).collect();
-        let connection: Vec<&str> = e.iter().map(|e| e.connection.as_str()).collect();
-        let dedup_key: Vec<&[u8]> = e.iter().map(|e| e.dedup_key.as_slice()).collect();
-        let conversation: Vec<Option<&[u8]>> =
-            e.iter().map(|e| e.conversation.as_deref()).collect();
-        let vendor: Vec<&[u8]> = e.iter().map(|e| e.vendor.as_slice()).collect();
-        let received_at: Vec<i64> = e.iter().map(|e| e.received_at).collect();
-        let request_id: Vec<Option<&[u8]>> = e.iter().map(|e| e.request_id.as_deref()).collect();
-        let kind: Vec<&str> = e.iter().map(|e| e.kind).collect();
-        let vendor_event: Vec<&[u8]> = e.iter().map(|e| e.vendor_event.as_slice()).collect();
-        let occurred_at: Vec<i64> = e.iter().map(|e| e.occurred_at).collect();
-        let payload: Vec<&str> = e.iter().map(|e| e.payload.as_str()).collect();
-        let raw: Vec<Option<&[u8]>> = e.iter().map(|e| e.raw.as_deref()).collect();
-        let statement = tx
-            .prepare_cached(
-                "INSERT INTO sb_events (sequence, id, connection, dedup_key, conversation, vendor, received_at, request_id, kind, vendor_event, occurred_at, payload, raw) \
-                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bytea[], $5::bytea[], $6::bytea[], $7::bigint[], $8::bytea[], $9::text[], $10::bytea[], $11::bigint[], $12::text[], $13::bytea[])",
-            )
-            .await
-            .map_err(pg("appending events"))?;
-        tx.execute(
-            &statement,
-            &[
-                &sequence,
-                &id,
-                &connection,
-                &dedup_key,
-                &conversation,
-                &vendor,
-                &received_at,
-                &request_id,
-                &kind,
-                &vendor_event,
-                &occurred_at,
-                &payload,
-                &raw,
-            ],
+async fn write_events(tx: &Transaction<'_>, events: &[NewEvent]) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let e = events;
+    let sequence: Vec<i64> = e.iter().map(|e| e.sequence).collect();
+    let id: Vec<&str> = e.iter().map(|e| e.id.as_str()).collect();
+    let connection: Vec<&str> = e.iter().map(|e| e.connection.as_str()).collect();
+    let dedup_key: Vec<&[u8]> = e.iter().map(|e| e.dedup_key.as_slice()).collect();
+    let conversation: Vec<Option<&[u8]>> = e.iter().map(|e| e.conversation.as_deref()).collect();
+    let vendor: Vec<&[u8]> = e.iter().map(|e| e.vendor.as_slice()).collect();
+    let received_at: Vec<i64> = e.iter().map(|e| e.received_at).collect();
+    let request_id: Vec<Option<&[u8]>> = e.iter().map(|e| e.request_id.as_deref()).collect();
+    let kind: Vec<&str> = e.iter().map(|e| e.kind).collect();
+    let vendor_event: Vec<&[u8]> = e.iter().map(|e| e.vendor_event.as_slice()).collect();
+    let occurred_at: Vec<i64> = e.iter().map(|e| e.occurred_at).collect();
+    let payload: Vec<&str> = e.iter().map(|e| e.payload.as_str()).collect();
+    let raw: Vec<Option<&[u8]>> = e.iter().map(|e| e.raw.as_deref()).collect();
+    let statement = tx
+        .prepare_cached(
+            "INSERT INTO sb_events (sequence, id, connection, dedup_key, conversation, vendor, received_at, request_id, kind, vendor_event, occurred_at, payload, raw) \
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bytea[], $5::bytea[], $6::bytea[], $7::bigint[], $8::bytea[], $9::text[], $10::bytea[], $11::bigint[], $12::text[], $13::bytea[])",
         )
         .await
         .map_err(pg("appending events"))?;
-        Ok(())
-    }
+    tx.execute(
+        &statement,
+        &[
+            &sequence,
+            &id,
+            &connection,
+            &dedup_key,
+            &conversation,
+            &vendor,
+            &received_at,
+            &request_id,
+            &kind,
+            &vendor_event,
+            &occurred_at,
+            &payload,
+            &raw,
+        ],
+    )
+    .await
+    .map_err(pg("appending events"))?;
+    Ok(())
 }
 
 #[derive(Default)]
