@@ -10,6 +10,7 @@
 //! tests run in parallel.
 
 use std::collections::BTreeSet;
+use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,15 @@ fn database_url(test: &str) -> Option<String> {
     match std::env::var(URL_VARIABLE) {
         Ok(url) if !url.trim().is_empty() => Some(url),
         _ => {
+            // Once per run past the harness's capture (so a plain `cargo test` shows it), and
+            // per test in its captured output.
+            static NOTE: std::sync::Once = std::sync::Once::new();
+            NOTE.call_once(|| {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "switchboard-store-postgres: {URL_VARIABLE} is not set; the PostgreSQL tests are skipped (see the crate's README)"
+                );
+            });
             eprintln!("skipped {test}: {URL_VARIABLE} is not set (see the crate's README)");
             None
         }
@@ -759,6 +769,155 @@ fn a_lost_connection_is_unavailable_then_reconnected_by_itself() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         head_reaches(&store, 2).await;
+        schemas.drop_all().await;
+    });
+}
+
+/// A TCP relay to the database that can be taken down (its port closed, its connections cut)
+/// and brought back on the same port: the database as the store sees it going away.
+struct Relay {
+    port: u16,
+    target: std::net::SocketAddr,
+    tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Relay {
+    async fn start(target: std::net::SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let relay = Relay {
+            port,
+            target,
+            tasks: Arc::new(Mutex::new(Vec::new())),
+        };
+        relay.serve(listener);
+        relay
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let (target, tasks) = (self.target, self.tasks.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let relayed = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                tasks.lock().unwrap().push(relayed);
+            }
+        });
+        self.tasks.lock().unwrap().push(accept);
+    }
+
+    /// Closes the port and cuts every relayed connection.
+    fn down(&self) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    /// Listens on the same port again.
+    async fn up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let listener = loop {
+            match tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await {
+                Ok(listener) => break listener,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("rebinding the relay's port {}: {e}", self.port),
+            }
+        };
+        self.serve(listener);
+    }
+}
+
+#[test]
+fn a_database_gone_makes_the_store_unready_and_unavailable_until_it_is_back() {
+    let Some(url) = database_url("database_gone") else {
+        return;
+    };
+    run("database_gone", async {
+        let schemas = Schemas::new(url.clone());
+        let store_url = schemas.fresh().await;
+        let config: tokio_postgres::Config = url.parse().expect("the test URL parses");
+        let host = match config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+            other => panic!("this test relays TCP; the test URL's host is {other:?}"),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let target = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .unwrap()
+            .next()
+            .expect("the test database's address");
+        let relay = Relay::start(target).await;
+        let authority = format!("{host}:{port}");
+        assert!(
+            store_url.contains(&authority),
+            "this test needs the URL to name host:port ({url})"
+        );
+        let relayed = store_url.replacen(&authority, &format!("127.0.0.1:{}", relay.port), 1);
+        let options = PgOptions {
+            acquire_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(2),
+            ..PgOptions::default()
+        };
+        let store = PgStore::open_with(&relayed, options).await.unwrap();
+        store
+            .append(request(vec![message("up", "chat", 1)]))
+            .await
+            .unwrap();
+        assert!(store.is_ready() && store.failure().is_none());
+
+        relay.down();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.is_ready() {
+            assert!(
+                Instant::now() < deadline,
+                "still ready with the database gone"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(store.failure().is_some());
+        let started = Instant::now();
+        let error = store
+            .append(request(vec![message("down", "chat", 2)]))
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), ErrorCode::Unavailable, "{error}");
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "the refusal took {:?}",
+            started.elapsed()
+        );
+        let error = store
+            .list_conversations(&Default::default())
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), ErrorCode::Unavailable, "{error}");
+
+        relay.up().await;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !store.is_ready() {
+            assert!(
+                Instant::now() < deadline,
+                "not ready again: {:?}",
+                store.failure()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let receipt = store
+            .append(request(vec![message("back", "chat", 3)]))
+            .await
+            .expect("an append once the database is back");
+        assert_eq!(
+            receipt.appended,
+            [Sequence(2)],
+            "nothing of the refused append was kept"
+        );
+        relay.down();
         schemas.drop_all().await;
     });
 }
