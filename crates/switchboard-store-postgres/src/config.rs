@@ -39,6 +39,11 @@ pub struct PgOptions {
     /// How often the head listener reads the head even without a notification (a safety net;
     /// notifications are the fast path).
     pub poll_interval: Duration,
+    /// How many of the newest events read from the log the store keeps decoded in memory
+    /// for subscribers tailing it (0: none).
+    pub tail_cache_events: usize,
+    /// About how many bytes of events (payloads and raw bodies) the tail cache holds at most.
+    pub tail_cache_bytes: usize,
     /// The quarantine's bounds.
     pub quarantine: QuarantineLimits,
 }
@@ -52,6 +57,8 @@ impl Default for PgOptions {
             statement_timeout: Duration::from_secs(30),
             max_batch: 256,
             poll_interval: Duration::from_secs(1),
+            tail_cache_events: 4096,
+            tail_cache_bytes: 64 * 1024 * 1024,
             quarantine: QuarantineLimits::default(),
         }
     }

@@ -43,7 +43,9 @@
 //!   dedicated connection per store LISTENs and moves [`Storage::subscribe_head`]'s watch;
 //!   it reads the head every [`PgOptions::poll_interval`] as a safety net, and reconnects by
 //!   itself. [`Storage::read_events`] never returns a sequence past the head this store has
-//!   seen.
+//!   seen. The newest events read are kept decoded in a tail cache
+//!   ([`Storage::read_events_cached`]), so subscribers tailing the log cost one query per
+//!   head move, not one each.
 //! - **Unreachable database.** Every failure to reach PostgreSQL, a statement timeout or a
 //!   pool timeout is [`StoreError::Unavailable`]; [`Storage::is_ready`] is false while the
 //!   listener cannot reach the database. The pool drops broken connections and opens new ones
@@ -55,6 +57,7 @@ mod listen;
 mod read;
 mod rows;
 mod schema;
+mod tail;
 mod writer;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -99,6 +102,7 @@ struct Inner {
     health: Health,
     stop: watch::Sender<bool>,
     closed: AtomicBool,
+    tail: tail::Tail,
 }
 
 impl Drop for Inner {
@@ -221,6 +225,7 @@ impl PgStore {
                 health,
                 stop,
                 closed: AtomicBool::new(false),
+                tail: tail::Tail::new(options.tail_cache_events, options.tail_cache_bytes),
             }),
         })
     }
@@ -443,11 +448,22 @@ impl Storage for PgStore {
         max_bytes: usize,
     ) -> Result<Vec<Event>, StoreError> {
         let head = self.head();
-        if after >= head || limit == 0 {
-            return Ok(Vec::new());
+        if let Some(events) = self.inner.tail.read(after, limit, max_bytes, head) {
+            return Ok(events);
         }
         let client = self.client().await?;
-        read::events(&client, after, head, limit, max_bytes).await
+        let read = read::events(&client, after, head, limit, max_bytes).await?;
+        self.inner.tail.keep(&read);
+        Ok(read.into_iter().map(|(event, _)| event).collect())
+    }
+
+    fn read_events_cached(
+        &self,
+        after: Sequence,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Option<Vec<Event>> {
+        self.inner.tail.read(after, limit, max_bytes, self.head())
     }
 
     async fn event_by_dedup_key(

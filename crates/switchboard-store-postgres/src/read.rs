@@ -29,22 +29,22 @@ fn page_size(requested: usize) -> usize {
 }
 
 /// Up to `limit` events after `after` and at most `head`, ascending, stopping once about
-/// `max_bytes` were read (at least one).
+/// `max_bytes` were read (at least one); each with its size (payload and raw body bytes).
 pub(crate) async fn events(
     client: &impl GenericClient,
     after: Sequence,
     head: Sequence,
     limit: usize,
     max_bytes: usize,
-) -> Result<Vec<Event>, StoreError> {
+) -> Result<Vec<(Event, usize)>, StoreError> {
     if after >= head || limit == 0 {
         return Ok(Vec::new());
     }
     // A row is returned when the events before it in the range are smaller than max_bytes
     // in all (payload and raw body: what the event costs in memory).
     let sql = format!(
-        "SELECT {columns} FROM (SELECT *, sum(octet_length(payload) + coalesce(octet_length(raw), 0)) OVER (ORDER BY sequence) - (octet_length(payload) + coalesce(octet_length(raw), 0)) AS before \
-         FROM (SELECT * FROM sb_events WHERE sequence > $1 AND sequence <= $2 ORDER BY sequence LIMIT $3) AS range) AS sized \
+        "SELECT {columns}, size FROM (SELECT *, sum(size) OVER (ORDER BY sequence) - size AS before \
+         FROM (SELECT *, octet_length(payload) + coalesce(octet_length(raw), 0) AS size FROM sb_events WHERE sequence > $1 AND sequence <= $2 ORDER BY sequence LIMIT $3) AS range) AS sized \
          WHERE before < $4 ORDER BY sequence",
         columns = rows::EVENT_COLUMNS
     );
@@ -61,7 +61,12 @@ pub(crate) async fn events(
         )
         .await
         .map_err(pg("reading the log"))?;
-    rows.iter().map(rows::event).collect()
+    rows.iter()
+        .map(|row| {
+            let size: i32 = row.try_get(12).map_err(pg("reading the log"))?;
+            Ok((rows::event(row)?, size.max(0) as usize))
+        })
+        .collect()
 }
 
 pub(crate) async fn event_by_dedup_key(

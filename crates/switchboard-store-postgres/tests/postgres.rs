@@ -453,6 +453,11 @@ fn a_subscriber_on_one_replica_sees_an_append_through_the_other_by_notify() {
                 .unwrap();
             assert_eq!(events.len(), 1);
             assert_eq!(events[0].sequence, sequence);
+            // The next subscriber tailing on A reads it from memory.
+            assert_eq!(
+                a.read_events_cached(Sequence(sequence.0 - 1), 10, usize::MAX),
+                Some(events)
+            );
         }
         latencies.sort();
         let p50 = latencies[latencies.len() / 2];
