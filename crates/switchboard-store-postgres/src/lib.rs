@@ -542,7 +542,9 @@ impl Storage for PgStore {
 
     fn is_ready(&self) -> bool {
         !self.inner.closed.load(Ordering::SeqCst)
-            && lock(&self.inner.commands).is_some()
+            && lock(&self.inner.writer)
+                .as_ref()
+                .is_some_and(|writer| !writer.is_finished())
             && self.inner.health.get().is_none()
     }
 

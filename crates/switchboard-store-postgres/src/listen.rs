@@ -70,11 +70,14 @@ impl Listener {
             if *stop.borrow() {
                 return;
             }
-            let reason = tokio::select! {
-                reason = self.session() => reason,
+            let (reason, was_up) = tokio::select! {
+                ended = self.session() => ended,
                 _ = stop.wait_for(|stop| *stop) => return,
             };
             self.health.set(Some(reason));
+            if was_up {
+                retry = RETRY_MIN;
+            }
             tokio::select! {
                 _ = tokio::time::sleep(retry) => {}
                 _ = stop.wait_for(|stop| *stop) => return,
@@ -84,15 +87,17 @@ impl Listener {
     }
 
     /// One connection's life: LISTEN, read the head, then follow notifications and poll.
-    /// Returns why it ended.
-    async fn session(&self) -> String {
-        let (client, mut connection) =
-            match self.target.config.connect(self.target.tls.clone()).await {
-                Ok(pair) => pair,
-                Err(e) => {
-                    return format!("connecting to {}: {}", self.target.shown, error::chain(&e));
-                }
-            };
+    /// Returns why it ended, and whether it had been up (listening, the head read).
+    async fn session(&self) -> (String, bool) {
+        let connect = self.target.config.connect(self.target.tls.clone()).await;
+        let (client, mut connection) = match connect {
+            Ok(pair) => pair,
+            Err(e) => {
+                let reason = format!("connecting to {}: {}", self.target.shown, error::chain(&e));
+                return (reason, false);
+            }
+        };
+        let mut was_up = false;
         // The connection's messages: notifications move the head; its end ends the session.
         let head = self.head.clone();
         let (ended_tx, mut ended) = oneshot::channel::<String>();
@@ -133,6 +138,7 @@ impl Listener {
                     .map_err(|e| format!("reading the head: {}", error::chain(&e)))?;
                 advance(&self.head, read.max(0) as u64);
                 self.health.set(None);
+                was_up = true;
                 tokio::select! {
                     _ = tokio::time::sleep(self.poll_interval) => {}
                     reason = &mut ended => {
@@ -144,9 +150,10 @@ impl Listener {
         .await;
         drop(client);
         driver.abort();
-        match result {
+        let reason = match result {
             Err(reason) => reason,
             Ok(()) => "the listener stopped".to_owned(),
-        }
+        };
+        (reason, was_up)
     }
 }

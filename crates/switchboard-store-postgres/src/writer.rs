@@ -133,7 +133,7 @@ impl Writer {
                     }
                 }
                 Err(e) => {
-                    error!(error = %e, requests = commands.len(), "group commit failed; nothing of it was written");
+                    error!(error = %e, requests = commands.len(), "group commit failed (rolled back, or its COMMIT unconfirmed)");
                     for command in commands {
                         command.fail(copy(&e));
                     }
