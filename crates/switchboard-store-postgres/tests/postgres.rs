@@ -927,6 +927,58 @@ fn a_database_gone_makes_the_store_unready_and_unavailable_until_it_is_back() {
     });
 }
 
+#[test]
+fn sslmode_require_encrypts_and_verify_full_checks_the_certificate() {
+    let Some(url) = database_url("sslmode") else {
+        return;
+    };
+    run("sslmode", async {
+        let schemas = Schemas::new(url.clone());
+        let name = format!("sbtest_{}", uuid::Uuid::new_v4().simple());
+        let base = format!("{}&application_name={name}", schemas.fresh().await);
+        let admin = admin(&url).await;
+        let ssl: String = admin.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+        let require = format!("{base}&sslmode=require");
+        if ssl != "on" {
+            // A server without TLS: require refuses to go on in plain text.
+            let error = PgStore::open(&require).await.unwrap_err();
+            assert_eq!(error.code(), ErrorCode::Unavailable, "{error}");
+            eprintln!("the test server has ssl off: only the refusal of require was checked");
+            schemas.drop_all().await;
+            return;
+        }
+        let store = PgStore::open(&require).await.expect("sslmode=require");
+        store
+            .append(request(vec![message("tls", "chat", 1)]))
+            .await
+            .unwrap();
+        let row = admin
+            .query_one(
+                "SELECT count(*), coalesce(bool_and(s.ssl), false) FROM pg_stat_ssl s JOIN pg_stat_activity a ON a.pid = s.pid WHERE a.application_name = $1",
+                &[&name],
+            )
+            .await
+            .unwrap();
+        let (connections, all_tls): (i64, bool) = (row.get(0), row.get(1));
+        assert!(
+            connections >= 2,
+            "the listener and a pooled connection ({connections})"
+        );
+        assert!(all_tls, "every connection of sslmode=require is TLS");
+        // The test server's certificate is not one the system trusts for 127.0.0.1.
+        let error = PgStore::open(&format!("{base}&sslmode=verify-full"))
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), ErrorCode::Unavailable, "{error}");
+        assert!(
+            error.to_string().to_lowercase().contains("certificate"),
+            "{error}"
+        );
+        store.close_within(Duration::from_secs(10)).await.unwrap();
+        schemas.drop_all().await;
+    });
+}
+
 /// Runs without a database: an unreachable server is UNAVAILABLE (never a panic), and a URL
 /// that is not a PostgreSQL URL is INVALID_ARGUMENT.
 #[test]
