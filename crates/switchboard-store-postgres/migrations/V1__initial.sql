@@ -21,7 +21,6 @@ CREATE TABLE sb_events (
     id text NOT NULL,
     connection text NOT NULL,
     dedup_key bytea NOT NULL,
-    conversation bytea,
     vendor bytea NOT NULL,
     received_at bigint NOT NULL,
     request_id bytea,
@@ -32,7 +31,6 @@ CREATE TABLE sb_events (
     raw bytea,
     CONSTRAINT sb_events_dedup UNIQUE (connection, dedup_key)
 );
-CREATE INDEX sb_events_conversation ON sb_events (conversation) WHERE conversation IS NOT NULL;
 
 -- Conversations without their messages; id is `connection/external id` (UTF-8 bytes), sort_at
 -- is started_at if known, else updated_at: listings read (sort_at DESC, id DESC).

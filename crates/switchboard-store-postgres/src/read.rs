@@ -89,7 +89,7 @@ pub(crate) async fn event_by_dedup_key(
     row.as_ref().map(rows::event).transpose()
 }
 
-/// Conversations by key, whole (messages and event keys), in the order of `keys`; a key
+/// Conversations by key, whole (with their messages), in the order of `keys`; a key
 /// without a row is left out.
 async fn conversations(
     client: &impl GenericClient,
@@ -131,24 +131,6 @@ async fn conversations(
         let message: StoredMessage = rows::decode(what, &body)?;
         if let Some(c) = found.get_mut(&conversation) {
             c.messages.insert(key, message);
-        }
-    }
-    let statement = client
-        .prepare_cached(
-            "SELECT conversation, dedup_key FROM sb_events WHERE conversation = ANY($1::bytea[])",
-        )
-        .await
-        .map_err(pg("reading event keys"))?;
-    for row in client
-        .query(&statement, &[&keys])
-        .await
-        .map_err(pg("reading event keys"))?
-    {
-        let conversation: Vec<u8> = row.try_get(0).map_err(pg("reading event keys"))?;
-        let what = || format!("sb_events of {}", String::from_utf8_lossy(&conversation));
-        let key = rows::text(row.try_get(1).map_err(pg("reading event keys"))?, what)?;
-        if let Some(c) = found.get_mut(&conversation) {
-            c.event_keys.insert(key);
         }
     }
     Ok(keys.iter().filter_map(|k| found.remove(k)).collect())

@@ -32,8 +32,8 @@ pub(crate) fn sort_at(conversation: &Conversation) -> i64 {
         .as_millis()
 }
 
-/// The conversation's row body: everything but its messages (rows of their own) and its
-/// event keys (the log's `conversation` column).
+/// The conversation's row body: everything but its messages (rows of their own) and the
+/// event keys of a merge in memory (a store keeps only the event count).
 pub(crate) fn conversation_body(conversation: &mut Conversation) -> Result<String, StoreError> {
     let messages = std::mem::take(&mut conversation.messages);
     let keys = std::mem::take(&mut conversation.event_keys);

@@ -201,7 +201,6 @@ struct NewEvent {
     id: String,
     connection: String,
     dedup_key: Vec<u8>,
-    conversation: Option<Vec<u8>>,
     vendor: Vec<u8>,
     received_at: i64,
     request_id: Option<Vec<u8>>,
@@ -308,15 +307,11 @@ impl<'a, 't> Group<'a, 't> {
             let sequence = Sequence(self.next);
             self.next += 1;
             self.project(request, incoming, sequence)?;
-            let conversation = incoming
-                .conversation_external_id()
-                .map(|external| rows::key(&request.connection, external));
             self.events.push(NewEvent {
                 sequence: sequence.0 as i64,
                 id: uuid::Uuid::now_v7().to_string(),
                 connection: request.connection.as_str().to_owned(),
                 dedup_key: incoming.dedup_key.as_bytes().to_vec(),
-                conversation,
                 vendor: request.vendor.as_bytes().to_vec(),
                 received_at: request.received_at.as_millis(),
                 request_id: request.request_id.as_ref().map(|r| r.as_bytes().to_vec()),
@@ -982,7 +977,6 @@ async fn write_events(tx: &Transaction<'_>, events: &[NewEvent]) -> Result<(), S
     let id: Vec<&str> = e.iter().map(|e| e.id.as_str()).collect();
     let connection: Vec<&str> = e.iter().map(|e| e.connection.as_str()).collect();
     let dedup_key: Vec<&[u8]> = e.iter().map(|e| e.dedup_key.as_slice()).collect();
-    let conversation: Vec<Option<&[u8]>> = e.iter().map(|e| e.conversation.as_deref()).collect();
     let vendor: Vec<&[u8]> = e.iter().map(|e| e.vendor.as_slice()).collect();
     let received_at: Vec<i64> = e.iter().map(|e| e.received_at).collect();
     let request_id: Vec<Option<&[u8]>> = e.iter().map(|e| e.request_id.as_deref()).collect();
@@ -993,8 +987,8 @@ async fn write_events(tx: &Transaction<'_>, events: &[NewEvent]) -> Result<(), S
     let raw: Vec<Option<&[u8]>> = e.iter().map(|e| e.raw.as_deref()).collect();
     let statement = tx
         .prepare_cached(
-            "INSERT INTO sb_events (sequence, id, connection, dedup_key, conversation, vendor, received_at, request_id, kind, vendor_event, occurred_at, payload, raw) \
-             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bytea[], $5::bytea[], $6::bytea[], $7::bigint[], $8::bytea[], $9::text[], $10::bytea[], $11::bigint[], $12::text[], $13::bytea[])",
+            "INSERT INTO sb_events (sequence, id, connection, dedup_key, vendor, received_at, request_id, kind, vendor_event, occurred_at, payload, raw) \
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bytea[], $5::bytea[], $6::bigint[], $7::bytea[], $8::text[], $9::bytea[], $10::bigint[], $11::text[], $12::bytea[])",
         )
         .await
         .map_err(pg("appending events"))?;
@@ -1005,7 +999,6 @@ async fn write_events(tx: &Transaction<'_>, events: &[NewEvent]) -> Result<(), S
             &id,
             &connection,
             &dedup_key,
-            &conversation,
             &vendor,
             &received_at,
             &request_id,
