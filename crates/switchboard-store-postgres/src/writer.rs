@@ -69,6 +69,38 @@ impl Command {
     }
 }
 
+/// About how many bytes of bodies a group carries at most (one request alone may carry more):
+/// PostgreSQL takes a statement's array of raw bodies as one value, bounded at 1 GiB.
+const MAX_GROUP_BYTES: usize = 64 * 1024 * 1024;
+
+impl Command {
+    /// The bodies this command writes, about (raw bodies, quarantined bodies, payloads are
+    /// counted by their messages' text).
+    fn bytes(&self) -> usize {
+        match self {
+            Command::Append { request, .. } => {
+                let quarantined = match &request.quarantine {
+                    Some(QuarantineOp::Hold(new)) => new.body.len(),
+                    _ => 0,
+                };
+                let texts: usize = request
+                    .events
+                    .iter()
+                    .map(|event| match &event.payload {
+                        EventPayload::Conversation(patch) => {
+                            patch.messages.iter().map(|m| m.text.len()).sum()
+                        }
+                        _ => 0,
+                    })
+                    .sum();
+                request.raw.as_ref().map_or(0, String::len) + quarantined + texts
+            }
+            Command::SyncError { message, .. } => message.len(),
+            Command::UpdateTicket { .. } => 0,
+        }
+    }
+}
+
 /// A copy of an error for each command of a failed group.
 fn copy(error: &StoreError) -> StoreError {
     match error {
@@ -111,10 +143,14 @@ impl Writer {
         let max_batch = self.max_batch.max(1);
         let mut group = Vec::with_capacity(max_batch);
         while let Some(first) = commands.recv().await {
+            let mut bytes = first.bytes();
             group.push(first);
-            while group.len() < max_batch {
+            while group.len() < max_batch && bytes < MAX_GROUP_BYTES {
                 match commands.try_recv() {
-                    Ok(command) => group.push(command),
+                    Ok(command) => {
+                        bytes += command.bytes();
+                        group.push(command);
+                    }
                     Err(_) => break,
                 }
             }
