@@ -30,6 +30,7 @@ enum Fault {
     ReverseConversations,
     SmallDefaultPageSize,
     AlwaysClaimed,
+    LeaseForAll,
     ForgetOnReopen,
     RacyTicketUpdate,
     HeadLags,
@@ -127,6 +128,20 @@ impl Storage for Faulty {
 
     async fn release_idempotency_key(&self, c: &ConnectionId, key: &str) -> Result<(), StoreError> {
         self.inner().release_idempotency_key(c, key).await
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let held = self.inner().acquire_lease(name, holder, ttl).await?;
+        Ok(held || self.fault == Fault::LeaseForAll)
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        self.inner().release_lease(name, holder).await
     }
 
     fn head(&self) -> Sequence {
@@ -377,6 +392,7 @@ catches! {
     a_wrong_order_in_filters_is_caught: ReverseConversations => list_conversations_filters;
     a_wrong_default_page_size_is_caught: SmallDefaultPageSize => page_sizes_are_defaulted_and_capped;
     a_claim_that_never_blocks_is_caught: AlwaysClaimed => idempotency_claims;
+    a_lease_everyone_holds_is_caught: LeaseForAll => job_leases;
     a_restart_that_loses_data_is_caught: ForgetOnReopen => everything_acknowledged_survives_reopen;
     a_restart_that_loses_dedup_is_caught: ForgetOnReopen => dedup_within_and_across_requests_and_restarts;
     a_restart_that_loses_the_quarantine_is_caught: ForgetOnReopen => quarantine_hold_attempt_release;

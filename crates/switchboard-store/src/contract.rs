@@ -25,7 +25,8 @@
 //!   serializes itself (sled: its one writer thread; PostgreSQL: a row lock), so two updates
 //!   never lose each other's changes, whichever replica took them.
 //!   [`Storage::claim_idempotency_key`] reserves a key for one caller at a time until it is
-//!   released or its lease runs out.
+//!   released or its lease runs out; [`Storage::acquire_lease`] does the same for jobs (a
+//!   connection's sync) that one replica at a time may run.
 
 use std::time::Duration;
 
@@ -101,6 +102,20 @@ pub trait Storage: Send + Sync + 'static {
         connection: &ConnectionId,
         key: &str,
     ) -> Result<(), StoreError>;
+
+    /// Takes or renews the lease `name` (e.g. `sync/<connection>`) for `holder` for `ttl`:
+    /// `true` when `holder` holds it afterwards, `false` when another holder's lease has not
+    /// run out. Replicas sharing a backend use it so that one of them runs a job at a time; a
+    /// holder that dies stops renewing, and its lease runs out.
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
+
+    /// Gives up the lease `name` if `holder` holds it.
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
 
     /// The last durable sequence (0 when the log is empty).
     fn head(&self) -> Sequence;

@@ -229,6 +229,8 @@ struct Inner {
     failed: Failure,
     /// Idempotency keys claimed, with when each lease runs out.
     claims: Mutex<HashMap<(ConnectionId, String), Instant>>,
+    /// Job leases: name -> (holder, when it runs out).
+    leases: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -449,6 +451,7 @@ impl Store {
                 tail,
                 failed,
                 claims: Mutex::new(HashMap::new()),
+                leases: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -526,6 +529,31 @@ impl Store {
     /// Releases a claimed idempotency key.
     pub fn release_idempotency_key(&self, connection: &ConnectionId, key: &str) {
         lock(&self.inner.claims).remove(&(connection.clone(), key.to_owned()));
+    }
+
+    /// Takes or renews a job lease (see [`Storage::acquire_lease`]). One process owns a sled
+    /// store, so the leases live in its memory.
+    pub fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> bool {
+        let now = Instant::now();
+        let mut leases = lock(&self.inner.leases);
+        match leases.get(name) {
+            Some((current, until)) if current != holder && *until > now => false,
+            _ => {
+                leases.insert(name.to_owned(), (holder.to_owned(), now + ttl));
+                true
+            }
+        }
+    }
+
+    /// Gives up a job lease if `holder` holds it.
+    pub fn release_lease(&self, name: &str, holder: &str) {
+        let mut leases = lock(&self.inner.leases);
+        if leases
+            .get(name)
+            .is_some_and(|(current, _)| current == holder)
+        {
+            leases.remove(name);
+        }
     }
 
     async fn send(&self, command: Command) -> Result<(), StoreError> {
@@ -866,6 +894,20 @@ impl Storage for Store {
         key: &str,
     ) -> Result<(), StoreError> {
         Store::release_idempotency_key(self, connection, key);
+        Ok(())
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        Ok(Store::acquire_lease(self, name, holder, ttl))
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        Store::release_lease(self, name, holder);
         Ok(())
     }
 

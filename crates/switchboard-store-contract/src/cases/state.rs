@@ -19,6 +19,67 @@ async fn claim(store: &Store, connection: &str, key: &str, lease: Duration) -> C
         .unwrap_or_else(|e| panic!("claim_idempotency_key({connection}, {key}): {e}"))
 }
 
+/// A job lease is held by one holder at a time, renewable by its holder, free again after
+/// release or once it runs out; of many holders racing for one lease exactly one wins.
+pub async fn job_leases(backend: &dyn Backend) {
+    let store = backend.fresh().await;
+    let long = Duration::from_secs(60);
+    let take = |name: &'static str, holder: &'static str, ttl: Duration| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .acquire_lease(name, holder, ttl)
+                .await
+                .unwrap_or_else(|e| panic!("acquire_lease({name}, {holder}): {e}"))
+        }
+    };
+    assert!(take("sync/a", "r1", long).await, "a first lease");
+    assert!(take("sync/a", "r1", long).await, "its holder renews it");
+    assert!(
+        !take("sync/a", "r2", long).await,
+        "another holder while it is held"
+    );
+    assert!(take("sync/b", "r2", long).await, "another lease");
+    store
+        .release_lease("sync/a", "r2")
+        .await
+        .expect("release by a non-holder");
+    assert!(
+        !take("sync/a", "r2", long).await,
+        "a release by someone else does not free it"
+    );
+    store.release_lease("sync/a", "r1").await.expect("release");
+    assert!(
+        take("sync/a", "r2", long).await,
+        "free after its holder released it"
+    );
+
+    assert!(
+        take("sync/c", "r1", Duration::from_millis(200)).await,
+        "a short lease"
+    );
+    assert!(!take("sync/c", "r2", long).await, "held until it runs out");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        take("sync/c", "r2", long).await,
+        "taken over once it ran out"
+    );
+    assert!(!take("sync/c", "r1", long).await, "the old holder lost it");
+
+    let holders = ["h0", "h1", "h2", "h3", "h4", "h5", "h6", "h7"];
+    let racers: Vec<_> = holders
+        .iter()
+        .map(|holder| tokio::spawn(take("sync/race", holder, long)))
+        .collect();
+    let mut winners = 0;
+    for racer in racers {
+        if racer.await.expect("a racer") {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1, "holders racing for one lease");
+}
+
 /// A key is held by one caller until it is released or its lease runs out; keys are per
 /// connection; of many callers racing for one key exactly one wins.
 pub async fn idempotency_claims(backend: &dyn Backend) {
