@@ -1,0 +1,90 @@
+//! The second stage: flush and fsync applied groups, then answer them.
+
+use super::*;
+
+/// The second stage: flushes and fsyncs applied groups in order, then answers their requests
+/// and moves the durable head. Several groups waiting together share one flush.
+pub(crate) struct Flusher {
+    pub(crate) db: sled::Db,
+    pub(crate) files: DurableFiles,
+    /// The last durable sequence.
+    pub(crate) head: u64,
+    pub(crate) head_tx: Arc<watch::Sender<Sequence>>,
+    pub(crate) failed: Failure,
+    /// The newest durable events, for subscribers tailing the log.
+    pub(crate) tail: Arc<TailCache>,
+}
+
+impl Flusher {
+    pub(super) fn run(
+        mut self,
+        staged: std::sync::mpsc::Receiver<Staged>,
+    ) -> Result<(), StoreError> {
+        while let Ok(first) = staged.recv() {
+            let mut groups = vec![first];
+            groups.extend(staged.try_iter());
+            self.make_durable(groups);
+        }
+        if self.failed.get().is_some() {
+            return Ok(());
+        }
+        self.db.flush().map_err(StoreError::from).and_then(|_| {
+            self.files
+                .sync()
+                .map_err(|e| StoreError::io("the final fsync of the store", e))
+        })
+    }
+
+    /// Flushes and fsyncs once for all `groups` (applied in this order), then answers them.
+    pub(crate) fn make_durable(&mut self, groups: Vec<Staged>) {
+        let durable = match self.failed.get() {
+            Some(reason) => Err(reason),
+            None => self
+                .db
+                .flush()
+                .map_err(|e| format!("flushing: {e}"))
+                .and_then(|_| self.files.sync().map_err(|e| format!("fdatasync: {e}"))),
+        };
+        if let Err(reason) = durable {
+            // sled may hold part or all of these groups in memory without them being on disk:
+            // the only safe answer is to refuse every write until an operator restarts.
+            error!(error = %reason, groups = groups.len(), "group commit failed; refusing further writes");
+            self.failed.set(reason.clone());
+            for group in groups {
+                for command in group.commands {
+                    command.fail(|| StoreError::Failed(reason.clone()));
+                }
+            }
+            return;
+        }
+        let Some(last) = groups.last() else {
+            return;
+        };
+        let new_head = last.head;
+        // Into the tail cache before the head announces them, so woken readers find them.
+        if self.tail.capacity() > 0 {
+            self.tail
+                .push(groups.iter().flat_map(Staged::new_events).collect());
+        }
+        if new_head != self.head {
+            self.head = new_head;
+            self.head_tx.send_replace(Sequence(new_head));
+        }
+        for group in groups {
+            let seconds = group.started.elapsed().as_secs_f64();
+            metrics::histogram!("switchboard_store_batch_size").record(group.appended as f64);
+            metrics::histogram!("switchboard_store_commit_seconds").record(seconds);
+            metrics::counter!("switchboard_events_appended_total").increment(group.appended);
+            debug!(
+                requests = group.commands.len(),
+                appended = group.appended,
+                head = group.head,
+                micros = (seconds * 1e6) as u64,
+                "group commit"
+            );
+            for (command, outcome) in group.commands.into_iter().zip(group.receipts) {
+                command.answer(outcome);
+            }
+        }
+    }
+}

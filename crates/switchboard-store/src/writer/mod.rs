@@ -1,0 +1,239 @@
+//! The writer: group commit of appends into one atomic sled batch, then flush and fsync.
+//!
+//! - [`command`]: what callers send (appends with their log entry encoded by the caller,
+//!   sync errors, ticket updates) and how each is answered;
+//! - [`pending`]: the overlay of one group: dedup, sequences, projections, the sled batch;
+//! - this module: the first stage ([`Writer`]), which prepares and applies groups;
+//! - [`flusher`]: the second stage, which makes them durable and answers them;
+//! - [`durable`]: the files to fsync and the failure latch.
+
+mod command;
+mod durable;
+mod flusher;
+mod pending;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use command::{Command, Outcome, PreparedRequest};
+pub(crate) use durable::{DurableFiles, Failure, sync_directory};
+pub(crate) use flusher::Flusher;
+pub(crate) use pending::StoredTicket;
+use pending::{AppendedEvent, Pending};
+
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::OsString;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use switchboard_core::{
+    Agent, ConnectionId, Conversation, ConversationId, Event, EventKind, EventPayload,
+    IncomingEvent, Lww, Message, Sequence, Ticket,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, error, info};
+
+use crate::conversations;
+use crate::keys::{self, IndexFamily};
+use crate::quarantine::{self, QuarantineLimits, QuarantineOp, QuarantineTotals, Quarantined};
+use crate::record::{encode, encode_request, load};
+use crate::tail::TailCache;
+use crate::{AppendReceipt, AppendRequest, StoreError, StoreOptions, SyncState, TicketUpdate};
+
+/// A group applied to sled (in memory) and waiting for the flush that makes it durable.
+pub(crate) struct Staged {
+    commands: Vec<Command>,
+    receipts: Vec<Outcome>,
+    /// The new events, in sequence order.
+    events: Vec<AppendedEvent>,
+    /// The head once this group is durable.
+    head: u64,
+    /// Events this group appended.
+    appended: u64,
+    started: Instant,
+}
+
+impl Staged {
+    /// The events this group appended, whole, in sequence order.
+    fn new_events(&self) -> impl Iterator<Item = Event> + '_ {
+        self.events.iter().filter_map(|appended| {
+            let request = self.commands.get(appended.command)?.request()?;
+            Some(Event {
+                sequence: appended.sequence,
+                id: appended.id.clone(),
+                connection: request.connection.clone(),
+                vendor: request.vendor.clone(),
+                received_at: request.received_at,
+                request_id: request.request_id.clone(),
+                incoming: request.events[appended.index].clone(),
+                raw: if appended.with_raw {
+                    request.raw.clone()
+                } else {
+                    None
+                },
+            })
+        })
+    }
+}
+
+/// A prepared group: its sled batch, the head after it, the answers and the new events.
+struct Prepared {
+    batch: sled::Batch,
+    head: u64,
+    receipts: Vec<Outcome>,
+    appended: Vec<AppendedEvent>,
+}
+
+/// The first stage of the writer: owns every write to the tree. It prepares a group (dedup,
+/// projections, encoding) and applies it as one atomic sled batch, then hands it to the
+/// [`Flusher`]; while the flusher waits for the disk, it prepares the next group.
+pub(crate) struct Writer {
+    pub(crate) db: sled::Db,
+    pub(crate) options: StoreOptions,
+    /// The last sequence applied to sled (durable or not yet).
+    pub(crate) head: u64,
+    pub(crate) failed: Failure,
+}
+
+/// Runs both stages until every sender is gone and the channel is drained, then flushes.
+pub(crate) fn run(
+    mut writer: Writer,
+    flusher: Flusher,
+    mut commands: mpsc::Receiver<Command>,
+    stopped: watch::Sender<bool>,
+) -> Result<(), StoreError> {
+    // While the flusher makes group N durable, group N+1 may wait for it here and the writer
+    // prepares and applies N+2; it blocks handing N+2 over until the flusher takes N+1. The
+    // flusher then makes every group waiting durable with one flush.
+    let (staged_tx, staged_rx) = std::sync::mpsc::sync_channel::<Staged>(1);
+    let flusher = std::thread::Builder::new()
+        .name("switchboard-store-flusher".into())
+        .spawn(move || flusher.run(staged_rx))
+        .map_err(|e| StoreError::io("starting the store flusher thread", e))?;
+    let max_batch = writer.options.max_batch.max(1);
+    let mut batch = Vec::with_capacity(max_batch);
+    while let Some(first) = commands.blocking_recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match commands.try_recv() {
+                Ok(command) => batch.push(command),
+                Err(_) => break,
+            }
+        }
+        let group = std::mem::replace(&mut batch, Vec::with_capacity(max_batch));
+        if let Some(staged) = writer.stage(group)
+            && let Err(std::sync::mpsc::SendError(staged)) = staged_tx.send(staged)
+        {
+            // The flusher is gone (it panicked): nobody can make this group durable.
+            writer.failed.set("the store flusher stopped".into());
+            for command in staged.commands {
+                command.fail(|| StoreError::WriterGone);
+            }
+        }
+    }
+    drop(staged_tx);
+    let result = match flusher.join() {
+        Ok(result) => result,
+        Err(_) => Err(StoreError::WriterGone),
+    };
+    info!(head = writer.head, "store writer stopped");
+    stopped.send_replace(true);
+    result
+}
+
+impl Writer {
+    /// Prepares one group and applies it to sled as one atomic batch; `None` if it failed
+    /// (every request of it has been answered then).
+    pub(crate) fn stage(&mut self, mut commands: Vec<Command>) -> Option<Staged> {
+        if let Some(reason) = self.failed.get() {
+            for command in commands {
+                command.fail(|| StoreError::Failed(reason.clone()));
+            }
+            return None;
+        }
+        let started = Instant::now();
+        let Prepared {
+            batch,
+            head: new_head,
+            receipts,
+            appended: events,
+        } = match self.prepare(&mut commands) {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                // Nothing was written: the store stays usable.
+                error!(error = %e, requests = commands.len(), "group commit failed before writing");
+                let message = e.to_string();
+                for command in commands {
+                    command.fail(|| StoreError::Commit(message.clone()));
+                }
+                return None;
+            }
+        };
+        if let Err(e) = self.db.apply_batch(batch) {
+            // sled may hold part of the batch in memory: refuse every write from now on.
+            let reason = format!("applying the batch: {e}");
+            error!(error = %reason, requests = commands.len(), "group commit failed; refusing further writes");
+            self.failed.set(reason.clone());
+            for command in commands {
+                command.fail(|| StoreError::Failed(reason.clone()));
+            }
+            return None;
+        }
+        let appended = new_head - self.head;
+        self.head = new_head;
+        Some(Staged {
+            commands,
+            receipts,
+            events,
+            head: new_head,
+            appended,
+            started,
+        })
+    }
+
+    fn prepare(&self, commands: &mut [Command]) -> Result<Prepared, StoreError> {
+        let mut pending = Pending::new(&self.db, self.head, self.options.quarantine);
+        let mut receipts = Vec::with_capacity(commands.len());
+        for (i, command) in commands.iter_mut().enumerate() {
+            match command {
+                Command::Append {
+                    request, prepared, ..
+                } => receipts.push(Outcome::Append(pending.append(
+                    i,
+                    request,
+                    prepared.as_deref_mut(),
+                )?)),
+                Command::SyncError {
+                    connection,
+                    message,
+                    ..
+                } => {
+                    pending.sync_state(connection)?.last_error = Some(message.clone());
+                    receipts.push(Outcome::Done);
+                }
+                Command::UpdateTicket {
+                    update, request, ..
+                } => match pending.update_ticket(update)? {
+                    Ok((append, ticket)) => {
+                        pending.append(i, &append, None)?;
+                        *request = Some(Box::new(append));
+                        receipts.push(Outcome::Ticket(Box::new(Ok(ticket))));
+                    }
+                    Err(refused) => receipts.push(Outcome::Ticket(Box::new(Err(refused)))),
+                },
+            }
+        }
+        let appended = std::mem::take(&mut pending.appended);
+        let (batch, head) = pending.finish()?;
+        Ok(Prepared {
+            batch,
+            head,
+            receipts,
+            appended,
+        })
+    }
+}

@@ -1,0 +1,434 @@
+//! The overlay of one group commit: dedup, sequences and projections, until it becomes one
+//! sled batch.
+
+use super::*;
+
+/// A ticket as stored: its state and the sequence of the event that set it, the tie-breaker of
+/// last-writer-wins.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct StoredTicket {
+    pub(crate) ticket: Ticket,
+    pub(crate) sequence: Sequence,
+}
+
+/// A conversation touched in the current group commit: as stored before it, and now.
+pub(super) struct Touched {
+    /// The header as stored before this group.
+    pub(super) original: Option<Conversation>,
+    /// The header, with the messages this group read or wrote.
+    pub(super) current: Conversation,
+    /// Those messages as stored before this group (`None`: not stored).
+    pub(super) stored_messages: BTreeMap<String, Option<Lww<Message>>>,
+}
+
+/// The overlay of one group commit: every change, in memory, until it becomes one sled batch.
+/// Later events of the batch read the overlay first, so they see the earlier ones.
+pub(super) struct Pending<'a> {
+    pub(super) tree: &'a sled::Tree,
+    pub(super) start_head: u64,
+    pub(super) next: u64,
+    pub(super) writes: sled::Batch,
+    pub(super) appended_keys: HashSet<Vec<u8>>,
+    pub(super) conversations: HashMap<Vec<u8>, Touched>,
+    pub(super) tickets: HashMap<Vec<u8>, StoredTicket>,
+    pub(super) agents: HashMap<Vec<u8>, Option<Agent>>,
+    pub(super) sync: HashMap<Vec<u8>, SyncState>,
+    pub(super) appended: Vec<AppendedEvent>,
+    pub(super) quarantine_limits: QuarantineLimits,
+    /// The quarantine's totals once read (and changed) in this group.
+    pub(super) quarantine_totals: Option<QuarantineTotals>,
+    /// Quarantine entries written (`Some`) or removed (`None`) in this group.
+    pub(super) quarantined: HashMap<u64, Option<Quarantined>>,
+}
+
+/// Where a newly appended event of a group came from, so that the flusher can put it in the
+/// tail cache without the writer spending time on it.
+pub(crate) struct AppendedEvent {
+    /// The command of the group.
+    pub(super) command: usize,
+    /// The event of its request.
+    pub(super) index: usize,
+    pub(super) sequence: Sequence,
+    pub(super) id: String,
+    /// Whether the request's raw body is stored on this event.
+    pub(super) with_raw: bool,
+}
+
+impl<'a> Pending<'a> {
+    pub(super) fn new(
+        tree: &'a sled::Tree,
+        head: u64,
+        quarantine_limits: QuarantineLimits,
+    ) -> Self {
+        Pending {
+            tree,
+            start_head: head,
+            next: head + 1,
+            writes: sled::Batch::default(),
+            appended_keys: HashSet::new(),
+            conversations: HashMap::new(),
+            tickets: HashMap::new(),
+            agents: HashMap::new(),
+            sync: HashMap::new(),
+            appended: Vec::new(),
+            quarantine_limits,
+            quarantine_totals: None,
+            quarantined: HashMap::new(),
+        }
+    }
+
+    pub(super) fn quarantine_totals(&mut self) -> Result<QuarantineTotals, StoreError> {
+        if let Some(totals) = self.quarantine_totals {
+            return Ok(totals);
+        }
+        let totals = load(self.tree, quarantine::META_KEY)?.unwrap_or_default();
+        self.quarantine_totals = Some(totals);
+        Ok(totals)
+    }
+
+    pub(super) fn quarantined(&self, id: u64) -> Result<Option<Quarantined>, StoreError> {
+        match self.quarantined.get(&id) {
+            Some(entry) => Ok(entry.clone()),
+            None => load(self.tree, &quarantine::key(id)),
+        }
+    }
+
+    pub(super) fn change_quarantine(
+        &mut self,
+        request: &AppendRequest,
+        op: &QuarantineOp,
+        receipt: &mut AppendReceipt,
+    ) -> Result<(), StoreError> {
+        let mut totals = self.quarantine_totals()?;
+        match op {
+            QuarantineOp::Hold(new) => {
+                let id = totals.next_id.max(1);
+                let entry = Quarantined {
+                    id,
+                    connection: request.connection.clone(),
+                    vendor: request.vendor.clone(),
+                    received_at: request.received_at,
+                    request_id: request.request_id.clone(),
+                    reason: new.reason.clone(),
+                    headers: new.headers.clone(),
+                    query: new.query.clone(),
+                    body: new.body.clone(),
+                    attempts: 0,
+                    last_attempt_at: None,
+                };
+                let size = entry.size();
+                if totals.entries >= self.quarantine_limits.max_entries
+                    || totals.bytes.saturating_add(size) > self.quarantine_limits.max_bytes
+                {
+                    receipt.quarantine_full = true;
+                    return Ok(());
+                }
+                totals.next_id = id + 1;
+                totals.entries += 1;
+                totals.bytes += size;
+                self.quarantined.insert(id, Some(entry));
+                receipt.quarantined = Some(id);
+            }
+            QuarantineOp::Release(id) => {
+                if let Some(entry) = self.quarantined(*id)? {
+                    totals.entries = totals.entries.saturating_sub(1);
+                    totals.bytes = totals.bytes.saturating_sub(entry.size());
+                    self.quarantined.insert(*id, None);
+                }
+            }
+            QuarantineOp::Attempt { id, reason, at } => {
+                if let Some(mut entry) = self.quarantined(*id)? {
+                    totals.bytes = totals.bytes.saturating_sub(entry.size());
+                    entry.reason = reason.clone();
+                    entry.attempts = entry.attempts.saturating_add(1);
+                    entry.last_attempt_at = Some(*at);
+                    totals.bytes = totals.bytes.saturating_add(entry.size());
+                    self.quarantined.insert(*id, Some(entry));
+                }
+            }
+        }
+        self.quarantine_totals = Some(totals);
+        Ok(())
+    }
+
+    /// Appends `request`'s new events as one log entry; `prepared` is that entry when the
+    /// caller encoded it already (see [`PreparedRequest`]), else it is encoded here.
+    pub(super) fn append(
+        &mut self,
+        command: usize,
+        request: &AppendRequest,
+        prepared: Option<&mut PreparedRequest>,
+    ) -> Result<AppendReceipt, StoreError> {
+        let mut receipt = AppendReceipt::default();
+        let mut new = Vec::with_capacity(request.events.len());
+        for (index, incoming) in request.events.iter().enumerate() {
+            let dedup = keys::dedup_key(&request.connection, &incoming.dedup_key);
+            if self.appended_keys.contains(&dedup) || self.tree.contains_key(&dedup)? {
+                receipt.duplicates += 1;
+                continue;
+            }
+            let sequence = Sequence(self.next);
+            self.next += 1;
+            self.project(request, incoming, sequence)?;
+            self.writes
+                .insert(dedup.as_slice(), &keys::be(sequence.0)[..]);
+            self.appended_keys.insert(dedup);
+            receipt.appended.push(sequence);
+            new.push(index);
+        }
+        if let Some(&first_index) = new.first() {
+            let first = receipt.appended[0];
+            let ids: Vec<String> = match &prepared {
+                Some(ready) => new.iter().map(|&i| ready.ids[i].clone()).collect(),
+                None => new
+                    .iter()
+                    .map(|_| uuid::Uuid::now_v7().to_string())
+                    .collect(),
+            };
+            // The caller's entry holds every event of the request: it fits when none was a
+            // duplicate, else the entry of the new ones is encoded here.
+            let record = match prepared {
+                Some(ready) if new.len() == request.events.len() => {
+                    std::mem::take(&mut ready.record)
+                }
+                _ => {
+                    let events: Vec<(&str, &IncomingEvent)> = new
+                        .iter()
+                        .zip(&ids)
+                        .map(|(&i, id)| (id.as_str(), &request.events[i]))
+                        .collect();
+                    encode_request(request, &events)?
+                }
+            };
+            self.writes.insert(keys::log_key(first.0), record);
+            for ((&index, id), &sequence) in new.iter().zip(ids).zip(&receipt.appended) {
+                self.appended.push(AppendedEvent {
+                    command,
+                    index,
+                    sequence,
+                    id,
+                    with_raw: index == first_index && request.raw.is_some(),
+                });
+            }
+        }
+        if let Some(op) = &request.quarantine {
+            self.change_quarantine(request, op, &mut receipt)?;
+        }
+        if let Some(update) = &request.sync {
+            let state = self.sync_state(&request.connection)?;
+            state.cursor = Some(update.cursor.clone());
+            state.records_pulled = state.records_pulled.saturating_add(update.records);
+            state.last_success = Some(update.at);
+            state.last_error = None;
+        }
+        Ok(receipt)
+    }
+
+    pub(super) fn project(
+        &mut self,
+        request: &AppendRequest,
+        incoming: &IncomingEvent,
+        sequence: Sequence,
+    ) -> Result<(), StoreError> {
+        match &incoming.payload {
+            EventPayload::Conversation(patch) => {
+                let id = ConversationId::new(request.connection.clone(), patch.external_id.clone());
+                let touched = match self.conversations.entry(keys::conversation_key(&id)) {
+                    Entry::Occupied(entry) => entry.into_mut(),
+                    Entry::Vacant(entry) => {
+                        let original = conversations::load_header(self.tree, &id)?;
+                        let current = original
+                            .clone()
+                            .unwrap_or_else(|| Conversation::new(id, request.vendor.clone()));
+                        entry.insert(Touched {
+                            original,
+                            current,
+                            stored_messages: BTreeMap::new(),
+                        })
+                    }
+                };
+                // The merge compares a message with the stored one of the same key: read
+                // those (only those) first.
+                for message in &patch.messages {
+                    if touched.stored_messages.contains_key(&message.key) {
+                        continue;
+                    }
+                    let stored = if touched.original.is_some() {
+                        conversations::load_message(self.tree, &touched.current.id, &message.key)?
+                    } else {
+                        None
+                    };
+                    if let Some(stored) = &stored {
+                        touched
+                            .current
+                            .messages
+                            .insert(message.key.clone(), stored.clone());
+                    }
+                    touched.stored_messages.insert(message.key.clone(), stored);
+                }
+                touched
+                    .current
+                    .apply(patch, incoming.occurred_at, &incoming.dedup_key);
+            }
+            EventPayload::Ticket(ticket) => {
+                let key = keys::ticket_key(&request.connection, &ticket.external_id);
+                let current = match self.tickets.get(&key) {
+                    Some(stored) => Some((stored.ticket.updated_at, stored.sequence)),
+                    None => load::<StoredTicket>(self.tree, &key)?
+                        .map(|stored| (stored.ticket.updated_at, stored.sequence)),
+                };
+                if current.is_none_or(|current| current < (ticket.updated_at, sequence)) {
+                    self.tickets.insert(
+                        key,
+                        StoredTicket {
+                            ticket: ticket.clone(),
+                            sequence,
+                        },
+                    );
+                }
+            }
+            EventPayload::Agent { agent, deleted } => {
+                let key = keys::agent_key(&request.connection, &agent.login);
+                self.agents.insert(key, (!deleted).then(|| agent.clone()));
+            }
+            EventPayload::Vendor { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// The append a ticket update becomes, with the updated ticket; the inner error when the
+    /// update is refused (nothing is written for it then).
+    pub(super) fn update_ticket(
+        &mut self,
+        update: &TicketUpdate,
+    ) -> Result<Result<(AppendRequest, Ticket), StoreError>, StoreError> {
+        let key = keys::ticket_key(&update.id.connection, &update.id.external_id);
+        let current = match self.tickets.get(&key) {
+            Some(stored) => Some(stored.ticket.clone()),
+            None => load::<StoredTicket>(self.tree, &key)?.map(|stored| stored.ticket),
+        };
+        let Some(mut ticket) = current else {
+            return Ok(Err(StoreError::NotFound(format!(
+                "no ticket {}",
+                update.id
+            ))));
+        };
+        match ticket.apply_change(&update.change, update.at) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Ok(Err(StoreError::Refused(switchboard_core::Error::invalid(
+                    "the update changes nothing; set at least one of message, subject, status, assignee, requester, tags",
+                ))));
+            }
+            Err(refused) => return Ok(Err(StoreError::Refused(refused))),
+        }
+        let event = IncomingEvent {
+            dedup_key: format!(
+                "ticket_update:{}:{}",
+                update.id.external_id,
+                uuid::Uuid::now_v7()
+            ),
+            kind: EventKind::TicketUpdated,
+            vendor_event: format!("switchboard.{}", EventKind::TicketUpdated.as_str()),
+            occurred_at: ticket.updated_at,
+            payload: EventPayload::Ticket(ticket.clone()),
+        };
+        let mut request = AppendRequest::new(
+            update.id.connection.clone(),
+            update.vendor.clone(),
+            vec![event],
+        );
+        request.received_at = update.at;
+        Ok(Ok((request, ticket)))
+    }
+
+    pub(super) fn sync_state(
+        &mut self,
+        connection: &ConnectionId,
+    ) -> Result<&mut SyncState, StoreError> {
+        Ok(match self.sync.entry(keys::sync_key(connection)) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                let state = load(self.tree, entry.key())?.unwrap_or_default();
+                entry.insert(state)
+            }
+        })
+    }
+
+    /// Turns the overlay into one sled batch; returns it with the new head.
+    pub(super) fn finish(self) -> Result<(sled::Batch, u64), StoreError> {
+        let mut batch = self.writes;
+        let mut counts: HashMap<Vec<u8>, i64> = HashMap::new();
+        for (_, touched) in self.conversations {
+            let index_keys = |conversation: &Conversation| {
+                let position = keys::position(conversation);
+                IndexFamily::of(conversation).map(|family| {
+                    let mut key = family.prefix();
+                    key.extend_from_slice(&position);
+                    key
+                })
+            };
+            let new_index = index_keys(&touched.current);
+            let old_index = match &touched.original {
+                Some(original) => {
+                    for family in IndexFamily::of(original) {
+                        *counts.entry(family.count_key()).or_default() -= 1;
+                    }
+                    index_keys(original).to_vec()
+                }
+                None => Vec::new(),
+            };
+            for family in IndexFamily::of(&touched.current) {
+                *counts.entry(family.count_key()).or_default() += 1;
+            }
+            for stale in old_index.iter().filter(|k| !new_index.contains(k)) {
+                batch.remove(stale.as_slice());
+            }
+            let key = keys::conversation_key(&touched.current.id);
+            for fresh in new_index.iter().filter(|k| !old_index.contains(k)) {
+                batch.insert(fresh.as_slice(), key.as_slice());
+            }
+            conversations::encode_changes(touched.current, &touched.stored_messages, &mut batch)?;
+        }
+        for (key, delta) in counts {
+            if delta == 0 {
+                continue;
+            }
+            let base = match self.tree.get(&key)? {
+                Some(bytes) => keys::read_be(&bytes)
+                    .ok_or_else(|| StoreError::corrupt(&key, "not an 8-byte counter"))?,
+                None => 0,
+            };
+            let value = base
+                .checked_add_signed(delta)
+                .ok_or_else(|| StoreError::corrupt(&key, "the counter would go below zero"))?;
+            batch.insert(key, &keys::be(value)[..]);
+        }
+        for (key, stored) in self.tickets {
+            batch.insert(key, encode(&stored)?);
+        }
+        for (key, agent) in self.agents {
+            match agent {
+                Some(agent) => batch.insert(key, encode(&agent)?),
+                None => batch.remove(key),
+            }
+        }
+        for (key, state) in self.sync {
+            batch.insert(key, encode(&state)?);
+        }
+        for (id, entry) in self.quarantined {
+            match entry {
+                Some(entry) => batch.insert(quarantine::key(id), encode(&entry)?),
+                None => batch.remove(quarantine::key(id)),
+            }
+        }
+        if let Some(totals) = self.quarantine_totals {
+            batch.insert(quarantine::META_KEY, encode(&totals)?);
+        }
+        let head = self.next - 1;
+        if head != self.start_head {
+            batch.insert(keys::HEAD_KEY, &keys::be(head)[..]);
+        }
+        Ok((batch, head))
+    }
+}

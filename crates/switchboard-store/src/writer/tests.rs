@@ -1,0 +1,222 @@
+//! Tests of the two stages together.
+
+use switchboard_core::{
+    ConversationPatch, ConversationStatus, EventKind, IncomingEvent, Timestamp,
+};
+
+use super::*;
+use crate::query;
+
+struct Stages {
+    writer: Writer,
+    flusher: Flusher,
+}
+
+impl Stages {
+    /// Both stages, one after the other, for one group.
+    fn commit(&mut self, commands: Vec<Command>) {
+        if let Some(staged) = self.writer.stage(commands) {
+            self.flusher.make_durable(vec![staged]);
+        }
+    }
+}
+
+fn writer(dir: &Path) -> (Stages, watch::Receiver<Sequence>) {
+    let db = sled::Config::new().path(dir).open().unwrap();
+    let files = DurableFiles::open(dir, true).unwrap();
+    let (head_tx, head) = watch::channel(Sequence::ZERO);
+    let failed = Failure::default();
+    let writer = Writer {
+        db: db.clone(),
+        options: StoreOptions::default(),
+        head: 0,
+        failed: failed.clone(),
+    };
+    let flusher = Flusher {
+        db,
+        files,
+        head: 0,
+        head_tx: Arc::new(head_tx),
+        failed,
+        tail: Arc::new(TailCache::new(16)),
+    };
+    (Stages { writer, flusher }, head)
+}
+
+fn event(key: &str, status: ConversationStatus) -> IncomingEvent {
+    let mut patch = ConversationPatch::new("c1");
+    patch.status = Some(status);
+    IncomingEvent {
+        dedup_key: key.into(),
+        kind: EventKind::ChatUpdated,
+        vendor_event: "x".into(),
+        occurred_at: Timestamp::from_secs(10).unwrap(),
+        payload: EventPayload::Conversation(patch),
+    }
+}
+
+fn append(
+    events: Vec<IncomingEvent>,
+) -> (
+    Command,
+    oneshot::Receiver<Result<AppendReceipt, StoreError>>,
+) {
+    let (reply, answer) = oneshot::channel();
+    let request = AppendRequest::new(ConnectionId::new("lc").unwrap(), "livechat", events);
+    (
+        Command::Append {
+            request,
+            prepared: None,
+            reply,
+        },
+        answer,
+    )
+}
+
+#[test]
+fn one_group_dedups_across_its_requests_and_sees_its_own_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut stages, head) = writer(dir.path());
+    let (first, first_answer) = append(vec![event("a", ConversationStatus::Open)]);
+    let (second, second_answer) = append(vec![
+        event("a", ConversationStatus::Open),
+        event("b", ConversationStatus::Closed),
+    ]);
+    stages.commit(vec![first, second]);
+
+    let first = first_answer.blocking_recv().unwrap().unwrap();
+    assert_eq!(first.appended, vec![Sequence(1)]);
+    let second = second_answer.blocking_recv().unwrap().unwrap();
+    assert_eq!(second.appended, vec![Sequence(2)]);
+    assert_eq!(second.duplicates, 1);
+    assert_eq!(*head.borrow(), Sequence(2));
+
+    // Both events folded into one conversation, indexed once, under its final status.
+    let key = keys::conversation_key(&ConversationId::new(ConnectionId::new("lc").unwrap(), "c1"));
+    let conversation: Conversation = load(&stages.writer.db, &key).unwrap().unwrap();
+    assert_eq!(conversation.status, ConversationStatus::Closed);
+    assert_eq!(conversation.event_count, 2);
+    assert_eq!(query::conversation_count(&stages.writer.db).unwrap(), 1);
+    assert_eq!(
+        stages
+            .writer
+            .db
+            .scan_prefix(IndexFamily::All.prefix())
+            .count(),
+        1
+    );
+    let open = IndexFamily::Status(ConversationStatus::Open);
+    let closed = IndexFamily::Status(ConversationStatus::Closed);
+    assert_eq!(stages.writer.db.scan_prefix(open.prefix()).count(), 0);
+    assert_eq!(stages.writer.db.scan_prefix(closed.prefix()).count(), 1);
+    assert_eq!(stages.writer.db.get(open.count_key()).unwrap(), None);
+}
+
+#[test]
+fn a_failed_writer_refuses_every_write_and_keeps_its_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut stages, head) = writer(dir.path());
+    stages
+        .writer
+        .failed
+        .set("fdatasync: Input/output error".into());
+    let (command, answer) = append(vec![event("a", ConversationStatus::Open)]);
+    let (reply, sync_answer) = oneshot::channel();
+    let sync_error = Command::SyncError {
+        connection: ConnectionId::new("lc").unwrap(),
+        message: "x".into(),
+        reply,
+    };
+    stages.commit(vec![command, sync_error]);
+    let error = answer.blocking_recv().unwrap().unwrap_err();
+    assert!(matches!(error, StoreError::Failed(_)), "{error:?}");
+    assert_eq!(error.code(), switchboard_core::ErrorCode::Unavailable);
+    assert!(sync_answer.blocking_recv().unwrap().is_err());
+    assert_eq!(*head.borrow(), Sequence::ZERO);
+    assert_eq!(stages.writer.db.scan_prefix(keys::LOG_PREFIX).count(), 0);
+}
+
+#[test]
+fn an_unreadable_record_fails_the_group_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut stages, head) = writer(dir.path());
+    let key = keys::conversation_key(&ConversationId::new(ConnectionId::new("lc").unwrap(), "c1"));
+    stages.writer.db.insert(&key, &b"not json"[..]).unwrap();
+    let mut other = event("other", ConversationStatus::Open);
+    if let EventPayload::Conversation(patch) = &mut other.payload {
+        patch.external_id = "c2".into();
+    }
+    let (good, good_answer) = append(vec![other]);
+    let (bad, bad_answer) = append(vec![event("a", ConversationStatus::Open)]);
+    stages.commit(vec![good, bad]);
+    for answer in [good_answer, bad_answer] {
+        let error = answer.blocking_recv().unwrap().unwrap_err();
+        assert!(matches!(error, StoreError::Commit(_)), "{error:?}");
+    }
+    assert_eq!(*head.borrow(), Sequence::ZERO);
+    assert_eq!(stages.writer.head, 0);
+    assert_eq!(stages.writer.db.scan_prefix(keys::LOG_PREFIX).count(), 0);
+    // Nothing was written, so the writer carries on.
+    assert!(stages.writer.failed.get().is_none());
+}
+
+#[test]
+fn staged_groups_are_answered_only_by_the_flush_and_share_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut stages, head) = writer(dir.path());
+    let (first, mut first_answer) = append(vec![event("a", ConversationStatus::Open)]);
+    let (second, mut second_answer) = append(vec![event("b", ConversationStatus::Closed)]);
+    let staged_first = stages.writer.stage(vec![first]).unwrap();
+    // The second group is prepared over the first one's writes, before any flush.
+    let staged_second = stages.writer.stage(vec![second]).unwrap();
+    assert_eq!(stages.writer.head, 2);
+    assert!(
+        first_answer.try_recv().is_err(),
+        "answered before the flush"
+    );
+    assert!(
+        second_answer.try_recv().is_err(),
+        "answered before the flush"
+    );
+    assert_eq!(*head.borrow(), Sequence::ZERO);
+
+    stages
+        .flusher
+        .make_durable(vec![staged_first, staged_second]);
+    assert_eq!(
+        first_answer.try_recv().unwrap().unwrap().appended,
+        vec![Sequence(1)]
+    );
+    assert_eq!(
+        second_answer.try_recv().unwrap().unwrap().appended,
+        vec![Sequence(2)]
+    );
+    assert_eq!(*head.borrow(), Sequence(2));
+}
+
+#[test]
+fn a_failed_flush_refuses_every_group_waiting_for_it_and_every_later_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut stages, head) = writer(dir.path());
+    let (first, first_answer) = append(vec![event("a", ConversationStatus::Open)]);
+    let (second, second_answer) = append(vec![event("b", ConversationStatus::Open)]);
+    let staged_first = stages.writer.stage(vec![first]).unwrap();
+    let staged_second = stages.writer.stage(vec![second]).unwrap();
+    // As if the flush of the first failed: the flusher records it before answering.
+    stages
+        .flusher
+        .failed
+        .set("fdatasync: Input/output error".into());
+    stages.flusher.make_durable(vec![staged_first]);
+    stages.flusher.make_durable(vec![staged_second]);
+    for answer in [first_answer, second_answer] {
+        let error = answer.blocking_recv().unwrap().unwrap_err();
+        assert!(matches!(error, StoreError::Failed(_)), "{error:?}");
+    }
+    assert_eq!(*head.borrow(), Sequence::ZERO);
+    // The writer refuses from now on without touching sled.
+    let (third, third_answer) = append(vec![event("c", ConversationStatus::Open)]);
+    assert!(stages.writer.stage(vec![third]).is_none());
+    let error = third_answer.blocking_recv().unwrap().unwrap_err();
+    assert!(error.to_string().contains("Input/output error"), "{error}");
+}
