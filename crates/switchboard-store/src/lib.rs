@@ -929,9 +929,7 @@ impl Storage for Store {
             return Ok(events);
         }
         let store = self.clone();
-        tokio::task::spawn_blocking(move || store.read_events_bounded(after, limit, max_bytes))
-            .await
-            .map_err(|_| StoreError::WriterGone)?
+        blocking(move || store.read_events_bounded(after, limit, max_bytes)).await
     }
 
     fn read_events_cached(
@@ -962,7 +960,9 @@ impl Storage for Store {
         &self,
         query: &ConversationQuery,
     ) -> Result<ConversationPage, StoreError> {
-        Store::list_conversations(self, query)
+        // A page scans index ranges and may read from disk: off the async workers.
+        let (store, query) = (self.clone(), query.clone());
+        blocking(move || store.list_conversations(&query)).await
     }
 
     async fn conversation_count(&self) -> Result<u64, StoreError> {
@@ -974,7 +974,8 @@ impl Storage for Store {
     }
 
     async fn list_tickets(&self, query: &TicketListQuery) -> Result<TicketListPage, StoreError> {
-        Store::list_tickets(self, query)
+        let (store, query) = (self.clone(), query.clone());
+        blocking(move || store.list_tickets(&query)).await
     }
 
     async fn list_agents(&self, connection: &ConnectionId) -> Result<Vec<Agent>, StoreError> {
@@ -1013,6 +1014,15 @@ impl Storage for Store {
     async fn close_within(&self, limit: Duration) -> Result<bool, StoreError> {
         Store::close_within(self, limit).await
     }
+}
+
+/// Runs a read that may touch the disk on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    read: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(|e| StoreError::Commit(format!("a store read stopped: {e}")))?
 }
 
 /// Reports a stored record that cannot be decoded (and is skipped or stood in for).
