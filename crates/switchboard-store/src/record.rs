@@ -88,11 +88,28 @@ pub(crate) fn pack(bytes: Vec<u8>) -> Vec<u8> {
     if bytes.len() < PACK_ABOVE {
         return bytes;
     }
-    match zstd::bulk::compress(&bytes, ZSTD_LEVEL) {
-        Ok(packed) if packed.len() < bytes.len() => packed,
+    // A compression context costs more to make than a small value costs to compress: one
+    // per thread, reused.
+    thread_local! {
+        static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let packed = COMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.is_none() {
+            *cell = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
+        }
+        cell.as_mut().and_then(|c| c.compress(&bytes).ok())
+    });
+    match packed {
+        Some(packed) if packed.len() < bytes.len() => packed,
         _ => bytes,
     }
 }
+
+/// The most a packed value may unpack to: far above any value the store writes (webhook
+/// bodies are capped well below it), so a damaged frame cannot make a read allocate more.
+const MAX_UNPACKED: usize = 1 << 30;
 
 /// The value [`pack`] was given.
 pub(crate) fn unpack<'a>(
@@ -100,9 +117,29 @@ pub(crate) fn unpack<'a>(
     bytes: &'a [u8],
 ) -> Result<std::borrow::Cow<'a, [u8]>, StoreError> {
     if bytes.starts_with(&ZSTD_MAGIC) {
-        zstd::stream::decode_all(bytes)
-            .map(std::borrow::Cow::Owned)
-            .map_err(|e| StoreError::corrupt(key, format!("cannot decompress: {e}")))
+        thread_local! {
+            static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        let corrupt =
+            |reason: String| StoreError::corrupt(key, format!("cannot decompress: {reason}"));
+        // `pack` writes whole frames, which say their size.
+        let size = match zstd::zstd_safe::get_frame_content_size(bytes) {
+            Ok(Some(size)) if size <= MAX_UNPACKED as u64 => size as usize,
+            Ok(Some(size)) => return Err(corrupt(format!("a frame of {size} bytes"))),
+            Ok(None) | Err(_) => return Err(corrupt("no frame size".into())),
+        };
+        DECOMPRESSOR.with(|cell| {
+            let mut cell = cell.borrow_mut();
+            if cell.is_none() {
+                *cell = Some(zstd::bulk::Decompressor::new().map_err(|e| corrupt(e.to_string()))?);
+            }
+            let decompressor = cell.as_mut().expect("made above");
+            decompressor
+                .decompress(bytes, size)
+                .map(std::borrow::Cow::Owned)
+                .map_err(|e| corrupt(e.to_string()))
+        })
     } else {
         Ok(std::borrow::Cow::Borrowed(bytes))
     }
