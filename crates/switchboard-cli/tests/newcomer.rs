@@ -598,6 +598,11 @@ fn ci_fails_when_cargo_deny_cannot_be_installed_or_fails_or_the_minimum_rust_fai
         let output = Command::new("bash")
             .arg(&script)
             .env("PATH", format!("{dir}:/usr/bin:/bin"))
+            // A database named: `.ci/run` sets none up (its tests run through the stand-in).
+            .env(
+                "SWITCHBOARD_TEST_DATABASE_URL",
+                "postgres://stand-in@127.0.0.1:1/none",
+            )
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();

@@ -433,6 +433,45 @@ impl Storage for PgStore {
         Ok(())
     }
 
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        // Taken when free, run out, or already ours (a renewal); the row lock of the upsert
+        // makes racing holders take turns, and only one of them finds it free.
+        let statement = client
+            .prepare_cached(
+                "INSERT INTO sb_leases (name, holder, expires_at) VALUES ($1, $2, clock_timestamp() + $3::bigint * interval '1 millisecond') \
+                 ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at \
+                 WHERE sb_leases.holder = EXCLUDED.holder OR sb_leases.expires_at <= clock_timestamp() \
+                 RETURNING 1",
+            )
+            .await
+            .map_err(|e| error::pg("taking a lease", e))?;
+        let ttl = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+        let row = client
+            .query_opt(&statement, &[&name, &holder, &ttl])
+            .await
+            .map_err(|e| error::pg("taking a lease", e))?;
+        Ok(row.is_some())
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached("DELETE FROM sb_leases WHERE name = $1 AND holder = $2")
+            .await
+            .map_err(|e| error::pg("releasing a lease", e))?;
+        client
+            .execute(&statement, &[&name, &holder])
+            .await
+            .map_err(|e| error::pg("releasing a lease", e))?;
+        Ok(())
+    }
+
     fn head(&self) -> Sequence {
         *self.inner.head.borrow()
     }
