@@ -145,18 +145,20 @@ pub(crate) fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// A secondary index over conversations. Every family holds the same positions after its
-/// prefix, so one page token works whichever family a query scans.
+/// prefix, so one page token works whichever family a query scans. A conversation is in two:
+/// its connection's and its status's. A query by vendor scans the connections of that vendor
+/// (each connection has one vendor, kept with its counter); a query without filters merges every
+/// connection's family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum IndexFamily<'a> {
-    /// `ix/all/<position>`.
-    All,
     /// `ix/conn/<connection>/<position>`.
     Connection(&'a ConnectionId),
-    /// `ix/vendor/<escaped vendor><position>`.
-    Vendor(&'a str),
     /// `ix/status/<status>/<position>`.
     Status(ConversationStatus),
 }
+
+/// `count/conv/conn/`: the prefix of every connection's counter.
+pub(crate) const CONNECTION_COUNT_PREFIX: &[u8] = b"count/conv/conn/";
 
 impl IndexFamily<'_> {
     /// The index prefix; the position follows it.
@@ -164,7 +166,8 @@ impl IndexFamily<'_> {
         self.with_root(b"ix/")
     }
 
-    /// The counter of conversations in this family: `count/conv/...` -> u64 BE.
+    /// The counter of conversations in this family: `count/conv/...` -> u64 BE (a
+    /// connection's counter is followed by its vendor's name).
     pub(crate) fn count_key(self) -> Vec<u8> {
         self.with_root(b"count/conv/")
     }
@@ -172,15 +175,10 @@ impl IndexFamily<'_> {
     fn with_root(self, root: &[u8]) -> Vec<u8> {
         let mut key = root.to_vec();
         match self {
-            IndexFamily::All => key.extend_from_slice(b"all/"),
             IndexFamily::Connection(connection) => {
                 key.extend_from_slice(b"conn/");
                 key.extend_from_slice(connection.as_str().as_bytes());
                 key.push(b'/');
-            }
-            IndexFamily::Vendor(vendor) => {
-                key.extend_from_slice(b"vendor/");
-                escape(vendor.as_bytes(), &mut key);
             }
             IndexFamily::Status(status) => {
                 key.extend_from_slice(b"status/");
@@ -192,14 +190,41 @@ impl IndexFamily<'_> {
     }
 
     /// The families a conversation is listed in.
-    pub(crate) fn of(conversation: &Conversation) -> [IndexFamily<'_>; 4] {
+    pub(crate) fn of(conversation: &Conversation) -> [IndexFamily<'_>; 2] {
         [
-            IndexFamily::All,
             IndexFamily::Connection(&conversation.id.connection),
-            IndexFamily::Vendor(&conversation.vendor),
             IndexFamily::Status(conversation.status),
         ]
     }
+}
+
+/// A connection's counter value: the count, then its vendor.
+pub(crate) fn connection_count_value(count: u64, vendor: &str) -> Vec<u8> {
+    let mut value = be(count).to_vec();
+    value.extend_from_slice(vendor.as_bytes());
+    value
+}
+
+/// The connections with conversations: (connection, conversations, vendor), by connection.
+pub(crate) fn connection_counts(
+    tree: &sled::Tree,
+) -> Result<Vec<(ConnectionId, u64, String)>, crate::StoreError> {
+    let mut out = Vec::new();
+    for entry in tree.scan_prefix(CONNECTION_COUNT_PREFIX) {
+        let (key, value) = entry?;
+        let connection = key[CONNECTION_COUNT_PREFIX.len()..]
+            .strip_suffix(b"/")
+            .and_then(|c| std::str::from_utf8(c).ok())
+            .and_then(|c| ConnectionId::new(c).ok())
+            .ok_or_else(|| crate::StoreError::corrupt(&key, "not a connection counter"))?;
+        let count = value
+            .get(..8)
+            .and_then(read_be)
+            .ok_or_else(|| crate::StoreError::corrupt(&key, "not a counter"))?;
+        let vendor = String::from_utf8_lossy(&value[8..]).into_owned();
+        out.push((connection, count, vendor));
+    }
+    Ok(out)
 }
 
 /// The time conversations are listed by: when it started if known, else when it last changed.

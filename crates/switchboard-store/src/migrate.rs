@@ -4,7 +4,7 @@
 //! |---|---|
 //! | 1 | log entries in the core's serde shape (no longer read: refused with a clear error) |
 //! | 2 | log entries as flat JSON; a conversation stored whole under `conv/` with every message and the dedup keys of its events |
-//! | 3 | new log entries as binary records (schema-2 entries stay and are still read); a conversation's header under `conv/` (with an event count) and each message under `msg/` |
+//! | 3 | new log entries: one binary, compressed record per append request (schema-2 entries stay and are still read); a conversation's header under `conv/` (with an event count) and each message under `msg/`; two index families (connection, status) instead of four, a connection's counter naming its vendor |
 //!
 //! [`upgrade`] runs at open, before the writer starts, in batches of [`BATCH`] conversations,
 //! each one atomic sled batch. `meta/schema_version` moves to the new version only after the
@@ -76,6 +76,8 @@ pub(crate) fn upgrade(db: &sled::Db, dir: &Path, found: u64) -> Result<(), Store
         }
     }
     db.apply_batch(batch)?;
+    let dropped = drop_index_families(db)?;
+    name_connection_vendors(db)?;
     db.flush()?;
     db.insert(
         keys::SCHEMA_VERSION_KEY,
@@ -87,8 +89,63 @@ pub(crate) fn upgrade(db: &sled::Db, dir: &Path, found: u64) -> Result<(), Store
         version = keys::SCHEMA_VERSION,
         conversations = split,
         messages,
+        index_entries_dropped = dropped,
         millis = started.elapsed().as_millis() as u64,
         "store schema upgraded"
     );
+    Ok(())
+}
+
+/// Removes the index families schema 3 no longer keeps (`all`, `vendor`) and their counters.
+fn drop_index_families(db: &sled::Db) -> Result<u64, StoreError> {
+    let mut dropped = 0u64;
+    for prefix in [
+        b"ix/all/".as_slice(),
+        b"ix/vendor/",
+        b"count/conv/all/",
+        b"count/conv/vendor/",
+    ] {
+        loop {
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            for entry in db.scan_prefix(prefix).take(4096) {
+                batch.remove(entry?.0);
+                n += 1;
+            }
+            if n == 0 {
+                break;
+            }
+            db.apply_batch(batch)?;
+            dropped += n;
+        }
+    }
+    Ok(dropped)
+}
+
+/// Writes each connection's vendor after its counter (what a query by vendor scans), taken
+/// from one of its conversations.
+fn name_connection_vendors(db: &sled::Db) -> Result<(), StoreError> {
+    let mut batch = sled::Batch::default();
+    for entry in db.scan_prefix(keys::CONNECTION_COUNT_PREFIX) {
+        let (key, value) = entry?;
+        if value.len() > 8 {
+            continue; // named already
+        }
+        let Some(count) = keys::read_be(&value) else {
+            continue;
+        };
+        let connection = &key[keys::CONNECTION_COUNT_PREFIX.len()..];
+        let mut prefix = keys::CONVERSATION_PREFIX.to_vec();
+        prefix.extend_from_slice(connection);
+        let vendor = db
+            .scan_prefix(&prefix)
+            .filter_map(Result::ok)
+            .find_map(|(key, value)| decode::<Conversation>(&key, &value).ok())
+            .map(|conversation| conversation.vendor);
+        if let Some(vendor) = vendor {
+            batch.insert(key, keys::connection_count_value(count, &vendor));
+        }
+    }
+    db.apply_batch(batch)?;
     Ok(())
 }

@@ -181,39 +181,45 @@ fn count(tree: &sled::Tree, key: &[u8]) -> Result<u64, StoreError> {
 }
 
 pub(crate) fn conversation_count(tree: &sled::Tree) -> Result<u64, StoreError> {
-    count(tree, &IndexFamily::All.count_key())
+    Ok(keys::connection_counts(tree)?
+        .iter()
+        .map(|(_, count, _)| count)
+        .sum())
 }
 
-/// The index families to scan: the smallest by the conversation counters.
+/// The index families to scan: the connections asked for (or, for vendors, the connections of
+/// those vendors; else every connection), or the statuses asked for when they hold fewer
+/// conversations by the counters. Connections and vendors together: the connections of those
+/// vendors among those asked for.
 fn choose_families<'q>(
     tree: &sled::Tree,
     connections: &'q [ConnectionId],
-    vendors: &'q [String],
+    vendors: &[String],
     statuses: &[ConversationStatus],
+    known: &'q [(ConnectionId, u64, String)],
 ) -> Result<Vec<IndexFamily<'q>>, StoreError> {
-    let mut options: Vec<Vec<IndexFamily<'q>>> = Vec::new();
-    if !connections.is_empty() {
-        options.push(connections.iter().map(IndexFamily::Connection).collect());
-    }
-    if !vendors.is_empty() {
-        options.push(vendors.iter().map(|v| IndexFamily::Vendor(v)).collect());
-    }
+    let by_connection: Vec<&'q (ConnectionId, u64, String)> = known
+        .iter()
+        .filter(|(c, _, v)| {
+            (connections.is_empty() || connections.contains(c))
+                && (vendors.is_empty() || vendors.contains(v))
+        })
+        .collect();
+    let connection_cost: u64 = by_connection.iter().map(|(_, n, _)| n).sum();
     if !statuses.is_empty() {
-        options.push(statuses.iter().map(|s| IndexFamily::Status(*s)).collect());
-    }
-    let mut best = vec![IndexFamily::All];
-    let mut best_cost = u64::MAX;
-    for families in options {
-        let mut cost = 0u64;
-        for family in &families {
-            cost = cost.saturating_add(count(tree, &family.count_key())?);
+        let mut status_cost = 0u64;
+        for status in statuses {
+            status_cost =
+                status_cost.saturating_add(count(tree, &IndexFamily::Status(*status).count_key())?);
         }
-        if cost < best_cost {
-            best_cost = cost;
-            best = families;
+        if status_cost < connection_cost {
+            return Ok(statuses.iter().map(|s| IndexFamily::Status(*s)).collect());
         }
     }
-    Ok(best)
+    Ok(by_connection
+        .into_iter()
+        .map(|(c, _, _)| IndexFamily::Connection(c))
+        .collect())
 }
 
 fn in_range(at: Timestamp, from: Option<Timestamp>, to: Option<Timestamp>) -> bool {
@@ -230,7 +236,8 @@ pub(crate) fn list_conversations(
     let connections = sorted(&query.connections);
     let vendors = sorted(&query.vendors);
     let statuses = sorted(&query.statuses);
-    let families = choose_families(tree, &connections, &vendors, &statuses)?;
+    let known = keys::connection_counts(tree)?;
+    let families = choose_families(tree, &connections, &vendors, &statuses, &known)?;
 
     // Where a started range applies, every match has sort key == started_at, so the range
     // bounds the scan: sort key < to is position >= descending(to - 1), and sort key >= from is
@@ -408,35 +415,51 @@ mod tests {
         let db = sled::Config::new().path(dir.path()).open().unwrap();
         let a = ConnectionId::new("a").unwrap();
         let b = ConnectionId::new("b").unwrap();
-        let set = |family: IndexFamily<'_>, n: u64| {
-            db.insert(family.count_key(), &keys::be(n)[..]).unwrap();
-        };
-        set(IndexFamily::All, 100);
-        set(IndexFamily::Connection(&a), 40);
-        set(IndexFamily::Connection(&b), 30);
-        set(IndexFamily::Vendor("v"), 60);
-        set(IndexFamily::Status(ConversationStatus::Closed), 50);
+        let c = ConnectionId::new("c").unwrap();
+        for (connection, n, vendor) in [(&a, 40, "v"), (&b, 30, "v"), (&c, 5, "w")] {
+            db.insert(
+                IndexFamily::Connection(connection).count_key(),
+                keys::connection_count_value(n, vendor),
+            )
+            .unwrap();
+        }
+        db.insert(
+            IndexFamily::Status(ConversationStatus::Closed).count_key(),
+            &keys::be(50)[..],
+        )
+        .unwrap();
+        let known = keys::connection_counts(&db).unwrap();
+        assert_eq!(known.len(), 3);
+        assert_eq!(conversation_count(&db).unwrap(), 75);
         let vendors = vec!["v".to_owned()];
         let closed = [ConversationStatus::Closed];
         let open = [ConversationStatus::Open];
+        let conn = |c| IndexFamily::Connection(c);
 
-        let both = [a.clone(), b.clone()];
-        let chosen = choose_families(&db, &both, &vendors, &closed).unwrap();
+        // a + b hold 70 > 50 closed: the status family.
+        let chosen = choose_families(&db, &[], &vendors, &closed, &known).unwrap();
         assert_eq!(chosen, [IndexFamily::Status(ConversationStatus::Closed)]);
+        // b alone holds 30 < 50.
         let one = [b.clone()];
-        let chosen = choose_families(&db, &one, &vendors, &closed).unwrap();
-        assert_eq!(chosen, [IndexFamily::Connection(&b)]);
-        let chosen = choose_families(&db, &both, &vendors, &[]).unwrap();
-        assert_eq!(chosen, [IndexFamily::Vendor("v")]);
-        let chosen = choose_families(&db, &both, &[], &[]).unwrap();
-        assert_eq!(
-            chosen,
-            [IndexFamily::Connection(&a), IndexFamily::Connection(&b)]
-        );
-        let chosen = choose_families(&db, &both, &vendors, &open).unwrap();
+        let chosen = choose_families(&db, &one, &vendors, &closed, &known).unwrap();
+        assert_eq!(chosen, [conn(&b)]);
+        // A vendor is its connections.
+        let chosen = choose_families(&db, &[], &vendors, &[], &known).unwrap();
+        assert_eq!(chosen, [conn(&a), conn(&b)]);
+        // Connections and vendors together: those of the connections with that vendor.
+        let a_and_c = [a.clone(), c.clone()];
+        let chosen = choose_families(&db, &a_and_c, &vendors, &[], &known).unwrap();
+        assert_eq!(chosen, [conn(&a)]);
+        // No open conversation at all: the empty status family is cheapest.
+        let chosen = choose_families(&db, &[], &vendors, &open, &known).unwrap();
         assert_eq!(chosen, [IndexFamily::Status(ConversationStatus::Open)]);
-        let chosen = choose_families(&db, &[], &[], &[]).unwrap();
-        assert_eq!(chosen, [IndexFamily::All]);
+        // No filter: every connection.
+        let chosen = choose_families(&db, &[], &[], &[], &known).unwrap();
+        assert_eq!(chosen, [conn(&a), conn(&b), conn(&c)]);
+        // A connection nobody wrote to: nothing to scan.
+        let unknown = [ConnectionId::new("z").unwrap()];
+        let chosen = choose_families(&db, &unknown, &[], &[], &known).unwrap();
+        assert!(chosen.is_empty());
     }
 
     #[test]

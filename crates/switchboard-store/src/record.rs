@@ -76,7 +76,7 @@ enum PayloadIn {
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 
 /// Values shorter than this are stored as they are: compressing them saves too little.
-const PACK_ABOVE: usize = 200;
+const PACK_ABOVE: usize = 400;
 
 /// The zstd level: the fastest, which still shrinks JSON and raw bodies 2-4 times.
 const ZSTD_LEVEL: i32 = 1;

@@ -145,6 +145,15 @@ async fn a_schema_2_store_is_upgraded_in_place_and_reads_back_as_it_was() {
         .unwrap();
     assert_eq!(listed.conversations.len(), 2);
     assert!(listed.conversations.iter().all(|c| c.messages.len() == 3));
+    // Listing by vendor scans the vendor's connections, named during the upgrade.
+    let by_vendor = store
+        .list_conversations(&switchboard_store::ConversationQuery {
+            vendors: vec!["livechat".into()],
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(by_vendor.conversations.len(), 2);
+    assert_eq!(store.conversation_count().unwrap(), 2);
 
     // New events merge into an upgraded conversation and are appended after the old log.
     let mut patch = ConversationPatch::new("c1");
@@ -170,6 +179,15 @@ async fn a_schema_2_store_is_upgraded_in_place_and_reads_back_as_it_was() {
     store.close().await.unwrap();
     drop(store);
     assert_eq!(schema_version(dir.path()), "3");
+    let db = sled::open(dir.path()).unwrap();
+    for gone in [
+        "ix/all/",
+        "ix/vendor/",
+        "count/conv/all/",
+        "count/conv/vendor/",
+    ] {
+        assert_eq!(db.scan_prefix(gone).count(), 0, "{gone} dropped");
+    }
 }
 
 #[tokio::test]

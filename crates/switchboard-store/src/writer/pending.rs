@@ -358,7 +358,7 @@ impl<'a> Pending<'a> {
     /// Turns the overlay into one sled batch; returns it with the new head.
     pub(super) fn finish(self) -> Result<(sled::Batch, u64), StoreError> {
         let mut batch = self.writes;
-        let mut counts: HashMap<Vec<u8>, i64> = HashMap::new();
+        let mut counts: HashMap<Vec<u8>, (i64, Option<String>)> = HashMap::new();
         for (_, touched) in self.conversations {
             let index_keys = |conversation: &Conversation| {
                 let position = keys::position(conversation);
@@ -372,14 +372,18 @@ impl<'a> Pending<'a> {
             let old_index = match &touched.original {
                 Some(original) => {
                     for family in IndexFamily::of(original) {
-                        *counts.entry(family.count_key()).or_default() -= 1;
+                        counts.entry(family.count_key()).or_default().0 -= 1;
                     }
                     index_keys(original).to_vec()
                 }
                 None => Vec::new(),
             };
             for family in IndexFamily::of(&touched.current) {
-                *counts.entry(family.count_key()).or_default() += 1;
+                let count = counts.entry(family.count_key()).or_default();
+                count.0 += 1;
+                if let IndexFamily::Connection(_) = family {
+                    count.1 = Some(touched.current.vendor.clone());
+                }
             }
             for stale in old_index.iter().filter(|k| !new_index.contains(k)) {
                 batch.remove(stale.as_slice());
@@ -390,19 +394,25 @@ impl<'a> Pending<'a> {
             }
             conversations::encode_changes(touched.current, &touched.stored_messages, &mut batch)?;
         }
-        for (key, delta) in counts {
+        for (key, (delta, vendor)) in counts {
             if delta == 0 {
                 continue;
             }
             let base = match self.tree.get(&key)? {
-                Some(bytes) => keys::read_be(&bytes)
+                Some(bytes) => bytes
+                    .get(..8)
+                    .and_then(keys::read_be)
                     .ok_or_else(|| StoreError::corrupt(&key, "not an 8-byte counter"))?,
                 None => 0,
             };
             let value = base
                 .checked_add_signed(delta)
                 .ok_or_else(|| StoreError::corrupt(&key, "the counter would go below zero"))?;
-            batch.insert(key, &keys::be(value)[..]);
+            match vendor {
+                // A connection's counter carries its vendor (what a query by vendor scans).
+                Some(vendor) => batch.insert(key, keys::connection_count_value(value, &vendor)),
+                None => batch.insert(key, &keys::be(value)[..]),
+            }
         }
         for (key, stored) in self.tickets {
             batch.insert(key, encode(&stored)?);

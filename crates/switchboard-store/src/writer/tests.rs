@@ -101,7 +101,7 @@ fn one_group_dedups_across_its_requests_and_sees_its_own_changes() {
         stages
             .writer
             .db
-            .scan_prefix(IndexFamily::All.prefix())
+            .scan_prefix(IndexFamily::Connection(&ConnectionId::new("lc").unwrap()).prefix())
             .count(),
         1
     );
