@@ -28,35 +28,49 @@
 //! # Ok(()) }
 //! ```
 //!
-//! # Key layout
+//! # The storage contract
+//!
+//! [`Storage`] (in `contract`) is what the application needs from any backend and what each
+//! promises; [`Store`] is the embedded sled backend, `switchboard-store-postgres` the shared
+//! one, and `switchboard-store-contract` the one test suite both pass.
+//!
+//! # Key layout (schema 3)
 //!
 //! Everything lives in ONE sled tree (the default tree of `<data-dir>`), with one key prefix per
 //! family. Numbers in keys are big-endian and fixed width, so byte order is numeric order;
 //! descending orders store `u64::MAX - x`. Connection ids never contain `/`, so `<connection>/`
-//! separates unambiguously; free-form strings followed by more key bytes (the vendor name in
-//! an index key) are escaped order-preservingly (`00` → `00 FF`, terminated by `00 01`).
-//! Values are JSON unless noted.
+//! separates unambiguously; free-form strings followed by more key bytes (a conversation's id in
+//! a message key) are escaped order-preservingly (`00` → `00 FF`, terminated by `00 01`).
+//! Values of 400 bytes or more are zstd-compressed when that makes them smaller (a stored value
+//! that starts with zstd's magic is compressed; nothing else starts with it).
 //!
 //! | key | value |
 //! |---|---|
-//! | `meta/schema_version` | ASCII decimal, `2` |
+//! | `meta/schema_version` | ASCII decimal, `3` |
 //! | `meta/head` | the last sequence, u64 BE |
-//! | `log/<sequence u64 BE>` | the [`Event`], flat (see below) |
+//! | `log/<first sequence u64 BE>` | one append request's new events and its raw body, binary (see [Log encoding](#log-encoding)) |
 //! | `dedup/<connection>/<dedup key>` | the sequence of the event with that key, u64 BE |
-//! | `conv/<connection>/<external id>` | the [`Conversation`] |
-//! | `ix/all/<position>` | the `conv/...` key |
+//! | `conv/<connection>/<external id>` | the [`Conversation`]'s header: everything but its messages, with its event count (JSON) |
+//! | `msg/<connection>/<escaped external id><message key>` | one message's last-writer-wins register (JSON) |
 //! | `ix/conn/<connection>/<position>` | the `conv/...` key |
-//! | `ix/vendor/<escaped vendor><position>` | the `conv/...` key |
 //! | `ix/status/<status>/<position>` | the `conv/...` key |
-//! | `count/conv/{all/, conn/<c>/, vendor/<escaped vendor>, status/<s>/}` | conversations in that index, u64 BE |
-//! | `ticket/<connection>/<external id>` | the [`Ticket`] and the sequence that set it |
-//! | `agent/<connection>/<login>` | the [`Agent`] |
-//! | `sync/<connection>` | the [`SyncState`] |
+//! | `count/conv/conn/<c>/` | conversations of the connection, u64 BE, then its vendor's name |
+//! | `count/conv/status/<s>/` | conversations in that status, u64 BE |
+//! | `ticket/<connection>/<external id>` | the [`Ticket`] and the sequence that set it (JSON) |
+//! | `agent/<connection>/<login>` | the [`Agent`] (JSON) |
+//! | `sync/<connection>` | the [`SyncState`] (JSON) |
+//! | `quarantine/<id u64 BE>`, `meta/quarantine` | held webhooks and their totals (JSON) |
 //!
 //! A *position* orders conversations newest first: the sort key (`started_at` if known, else
 //! `updated_at`) as `u64::MAX - millis`, then the id `connection/external id`, escaped and with
-//! every byte inverted (ties by id descending). Every index family holds the same positions, so
+//! every byte inverted (ties by id descending). Both index families hold the same positions, so
 //! a page token is a position and works whichever family a query scans.
+//!
+//! What an event costs: one `dedup/` key; its request's `log/` entry (shared by the request's
+//! events); the header of each conversation the group touches (once per group, however many
+//! of its events touch it); one `msg/` key per message that is new or changed; two index keys
+//! and the counters when a conversation is new or moves. A conversation of 200 messages is never
+//! rewritten whole: each message is written once, the header once per group.
 //!
 //! # Group commit
 //!
@@ -79,6 +93,12 @@
 //! 4. `Db::flush`, then `fdatasync` (see below).
 //! 5. Only then: the head watch channel announces the new head and every request gets its own
 //!    answer. A request whose events are all duplicates succeeds too.
+//!
+//! A hub-native ticket update ([`Store::update_ticket`]) is a command of a group like an
+//! append: the writer reads the ticket (from the group's overlay or the tree), applies the
+//! change ([`switchboard_core::Ticket::apply_change`]) and appends the result as a
+//! `ticket_updated` event, so concurrent updates never lose each other's changes.
+//! Idempotency claims and job leases live in the store's memory: one process owns a sled store.
 //!
 //! Because one thread writes, read-modify-write of projections needs no transaction. Sequences
 //! are assigned by that one thread in commit order, so they stay gap-free; groups become
@@ -124,26 +144,36 @@
 //!
 //! # Log encoding
 //!
-//! A `log/` value is JSON of a flat, store-private shape: the [`Event`]'s fields and its
-//! incoming event's fields at one level, the payload externally tagged
-//! (`"payload": {"conversation": {...}}`). The core's own serde shape of [`Event`] uses
-//! `flatten` and an internally tagged payload, which serde decodes through a slow buffering
-//! path; the flat shape decodes in one pass (replay reads every event).
+//! A `log/` entry holds the new events of one append request (a webhook, a sync page, a ticket
+//! command), under the key of the first one's sequence; the others follow it without a gap, so
+//! the entry holding sequence N is the last key at or before `log/N`. The entry is a byte `04`,
+//! the number of events (u32 LE, kept outside the compressed part so that a damaged entry still
+//! says which sequences it holds), then the postcard encoding of the request's fields (connection,
+//! vendor, received_at, request id, the raw body as the text that arrived) and each event's
+//! head and payload (the payload as a JSON document of its own: vendor JSON is never nested
+//! inside another JSON document), compressed together with zstd when that pays, so the text a
+//! payload repeats from the raw body costs little. The caller of [`Store::append`] encodes and
+//! compresses the entry before it reaches the writer (on its own core); the writer re-encodes
+//! only when some of the request's events turn out to be duplicates.
+//!
+//! Schema-2 entries (one flat JSON object per event) are still read: they start with `{`.
+//! An entry that does not decode is served as stand-in events that keep its sequences (kind
+//! `vendor_event`, `vendor_event` [`UNREADABLE_EVENT`]); one event whose payload does not
+//! decode keeps its head.
 //!
 //! # Listing and indexes
 //!
-//! [`Store::list_conversations`] picks the index to scan: with connection, vendor or status
-//! filters, the family whose listed values hold the fewest conversations according to the
-//! `count/conv/` counters; without any, `ix/all`. Several values of one filter (OR) scan one
-//! range per value and merge them in position order. The scan reads positions in order and
-//! stops after `page_size + 1` matches.
+//! [`Store::list_conversations`] scans either the connection families (the connections asked
+//! for; for vendors, the connections of those vendors, named beside their counters; with neither,
+//! every connection) or the status families of the statuses asked for, whichever holds fewer
+//! conversations by the counters. Several families are merged in position order. The scan reads
+//! positions in order and stops after `page_size + 1` matches.
 //!
-//! - **Indexed**: connections, vendors, statuses (whichever is most selective), and the
+//! - **Indexed**: connections and vendors, or statuses (whichever is more selective), and the
 //!   started range, which bounds the scan of any family (a conversation with a known start has
 //!   `started_at` as its sort key).
 //! - **Post-filters** on the conversations read: the filters of the families not scanned, and
-//!   the updated range (`updated_from`/`updated_to`), which is not indexed: a query with only an
-//!   updated range scans `ix/all` from the newest.
+//!   the updated range (`updated_from`/`updated_to`), which is not indexed.
 //!
 //! Page tokens are opaque: base64url of a kind byte, a hash of the query's filters (FNV-1a of
 //! their canonical form) and the last position returned. A token that does not decode is
@@ -158,13 +188,18 @@
 //!
 //! # Schema
 //!
-//! `meta/schema_version` is written as `2` when the store is created (version 1 stored log
-//! entries in the core's serde shape). [`Store::open`] refuses
-//! any other version ([`StoreError::SchemaMismatch`], FailedPrecondition) and a non-empty tree
-//! without one ([`StoreError::NotAStore`]). A non-empty `db` file from which sled reads
-//! nothing is refused too: sled would silently start afresh over it. Opening recovers the head
-//! from the last `log/` key and checks it against `meta/head`. sled panics on some corrupt
-//! files; [`Store::open`] turns those panics into [`StoreError::Open`].
+//! `meta/schema_version` is `3`. A store of schema 2 is upgraded in place by [`Store::open`]
+//! (see `migrate`: conversations split into header and messages, the dropped index families
+//! removed, connection counters named), with log lines; an interrupted upgrade resumes at the
+//! next open, and schema-2 log entries stay as they are. Any other version is refused
+//! ([`StoreError::SchemaMismatch`], FailedPrecondition), and so is a non-empty tree without one
+//! ([`StoreError::NotAStore`]). A non-empty `db` file from which sled reads nothing is refused
+//! too: sled would silently start afresh over it. A new store writes `.switchboard-creating`
+//! (fsynced) before sled creates anything and removes it once the schema key is on disk; a
+//! marker found at open means a creation crashed before anything could be acknowledged, so
+//! sled's files are removed and creation starts again. Opening recovers the head from the last
+//! `log/` entry and checks it against `meta/head`. sled panics on some corrupt files;
+//! [`Store::open`] turns those panics into [`StoreError::Open`].
 //!
 //! **Architecture Invariant:** only the writer thread writes to the tree (the schema key at
 //! creation aside); readers never see half of a group.
