@@ -12,7 +12,7 @@ use switchboard_core::{
 };
 use switchboard_server::connections::Connection;
 use switchboard_server::sync::{SyncOptions, SyncRunner, unsupported_reason};
-use switchboard_store::Store;
+use switchboard_store::{Storage, Store};
 
 const PAGES: usize = 7;
 const PER_PAGE: usize = 5;
@@ -94,6 +94,10 @@ async fn open_store() -> (tempfile::TempDir, Store) {
     (dir, store)
 }
 
+fn shared(store: &Store) -> Arc<dyn Storage> {
+    Arc::new(store.clone())
+}
+
 fn all_conversation_ids(store: &Store) -> Vec<String> {
     let mut ids: Vec<String> = store
         .read_events(switchboard_core::Sequence(0), 10_000)
@@ -118,7 +122,10 @@ async fn a_full_sync_lands_every_record_once_and_saves_the_cursor() {
     let (_dir, store) = open_store().await;
     let connection = connection(Some(Scripted::default()));
     let runner = SyncRunner::default();
-    let slot = runner.claim(&connection).expect("slot");
+    let slot = runner
+        .claim(&shared(&store), &connection)
+        .await
+        .expect("slot");
     let mut seen_pages = Vec::new();
     let progress = runner
         .run(&store, &connection, &slot, SyncOptions::default(), |p| {
@@ -149,7 +156,10 @@ async fn a_sync_cut_after_some_pages_resumes_from_the_saved_cursor() {
     let connection = connection(Some(Scripted::default()));
     let runner = SyncRunner::default();
     for max_pages in [2, 1, 3] {
-        let slot = runner.claim(&connection).expect("slot");
+        let slot = runner
+            .claim(&shared(&store), &connection)
+            .await
+            .expect("slot");
         let options = SyncOptions {
             max_pages,
             ..SyncOptions::default()
@@ -161,7 +171,10 @@ async fn a_sync_cut_after_some_pages_resumes_from_the_saved_cursor() {
         assert_eq!(progress.pages, u64::from(max_pages));
     }
     // 2 + 1 + 3 = 6 pages so far; an on_page that says stop ends the next run after page 7.
-    let slot = runner.claim(&connection).expect("slot");
+    let slot = runner
+        .claim(&shared(&store), &connection)
+        .await
+        .expect("slot");
     let progress = runner
         .run(&store, &connection, &slot, SyncOptions::default(), |_| {
             false
@@ -180,7 +193,10 @@ async fn a_vendor_error_is_recorded_and_a_rerun_finishes_without_duplicates() {
     *script.fail_on.lock().expect("lock") = Some(3);
     let connection = connection(Some(script));
     let runner = SyncRunner::default();
-    let slot = runner.claim(&connection).expect("slot");
+    let slot = runner
+        .claim(&shared(&store), &connection)
+        .await
+        .expect("slot");
     let error = runner
         .run(&store, &connection, &slot, SyncOptions::default(), |_| true)
         .await
@@ -201,7 +217,10 @@ async fn a_vendor_error_is_recorded_and_a_rerun_finishes_without_duplicates() {
     assert_eq!(store.head().0, (3 * PER_PAGE) as u64);
     drop(slot);
 
-    let slot = runner.claim(&connection).expect("slot");
+    let slot = runner
+        .claim(&shared(&store), &connection)
+        .await
+        .expect("slot");
     let progress = runner
         .run(&store, &connection, &slot, SyncOptions::default(), |_| true)
         .await
@@ -220,7 +239,10 @@ async fn from_scratch_pulls_again_and_appends_nothing_new() {
     let (_dir, store) = open_store().await;
     let connection = connection(Some(Scripted::default()));
     let runner = SyncRunner::default();
-    let slot = runner.claim(&connection).expect("slot");
+    let slot = runner
+        .claim(&shared(&store), &connection)
+        .await
+        .expect("slot");
     runner
         .run(&store, &connection, &slot, SyncOptions::default(), |_| true)
         .await
@@ -240,17 +262,28 @@ async fn from_scratch_pulls_again_and_appends_nothing_new() {
 
 #[tokio::test]
 async fn one_sync_per_connection_and_a_clear_reason_when_it_cannot_sync() {
+    let (_dir, store) = open_store().await;
+    let store = shared(&store);
     let connection_with = connection(Some(Scripted::default()));
     let runner = SyncRunner::default();
-    let slot = runner.claim(&connection_with).expect("slot");
-    let busy = runner.claim(&connection_with).expect_err("second claim");
+    let slot = runner.claim(&store, &connection_with).await.expect("slot");
+    let busy = runner
+        .claim(&store, &connection_with)
+        .await
+        .expect_err("second claim");
     assert_eq!(busy.code, ErrorCode::AlreadyExists);
     assert!(busy.message.contains("already running"), "{}", busy.message);
     drop(slot);
-    runner.claim(&connection_with).expect("free again");
+    runner
+        .claim(&store, &connection_with)
+        .await
+        .expect("free again");
 
     let without = connection(None);
-    let refused = runner.claim(&without).expect_err("no connector");
+    let refused = runner
+        .claim(&store, &without)
+        .await
+        .expect_err("no connector");
     assert_eq!(refused.code, ErrorCode::FailedPrecondition);
     assert!(
         unsupported_reason(&without).is_some_and(
@@ -281,7 +314,7 @@ async fn the_periodic_sync_runs_at_start_and_on_every_interval_until_shutdown() 
     let without = Arc::new(connection(None));
     let runner = SyncRunner::default();
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let storage: Arc<dyn switchboard_store::Storage> = Arc::new(store.clone());
+    let storage: Arc<dyn Storage> = Arc::new(store.clone());
     let tasks = switchboard_server::sync::spawn_periodic(
         &runner,
         &storage,
@@ -314,4 +347,170 @@ async fn the_periodic_sync_runs_at_start_and_on_every_interval_until_shutdown() 
             .expect("the task ends on shutdown")
             .expect("no panic");
     }
+}
+
+/// Two runners on one store stand for two replicas: a sync of a connection whose lease the
+/// other holds is refused in words, a lease whose holder died (stopped renewing) runs out and
+/// is taken over, and a released one is free at once.
+#[tokio::test]
+async fn a_sync_lease_keeps_other_replicas_out_until_it_is_released_or_runs_out() {
+    let (_dir, store) = open_store().await;
+    let store = shared(&store);
+    let connection = connection(Some(Scripted::default()));
+    let id = &connection.config.id;
+    let a = SyncRunner::with_lease_ttl(std::time::Duration::from_millis(300));
+    let b = SyncRunner::with_lease_ttl(std::time::Duration::from_millis(300));
+    assert_ne!(a.holder(), b.holder());
+
+    // A holds the lease and renews it (every 100 ms): B is kept out past several ttls.
+    let slot = a.claim(&store, &connection).await.expect("a claims");
+    for _ in 0..4 {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        let busy = b
+            .claim(&store, &connection)
+            .await
+            .expect_err("b is refused");
+        assert_eq!(busy.code, ErrorCode::AlreadyExists);
+        assert!(
+            busy.message.contains(&format!(
+                "a sync of connection {id} is running on another replica"
+            )),
+            "{}",
+            busy.message
+        );
+    }
+    slot.release().await;
+    let slot = b
+        .claim(&store, &connection)
+        .await
+        .expect("released: b claims at once");
+    slot.release().await;
+
+    // A replica that died holding the lease: it was taken and never renewed.
+    assert!(
+        store
+            .acquire_lease(
+                &switchboard_server::sync::lease_name(id),
+                "dead-replica",
+                std::time::Duration::from_millis(400),
+            )
+            .await
+            .expect("lease")
+    );
+    let busy = a.claim(&store, &connection).await.expect_err("still held");
+    assert!(busy.message.contains("another replica"), "{}", busy.message);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let slot = a
+        .claim(&store, &connection)
+        .await
+        .expect("run out: taken over");
+    let progress = a
+        .run(
+            store.as_ref(),
+            &connection,
+            &slot,
+            SyncOptions::default(),
+            |_| true,
+        )
+        .await
+        .expect("the sync runs");
+    assert!(progress.done);
+    slot.release().await;
+}
+
+/// Periodic syncs of replicas sharing a store run once per interval, not once per replica: a
+/// tick is skipped when a page was saved less than an interval ago or when another replica
+/// holds the connection's lease.
+#[tokio::test]
+async fn a_periodic_tick_is_skipped_after_a_recent_sync_or_while_another_replica_holds_the_lease() {
+    let (_dir, store) = open_store().await;
+    let storage = shared(&store);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut periodic = connection(Some(Scripted {
+        calls: Arc::clone(&calls),
+        ..Scripted::default()
+    }));
+    periodic.sync_interval = Some(std::time::Duration::from_secs(3600));
+    let periodic = Arc::new(periodic);
+
+    // Another replica holds the lease: the start-up tick of this one skips.
+    let lease = switchboard_server::sync::lease_name(&periodic.config.id);
+    assert!(
+        storage
+            .acquire_lease(&lease, "other-replica", std::time::Duration::from_secs(60))
+            .await
+            .expect("lease")
+    );
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let runner = SyncRunner::default();
+    let tasks =
+        switchboard_server::sync::spawn_periodic(&runner, &storage, [periodic.clone()], &shutdown);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "skipped: the lease is held"
+    );
+    stop.send(true).expect("tasks listen");
+    for task in tasks {
+        task.await.expect("no panic");
+    }
+    storage
+        .release_lease(&lease, "other-replica")
+        .await
+        .expect("release");
+
+    // The other replica synced a moment ago: the start-up tick of this one skips too.
+    let other = SyncRunner::default();
+    let slot = other.claim(&storage, &periodic).await.expect("slot");
+    other
+        .run(
+            store_ref(&storage),
+            &periodic,
+            &slot,
+            SyncOptions::default(),
+            |_| true,
+        )
+        .await
+        .expect("sync");
+    slot.release().await;
+    let after_other = calls.load(Ordering::SeqCst);
+    assert_eq!(after_other, PAGES);
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let tasks =
+        switchboard_server::sync::spawn_periodic(&runner, &storage, [periodic.clone()], &shutdown);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        after_other,
+        "skipped: synced less than an interval ago"
+    );
+    stop.send(true).expect("tasks listen");
+    for task in tasks {
+        task.await.expect("no panic");
+    }
+
+    // With a short interval the same state is old enough: the tick runs.
+    let mut short = connection(Some(Scripted {
+        calls: Arc::clone(&calls),
+        ..Scripted::default()
+    }));
+    short.sync_interval = Some(std::time::Duration::from_millis(50));
+    tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let tasks =
+        switchboard_server::sync::spawn_periodic(&runner, &storage, [Arc::new(short)], &shutdown);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while calls.load(Ordering::SeqCst) == after_other {
+        assert!(tokio::time::Instant::now() < deadline, "the tick ran");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    stop.send(true).expect("tasks listen");
+    for task in tasks {
+        task.await.expect("no panic");
+    }
+}
+
+fn store_ref(store: &Arc<dyn Storage>) -> &dyn Storage {
+    store.as_ref()
 }

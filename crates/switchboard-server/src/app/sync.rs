@@ -4,13 +4,16 @@
 //! Each page's events and the cursor after it are appended in one store transaction, so a sync
 //! stopped at any point (cancelled, killed, vendor down) resumes from the last saved page and
 //! lands every record exactly once: records pulled twice, or already received by webhook, carry
-//! the same dedup keys and merge. One sync per connection runs at a time.
+//! the same dedup keys and merge. One sync per connection runs at a time, across replicas too:
+//! a run holds the store's lease `sync/<connection>` (renewed while it runs, released after; a
+//! replica that dies stops renewing and its lease runs out).
 //!
 //! [`SyncRunner`] runs syncs; [`SyncService`] starts a run on request (`SyncConnection`) and
 //! reports its progress page by page; [`spawn_periodic`] runs them on each connection's
 //! interval.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -53,17 +56,85 @@ pub struct SyncProgress {
     pub records_per_second: f64,
 }
 
-/// Runs syncs, at most one per connection at a time.
-#[derive(Clone, Debug, Default)]
-pub struct SyncRunner {
-    running: Arc<Mutex<HashSet<ConnectionId>>>,
+/// The lease a replica holds while it syncs a connection: `sync/<connection>`.
+pub fn lease_name(connection: &ConnectionId) -> String {
+    format!("sync/{connection}")
 }
 
-/// Holds a connection's sync slot; frees it when dropped.
+/// How long a sync lease lasts without renewal unless [`SyncRunner::with_lease_ttl`] says.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
+
+/// Runs syncs, at most one per connection at a time: in this process (a slot), and across
+/// replicas sharing the store (the store's lease `sync/<connection>`, held by this runner's
+/// holder id and renewed while the run goes on; a replica that dies stops renewing, and its
+/// lease runs out after the ttl).
+#[derive(Clone, Debug)]
+pub struct SyncRunner {
+    running: Arc<Mutex<HashSet<ConnectionId>>>,
+    holder: Arc<str>,
+    lease_ttl: Duration,
+}
+
+impl Default for SyncRunner {
+    /// A runner with a fresh holder id and [`DEFAULT_LEASE_TTL`].
+    fn default() -> Self {
+        SyncRunner::with_lease_ttl(DEFAULT_LEASE_TTL)
+    }
+}
+
+/// Holds a connection's sync slot and its lease; frees both when dropped (the lease in a task:
+/// prefer [`SyncSlot::release`]).
 #[derive(Debug)]
 pub struct SyncSlot {
     connection: ConnectionId,
     running: Arc<Mutex<HashSet<ConnectionId>>>,
+    lease: Option<HeldLease>,
+}
+
+/// A held lease: the task renewing it, and whether a renewal found it taken by another holder.
+struct HeldLease {
+    store: Arc<dyn Storage>,
+    name: String,
+    holder: Arc<str>,
+    renewer: tokio::task::JoinHandle<()>,
+    lost: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for HeldLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeldLease")
+            .field("name", &self.name)
+            .field("holder", &self.holder)
+            .field("lost", &self.lost.load(Ordering::SeqCst))
+            .finish()
+    }
+}
+
+impl HeldLease {
+    /// Stops renewing and gives the lease up (a failure only logs: the lease runs out anyway).
+    async fn release(self) {
+        self.renewer.abort();
+        if let Err(error) = self.store.release_lease(&self.name, &self.holder).await {
+            warn!(lease = %self.name, error = %error, "could not release the sync lease; it runs out by itself");
+        }
+    }
+}
+
+impl SyncSlot {
+    /// Whether another replica took the lease while this run held the slot (a renewal came
+    /// too late, after the lease ran out): the run stops after its page.
+    pub fn lost_lease(&self) -> bool {
+        self.lease
+            .as_ref()
+            .is_some_and(|lease| lease.lost.load(Ordering::SeqCst))
+    }
+
+    /// Frees the slot and gives the lease up now.
+    pub async fn release(mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.release().await;
+        }
+    }
 }
 
 impl Drop for SyncSlot {
@@ -72,6 +143,12 @@ impl Drop for SyncSlot {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&self.connection);
+        if let Some(lease) = self.lease.take() {
+            lease.renewer.abort();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(lease.release());
+            }
+        }
     }
 }
 
@@ -93,29 +170,100 @@ pub fn unsupported_reason(connection: &Connection) -> Option<String> {
 }
 
 impl SyncRunner {
-    /// Claims the connection's sync slot: `FailedPrecondition` if it cannot sync, and an
-    /// `AlreadyExists`-coded error if a sync of it is running.
-    pub fn claim(&self, connection: &Connection) -> Result<SyncSlot, Error> {
+    /// A runner with a fresh holder id (this process's: host, pid and a random part) whose
+    /// leases last `ttl` without renewal (renewed every third of it).
+    pub fn with_lease_ttl(ttl: Duration) -> Self {
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "replica".to_owned());
+        let holder = format!("{host}/{}/{}", std::process::id(), uuid::Uuid::new_v4());
+        SyncRunner {
+            running: Arc::default(),
+            holder: holder.into(),
+            lease_ttl: ttl.max(Duration::from_millis(30)),
+        }
+    }
+
+    /// This runner's holder id in the store's leases.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// How long its leases last without renewal.
+    pub fn lease_ttl(&self) -> Duration {
+        self.lease_ttl
+    }
+
+    /// Claims the connection's sync slot in this process, then its lease in the store:
+    /// `FailedPrecondition` if it cannot sync, an `AlreadyExists`-coded error if a sync of it
+    /// is running here or on another replica, the store's error if the lease cannot be asked
+    /// for (UNAVAILABLE while the database is down). The lease is renewed until the slot is
+    /// released or dropped.
+    pub async fn claim(
+        &self,
+        store: &Arc<dyn Storage>,
+        connection: &Connection,
+    ) -> Result<SyncSlot, Error> {
         if let Some(reason) = unsupported_reason(connection) {
             return Err(Error::new(
                 ErrorCode::FailedPrecondition,
                 format!("connection {} cannot sync: {reason}", connection.config.id),
             ));
         }
-        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-        if !running.insert(connection.config.id.clone()) {
+        let id = &connection.config.id;
+        {
+            let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+            if !running.insert(id.clone()) {
+                return Err(Error::new(
+                    ErrorCode::AlreadyExists,
+                    format!("a sync of connection {id} is already running; wait for it to finish"),
+                ));
+            }
+        }
+        let mut slot = SyncSlot {
+            connection: id.clone(),
+            running: Arc::clone(&self.running),
+            lease: None,
+        };
+        let name = lease_name(id);
+        let taken = store
+            .acquire_lease(&name, &self.holder, self.lease_ttl)
+            .await
+            .map_err(|e| {
+                let error = Error::from(e);
+                Error::new(
+                    error.code,
+                    format!(
+                        "cannot take the sync lease of connection {id}: {}",
+                        error.message
+                    ),
+                )
+            })?;
+        if !taken {
             return Err(Error::new(
                 ErrorCode::AlreadyExists,
                 format!(
-                    "a sync of connection {} is already running; wait for it to finish",
-                    connection.config.id
+                    "a sync of connection {id} is running on another replica; wait for it to finish"
                 ),
             ));
         }
-        Ok(SyncSlot {
-            connection: connection.config.id.clone(),
-            running: Arc::clone(&self.running),
-        })
+        let lost = Arc::new(AtomicBool::new(false));
+        let renewer = tokio::spawn(renew(
+            store.clone(),
+            name.clone(),
+            self.holder.clone(),
+            self.lease_ttl,
+            lost.clone(),
+        ));
+        slot.lease = Some(HeldLease {
+            store: store.clone(),
+            name,
+            holder: self.holder.clone(),
+            renewer,
+            lost,
+        });
+        Ok(slot)
     }
 
     /// Runs a sync in the claimed slot, calling `on_page` after every saved page; it stops
@@ -125,7 +273,7 @@ impl SyncRunner {
         &self,
         store: &dyn Storage,
         connection: &Connection,
-        _slot: &SyncSlot,
+        slot: &SyncSlot,
         options: SyncOptions,
         mut on_page: impl FnMut(&SyncProgress) -> bool + Send,
     ) -> Result<SyncProgress, Error> {
@@ -204,6 +352,15 @@ impl SyncRunner {
             metrics::counter!("switchboard_sync_pages_total", "connection" => id.to_string())
                 .increment(1);
             let stop_requested = !on_page(&progress);
+            if slot.lost_lease() {
+                return Err(Error::new(
+                    ErrorCode::AlreadyExists,
+                    format!(
+                        "the sync of connection {id} stopped after page {}: another replica took its lease (this one could not renew it in time); the next sync resumes from the saved cursor",
+                        progress.pages
+                    ),
+                ));
+            }
             let page_limit =
                 options.max_pages != 0 && progress.pages >= u64::from(options.max_pages);
             if page.done || stop_requested || page_limit {
@@ -231,6 +388,31 @@ impl SyncRunner {
     }
 }
 
+/// Renews the lease every third of its ttl until aborted; marks it `lost` when a renewal finds
+/// another holder (this replica was cut off past the ttl). A renewal the store cannot answer
+/// (the database down) is retried at the next turn: the run itself fails on the store then.
+async fn renew(
+    store: Arc<dyn Storage>,
+    name: String,
+    holder: Arc<str>,
+    ttl: Duration,
+    lost: Arc<AtomicBool>,
+) {
+    let every = ttl / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        match store.acquire_lease(&name, &holder, ttl).await {
+            Ok(true) => {}
+            Ok(false) => {
+                warn!(lease = %name, "the sync lease was taken by another replica; this run stops after its page");
+                lost.store(true, Ordering::SeqCst);
+                return;
+            }
+            Err(error) => warn!(lease = %name, error = %error, "could not renew the sync lease"),
+        }
+    }
+}
+
 fn rate(records: u64, elapsed: Duration) -> f64 {
     let secs = elapsed.as_secs_f64();
     if secs > 0.0 {
@@ -240,9 +422,62 @@ fn rate(records: u64, elapsed: Duration) -> f64 {
     }
 }
 
+/// One tick of a connection's periodic sync: skipped when a page was saved less than an
+/// interval ago (by this replica or another one sharing the store) or when a sync of it runs
+/// (here, or on another replica: its lease is held), else a run from the saved cursor.
+async fn periodic_run(
+    runner: &SyncRunner,
+    store: &Arc<dyn Storage>,
+    connection: &Connection,
+    interval: Duration,
+    shutdown: &watch::Receiver<bool>,
+) {
+    let id = &connection.config.id;
+    match store.sync_state(id).await {
+        Ok(state) => {
+            if let Some(last) = state.and_then(|s| s.last_success) {
+                let since = Timestamp::now()
+                    .as_millis()
+                    .saturating_sub(last.as_millis());
+                if since >= 0 && (since as u128) < interval.as_millis() {
+                    info!(connection = %id, last_success_ms_ago = since, "periodic sync skipped: synced less than an interval ago");
+                    return;
+                }
+            }
+        }
+        Err(error) => {
+            warn!(connection = %id, error = %error, "periodic sync skipped: the sync state cannot be read; retrying at the next interval");
+            return;
+        }
+    }
+    let slot = match runner.claim(store, connection).await {
+        Ok(slot) => slot,
+        Err(busy) => {
+            info!(connection = %id, reason = %busy.message, "periodic sync skipped");
+            return;
+        }
+    };
+    let stop = shutdown.clone();
+    let result = runner
+        .run(
+            store.as_ref(),
+            connection,
+            &slot,
+            SyncOptions::default(),
+            |_| !*stop.borrow(),
+        )
+        .await;
+    slot.release().await;
+    if let Err(error) = result {
+        warn!(connection = %id, code = error.code.as_str(), error = %error.message, "periodic sync failed; retrying at the next interval");
+    }
+}
+
 /// Starts the periodic sync of every connection that has a connector and an interval: a run
-/// at start-up, then one every interval (a run still going, e.g. a `SyncConnection` call, makes
-/// the tick skip). Vendor errors are logged and recorded in the sync state; the next tick tries
+/// at start-up, then one every interval. A tick is skipped when a sync of the connection is
+/// running (a `SyncConnection` call, or a sync on another replica: its lease is held) or when
+/// a page was saved less than an interval ago, so replicas sharing a store do not each sync
+/// every interval. Vendor errors are logged and recorded in the sync state; the next tick tries
 /// again from the saved cursor. The tasks end when `shutdown` turns true, after the page in
 /// flight.
 pub fn spawn_periodic(
@@ -271,20 +506,7 @@ pub fn spawn_periodic(
             let id = connection.config.id.clone();
             info!(connection = %id, interval_secs = interval.as_secs(), "periodic sync on");
             loop {
-                match runner.claim(&connection) {
-                    Ok(slot) => {
-                        let stop = shutdown.clone();
-                        let result = runner
-                            .run(store.as_ref(), &connection, &slot, SyncOptions::default(), |_| {
-                                !*stop.borrow()
-                            })
-                            .await;
-                        if let Err(error) = result {
-                            warn!(connection = %id, code = error.code.as_str(), error = %error.message, "periodic sync failed; retrying at the next interval");
-                        }
-                    }
-                    Err(busy) => info!(connection = %id, reason = %busy.message, "periodic sync skipped"),
-                }
+                periodic_run(&runner, &store, &connection, interval, &shutdown).await;
                 tokio::select! {
                     () = tokio::time::sleep(interval) => {}
                     _ = shutdown.wait_for(|stop| *stop) => break,
@@ -341,16 +563,21 @@ impl SyncService {
 
     /// Starts a sync of `connection_id` in a task of its own. Refused at once when the
     /// connection is unknown (NOT_FOUND), cannot sync (FAILED_PRECONDITION), a sync of it is
-    /// running (ALREADY_EXISTS), or `since` is in the future (INVALID_ARGUMENT). The run stops
+    /// running here or on another replica (ALREADY_EXISTS), the store cannot be reached to take
+    /// its lease (UNAVAILABLE), or `since` is in the future (INVALID_ARGUMENT). The run stops
     /// after its page in flight once the receiver is dropped.
-    pub fn start(&self, connection_id: &str, options: SyncOptions) -> Result<SyncReports, Error> {
+    pub async fn start(
+        &self,
+        connection_id: &str,
+        options: SyncOptions,
+    ) -> Result<SyncReports, Error> {
         let connection = super::connection(&self.connections, connection_id, "connection_id")?;
         if options.since.is_some_and(|s| s > Timestamp::now()) {
             return Err(Error::invalid(
                 "since is in the future; give a time in the past",
             ));
         }
-        let slot = self.runner.claim(&connection)?;
+        let slot = self.runner.claim(&self.storage, &connection).await?;
         let (tx, rx) = mpsc::channel::<Result<SyncProgress, Error>>(16);
         let storage = self.storage.clone();
         let runner = self.runner.clone();
@@ -366,7 +593,7 @@ impl SyncService {
                     !page_tx.is_closed() && !*shutdown.borrow()
                 })
                 .await;
-            drop(slot);
+            slot.release().await;
             let last = match result {
                 Ok(progress) if last_sent == Some(progress.pages) && progress.pages > 0 => None,
                 Ok(progress) => Some(Ok(progress)),

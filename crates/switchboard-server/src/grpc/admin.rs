@@ -47,11 +47,12 @@ impl SwitchboardService {
             from_scratch: request.from_scratch,
             max_pages: request.max_pages,
         };
-        // ALREADY_EXISTS: a sync of the connection is running.
+        // ALREADY_EXISTS: a sync of the connection is running (here or on another replica).
         let reports = self
             .app
             .sync
             .start(&request.connection_id, options)
+            .await
             .map_err(|e| busy_status(&e))?;
         let progress = ReceiverStream::new(reports).map(|report| match report {
             Ok(progress) => Ok(progress_message(&progress)),
