@@ -207,7 +207,7 @@ impl Sandbox {
 
     /// The head of the log right now.
     pub fn head(&self) -> u64 {
-        self.server().store.head().0
+        self.server().storage.head().0
     }
 
     /// A gRPC client.

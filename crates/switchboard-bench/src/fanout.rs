@@ -60,7 +60,7 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
         scenarios::mean_events(&templates)
     );
     let server = start_server(&registry, &dir.path().join("data")).await?;
-    let start_head = server.store.head().0;
+    let start_head = server.storage.head().0;
     let base = Instant::now();
 
     // Subscribers: each its own gRPC connection, tailing from the current head.
@@ -156,7 +156,7 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
         late += l;
     }
     let send_elapsed = send_start.elapsed();
-    let end_head = server.store.head().0;
+    let end_head = server.storage.head().0;
     final_head_tx.send_replace(end_head);
     let expected = end_head - start_head;
 

@@ -67,7 +67,7 @@ pub async fn growth(levels: &[u64], ingest_seconds: u64, calls: u64) -> anyhow::
         ])?;
         preloaded = level;
         let server = start_server(&registry, &data_dir).await?;
-        let conversations = server.store.conversation_count()?;
+        let conversations = crate::scenarios::sled(&server)?.conversation_count()?;
         let ingest = ingest_load(&server, &templates, load).await?;
         anyhow::ensure!(
             ingest.errors.is_empty(),

@@ -101,9 +101,9 @@ pub async fn ingest(args: LoadArgs) -> anyhow::Result<f64> {
     let (registry, templates, dir) = setup()?;
     print_workload(&templates, args);
     let server = start_server(&registry, &dir.path().join("data")).await?;
-    let head_before = server.store.head().0;
+    let head_before = server.storage.head().0;
     let stats = ingest_load(&server, &templates, args).await?;
-    let appended = server.store.head().0 - head_before;
+    let appended = server.storage.head().0 - head_before;
     load::print_table(
         "ingest: durable webhooks over HTTP (verify + parse + group commit + fsync)",
         "webhooks",
@@ -448,7 +448,7 @@ pub async fn replay(events: u64) -> anyhow::Result<()> {
     drop(stream);
 
     // Diagnostic: the store's part alone, read as StreamEvents reads it (batches of 256).
-    let store = server.store.clone();
+    let store = sled(&server)?.clone();
     let (read, elapsed) = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
         let mut after = switchboard_core::Sequence::ZERO;
@@ -565,7 +565,7 @@ pub async fn query(conversations: u64, calls: u64) -> anyhow::Result<()> {
     print_queries("the server as shipped", calls, &list, &get);
 
     // Diagnostic: the store calls alone, without gRPC.
-    let (list, get) = store_calls(&server.store, conversations, calls)?;
+    let (list, get) = store_calls(sled(&server)?, conversations, calls)?;
     print_queries("diagnostic: Store calls alone, no gRPC", calls, &list, &get);
 
     println!();
@@ -633,6 +633,17 @@ pub(crate) async fn query_calls(
 }
 
 /// The same queries as `query_calls`, straight on the store.
+/// The server's sled store, for the diagnostics that read it directly (the bench starts its
+/// servers on sled).
+pub(crate) fn sled(server: &RunningServer) -> anyhow::Result<&Store> {
+    server.sled.as_ref().ok_or_else(|| {
+        anyhow::anyhow!(
+            "the bench's diagnostics read the sled store directly; this server runs on {}",
+            server.storage.backend()
+        )
+    })
+}
+
 fn store_calls(
     store: &Store,
     conversations: u64,

@@ -111,7 +111,7 @@ pub async fn stalled(args: StalledArgs) -> anyhow::Result<()> {
     println!("  {:<34} {:>8.0} MiB", "VmRSS peak while held", peak);
     println!("  {:<34} {:>8.0} MiB", "VmRSS holding, after 5 s", holding);
     println!("  {:<34} {:>8.0} MiB", "VmRSS 3 s after they closed", after);
-    let head = server.store.head().0;
+    let head = server.storage.head().0;
     server.shutdown().await?;
     crate::scenarios::print_data_dir(dir.path(), head, args.body_bytes as f64);
     Ok(())

@@ -16,6 +16,7 @@ use switchboard_proto::v1;
 use switchboard_proto::v1::switchboard_client::SwitchboardClient;
 use switchboard_server::ServerConfig;
 use switchboard_server::auth::{Scope, generate_key, key_hash_hex};
+use switchboard_server::config::DatabaseUrl;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
@@ -37,7 +38,8 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the server: HTTP webhook intake and the gRPC API over the embedded store.
+    /// Run the server: HTTP webhook intake and the gRPC API over the embedded store, or over
+    /// PostgreSQL with --database-url (several replicas may share one database).
     ///
     /// Without --config it runs on the embedded default: data in ./switchboard-data, HTTP on
     /// 127.0.0.1:8080, gRPC on 127.0.0.1:50051, and one connection per plugin whose id is the
@@ -46,9 +48,14 @@ enum Command {
         /// A TOML config file (connections, secrets, addresses); see README.md.
         #[arg(long, env = "SWITCHBOARD_CONFIG")]
         config: Option<PathBuf>,
-        /// Where the store lives (overrides the config file).
+        /// Where the embedded store lives (overrides the config file; unused with a database URL).
         #[arg(long, env = "SWITCHBOARD_DATA_DIR")]
         data_dir: Option<PathBuf>,
+        /// Keep the data in PostgreSQL instead of the embedded store, so that several replicas
+        /// can share it: postgres://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=require (overrides
+        /// the config file's database_url; migrations are applied at start).
+        #[arg(long, env = "SWITCHBOARD_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
         /// HTTP listen address (overrides the config file).
         #[arg(long, env = "SWITCHBOARD_HTTP_ADDR")]
         http_addr: Option<SocketAddr>,
@@ -131,6 +138,14 @@ enum Command {
     Quarantine {
         #[command(subcommand)]
         command: QuarantineCommand,
+    },
+    /// Apply the PostgreSQL schema migrations this build ships, and nothing else (`serve`
+    /// applies them at start too; this runs them ahead of a rolling upgrade). Safe while
+    /// replicas run or start: they wait for each other.
+    Migrate {
+        /// The database: postgres://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=require.
+        #[arg(long, env = "SWITCHBOARD_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
     },
     /// List the vendor plugins built into this binary.
     Plugins,
@@ -393,21 +408,24 @@ async fn run() -> Result<()> {
         Command::Serve {
             config,
             data_dir,
+            database_url,
             http_addr,
             grpc_addr,
             log_format,
             allow_unauthenticated,
         } => {
             init_logging(log_format);
-            serve(
+            serve(ServeArgs {
                 config,
                 data_dir,
+                database_url,
                 http_addr,
                 grpc_addr,
                 allow_unauthenticated,
-            )
+            })
             .await
         }
+        Command::Migrate { database_url } => migrate(database_url).await,
         Command::Keys {
             command: KeysCommand::New { name, scopes },
         } => new_key(&name, &scopes),
@@ -494,13 +512,44 @@ async fn run() -> Result<()> {
     }
 }
 
-async fn serve(
+/// `switchboard serve`'s flags.
+#[derive(Debug)]
+struct ServeArgs {
     config: Option<PathBuf>,
     data_dir: Option<PathBuf>,
+    database_url: Option<String>,
     http_addr: Option<SocketAddr>,
     grpc_addr: Option<SocketAddr>,
     allow_unauthenticated: bool,
-) -> Result<()> {
+}
+
+/// `switchboard migrate`: the PostgreSQL migrations alone; prints how many were applied.
+async fn migrate(database_url: Option<String>) -> Result<()> {
+    let Some(url) = database_url else {
+        bail!(
+            "migrate needs a database: give --database-url postgres://USER:PASSWORD@HOST:PORT/DATABASE \
+             or set SWITCHBOARD_DATABASE_URL (the embedded store needs no migration)"
+        );
+    };
+    let url = DatabaseUrl::parse(&url, "--database-url")?;
+    let applied = switchboard_server::migrate(&url).await?;
+    match applied {
+        0 => println!("the database schema is current: no migration applied ({url})"),
+        1 => println!("applied 1 migration ({url})"),
+        n => println!("applied {n} migrations ({url})"),
+    }
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let ServeArgs {
+        config,
+        data_dir,
+        database_url,
+        http_addr,
+        grpc_addr,
+        allow_unauthenticated,
+    } = args;
     let registry = Registry::from_inventory()?;
     let mut config = match config {
         Some(path) => ServerConfig::from_file(&path, &registry, std::env::vars())?,
@@ -519,6 +568,12 @@ async fn serve(
     };
     if let Some(dir) = data_dir {
         config.data_dir = dir;
+    }
+    if let Some(url) = database_url {
+        config.database_url = Some(DatabaseUrl::parse(
+            &url,
+            "--database-url (or SWITCHBOARD_DATABASE_URL)",
+        )?);
     }
     if let Some(addr) = http_addr {
         config.http_addr = addr;

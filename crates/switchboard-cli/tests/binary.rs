@@ -53,6 +53,8 @@ fn help_explains_every_command() {
     for flag in [
         "--config",
         "--data-dir",
+        "--database-url",
+        "SWITCHBOARD_DATABASE_URL",
         "--http-addr",
         "--grpc-addr",
         "--allow-unauthenticated",
@@ -87,6 +89,59 @@ fn a_bad_config_is_a_clear_error_not_a_panic() {
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(err.contains("zendesk") && err.contains("livechat"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// `migrate` and `serve --database-url` refuse a missing, foreign or unreachable database with
+/// one line that never shows the password.
+#[test]
+fn migrate_and_a_database_url_give_one_clear_line_without_the_password() {
+    let output = Command::new(BIN)
+        .arg("migrate")
+        .env_remove("SWITCHBOARD_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("migrate needs a database"), "{err}");
+    assert!(err.contains("--database-url"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    let runs: [&[&str]; 3] = [
+        &["migrate", "--database-url", "mysql://root:s3cret@db/x"],
+        &[
+            "migrate",
+            "--database-url",
+            "postgres://sb:s3cret@127.0.0.1:1/switchboard?connect_timeout=2",
+        ],
+        &[
+            "serve",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--database-url",
+            "postgres://sb:s3cret@127.0.0.1:1/switchboard?connect_timeout=2",
+        ],
+    ];
+    for args in runs {
+        let output = Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&output.stderr);
+        let error_lines: Vec<&str> = err.lines().filter(|l| l.starts_with("Error:")).collect();
+        assert_eq!(error_lines.len(), 1, "{args:?}: {err}");
+        assert!(!err.contains("s3cret"), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(
+            error_lines[0].contains("not a PostgreSQL URL")
+                || error_lines[0].contains("cannot be reached"),
+            "{args:?}: {err}"
+        );
+        assert!(error_lines[0].contains(":***@"), "{args:?}: {err}");
+    }
 }
 
 #[test]

@@ -555,6 +555,7 @@ fn top_level_help_lists_every_command() {
             "connections",
             "sync",
             "quarantine",
+            "migrate",
             "plugins",
             "keys",
             "help"

@@ -127,6 +127,18 @@ async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
     let storage = state.app.storage();
     if storage.is_ready() {
         (StatusCode::OK, "ready\n").into_response()
+    } else if let Some(failure) = storage.failure()
+        && storage.backend() == "postgres"
+    {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not ready: the PostgreSQL database cannot be reached ({}), so no webhook can be \
+                 stored; the server reconnects by itself once it is back\n",
+                switchboard_core::cap_message(&failure)
+            ),
+        )
+            .into_response()
     } else if let Some(failure) = storage.failure() {
         (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -2,8 +2,10 @@
 //! them to HTTP ([`http`]: webhook intake) and gRPC ([`grpc`]), configuration, and the
 //! start-up and shutdown of everything over one store.
 //!
-//! [`start`] opens the sled store and hands it to the services as `Arc<dyn Storage>` (the
-//! storage contract); nothing past start-up knows which backend it is.
+//! [`start`] opens the store (PostgreSQL when the config names a `database_url`, so that
+//! several replicas can share it; else the embedded sled store at `data_dir`) and hands it to
+//! the services as `Arc<dyn Storage>` (the storage contract); nothing past start-up knows
+//! which backend it is.
 //!
 //! **Architecture Invariant:** the server knows no vendor. Everything vendor-specific reaches it
 //! through the plugin registry; adding a vendor changes nothing here.
@@ -44,6 +46,7 @@ use std::sync::Arc;
 use switchboard_core::Registry;
 use switchboard_proto::v1::switchboard_server::SwitchboardServer;
 use switchboard_store::{Storage, Store, StoreError};
+use switchboard_store_postgres::{PgOptions, PgStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -81,7 +84,6 @@ pub enum ServerError {
 }
 
 /// A started server. Dropping it does not stop it; call [`RunningServer::shutdown`].
-#[derive(Debug)]
 pub struct RunningServer {
     /// The bound HTTP address (useful with port 0).
     pub http_addr: SocketAddr,
@@ -89,9 +91,11 @@ pub struct RunningServer {
     pub grpc_addr: SocketAddr,
     /// The bound address of `/metrics` when it has one of its own (`[http] metrics_addr`).
     pub metrics_addr: Option<SocketAddr>,
-    /// The sled store (for what needs the concrete backend: benches' direct reads); the
-    /// services hold it as `Arc<dyn Storage>`.
-    pub store: Store,
+    /// The store the services hold (sled, or PostgreSQL with a `database_url`).
+    pub storage: Arc<dyn Storage>,
+    /// The sled store when the server runs on it (for what needs the concrete backend:
+    /// benches' direct reads); `None` on PostgreSQL.
+    pub sled: Option<Store>,
     /// The application services both front doors adapt.
     pub app: app::App,
     shutdown: watch::Sender<bool>,
@@ -100,6 +104,18 @@ pub struct RunningServer {
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     syncs: Vec<JoinHandle<()>>,
     shutdown_grace: std::time::Duration,
+}
+
+impl std::fmt::Debug for RunningServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningServer")
+            .field("http_addr", &self.http_addr)
+            .field("grpc_addr", &self.grpc_addr)
+            .field("metrics_addr", &self.metrics_addr)
+            .field("backend", &self.storage.backend())
+            .field("app", &self.app)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Waits for a front door to stop until `until`, then stops it.
@@ -129,6 +145,50 @@ const SYNC_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The least time shutdown gives the store to close, whatever is left of the grace.
 const STORE_CLOSE_MIN: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Opens the server's store: PostgreSQL when the config names a `database_url` (migrated at
+/// open, under an advisory lock, so replicas starting together apply each migration once),
+/// else sled at `data_dir`. The sled store is returned too, for benches' direct reads.
+async fn open_store(
+    config: &ServerConfig,
+) -> Result<(Arc<dyn Storage>, Option<Store>), ServerError> {
+    let quarantine = switchboard_store::QuarantineLimits {
+        max_entries: config.limits.quarantine_max_entries as u64,
+        max_bytes: config.limits.quarantine_max_bytes as u64,
+    };
+    match &config.database_url {
+        Some(url) => {
+            let store = PgStore::open_with(
+                url.expose(),
+                PgOptions {
+                    quarantine,
+                    ..PgOptions::default()
+                },
+            )
+            .await?;
+            info!(backend = store.backend(), database = %url, schema = store.schema(), "store open");
+            Ok((Arc::new(store), None))
+        }
+        None => {
+            let store = Store::open_with(
+                &config.data_dir,
+                switchboard_store::StoreOptions {
+                    quarantine,
+                    ..switchboard_store::StoreOptions::default()
+                },
+            )?;
+            info!(backend = store.backend(), data_dir = %config.data_dir.display(), "store open");
+            Ok((Arc::new(store.clone()), Some(store)))
+        }
+    }
+}
+
+/// Applies the PostgreSQL migrations this build ships to the database at `url` and returns
+/// how many it applied (what `switchboard migrate` runs; `start` applies them too). Safe while
+/// replicas start: they wait for each other on an advisory lock.
+pub async fn migrate(url: &config::DatabaseUrl) -> Result<usize, ServerError> {
+    Ok(PgStore::migrate(url.expose()).await?)
+}
 
 /// Opens the store, builds the connections, binds both front doors and starts serving.
 ///
@@ -190,16 +250,7 @@ pub async fn start(
             );
         }
     }
-    let store = Store::open_with(
-        &config.data_dir,
-        switchboard_store::StoreOptions {
-            quarantine: switchboard_store::QuarantineLimits {
-                max_entries: config.limits.quarantine_max_entries as u64,
-                max_bytes: config.limits.quarantine_max_bytes as u64,
-            },
-            ..switchboard_store::StoreOptions::default()
-        },
-    )?;
+    let (storage, sled) = open_store(&config).await?;
     let http_listener = TcpListener::bind(config.http_addr)
         .await
         .map_err(|source| ServerError::Bind {
@@ -227,9 +278,7 @@ pub async fn start(
     let (shutdown, shutdown_rx) = watch::channel(false);
     let limits = config.limits.clone();
 
-    let storage: Arc<dyn Storage> = Arc::new(store.clone());
-    info!(backend = storage.backend(), data_dir = %config.data_dir.display(), "store open");
-    let sync_runner = sync::SyncRunner::default();
+    let sync_runner = sync::SyncRunner::with_lease_ttl(limits.sync_lease_ttl);
     let app = app::App::new(
         storage.clone(),
         connections.clone(),
@@ -383,7 +432,7 @@ pub async fn start(
         grpc = %grpc_addr,
         tls = tls.is_some(),
         api_keys = config.security.api_keys.len(),
-        data_dir = %config.data_dir.display(),
+        backend = storage.backend(),
         "switchboard serving"
     );
     let (metrics_addr, metrics) = metrics_server.unzip();
@@ -392,7 +441,8 @@ pub async fn start(
         grpc_addr,
         metrics_addr,
         metrics,
-        store,
+        storage,
+        sled,
         app,
         shutdown,
         http,

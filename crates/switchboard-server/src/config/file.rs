@@ -13,6 +13,8 @@ use switchboard_core::{RateLimit, Secret};
 pub struct FileConfig {
     /// Where the sled store lives.
     pub data_dir: Option<PathBuf>,
+    /// A PostgreSQL URL: keep the data there instead of the sled store (replicas).
+    pub database_url: Option<String>,
     /// HTTP front door.
     #[serde(default)]
     pub http: HttpSection,
@@ -104,6 +106,8 @@ pub struct LimitsSection {
     pub quarantine_max_entries: Option<usize>,
     /// Most bytes the quarantine holds.
     pub quarantine_max_bytes: Option<usize>,
+    /// How long a replica's lease on a connection's sync lasts without renewal, milliseconds.
+    pub sync_lease_ttl_ms: Option<u64>,
 }
 
 /// `[http]`

@@ -56,6 +56,10 @@ pub struct Limits {
     pub quarantine_max_entries: usize,
     /// Most bytes the quarantine holds (default 256 MiB).
     pub quarantine_max_bytes: usize,
+    /// How long a replica's lease on a connection's sync lasts without renewal (default 30 s;
+    /// renewed every third of it while the sync runs): how long a replica that died mid-sync
+    /// keeps the others from syncing that connection.
+    pub sync_lease_ttl: Duration,
 }
 
 impl Default for Limits {
@@ -83,6 +87,7 @@ impl Default for Limits {
             stream_stall_timeout: Duration::from_secs(60),
             quarantine_max_entries: 10_000,
             quarantine_max_bytes: 256 * 1024 * 1024,
+            sync_lease_ttl: Duration::from_secs(30),
         }
     }
 }
@@ -214,6 +219,11 @@ impl Limits {
                 "quarantine_max_bytes",
                 section.quarantine_max_bytes,
                 d.quarantine_max_bytes,
+            )?,
+            sync_lease_ttl: ms(
+                "sync_lease_ttl_ms",
+                section.sync_lease_ttl_ms,
+                d.sync_lease_ttl,
             )?,
         })
     }

@@ -9,6 +9,7 @@
 //!
 //! This module turns a file (or the embedded default) into a [`ServerConfig`].
 
+mod database;
 mod env;
 mod file;
 mod limits;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use switchboard_core::{ConnectionConfig, ConnectionId, Registry};
 
 pub use crate::tls::TlsConfig;
+pub use database::{DatabaseUrl, redact};
 pub use env::{SECRET_ENV_PREFIX, config_warnings, env_name};
 pub use file::{
     ApiKeySection, ConnectionSection, FileConfig, GrpcSection, HttpSection, LimitsSection,
@@ -68,8 +70,11 @@ pub enum ConfigError {
 /// Everything the server needs to start.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Where the store lives.
+    /// Where the embedded sled store lives (unused with a `database_url`).
     pub data_dir: PathBuf,
+    /// The PostgreSQL database to keep the data in (several replicas may share it); `None`:
+    /// the embedded sled store at `data_dir`.
+    pub database_url: Option<DatabaseUrl>,
     /// HTTP listen address (port 0 picks a free port).
     pub http_addr: SocketAddr,
     /// gRPC listen address (port 0 picks a free port).
@@ -97,6 +102,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            database_url: None,
             http_addr: DEFAULT_HTTP_ADDR.parse().expect("valid default address"),
             grpc_addr: DEFAULT_GRPC_ADDR.parse().expect("valid default address"),
             body_limit: DEFAULT_BODY_LIMIT,
@@ -222,6 +228,11 @@ impl ServerConfig {
             data_dir: file
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            database_url: file
+                .database_url
+                .as_deref()
+                .map(|url| DatabaseUrl::parse(url, "database_url in the config file"))
+                .transpose()?,
             http_addr: file
                 .http
                 .addr

@@ -231,3 +231,55 @@ fn sync_intervals_are_read_per_connection_and_zero_is_refused() {
         .to_string();
     assert!(err.contains("sync_interval_secs"), "{err}");
 }
+
+#[test]
+fn database_url_chooses_postgres_and_a_bad_one_is_one_line_without_its_password() {
+    let config = ServerConfig::from_toml(
+        "database_url = \"postgres://sb:s3cret@db:5432/switchboard?sslmode=require\"\n",
+        &registry(),
+        [],
+    )
+    .unwrap();
+    let url = config.database_url.as_ref().expect("a database URL");
+    assert_eq!(
+        url.expose(),
+        "postgres://sb:s3cret@db:5432/switchboard?sslmode=require"
+    );
+    assert!(!format!("{config:?}").contains("s3cret"), "{config:?}");
+    assert!(
+        ServerConfig::from_toml("", &registry(), [])
+            .unwrap()
+            .database_url
+            .is_none()
+    );
+
+    let error = ServerConfig::from_toml(
+        "database_url = \"mysql://sb:s3cret@db/switchboard\"\n",
+        &registry(),
+        [],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("database_url in the config file"), "{error}");
+    assert!(error.contains("not a PostgreSQL URL"), "{error}");
+    assert!(
+        !error.contains("s3cret") && !error.contains('\n'),
+        "{error}"
+    );
+
+    let error = ServerConfig::from_toml("database_uri = \"postgres://db/x\"\n", &registry(), [])
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("database_uri"), "{error}");
+}
+
+#[test]
+fn the_sync_lease_ttl_is_configurable_and_must_be_positive() {
+    let config =
+        ServerConfig::from_toml("[limits]\nsync_lease_ttl_ms = 1500\n", &registry(), []).unwrap();
+    assert_eq!(config.limits.sync_lease_ttl, Duration::from_millis(1500));
+    let error = ServerConfig::from_toml("[limits]\nsync_lease_ttl_ms = 0\n", &registry(), [])
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("sync_lease_ttl_ms"), "{error}");
+}
