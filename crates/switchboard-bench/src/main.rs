@@ -17,6 +17,7 @@ use switchboard_plugins as _;
 mod fanout;
 mod growth;
 mod load;
+mod long;
 mod scenarios;
 mod stalled;
 mod workload;
@@ -94,6 +95,16 @@ enum Scenario {
         /// Post the webhooks first, then open the subscribers from the start of the log.
         #[arg(long)]
         replay: bool,
+    },
+    /// The store's size for long conversations: many chats of many messages, one webhook per
+    /// message, against the bytes of the bodies received.
+    LongChats {
+        /// Chats.
+        #[arg(long, default_value_t = 100)]
+        chats: u64,
+        /// Messages per chat.
+        #[arg(long, default_value_t = 200)]
+        messages: u64,
     },
     /// Ingest throughput and query latency as one store grows through the levels.
     Growth {
@@ -215,6 +226,7 @@ async fn main() -> anyhow::Result<()> {
             })
             .await?;
         }
+        Scenario::LongChats { chats, messages } => long::long_chats(chats, messages).await?,
         Scenario::Growth {
             levels,
             ingest_seconds,
