@@ -172,7 +172,7 @@ impl ServerConfig {
     ) -> Result<Self, ConfigError> {
         let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: PathBuf::from("<text>"),
-            message: e.to_string(),
+            message: parse_message(text, &e),
         })?;
         let env: Vec<(String, String)> = env
             .into_iter()
@@ -257,5 +257,27 @@ impl ServerConfig {
             }),
             sync_intervals,
         })
+    }
+}
+
+/// A TOML error as one line: where (line and column) and what, without the snippet of the file
+/// that the parser's own text carries (it would print the offending line, which may hold a
+/// secret or the database URL's password).
+fn parse_message(text: &str, error: &toml::de::Error) -> String {
+    let what = error
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {what}")
+        }
+        None => what,
     }
 }

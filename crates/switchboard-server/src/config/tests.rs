@@ -283,3 +283,26 @@ fn the_sync_lease_ttl_is_configurable_and_must_be_positive() {
         .to_string();
     assert!(error.contains("sync_lease_ttl_ms"), "{error}");
 }
+
+#[test]
+fn a_toml_error_is_one_line_that_never_echoes_the_file() {
+    for text in [
+        "database_uri = \"postgres://sb:s3cret@db/x\"\n",
+        "data_dir = \"x\"\ndatabase_url = postgres://sb:s3cret@db/x\n",
+        "[[connections]]\nid = \"a\"\nvendor = \"acme\"\nsecrets = { webhook_secret = \"s3cret\" \n",
+    ] {
+        let error = ServerConfig::from_toml(text, &registry(), [])
+            .unwrap_err()
+            .to_string();
+        assert!(!error.contains('\n'), "{error}");
+        assert!(!error.contains("s3cret"), "{error}");
+        assert!(error.contains("line "), "{error}");
+    }
+    let error =
+        ServerConfig::from_toml("data_dir = \"x\"\ndatabase_uri = \"y\"\n", &registry(), [])
+            .unwrap_err()
+            .to_string();
+    assert!(error.contains("line 2, column 1"), "{error}");
+    assert!(error.contains("unknown field `database_uri`"), "{error}");
+    assert!(error.contains("`database_url`"), "{error}");
+}
