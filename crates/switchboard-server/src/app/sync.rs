@@ -439,7 +439,8 @@ async fn periodic_run(
                 let since = Timestamp::now()
                     .as_millis()
                     .saturating_sub(last.as_millis());
-                if since >= 0 && (since as u128) < interval.as_millis() {
+                // Within an interval either way: another replica's clock may run a little ahead.
+                if u128::from(since.unsigned_abs()) < interval.as_millis() {
                     info!(connection = %id, last_success_ms_ago = since, "periodic sync skipped: synced less than an interval ago");
                     return;
                 }
