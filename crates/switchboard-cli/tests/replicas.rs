@@ -35,8 +35,9 @@ struct Replica {
 }
 
 impl Replica {
-    /// `by_env`: the URL in `SWITCHBOARD_DATABASE_URL` instead of `--database-url`.
-    fn start(url: &str, by_env: bool) -> Replica {
+    /// `by_env`: the URL in `SWITCHBOARD_DATABASE_URL` instead of `--database-url`; `log`: a
+    /// file for its log at level info (else no log).
+    fn start(url: &str, by_env: bool, log: Option<&std::path::Path>) -> Replica {
         let mut command = Command::new(BIN);
         command.args([
             "serve",
@@ -52,12 +53,13 @@ impl Replica {
                 .args(["--database-url", url])
                 .env_remove("SWITCHBOARD_DATABASE_URL");
         }
-        let mut child = command
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        match log {
+            Some(path) => command
+                .env("RUST_LOG", "info")
+                .stderr(std::fs::File::create(path).unwrap()),
+            None => command.env("RUST_LOG", "warn").stderr(Stdio::null()),
+        };
+        let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
@@ -102,6 +104,19 @@ fn chat_started(chat_id: &str) -> String {
     )
 }
 
+/// `url` with a password (its own, or one added) and that password.
+fn with_password(url: &str) -> (String, String) {
+    let (scheme, rest) = url.split_once("://").expect("a URL with a scheme");
+    let (userinfo, host) = rest.split_once('@').expect("the test URL names a user");
+    match userinfo.split_once(':') {
+        Some((_, password)) => (url.to_owned(), password.to_owned()),
+        None => {
+            let password = "sb-replica-test-pw-5c1e".to_owned();
+            (format!("{scheme}://{userinfo}:{password}@{host}"), password)
+        }
+    }
+}
+
 fn migrate(url: &str) -> String {
     let output = Command::new(BIN)
         .args(["migrate", "--database-url", url])
@@ -134,14 +149,20 @@ async fn binary_replicas_on_one_database_lose_nothing_when_one_is_killed_mid_flo
         .unwrap();
     let separator = if base.contains('?') { '&' } else { '?' };
     let url = format!("{base}{separator}options=-csearch_path%3D{schema}");
+    // The URL's password must never reach a log: give it one when it has none (a trust login
+    // ignores it).
+    let (url, password) = with_password(&url);
 
     let first = migrate(&url);
     assert!(first.starts_with("applied 2 migrations"), "{first}");
+    assert!(!first.contains(&password), "{first}");
     let again = migrate(&url);
     assert!(again.contains("no migration applied"), "{again}");
 
-    let survivor = Replica::start(&url, true);
-    let mut doomed = Replica::start(&url, false);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("survivor.log");
+    let survivor = Replica::start(&url, true, Some(&log));
+    let mut doomed = Replica::start(&url, false, None);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
@@ -241,6 +262,13 @@ async fn binary_replicas_on_one_database_lose_nothing_when_one_is_killed_mid_flo
         survivor.terminate().success(),
         "SIGTERM drains the survivor"
     );
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("store open"), "{logged}");
+    assert!(
+        logged.contains(":***@"),
+        "the URL is logged redacted: {logged}"
+    );
+    assert!(!logged.contains(&password), "the password leaked: {logged}");
     admin
         .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
         .await
