@@ -133,11 +133,26 @@ fn livechat_api(base: &str) -> ConnectionConfig {
 
 /// An in-process replica on the database at `url`.
 async fn replica(url: &str, livechat: Option<String>, lease_ttl: Option<Duration>) -> Sandbox {
+    replica_syncing_every(url, livechat, lease_ttl, None).await
+}
+
+/// An in-process replica whose `lc-api` connection (with `livechat`) syncs every `interval`.
+async fn replica_syncing_every(
+    url: &str,
+    livechat: Option<String>,
+    lease_ttl: Option<Duration>,
+    interval: Option<Duration>,
+) -> Sandbox {
     let url = switchboard_server::config::DatabaseUrl::parse(url, URL_VARIABLE).expect("a URL");
     Sandbox::start_with(move |config| {
         config.database_url = Some(url.clone());
         if let Some(base) = &livechat {
             config.connections.push(livechat_api(base));
+            if let Some(interval) = interval {
+                config
+                    .sync_intervals
+                    .insert(ConnectionId::new("lc-api").expect("id"), interval);
+            }
         }
         if let Some(ttl) = lease_ttl {
             config.limits.sync_lease_ttl = ttl;
@@ -814,6 +829,74 @@ async fn migrate_applies_the_migrations_once_and_replicas_start_on_them() {
     assert_eq!(post_chat(&client, &a.http_base(), "m1").await, Ok(200));
     assert_eq!(post_chat(&client, &b.http_base(), "m2").await, Ok(200));
     assert_eq!(schema.head().await, 2);
+    let (mut a, mut b) = (a, b);
+    a.stop().await;
+    b.stop().await;
+    schema.drop().await;
+}
+
+/// Two replicas with the same periodic sync start together: the connection is synced once,
+/// not once per replica (one holds the lease while the other's tick skips, or finds the sync
+/// saved less than an interval ago).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_periodic_sync_of_two_replicas_runs_once_per_interval() {
+    let Some(base) = database_url("periodic") else {
+        return;
+    };
+    let schema = Schema::fresh(&base).await;
+    let chats = 150;
+    let vendor = FakeLiveChat::new().with_archived_chats(chats);
+    let fake = vendor.start().await.expect("fake starts");
+    let api = fake.base_url();
+    let hour = Some(Duration::from_secs(3600));
+    let (a, b) = tokio::join!(
+        replica_syncing_every(&schema.url, Some(api.clone()), None, hour),
+        replica_syncing_every(&schema.url, Some(api.clone()), None, hour)
+    );
+    let request = v1::ListConversationsRequest {
+        connection_ids: vec!["lc-api".to_owned()],
+        page_size: 1000,
+        ..Default::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a.list_all(request.clone()).await.len() < chats {
+        assert!(Instant::now() < deadline, "the periodic sync did not run");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Time for the other replica's start-up tick to have run, had it not skipped.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut client = b.client().await;
+    let pulled = client
+        .list_connections(v1::ListConnectionsRequest {})
+        .await
+        .expect("list connections")
+        .into_inner()
+        .connections
+        .into_iter()
+        .find(|c| c.id == "lc-api")
+        .and_then(|c| c.sync)
+        .expect("the connection's sync state")
+        .records_pulled;
+    // One whole run, for comparison: the same archive pulled again from scratch.
+    let mut stream = client
+        .sync_connection(v1::SyncConnectionRequest {
+            connection_id: "lc-api".to_owned(),
+            from_scratch: true,
+            ..Default::default()
+        })
+        .await
+        .expect("a manual sync")
+        .into_inner();
+    let mut last = None;
+    while let Some(progress) = stream.message().await.expect("the sync runs") {
+        last = Some(progress);
+    }
+    let one_run = last.expect("progress").records;
+    assert!(one_run >= chats as u64, "{one_run}");
+    assert_eq!(
+        pulled, one_run,
+        "the archive was pulled once, not once per replica"
+    );
     let (mut a, mut b) = (a, b);
     a.stop().await;
     b.stop().await;
