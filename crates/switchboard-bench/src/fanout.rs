@@ -15,10 +15,12 @@ use anyhow::Context;
 use switchboard_proto::v1;
 
 use crate::load;
-use crate::scenarios::{self, grpc_client, http_clients, post_webhook, setup, start_server};
+use crate::scenarios::{
+    self, grpc_client, http_clients, post_webhook, setup, start_server, start_server_on,
+};
 
 /// What to run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct FanoutArgs {
     /// StreamEvents subscribers.
     pub subscribers: usize,
@@ -28,6 +30,10 @@ pub struct FanoutArgs {
     pub seconds: u64,
     /// HTTP connections the webhooks are spread over.
     pub connections: usize,
+    /// PostgreSQL instead of sled.
+    pub database_url: Option<String>,
+    /// Servers on that database: webhooks to the first, subscribers on the last.
+    pub replicas: usize,
 }
 
 /// One event as a subscriber saw it.
@@ -59,7 +65,24 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
         templates.len(),
         scenarios::mean_events(&templates)
     );
-    let server = start_server(&registry, &dir.path().join("data")).await?;
+    anyhow::ensure!(
+        args.replicas >= 1 && (args.replicas == 1 || args.database_url.is_some()),
+        "--replicas above 1 needs --database-url (replicas share one PostgreSQL)"
+    );
+    let mut servers = Vec::new();
+    for replica in 0..args.replicas {
+        servers.push(match &args.database_url {
+            Some(url) => start_server_on(&registry, url).await?,
+            None => start_server(&registry, &dir.path().join(format!("data-{replica}"))).await?,
+        });
+    }
+    if args.replicas > 1 {
+        println!(
+            "replicas: {} on one PostgreSQL; webhooks to the first, subscribers on the last",
+            args.replicas
+        );
+    }
+    let (server, reader) = (&servers[0], &servers[servers.len() - 1]);
     let start_head = server.storage.head().0;
     let base = Instant::now();
 
@@ -67,7 +90,7 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     let (final_head_tx, final_head) = tokio::sync::watch::channel(u64::MAX);
     let mut subscribers = tokio::task::JoinSet::new();
     for index in 0..args.subscribers {
-        let mut client = grpc_client(&server).await?;
+        let mut client = grpc_client(reader).await?;
         let mut stream = client
             .stream_events(v1::StreamEventsRequest {
                 start: Some(v1::stream_events_request::Start::AfterSequence(start_head)),
@@ -232,7 +255,9 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
         latency.len()
     );
     load::print_latency(&latency);
-    server.shutdown().await?;
+    for server in servers {
+        server.shutdown().await?;
+    }
     anyhow::ensure!(
         problems.is_empty(),
         "{} subscribers missed events",

@@ -79,6 +79,14 @@ enum Scenario {
         /// HTTP keep-alive connections the webhooks are spread over.
         #[arg(long, default_value_t = 32)]
         connections: usize,
+        /// Run on PostgreSQL at this URL (an empty schema: pick it with
+        /// `options=-csearch_path%3D<schema>`) instead of sled.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Servers on that database (needs `--database-url` when more than 1): webhooks go
+        /// to the first, subscribers read from the last, so the latency crosses replicas.
+        #[arg(long, default_value_t = 1)]
+        replicas: usize,
     },
     /// StreamEvents subscribers that never read while large webhooks arrive: the server's
     /// memory with them and after they are gone.
@@ -203,12 +211,16 @@ async fn main() -> anyhow::Result<()> {
             rate,
             seconds,
             connections,
+            database_url,
+            replicas,
         } => {
             fanout::fanout(fanout::FanoutArgs {
                 subscribers,
                 rate,
                 seconds,
                 connections,
+                database_url,
+                replicas,
             })
             .await?;
         }

@@ -66,6 +66,27 @@ pub(crate) async fn start_server(
     Ok(switchboard_server::start(config, registry).await?)
 }
 
+/// The server on PostgreSQL at `url` (migrated at start), the same connections as
+/// [`start_server`].
+pub(crate) async fn start_server_on(
+    registry: &Registry,
+    url: &str,
+) -> anyhow::Result<RunningServer> {
+    let config = ServerConfig {
+        database_url: Some(switchboard_server::config::DatabaseUrl::parse(
+            url,
+            "--database-url",
+        )?),
+        http_addr: "127.0.0.1:0".parse()?,
+        grpc_addr: "127.0.0.1:0".parse()?,
+        body_limit: switchboard_server::config::DEFAULT_BODY_LIMIT,
+        connections: workload::connections(),
+        embedded_default: false,
+        ..ServerConfig::default()
+    };
+    Ok(switchboard_server::start(config, registry).await?)
+}
+
 pub(crate) async fn grpc_client(
     server: &RunningServer,
 ) -> anyhow::Result<SwitchboardClient<Channel>> {
