@@ -209,6 +209,7 @@ mod conversations;
 mod error;
 mod keys;
 mod migrate;
+pub mod paging;
 mod quarantine;
 mod query;
 mod record;

@@ -3,8 +3,6 @@
 use std::iter::Peekable;
 use std::ops::Bound;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use switchboard_core::{ConnectionId, Conversation, ConversationStatus, Timestamp};
 
 use crate::keys::{self, IndexFamily};
@@ -13,77 +11,10 @@ use crate::types::effective_page_size;
 use crate::writer::StoredTicket;
 use crate::{ConversationPage, ConversationQuery, StoreError, TicketListPage, TicketListQuery};
 
-const CONVERSATION_TOKEN: u8 = 1;
-const TICKET_TOKEN: u8 = 2;
-
-/// FNV-1a, 64 bit: stable across runs and machines.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        hash ^= u64::from(*b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
-}
-
-/// A page token: `kind (1 byte) | hash of the filters (8 bytes) | position`, base64url.
-fn encode_token(kind: u8, filters: u64, position: &[u8]) -> String {
-    let mut bytes = Vec::with_capacity(9 + position.len());
-    bytes.push(kind);
-    bytes.extend_from_slice(&filters.to_be_bytes());
-    bytes.extend_from_slice(position);
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// The position a token resumes after, if the token is one of ours for these filters.
-fn decode_token(
-    token: Option<&str>,
-    kind: u8,
-    filters: u64,
-) -> Result<Option<Vec<u8>>, StoreError> {
-    let Some(token) = token else {
-        return Ok(None);
-    };
-    let bytes = URL_SAFE_NO_PAD
-        .decode(token)
-        .map_err(|_| StoreError::BadPageToken)?;
-    if bytes.len() < 10 || bytes[0] != kind {
-        return Err(StoreError::BadPageToken);
-    }
-    if bytes[1..9] != filters.to_be_bytes() {
-        return Err(StoreError::PageTokenMismatch);
-    }
-    Ok(Some(bytes[9..].to_vec()))
-}
-
-fn sorted<T: Ord + Clone>(values: &[T]) -> Vec<T> {
-    let mut values = values.to_vec();
-    values.sort();
-    values.dedup();
-    values
-}
-
-fn conversation_filters_hash(query: &ConversationQuery) -> u64 {
-    let canonical = serde_json::json!([
-        "conversations",
-        sorted(&query.connections),
-        sorted(&query.vendors),
-        sorted(&query.statuses),
-        query.started_from,
-        query.started_to,
-        query.updated_from,
-        query.updated_to,
-    ]);
-    fnv1a(canonical.to_string().as_bytes())
-}
-
-fn ticket_filters_hash(query: &TicketListQuery) -> u64 {
-    let mut statuses: Vec<&str> = query.statuses.iter().map(|s| s.as_str()).collect();
-    statuses.sort_unstable();
-    statuses.dedup();
-    let canonical = serde_json::json!(["tickets", sorted(&query.connections), statuses]);
-    fnv1a(canonical.to_string().as_bytes())
-}
+use crate::paging::{
+    CONVERSATION_TOKEN, TICKET_TOKEN, conversation_filters_hash, decode_token, encode_token,
+    sorted, ticket_filters_hash,
+};
 
 /// One ordered scan: a key range of the tree, and how many leading bytes to strip from each key
 /// to get the position the merge orders by.
