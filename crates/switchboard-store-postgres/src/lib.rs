@@ -67,13 +67,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use switchboard_core::{
-    Agent, ConnectionId, Conversation, ConversationId, Event, EventPayload, Sequence, Ticket,
-    TicketId,
+    Agent, ConnectionId, Conversation, ConversationId, Event, Sequence, Ticket, TicketId,
 };
 use switchboard_store::{
-    AppendReceipt, AppendRequest, Claim, ConversationPage, ConversationQuery, MAX_VALUE_DEPTH,
-    QuarantineTotals, Quarantined, Storage, StoreError, SyncState, TicketListPage, TicketListQuery,
-    TicketUpdate,
+    AppendReceipt, AppendRequest, Claim, ConversationPage, ConversationQuery, QuarantineTotals,
+    Quarantined, Storage, StoreError, SyncState, TicketListPage, TicketListQuery, TicketUpdate,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -280,77 +278,6 @@ impl PgStore {
     }
 }
 
-/// How deep `value` nests (a scalar is 0, `[]` or `{}` is 1), without recursion.
-fn value_depth(value: &serde_json::Value) -> usize {
-    let mut deepest = 0;
-    let mut stack = vec![(value, 0usize)];
-    while let Some((value, depth)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = &serde_json::Value>> = match value {
-            serde_json::Value::Array(items) => Box::new(items.iter()),
-            serde_json::Value::Object(fields) => Box::new(fields.values()),
-            _ => continue,
-        };
-        deepest = deepest.max(depth + 1);
-        stack.extend(children.map(|child| (child, depth + 1)));
-    }
-    deepest
-}
-
-/// Refuses what a plugin must never produce, as the sled store does.
-fn validate(request: &AppendRequest) -> Result<(), StoreError> {
-    if request.vendor.is_empty() {
-        return Err(StoreError::InvalidArgument(format!(
-            "the append for connection {} has an empty vendor; set the connection's vendor",
-            request.connection
-        )));
-    }
-    for (i, event) in request.events.iter().enumerate() {
-        let problem = if event.dedup_key.is_empty() {
-            Some("an empty dedup_key")
-        } else {
-            match &event.payload {
-                EventPayload::Conversation(patch) if patch.external_id.is_empty() => {
-                    Some("a conversation patch with an empty external_id")
-                }
-                EventPayload::Ticket(ticket) if ticket.external_id.is_empty() => {
-                    Some("a ticket with an empty external_id")
-                }
-                EventPayload::Agent { agent, .. } if agent.login.is_empty() => {
-                    Some("an agent with an empty login")
-                }
-                _ => None,
-            }
-        };
-        if let Some(problem) = problem {
-            return Err(StoreError::InvalidArgument(format!(
-                "event {i} ({}) from connection {} has {problem}; the {} plugin must set it",
-                event.vendor_event, request.connection, request.vendor
-            )));
-        }
-        let values: Vec<&serde_json::Value> = match &event.payload {
-            EventPayload::Vendor { data, .. } => vec![data],
-            EventPayload::Conversation(patch) => patch
-                .messages
-                .iter()
-                .filter_map(|m| m.data.as_ref())
-                .collect(),
-            _ => Vec::new(),
-        };
-        if let Some(depth) = values
-            .into_iter()
-            .map(value_depth)
-            .find(|depth| *depth > MAX_VALUE_DEPTH)
-        {
-            return Err(StoreError::InvalidArgument(format!(
-                "event {i} ({}) from connection {} holds JSON nested {depth} levels deep; the \
-                 store keeps at most {MAX_VALUE_DEPTH} levels so that every record reads back",
-                event.vendor_event, request.connection
-            )));
-        }
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl Storage for PgStore {
     fn backend(&self) -> &'static str {
@@ -358,7 +285,7 @@ impl Storage for PgStore {
     }
 
     async fn append(&self, request: AppendRequest) -> Result<AppendReceipt, StoreError> {
-        validate(&request)?;
+        request.validate()?;
         let (reply, answer) = oneshot::channel();
         self.send(Command::Append { request, reply }).await?;
         answer.await.map_err(|_| StoreError::Closed)?

@@ -226,8 +226,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use switchboard_core::{
-    Agent, ConnectionId, Conversation, ConversationId, Event, EventPayload, Sequence, Ticket,
-    TicketId,
+    Agent, ConnectionId, Conversation, ConversationId, Event, Sequence, Ticket, TicketId,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
@@ -501,7 +500,7 @@ impl Store {
     /// in one atomic sled batch, flushed and fdatasynced; a request whose events are all
     /// duplicates succeeds with nothing appended.
     pub async fn append(&self, request: AppendRequest) -> Result<AppendReceipt, StoreError> {
-        validate(&request)?;
+        request.validate()?;
         let prepared = writer::PreparedRequest::for_request(&request)?;
         let (reply, answer) = oneshot::channel();
         self.send(Command::Append {
@@ -1079,61 +1078,6 @@ const LOCK_WAIT: Duration = Duration::from_secs(3);
 fn is_lock_busy(error: &std::io::Error) -> bool {
     error.kind() == std::io::ErrorKind::WouldBlock
         || error.to_string().contains("could not acquire lock")
-}
-
-/// Refuses what a plugin must never produce, before it reaches the writer.
-fn validate(request: &AppendRequest) -> Result<(), StoreError> {
-    if request.vendor.is_empty() {
-        return Err(StoreError::InvalidArgument(format!(
-            "the append for connection {} has an empty vendor; set the connection's vendor",
-            request.connection
-        )));
-    }
-    for (i, event) in request.events.iter().enumerate() {
-        let problem = if event.dedup_key.is_empty() {
-            Some("an empty dedup_key")
-        } else {
-            match &event.payload {
-                EventPayload::Conversation(patch) if patch.external_id.is_empty() => {
-                    Some("a conversation patch with an empty external_id")
-                }
-                EventPayload::Ticket(ticket) if ticket.external_id.is_empty() => {
-                    Some("a ticket with an empty external_id")
-                }
-                EventPayload::Agent { agent, .. } if agent.login.is_empty() => {
-                    Some("an agent with an empty login")
-                }
-                _ => None,
-            }
-        };
-        if let Some(problem) = problem {
-            return Err(StoreError::InvalidArgument(format!(
-                "event {i} ({}) from connection {} has {problem}; the {} plugin must set it",
-                event.vendor_event, request.connection, request.vendor
-            )));
-        }
-        let values: Vec<&serde_json::Value> = match &event.payload {
-            EventPayload::Vendor { data, .. } => vec![data],
-            EventPayload::Conversation(patch) => patch
-                .messages
-                .iter()
-                .filter_map(|m| m.data.as_ref())
-                .collect(),
-            _ => Vec::new(),
-        };
-        if let Some(depth) = values
-            .into_iter()
-            .map(record::value_depth)
-            .find(|depth| *depth > MAX_VALUE_DEPTH)
-        {
-            return Err(StoreError::InvalidArgument(format!(
-                "event {i} ({}) from connection {} holds JSON nested {depth} levels deep; the \
-                 store keeps at most {MAX_VALUE_DEPTH} levels so that every record reads back",
-                event.vendor_event, request.connection
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// Present while a new store is being created, until its schema key is on disk.

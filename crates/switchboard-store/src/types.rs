@@ -2,11 +2,13 @@
 
 use serde::{Deserialize, Serialize};
 use switchboard_core::{
-    ConnectionId, Conversation, ConversationStatus, IncomingEvent, Sequence, Ticket, TicketStatus,
-    Timestamp,
+    ConnectionId, Conversation, ConversationStatus, EventPayload, IncomingEvent, Sequence, Ticket,
+    TicketStatus, Timestamp,
 };
 
+use crate::StoreError;
 use crate::quarantine::{QuarantineLimits, QuarantineOp};
+use crate::record::{MAX_VALUE_DEPTH, value_depth};
 
 /// How a [`crate::Store`] runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -190,5 +192,65 @@ pub(crate) fn effective_page_size(requested: usize) -> usize {
     match requested {
         0 => DEFAULT_PAGE_SIZE,
         n => n.min(MAX_PAGE_SIZE),
+    }
+}
+
+impl AppendRequest {
+    /// Refuses what a plugin must never produce (an empty vendor, dedup key or id; vendor JSON
+    /// nested deeper than [`MAX_VALUE_DEPTH`]), before anything is written: every backend
+    /// checks this first.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        let request = self;
+        if request.vendor.is_empty() {
+            return Err(StoreError::InvalidArgument(format!(
+                "the append for connection {} has an empty vendor; set the connection's vendor",
+                request.connection
+            )));
+        }
+        for (i, event) in request.events.iter().enumerate() {
+            let problem = if event.dedup_key.is_empty() {
+                Some("an empty dedup_key")
+            } else {
+                match &event.payload {
+                    EventPayload::Conversation(patch) if patch.external_id.is_empty() => {
+                        Some("a conversation patch with an empty external_id")
+                    }
+                    EventPayload::Ticket(ticket) if ticket.external_id.is_empty() => {
+                        Some("a ticket with an empty external_id")
+                    }
+                    EventPayload::Agent { agent, .. } if agent.login.is_empty() => {
+                        Some("an agent with an empty login")
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(problem) = problem {
+                return Err(StoreError::InvalidArgument(format!(
+                    "event {i} ({}) from connection {} has {problem}; the {} plugin must set it",
+                    event.vendor_event, request.connection, request.vendor
+                )));
+            }
+            let values: Vec<&serde_json::Value> = match &event.payload {
+                EventPayload::Vendor { data, .. } => vec![data],
+                EventPayload::Conversation(patch) => patch
+                    .messages
+                    .iter()
+                    .filter_map(|m| m.data.as_ref())
+                    .collect(),
+                _ => Vec::new(),
+            };
+            if let Some(depth) = values
+                .into_iter()
+                .map(value_depth)
+                .find(|depth| *depth > MAX_VALUE_DEPTH)
+            {
+                return Err(StoreError::InvalidArgument(format!(
+                    "event {i} ({}) from connection {} holds JSON nested {depth} levels deep; the \
+                     store keeps at most {MAX_VALUE_DEPTH} levels so that every record reads back",
+                    event.vendor_event, request.connection
+                )));
+            }
+        }
+        Ok(())
     }
 }
