@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use deadpool_postgres::{Pool, Transaction};
 use switchboard_core::{
-    Agent, ConnectionId, Conversation, ConversationId, EventKind, EventPayload, IncomingEvent,
-    Sequence, Ticket,
+    Agent, ConnectionId, Conversation, ConversationId, EventPayload, IncomingEvent, Sequence,
+    Ticket,
 };
 use switchboard_store::{
     AppendReceipt, AppendRequest, QuarantineLimits, QuarantineOp, Quarantined, StoreError,
@@ -743,39 +743,7 @@ impl<'a, 't> Group<'a, 't> {
             .get(&key)
             .and_then(|slot| slot.as_ref())
             .map(|stored| stored.ticket.clone());
-        let Some(mut ticket) = current else {
-            return Ok(Err(StoreError::NotFound(format!(
-                "no ticket {}",
-                update.id
-            ))));
-        };
-        match ticket.apply_change(&update.change, update.at) {
-            Ok(true) => {}
-            Ok(false) => {
-                return Ok(Err(StoreError::Refused(switchboard_core::Error::invalid(
-                    "the update changes nothing; set at least one of message, subject, status, assignee, requester, tags",
-                ))));
-            }
-            Err(refused) => return Ok(Err(StoreError::Refused(refused))),
-        }
-        let event = IncomingEvent {
-            dedup_key: format!(
-                "ticket_update:{}:{}",
-                update.id.external_id,
-                uuid::Uuid::now_v7()
-            ),
-            kind: EventKind::TicketUpdated,
-            vendor_event: format!("switchboard.{}", EventKind::TicketUpdated.as_str()),
-            occurred_at: ticket.updated_at,
-            payload: EventPayload::Ticket(ticket.clone()),
-        };
-        let mut request = AppendRequest::new(
-            update.id.connection.clone(),
-            update.vendor.clone(),
-            vec![event],
-        );
-        request.received_at = update.at;
-        Ok(Ok((request, ticket)))
+        Ok(update.apply(current))
     }
 
     async fn load_sync(&mut self, connections: &[ConnectionId]) -> Result<(), StoreError> {

@@ -32,8 +32,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use switchboard_core::{
-    Agent, ConnectionId, Conversation, ConversationId, Event, Sequence, Ticket, TicketChange,
-    TicketId, Timestamp,
+    Agent, ConnectionId, Conversation, ConversationId, Event, EventKind, EventPayload,
+    IncomingEvent, Sequence, Ticket, TicketChange, TicketId, Timestamp,
 };
 use tokio::sync::watch;
 
@@ -54,6 +54,42 @@ pub struct TicketUpdate {
     pub change: TicketChange,
     /// When the change was asked for; the ticket's `updated_at` never moves backwards.
     pub at: Timestamp,
+}
+
+impl TicketUpdate {
+    /// What the update makes of the stored ticket (`None`: there is none): the
+    /// `ticket_updated` append to write and the updated ticket, or why it is refused
+    /// ([`StoreError::NotFound`], [`StoreError::Refused`]). Every backend runs this between
+    /// reading the ticket and writing, serialized.
+    pub fn apply(&self, current: Option<Ticket>) -> Result<(AppendRequest, Ticket), StoreError> {
+        let Some(mut ticket) = current else {
+            return Err(StoreError::NotFound(format!("no ticket {}", self.id)));
+        };
+        match ticket.apply_change(&self.change, self.at) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(StoreError::Refused(switchboard_core::Error::invalid(
+                    "the update changes nothing; set at least one of message, subject, status, assignee, requester, tags",
+                )));
+            }
+            Err(refused) => return Err(StoreError::Refused(refused)),
+        }
+        let event = IncomingEvent {
+            dedup_key: format!(
+                "ticket_update:{}:{}",
+                self.id.external_id,
+                uuid::Uuid::now_v7()
+            ),
+            kind: EventKind::TicketUpdated,
+            vendor_event: format!("switchboard.{}", EventKind::TicketUpdated.as_str()),
+            occurred_at: ticket.updated_at,
+            payload: EventPayload::Ticket(ticket.clone()),
+        };
+        let mut request =
+            AppendRequest::new(self.id.connection.clone(), self.vendor.clone(), vec![event]);
+        request.received_at = self.at;
+        Ok((request, ticket))
+    }
 }
 
 /// What [`Storage::claim_idempotency_key`] found.

@@ -31,8 +31,8 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use switchboard_core::{
-    Agent, ConnectionId, Conversation, ConversationId, Event, EventKind, EventPayload,
-    IncomingEvent, Lww, Message, Sequence, Ticket,
+    Agent, ConnectionId, Conversation, ConversationId, Event, EventPayload, IncomingEvent, Lww,
+    Message, Sequence, Ticket,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, info};

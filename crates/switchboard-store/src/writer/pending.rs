@@ -307,39 +307,7 @@ impl<'a> Pending<'a> {
             Some(stored) => Some(stored.ticket.clone()),
             None => load::<StoredTicket>(self.tree, &key)?.map(|stored| stored.ticket),
         };
-        let Some(mut ticket) = current else {
-            return Ok(Err(StoreError::NotFound(format!(
-                "no ticket {}",
-                update.id
-            ))));
-        };
-        match ticket.apply_change(&update.change, update.at) {
-            Ok(true) => {}
-            Ok(false) => {
-                return Ok(Err(StoreError::Refused(switchboard_core::Error::invalid(
-                    "the update changes nothing; set at least one of message, subject, status, assignee, requester, tags",
-                ))));
-            }
-            Err(refused) => return Ok(Err(StoreError::Refused(refused))),
-        }
-        let event = IncomingEvent {
-            dedup_key: format!(
-                "ticket_update:{}:{}",
-                update.id.external_id,
-                uuid::Uuid::now_v7()
-            ),
-            kind: EventKind::TicketUpdated,
-            vendor_event: format!("switchboard.{}", EventKind::TicketUpdated.as_str()),
-            occurred_at: ticket.updated_at,
-            payload: EventPayload::Ticket(ticket.clone()),
-        };
-        let mut request = AppendRequest::new(
-            update.id.connection.clone(),
-            update.vendor.clone(),
-            vec![event],
-        );
-        request.received_at = update.at;
-        Ok(Ok((request, ticket)))
+        Ok(update.apply(current))
     }
 
     pub(super) fn sync_state(
