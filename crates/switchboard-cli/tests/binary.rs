@@ -250,10 +250,17 @@ impl Server {
             .arg(data_dir)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        // What the server says on stderr, kept for a failure message.
+        let mut stderr = child.stderr.take().unwrap();
+        let said = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+            text
+        });
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap();
         let mut http = None;
@@ -266,9 +273,14 @@ impl Server {
                 grpc = Some(format!("http://{addr}"));
             }
         }
+        let Some(http) = http else {
+            let _ = child.wait();
+            let said = said.join().unwrap_or_default();
+            panic!("no addresses in {line:?}; the server said: {said}");
+        };
         Server {
             child,
-            http: http.unwrap_or_else(|| panic!("no addresses in {line:?}")),
+            http,
             grpc: grpc.unwrap(),
         }
     }
