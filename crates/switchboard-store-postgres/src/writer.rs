@@ -13,8 +13,8 @@ use switchboard_core::{
     Ticket,
 };
 use switchboard_store::{
-    AppendReceipt, AppendRequest, QuarantineLimits, QuarantineOp, Quarantined, StoreError,
-    SyncState, TicketUpdate,
+    AppendReceipt, AppendRequest, QuarantineLimits, QuarantineOp, QuarantineTotals, Quarantined,
+    StoreError, SyncState, TicketUpdate,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error};
@@ -253,9 +253,7 @@ struct Group<'a, 't> {
     tx: &'a Transaction<'t>,
     start_head: u64,
     next: u64,
-    quarantine_next_id: u64,
-    quarantine_entries: u64,
-    quarantine_bytes: u64,
+    quarantine: QuarantineTotals,
     quarantine_changed: bool,
     limits: QuarantineLimits,
     appended_keys: HashSet<(ConnectionId, String)>,
@@ -292,9 +290,11 @@ impl<'a, 't> Group<'a, 't> {
             tx,
             start_head: head,
             next: head + 1,
-            quarantine_next_id: get(1)? as u64,
-            quarantine_entries: get(2)? as u64,
-            quarantine_bytes: get(3)? as u64,
+            quarantine: QuarantineTotals {
+                next_id: get(1)? as u64,
+                entries: get(2)? as u64,
+                bytes: get(3)? as u64,
+            },
             quarantine_changed: false,
             limits,
             appended_keys: HashSet::new(),
@@ -823,52 +823,15 @@ impl<'a, 't> Group<'a, 't> {
         op: &QuarantineOp,
         receipt: &mut AppendReceipt,
     ) -> Result<(), StoreError> {
-        match op {
-            QuarantineOp::Hold(new) => {
-                let id = self.quarantine_next_id.max(1);
-                let entry = Quarantined {
-                    id,
-                    connection: request.connection.clone(),
-                    vendor: request.vendor.clone(),
-                    received_at: request.received_at,
-                    request_id: request.request_id.clone(),
-                    reason: new.reason.clone(),
-                    headers: new.headers.clone(),
-                    query: new.query.clone(),
-                    body: new.body.clone(),
-                    attempts: 0,
-                    last_attempt_at: None,
-                };
-                let size = entry.size();
-                if self.quarantine_entries >= self.limits.max_entries
-                    || self.quarantine_bytes.saturating_add(size) > self.limits.max_bytes
-                {
-                    receipt.quarantine_full = true;
-                    return Ok(());
-                }
-                self.quarantine_next_id = id + 1;
-                self.quarantine_entries += 1;
-                self.quarantine_bytes += size;
-                self.quarantined.insert(id, Some(entry));
-                receipt.quarantined = Some(id);
-            }
-            QuarantineOp::Release(id) => {
-                if let Some(entry) = self.quarantined(*id).await? {
-                    self.quarantine_entries = self.quarantine_entries.saturating_sub(1);
-                    self.quarantine_bytes = self.quarantine_bytes.saturating_sub(entry.size());
-                    self.quarantined.insert(*id, None);
-                }
-            }
-            QuarantineOp::Attempt { id, reason, at } => {
-                if let Some(mut entry) = self.quarantined(*id).await? {
-                    self.quarantine_bytes = self.quarantine_bytes.saturating_sub(entry.size());
-                    entry.reason = reason.clone();
-                    entry.attempts = entry.attempts.saturating_add(1);
-                    entry.last_attempt_at = Some(*at);
-                    self.quarantine_bytes = self.quarantine_bytes.saturating_add(entry.size());
-                    self.quarantined.insert(*id, Some(entry));
-                }
-            }
+        let current = match op.target() {
+            Some(id) => self.quarantined(id).await?,
+            None => None,
+        };
+        if let Some((id, entry)) = self
+            .quarantine
+            .apply(request, op, current, self.limits, receipt)
+        {
+            self.quarantined.insert(id, entry);
         }
         self.quarantine_changed = true;
         Ok(())
@@ -951,9 +914,9 @@ impl<'a, 't> Group<'a, 't> {
                 &[
                     &(head as i64),
                     &new_conversations,
-                    &(self.quarantine_next_id as i64),
-                    &(self.quarantine_entries as i64),
-                    &(self.quarantine_bytes as i64),
+                    &(self.quarantine.next_id as i64),
+                    &(self.quarantine.entries as i64),
+                    &(self.quarantine.bytes as i64),
                 ],
             )
             .await

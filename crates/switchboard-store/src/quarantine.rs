@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use switchboard_core::{ConnectionId, Timestamp};
 
 use crate::keys;
+use crate::{AppendReceipt, AppendRequest};
 
 /// `meta/quarantine`: the next id and the totals (JSON).
 pub(crate) const META_KEY: &[u8] = b"meta/quarantine";
@@ -117,4 +118,76 @@ pub struct QuarantineTotals {
     pub entries: u64,
     /// Bytes held.
     pub bytes: u64,
+}
+
+impl QuarantineTotals {
+    /// Applies `op`, carried by `request`, to the totals: the one rule of every backend.
+    /// `current` is the entry a `Release` or `Attempt` names, as stored or as the group left
+    /// it (`None` for a `Hold`, or when there is no such entry). Returns the entry to write
+    /// (`Some((id, Some(entry)))`) or remove (`Some((id, None))`), or `None` when nothing
+    /// changes; a `Hold` past `limits` sets `receipt.quarantine_full` and holds nothing.
+    pub fn apply(
+        &mut self,
+        request: &AppendRequest,
+        op: &QuarantineOp,
+        current: Option<Quarantined>,
+        limits: QuarantineLimits,
+        receipt: &mut AppendReceipt,
+    ) -> Option<(u64, Option<Quarantined>)> {
+        match op {
+            QuarantineOp::Hold(new) => {
+                let id = self.next_id.max(1);
+                let entry = Quarantined {
+                    id,
+                    connection: request.connection.clone(),
+                    vendor: request.vendor.clone(),
+                    received_at: request.received_at,
+                    request_id: request.request_id.clone(),
+                    reason: new.reason.clone(),
+                    headers: new.headers.clone(),
+                    query: new.query.clone(),
+                    body: new.body.clone(),
+                    attempts: 0,
+                    last_attempt_at: None,
+                };
+                let size = entry.size();
+                if self.entries >= limits.max_entries
+                    || self.bytes.saturating_add(size) > limits.max_bytes
+                {
+                    receipt.quarantine_full = true;
+                    return None;
+                }
+                self.next_id = id + 1;
+                self.entries += 1;
+                self.bytes += size;
+                receipt.quarantined = Some(id);
+                Some((id, Some(entry)))
+            }
+            QuarantineOp::Release(id) => {
+                let entry = current?;
+                self.entries = self.entries.saturating_sub(1);
+                self.bytes = self.bytes.saturating_sub(entry.size());
+                Some((*id, None))
+            }
+            QuarantineOp::Attempt { id, reason, at } => {
+                let mut entry = current?;
+                self.bytes = self.bytes.saturating_sub(entry.size());
+                entry.reason = reason.clone();
+                entry.attempts = entry.attempts.saturating_add(1);
+                entry.last_attempt_at = Some(*at);
+                self.bytes = self.bytes.saturating_add(entry.size());
+                Some((*id, Some(entry)))
+            }
+        }
+    }
+}
+
+impl QuarantineOp {
+    /// The entry this op acts on, for `Release` and `Attempt`.
+    pub fn target(&self) -> Option<u64> {
+        match self {
+            QuarantineOp::Hold(_) => None,
+            QuarantineOp::Release(id) | QuarantineOp::Attempt { id, .. } => Some(*id),
+        }
+    }
 }

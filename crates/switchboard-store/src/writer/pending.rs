@@ -100,52 +100,14 @@ impl<'a> Pending<'a> {
         receipt: &mut AppendReceipt,
     ) -> Result<(), StoreError> {
         let mut totals = self.quarantine_totals()?;
-        match op {
-            QuarantineOp::Hold(new) => {
-                let id = totals.next_id.max(1);
-                let entry = Quarantined {
-                    id,
-                    connection: request.connection.clone(),
-                    vendor: request.vendor.clone(),
-                    received_at: request.received_at,
-                    request_id: request.request_id.clone(),
-                    reason: new.reason.clone(),
-                    headers: new.headers.clone(),
-                    query: new.query.clone(),
-                    body: new.body.clone(),
-                    attempts: 0,
-                    last_attempt_at: None,
-                };
-                let size = entry.size();
-                if totals.entries >= self.quarantine_limits.max_entries
-                    || totals.bytes.saturating_add(size) > self.quarantine_limits.max_bytes
-                {
-                    receipt.quarantine_full = true;
-                    return Ok(());
-                }
-                totals.next_id = id + 1;
-                totals.entries += 1;
-                totals.bytes += size;
-                self.quarantined.insert(id, Some(entry));
-                receipt.quarantined = Some(id);
-            }
-            QuarantineOp::Release(id) => {
-                if let Some(entry) = self.quarantined(*id)? {
-                    totals.entries = totals.entries.saturating_sub(1);
-                    totals.bytes = totals.bytes.saturating_sub(entry.size());
-                    self.quarantined.insert(*id, None);
-                }
-            }
-            QuarantineOp::Attempt { id, reason, at } => {
-                if let Some(mut entry) = self.quarantined(*id)? {
-                    totals.bytes = totals.bytes.saturating_sub(entry.size());
-                    entry.reason = reason.clone();
-                    entry.attempts = entry.attempts.saturating_add(1);
-                    entry.last_attempt_at = Some(*at);
-                    totals.bytes = totals.bytes.saturating_add(entry.size());
-                    self.quarantined.insert(*id, Some(entry));
-                }
-            }
+        let current = match op.target() {
+            Some(id) => self.quarantined(id)?,
+            None => None,
+        };
+        if let Some((id, entry)) =
+            totals.apply(request, op, current, self.quarantine_limits, receipt)
+        {
+            self.quarantined.insert(id, entry);
         }
         self.quarantine_totals = Some(totals);
         Ok(())
