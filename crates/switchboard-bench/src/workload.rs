@@ -171,7 +171,9 @@ pub fn unique_events(events: &[IncomingEvent], n: u64) -> Vec<IncomingEvent> {
                 EventPayload::Ticket(ticket) => {
                     ticket.external_id = format!("{}-{n}", ticket.external_id);
                 }
-                EventPayload::Agent { .. } | EventPayload::Vendor { .. } => {}
+                EventPayload::Agent { .. }
+                | EventPayload::Vendor { .. }
+                | EventPayload::Contact(_) => {}
             }
             event
         })

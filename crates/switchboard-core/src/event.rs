@@ -36,11 +36,17 @@ pub enum EventKind {
     AgentUpdated,
     /// A vendor event Switchboard does not model; kept so that nothing is lost.
     VendorEvent,
+    /// Two contacts were merged ([`crate::ContactChange::Merged`]).
+    ContactMerged,
+    /// A contact was split ([`crate::ContactChange::Split`]).
+    ContactSplit,
+    /// A contact's personal data was erased ([`crate::ContactChange::Erased`]).
+    ContactErased,
 }
 
 impl EventKind {
     /// Every kind, in order.
-    pub const ALL: [EventKind; 11] = [
+    pub const ALL: [EventKind; 14] = [
         EventKind::ChatStarted,
         EventKind::Message,
         EventKind::ChatEnded,
@@ -52,6 +58,9 @@ impl EventKind {
         EventKind::TicketUpdated,
         EventKind::AgentUpdated,
         EventKind::VendorEvent,
+        EventKind::ContactMerged,
+        EventKind::ContactSplit,
+        EventKind::ContactErased,
     ];
 
     /// snake_case name.
@@ -68,6 +77,9 @@ impl EventKind {
             EventKind::TicketUpdated => "ticket_updated",
             EventKind::AgentUpdated => "agent_updated",
             EventKind::VendorEvent => "vendor_event",
+            EventKind::ContactMerged => "contact_merged",
+            EventKind::ContactSplit => "contact_split",
+            EventKind::ContactErased => "contact_erased",
         }
     }
 
@@ -179,6 +191,8 @@ pub enum EventPayload {
         /// The vendor's data.
         data: serde_json::Value,
     },
+    /// A change to contacts (on [`crate::ConnectionId::system`]).
+    Contact(crate::ContactChange),
 }
 
 /// An event as a plugin produces it from a webhook or a sync page, before it has a place in

@@ -22,6 +22,7 @@
 //! ```
 
 mod config;
+mod contact;
 mod conversation;
 mod error;
 mod event;
@@ -34,6 +35,7 @@ mod typed;
 pub mod verify;
 
 pub use crate::config::{ConnectionConfig, RateLimit, Secret};
+pub use crate::contact::{ContactChange, SYSTEM_CONNECTION, SYSTEM_VENDOR};
 pub use crate::conversation::{Conversation, Lww, Stamp};
 pub use crate::error::{Error, ErrorCode, MAX_ERROR_MESSAGE_BYTES, Result, cap_message};
 pub use crate::event::{

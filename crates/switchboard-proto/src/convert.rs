@@ -61,6 +61,9 @@ pub fn kind(k: EventKind) -> v1::EventKind {
         EventKind::TicketUpdated => v1::EventKind::TicketUpdated,
         EventKind::AgentUpdated => v1::EventKind::AgentUpdated,
         EventKind::VendorEvent => v1::EventKind::VendorEvent,
+        EventKind::ContactMerged => v1::EventKind::ContactMerged,
+        EventKind::ContactSplit => v1::EventKind::ContactSplit,
+        EventKind::ContactErased => v1::EventKind::ContactErased,
     }
 }
 

@@ -203,6 +203,7 @@ pub(crate) async fn list_conversations(
     client: &impl GenericClient,
     query: &ConversationQuery,
 ) -> Result<ConversationPage, StoreError> {
+    query.check_store_filters()?;
     let size = page_size(query.page_size);
     let filters = conversation_filters_hash(query);
     let after = decode_token(query.page_token.as_deref(), CONVERSATION_TOKEN, filters)?;

@@ -439,7 +439,9 @@ impl<'a, 't> Group<'a, 't> {
                             EventPayload::Ticket(ticket) => {
                                 tickets.push(rows::key(&request.connection, &ticket.external_id));
                             }
-                            EventPayload::Agent { .. } | EventPayload::Vendor { .. } => {}
+                            EventPayload::Agent { .. }
+                            | EventPayload::Vendor { .. }
+                            | EventPayload::Contact(_) => {}
                         }
                     }
                     if request.sync.is_some() {
@@ -534,7 +536,9 @@ impl<'a, 't> Group<'a, 't> {
                         tickets.push(key);
                     }
                 }
-                EventPayload::Agent { .. } | EventPayload::Vendor { .. } => {}
+                EventPayload::Agent { .. }
+                | EventPayload::Vendor { .. }
+                | EventPayload::Contact(_) => {}
             }
         }
         self.load_conversations(&conversations).await?;
@@ -723,7 +727,7 @@ impl<'a, 't> Group<'a, 't> {
                     (!deleted).then(|| agent.clone()),
                 );
             }
-            EventPayload::Vendor { .. } => {}
+            EventPayload::Vendor { .. } | EventPayload::Contact(_) => {}
         }
         Ok(())
     }

@@ -241,8 +241,8 @@ use crate::record::{decode, load};
 use crate::tail::TailCache;
 pub use crate::types::{
     AppendReceipt, AppendRequest, ConversationPage, ConversationQuery, DEFAULT_CACHE_CAPACITY,
-    DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, StoreOptions, SyncState, SyncUpdate, TicketListPage,
-    TicketListQuery,
+    DEFAULT_PAGE_SIZE, FindFilters, MAX_PAGE_SIZE, StoreOptions, SyncState, SyncUpdate,
+    TicketListPage, TicketListQuery,
 };
 use crate::writer::{Command, DurableFiles, Failure, Flusher, StoredTicket, Writer};
 

@@ -63,7 +63,7 @@ pub fn sorted<T: Ord + Clone>(values: &[T]) -> Vec<T> {
 
 /// The hash a conversation page token is bound to.
 pub fn conversation_filters_hash(query: &ConversationQuery) -> u64 {
-    let canonical = serde_json::json!([
+    let mut canonical = serde_json::json!([
         "conversations",
         sorted(&query.connections),
         sorted(&query.vendors),
@@ -73,6 +73,21 @@ pub fn conversation_filters_hash(query: &ConversationQuery) -> u64 {
         query.updated_from,
         query.updated_to,
     ]);
+    // Only queries that use them name the finder's filters, so tokens of plain queries stay
+    // what they were.
+    if !query.find.is_empty()
+        && let Some(parts) = canonical.as_array_mut()
+    {
+        parts.push(serde_json::json!([
+            sorted(&query.find.emails),
+            sorted(&query.find.phones),
+            sorted(&query.find.visitor_ids),
+            sorted(&query.find.agent_ids),
+            sorted(&query.find.tags),
+            query.find.text.as_deref().map(str::trim),
+            sorted(&query.find.contacts),
+        ]));
+    }
     fnv1a(canonical.to_string().as_bytes())
 }
 

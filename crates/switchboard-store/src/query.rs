@@ -161,6 +161,7 @@ pub(crate) fn list_conversations(
     tree: &sled::Tree,
     query: &ConversationQuery,
 ) -> Result<ConversationPage, StoreError> {
+    query.check_store_filters()?;
     let page_size = effective_page_size(query.page_size);
     let filters = conversation_filters_hash(query);
     let after = decode_token(query.page_token.as_deref(), CONVERSATION_TOKEN, filters)?;

@@ -15,8 +15,8 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use switchboard_core::{
-    Agent, ConnectionId, ConversationPatch, Event, EventKind, EventPayload, IncomingEvent,
-    Sequence, Ticket, Timestamp,
+    Agent, ConnectionId, ContactChange, ConversationPatch, Event, EventKind, EventPayload,
+    IncomingEvent, Sequence, Ticket, Timestamp,
 };
 
 use crate::{AppendRequest, StoreError};
@@ -35,6 +35,7 @@ enum PayloadOut<'a> {
         subject: Option<&'a str>,
         data: &'a serde_json::Value,
     },
+    Contact(&'a ContactChange),
 }
 
 #[derive(Deserialize)]
@@ -70,6 +71,7 @@ enum PayloadIn {
         subject: Option<String>,
         data: serde_json::Value,
     },
+    Contact(ContactChange),
 }
 
 /// The first bytes of a zstd frame: a stored value that starts with them is compressed.
@@ -210,6 +212,7 @@ pub(crate) fn encode_payload(payload: &EventPayload) -> Result<String, StoreErro
             subject: subject.as_deref(),
             data,
         },
+        EventPayload::Contact(change) => PayloadOut::Contact(change),
     };
     serde_json::to_string(&out)
         .map_err(|e| StoreError::Commit(format!("cannot encode an event's payload: {e}")))
@@ -330,6 +333,7 @@ fn payload_of(stored: PayloadIn) -> EventPayload {
         PayloadIn::Ticket(ticket) => EventPayload::Ticket(ticket),
         PayloadIn::Agent { agent, deleted } => EventPayload::Agent { agent, deleted },
         PayloadIn::Vendor { subject, data } => EventPayload::Vendor { subject, data },
+        PayloadIn::Contact(change) => EventPayload::Contact(change),
     }
 }
 

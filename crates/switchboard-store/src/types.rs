@@ -146,10 +146,61 @@ pub struct ConversationQuery {
     pub updated_from: Option<Timestamp>,
     /// Last changed before.
     pub updated_to: Option<Timestamp>,
+    /// Filters by person, agent, tag and text: answered by the finder (`switchboard-find`),
+    /// not by a store, which refuses a query that sets any of them.
+    pub find: FindFilters,
     /// Conversations per page: 0 means 50, and more than 1000 means 1000.
     pub page_size: usize,
     /// The `next_page_token` of the previous page.
     pub page_token: Option<String>,
+}
+
+/// The filters of a [`ConversationQuery`] that need the finder's index. Empty lists mean
+/// "any"; several values in one list mean "any of these"; the lists and the text all hold
+/// together, and with the query's other filters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FindFilters {
+    /// Visitor e-mails, as given (the finder normalizes them).
+    pub emails: Vec<String>,
+    /// Visitor phones, as given (the finder normalizes them).
+    pub phones: Vec<String>,
+    /// Visitor ids (the vendor's).
+    pub visitor_ids: Vec<String>,
+    /// Agent ids (the vendor's): agents who took part.
+    pub agent_ids: Vec<String>,
+    /// Tags the conversation has now.
+    pub tags: Vec<String>,
+    /// Free text over message text and the visitor's name: every word must match.
+    pub text: Option<String>,
+    /// Contacts: conversations of these people.
+    pub contacts: Vec<String>,
+}
+
+impl ConversationQuery {
+    /// Refuses a query a store cannot answer alone: one with [`FindFilters`] set.
+    pub fn check_store_filters(&self) -> Result<(), StoreError> {
+        if self.find.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::InvalidArgument(
+                "filters by e-mail, phone, visitor, agent, tag, contact or text are answered by the finder, not the store".into(),
+            ))
+        }
+    }
+}
+
+impl FindFilters {
+    /// Whether no filter is set.
+    pub fn is_empty(&self) -> bool {
+        self == &FindFilters::default()
+            || (self.emails.is_empty()
+                && self.phones.is_empty()
+                && self.visitor_ids.is_empty()
+                && self.agent_ids.is_empty()
+                && self.tags.is_empty()
+                && self.contacts.is_empty()
+                && self.text.as_deref().is_none_or(|t| t.trim().is_empty()))
+    }
 }
 
 /// One page of conversations, newest first.

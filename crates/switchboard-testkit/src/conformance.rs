@@ -1210,6 +1210,10 @@ fn kind_problems(event: &IncomingEvent) -> Vec<String> {
             }
             return problems;
         }
+        EventPayload::Contact(_) => {
+            problems.push("carries a contact change, which only Switchboard itself writes".into());
+            return problems;
+        }
     };
     if !conversation_kind {
         problems.push("carries a conversation patch but is not a conversation kind".into());

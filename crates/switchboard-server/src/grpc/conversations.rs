@@ -33,6 +33,7 @@ impl SwitchboardService {
             started_to,
             updated_from,
             updated_to,
+            find: Default::default(),
             page_size: page_size(r.page_size)?,
             page_token: Some(r.page_token.clone()).filter(|t| !t.is_empty()),
         };

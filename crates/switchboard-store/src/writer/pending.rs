@@ -253,7 +253,7 @@ impl<'a> Pending<'a> {
                 let key = keys::agent_key(&request.connection, &agent.login);
                 self.agents.insert(key, (!deleted).then(|| agent.clone()));
             }
-            EventPayload::Vendor { .. } => {}
+            EventPayload::Vendor { .. } | EventPayload::Contact(_) => {}
         }
         Ok(())
     }
