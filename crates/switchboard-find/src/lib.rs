@@ -7,8 +7,12 @@
 //! answers lag the log by one batch at most; every answer says how far the index has read.
 //! Deleting the index rebuilds it from the log.
 
+pub mod engine;
 pub mod index;
+pub mod memory;
 pub mod normalize;
+pub mod suite;
+pub mod tantivy_index;
 
 pub use crate::index::{
     ContactQuery, ContactRecord, ConversationDoc, EventRef, FindIndex, FindQuery, IndexBatch,

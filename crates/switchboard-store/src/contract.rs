@@ -92,6 +92,35 @@ impl TicketUpdate {
     }
 }
 
+/// What [`Storage::erase_contact`] erases: one person's conversations, tickets and log
+/// events, as the finder (`switchboard-find`) found them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErasurePlan {
+    /// The contact erased (named in the `contact_erased` event; not personal data).
+    pub contact: String,
+    /// Conversations whose personal data to erase.
+    pub conversations: Vec<ConversationId>,
+    /// Tickets whose personal data to erase.
+    pub tickets: Vec<TicketId>,
+    /// Log events whose stored payloads (and their requests' raw bodies) to erase.
+    pub events: Vec<Sequence>,
+    /// When the erasure was asked for.
+    pub at: Timestamp,
+}
+
+/// What [`Storage::erase_contact`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ErasureReport {
+    /// Conversations erased.
+    pub conversations: u64,
+    /// Tickets erased.
+    pub tickets: u64,
+    /// Log events erased.
+    pub events: u64,
+    /// The sequence of the `contact_erased` event that records it.
+    pub sequence: Sequence,
+}
+
 /// What [`Storage::claim_idempotency_key`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Claim {
@@ -230,6 +259,18 @@ pub trait Storage: Send + Sync + 'static {
 
     /// How many webhooks the quarantine holds, and their bytes.
     async fn quarantine_totals(&self) -> Result<QuarantineTotals, StoreError>;
+
+    /// Erases the personal data of `plan` (names, e-mails, phones, message text, attributes,
+    /// raw bodies) from the projections and from the log's stored payloads, keeping every
+    /// sequence and the non-personal structure, and appends a `contact_erased` event on the
+    /// system connection, in one durable step.
+    async fn erase_contact(&self, plan: ErasurePlan) -> Result<ErasureReport, StoreError> {
+        let _ = plan;
+        Err(StoreError::Unavailable(format!(
+            "the {} store cannot erase yet",
+            self.backend()
+        )))
+    }
 
     /// Why the store refuses writes, if it does (a failed disk, an unreachable database).
     fn failure(&self) -> Option<String>;

@@ -231,7 +231,7 @@ use switchboard_core::{
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
-pub use crate::contract::{Claim, Storage, TicketUpdate};
+pub use crate::contract::{Claim, ErasurePlan, ErasureReport, Storage, TicketUpdate};
 pub use crate::error::StoreError;
 pub use crate::quarantine::{
     NewQuarantined, QuarantineLimits, QuarantineOp, QuarantineTotals, Quarantined,
