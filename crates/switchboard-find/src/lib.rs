@@ -18,3 +18,4 @@ pub use crate::index::{
     ContactQuery, ContactRecord, ConversationDoc, EventRef, FindIndex, FindQuery, IndexBatch,
     IndexError, TicketDoc,
 };
+pub use crate::memory::MemoryIndex;
