@@ -180,7 +180,8 @@ pub trait FindIndex: Send + Sync + 'static {
     async fn position(&self) -> Result<Sequence, IndexError>;
 
     /// Applies `batch` and moves the position to `batch.position`, all or nothing. Once it
-    /// returns, readers see the batch.
+    /// returns, readers see the batch. A batch whose position is not past the index's position
+    /// (another finder wrote past it) is refused with an error and changes nothing.
     async fn apply(&self, batch: IndexBatch) -> Result<(), IndexError>;
 
     /// The contacts these identity keys point at (keys pointing nowhere are left out).
