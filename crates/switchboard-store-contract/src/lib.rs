@@ -93,6 +93,8 @@ case_list!(
     quarantine_hold_attempt_release,
     quarantine_refuses_past_its_limits,
     bad_input_changes_nothing,
+    erasure_erases_the_person_and_keeps_the_log,
+    a_bad_erasure_plan_changes_nothing,
 );
 
 /// Runs one case on a runtime of its own (used by [`contract_tests!`]); a case that does not
@@ -163,6 +165,8 @@ macro_rules! contract_tests {
             quarantine_hold_attempt_release,
             quarantine_refuses_past_its_limits,
             bad_input_changes_nothing,
+            erasure_erases_the_person_and_keeps_the_log,
+            a_bad_erasure_plan_changes_nothing,
         );
     };
     ($backend:expr) => {

@@ -206,6 +206,7 @@
 
 mod contract;
 mod conversations;
+mod erase;
 mod error;
 mod keys;
 mod migrate;
@@ -232,6 +233,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 pub use crate::contract::{Claim, ErasurePlan, ErasureReport, Storage, TicketUpdate};
+pub use crate::erase::CompactReport;
 pub use crate::error::StoreError;
 pub use crate::quarantine::{
     NewQuarantined, QuarantineLimits, QuarantineOp, QuarantineTotals, Quarantined,
@@ -408,6 +410,8 @@ impl Store {
     pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Store, StoreError> {
         refuse_foreign_directory(dir)?;
         std::fs::create_dir_all(dir).map_err(|e| open_error(dir, e))?;
+        // A compaction interrupted in its swap is finished first.
+        erase::finish_swap(dir)?;
         let creating = begin_creation(dir)?;
         // sled starts afresh, silently, over a `db` file it cannot read; a new store never
         // leaves its `db` file without the schema key (the creation marker covers the moment
@@ -538,6 +542,41 @@ impl Store {
         })
         .await?;
         answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Erases a contact's personal data (see [`Storage::erase_contact`] and the `erase`
+    /// module) in the writer thread, in one group: the plan is checked against the log and
+    /// the projections (a refused plan changes nothing), then the log entries holding its
+    /// events, its conversations (every message) and tickets are rewritten and the
+    /// `contact_erased` event appended. Old versions stay in sled's files until
+    /// [`Store::compact`]; [`Store::needs_compaction`] says so meanwhile.
+    pub async fn erase_contact(&self, plan: ErasurePlan) -> Result<ErasureReport, StoreError> {
+        let plan = plan.normalized()?;
+        let record = plan.record();
+        record.validate()?;
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Erase {
+            plan: Box::new(plan),
+            record: Box::new(record),
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Whether an erasure happened since the store was last compacted: its files may still
+    /// hold the erased values (no read returns them) until [`Store::compact`] runs.
+    pub fn needs_compaction(&self) -> Result<bool, StoreError> {
+        Ok(self.inner.db.contains_key(erase::COMPACT_KEY)?)
+    }
+
+    /// Rewrites the (closed) store in `dir` into a fresh sled database holding each key's
+    /// current value once, and swaps it in, so that no old version of a rewritten value (an
+    /// erased one above all) remains in its files. Run it with the server stopped, after an
+    /// erasure: a store that is open elsewhere is [`StoreError::InUse`]. Crash-safe: an
+    /// interrupted compaction leaves the store as it was, or is finished by the next open.
+    pub fn compact(dir: &Path) -> Result<CompactReport, StoreError> {
+        erase::compact(dir)
     }
 
     /// Reserves an idempotency key (see [`Storage::claim_idempotency_key`]). One process owns
@@ -912,6 +951,10 @@ impl Storage for Store {
 
     async fn update_ticket(&self, update: TicketUpdate) -> Result<Ticket, StoreError> {
         Store::update_ticket(self, update).await
+    }
+
+    async fn erase_contact(&self, plan: ErasurePlan) -> Result<ErasureReport, StoreError> {
+        Store::erase_contact(self, plan).await
     }
 
     async fn claim_idempotency_key(

@@ -259,6 +259,38 @@ pub(crate) fn encode_request(
     Ok(out)
 }
 
+/// The log entry at `key` with the events at `erase` erased
+/// ([`switchboard_core::Event::erase_personal`]) and its raw body dropped: the entry's new
+/// bytes and all its events as they now read. The other events stay as they were (an event
+/// whose payload did not decode stays a stand-in). A schema-2 entry is rewritten as a request
+/// record of its one event.
+pub(crate) fn erase_entry(
+    key: &[u8],
+    bytes: &[u8],
+    erase: &std::collections::BTreeSet<u64>,
+) -> Result<(Vec<u8>, Vec<Event>), StoreError> {
+    let mut events = decode_entry(key, bytes)?;
+    let Some(first) = events.first() else {
+        return Err(StoreError::corrupt(key, "a log entry without events"));
+    };
+    let mut request =
+        AppendRequest::new(first.connection.clone(), first.vendor.clone(), Vec::new());
+    request.received_at = first.received_at;
+    request.request_id = first.request_id.clone();
+    for event in &mut events {
+        if erase.contains(&event.sequence.0) {
+            event.erase_personal();
+        }
+        event.raw = None;
+    }
+    let ids: Vec<(&str, &IncomingEvent)> = events
+        .iter()
+        .map(|event| (event.id.as_str(), &event.incoming))
+        .collect();
+    let record = encode_request(&request, &ids)?;
+    Ok((record, events))
+}
+
 /// The most levels of JSON nesting the store accepts in a vendor value (an event's `data`, a
 /// message's `data`). Stored records wrap such a value in at most eight more levels, far
 /// below the 128 that serde_json reads back, so whatever is stored always decodes.

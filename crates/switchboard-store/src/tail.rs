@@ -81,6 +81,37 @@ impl TailCache {
         }
     }
 
+    /// Replaces the held copies of `events` (same sequences) with them: an erasure rewrote
+    /// them in the log.
+    pub(crate) fn replace(&self, events: &[Event]) {
+        if events.is_empty() {
+            return;
+        }
+        let mut held = self.events.write().unwrap_or_else(PoisonError::into_inner);
+        let Some(first) = held.events.front().map(|e| e.sequence.0) else {
+            return;
+        };
+        for event in events {
+            let Some(index) = event
+                .sequence
+                .0
+                .checked_sub(first)
+                .and_then(|i| usize::try_from(i).ok())
+            else {
+                continue;
+            };
+            let Some(slot) = held.events.get_mut(index) else {
+                continue;
+            };
+            if slot.sequence != event.sequence {
+                continue;
+            }
+            let (old, new) = (approx_size(slot), approx_size(event));
+            *slot = event.clone();
+            held.bytes = held.bytes - old + new;
+        }
+    }
+
     /// The events `after + 1 ..= min(after + limit, head)` if the cache holds all of them.
     #[cfg(test)]
     pub(crate) fn read(&self, after: Sequence, limit: usize, head: Sequence) -> Option<Vec<Event>> {

@@ -24,6 +24,13 @@ pub(crate) enum Command {
         request: Option<Box<AppendRequest>>,
         reply: oneshot::Sender<Result<Ticket, StoreError>>,
     },
+    /// Erase a contact's personal data (a normalized plan) and append `record`, its
+    /// `contact_erased` event: one serialized step.
+    Erase {
+        plan: Box<crate::ErasurePlan>,
+        record: Box<AppendRequest>,
+        reply: oneshot::Sender<Result<crate::ErasureReport, StoreError>>,
+    },
 }
 
 /// A request's log entry, encoded (and compressed) before it reaches the writer, so that this
@@ -59,6 +66,7 @@ pub(crate) enum Outcome {
     Append(AppendReceipt),
     Done,
     Ticket(Box<Result<Ticket, StoreError>>),
+    Erased(Box<Result<crate::ErasureReport, StoreError>>),
 }
 
 impl Command {
@@ -68,6 +76,7 @@ impl Command {
             Command::Append { reply, .. } => drop(reply.send(Err(error()))),
             Command::SyncError { reply, .. } => drop(reply.send(Err(error()))),
             Command::UpdateTicket { reply, .. } => drop(reply.send(Err(error()))),
+            Command::Erase { reply, .. } => drop(reply.send(Err(error()))),
         }
     }
 
@@ -76,6 +85,7 @@ impl Command {
         match self {
             Command::Append { request, .. } => Some(request),
             Command::UpdateTicket { request, .. } => request.as_deref(),
+            Command::Erase { record, .. } => Some(record),
             Command::SyncError { .. } => None,
         }
     }
@@ -90,6 +100,7 @@ impl Command {
             (Command::UpdateTicket { reply, .. }, Outcome::Ticket(result)) => {
                 drop(reply.send(*result))
             }
+            (Command::Erase { reply, .. }, Outcome::Erased(result)) => drop(reply.send(*result)),
             (command, _) => command.fail(|| StoreError::Commit("mismatched outcome".into())),
         }
     }

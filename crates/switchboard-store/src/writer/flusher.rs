@@ -65,6 +65,10 @@ impl Flusher {
         if self.tail.capacity() > 0 {
             self.tail
                 .push(groups.iter().flat_map(Staged::new_events).collect());
+            // Erased events replace the copies held, before anyone is told of the erasure.
+            for group in &groups {
+                self.tail.replace(&group.rewritten);
+            }
         }
         if new_head != self.head {
             self.head = new_head;

@@ -9,6 +9,7 @@
 
 mod command;
 mod durable;
+mod erase;
 mod flusher;
 mod pending;
 #[cfg(test)]
@@ -54,6 +55,8 @@ pub(crate) struct Staged {
     head: u64,
     /// Events this group appended.
     appended: u64,
+    /// The events of log entries this group rewrote (erasures), as they now read.
+    rewritten: Vec<Event>,
     started: Instant,
 }
 
@@ -86,6 +89,7 @@ struct Prepared {
     head: u64,
     receipts: Vec<Outcome>,
     appended: Vec<AppendedEvent>,
+    rewritten: Vec<Event>,
 }
 
 /// The first stage of the writer: owns every write to the tree. It prepares a group (dedup,
@@ -161,6 +165,7 @@ impl Writer {
             head: new_head,
             receipts,
             appended: events,
+            rewritten,
         } = match self.prepare(&mut commands) {
             Ok(prepared) => prepared,
             Err(e) => {
@@ -191,6 +196,7 @@ impl Writer {
             events,
             head: new_head,
             appended,
+            rewritten,
             started,
         })
     }
@@ -198,6 +204,7 @@ impl Writer {
     fn prepare(&self, commands: &mut [Command]) -> Result<Prepared, StoreError> {
         let mut pending = Pending::new(&self.db, self.head, self.options.quarantine);
         let mut receipts = Vec::with_capacity(commands.len());
+        let mut rewritten = Vec::new();
         for (i, command) in commands.iter_mut().enumerate() {
             match command {
                 Command::Append {
@@ -225,6 +232,14 @@ impl Writer {
                     }
                     Err(refused) => receipts.push(Outcome::Ticket(Box::new(Err(refused)))),
                 },
+                Command::Erase { plan, record, .. } => match pending.check_erasure(plan)? {
+                    Ok(checked) => {
+                        let (report, events) = pending.erase(i, plan, checked, record)?;
+                        rewritten.extend(events);
+                        receipts.push(Outcome::Erased(Box::new(Ok(report))));
+                    }
+                    Err(refused) => receipts.push(Outcome::Erased(Box::new(Err(refused)))),
+                },
             }
         }
         let appended = std::mem::take(&mut pending.appended);
@@ -234,6 +249,7 @@ impl Writer {
             head,
             receipts,
             appended,
+            rewritten,
         })
     }
 }

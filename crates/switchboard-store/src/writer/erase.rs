@@ -1,0 +1,175 @@
+//! An erasure as a command of a group: checked against the tree and the group's overlay
+//! first (a refused plan writes nothing and fails only its own command), then the log
+//! entries, conversations (header and every message) and tickets rewritten in the group's
+//! batch, with the `contact_erased` event appended to it.
+
+use std::collections::BTreeSet;
+
+use super::*;
+use crate::record::erase_entry;
+use crate::{ErasurePlan, ErasureReport};
+use pending::Touched;
+
+/// What an erasure changes, read and checked before anything is changed.
+pub(super) struct Checked {
+    /// Each log entry holding a planned event: its key, its new bytes and its events as they
+    /// now read.
+    entries: Vec<(Vec<u8>, Vec<u8>, Vec<Event>)>,
+}
+
+impl Pending<'_> {
+    /// Reads and checks what `plan` (normalized) erases; the inner error refuses the plan.
+    pub(super) fn check_erasure(
+        &self,
+        plan: &ErasurePlan,
+    ) -> Result<Result<Checked, StoreError>, StoreError> {
+        let planned: BTreeSet<u64> = plan.events.iter().map(|s| s.0).collect();
+        if let Some(last) = planned.last()
+            && *last > self.start_head
+        {
+            return Ok(Err(StoreError::NotFound(format!(
+                "event {last} is not in the log (its head is {}); nothing was erased",
+                self.start_head
+            ))));
+        }
+        let mut entries = Vec::new();
+        let mut remaining = planned.iter().copied().peekable();
+        while let Some(&wanted) = remaining.peek() {
+            let Some(entry) = self
+                .tree
+                .range(keys::log_key(0)..=keys::log_key(wanted))
+                .next_back()
+            else {
+                return Ok(Err(StoreError::NotFound(format!(
+                    "event {wanted} is not in the log; nothing was erased"
+                ))));
+            };
+            let (key, value) = entry?;
+            // A damaged entry refuses the plan, not the group.
+            let (bytes, events) = match erase_entry(&key, &value, &planned) {
+                Ok(erased) => erased,
+                Err(error) => return Ok(Err(error)),
+            };
+            let held: BTreeSet<u64> = events.iter().map(|e| e.sequence.0).collect();
+            if !held.contains(&wanted) {
+                return Ok(Err(StoreError::NotFound(format!(
+                    "event {wanted} is not in the log; nothing was erased"
+                ))));
+            }
+            for event in &events {
+                if planned.contains(&event.sequence.0)
+                    && let Err(refused) = plan.check_event(event)
+                {
+                    return Ok(Err(refused));
+                }
+            }
+            while remaining.next_if(|s| held.contains(s)).is_some() {}
+            entries.push((key.to_vec(), bytes, events));
+        }
+        for id in &plan.conversations {
+            let key = keys::conversation_key(id);
+            if !self.conversations.contains_key(&key) && !self.tree.contains_key(&key)? {
+                return Ok(Err(StoreError::NotFound(format!(
+                    "conversation {id} is not in the store; nothing was erased"
+                ))));
+            }
+        }
+        for id in &plan.tickets {
+            let key = keys::ticket_key(&id.connection, &id.external_id);
+            if !self.tickets.contains_key(&key) && !self.tree.contains_key(&key)? {
+                return Ok(Err(StoreError::NotFound(format!(
+                    "ticket {id} is not in the store; nothing was erased"
+                ))));
+            }
+        }
+        Ok(Ok(Checked { entries }))
+    }
+
+    /// Erases what `checked` found for `plan` in the group's overlay and batch, and appends
+    /// the `contact_erased` event `record` (command `command` of the group). Returns the
+    /// events of every rewritten log entry, as they now read (for the tail cache).
+    pub(super) fn erase(
+        &mut self,
+        command: usize,
+        plan: &ErasurePlan,
+        checked: Checked,
+        record: &AppendRequest,
+    ) -> Result<(ErasureReport, Vec<Event>), StoreError> {
+        let mut rewritten = Vec::new();
+        for (key, bytes, events) in checked.entries {
+            self.writes.insert(key, bytes);
+            rewritten.extend(events);
+        }
+        for id in &plan.conversations {
+            let touched = match self.conversations.entry(keys::conversation_key(id)) {
+                Entry::Occupied(entry) => entry.into_mut(),
+                Entry::Vacant(entry) => {
+                    let original = conversations::load_header(self.tree, id)?;
+                    let Some(current) = original.clone() else {
+                        return Err(StoreError::Commit(format!(
+                            "conversation {id} vanished during its erasure"
+                        )));
+                    };
+                    entry.insert(Touched {
+                        original,
+                        current,
+                        stored_messages: BTreeMap::new(),
+                    })
+                }
+            };
+            // Every message is erased, so every one is read (those this group wrote are in
+            // the overlay already).
+            for entry in self.tree.scan_prefix(keys::message_prefix(id)) {
+                let (key, value) = entry?;
+                let stored: Lww<Message> = match crate::record::decode(&key, &value) {
+                    Ok(stored) => stored,
+                    Err(error) => {
+                        // An unreadable message cannot be erased field by field: dropped.
+                        crate::unreadable_record(&key, &error);
+                        self.writes.remove(key);
+                        continue;
+                    }
+                };
+                if touched.stored_messages.contains_key(&stored.value.key) {
+                    continue;
+                }
+                touched
+                    .current
+                    .messages
+                    .insert(stored.value.key.clone(), stored.clone());
+                touched
+                    .stored_messages
+                    .insert(stored.value.key.clone(), Some(stored));
+            }
+            touched.current.erase_personal();
+        }
+        for id in &plan.tickets {
+            let key = keys::ticket_key(&id.connection, &id.external_id);
+            let stored = match self.tickets.get(&key) {
+                Some(stored) => Some(stored.clone()),
+                None => load::<StoredTicket>(self.tree, &key)?,
+            };
+            let Some(mut stored) = stored else {
+                return Err(StoreError::Commit(format!(
+                    "ticket {id} vanished during its erasure"
+                )));
+            };
+            stored.ticket.erase_personal();
+            self.tickets.insert(key, stored);
+        }
+        self.writes.insert(crate::erase::COMPACT_KEY, &[][..]);
+        let receipt = self.append(command, record, None)?;
+        let sequence = receipt.appended.first().copied().ok_or_else(|| {
+            StoreError::Commit("the contact_erased event was not appended".into())
+        })?;
+        Ok((
+            ErasureReport {
+                conversations: plan.conversations.len() as u64,
+                tickets: plan.tickets.len() as u64,
+                events: plan.events.len() as u64,
+                sequence,
+            },
+            rewritten,
+        ))
+    }
+}
