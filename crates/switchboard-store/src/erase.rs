@@ -241,11 +241,19 @@ pub(crate) fn compact(dir: &Path) -> Result<CompactReport, StoreError> {
     // A compaction that stopped before its swap marker left a partial copy: start again.
     remove(&new_dir)?;
     let keys = {
-        let old = sled::Config::new()
-            .path(dir)
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| crate::sled_open_error(dir, e))?;
+        let config = sled::Config::new().path(dir).flush_every_ms(None);
+        // A store closed a moment ago in this process may hold sled's lock briefly.
+        let wait_until = std::time::Instant::now() + crate::LOCK_WAIT;
+        let old = loop {
+            match config.open() {
+                Err(sled::Error::Io(e))
+                    if crate::is_lock_busy(&e) && std::time::Instant::now() < wait_until =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other.map_err(|e| crate::sled_open_error(dir, e))?,
+            }
+        };
         match old.get(crate::keys::SCHEMA_VERSION_KEY)? {
             Some(version)
                 if version.as_ref() == crate::keys::SCHEMA_VERSION.to_string().as_bytes() => {}
