@@ -430,6 +430,20 @@ impl Fields {
 impl Inner {
     fn apply(&self, batch: IndexBatch) -> Result<(), IndexError> {
         let fields = &self.fields;
+        // One batch at a time: the position checked is the position committed on.
+        let mut guard = self.writer.lock().map_err(|_| {
+            IndexError::Unavailable("the index writer failed earlier in another task".into())
+        })?;
+        let writer = guard
+            .as_mut()
+            .ok_or_else(|| IndexError::Unavailable("the index writer is being replaced".into()))?;
+        let position = self.position.load(Ordering::SeqCst);
+        if batch.position.0 <= position {
+            return Err(IndexError::Unavailable(format!(
+                "the index is at {position} already, not before this batch's {}: another finder wrote it",
+                batch.position
+            )));
+        }
         // Build every document first: a batch that cannot be encoded changes nothing.
         let mut operations: Vec<(Term, Option<TantivyDocument>)> = Vec::new();
         for conversation in &batch.conversations {
@@ -457,7 +471,6 @@ impl Inner {
                 contact.as_deref().map(|c| fields.identity(key, c)),
             ));
         }
-        let position = self.position.load(Ordering::SeqCst);
         let mut events = Vec::with_capacity(batch.events.len());
         for event in &batch.events {
             // The index holds no event after its position, so only an event at or before it
@@ -472,12 +485,6 @@ impl Inner {
         })
         .map_err(unavailable)?;
 
-        let mut guard = self.writer.lock().map_err(|_| {
-            IndexError::Unavailable("the index writer failed earlier in another task".into())
-        })?;
-        let writer = guard
-            .as_mut()
-            .ok_or_else(|| IndexError::Unavailable("the index writer is being replaced".into()))?;
         let written = (|| -> Result<(), TantivyError> {
             for (key, doc) in operations {
                 writer.delete_term(key);
@@ -650,13 +657,10 @@ impl Inner {
         ids: &[ConversationId],
     ) -> Result<Vec<ConversationDoc>, IndexError> {
         let searcher = self.reader.searcher();
-        let mut seen = HashSet::new();
+        let ids: BTreeSet<&ConversationId> = ids.iter().collect();
         let mut out = Vec::new();
         for id in ids {
             let id = id.to_string();
-            if !seen.insert(id.clone()) {
-                continue;
-            }
             let query =
                 TermQuery::new(self.fields.key(CONVERSATION, &id), IndexRecordOption::Basic);
             let hits = searcher
@@ -714,12 +718,48 @@ impl Inner {
         for term in terms {
             clauses.push(term_query(f.text(f.name, term)));
         }
-        let top = TopByKey {
-            limit: query.limit,
-            id_descending: false,
-            after: query.after.as_ref().map(|id| (0, id.clone())),
-        };
-        self.top_bodies(all_of(clauses).as_ref(), &top)
+        let query_terms: Vec<&String> = query.name_terms.iter().collect();
+        let clauses = all_of(clauses);
+        let searcher = self.reader.searcher();
+        // The index finds contacts with every term in some name; a contact matches when one
+        // name holds them all, which the records tell. Without name terms every hit matches.
+        let mut after = query.after.clone();
+        let mut out = Vec::new();
+        loop {
+            let wanted = query.limit - out.len();
+            let page = if query_terms.is_empty() {
+                wanted
+            } else {
+                wanted.saturating_mul(2).max(64)
+            };
+            let top = TopByKey {
+                limit: page,
+                id_descending: false,
+                after: after.take().map(|id| (0, id)),
+            };
+            let hits = searcher
+                .search(clauses.as_ref(), &top)
+                .map_err(tantivy_error)?;
+            let complete = hits.len() < page;
+            for hit in hits {
+                let contact: ContactRecord = decode(&self.body_at(&searcher, hit.address)?)?;
+                after = Some(hit.id);
+                let named = query_terms.is_empty()
+                    || contact.names.iter().any(|name| {
+                        let terms = normalize::terms(name);
+                        query_terms.iter().all(|term| terms.contains(term))
+                    });
+                if named {
+                    out.push(contact);
+                    if out.len() == query.limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            if complete {
+                return Ok(out);
+            }
+        }
     }
 
     fn contact_tickets(

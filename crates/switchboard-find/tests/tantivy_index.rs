@@ -832,3 +832,13 @@ async fn pages_over_fifty_thousand_conversations_follow_the_sort_in_memory() {
         "a first page took {each:?}"
     );
 }
+
+#[tokio::test]
+async fn the_shared_suite() {
+    switchboard_find::suite::run_all(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let index = TantivyIndex::open(dir.path()).unwrap();
+        (index, dir)
+    })
+    .await;
+}
