@@ -1,1 +1,886 @@
-//! (being written)
+//! The [`Finder`]: tails the log into a [`FindIndex`], and answers from it.
+//!
+//! It reads the events after the index's position in batches, links visitors into contacts
+//! ([`step`], rules in the crate README), and applies one [`crate::IndexBatch`] per batch to
+//! the index, atomically with the new position. With a backend shared by replicas, only the
+//! replica holding the `find` lease writes; every replica reads.
+
+pub mod step;
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use switchboard_core::{
+    ConnectionId, ContactChange, Conversation, ConversationId, EventKind, EventPayload,
+    IncomingEvent, SYSTEM_VENDOR, Sequence, Ticket, Timestamp,
+};
+use switchboard_store::paging::{
+    CONVERSATION_TOKEN, conversation_filters_hash, decode_token, encode_token, fnv1a,
+};
+use switchboard_store::{
+    AppendRequest, ConversationPage, ConversationQuery, DEFAULT_PAGE_SIZE, ErasurePlan,
+    ErasureReport, MAX_PAGE_SIZE, Storage, StoreError,
+};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::index::{ContactQuery, ContactRecord, FindIndex, FindQuery, IndexError};
+use crate::normalize;
+
+use self::step::{MAX_CONTACT_TICKETS, Step, visitor_key};
+
+/// The kind byte of a contact page token (conversation and ticket tokens are 1 and 2).
+pub const CONTACT_TOKEN: u8 = 3;
+/// The name of the lease the writing finder holds on a shared backend.
+pub const LEASE: &str = "find";
+/// How long a merge or split waits for the index to apply its event.
+const COMMAND_WAIT: Duration = Duration::from_secs(5);
+/// How long an erasure waits for the index to reach the head and to apply its event.
+const ERASE_WAIT: Duration = Duration::from_secs(30);
+/// About how many bytes of events one batch reads at most.
+const BATCH_BYTES: usize = 32 * 1024 * 1024;
+/// The most conversations an erasure plans (a contact with more is refused).
+const MAX_ERASE_CONVERSATIONS: usize = 1_000_000;
+
+/// How a [`Finder`] runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FinderOptions {
+    /// About how many events one batch reads and applies (at least 1).
+    pub batch_events: usize,
+    /// This replica's name for the `find` lease.
+    pub holder: String,
+    /// How long the lease lasts unless renewed (each batch renews it).
+    pub lease_ttl: Duration,
+    /// How often to check the head (and the index's position) when no change is notified.
+    pub idle_poll: Duration,
+}
+
+impl Default for FinderOptions {
+    fn default() -> Self {
+        FinderOptions {
+            batch_events: 2000,
+            holder: format!("finder-{}", std::process::id()),
+            lease_ttl: Duration::from_secs(10),
+            idle_poll: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why the finder refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FindError {
+    /// No such contact.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is malformed (an e-mail that is not one, an identity the contact lacks).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The request does not apply to the contact as it is (merged, erased).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The finder or its index cannot answer now; retry.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The store failed or refused.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<IndexError> for FindError {
+    fn from(error: IndexError) -> Self {
+        match error {
+            IndexError::Unavailable(_) => FindError::Unavailable(error.to_string()),
+            IndexError::Corrupt(_) => FindError::Unavailable(format!(
+                "{error}; stop the server and delete the index to rebuild it from the log"
+            )),
+        }
+    }
+}
+
+impl From<FindError> for switchboard_core::Error {
+    fn from(error: FindError) -> Self {
+        match error {
+            FindError::NotFound(m) => switchboard_core::Error::not_found(m),
+            FindError::InvalidArgument(m) => switchboard_core::Error::invalid(m),
+            FindError::FailedPrecondition(m) => switchboard_core::Error::failed_precondition(m),
+            FindError::Unavailable(m) => switchboard_core::Error::unavailable(m),
+            FindError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// An answer and how far the index had read the log when it was given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found<T> {
+    /// The answer.
+    pub value: T,
+    /// The last log sequence the index had applied (at least).
+    pub indexed_through: Sequence,
+}
+
+/// Which contacts to list. The filters all hold together.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContactListQuery {
+    /// With this e-mail.
+    pub email: Option<String>,
+    /// With this phone, in international form (`+...` or `00...`).
+    pub phone: Option<String>,
+    /// With this vendor visitor id on this connection.
+    pub visitor: Option<(ConnectionId, String)>,
+    /// Seen with a name holding every word of this.
+    pub name: Option<String>,
+    /// Contacts per page: 0 means 50, more than 1000 means 1000.
+    pub page_size: usize,
+    /// The `next_page_token` of the previous page.
+    pub page_token: Option<String>,
+}
+
+/// One page of contacts, by id.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContactPage {
+    /// The contacts (never one merged into another).
+    pub contacts: Vec<ContactRecord>,
+    /// Pass it as `page_token` (with the same filters) for the next page; `None` on the last.
+    pub next_page_token: Option<String>,
+}
+
+/// A contact with its conversations and tickets, newest first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContactView {
+    /// The contact.
+    pub contact: ContactRecord,
+    /// Its conversations, newest first (the list order).
+    pub conversations: Vec<Conversation>,
+    /// Its tickets, most recently changed first.
+    pub tickets: Vec<Ticket>,
+}
+
+struct Shared {
+    storage: Arc<dyn Storage>,
+    index: Arc<dyn FindIndex>,
+    options: FinderOptions,
+    /// The index's position as this finder last saw it.
+    applied: watch::Sender<Sequence>,
+    /// The last erasure event this finder applied and purged after.
+    purged: watch::Sender<Sequence>,
+}
+
+/// The finder (see the module docs). Dropping it stops its task at once, as a crash would;
+/// [`Finder::shutdown`] lets the batch in flight finish.
+pub struct Finder {
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+    commands: tokio::sync::Mutex<()>,
+}
+
+impl fmt::Debug for Finder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Finder")
+            .field("index", &self.shared.index.backend())
+            .field("storage", &self.shared.storage.backend())
+            .field("options", &self.shared.options)
+            .field("applied", &*self.shared.applied.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Finder {
+    fn drop(&mut self) {
+        if let Ok(mut task) = self.task.lock()
+            && let Some(task) = task.take()
+        {
+            task.abort();
+        }
+    }
+}
+
+enum Progress {
+    Applied,
+    Idle,
+    NotHolder,
+}
+
+impl Finder {
+    /// Spawns the task that tails the log on the current tokio runtime.
+    pub fn start(
+        storage: Arc<dyn Storage>,
+        index: Arc<dyn FindIndex>,
+        options: FinderOptions,
+    ) -> Arc<Finder> {
+        let options = FinderOptions {
+            batch_events: options.batch_events.max(1),
+            ..options
+        };
+        let shared = Arc::new(Shared {
+            storage,
+            index,
+            options,
+            applied: watch::channel(Sequence::ZERO).0,
+            purged: watch::channel(Sequence::ZERO).0,
+        });
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run(shared.clone(), stopped));
+        Arc::new(Finder {
+            shared,
+            stop,
+            task: Mutex::new(Some(task)),
+            commands: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Stops the task (waits for the batch in flight) and gives up the lease.
+    pub async fn shutdown(&self) {
+        self.stop.send_replace(true);
+        let task = self.task.lock().ok().and_then(|mut t| t.take());
+        if let Some(task) = task
+            && let Err(error) = task.await
+            && error.is_panic()
+        {
+            warn!(%error, "the finder's task panicked");
+        }
+    }
+
+    /// The last sequence the index applied.
+    pub async fn position(&self) -> Result<Sequence, FindError> {
+        let position = self.shared.index.position().await?;
+        self.shared.applied.send_if_modified(|seen| {
+            let newer = position > *seen;
+            if newer {
+                *seen = position;
+            }
+            newer
+        });
+        Ok(position)
+    }
+
+    /// Waits until the index has applied `sequence` (true) or `within` passed (false).
+    pub async fn caught_up(&self, sequence: Sequence, within: Duration) -> Result<bool, FindError> {
+        if self.position().await? >= sequence {
+            return Ok(true);
+        }
+        let mut applied = self.shared.applied.subscribe();
+        let deadline = tokio::time::Instant::now() + within;
+        let poll = self.shared.options.idle_poll.max(Duration::from_millis(10));
+        loop {
+            if *applied.borrow_and_update() >= sequence {
+                return Ok(true);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(self.position().await? >= sequence);
+            }
+            // Another replica may be the writer: look at the index itself now and then.
+            let wake = (now + poll).min(deadline);
+            tokio::select! {
+                _ = applied.changed() => {}
+                _ = tokio::time::sleep_until(wake) => {
+                    if self.position().await? >= sequence {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A page of conversations by the query's store filters and its `find` filters, newest
+    /// first (sort key = `started_at`, else `updated_at`, descending; then id descending),
+    /// with the stores' page-token rules. Each conversation is read from the store.
+    pub async fn list_conversations(
+        &self,
+        query: &ConversationQuery,
+    ) -> Result<Found<ConversationPage>, FindError> {
+        let page_size = page_size(query.page_size);
+        let filters = conversation_filters_hash(query);
+        let after = decode_token(query.page_token.as_deref(), CONVERSATION_TOKEN, filters)?
+            .map(|position| decode_position(&position))
+            .transpose()?;
+        let find = &query.find;
+        let mut emails = Vec::new();
+        for email in &find.emails {
+            emails.push(normalize::email(email).ok_or_else(|| {
+                FindError::InvalidArgument(format!(
+                    "{email:?} is not an e-mail address; filter by one like name@example.com"
+                ))
+            })?);
+        }
+        let mut phones = Vec::new();
+        for phone in &find.phones {
+            phones.push(normalize::phone(phone).ok_or_else(|| {
+                FindError::InvalidArgument(format!(
+                    "{phone:?} is not a phone number; give at least five digits, best in international form (+14155550123)"
+                ))
+            })?);
+        }
+        let terms = match find.text.as_deref().map(str::trim) {
+            Some(text) if !text.is_empty() => {
+                let terms = normalize::query_terms(text);
+                if terms.is_empty() {
+                    return Err(FindError::InvalidArgument(format!(
+                        "the text {text:?} has no word to search for (letters or digits)"
+                    )));
+                }
+                terms
+            }
+            _ => Vec::new(),
+        };
+        let mut contacts = Vec::new();
+        for contact in &find.contacts {
+            contacts.push(contact.clone());
+            if let Some(live) = self.live_contact(contact).await?
+                && live.id != *contact
+            {
+                contacts.push(live.id);
+            }
+        }
+        let indexed_through = self.position().await?;
+        let found = self
+            .shared
+            .index
+            .find_conversations(&FindQuery {
+                connections: query.connections.clone(),
+                vendors: query.vendors.clone(),
+                statuses: query.statuses.clone(),
+                started_from: query.started_from,
+                started_to: query.started_to,
+                updated_from: query.updated_from,
+                updated_to: query.updated_to,
+                emails,
+                phones,
+                visitor_ids: find.visitor_ids.clone(),
+                agent_ids: find.agent_ids.clone(),
+                tags: find.tags.clone(),
+                contacts,
+                terms,
+                limit: page_size + 1,
+                after,
+            })
+            .await?;
+        let more = found.len() > page_size;
+        let found = &found[..found.len().min(page_size)];
+        let conversations = self.conversations(found).await?;
+        let next_page_token = if more {
+            found.last().map(|(at, id)| {
+                encode_token(CONVERSATION_TOKEN, filters, &encode_position(*at, id))
+            })
+        } else {
+            None
+        };
+        Ok(Found {
+            value: ConversationPage {
+                conversations,
+                next_page_token,
+            },
+            indexed_through,
+        })
+    }
+
+    /// A page of contacts by id (merged ones left out: they are part of another).
+    pub async fn list_contacts(
+        &self,
+        query: &ContactListQuery,
+    ) -> Result<Found<ContactPage>, FindError> {
+        let page_size = page_size(query.page_size);
+        let mut identities = Vec::new();
+        if let Some(email) = &query.email {
+            let normalized = normalize::email(email).ok_or_else(|| {
+                FindError::InvalidArgument(format!(
+                    "{email:?} is not an e-mail address; give one like name@example.com"
+                ))
+            })?;
+            identities.push(format!("email:{normalized}"));
+        }
+        if let Some(phone) = &query.phone {
+            let normalized = normalize::phone_e164(phone).ok_or_else(|| {
+                FindError::InvalidArgument(format!(
+                    "{phone:?} is not a phone number in international form; contacts are linked by numbers like +14155550123"
+                ))
+            })?;
+            identities.push(format!("phone:{normalized}"));
+        }
+        if let Some((connection, id)) = &query.visitor {
+            if id.trim().is_empty() {
+                return Err(FindError::InvalidArgument(
+                    "the visitor id is empty; give the vendor's visitor id".into(),
+                ));
+            }
+            identities.push(visitor_key(connection, id.trim()));
+        }
+        let name_terms = match query.name.as_deref().map(str::trim) {
+            Some(name) if !name.is_empty() => {
+                let terms = normalize::query_terms(name);
+                if terms.is_empty() {
+                    return Err(FindError::InvalidArgument(format!(
+                        "the name {name:?} has no word to search for (letters or digits)"
+                    )));
+                }
+                terms
+            }
+            _ => Vec::new(),
+        };
+        let filters = fnv1a(
+            json!(["contacts", identities, name_terms,])
+                .to_string()
+                .as_bytes(),
+        );
+        let after = decode_token(query.page_token.as_deref(), CONTACT_TOKEN, filters)?
+            .map(|bytes| String::from_utf8(bytes).map_err(|_| StoreError::BadPageToken))
+            .transpose()?;
+        let indexed_through = self.position().await?;
+        let mut contacts = Vec::new();
+        let mut cursor = after;
+        loop {
+            let chunk = self
+                .shared
+                .index
+                .list_contacts(&ContactQuery {
+                    identity: identities.first().cloned(),
+                    name_terms: name_terms.clone(),
+                    limit: page_size + 1,
+                    after: cursor.clone(),
+                })
+                .await?;
+            let exhausted = chunk.len() <= page_size;
+            cursor = chunk.last().map(|c| c.id.clone()).or(cursor);
+            contacts.extend(chunk.into_iter().filter(|c| {
+                c.merged_into.is_none() && identities.iter().all(|k| c.identities.contains(k))
+            }));
+            if exhausted || contacts.len() > page_size {
+                break;
+            }
+        }
+        let next_page_token = if contacts.len() > page_size {
+            contacts.truncate(page_size);
+            contacts
+                .last()
+                .map(|c| encode_token(CONTACT_TOKEN, filters, c.id.as_bytes()))
+        } else {
+            None
+        };
+        Ok(Found {
+            value: ContactPage {
+                contacts,
+                next_page_token,
+            },
+            indexed_through,
+        })
+    }
+
+    /// A contact (following `merged_into` to the contact it is now part of), with its
+    /// conversations and tickets, newest first, at most `limit` of each (0: 50; at most 1000).
+    pub async fn get_contact(
+        &self,
+        id: &str,
+        limit: usize,
+    ) -> Result<Found<ContactView>, FindError> {
+        let indexed_through = self.position().await?;
+        let Some(contact) = self.live_contact(id).await? else {
+            return Err(FindError::NotFound(format!("no contact {id}")));
+        };
+        let limit = page_size(limit);
+        let found = self
+            .shared
+            .index
+            .find_conversations(&FindQuery {
+                contacts: vec![contact.id.clone()],
+                limit,
+                ..FindQuery::default()
+            })
+            .await?;
+        let conversations = self.conversations(&found).await?;
+        let mut tickets = Vec::new();
+        for doc in self
+            .shared
+            .index
+            .contact_tickets(std::slice::from_ref(&contact.id), limit)
+            .await?
+        {
+            if let Some(ticket) = self.shared.storage.get_ticket(&doc.id).await? {
+                tickets.push(ticket);
+            }
+        }
+        Ok(Found {
+            value: ContactView {
+                contact,
+                conversations,
+                tickets,
+            },
+            indexed_through,
+        })
+    }
+
+    /// Appends a `contact_merged` event (`from` becomes part of `into`) and waits (a few
+    /// seconds at most) for the index to apply it; returns `into` as it is then.
+    pub async fn merge_contacts(&self, into: &str, from: &str) -> Result<ContactView, FindError> {
+        let _one_at_a_time = self.commands.lock().await;
+        if into == from {
+            return Err(FindError::InvalidArgument(format!(
+                "cannot merge contact {into} with itself; name two contacts"
+            )));
+        }
+        self.wait_for_head(COMMAND_WAIT).await?;
+        self.usable_contact(into).await?;
+        self.usable_contact(from).await?;
+        let sequence = self
+            .append_change(
+                EventKind::ContactMerged,
+                ContactChange::Merged {
+                    into: into.to_string(),
+                    from: from.to_string(),
+                },
+            )
+            .await?;
+        self.wait_applied(sequence, "merge").await?;
+        Ok(self.get_contact(into, 0).await?.value)
+    }
+
+    /// Appends a `contact_split` event (the listed identities of `contact` leave it for a new
+    /// contact, whose id is chosen here and carried by the event) and waits for the index to
+    /// apply it; returns the contact split and the new contact.
+    pub async fn split_contact(
+        &self,
+        contact: &str,
+        identities: &[String],
+    ) -> Result<(ContactView, ContactView), FindError> {
+        let _one_at_a_time = self.commands.lock().await;
+        self.wait_for_head(COMMAND_WAIT).await?;
+        let record = self.usable_contact(contact).await?;
+        let mut leaving: Vec<String> = Vec::new();
+        for key in identities {
+            let key = key.trim();
+            if !record.identities.contains(key) {
+                return Err(FindError::InvalidArgument(format!(
+                    "contact {contact} has no identity {key:?}; its identities are {}",
+                    record
+                        .identities
+                        .iter()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            if !leaving.iter().any(|k| k == key) {
+                leaving.push(key.to_string());
+            }
+        }
+        if leaving.is_empty() {
+            return Err(FindError::InvalidArgument(
+                "name at least one identity to split off (email:..., phone:..., visitor:<connection>/<id>)".into(),
+            ));
+        }
+        if leaving.len() == record.identities.len() {
+            return Err(FindError::InvalidArgument(format!(
+                "splitting every identity off contact {contact} would leave it empty; name only those of the other person"
+            )));
+        }
+        let new_contact = new_contact_id(self.shared.storage.head());
+        let sequence = self
+            .append_change(
+                EventKind::ContactSplit,
+                ContactChange::Split {
+                    contact: contact.to_string(),
+                    new_contact: new_contact.clone(),
+                    identities: leaving,
+                },
+            )
+            .await?;
+        self.wait_applied(sequence, "split").await?;
+        let split = self.get_contact(contact, 0).await?.value;
+        let created = self.get_contact(&new_contact, 0).await.map_err(|e| match e {
+            FindError::NotFound(_) => FindError::FailedPrecondition(format!(
+                "the split of {contact} (sequence {sequence}) did not apply: the contact changed meanwhile; look at it again"
+            )),
+            other => other,
+        })?;
+        Ok((split, created.value))
+    }
+
+    /// Erases a contact's personal data: waits for the index to reach the head, plans (its
+    /// conversations, tickets and the events about them), has the store erase them and record
+    /// a `contact_erased` event, waits for the index to apply it, and purges the index.
+    pub async fn erase_contact(&self, id: &str) -> Result<ErasureReport, FindError> {
+        let _one_at_a_time = self.commands.lock().await;
+        self.wait_for_head(ERASE_WAIT).await?;
+        let contact = self.usable_contact(id).await?;
+        let mut conversations: Vec<ConversationId> = Vec::new();
+        let mut query = FindQuery {
+            contacts: vec![contact.id.clone()],
+            limit: MAX_PAGE_SIZE,
+            ..FindQuery::default()
+        };
+        loop {
+            let page = self.shared.index.find_conversations(&query).await?;
+            let full = page.len() == MAX_PAGE_SIZE;
+            query.after = page.last().cloned();
+            conversations.extend(page.into_iter().map(|(_, id)| id));
+            if conversations.len() > MAX_ERASE_CONVERSATIONS {
+                return Err(FindError::FailedPrecondition(format!(
+                    "contact {id} has more than {MAX_ERASE_CONVERSATIONS} conversations; split it first"
+                )));
+            }
+            if !full {
+                break;
+            }
+        }
+        let tickets: Vec<_> = self
+            .shared
+            .index
+            .contact_tickets(std::slice::from_ref(&contact.id), MAX_CONTACT_TICKETS)
+            .await?
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
+        let events = self
+            .shared
+            .index
+            .events_of(&conversations, &tickets)
+            .await?;
+        let plan = ErasurePlan {
+            contact: contact.id.clone(),
+            conversations,
+            tickets,
+            events,
+            at: Timestamp::now(),
+        };
+        let report = self.shared.storage.erase_contact(plan).await?;
+        info!(
+            contact = %contact.id,
+            conversations = report.conversations,
+            tickets = report.tickets,
+            events = report.events,
+            sequence = report.sequence.0,
+            "contact erased"
+        );
+        if !self.caught_up(report.sequence, ERASE_WAIT).await? {
+            return Err(FindError::Unavailable(format!(
+                "the store erased contact {id} (sequence {}), but the finder's index has not applied it yet; its answers drop the data once it has (retry to see the report)",
+                report.sequence
+            )));
+        }
+        if *self.shared.purged.borrow() < report.sequence {
+            self.shared.index.purge().await?;
+        }
+        Ok(report)
+    }
+
+    async fn live_contact(&self, id: &str) -> Result<Option<ContactRecord>, FindError> {
+        let mut current = id.to_string();
+        for _ in 0..64 {
+            match self.shared.index.contact(&current).await? {
+                Some(record) => match &record.merged_into {
+                    Some(next) => current = next.clone(),
+                    None => return Ok(Some(record)),
+                },
+                None => return Ok(None),
+            }
+        }
+        Err(FindError::Unavailable(format!(
+            "contact {id} is merged in a chain too long to follow; delete the index to rebuild it from the log"
+        )))
+    }
+
+    /// The contact `id` itself, refused when it cannot take part in a change.
+    async fn usable_contact(&self, id: &str) -> Result<ContactRecord, FindError> {
+        let Some(record) = self.shared.index.contact(id).await? else {
+            return Err(FindError::NotFound(format!("no contact {id}")));
+        };
+        if let Some(into) = &record.merged_into {
+            return Err(FindError::FailedPrecondition(format!(
+                "contact {id} was merged into {into}; use {into}"
+            )));
+        }
+        if record.erased_at.is_some() {
+            return Err(FindError::FailedPrecondition(format!(
+                "contact {id} was erased; it cannot change any more"
+            )));
+        }
+        Ok(record)
+    }
+
+    async fn wait_for_head(&self, within: Duration) -> Result<(), FindError> {
+        let head = self.shared.storage.head();
+        if self.caught_up(head, within).await? {
+            Ok(())
+        } else {
+            Err(FindError::Unavailable(format!(
+                "the finder's index is behind the log (at {}, the log at {head}); retry in a moment",
+                self.position().await?
+            )))
+        }
+    }
+
+    async fn wait_applied(&self, sequence: Sequence, what: &str) -> Result<(), FindError> {
+        if self.caught_up(sequence, COMMAND_WAIT).await? {
+            Ok(())
+        } else {
+            Err(FindError::Unavailable(format!(
+                "the {what} is in the log (sequence {sequence}) but the finder's index has not applied it yet; look at the contact again in a moment"
+            )))
+        }
+    }
+
+    async fn append_change(
+        &self,
+        kind: EventKind,
+        change: ContactChange,
+    ) -> Result<Sequence, FindError> {
+        let at = Timestamp::now();
+        let event = IncomingEvent {
+            dedup_key: format!("{}:{}", kind.as_str(), uuid::Uuid::now_v7()),
+            kind,
+            vendor_event: format!("switchboard.{}", kind.as_str()),
+            occurred_at: at,
+            payload: EventPayload::Contact(change),
+        };
+        let mut request = AppendRequest::new(ConnectionId::system(), SYSTEM_VENDOR, vec![event]);
+        request.received_at = at;
+        let receipt = self.shared.storage.append(request).await?;
+        receipt.appended.first().copied().ok_or_else(|| {
+            FindError::Unavailable(
+                "the store appended nothing for the contact change; retry".into(),
+            )
+        })
+    }
+
+    async fn conversations(
+        &self,
+        found: &[(Timestamp, ConversationId)],
+    ) -> Result<Vec<Conversation>, FindError> {
+        let mut out = Vec::with_capacity(found.len());
+        for (_, id) in found {
+            match self.shared.storage.get_conversation(id).await? {
+                Some(conversation) => out.push(conversation),
+                None => debug!(conversation = %id, "indexed but not in the store; left out"),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A new contact's id for a split: `c<the sequence the split is expected to get>-<8 random hex
+/// digits>`. Auto-created contacts are `c<sequence>` without a dash, so the two never collide.
+fn new_contact_id(head: Sequence) -> String {
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("c{}-{}", head.next().0, &random[..8])
+}
+
+fn page_size(requested: usize) -> usize {
+    match requested {
+        0 => DEFAULT_PAGE_SIZE,
+        n => n.min(MAX_PAGE_SIZE),
+    }
+}
+
+/// A position in the list order, as page tokens carry it: the sort key (8 bytes, big endian)
+/// and the id's text.
+fn encode_position(at: Timestamp, id: &ConversationId) -> Vec<u8> {
+    let mut bytes = at.as_millis().to_be_bytes().to_vec();
+    bytes.extend_from_slice(id.to_string().as_bytes());
+    bytes
+}
+
+fn decode_position(bytes: &[u8]) -> Result<(Timestamp, ConversationId), FindError> {
+    let bad = || FindError::Store(StoreError::BadPageToken);
+    if bytes.len() < 9 {
+        return Err(bad());
+    }
+    let (time, id) = bytes.split_at(8);
+    let millis = i64::from_be_bytes(time.try_into().map_err(|_| bad())?);
+    let at = Timestamp::from_millis(millis).ok_or_else(bad)?;
+    let id = std::str::from_utf8(id).map_err(|_| bad())?;
+    let id = ConversationId::parse(id).map_err(|_| bad())?;
+    Ok((at, id))
+}
+
+async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut head = shared.storage.subscribe_head();
+    let mut holding = false;
+    let mut head_open = true;
+    info!(
+        index = shared.index.backend(),
+        holder = %shared.options.holder,
+        "the finder started"
+    );
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let wait = match step_once(&shared, &mut holding).await {
+            Ok(Progress::Applied) => continue,
+            Ok(Progress::Idle) => true,
+            Ok(Progress::NotHolder) => false,
+            Err(error) => {
+                warn!(%error, "the finder's batch failed; retrying");
+                false
+            }
+        };
+        let poll = tokio::time::sleep(shared.options.idle_poll);
+        tokio::select! {
+            _ = poll => {}
+            _ = stop.changed() => {}
+            changed = head.changed(), if wait && head_open => {
+                if changed.is_err() {
+                    head_open = false;
+                }
+            }
+        }
+    }
+    if holding
+        && let Err(error) = shared
+            .storage
+            .release_lease(LEASE, &shared.options.holder)
+            .await
+    {
+        warn!(%error, "the finder could not give up its lease");
+    }
+    info!("the finder stopped");
+}
+
+async fn step_once(shared: &Shared, holding: &mut bool) -> Result<Progress, FindError> {
+    let position = shared.index.position().await?;
+    shared.applied.send_if_modified(|seen| {
+        let changed = *seen != position;
+        *seen = position;
+        changed
+    });
+    if position >= shared.storage.head() {
+        return Ok(Progress::Idle);
+    }
+    let held = shared
+        .storage
+        .acquire_lease(LEASE, &shared.options.holder, shared.options.lease_ttl)
+        .await?;
+    if held != *holding {
+        info!(holder = %shared.options.holder, held, "the finder's lease changed");
+        *holding = held;
+    }
+    if !held {
+        return Ok(Progress::NotHolder);
+    }
+    let events = shared
+        .storage
+        .read_events(position, shared.options.batch_events, BATCH_BYTES)
+        .await?;
+    if events.is_empty() {
+        return Ok(Progress::Idle);
+    }
+    let output = Step::new(shared.index.as_ref(), shared.storage.as_ref())
+        .run(&events)
+        .await?;
+    let to = output.batch.position;
+    debug!(from = position.0, to = to.0, "the finder applies a batch");
+    shared.index.apply(output.batch).await?;
+    shared.applied.send_replace(to);
+    if output.erased {
+        match shared.index.purge().await {
+            Ok(()) => {
+                shared.purged.send_replace(to);
+            }
+            Err(error) => warn!(%error, "the index could not purge after an erasure"),
+        }
+    }
+    Ok(Progress::Applied)
+}

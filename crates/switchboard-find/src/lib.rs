@@ -14,6 +14,9 @@ pub mod normalize;
 pub mod suite;
 pub mod tantivy_index;
 
+pub use crate::engine::{
+    ContactListQuery, ContactPage, ContactView, FindError, Finder, FinderOptions, Found,
+};
 pub use crate::index::{
     ContactQuery, ContactRecord, ConversationDoc, EventRef, FindIndex, FindQuery, IndexBatch,
     IndexError, TicketDoc,
