@@ -13,9 +13,9 @@ use switchboard_core::{
     Agent, ConnectionId, Conversation, ConversationId, Event, Sequence, Ticket, TicketId,
 };
 use switchboard_store::{
-    AppendReceipt, AppendRequest, Claim, ConversationPage, ConversationQuery, QuarantineLimits,
-    QuarantineTotals, Quarantined, Storage, StoreError, SyncState, TicketListPage, TicketListQuery,
-    TicketUpdate,
+    AppendReceipt, AppendRequest, Claim, ConversationPage, ConversationQuery, ErasurePlan,
+    ErasureReport, QuarantineLimits, QuarantineTotals, Quarantined, Storage, StoreError, SyncState,
+    TicketListPage, TicketListQuery, TicketUpdate,
 };
 use switchboard_store_contract::{Backend, cases};
 use tokio::sync::watch;
@@ -41,6 +41,8 @@ enum Fault {
     NoMessagesInConversation,
     TicketStatusFilterIgnored,
     NotFoundAsRefused,
+    ErasureOnlyRecorded,
+    BadErasurePlanAccepted,
 }
 
 struct Faulty {
@@ -268,6 +270,27 @@ impl Storage for Faulty {
         self.inner().quarantine_totals().await
     }
 
+    async fn erase_contact(&self, plan: ErasurePlan) -> Result<ErasureReport, StoreError> {
+        match self.fault {
+            // Records an erasure and erases nothing.
+            Fault::ErasureOnlyRecorded => {
+                let plan = plan.normalized()?;
+                let receipt = self.inner().append(plan.record()).await?;
+                Ok(ErasureReport {
+                    conversations: plan.conversations.len() as u64,
+                    tickets: plan.tickets.len() as u64,
+                    events: plan.events.len() as u64,
+                    sequence: receipt.appended[0],
+                })
+            }
+            Fault::BadErasurePlanAccepted => match self.inner().erase_contact(plan).await {
+                Err(_) => Ok(ErasureReport::default()),
+                erased => erased,
+            },
+            _ => self.inner().erase_contact(plan).await,
+        }
+    }
+
     fn failure(&self) -> Option<String> {
         self.inner().failure()
     }
@@ -405,6 +428,9 @@ catches! {
     a_conversation_without_messages_is_caught: NoMessagesInConversation => projections_merge_in_any_order;
     an_ignored_ticket_status_filter_is_caught: TicketStatusFilterIgnored => list_tickets_filters_and_pages;
     not_found_reported_as_refused_is_caught: NotFoundAsRefused => update_ticket_applies_and_refuses;
+    an_erasure_that_erases_nothing_is_caught: ErasureOnlyRecorded => erasure_erases_the_person_and_keeps_the_log;
+    an_accepted_bad_erasure_plan_is_caught: BadErasurePlanAccepted => a_bad_erasure_plan_changes_nothing;
+    a_restart_that_loses_an_erasure_is_caught: ForgetOnReopen => erasure_erases_the_person_and_keeps_the_log;
 }
 
 /// The wrapper itself keeps every promise when it injects no fault.

@@ -52,6 +52,7 @@
 //!   on demand.
 
 mod config;
+mod erase;
 mod error;
 mod listen;
 mod read;
@@ -70,8 +71,9 @@ use switchboard_core::{
     Agent, ConnectionId, Conversation, ConversationId, Event, Sequence, Ticket, TicketId,
 };
 use switchboard_store::{
-    AppendReceipt, AppendRequest, Claim, ConversationPage, ConversationQuery, QuarantineTotals,
-    Quarantined, Storage, StoreError, SyncState, TicketListPage, TicketListQuery, TicketUpdate,
+    AppendReceipt, AppendRequest, Claim, ConversationPage, ConversationQuery, ErasurePlan,
+    ErasureReport, QuarantineTotals, Quarantined, Storage, StoreError, SyncState, TicketListPage,
+    TicketListQuery, TicketUpdate,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -418,8 +420,10 @@ impl Storage for PgStore {
             return Ok(events);
         }
         let client = self.client().await?;
+        // An erasure while this reads clears the tail: what this read is then not kept.
+        let epoch = self.inner.tail.epoch();
         let read = read::events(&client, after, head, limit, max_bytes).await?;
-        self.inner.tail.keep(&read);
+        self.inner.tail.keep_since(epoch, &read);
         Ok(read.into_iter().map(|(event, _)| event).collect())
     }
 
@@ -500,6 +504,19 @@ impl Storage for PgStore {
     async fn quarantine_totals(&self) -> Result<QuarantineTotals, StoreError> {
         let client = self.client().await?;
         read::quarantine_totals(&client).await
+    }
+
+    async fn erase_contact(&self, plan: ErasurePlan) -> Result<ErasureReport, StoreError> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(StoreError::Closed);
+        }
+        // Cleared before (no read started from here keeps older events) and after (nothing
+        // read meanwhile stays).
+        self.inner.tail.clear();
+        let channel = listen::channel(&self.inner.schema);
+        let erased = erase::erase(&self.inner.pool, &channel, &self.inner.head, plan).await;
+        self.inner.tail.clear();
+        erased
     }
 
     fn failure(&self) -> Option<String> {

@@ -19,6 +19,8 @@ pub(crate) struct Tail {
 struct Held {
     events: VecDeque<(Event, usize)>,
     bytes: usize,
+    /// Moves on every [`Tail::clear`]: a read that started before it keeps nothing.
+    epoch: u64,
 }
 
 impl Tail {
@@ -66,7 +68,31 @@ impl Tail {
 
     /// Keeps `events` (consecutive, ascending, as read) when they continue or renew the tail;
     /// an older range (a replay) is not kept.
+    #[cfg(test)]
     pub(crate) fn keep(&self, events: &[(Event, usize)]) {
+        self.keep_since(self.epoch(), events);
+    }
+
+    /// Drops every event held (an erasure rewrote the log): reads go to the database until
+    /// the tail fills again, and reads that started before this keep nothing.
+    pub(crate) fn clear(&self) {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        held.events.clear();
+        held.bytes = 0;
+        held.epoch += 1;
+    }
+
+    /// The tail's epoch, to pass to [`Tail::keep_since`] with what a read then returns.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .epoch
+    }
+
+    /// [`Tail::keep`], unless the tail was cleared since `epoch` (the events may be older
+    /// than an erasure).
+    pub(crate) fn keep_since(&self, epoch: u64, events: &[(Event, usize)]) {
         let (Some(first), Some(last)) = (events.first(), events.last()) else {
             return;
         };
@@ -74,6 +100,9 @@ impl Tail {
             return;
         }
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if held.epoch != epoch {
+            return;
+        }
         let back = held.events.back().map(|(e, _)| e.sequence.0);
         match back {
             Some(back) if last.0.sequence.0 <= back => return,

@@ -250,6 +250,8 @@ contract!(
     quarantine_hold_attempt_release,
     quarantine_refuses_past_its_limits,
     bad_input_changes_nothing,
+    erasure_erases_the_person_and_keeps_the_log,
+    a_bad_erasure_plan_changes_nothing,
 );
 
 // ----- What only a shared database has to keep -----

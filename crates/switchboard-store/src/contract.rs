@@ -261,16 +261,14 @@ pub trait Storage: Send + Sync + 'static {
     async fn quarantine_totals(&self) -> Result<QuarantineTotals, StoreError>;
 
     /// Erases the personal data of `plan` (names, e-mails, phones, message text, attributes,
-    /// raw bodies) from the projections and from the log's stored payloads, keeping every
-    /// sequence and the non-personal structure, and appends a `contact_erased` event on the
-    /// system connection, in one durable step.
-    async fn erase_contact(&self, plan: ErasurePlan) -> Result<ErasureReport, StoreError> {
-        let _ = plan;
-        Err(StoreError::Unavailable(format!(
-            "the {} store cannot erase yet",
-            self.backend()
-        )))
-    }
+    /// raw bodies; exactly what `switchboard_core`'s `erase` module says) from the
+    /// projections and from the log's stored payloads, keeping every sequence and the
+    /// non-personal structure, and appends a `contact_erased` event on the system connection,
+    /// in one durable step. A plan naming an unknown event, conversation or ticket
+    /// ([`StoreError::NotFound`]) or an event not of its conversations and tickets
+    /// ([`StoreError::InvalidArgument`]) is refused and changes nothing (see the store's
+    /// `erase` module). The sled store's files keep old versions until `Store::compact`.
+    async fn erase_contact(&self, plan: ErasurePlan) -> Result<ErasureReport, StoreError>;
 
     /// Why the store refuses writes, if it does (a failed disk, an unreachable database).
     fn failure(&self) -> Option<String>;
