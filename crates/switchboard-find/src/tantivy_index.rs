@@ -49,7 +49,7 @@ use std::collections::{BTreeSet, BinaryHeap, HashSet};
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -407,6 +407,7 @@ impl Fields {
 
     fn identity(&self, key: &str, contact: &str) -> TantivyDocument {
         let mut doc = self.base(IDENTITY, key);
+        doc.add_i64(self.sort, 0);
         doc.add_text(self.contact, contact);
         doc.add_bytes(self.body, contact.as_bytes());
         doc
@@ -416,6 +417,9 @@ impl Fields {
         let mut doc = TantivyDocument::new();
         doc.add_text(self.kind, EVENT);
         doc.add_text(self.key, format!("{EVENT}:{}", event.sequence.0));
+        // Every document has an `id` and a `sort`, so both columns are dense (faster to read).
+        doc.add_text(self.id, "");
+        doc.add_i64(self.sort, 0);
         if let Some(conversation) = &event.conversation {
             doc.add_text(self.ev_conversation, conversation.to_string());
         }
@@ -431,12 +435,10 @@ impl Inner {
     fn apply(&self, batch: IndexBatch) -> Result<(), IndexError> {
         let fields = &self.fields;
         // One batch at a time: the position checked is the position committed on.
-        let mut guard = self.writer.lock().map_err(|_| {
-            IndexError::Unavailable("the index writer failed earlier in another task".into())
-        })?;
+        let mut guard = self.writer()?;
         let writer = guard
             .as_mut()
-            .ok_or_else(|| IndexError::Unavailable("the index writer is being replaced".into()))?;
+            .ok_or_else(|| IndexError::Unavailable("the index has no writer".into()))?;
         let position = self.position.load(Ordering::SeqCst);
         if batch.position.0 <= position {
             return Err(IndexError::Unavailable(format!(
@@ -509,25 +511,48 @@ impl Inner {
             return Err(tantivy_error(error));
         }
         self.position.store(batch.position.0, Ordering::SeqCst);
-        self.reader.reload().map_err(tantivy_error)?;
+        self.reader.reload().map_err(|error| {
+            IndexError::Unavailable(format!(
+                "batch {} is committed but cannot be read yet: {error}",
+                batch.position
+            ))
+        })?;
         Ok(())
     }
 
-    fn purge(&self) -> Result<(), IndexError> {
-        let mut guard = self.writer.lock().map_err(|_| {
-            IndexError::Unavailable("the index writer failed earlier in another task".into())
-        })?;
-        // Background merges hold segments; wait for them by retiring the writer.
-        let old = guard
-            .take()
-            .ok_or_else(|| IndexError::Unavailable("the index writer is being replaced".into()))?;
-        let waited = old.wait_merging_threads();
-        let mut writer: IndexWriter = self
-            .index
+    fn new_writer(&self) -> Result<IndexWriter, IndexError> {
+        self.index
             .writer_with_num_threads(self.threads, self.threads * WRITER_BYTES_PER_THREAD)
-            .map_err(tantivy_error)?;
+            .map_err(tantivy_error)
+    }
+
+    /// The writer, locked, present. A task that panicked while writing leaves its writer to
+    /// be rolled back to the last commit; a writer lost in a failed purge is made again.
+    fn writer(&self) -> Result<MutexGuard<'_, Option<IndexWriter>>, IndexError> {
+        let mut guard = match self.writer.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => {
+                let mut guard = poisoned.into_inner();
+                if let Some(writer) = guard.as_mut() {
+                    writer.rollback().map_err(tantivy_error)?;
+                }
+                self.writer.clear_poison();
+                guard
+            }
+        };
+        if guard.is_none() {
+            *guard = Some(self.new_writer()?);
+        }
+        Ok(guard)
+    }
+
+    fn purge(&self) -> Result<(), IndexError> {
+        let mut guard = self.writer()?;
+        // Background merges hold segments; wait for them by retiring the writer.
+        let waited = guard.take().map(IndexWriter::wait_merging_threads);
+        let mut writer = self.new_writer()?;
         let result = (|| -> Result<(), TantivyError> {
-            waited?;
+            waited.transpose()?;
             let ids = {
                 // Segment metas are tracked: files of any alive are kept by the collection
                 // below, so these go out of scope before it.
@@ -586,8 +611,8 @@ impl Inner {
             return Ok(Vec::new());
         }
         let f = &self.fields;
-        let mut clauses = vec![f.kind_is(CONVERSATION)];
-        let lists: [(Field, Vec<&str>); 8] = [
+        let mut clauses = Vec::new();
+        let lists: [(Field, Vec<&str>); 7] = [
             (
                 f.connection,
                 query.connections.iter().map(|c| c.as_str()).collect(),
@@ -604,10 +629,6 @@ impl Inner {
                 query.agent_ids.iter().map(String::as_str).collect(),
             ),
             (f.tag, query.tags.iter().map(String::as_str).collect()),
-            (
-                f.contact,
-                query.contacts.iter().map(String::as_str).collect(),
-            ),
         ];
         for (field, values) in lists {
             if let Some(clause) = any_of(values.iter().map(|v| f.text(field, v)).collect()) {
@@ -628,7 +649,22 @@ impl Inner {
             clauses.push(term_query(f.text(f.term, term)));
         }
         clauses.extend(range(f.started, query.started_from, query.started_to));
+        // Only conversations have these fields, so the `kind` clause (a posting list as long
+        // as the index) is needed only when none of them is asked about.
+        let only_conversations = !clauses.is_empty();
+        if let Some(clause) = any_of(
+            query
+                .contacts
+                .iter()
+                .map(|c| f.text(f.contact, c))
+                .collect(),
+        ) {
+            clauses.push(clause);
+        }
         clauses.extend(range(f.updated, query.updated_from, query.updated_to));
+        if !only_conversations {
+            clauses.push(f.kind_is(CONVERSATION));
+        }
         let top = TopByKey {
             limit: query.limit,
             id_descending: true,

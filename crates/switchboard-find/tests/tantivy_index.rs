@@ -842,3 +842,95 @@ async fn the_shared_suite() {
     })
     .await;
 }
+
+/// The target at full size: a text query's first page at 1M conversations, p99 <= 50
+/// ms. Slow to build (about a minute in release), so run it on demand:
+/// `cargo test --release -p switchboard-find --test tantivy_index -- --ignored one_million`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "builds a 1M-conversation index; run with --release -- --ignored"]
+async fn one_million_conversations_first_page_p99() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = TantivyIndex::open(dir.path()).unwrap();
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let vocabulary: Vec<String> = (0..20_000).map(|n| format!("w{n}")).collect();
+    let common = ["hello", "thanks", "order", "refund", "delivery"];
+    let total = 1_000_000u64;
+    let per_batch = 50_000u64;
+    let started = std::time::Instant::now();
+    for batch in 0..total / per_batch {
+        let mut conversations = Vec::with_capacity(per_batch as usize);
+        for n in 0..per_batch {
+            let number = batch * per_batch + n;
+            let mut doc = conversation(
+                &format!("c{}/{number}", number % 7),
+                1_600_000_000_000 + rng.below(100_000_000) as i64,
+            );
+            let mut terms = BTreeSet::new();
+            for word in common {
+                if rng.below(3) == 0 {
+                    terms.insert(word.to_string());
+                }
+            }
+            for _ in 0..20 {
+                // Skewed towards the first words, as real text is.
+                let rank = rng
+                    .below(vocabulary.len() as u64)
+                    .min(rng.below(vocabulary.len() as u64));
+                terms.insert(vocabulary[rank as usize].clone());
+            }
+            doc.terms = terms.into_iter().collect();
+            doc.emails = vec![format!("p{}@example.com", number % 300_000)];
+            conversations.push(doc);
+        }
+        index
+            .apply(IndexBatch {
+                position: Sequence(batch + 1),
+                conversations,
+                ..IndexBatch::default()
+            })
+            .await
+            .unwrap();
+    }
+    eprintln!("indexed {total} conversations in {:?}", started.elapsed());
+
+    let queries: Vec<Vec<String>> = vec![
+        vec!["hello".into()],
+        vec!["hello".into(), "refund".into()],
+        vec!["w1".into()],
+        vec!["w5000".into(), "order".into()],
+        vec!["w19999".into()],
+    ];
+    for terms in queries {
+        let mut timings = Vec::new();
+        let mut found = 0;
+        for _ in 0..100 {
+            let mut q = query();
+            q.terms = terms.clone();
+            q.limit = 50;
+            let t = std::time::Instant::now();
+            found = index.find_conversations(&q).await.unwrap().len();
+            timings.push(t.elapsed());
+        }
+        timings.sort();
+        let p99 = timings[98];
+        eprintln!(
+            "{terms:?}: {found} hits on the first page, p50 {:?}, p99 {p99:?}",
+            timings[50]
+        );
+        assert!(
+            p99 <= std::time::Duration::from_millis(50),
+            "{terms:?}: p99 {p99:?}"
+        );
+    }
+    let mut by_email = query();
+    by_email.emails = vec!["p12345@example.com".into()];
+    let t = std::time::Instant::now();
+    assert!(
+        !index
+            .find_conversations(&by_email)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    eprintln!("by e-mail: {:?}", t.elapsed());
+}
