@@ -59,10 +59,10 @@ impl ErasurePlan {
             )));
         }
         let mut conversations: Vec<ConversationId> = self.conversations.clone();
-        conversations.sort_by(|a, b| a.to_string().cmp(&b.to_string()));
+        conversations.sort();
         conversations.dedup();
         let mut tickets: Vec<TicketId> = self.tickets.clone();
-        tickets.sort_by(|a, b| a.to_string().cmp(&b.to_string()));
+        tickets.sort();
         tickets.dedup();
         let events: BTreeSet<_> = self.events.iter().copied().collect();
         if events.iter().any(|s| s.0 == 0) {

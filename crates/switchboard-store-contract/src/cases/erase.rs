@@ -280,7 +280,7 @@ pub async fn erasure_erases_the_person_and_keeps_the_log(backend: &dyn Backend) 
     let (before, conversations, ticket) = everything(&store, &fixture).await;
     assert!(
         !holding(&before, &fixture.personal).is_empty()
-            && !holding(&before, &[fixture.personal_long.clone()]).is_empty(),
+            && !holding(&before, std::slice::from_ref(&fixture.personal_long)).is_empty(),
         "the fixture stores the person's data"
     );
     let head = store.head();
@@ -335,7 +335,7 @@ pub async fn erasure_erases_the_person_and_keeps_the_log(backend: &dyn Backend) 
         "the log still holds the person"
     );
     assert_eq!(
-        holding(&after, &[fixture.personal_long.clone()]),
+        holding(&after, std::slice::from_ref(&fixture.personal_long)),
         Vec::<String>::new()
     );
     assert_eq!(
@@ -421,6 +421,9 @@ pub async fn erasure_erases_the_person_and_keeps_the_log(backend: &dyn Backend) 
     assert_eq!(store.head(), report.sequence);
 }
 
+/// Which refusal a bad plan gets.
+type Expected = fn(&StoreError) -> bool;
+
 /// A plan naming an event not in the log, an event of a conversation or ticket it does not
 /// name, an agent's event, an unknown conversation or ticket, or no contact is refused with
 /// what is wrong, and changes nothing.
@@ -436,7 +439,7 @@ pub async fn a_bad_erasure_plan_changes_nothing(backend: &dyn Backend) {
         plan
     };
     let other_event = Sequence(6); // the other person's first message
-    let bad: Vec<(&str, ErasurePlan, fn(&StoreError) -> bool)> = vec![
+    let bad: Vec<(&str, ErasurePlan, Expected)> = vec![
         (
             "an event past the head",
             with(&|p| p.events.push(Sequence(head.0 + 3))),
