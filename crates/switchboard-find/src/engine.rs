@@ -154,8 +154,8 @@ pub struct ContactView {
     pub contact: ContactRecord,
     /// Its conversations, newest first (the list order).
     pub conversations: Vec<Conversation>,
-    /// Its tickets, most recently changed first.
-    pub tickets: Vec<Ticket>,
+    /// Its tickets with their connection, most recently changed first.
+    pub tickets: Vec<(ConnectionId, Ticket)>,
 }
 
 struct Shared {
@@ -499,7 +499,7 @@ impl Finder {
             .await?
         {
             if let Some(ticket) = self.shared.storage.get_ticket(&doc.id).await? {
-                tickets.push(ticket);
+                tickets.push((doc.id.connection.clone(), ticket));
             }
         }
         Ok(Found {

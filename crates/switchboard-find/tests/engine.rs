@@ -443,7 +443,7 @@ async fn keys_of_two_contacts_link_them_into_the_older_and_tickets_join_by_email
     );
     assert_eq!(ids(&merged.conversations), vec!["lc/3", "ss/2", "lc/1"]);
     assert_eq!(merged.tickets.len(), 1);
-    assert_eq!(merged.tickets[0].external_id, "T1");
+    assert_eq!(merged.tickets[0].1.external_id, "T1");
     // Filtering by the merged contact finds the same conversations.
     let by_old_id = finder
         .list_conversations(&ConversationQuery {
