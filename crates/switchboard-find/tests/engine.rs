@@ -1,8 +1,10 @@
-//! The finder over a real sled store (in a temporary directory) and the memory index: how
-//! participants become contacts, merge and split as log events, every filter of
-//! `ListConversations`, restarts, refusals and erasure.
+//! The finder over a real sled store (in a temporary directory) and each embedded index (the
+//! memory index, tantivy in a directory): how participants become contacts, merge and split as
+//! log events, every filter of `ListConversations`, restarts, the lease, refusals and erasure.
+//! Every case runs on both indexes (`on_each_index!` at the end).
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,6 +17,7 @@ use switchboard_find::index::{
     ContactQuery, ContactRecord, ConversationDoc, FindIndex, FindQuery, IndexBatch, IndexError,
     TicketDoc,
 };
+use switchboard_find::tantivy_index::TantivyIndex;
 use switchboard_find::{ContactListQuery, FindError, Finder, FinderOptions, MemoryIndex};
 use switchboard_store::{
     AppendRequest, ConversationQuery, FindFilters, Storage, Store, StoreError,
@@ -119,18 +122,47 @@ fn ticket(id: &str, at: i64, requester: Participant) -> IncomingEvent {
     )
 }
 
+/// Which index the finder writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Memory,
+    Tantivy,
+}
+
 struct World {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     storage: Arc<dyn Storage>,
+    kind: Kind,
+    indexes: Mutex<u32>,
 }
 
 impl World {
-    fn new() -> World {
+    fn new(kind: Kind) -> World {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(&dir.path().join("data")).unwrap();
         World {
-            _dir: dir,
+            dir,
             storage: Arc::new(store),
+            kind,
+            indexes: Mutex::new(0),
+        }
+    }
+
+    /// A fresh, empty index of the world's kind.
+    fn index(&self) -> Arc<dyn FindIndex> {
+        let path = {
+            let mut n = self.indexes.lock().unwrap();
+            *n += 1;
+            self.dir.path().join(format!("find-{n}"))
+        };
+        self.open(&path)
+    }
+
+    /// The index in `path` (for the memory kind: a fresh one each time).
+    fn open(&self, path: &Path) -> Arc<dyn FindIndex> {
+        match self.kind {
+            Kind::Memory => Arc::new(MemoryIndex::new()),
+            Kind::Tantivy => Arc::new(TantivyIndex::open_with_threads(path, 1).unwrap()),
         }
     }
 
@@ -202,9 +234,8 @@ fn set(values: &[&str]) -> BTreeSet<String> {
 
 // ---- contacts -------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn the_same_email_through_two_connections_and_vendors_is_one_contact() {
-    let world = World::new();
+async fn the_same_email_through_two_connections_and_vendors_is_one_contact(kind: Kind) {
+    let world = World::new(kind);
     let first = world
         .append(
             "lc-eu",
@@ -238,7 +269,7 @@ async fn the_same_email_through_two_connections_and_vendors_is_one_contact() {
             )],
         )
         .await;
-    let finder = world.finder(Arc::new(MemoryIndex::new()));
+    let finder = world.finder(world.index());
     synced(&finder, world.storage.as_ref()).await;
 
     let ann = contact_of(&finder, "ANN@example.com").await;
@@ -266,9 +297,8 @@ async fn the_same_email_through_two_connections_and_vendors_is_one_contact() {
     finder.shutdown().await;
 }
 
-#[tokio::test]
-async fn phone_numbers_in_international_form_link_and_national_ones_do_not() {
-    let world = World::new();
+async fn phone_numbers_in_international_form_link_and_national_ones_do_not(kind: Kind) {
+    let world = World::new(kind);
     world
         .append(
             "lc",
@@ -288,7 +318,7 @@ async fn phone_numbers_in_international_form_link_and_national_ones_do_not() {
             ],
         )
         .await;
-    let finder = world.finder(Arc::new(MemoryIndex::new()));
+    let finder = world.finder(world.index());
     synced(&finder, world.storage.as_ref()).await;
     let found = finder
         .list_contacts(&ContactListQuery {
@@ -324,9 +354,8 @@ async fn phone_numbers_in_international_form_link_and_national_ones_do_not() {
     );
 }
 
-#[tokio::test]
-async fn a_visitor_id_links_within_its_connection_only() {
-    let world = World::new();
+async fn a_visitor_id_links_within_its_connection_only(kind: Kind) {
+    let world = World::new(kind);
     world
         .append(
             "lc-a",
@@ -344,7 +373,7 @@ async fn a_visitor_id_links_within_its_connection_only() {
             vec![chat("1", 300, visitor("v-1", None, None, None))],
         )
         .await;
-    let finder = world.finder(Arc::new(MemoryIndex::new()));
+    let finder = world.finder(world.index());
     synced(&finder, world.storage.as_ref()).await;
     let contacts = all_contacts(&finder).await;
     assert_eq!(contacts.len(), 2, "{contacts:?}");
@@ -362,9 +391,8 @@ async fn a_visitor_id_links_within_its_connection_only() {
     assert_eq!(ids(&view.conversations), vec!["lc-a/2", "lc-a/1"]);
 }
 
-#[tokio::test]
-async fn keys_of_two_contacts_link_them_into_the_older_and_tickets_join_by_email() {
-    let world = World::new();
+async fn keys_of_two_contacts_link_them_into_the_older_and_tickets_join_by_email(kind: Kind) {
+    let world = World::new(kind);
     let s1 = world
         .append(
             "lc",
@@ -399,7 +427,7 @@ async fn keys_of_two_contacts_link_them_into_the_older_and_tickets_join_by_email
         )
         .await;
     let (older, younger) = (format!("c{}", s1.0), format!("c{}", s2.0));
-    let finder = world.finder(Arc::new(MemoryIndex::new()));
+    let finder = world.finder(world.index());
     synced(&finder, world.storage.as_ref()).await;
     assert_eq!(all_contacts(&finder).await.len(), 2, "not linked yet");
     let view = finder.get_contact(&younger, 0).await.unwrap().value;
@@ -461,9 +489,8 @@ async fn keys_of_two_contacts_link_them_into_the_older_and_tickets_join_by_email
 
 // ---- merge and split ------------------------------------------------------------------------
 
-#[tokio::test]
-async fn merge_and_split_change_contacts_and_a_rebuild_gives_the_same_contacts() {
-    let world = World::new();
+async fn merge_and_split_change_contacts_and_a_rebuild_gives_the_same_contacts(kind: Kind) {
+    let world = World::new(kind);
     world
         .append(
             "lc",
@@ -492,7 +519,7 @@ async fn merge_and_split_change_contacts_and_a_rebuild_gives_the_same_contacts()
             ],
         )
         .await;
-    let finder = world.finder(Arc::new(MemoryIndex::new()));
+    let finder = world.finder(world.index());
     synced(&finder, world.storage.as_ref()).await;
     let ann = contact_of(&finder, "ann@example.com").await;
     let work = contact_of(&finder, "ann.smith@work.example").await;
@@ -578,7 +605,7 @@ async fn merge_and_split_change_contacts_and_a_rebuild_gives_the_same_contacts()
 
     // A fresh index over the same log: the same contacts, ids included.
     let before = all_contacts(&finder).await;
-    let rebuilt = world.finder(Arc::new(MemoryIndex::new()));
+    let rebuilt = world.finder(world.index());
     synced(&rebuilt, world.storage.as_ref()).await;
     assert_eq!(all_contacts(&rebuilt).await, before);
     for contact in &before {
@@ -612,9 +639,8 @@ async fn merge_and_split_change_contacts_and_a_rebuild_gives_the_same_contacts()
     );
 }
 
-#[tokio::test]
-async fn bad_merges_splits_and_erasures_are_refused_and_append_nothing() {
-    let world = World::new();
+async fn bad_merges_splits_and_erasures_are_refused_and_append_nothing(kind: Kind) {
+    let world = World::new(kind);
     world
         .append(
             "lc",
@@ -625,7 +651,7 @@ async fn bad_merges_splits_and_erasures_are_refused_and_append_nothing() {
             ],
         )
         .await;
-    let finder = world.finder(Arc::new(MemoryIndex::new()));
+    let finder = world.finder(world.index());
     synced(&finder, world.storage.as_ref()).await;
     let ann = contact_of(&finder, "ann@example.com").await.id;
     let bob = contact_of(&finder, "bob@example.com").await.id;
@@ -721,9 +747,8 @@ async fn bad_merges_splits_and_erasures_are_refused_and_append_nothing() {
 
 // ---- list_conversations ---------------------------------------------------------------------
 
-#[tokio::test]
-async fn every_filter_through_list_conversations_with_paging() {
-    let world = World::new();
+async fn every_filter_through_list_conversations_with_paging(kind: Kind) {
+    let world = World::new(kind);
     world
         .append(
             "lc",
@@ -799,7 +824,7 @@ async fn every_filter_through_list_conversations_with_paging() {
         ));
     }
     world.append("ss", "smartsupp", smartsupp).await;
-    let finder = world.finder(Arc::new(MemoryIndex::new()));
+    let finder = world.finder(world.index());
     synced(&finder, world.storage.as_ref()).await;
 
     let list = |find: FindFilters| ConversationQuery {
@@ -1057,11 +1082,10 @@ async fn every_filter_through_list_conversations_with_paging() {
 
 // ---- restarts -------------------------------------------------------------------------------
 
-/// A memory index that records the events of every batch applied.
-#[derive(Debug, Default)]
+/// An index that records the events of every batch it applied.
 struct Recording {
-    inner: MemoryIndex,
-    applied: Mutex<Vec<u64>>,
+    inner: Arc<dyn FindIndex>,
+    applied: Arc<Mutex<Vec<u64>>>,
 }
 
 #[async_trait]
@@ -1118,9 +1142,8 @@ impl FindIndex for Recording {
     }
 }
 
-#[tokio::test]
-async fn a_finder_dropped_mid_log_is_resumed_by_the_next_without_repeating() {
-    let world = World::new();
+async fn a_finder_dropped_mid_log_is_resumed_by_the_next_without_repeating(kind: Kind) {
+    let world = World::new(kind);
     for i in 0..30 {
         world
             .append(
@@ -1139,8 +1162,20 @@ async fn a_finder_dropped_mid_log_is_resumed_by_the_next_without_repeating() {
             )
             .await;
     }
-    let index = Arc::new(Recording::default());
-    let first = world.finder(index.clone());
+    let applied = Arc::new(Mutex::new(Vec::new()));
+    let path = world.dir.path().join("find");
+    let memory: Arc<dyn FindIndex> = Arc::new(MemoryIndex::new());
+    let open = |path: &Path| -> Arc<dyn FindIndex> {
+        let inner = match kind {
+            Kind::Memory => memory.clone(),
+            Kind::Tantivy => world.open(path),
+        };
+        Arc::new(Recording {
+            inner,
+            applied: applied.clone(),
+        })
+    };
+    let first = world.finder(open(&path));
     assert!(
         first
             .caught_up(Sequence(10), Duration::from_secs(10))
@@ -1148,6 +1183,8 @@ async fn a_finder_dropped_mid_log_is_resumed_by_the_next_without_repeating() {
             .unwrap()
     );
     drop(first); // aborts its task wherever it is, like a crash
+    // Let the runtime drop the aborted task (and with it the index's writer lock).
+    tokio::time::sleep(Duration::from_millis(50)).await;
     for i in 30..40 {
         world
             .append(
@@ -1166,9 +1203,9 @@ async fn a_finder_dropped_mid_log_is_resumed_by_the_next_without_repeating() {
             )
             .await;
     }
-    let second = world.finder(index.clone());
+    let second = world.finder(open(&path));
     synced(&second, world.storage.as_ref()).await;
-    let applied = index.applied.lock().unwrap().clone();
+    let applied = applied.lock().unwrap().clone();
     assert_eq!(
         applied,
         (1..=40).collect::<Vec<u64>>(),
@@ -1194,9 +1231,8 @@ async fn a_finder_dropped_mid_log_is_resumed_by_the_next_without_repeating() {
     assert_eq!(second.position().await.unwrap(), Sequence(40));
 }
 
-#[tokio::test]
-async fn a_replica_without_the_lease_does_not_write_and_waits_on_the_index() {
-    let world = World::new();
+async fn a_replica_without_the_lease_does_not_write_and_waits_on_the_index(kind: Kind) {
+    let world = World::new(kind);
     world
         .append(
             "lc",
@@ -1216,7 +1252,7 @@ async fn a_replica_without_the_lease_does_not_write_and_waits_on_the_index() {
             .await
             .unwrap()
     );
-    let index = Arc::new(MemoryIndex::new());
+    let index = world.index();
     let finder = world.finder(index.clone());
     assert!(
         !finder
@@ -1236,9 +1272,8 @@ async fn a_replica_without_the_lease_does_not_write_and_waits_on_the_index() {
 
 // ---- erasure --------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn erasing_a_contact_removes_it_from_answers_projections_and_the_log() {
-    let world = World::new();
+async fn erasing_a_contact_removes_it_from_answers_projections_and_the_log(kind: Kind) {
+    let world = World::new(kind);
     world
         .append(
             "lc",
@@ -1283,7 +1318,7 @@ async fn erasing_a_contact_removes_it_from_answers_projections_and_the_log() {
             ],
         )
         .await;
-    let finder = world.finder(Arc::new(MemoryIndex::new()));
+    let finder = world.finder(world.index());
     synced(&finder, world.storage.as_ref()).await;
     let zelda = contact_of(&finder, "zelda@example.com").await;
     let view = finder.get_contact(&zelda.id, 0).await.unwrap().value;
@@ -1404,7 +1439,7 @@ async fn erasing_a_contact_removes_it_from_answers_projections_and_the_log() {
     );
 
     // A rebuild over the erased log: the same contacts, the erasure recorded.
-    let rebuilt = world.finder(Arc::new(MemoryIndex::new()));
+    let rebuilt = world.finder(world.index());
     synced(&rebuilt, world.storage.as_ref()).await;
     let record = rebuilt
         .get_contact(&zelda.id, 0)
@@ -1424,3 +1459,39 @@ async fn erasing_a_contact_removes_it_from_answers_projections_and_the_log() {
             .is_empty()
     );
 }
+
+// ---- every case on both indexes -------------------------------------------------------------
+
+macro_rules! on_each_index {
+    ($($case:ident),* $(,)?) => {
+        mod memory_index {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::Kind::Memory).await;
+                }
+            )*
+        }
+        mod tantivy_index {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::Kind::Tantivy).await;
+                }
+            )*
+        }
+    };
+}
+
+on_each_index!(
+    the_same_email_through_two_connections_and_vendors_is_one_contact,
+    phone_numbers_in_international_form_link_and_national_ones_do_not,
+    a_visitor_id_links_within_its_connection_only,
+    keys_of_two_contacts_link_them_into_the_older_and_tickets_join_by_email,
+    merge_and_split_change_contacts_and_a_rebuild_gives_the_same_contacts,
+    bad_merges_splits_and_erasures_are_refused_and_append_nothing,
+    every_filter_through_list_conversations_with_paging,
+    a_finder_dropped_mid_log_is_resumed_by_the_next_without_repeating,
+    a_replica_without_the_lease_does_not_write_and_waits_on_the_index,
+    erasing_a_contact_removes_it_from_answers_projections_and_the_log,
+);
