@@ -21,7 +21,7 @@
 //! | `conversation` | `id` (fast), `connection`, `vendor`, `status` (u64, fast), `sort` (the sort key, i64 ms, fast), `started` / `updated` (i64 ms, fast, ranged), `contact`, `email`, `phone`, `visitor`, `agent`, `tag`, `term` (one value per search term), `body` |
 //! | `ticket`       | `id` (fast), `contact`, `sort` = `updated` (its `updated_at`), `body`    |
 //! | `contact`      | `id` (fast), `identity` (each identity key), `name` (the [`crate::normalize::terms`] of each name), `body` |
-//! | `identity`     | `id` (the identity key), `contact`, `body` (the contact id)              |
+//! | `identity`     | `id` (the identity key), `contact` (fast)                                |
 //! | `event`        | `ev_conversation`, `ev_ticket`, `sequence` (u64, fast)                   |
 //!
 //! `body` is a stored (zstd-compressed) JSON of the [`ConversationDoc`], [`TicketDoc`] or
@@ -45,7 +45,7 @@
 //! segments into one without the deleted documents, and deletes the files nothing refers to.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashSet};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -124,7 +124,7 @@ impl Fields {
             sort: builder.add_i64_field("sort", INDEXED | FAST),
             started: builder.add_i64_field("started", INDEXED | FAST),
             updated: builder.add_i64_field("updated", INDEXED | FAST),
-            contact: builder.add_text_field("contact", STRING),
+            contact: builder.add_text_field("contact", STRING | FAST),
             email: builder.add_text_field("email", STRING),
             phone: builder.add_text_field("phone", STRING),
             visitor: builder.add_text_field("visitor", STRING),
@@ -409,7 +409,6 @@ impl Fields {
         let mut doc = self.base(IDENTITY, key);
         doc.add_i64(self.sort, 0);
         doc.add_text(self.contact, contact);
-        doc.add_bytes(self.body, contact.as_bytes());
         doc
     }
 
@@ -692,44 +691,42 @@ impl Inner {
         &self,
         ids: &[ConversationId],
     ) -> Result<Vec<ConversationDoc>, IndexError> {
-        let searcher = self.reader.searcher();
-        let ids: BTreeSet<&ConversationId> = ids.iter().collect();
-        let mut out = Vec::new();
-        for id in ids {
-            let id = id.to_string();
-            let query =
-                TermQuery::new(self.fields.key(CONVERSATION, &id), IndexRecordOption::Basic);
-            let hits = searcher
-                .search(&query, &tantivy::collector::DocSetCollector)
-                .map_err(tantivy_error)?;
-            if let Some(address) = hits.into_iter().next() {
-                let body = self.body_at(&searcher, address)?;
-                out.push(decode::<ConversationDoc>(&body)?);
-            }
-        }
-        Ok(out)
+        let keys: Vec<Term> = ids
+            .iter()
+            .map(|id| self.fields.key(CONVERSATION, &id.to_string()))
+            .collect();
+        let Some(query) = any_of(keys) else {
+            return Ok(Vec::new());
+        };
+        let mut docs = self
+            .bodies(query.as_ref(), usize::MAX)?
+            .iter()
+            .map(|body| decode::<ConversationDoc>(body))
+            .collect::<Result<Vec<_>, _>>()?;
+        docs.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(docs)
     }
 
     fn identities(&self, keys: &[String]) -> Result<Vec<(String, String)>, IndexError> {
+        let terms: Vec<Term> = keys
+            .iter()
+            .map(|key| self.fields.key(IDENTITY, key))
+            .collect();
+        let Some(query) = any_of(terms) else {
+            return Ok(Vec::new());
+        };
         let searcher = self.reader.searcher();
+        let found: HashMap<String, String> = searcher
+            .search(query.as_ref(), &IdAndContact)
+            .map_err(tantivy_error)?
+            .into_iter()
+            .collect();
         let mut seen = HashSet::new();
-        let mut out = Vec::new();
-        for key in keys {
-            if !seen.insert(key.as_str()) {
-                continue;
-            }
-            let query = TermQuery::new(self.fields.key(IDENTITY, key), IndexRecordOption::Basic);
-            let hits = searcher
-                .search(&query, &tantivy::collector::DocSetCollector)
-                .map_err(tantivy_error)?;
-            if let Some(address) = hits.into_iter().next() {
-                let body = self.body_at(&searcher, address)?;
-                let contact = String::from_utf8(body)
-                    .map_err(|_| IndexError::Corrupt("an identity's contact is not text".into()))?;
-                out.push((key.clone(), contact));
-            }
-        }
-        Ok(out)
+        Ok(keys
+            .iter()
+            .filter(|key| seen.insert(key.as_str()))
+            .filter_map(|key| Some((key.clone(), found.get(key)?.clone())))
+            .collect())
     }
 
     fn contact(&self, id: &str) -> Result<Option<ContactRecord>, IndexError> {
@@ -1156,6 +1153,73 @@ impl Collector for Sequences {
     }
 
     fn merge_fruits(&self, fruits: Vec<Vec<u64>>) -> tantivy::Result<Vec<u64>> {
+        Ok(fruits.into_iter().flatten().collect())
+    }
+}
+
+/// Every matching document's `id` and `contact`, read from their columns.
+struct IdAndContact;
+
+struct IdAndContactSegment {
+    id: StrColumn,
+    contact: StrColumn,
+    out: Vec<(String, String)>,
+}
+
+impl SegmentCollector for IdAndContactSegment {
+    type Fruit = Vec<(String, String)>;
+
+    fn collect(&mut self, doc: DocId, _score: Score) {
+        let (Some(id), Some(contact)) = (self.id.ords().first(doc), self.contact.ords().first(doc))
+        else {
+            return;
+        };
+        let mut id_text = String::new();
+        let mut contact_text = String::new();
+        if matches!(self.id.ord_to_str(id, &mut id_text), Ok(true))
+            && matches!(
+                self.contact.ord_to_str(contact, &mut contact_text),
+                Ok(true)
+            )
+        {
+            self.out.push((id_text, contact_text));
+        }
+    }
+
+    fn harvest(self) -> Vec<(String, String)> {
+        self.out
+    }
+}
+
+impl Collector for IdAndContact {
+    type Fruit = Vec<(String, String)>;
+    type Child = IdAndContactSegment;
+
+    fn for_segment(
+        &self,
+        _segment: SegmentOrdinal,
+        reader: &SegmentReader,
+    ) -> tantivy::Result<IdAndContactSegment> {
+        let fast = reader.fast_fields();
+        let column = |name: &str| {
+            fast.str(name)?
+                .ok_or_else(|| TantivyError::SchemaError(format!("the {name} column is missing")))
+        };
+        Ok(IdAndContactSegment {
+            id: column("id")?,
+            contact: column("contact")?,
+            out: Vec::new(),
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(
+        &self,
+        fruits: Vec<Vec<(String, String)>>,
+    ) -> tantivy::Result<Vec<(String, String)>> {
         Ok(fruits.into_iter().flatten().collect())
     }
 }
