@@ -20,6 +20,8 @@ INSERT INTO sb_find_state VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
 
 -- One row per conversation: what it is found by. id is `connection/external id`, sort_key is
 -- started_at if known, else updated_at: pages read (sort_key DESC, id DESC), as sb_conversations.
+-- term_list is the document's terms as the finder gave them (read back by conversation_docs);
+-- terms, the same as a tsvector (searched).
 CREATE TABLE IF NOT EXISTS sb_find_conversations (
     id bytea PRIMARY KEY,
     connection text NOT NULL,
@@ -34,6 +36,7 @@ CREATE TABLE IF NOT EXISTS sb_find_conversations (
     visitor_ids bytea[] NOT NULL,
     agent_ids bytea[] NOT NULL,
     tags bytea[] NOT NULL,
+    term_list bytea[] NOT NULL,
     terms tsvector NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sb_find_conversations_order ON sb_find_conversations (sort_key DESC, id DESC);

@@ -168,6 +168,28 @@ fn name_holds(names: &BTreeSet<String>, terms: &[String]) -> bool {
         })
 }
 
+/// `batch` with one entry per document, contact, identity key and event: the last one given
+/// (as if applied in order), so that the batch's statements can run in any order.
+fn last_of_each(mut batch: IndexBatch) -> IndexBatch {
+    fn keep_last<T, K: Ord>(items: &mut Vec<T>, key: impl Fn(&T) -> K) {
+        let mut seen = BTreeSet::new();
+        let mut kept: Vec<T> = Vec::with_capacity(items.len());
+        for item in std::mem::take(items).into_iter().rev() {
+            if seen.insert(key(&item)) {
+                kept.push(item);
+            }
+        }
+        kept.reverse();
+        *items = kept;
+    }
+    keep_last(&mut batch.conversations, |d| d.id.clone());
+    keep_last(&mut batch.tickets, |t| t.id.clone());
+    keep_last(&mut batch.contacts, |c| c.id.clone());
+    keep_last(&mut batch.identities, |(key, _)| key.clone());
+    keep_last(&mut batch.events, |e| e.sequence);
+    batch
+}
+
 /// A statement's parameters, built along with its text.
 #[derive(Default)]
 struct Params {
@@ -197,8 +219,7 @@ impl PgFindIndex {
         })
     }
 
-    /// A conversation document from a row of [`CONVERSATION_COLUMNS`]. Its terms come back
-    /// as the tsvector holds them: without repeats, in byte order.
+    /// A conversation document from a row of [`CONVERSATION_COLUMNS`].
     fn conversation_doc(row: &tokio_postgres::Row) -> Result<ConversationDoc, IndexError> {
         let get = |e: tokio_postgres::Error| pg("reading a conversation document", e);
         let id: Vec<u8> = row.try_get("id").map_err(get)?;
@@ -219,19 +240,19 @@ impl PgFindIndex {
             visitor_ids: texts(row.try_get("visitor_ids").map_err(get)?, "a visitor id")?,
             agent_ids: texts(row.try_get("agent_ids").map_err(get)?, "an agent id")?,
             tags: texts(row.try_get("tags").map_err(get)?, "a tag")?,
-            terms: row.try_get("terms").map_err(get)?,
+            terms: texts(row.try_get("term_list").map_err(get)?, "a term")?,
         })
     }
 }
 
 const UPSERT_CONVERSATION: &str = "INSERT INTO sb_find_conversations \
-     (id, connection, vendor, status, sort_key, started_at, updated_at, contact, emails, phones, visitor_ids, agent_ids, tags, terms) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, array_to_tsvector($14::text[])) \
+     (id, connection, vendor, status, sort_key, started_at, updated_at, contact, emails, phones, visitor_ids, agent_ids, tags, term_list, terms) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, array_to_tsvector($15::text[])) \
      ON CONFLICT (id) DO UPDATE SET connection = EXCLUDED.connection, vendor = EXCLUDED.vendor, \
      status = EXCLUDED.status, sort_key = EXCLUDED.sort_key, started_at = EXCLUDED.started_at, \
      updated_at = EXCLUDED.updated_at, contact = EXCLUDED.contact, emails = EXCLUDED.emails, \
      phones = EXCLUDED.phones, visitor_ids = EXCLUDED.visitor_ids, agent_ids = EXCLUDED.agent_ids, \
-     tags = EXCLUDED.tags, terms = EXCLUDED.terms";
+     tags = EXCLUDED.tags, term_list = EXCLUDED.term_list, terms = EXCLUDED.terms";
 
 const UPSERT_TICKET: &str = "INSERT INTO sb_find_tickets (id, contact, updated_at) VALUES ($1, $2, $3) \
      ON CONFLICT (id) DO UPDATE SET contact = EXCLUDED.contact, updated_at = EXCLUDED.updated_at";
@@ -249,7 +270,7 @@ const UPSERT_EVENT: &str = "INSERT INTO sb_find_events (sequence, conversation, 
      ON CONFLICT (sequence) DO UPDATE SET conversation = EXCLUDED.conversation, ticket = EXCLUDED.ticket";
 
 const CONVERSATION_COLUMNS: &str = "id, vendor, status, sort_key, started_at, updated_at, contact, \
-     emails, phones, visitor_ids, agent_ids, tags, tsvector_to_array(terms) AS terms";
+     emails, phones, visitor_ids, agent_ids, tags, term_list";
 
 /// One row's values for [`UPSERT_CONVERSATION`].
 struct ConversationRow {
@@ -266,6 +287,7 @@ struct ConversationRow {
     visitor_ids: Vec<Vec<u8>>,
     agent_ids: Vec<Vec<u8>>,
     tags: Vec<Vec<u8>>,
+    term_list: Vec<Vec<u8>>,
     terms: Vec<String>,
 }
 
@@ -285,6 +307,7 @@ impl ConversationRow {
             visitor_ids: bytes_of(&doc.visitor_ids),
             agent_ids: bytes_of(&doc.agent_ids),
             tags: bytes_of(&doc.tags),
+            term_list: bytes_of(&doc.terms),
             terms: lexemes(&doc.terms).into_iter().map(str::to_owned).collect(),
         }
     }
@@ -340,6 +363,7 @@ impl FindIndex for PgFindIndex {
     }
 
     async fn apply(&self, batch: IndexBatch) -> Result<(), IndexError> {
+        let batch = last_of_each(batch);
         let position = sequence(batch.position)?;
         let conversations: Vec<ConversationRow> = batch
             .conversations
@@ -373,9 +397,9 @@ impl FindIndex for PgFindIndex {
             .await
             .map_err(|e| pg(context, e))?;
         let current: i64 = row.try_get(0).map_err(|e| pg(context, e))?;
-        if position < current {
+        if position <= current {
             return Err(IndexError::Unavailable(format!(
-                "the finder's index is at sequence {current}, past this batch's {position}: another finder wrote it; read the position again"
+                "the finder's index is at sequence {current}, not before this batch's {position}: another finder wrote it; read the position again"
             )));
         }
 
@@ -448,6 +472,7 @@ impl FindIndex for PgFindIndex {
                     &row.visitor_ids,
                     &row.agent_ids,
                     &row.tags,
+                    &row.term_list,
                     &row.terms,
                 ],
             ));
