@@ -87,6 +87,11 @@ pub(crate) async fn erase(
     tx.execute("UPDATE sb_state SET head = $1 WHERE id = 1", &[&sequence])
         .await
         .map_err(pg("moving the head"))?;
+    // Every replica drops its tail cache, then moves its head (delivered at COMMIT, in order).
+    let erased = format!("{}{sequence}", crate::listen::ERASED);
+    tx.execute("SELECT pg_notify($1, $2)", &[&channel, &erased])
+        .await
+        .map_err(pg("announcing the erasure"))?;
     tx.execute(
         "SELECT pg_notify($1, $2)",
         &[&channel, &sequence.to_string()],

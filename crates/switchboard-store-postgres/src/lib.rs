@@ -54,7 +54,6 @@
 mod config;
 mod erase;
 mod error;
-mod find;
 mod listen;
 mod read;
 mod rows;
@@ -83,7 +82,6 @@ use tracing::{info, warn};
 
 pub use crate::config::PgOptions;
 use crate::config::Target;
-pub use crate::find::PgFindIndex;
 use crate::listen::{Health, Listener};
 use crate::writer::{Command, Writer};
 
@@ -104,7 +102,7 @@ struct Inner {
     health: Health,
     stop: watch::Sender<bool>,
     closed: AtomicBool,
-    tail: tail::Tail,
+    tail: Arc<tail::Tail>,
 }
 
 impl Drop for Inner {
@@ -198,7 +196,12 @@ impl PgStore {
         let head_tx = Arc::new(head_tx);
         let health = Health::default();
         let (stop, stop_rx) = watch::channel(false);
+        let tail = Arc::new(tail::Tail::new(
+            options.tail_cache_events,
+            options.tail_cache_bytes,
+        ));
         let listener = Listener {
+            tail: tail.clone(),
             target: target.clone(),
             channel: channel.clone(),
             head: head_tx.clone(),
@@ -227,7 +230,7 @@ impl PgStore {
                 health,
                 stop,
                 closed: AtomicBool::new(false),
-                tail: tail::Tail::new(options.tail_cache_events, options.tail_cache_bytes),
+                tail,
             }),
         })
     }

@@ -2,6 +2,9 @@
 //! write transaction that appends NOTIFYs the new head, which PostgreSQL delivers at COMMIT.
 //! The listener moves the store's head watch on each notification, reads the head itself
 //! every `poll_interval` (a safety net, and the readiness check), and reconnects by itself.
+//! An erasure notifies `erased <head>` before its head: every replica then drops its tail
+//! cache (which may hold the erased events as they were); a session that starts (after a
+//! lost connection, when a notification may have been missed) drops it too.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -57,7 +60,12 @@ pub(crate) struct Listener {
     pub(crate) head: Arc<watch::Sender<Sequence>>,
     pub(crate) health: Health,
     pub(crate) poll_interval: Duration,
+    /// The store's tail cache, dropped on erasures.
+    pub(crate) tail: Arc<crate::tail::Tail>,
 }
+
+/// The payload prefix of an erasure's notification (`erased <head>`).
+pub(crate) const ERASED: &str = "erased ";
 
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
@@ -100,13 +108,19 @@ impl Listener {
         let mut was_up = false;
         // The connection's messages: notifications move the head; its end ends the session.
         let head = self.head.clone();
+        let tail = self.tail.clone();
         let (ended_tx, mut ended) = oneshot::channel::<String>();
         let driver = tokio::spawn(async move {
             let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
             let reason = loop {
                 match messages.next().await {
                     Some(Ok(AsyncMessage::Notification(n))) => {
-                        if let Ok(to) = n.payload().parse::<u64>() {
+                        if let Some(to) = n.payload().strip_prefix(ERASED) {
+                            tail.clear();
+                            if let Ok(to) = to.parse::<u64>() {
+                                advance(&head, to);
+                            }
+                        } else if let Ok(to) = n.payload().parse::<u64>() {
                             advance(&head, to);
                         }
                     }
@@ -124,6 +138,8 @@ impl Listener {
                 .batch_execute(&format!("LISTEN \"{}\"", self.channel))
                 .await
                 .map_err(|e| format!("LISTEN: {}", error::chain(&e)))?;
+            // An erasure's notification may have been missed while not listening.
+            self.tail.clear();
             let statement = client
                 .prepare("SELECT head FROM sb_state WHERE id = 1")
                 .await

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use switchboard_core::Sequence;
 use switchboard_store::Storage;
 use switchboard_store_postgres::PgStore;
 
@@ -53,26 +54,102 @@ fn found_in(dump: &str, values: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// A fresh schema and the URL whose connections use it.
+async fn fresh_schema(admin: &tokio_postgres::Client, url: &str) -> (String, String) {
+    let schema = format!("sbtest_{}", uuid::Uuid::new_v4().simple());
+    admin
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .unwrap();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let store_url = format!("{url}{separator}options=-csearch_path%3D{schema}");
+    (schema, store_url)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn another_replica_drops_the_erased_events_from_its_tail_cache() {
+    let Ok(url) = std::env::var(URL_VARIABLE) else {
+        eprintln!("skipped: {URL_VARIABLE} is not set (see the crate's README)");
+        return;
+    };
+    runtime().block_on(async {
+        let admin = admin(&url).await;
+        let (schema, store_url) = fresh_schema(&admin, &url).await;
+        let a: Arc<dyn Storage> = Arc::new(PgStore::open(&store_url).await.unwrap());
+        let b = PgStore::open(&store_url).await.unwrap();
+        let fixture = switchboard_store_contract::cases::erasure_fixture(&a).await;
+        let head = a.head();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while b.head() < head {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "replica B never saw the appends"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // B reads the log: its tail cache now holds the events as they are.
+        let read = b
+            .read_events(Sequence::ZERO, 100, usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(read.len() as u64, head.0);
+        let cached = b
+            .read_events_cached(Sequence::ZERO, 100, usize::MAX)
+            .expect("B's tail cache holds what it read");
+        assert!(format!("{cached:?}").contains(&fixture.personal[0]));
+
+        let report = a.erase_contact(fixture.plan.clone()).await.unwrap();
+        // B's cache is dropped by the erasure's notification: soon no read of B serves the
+        // person's data, cached or not.
+        let holds = |events: &[switchboard_core::Event]| {
+            let text = format!("{events:?}");
+            fixture.personal.iter().any(|v| text.contains(v.as_str()))
+        };
+        loop {
+            // The events before the erasure only: a range the cache held.
+            let cached = b.read_events_cached(Sequence::ZERO, head.0 as usize, usize::MAX);
+            if b.head() >= report.sequence && !cached.as_deref().is_some_and(holds) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "replica B still serves the erased events from its tail cache"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let read = b
+            .read_events(Sequence::ZERO, 100, usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(read.len() as u64, report.sequence.0);
+        assert!(!holds(&read), "B reads the erased log");
+        a.close_within(Duration::from_secs(10)).await.unwrap();
+        b.close_within(Duration::from_secs(10)).await.unwrap();
+        drop((a, b));
+        admin
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .await
+            .unwrap();
+    });
+}
+
 #[test]
 fn after_erasure_a_dump_of_the_database_holds_none_of_the_erased_values() {
     let Ok(url) = std::env::var(URL_VARIABLE) else {
         eprintln!("skipped: {URL_VARIABLE} is not set (see the crate's README)");
         return;
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let schema = format!("sbtest_{}", uuid::Uuid::new_v4().simple());
+    runtime().block_on(async {
         let admin = admin(&url).await;
-        admin
-            .batch_execute(&format!("CREATE SCHEMA {schema}"))
-            .await
-            .unwrap();
-        let separator = if url.contains('?') { '&' } else { '?' };
-        let store_url = format!("{url}{separator}options=-csearch_path%3D{schema}");
+        let (schema, store_url) = fresh_schema(&admin, &url).await;
         let store: Arc<dyn Storage> = Arc::new(PgStore::open(&store_url).await.unwrap());
         let fixture = switchboard_store_contract::cases::erasure_fixture(&store).await;
         let mut personal = fixture.personal.clone();
