@@ -54,6 +54,7 @@
 mod config;
 mod erase;
 mod error;
+mod find;
 mod listen;
 mod read;
 mod rows;
@@ -82,6 +83,7 @@ use tracing::{info, warn};
 
 pub use crate::config::PgOptions;
 use crate::config::Target;
+pub use crate::find::PgFindIndex;
 use crate::listen::{Health, Listener};
 use crate::writer::{Command, Writer};
 
