@@ -237,6 +237,21 @@ fn remove(path: &Path) -> Result<(), StoreError> {
 pub(crate) fn compact(dir: &Path) -> Result<CompactReport, StoreError> {
     finish_swap(dir)?;
     let bytes_before = sled_bytes(dir)?;
+    let keys = build_copy(dir)?;
+    mark_swap(dir)?;
+    finish_swap(dir)?;
+    let report = CompactReport {
+        keys,
+        bytes_before,
+        bytes_after: sled_bytes(dir)?,
+    };
+    info!(dir = %dir.display(), keys, bytes_before, bytes_after = report.bytes_after, "store compacted");
+    Ok(report)
+}
+
+/// Copies every key of the store in `dir` but [`COMPACT_KEY`] into a new sled database in
+/// `dir/`[`COMPACT_DIR`] (made afresh), fsynced. Returns how many keys it copied.
+fn build_copy(dir: &Path) -> Result<u64, StoreError> {
     let new_dir = dir.join(COMPACT_DIR);
     // A compaction that stopped before its swap marker left a partial copy: start again.
     remove(&new_dir)?;
@@ -293,6 +308,13 @@ pub(crate) fn compact(dir: &Path) -> Result<CompactReport, StoreError> {
         keys
     };
     sync_tree(&new_dir)?;
+    Ok(keys)
+}
+
+/// Writes the swap marker (listing the new database's files), durably: from here on the swap
+/// is finished by whoever finds the marker.
+fn mark_swap(dir: &Path) -> Result<(), StoreError> {
+    let new_dir = dir.join(COMPACT_DIR);
     let mut names: Vec<String> = std::fs::read_dir(&new_dir)
         .map_err(io(format!("reading {}", new_dir.display())))?
         .filter_map(|entry| entry.ok())
@@ -303,15 +325,7 @@ pub(crate) fn compact(dir: &Path) -> Result<CompactReport, StoreError> {
     std::fs::write(&marker, names.join("\n"))
         .map_err(io(format!("writing {}", marker.display())))?;
     sync_tree(&marker)?;
-    crate::writer::sync_directory(dir)?;
-    finish_swap(dir)?;
-    let report = CompactReport {
-        keys,
-        bytes_before,
-        bytes_after: sled_bytes(dir)?,
-    };
-    info!(dir = %dir.display(), keys, bytes_before, bytes_after = report.bytes_after, "store compacted");
-    Ok(report)
+    crate::writer::sync_directory(dir)
 }
 
 /// Finishes a swap whose marker is present: removes the old database's files (unless some of
@@ -353,4 +367,92 @@ pub(crate) fn finish_swap(dir: &Path) -> Result<(), StoreError> {
     remove(&marker)?;
     remove(&new_dir)?;
     crate::writer::sync_directory(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use switchboard_core::{
+        ConnectionId, ConversationPatch, EventKind, EventPayload, IncomingEvent, Sequence,
+        Timestamp,
+    };
+
+    use super::*;
+    use crate::Store;
+
+    async fn filled(dir: &Path) {
+        let store = Store::open(dir).unwrap();
+        let events = (0..20)
+            .map(|i| IncomingEvent {
+                dedup_key: format!("k{i}"),
+                kind: EventKind::ChatStarted,
+                vendor_event: "chat_started".into(),
+                occurred_at: Timestamp::from_secs(1_700_000_000 + i).unwrap(),
+                payload: EventPayload::Conversation(ConversationPatch::new(format!("c{i}"))),
+            })
+            .collect();
+        store
+            .append(AppendRequest::new(
+                ConnectionId::new("lc").unwrap(),
+                "livechat",
+                events,
+            ))
+            .await
+            .unwrap();
+        store.close().await.unwrap();
+    }
+
+    async fn reads_whole(dir: &Path) {
+        let store = Store::open(dir).unwrap();
+        assert_eq!(store.head(), Sequence(20));
+        assert_eq!(store.read_events(Sequence::ZERO, 100).unwrap().len(), 20);
+        assert_eq!(store.conversation_count().unwrap(), 20);
+        store.close().await.unwrap();
+        let leftovers: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".switchboard-compact"))
+            .collect();
+        assert_eq!(leftovers, Vec::<String>::new());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crash_before_the_marker_leaves_the_store_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        filled(dir.path()).await;
+        build_copy(dir.path()).unwrap();
+        // The next open ignores the copy; the next compaction starts it again.
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.head(), Sequence(20));
+        store.close().await.unwrap();
+        drop(store);
+        compact(dir.path()).unwrap();
+        reads_whole(dir.path()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crash_after_the_marker_is_finished_by_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        filled(dir.path()).await;
+        build_copy(dir.path()).unwrap();
+        mark_swap(dir.path()).unwrap();
+        reads_whole(dir.path()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crash_in_the_middle_of_the_moves_is_finished_by_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        filled(dir.path()).await;
+        build_copy(dir.path()).unwrap();
+        mark_swap(dir.path()).unwrap();
+        // The old files are gone and one new file moved when the crash comes.
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let entry = entry.unwrap();
+            if crate::is_sled_file(&entry.file_name().to_string_lossy()) {
+                remove(&entry.path()).unwrap();
+            }
+        }
+        let new_dir = dir.path().join(COMPACT_DIR);
+        std::fs::rename(new_dir.join("conf"), dir.path().join("conf")).unwrap();
+        reads_whole(dir.path()).await;
+    }
 }

@@ -60,6 +60,7 @@
 //! | `agent/<connection>/<login>` | the [`Agent`] (JSON) |
 //! | `sync/<connection>` | the [`SyncState`] (JSON) |
 //! | `quarantine/<id u64 BE>`, `meta/quarantine` | held webhooks and their totals (JSON) |
+//! | `meta/compact` | empty; present from an erasure until [`Store::compact`] |
 //!
 //! A *position* orders conversations newest first: the sort key (`started_at` if known, else
 //! `updated_at`) as `u64::MAX - millis`, then the id `connection/external id`, escaped and with
@@ -99,6 +100,17 @@
 //! change ([`switchboard_core::Ticket::apply_change`]) and appends the result as a
 //! `ticket_updated` event, so concurrent updates never lose each other's changes.
 //! Idempotency claims and job leases live in the store's memory: one process owns a sled store.
+//!
+//! An erasure ([`Store::erase_contact`]) is a command of a group too: the writer checks the
+//! plan against the tree and the group's overlay (a refused plan fails its own command and
+//! writes nothing), then rewrites in the group's batch every `log/` entry holding a planned
+//! event (payloads erased, the raw body dropped; sequences, ids and dedup keys kept), the
+//! planned conversations' headers and every one of their `msg/` keys, and the planned tickets,
+//! and appends the `contact_erased` event. The flusher replaces the tail cache's copies of the
+//! rewritten entries before it answers. sled keeps the old versions in its files until it
+//! reuses their segments (measured: all of them are still there after the erasure), so an
+//! erasure is complete on disk only after [`Store::compact`] (offline) rewrites the store into a
+//! fresh database; see the `erase` module.
 //!
 //! Because one thread writes, read-modify-write of projections needs no transaction. Sequences
 //! are assigned by that one thread in commit order, so they stay gap-free; groups become
