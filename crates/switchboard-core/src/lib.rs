@@ -24,7 +24,7 @@
 mod config;
 mod contact;
 mod conversation;
-mod erase;
+pub mod erase;
 mod error;
 mod event;
 mod ids;

@@ -218,7 +218,7 @@
 
 mod contract;
 mod conversations;
-mod erase;
+pub mod erase;
 mod error;
 mod keys;
 mod migrate;
