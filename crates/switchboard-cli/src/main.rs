@@ -3,6 +3,7 @@
 // Every shipped plugin must be referenced, or the linker may drop its inventory registration.
 use switchboard_plugins as _;
 
+mod contacts;
 mod sync;
 
 use std::net::SocketAddr;
@@ -110,6 +111,11 @@ enum Command {
         #[command(subcommand)]
         command: ConversationsCommand,
     },
+    /// Contacts: one person across connections and vendors; merge, split, erase.
+    Contacts {
+        #[command(subcommand)]
+        command: contacts::ContactsCommand,
+    },
     /// List the configured connections and their sync state.
     Connections {
         #[command(flatten)]
@@ -146,6 +152,18 @@ enum Command {
         /// The database: postgres://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=require.
         #[arg(long, env = "SWITCHBOARD_DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
+    },
+    /// Rewrite the embedded store's files so that nothing erased stays in them: run it with the
+    /// server stopped, after `contacts erase` (the files keep old versions of rewritten values
+    /// until then; no read returns them). Not needed on PostgreSQL.
+    Compact {
+        /// A TOML config file, for its data_dir.
+        #[arg(long, env = "SWITCHBOARD_CONFIG")]
+        config: Option<PathBuf>,
+        /// The embedded store's directory (overrides the config file; default
+        /// ./switchboard-data).
+        #[arg(long, env = "SWITCHBOARD_DATA_DIR")]
+        data_dir: Option<PathBuf>,
     },
     /// List the vendor plugins built into this binary.
     Plugins,
@@ -185,6 +203,8 @@ enum ConversationsCommand {
         /// Only these statuses (repeatable): unknown, queued, open, closed, missed, offline.
         #[arg(long = "status")]
         statuses: Vec<String>,
+        #[command(flatten)]
+        find: Box<FindArgs>,
         /// How many per page (1-1000).
         #[arg(long, default_value_t = 50)]
         page_size: u32,
@@ -199,6 +219,34 @@ enum ConversationsCommand {
         /// CONNECTION/VENDOR_ID, e.g. livechat/PO13.
         id: String,
     },
+}
+
+/// `conversations list`'s finder filters: each repeatable flag matches any of its values; all
+/// given flags must match.
+#[derive(Debug, Default, clap::Args)]
+struct FindArgs {
+    /// The visitor's e-mail (repeatable).
+    #[arg(long = "email")]
+    emails: Vec<String>,
+    /// The visitor's phone in international form, e.g. +442079460000 (repeatable).
+    #[arg(long = "phone")]
+    phones: Vec<String>,
+    /// The visitor's id at the vendor (repeatable).
+    #[arg(long = "visitor-id")]
+    visitor_ids: Vec<String>,
+    /// An agent (vendor id) who took part (repeatable).
+    #[arg(long = "agent")]
+    agent_ids: Vec<String>,
+    /// A tag the conversation has (repeatable).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Words in the messages or the visitor's name: every word must match (case- and
+    /// accent-insensitive).
+    #[arg(long)]
+    text: Option<String>,
+    /// Conversations of this contact (repeatable; `switchboard contacts list` shows them).
+    #[arg(long = "contact")]
+    contacts: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -426,6 +474,7 @@ async fn run() -> Result<()> {
             .await
         }
         Command::Migrate { database_url } => migrate(database_url).await,
+        Command::Compact { config, data_dir } => compact(config, data_dir),
         Command::Keys {
             command: KeysCommand::New { name, scopes },
         } => new_key(&name, &scopes),
@@ -452,11 +501,21 @@ async fn run() -> Result<()> {
                 connections,
                 vendors,
                 statuses,
+                find,
                 page_size,
                 all,
-            } => list_conversations(server, connections, vendors, statuses, page_size, all).await,
+            } => {
+                let filters = ListFilters {
+                    connections,
+                    vendors,
+                    statuses,
+                    find: *find,
+                };
+                list_conversations(server, filters, page_size, all).await
+            }
             ConversationsCommand::Get { server, id } => get_conversation(server, id).await,
         },
+        Command::Contacts { command } => contacts::run(command).await,
         Command::Connections { server } => list_connections(server).await,
         Command::Quarantine {
             command:
@@ -538,6 +597,34 @@ async fn migrate(database_url: Option<String>) -> Result<()> {
         1 => println!("applied 1 migration ({url})"),
         n => println!("applied {n} migrations ({url})"),
     }
+    Ok(())
+}
+
+/// `switchboard compact`: the embedded store rewritten offline; prints what it did.
+fn compact(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> Result<()> {
+    let data_dir = match (data_dir, config) {
+        (Some(dir), _) => dir,
+        (None, Some(path)) => {
+            let registry = Registry::from_inventory()?;
+            ServerConfig::from_file(&path, &registry, std::env::vars())?.data_dir
+        }
+        (None, None) => PathBuf::from(switchboard_server::config::DEFAULT_DATA_DIR),
+    };
+    if !data_dir.is_dir() {
+        bail!(
+            "no store at {}: give the data dir with --data-dir (or --config)",
+            data_dir.display()
+        );
+    }
+    let report = switchboard_server::compact(&data_dir)
+        .with_context(|| format!("cannot compact the store at {}", data_dir.display()))?;
+    println!(
+        "compacted {}: {} keys, {} bytes before, {} after",
+        data_dir.display(),
+        report.keys,
+        report.bytes_before,
+        report.bytes_after
+    );
     Ok(())
 }
 
@@ -828,14 +915,27 @@ async fn tail(
     Ok(())
 }
 
-async fn list_conversations(
-    server: ServerArg,
+/// `conversations list`'s filters.
+#[derive(Debug)]
+struct ListFilters {
     connections: Vec<String>,
     vendors: Vec<String>,
     statuses: Vec<String>,
+    find: FindArgs,
+}
+
+async fn list_conversations(
+    server: ServerArg,
+    filters: ListFilters,
     page_size: u32,
     all: bool,
 ) -> Result<()> {
+    let ListFilters {
+        connections,
+        vendors,
+        statuses,
+        find,
+    } = filters;
     let statuses = statuses
         .iter()
         .map(|s| {
@@ -860,6 +960,13 @@ async fn list_conversations(
                 page_size,
                 page_token: token.clone(),
                 view: v1::ConversationView::Basic as i32,
+                emails: find.emails.clone(),
+                phones: find.phones.clone(),
+                visitor_ids: find.visitor_ids.clone(),
+                agent_ids: find.agent_ids.clone(),
+                tags: find.tags.clone(),
+                text: find.text.clone().unwrap_or_default(),
+                contact_ids: find.contacts.clone(),
             })
             .await
             .map_err(answer)
@@ -916,6 +1023,12 @@ async fn list_conversations(
         if !all || page.next_page_token.is_empty() {
             if !page.next_page_token.is_empty() {
                 println!("(more: use --all)");
+            }
+            if page.indexed_through > 0 {
+                println!(
+                    "(found by the index, which has read the log through sequence {})",
+                    page.indexed_through
+                );
             }
             break;
         }

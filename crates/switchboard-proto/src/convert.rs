@@ -5,6 +5,8 @@ use switchboard_core::{
     ConversationStatus, EventKind, Role, TicketOrigin, TicketStatus, Timestamp,
 };
 
+use switchboard_find::ContactRecord;
+
 use crate::v1;
 
 /// A core timestamp on the wire.
@@ -312,6 +314,30 @@ pub fn ticket(connection: &core::ConnectionId, t: &core::Ticket) -> v1::Ticket {
     }
 }
 
+/// A contact on the wire: its identity keys as they are, and split by kind (`email:`,
+/// `phone:`, `visitor:`) with the prefix taken off.
+pub fn contact(c: &ContactRecord) -> v1::Contact {
+    let of_kind = |prefix: &str| -> Vec<String> {
+        c.identities
+            .iter()
+            .filter_map(|key| key.strip_prefix(prefix))
+            .map(str::to_owned)
+            .collect()
+    };
+    v1::Contact {
+        id: c.id.clone(),
+        identities: c.identities.iter().cloned().collect(),
+        names: c.names.iter().cloned().collect(),
+        emails: of_kind("email:"),
+        phones: of_kind("phone:"),
+        visitor_ids: of_kind("visitor:"),
+        merged_into: c.merged_into.clone(),
+        erased_at: opt_ts(c.erased_at),
+        last_seen: opt_ts(c.last_seen),
+        separated: c.separated.iter().cloned().collect(),
+    }
+}
+
 /// A core agent as its API message.
 pub fn agent(a: &core::Agent) -> v1::Agent {
     v1::Agent {
@@ -368,6 +394,37 @@ mod tests {
         }
         assert_eq!(from_status(v1::ConversationStatus::Unspecified), None);
         assert_eq!(from_kind(v1::EventKind::Unspecified), None);
+    }
+
+    #[test]
+    fn a_contact_splits_its_identities_by_kind() {
+        let record = ContactRecord {
+            id: "c12".to_owned(),
+            created_at_sequence: core::Sequence(12),
+            identities: [
+                "email:jane@example.com",
+                "phone:+442079460000",
+                "visitor:livechat/S1",
+                "visitor:smartsupp/v-9",
+            ]
+            .map(str::to_owned)
+            .into(),
+            names: ["Jane Doe".to_owned()].into(),
+            separated: ["c40".to_owned()].into(),
+            merged_into: None,
+            erased_at: None,
+            last_seen: Some(Timestamp::from_secs(1_700_000_000).expect("time")),
+        };
+        let wire = contact(&record);
+        assert_eq!(wire.id, "c12");
+        assert_eq!(wire.identities.len(), 4);
+        assert_eq!(wire.emails, ["jane@example.com"]);
+        assert_eq!(wire.phones, ["+442079460000"]);
+        assert_eq!(wire.visitor_ids, ["livechat/S1", "smartsupp/v-9"]);
+        assert_eq!(wire.names, ["Jane Doe"]);
+        assert_eq!(wire.separated, ["c40"]);
+        assert_eq!(wire.last_seen.map(|t| t.seconds), Some(1_700_000_000));
+        assert_eq!(wire.erased_at, None);
     }
 
     #[test]

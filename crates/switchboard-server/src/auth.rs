@@ -35,14 +35,14 @@ pub const KEY_PREFIX: &str = "sbk_";
 /// What an API key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Scope {
-    /// `conversations:read`: ListConversations, GetConversation.
+    /// `conversations:read`: ListConversations, GetConversation, ListContacts, GetContact.
     ConversationsRead,
     /// `events:stream`: StreamEvents.
     EventsStream,
     /// `tickets:manage`: ManageTickets.
     TicketsManage,
-    /// `admin`: ListConnections, SyncConnection, ManageAgents, any method without a scope of
-    /// its own; implies every other scope.
+    /// `admin`: ListConnections, SyncConnection, ManageAgents, MergeContacts, SplitContact,
+    /// EraseContact, any method without a scope of its own; implies every other scope.
     Admin,
 }
 
@@ -159,10 +159,14 @@ pub fn required_access(path: &str) -> Access {
         return Access::AnyKey;
     };
     Access::Scope(match method {
-        "ListConversations" | "GetConversation" => Scope::ConversationsRead,
+        "ListConversations" | "GetConversation" | "ListContacts" | "GetContact" => {
+            Scope::ConversationsRead
+        }
         "StreamEvents" => Scope::EventsStream,
         "ManageTickets" => Scope::TicketsManage,
-        _ => Scope::Admin, // ListConnections, SyncConnection, ManageAgents, anything new
+        // ListConnections, SyncConnection, ManageAgents, MergeContacts, SplitContact,
+        // EraseContact, anything new
+        _ => Scope::Admin,
     })
 }
 
@@ -405,6 +409,11 @@ mod tests {
         assert_eq!(m("ManageTickets"), Access::Scope(Scope::TicketsManage));
         assert_eq!(m("ListConnections"), Access::Scope(Scope::Admin));
         assert_eq!(m("ManageAgents"), Access::Scope(Scope::Admin));
+        assert_eq!(m("ListContacts"), Access::Scope(Scope::ConversationsRead));
+        assert_eq!(m("GetContact"), Access::Scope(Scope::ConversationsRead));
+        for writes in ["MergeContacts", "SplitContact", "EraseContact"] {
+            assert_eq!(m(writes), Access::Scope(Scope::Admin), "{writes}");
+        }
         assert_eq!(m("SomethingNew"), Access::Scope(Scope::Admin));
         assert_eq!(
             required_access("/grpc.health.v1.Health/Check"),

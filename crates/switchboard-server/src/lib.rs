@@ -44,6 +44,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use switchboard_core::Registry;
+use switchboard_find::tantivy_index::TantivyIndex;
+use switchboard_find::{FindIndex, Finder, FinderOptions};
 use switchboard_proto::v1::switchboard_server::SwitchboardServer;
 use switchboard_store::{Storage, Store, StoreError};
 use switchboard_store_postgres::{PgOptions, PgStore};
@@ -81,6 +83,9 @@ pub enum ServerError {
     /// The TLS certificate or key cannot be used.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// The finder's index cannot be opened.
+    #[error("cannot open the finder's index: {0}")]
+    Find(#[from] switchboard_find::IndexError),
 }
 
 /// A started server. Dropping it does not stop it; call [`RunningServer::shutdown`].
@@ -98,6 +103,9 @@ pub struct RunningServer {
     pub sled: Option<Store>,
     /// The application services both front doors adapt.
     pub app: app::App,
+    /// The finder: the index of conversations by person, agent, tag and text, and contacts,
+    /// fed from the log.
+    pub finder: Arc<Finder>,
     shutdown: watch::Sender<bool>,
     http: JoinHandle<Result<(), std::io::Error>>,
     metrics: Option<JoinHandle<Result<(), std::io::Error>>>,
@@ -146,12 +154,31 @@ const SYNC_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 /// The least time shutdown gives the store to close, whatever is left of the grace.
 const STORE_CLOSE_MIN: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// Where the embedded store's finder index lives: a directory beside the sled files.
+pub fn find_index_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("find")
+}
+
+/// Opens the finder's index for the store `start` opened: tantivy in [`find_index_dir`] with
+/// the sled store, the tables in the shared database with PostgreSQL.
+fn open_find_index(
+    config: &ServerConfig,
+    pg: Option<&PgStore>,
+) -> Result<Arc<dyn FindIndex>, ServerError> {
+    match pg {
+        Some(store) => Ok(Arc::new(store.find_index())),
+        None => Ok(Arc::new(TantivyIndex::open(&find_index_dir(
+            &config.data_dir,
+        ))?)),
+    }
+}
+
 /// Opens the server's store: PostgreSQL when the config names a `database_url` (migrated at
 /// open, under an advisory lock, so replicas starting together apply each migration once),
 /// else sled at `data_dir`. The sled store is returned too, for benches' direct reads.
 async fn open_store(
     config: &ServerConfig,
-) -> Result<(Arc<dyn Storage>, Option<Store>), ServerError> {
+) -> Result<(Arc<dyn Storage>, Option<Store>, Arc<dyn FindIndex>), ServerError> {
     let quarantine = switchboard_store::QuarantineLimits {
         max_entries: config.limits.quarantine_max_entries as u64,
         max_bytes: config.limits.quarantine_max_bytes as u64,
@@ -167,7 +194,8 @@ async fn open_store(
             )
             .await?;
             info!(backend = store.backend(), database = %url, schema = store.schema(), "store open");
-            Ok((Arc::new(store), None))
+            let index = open_find_index(config, Some(&store))?;
+            Ok((Arc::new(store), None, index))
         }
         None => {
             let store = Store::open_with(
@@ -178,7 +206,16 @@ async fn open_store(
                 },
             )?;
             info!(backend = store.backend(), data_dir = %config.data_dir.display(), "store open");
-            Ok((Arc::new(store.clone()), Some(store)))
+            if store.needs_compaction()? {
+                warn!(
+                    data_dir = %config.data_dir.display(),
+                    "a contact was erased since the store was last compacted: its files may still \
+                     hold old versions of the erased values (no read returns them); stop the \
+                     server and run `switchboard compact` to drop them"
+                );
+            }
+            let index = open_find_index(config, None)?;
+            Ok((Arc::new(store.clone()), Some(store), index))
         }
     }
 }
@@ -188,6 +225,16 @@ async fn open_store(
 /// replicas start: they wait for each other on an advisory lock.
 pub async fn migrate(url: &config::DatabaseUrl) -> Result<usize, ServerError> {
     Ok(PgStore::migrate(url.expose()).await?)
+}
+
+/// Rewrites the embedded store at `data_dir` (the server stopped) so that its files hold each
+/// key's current value once: after an erasure, none of the erased values remains on disk
+/// (sled keeps old versions of rewritten values in its files until then). What
+/// `switchboard compact` runs. A store open in another process is refused.
+pub fn compact(
+    data_dir: &std::path::Path,
+) -> Result<switchboard_store::CompactReport, ServerError> {
+    Ok(Store::compact(data_dir)?)
 }
 
 /// Opens the store, builds the connections, binds both front doors and starts serving.
@@ -250,7 +297,7 @@ pub async fn start(
             );
         }
     }
-    let (storage, sled) = open_store(&config).await?;
+    let (storage, sled, find_index) = open_store(&config).await?;
     let http_listener = TcpListener::bind(config.http_addr)
         .await
         .map_err(|source| ServerError::Bind {
@@ -279,6 +326,14 @@ pub async fn start(
     let limits = config.limits.clone();
 
     let sync_runner = sync::SyncRunner::with_lease_ttl(limits.sync_lease_ttl);
+    let finder = Finder::start(
+        storage.clone(),
+        find_index,
+        FinderOptions {
+            holder: format!("finder-{}", uuid::Uuid::new_v4()),
+            ..FinderOptions::default()
+        },
+    );
     let app = app::App::new(
         storage.clone(),
         connections.clone(),
@@ -292,6 +347,7 @@ pub async fn start(
             },
             shutdown: Some(shutdown_rx.clone()),
             sync_runner: sync_runner.clone(),
+            finder: Some(finder.clone()),
         },
     );
     let router = http::router(http::HttpState {
@@ -444,6 +500,7 @@ pub async fn start(
         storage,
         sled,
         app,
+        finder,
         shutdown,
         http,
         grpc,
@@ -478,6 +535,8 @@ impl RunningServer {
         }
         // A store on a failed disk may never finish its last flush: it gets what is left of
         // the grace (at least a few seconds), never more.
+        // The finder stops after its batch in flight (its index holds whole batches only).
+        self.finder.shutdown().await;
         let close_limit = grace_until
             .saturating_duration_since(tokio::time::Instant::now())
             .max(STORE_CLOSE_MIN);

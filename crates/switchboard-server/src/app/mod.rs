@@ -13,6 +13,7 @@
 //! | [`subscribe::Subscribe`] | a subscriber's events from a cursor: replay, then the live tail |
 //! | [`sync::SyncService`] | pull-sync runs of a connection, page by page |
 //! | [`quarantine::QuarantineService`] | verified webhooks no plugin can map, held and retried |
+//! | [`find::Find`] | conversations by person, agent, tag and text; contacts, merge, split, erasure |
 //!
 //! Every service holds the store as `Arc<dyn Storage>` (the storage contract), never a
 //! concrete backend, and speaks [`switchboard_core::Error`].
@@ -41,6 +42,7 @@
 //! ```
 
 pub mod agents;
+pub mod find;
 pub mod ingest;
 pub mod quarantine;
 pub mod subscribe;
@@ -67,16 +69,21 @@ pub struct AppOptions {
     /// The sync runner, shared with the periodic sync so that one connection never syncs
     /// twice at once.
     pub sync_runner: sync::SyncRunner,
+    /// The finder (`start` starts one over the backend's index). `None`: queries that need
+    /// it are refused with FAILED_PRECONDITION; everything else works.
+    pub finder: Option<Arc<switchboard_find::Finder>>,
 }
 
 impl Default for AppOptions {
-    /// No known vendors, default stream limits, no shutdown signal, a sync runner of its own.
+    /// No known vendors, default stream limits, no shutdown signal, a sync runner of its own,
+    /// no finder.
     fn default() -> Self {
         AppOptions {
             vendors: Vec::new(),
             stream: subscribe::StreamOptions::default(),
             shutdown: None,
             sync_runner: sync::SyncRunner::default(),
+            finder: None,
         }
     }
 }
@@ -102,6 +109,8 @@ pub struct App {
     pub sync: sync::SyncService,
     /// The quarantine.
     pub quarantine: quarantine::QuarantineService,
+    /// Finding the customer: finder queries, contacts.
+    pub find: find::Find,
 }
 
 impl std::fmt::Debug for App {
@@ -125,16 +134,18 @@ impl App {
                 (shutdown, Some(Arc::new(never)))
             }
         };
+        let subscribe = subscribe::Subscribe::new(
+            storage.clone(),
+            vendors.clone(),
+            shutdown.clone(),
+            options.stream,
+        );
         App {
             ingest: ingest::Ingest::new(storage.clone(), quarantine.clone()),
             tickets: tickets::Tickets::new(storage.clone(), connections.clone()),
             agents: agents::Agents::new(storage.clone(), connections.clone()),
-            subscribe: subscribe::Subscribe::new(
-                storage.clone(),
-                vendors.clone(),
-                shutdown.clone(),
-                options.stream,
-            ),
+            find: find::Find::new(storage.clone(), options.finder, subscribe.clone()),
+            subscribe,
             sync: sync::SyncService::new(
                 storage.clone(),
                 connections.clone(),

@@ -183,6 +183,12 @@ impl ServerConfig {
         for section in file.connections {
             let id = ConnectionId::new(section.id.clone())
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            if id.is_system() {
+                return Err(ConfigError::Invalid(format!(
+                    "connection id \"{id}\" is reserved: Switchboard writes its own events (contact \
+                     merges, splits and erasures) under it; choose another id"
+                )));
+            }
             if connections.iter().any(|c| c.id == id) {
                 return Err(ConfigError::Invalid(format!(
                     "connection id {id:?} is used twice; ids must be unique"

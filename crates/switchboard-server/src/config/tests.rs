@@ -306,3 +306,16 @@ fn a_toml_error_is_one_line_that_never_echoes_the_file() {
     assert!(error.contains("unknown field `database_uri`"), "{error}");
     assert!(error.contains("`database_url`"), "{error}");
 }
+
+#[test]
+fn the_system_connection_id_is_refused() {
+    let text = "[[connections]]\nid = \"switchboard\"\nvendor = \"acme\"\n";
+    let error = ServerConfig::from_toml(text, &registry(), []).unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("\"switchboard\" is reserved"), "{message}");
+    assert!(message.contains("choose another id"), "{message}");
+    // Another id that merely contains it is fine.
+    let text = "[[connections]]\nid = \"switchboard-eu\"\nvendor = \"acme\"\n";
+    let config = ServerConfig::from_toml(text, &registry(), []).unwrap();
+    assert_eq!(config.connections[0].id.as_str(), "switchboard-eu");
+}

@@ -4,11 +4,11 @@
 use switchboard_core::ConversationId;
 use switchboard_proto::convert;
 use switchboard_proto::v1;
-use switchboard_store::ConversationQuery;
+use switchboard_store::{ConversationQuery, FindFilters};
 use tonic::{Request, Response, Status};
 
 use super::SwitchboardService;
-use super::fields::{connection_ids, invalid, known_enums, page_size, status, time_range};
+use super::fields::{connection_ids, invalid, known_enums, page_size, status, texts, time_range};
 
 impl SwitchboardService {
     pub(super) async fn list_conversations_rpc(
@@ -33,24 +33,26 @@ impl SwitchboardService {
             started_to,
             updated_from,
             updated_to,
-            find: Default::default(),
+            find: find_filters(&r)?,
             page_size: page_size(r.page_size)?,
             page_token: Some(r.page_token.clone()).filter(|t| !t.is_empty()),
         };
         let with_messages = r.view() == v1::ConversationView::Full;
-        let page = self
+        let found = self
             .app
-            .storage()
+            .find
             .list_conversations(&query)
             .await
-            .map_err(|e| status(&e.into()))?;
+            .map_err(|e| status(&e))?;
         Ok(Response::new(v1::ListConversationsResponse {
-            conversations: page
+            conversations: found
+                .page
                 .conversations
                 .iter()
                 .map(|c| convert::conversation(c, with_messages))
                 .collect(),
-            next_page_token: page.next_page_token.unwrap_or_default(),
+            next_page_token: found.page.next_page_token.unwrap_or_default(),
+            indexed_through: found.indexed_through.map_or(0, |s| s.0),
         }))
     }
 
@@ -111,4 +113,19 @@ impl SwitchboardService {
         }
         Ok(Response::new(v1::ListConnectionsResponse { connections }))
     }
+}
+
+/// The request's finder filters. Empty strings in a list are refused (they would match
+/// nothing, or everything, depending on the index); values are passed on as given, the finder
+/// normalizes them.
+fn find_filters(r: &v1::ListConversationsRequest) -> Result<FindFilters, Status> {
+    Ok(FindFilters {
+        emails: texts(&r.emails, "emails")?,
+        phones: texts(&r.phones, "phones")?,
+        visitor_ids: texts(&r.visitor_ids, "visitor_ids")?,
+        agent_ids: texts(&r.agent_ids, "agent_ids")?,
+        tags: texts(&r.tags, "tags")?,
+        text: Some(r.text.trim().to_owned()).filter(|t| !t.is_empty()),
+        contacts: texts(&r.contact_ids, "contact_ids")?,
+    })
 }

@@ -40,6 +40,23 @@ pub(super) fn connection_ids(ids: &[String], field: &str) -> Result<Vec<Connecti
         .collect()
 }
 
+/// A repeated string field, each value trimmed; an empty value is refused.
+pub(super) fn texts(values: &[String], field: &str) -> Result<Vec<String>, Status> {
+    values
+        .iter()
+        .map(|v| {
+            let v = v.trim();
+            if v.is_empty() {
+                Err(invalid(format!(
+                    "{field}: an empty value matches nothing; drop it"
+                )))
+            } else {
+                Ok(v.to_owned())
+            }
+        })
+        .collect()
+}
+
 pub(super) fn page_size(requested: u32) -> Result<usize, Status> {
     match requested {
         0 => Ok(DEFAULT_PAGE_SIZE as usize),

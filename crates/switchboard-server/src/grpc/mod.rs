@@ -10,6 +10,7 @@
 //! | `tickets` | ManageTickets |
 //! | `admin` | SyncConnection, ManageAgents |
 //! | `quarantine` | ListQuarantine, RetryQuarantine |
+//! | `find` | ListContacts, GetContact, MergeContacts, SplitContact, EraseContact |
 //! | `fields` | request fields into values, errors into statuses |
 
 use switchboard_proto::v1;
@@ -21,6 +22,7 @@ use crate::app::App;
 mod admin;
 mod conversations;
 mod fields;
+mod find;
 mod quarantine;
 mod stream;
 mod tickets;
@@ -113,5 +115,40 @@ impl Switchboard for SwitchboardService {
         request: Request<v1::ListConnectionsRequest>,
     ) -> Result<Response<v1::ListConnectionsResponse>, Status> {
         self.list_connections_rpc(request).await
+    }
+
+    async fn list_contacts(
+        &self,
+        request: Request<v1::ListContactsRequest>,
+    ) -> Result<Response<v1::ListContactsResponse>, Status> {
+        self.list_contacts_rpc(request).await
+    }
+
+    async fn get_contact(
+        &self,
+        request: Request<v1::GetContactRequest>,
+    ) -> Result<Response<v1::ContactView>, Status> {
+        self.get_contact_rpc(request).await
+    }
+
+    async fn merge_contacts(
+        &self,
+        request: Request<v1::MergeContactsRequest>,
+    ) -> Result<Response<v1::ContactView>, Status> {
+        self.merge_contacts_rpc(request).await
+    }
+
+    async fn split_contact(
+        &self,
+        request: Request<v1::SplitContactRequest>,
+    ) -> Result<Response<v1::SplitContactResponse>, Status> {
+        self.split_contact_rpc(request).await
+    }
+
+    async fn erase_contact(
+        &self,
+        request: Request<v1::EraseContactRequest>,
+    ) -> Result<Response<v1::EraseContactResponse>, Status> {
+        self.erase_contact_rpc(request).await
     }
 }

@@ -250,6 +250,14 @@ impl Subscribe {
         }
     }
 
+    /// Forgets the events in wire form kept for tailing subscribers: after an erasure, which
+    /// rewrote some of them (subscribers then read them again from the store). Readers that
+    /// come upon a `contact_erased` event while tailing do it too, so that a replica that did
+    /// not erase forgets them as well.
+    pub fn forget_converted(&self) {
+        self.converted.clear();
+    }
+
     /// Opens a subscription. Refused at once, before any work, when the server already serves
     /// its limit of subscribers (RESOURCE_EXHAUSTED); refused when a filter names an unknown
     /// vendor or the start is beyond the head.
@@ -488,13 +496,21 @@ async fn next_events(
     if !shared.is_empty() {
         return Ok((shared, Source::Tail));
     }
+    let epoch = converted.epoch();
     match storage.read_events_cached(cursor, READ_BATCH, READ_BYTES) {
         Some(events) => {
             let events: Vec<_> = events
                 .into_iter()
                 .map(|event| Arc::new(Converted::new(event)))
                 .collect();
-            converted.put(&events);
+            // An erasure (here or on another replica) rewrote events the ring may hold: they
+            // are read again from the store, which serves them erased.
+            if events.iter().any(|e| e.kind == EventKind::ContactErased) {
+                converted.clear();
+                converted.put_since(converted.epoch(), &events);
+            } else {
+                converted.put_since(epoch, &events);
+            }
             Ok((events, Source::Tail))
         }
         None => Ok((join_log_read(read_log(storage, cursor)).await?, Source::Log)),

@@ -64,6 +64,8 @@ pub(super) struct ConvertedRing {
 struct Slots {
     slots: Vec<Option<Arc<Converted>>>,
     bytes: usize,
+    /// How many times the ring was cleared: events read before a clear are not kept after it.
+    epoch: u64,
 }
 
 /// Most bytes of converted events the ring holds (raw bodies dominate).
@@ -79,6 +81,7 @@ impl ConvertedRing {
             slots: RwLock::new(Slots {
                 slots: vec![None; capacity],
                 bytes: 0,
+                epoch: 0,
             }),
             max_bytes,
         }
@@ -109,12 +112,37 @@ impl ConvertedRing {
         run
     }
 
+    /// The ring's epoch: take it before reading events from the store, and keep them with
+    /// [`ConvertedRing::put_since`].
+    pub(super) fn epoch(&self) -> u64 {
+        self.slots
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .epoch
+    }
+
+    /// Forgets every event held (an erasure rewrote some of them) and starts a new epoch, so
+    /// that events read before now are not kept afterwards.
+    pub(super) fn clear(&self) {
+        let mut held = self.slots.write().unwrap_or_else(PoisonError::into_inner);
+        held.slots.iter_mut().for_each(|slot| *slot = None);
+        held.bytes = 0;
+        held.epoch += 1;
+    }
+
     /// Keeps `events`, each unless its slot holds a newer event already; then drops the
     /// oldest events while the ring holds more than its bytes.
+    #[cfg(test)]
     pub(super) fn put(&self, events: &[Arc<Converted>]) {
+        self.put_since(self.epoch(), events);
+    }
+
+    /// [`ConvertedRing::put`] of events read in `epoch`: nothing when the ring was cleared
+    /// since (they may be older than an erasure).
+    pub(super) fn put_since(&self, epoch: u64, events: &[Arc<Converted>]) {
         let mut held = self.slots.write().unwrap_or_else(PoisonError::into_inner);
         let len = held.slots.len();
-        if len == 0 {
+        if len == 0 || held.epoch != epoch {
             return;
         }
         for event in events {
@@ -446,6 +474,21 @@ mod tests {
         ring.put(&[event(6)]);
         assert!(ring.run(Sequence(2), Sequence(6)).is_empty());
         assert_eq!(sequences(&ring.run(Sequence(3), Sequence(6))), [4, 5, 6]);
+    }
+
+    #[test]
+    fn a_cleared_ring_holds_nothing_and_refuses_events_read_before_the_clear() {
+        let ring = ConvertedRing::new(8);
+        ring.put(&[event(1), event(2), event(3)]);
+        let before = ring.epoch();
+        ring.clear();
+        assert!(ring.run(Sequence(0), Sequence(3)).is_empty());
+        // A reader that read 1..3 before the erasure cannot put them back.
+        ring.put_since(before, &[event(1), event(2), event(3)]);
+        assert!(ring.run(Sequence(0), Sequence(3)).is_empty());
+        // Events read after it are kept.
+        ring.put_since(ring.epoch(), &[event(1), event(2)]);
+        assert_eq!(sequences(&ring.run(Sequence(0), Sequence(3))), [1, 2]);
     }
 
     #[test]
