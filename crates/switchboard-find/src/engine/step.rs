@@ -310,19 +310,15 @@ impl<'a> Step<'a> {
             }
         }
         let owner = if linked.is_empty() {
+            // Only one participant per event links, and the index has applied nothing from
+            // this event on (its position is before it): the id is free.
             let id = format!("c{}", sequence.0);
-            if self.contact(&id).await?.is_some() {
-                // Only one participant per event links; an index that already holds this
-                // contact applied this event before. Join it rather than replace it.
-                id
-            } else {
-                self.save(ContactRecord {
-                    id: id.clone(),
-                    created_at_sequence: sequence,
-                    ..ContactRecord::default()
-                });
-                id
-            }
+            self.save(ContactRecord {
+                id: id.clone(),
+                created_at_sequence: sequence,
+                ..ContactRecord::default()
+            });
+            id
         } else {
             let mut by_age = Vec::new();
             for id in &linked {
