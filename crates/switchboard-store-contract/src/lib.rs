@@ -95,6 +95,7 @@ case_list!(
     bad_input_changes_nothing,
     erasure_erases_the_person_and_keeps_the_log,
     a_bad_erasure_plan_changes_nothing,
+    erasure_among_concurrent_appends_is_serialized,
 );
 
 /// Runs one case on a runtime of its own (used by [`contract_tests!`]); a case that does not
@@ -167,6 +168,7 @@ macro_rules! contract_tests {
             bad_input_changes_nothing,
             erasure_erases_the_person_and_keeps_the_log,
             a_bad_erasure_plan_changes_nothing,
+            erasure_among_concurrent_appends_is_serialized,
         );
     };
     ($backend:expr) => {

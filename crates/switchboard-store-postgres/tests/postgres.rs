@@ -252,6 +252,7 @@ contract!(
     bad_input_changes_nothing,
     erasure_erases_the_person_and_keeps_the_log,
     a_bad_erasure_plan_changes_nothing,
+    erasure_among_concurrent_appends_is_serialized,
 );
 
 // ----- What only a shared database has to keep -----

@@ -3,6 +3,7 @@
 //! stay; the erasure is an event of its own; a bad plan changes nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use switchboard_core::{
     ConnectionId, ContactChange, Conversation, ConversationId, Event, EventKind, EventPayload,
@@ -505,4 +506,78 @@ pub async fn a_bad_erasure_plan_changes_nothing(backend: &dyn Backend) {
     assert_eq!(second.sequence, Sequence(first.sequence.0 + 1));
     let (events, ..) = everything(&store, &fixture).await;
     assert_eq!(events.len() as u64, head.0 + 2, "two erasure events");
+}
+
+/// An erasure among concurrent appends to the same conversation is serialized with them: the
+/// log stays gap-free, and each message appended concurrently is erased in the projection if
+/// its event came before the erasure's and kept if after (the erasure empties every message
+/// the conversation holds when it runs; what comes later is new data).
+pub async fn erasure_among_concurrent_appends_is_serialized(backend: &dyn Backend) {
+    let store = backend.fresh().await;
+    let fixture = erasure_fixture(&store).await;
+    let head = store.head();
+    let c = fixture.conversation.connection.clone();
+    let chat = fixture.conversation.external_id.clone();
+    let appends: Vec<_> = (0..20)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let request = request(
+                &c,
+                "v",
+                vec![message(
+                    &format!("late-{i}"),
+                    &chat,
+                    60 + i,
+                    &format!("late text {i}"),
+                )],
+            );
+            tokio::spawn(async move { store.append(request).await })
+        })
+        .collect();
+    let erasure = {
+        let store = Arc::clone(&store);
+        let plan = fixture.plan.clone();
+        tokio::spawn(async move { store.erase_contact(plan).await })
+    };
+    let mut late: BTreeMap<String, Sequence> = BTreeMap::new();
+    for (i, append) in appends.into_iter().enumerate() {
+        let receipt = append
+            .await
+            .expect("an append task")
+            .unwrap_or_else(|e| panic!("append late-{i}: {e}"));
+        late.insert(format!("late-{i}"), receipt.appended[0]);
+    }
+    let report = erasure
+        .await
+        .expect("the erasure task")
+        .expect("erase_contact");
+    let events = read_all(&store).await;
+    assert_eq!(
+        seqs(events.iter().map(|e| e.sequence)),
+        (1..=head.0 + 21).collect::<Vec<_>>(),
+        "gap-free: the fixture, 20 appends and the erasure"
+    );
+    let chat = conversation(&store, &fixture.conversation).await;
+    for (key, sequence) in &late {
+        let text = &chat.messages[key].value.text;
+        if *sequence < report.sequence {
+            assert_eq!(
+                text, "",
+                "{key} (event {sequence}) came before the erasure ({})",
+                report.sequence
+            );
+        } else {
+            assert!(
+                text.starts_with("late text"),
+                "{key} (event {sequence}) came after the erasure ({}): {text:?}",
+                report.sequence
+            );
+        }
+        let logged = &events[(sequence.0 - 1) as usize];
+        assert!(
+            format!("{logged:?}").contains("late text"),
+            "{key}: an event the plan does not name keeps its payload in the log"
+        );
+    }
+    assert_eq!(holding(&chat, &fixture.personal), Vec::<String>::new());
 }
