@@ -42,6 +42,8 @@ fn help_explains_every_command() {
         "connections",
         "plugins",
         "keys",
+        "contacts",
+        "compact",
     ] {
         assert!(text.contains(command), "--help lacks {command}: {text}");
     }
