@@ -888,6 +888,24 @@ fn chinese_cyrillic_and_latin_text_round_trips() {
                     .unwrap()
                     .is_empty()
             );
+            // A name word longer than any lexeme is not in the tsvector, and still found.
+            let long = "ы".repeat(1100);
+            index
+                .apply(IndexBatch {
+                    position: Sequence(6),
+                    contacts: vec![contact("c4", 4, &[], &[&format!("Long {long}")])],
+                    ..IndexBatch::default()
+                })
+                .await
+                .unwrap();
+            assert_eq!(
+                ids(index.list_contacts(&names(&long)).await.unwrap()),
+                ["c4"]
+            );
+            assert_eq!(
+                ids(index.list_contacts(&names("long")).await.unwrap()),
+                ["c4"]
+            );
             schemas.drop_all().await;
         },
     );
