@@ -516,6 +516,8 @@ async fn merge_and_split_change_contacts_and_a_rebuild_gives_the_same_contacts(k
                         Some("+14155552671"),
                     ),
                 ),
+                // No vendor id: the phone is its first key, so it goes where the phone goes.
+                chat("3b", 350, visitor("", None, None, Some("+1 415 555 2671"))),
             ],
         )
         .await;
@@ -571,6 +573,11 @@ async fn merge_and_split_change_contacts_and_a_rebuild_gives_the_same_contacts(k
         vec!["lc/3"],
         "its visitor id is still Bob's"
     );
+    assert_eq!(
+        ids(&phone_person.conversations),
+        vec!["lc/3b"],
+        "a conversation whose first key left moves with it"
+    );
 
     // Separated contacts are never linked again automatically; others still link.
     world
@@ -600,7 +607,7 @@ async fn merge_and_split_change_contacts_and_a_rebuild_gives_the_same_contacts(k
         .await
         .unwrap()
         .value;
-    assert_eq!(ids(&phone_now.conversations), vec!["lc/5"]);
+    assert_eq!(ids(&phone_now.conversations), vec!["lc/5", "lc/3b"]);
     assert_eq!(all_contacts(&finder).await.len(), 3);
 
     // A fresh index over the same log: the same contacts, ids included.
