@@ -487,6 +487,57 @@ async fn keys_of_two_contacts_link_them_into_the_older_and_tickets_join_by_email
     assert_eq!(ids(&by_old_id.conversations), vec!["lc/3", "ss/2", "lc/1"]);
 }
 
+async fn get_contact_lists_conversations_and_tickets_newest_first_up_to_the_limit(kind: Kind) {
+    let world = World::new(kind);
+    let person = || visitor("v1", Some("Ann"), Some("ann@example.com"), None);
+    world
+        .append(
+            "lc",
+            "livechat",
+            vec![
+                chat("1", 100, person()),
+                chat("2", 300, person()),
+                chat("3", 200, person()),
+            ],
+        )
+        .await;
+    world
+        .append(
+            "zd",
+            "zendesk",
+            vec![
+                ticket("T1", 150, visitor("", None, Some("ann@example.com"), None)),
+                ticket("T2", 350, visitor("", None, Some("ANN@example.com"), None)),
+                ticket("T3", 250, visitor("", None, Some("ann@example.com"), None)),
+                ticket(
+                    "T4",
+                    400,
+                    visitor("", None, Some("someone@example.com"), None),
+                ),
+            ],
+        )
+        .await;
+    let finder = world.finder(world.index());
+    synced(&finder, world.storage.as_ref()).await;
+    let ann = contact_of(&finder, "ann@example.com").await;
+    let all = finder.get_contact(&ann.id, 0).await.unwrap().value;
+    assert_eq!(ids(&all.conversations), vec!["lc/2", "lc/3", "lc/1"]);
+    let tickets: Vec<String> = all
+        .tickets
+        .iter()
+        .map(|(connection, t)| format!("{connection}/{}", t.external_id))
+        .collect();
+    assert_eq!(tickets, vec!["zd/T2", "zd/T3", "zd/T1"]);
+    let two = finder.get_contact(&ann.id, 2).await.unwrap().value;
+    assert_eq!(ids(&two.conversations), vec!["lc/2", "lc/3"]);
+    assert_eq!(two.tickets.len(), 2);
+    assert_eq!(two.tickets[0].1.external_id, "T2");
+    assert!(matches!(
+        finder.get_contact("c424242", 0).await,
+        Err(FindError::NotFound(_))
+    ));
+}
+
 // ---- merge and split ------------------------------------------------------------------------
 
 async fn merge_and_split_change_contacts_and_a_rebuild_gives_the_same_contacts(kind: Kind) {
@@ -1491,6 +1542,7 @@ macro_rules! on_each_index {
 }
 
 on_each_index!(
+    get_contact_lists_conversations_and_tickets_newest_first_up_to_the_limit,
     the_same_email_through_two_connections_and_vendors_is_one_contact,
     phone_numbers_in_international_form_link_and_national_ones_do_not,
     a_visitor_id_links_within_its_connection_only,
