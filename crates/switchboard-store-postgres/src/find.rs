@@ -254,19 +254,24 @@ const UPSERT_CONVERSATION: &str = "INSERT INTO sb_find_conversations \
      phones = EXCLUDED.phones, visitor_ids = EXCLUDED.visitor_ids, agent_ids = EXCLUDED.agent_ids, \
      tags = EXCLUDED.tags, term_list = EXCLUDED.term_list, terms = EXCLUDED.terms";
 
-const UPSERT_TICKET: &str = "INSERT INTO sb_find_tickets (id, contact, updated_at) VALUES ($1, $2, $3) \
+// Tickets, identities and events go in one statement each per batch (arrays of their columns,
+// unnested): a rebuild from the log writes one event row per event.
+const UPSERT_TICKETS: &str = "INSERT INTO sb_find_tickets (id, contact, updated_at) \
+     SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bigint[]) \
      ON CONFLICT (id) DO UPDATE SET contact = EXCLUDED.contact, updated_at = EXCLUDED.updated_at";
 
 const UPSERT_CONTACT: &str = "INSERT INTO sb_find_contacts (id, identities, name_terms, body) \
      VALUES ($1, $2, array_to_tsvector($3::text[]), $4) \
      ON CONFLICT (id) DO UPDATE SET identities = EXCLUDED.identities, name_terms = EXCLUDED.name_terms, body = EXCLUDED.body";
 
-const UPSERT_IDENTITY: &str = "INSERT INTO sb_find_identities (key, contact) VALUES ($1, $2) \
+const UPSERT_IDENTITIES: &str = "INSERT INTO sb_find_identities (key, contact) \
+     SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
      ON CONFLICT (key) DO UPDATE SET contact = EXCLUDED.contact";
 
-const DELETE_IDENTITY: &str = "DELETE FROM sb_find_identities WHERE key = $1";
+const DELETE_IDENTITIES: &str = "DELETE FROM sb_find_identities WHERE key = ANY($1)";
 
-const UPSERT_EVENT: &str = "INSERT INTO sb_find_events (sequence, conversation, ticket) VALUES ($1, $2, $3) \
+const UPSERT_EVENTS: &str = "INSERT INTO sb_find_events (sequence, conversation, ticket) \
+     SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bytea[]) \
      ON CONFLICT (sequence) DO UPDATE SET conversation = EXCLUDED.conversation, ticket = EXCLUDED.ticket";
 
 const CONVERSATION_COLUMNS: &str = "id, vendor, status, sort_key, started_at, updated_at, contact, \
@@ -375,14 +380,20 @@ impl FindIndex for PgFindIndex {
             .iter()
             .map(ContactRow::new)
             .collect::<Result<Vec<_>, _>>()?;
-        let mut events = Vec::with_capacity(batch.events.len());
+        let mut event_sequences = Vec::with_capacity(batch.events.len());
         for event in &batch.events {
-            events.push((
-                sequence(event.sequence)?,
-                event.conversation.as_ref().map(id_bytes),
-                event.ticket.as_ref().map(id_bytes),
-            ));
+            event_sequences.push(sequence(event.sequence)?);
         }
+        let event_conversations: Vec<Option<Vec<u8>>> = batch
+            .events
+            .iter()
+            .map(|e| e.conversation.as_ref().map(id_bytes))
+            .collect();
+        let event_tickets: Vec<Option<Vec<u8>>> = batch
+            .events
+            .iter()
+            .map(|e| e.ticket.as_ref().map(id_bytes))
+            .collect();
 
         let context = "applying a batch to the finder's index";
         let mut client = self.client().await?;
@@ -407,24 +418,24 @@ impl FindIndex for PgFindIndex {
             .prepare_cached(UPSERT_CONVERSATION)
             .await
             .map_err(|e| pg(context, e))?;
-        let upsert_ticket = tx
-            .prepare_cached(UPSERT_TICKET)
+        let upsert_tickets = tx
+            .prepare_cached(UPSERT_TICKETS)
             .await
             .map_err(|e| pg(context, e))?;
         let upsert_contact = tx
             .prepare_cached(UPSERT_CONTACT)
             .await
             .map_err(|e| pg(context, e))?;
-        let upsert_identity = tx
-            .prepare_cached(UPSERT_IDENTITY)
+        let upsert_identities = tx
+            .prepare_cached(UPSERT_IDENTITIES)
             .await
             .map_err(|e| pg(context, e))?;
-        let delete_identity = tx
-            .prepare_cached(DELETE_IDENTITY)
+        let delete_identities = tx
+            .prepare_cached(DELETE_IDENTITIES)
             .await
             .map_err(|e| pg(context, e))?;
-        let upsert_event = tx
-            .prepare_cached(UPSERT_EVENT)
+        let upsert_events = tx
+            .prepare_cached(UPSERT_EVENTS)
             .await
             .map_err(|e| pg(context, e))?;
         let move_position = tx
@@ -432,26 +443,28 @@ impl FindIndex for PgFindIndex {
             .await
             .map_err(|e| pg(context, e))?;
 
-        let tickets: Vec<(Vec<u8>, Option<Vec<u8>>, i64)> = batch
+        let ticket_ids: Vec<Vec<u8>> = batch.tickets.iter().map(|t| id_bytes(&t.id)).collect();
+        let ticket_contacts: Vec<Option<Vec<u8>>> = batch
             .tickets
             .iter()
-            .map(|t| {
-                (
-                    id_bytes(&t.id),
-                    t.contact.as_ref().map(|c| c.as_bytes().to_vec()),
-                    t.updated_at.as_millis(),
-                )
-            })
+            .map(|t| t.contact.as_ref().map(|c| c.as_bytes().to_vec()))
             .collect();
-        let identities: Vec<(Vec<u8>, Option<Vec<u8>>)> = batch
-            .identities
+        let ticket_times: Vec<i64> = batch
+            .tickets
             .iter()
-            .map(|(key, contact)| {
-                (
-                    key.as_bytes().to_vec(),
-                    contact.as_ref().map(|c| c.as_bytes().to_vec()),
-                )
-            })
+            .map(|t| t.updated_at.as_millis())
+            .collect();
+        let (pointed, forgotten): (Vec<_>, Vec<_>) =
+            batch.identities.iter().partition(|(_, c)| c.is_some());
+        let pointed_keys: Vec<Vec<u8>> =
+            pointed.iter().map(|(k, _)| k.as_bytes().to_vec()).collect();
+        let pointed_contacts: Vec<Vec<u8>> = pointed
+            .iter()
+            .map(|(_, c)| c.as_deref().unwrap_or_default().as_bytes().to_vec())
+            .collect();
+        let forgotten_keys: Vec<Vec<u8>> = forgotten
+            .iter()
+            .map(|(k, _)| k.as_bytes().to_vec())
             .collect();
         let mut statements: Vec<(&tokio_postgres::Statement, Vec<&(dyn ToSql + Sync)>)> =
             Vec::new();
@@ -477,8 +490,11 @@ impl FindIndex for PgFindIndex {
                 ],
             ));
         }
-        for (id, contact, updated_at) in &tickets {
-            statements.push((&upsert_ticket, vec![id, contact, updated_at]));
+        if !ticket_ids.is_empty() {
+            statements.push((
+                &upsert_tickets,
+                vec![&ticket_ids, &ticket_contacts, &ticket_times],
+            ));
         }
         for row in &contacts {
             statements.push((
@@ -486,14 +502,17 @@ impl FindIndex for PgFindIndex {
                 vec![&row.id, &row.identities, &row.name_terms, &row.body],
             ));
         }
-        for (key, contact) in &identities {
-            statements.push(match contact {
-                Some(contact) => (&upsert_identity, vec![key, contact]),
-                None => (&delete_identity, vec![key]),
-            });
+        if !pointed_keys.is_empty() {
+            statements.push((&upsert_identities, vec![&pointed_keys, &pointed_contacts]));
         }
-        for (sequence, conversation, ticket) in &events {
-            statements.push((&upsert_event, vec![sequence, conversation, ticket]));
+        if !forgotten_keys.is_empty() {
+            statements.push((&delete_identities, vec![&forgotten_keys]));
+        }
+        if !event_sequences.is_empty() {
+            statements.push((
+                &upsert_events,
+                vec![&event_sequences, &event_conversations, &event_tickets],
+            ));
         }
         statements.push((&move_position, vec![&position]));
         // Every statement is sent at once (tokio-postgres pipelines the queries of one

@@ -1230,8 +1230,8 @@ fn first_pages_at_a_million_conversations() {
                 size / 1_000_000
             );
 
-            // Upkeep: batches of 1,000 new documents of 30 words each through `apply`, on top
-            // of the million.
+            // Upkeep: batches of 1,000 new documents of 30 words each and their 10,000 events
+            // through `apply`, on top of the million.
             let words: Vec<String> = (0..2000).map(|i| format!("w{i}")).collect();
             let started = Instant::now();
             let batches = 20u64;
@@ -1251,7 +1251,14 @@ fn first_pages_at_a_million_conversations() {
                     .collect();
                 index
                     .apply(IndexBatch {
-                        position: Sequence(10_000 + b),
+                        position: Sequence(10_000_000 + b),
+                        events: (0..10_000u64)
+                            .map(|e| EventRef {
+                                sequence: Sequence(1_000_000 + (b * 10_000) + e),
+                                conversation: Some(id(&format!("fresh/{}", b * 1000 + e / 10))),
+                                ticket: None,
+                            })
+                            .collect(),
                         conversations,
                         ..IndexBatch::default()
                     })
@@ -1260,7 +1267,7 @@ fn first_pages_at_a_million_conversations() {
             }
             let elapsed = started.elapsed();
             eprintln!(
-                "apply: {} documents in {elapsed:.1?}, {:.0} documents/s",
+                "apply: {} documents (10 events each) in {elapsed:.1?}, {:.0} documents/s",
                 batches * 1000,
                 (batches * 1000) as f64 / elapsed.as_secs_f64()
             );
