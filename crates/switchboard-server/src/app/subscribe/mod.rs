@@ -485,15 +485,19 @@ async fn next_events(
         return Ok((Vec::new(), Source::Tail));
     }
     let to = Sequence(head.0.min(cursor.0.saturating_add(READ_BATCH as u64)));
+    // The ring serves only a run that reaches the head: an erasure rewrites older events and
+    // is itself the newest event, so a run that reaches the head past an erasure was put
+    // after the reader that converted the erasure cleared the ring (see below), and one that
+    // stops short of the head may be older than an erasure this replica has not seen yet.
     let mut shared = converted.run(cursor, to);
-    let mut bytes = 0usize;
-    if let Some(cut) = shared.iter().position(|event| {
-        bytes = bytes.saturating_add(event.size);
-        bytes > READ_BYTES
-    }) {
-        shared.truncate(cut.max(1));
-    }
-    if !shared.is_empty() {
+    if to == head && shared.last().is_some_and(|event| event.sequence == head) {
+        let mut bytes = 0usize;
+        if let Some(cut) = shared.iter().position(|event| {
+            bytes = bytes.saturating_add(event.size);
+            bytes > READ_BYTES
+        }) {
+            shared.truncate(cut.max(1));
+        }
         return Ok((shared, Source::Tail));
     }
     let epoch = converted.epoch();
@@ -522,7 +526,7 @@ mod tests {
     use std::time::Duration;
 
     use futures::StreamExt;
-    use switchboard_core::{ConversationPatch, EventPayload, IncomingEvent};
+    use switchboard_core::{ConversationId, ConversationPatch, EventPayload, IncomingEvent};
     use switchboard_store::{AppendRequest, Store, StoreOptions};
 
     use super::*;
@@ -553,6 +557,90 @@ mod tests {
             got.push(event.sequence);
         }
         got
+    }
+
+    /// An erasure done elsewhere (another replica, here straight on the store): a subscriber
+    /// opened afterwards never gets the events in wire form kept from before it, though the
+    /// ring held them all.
+    #[tokio::test]
+    async fn events_converted_before_an_erasure_are_not_served_after_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("store");
+        let connection = ConnectionId::new("livechat").expect("id");
+        let at = Timestamp::from_secs(1_700_000_000).expect("time");
+        for chat in ["a", "b"] {
+            let mut patch = ConversationPatch::new(chat);
+            patch.visitor = Some(switchboard_core::Participant {
+                id: format!("v-{chat}"),
+                name: Some(format!("Visitor {chat} Secretname")),
+                ..Default::default()
+            });
+            store
+                .append(AppendRequest {
+                    connection: connection.clone(),
+                    vendor: "livechat".to_owned(),
+                    request_id: None,
+                    received_at: at,
+                    raw: Some(format!("{{\"name\":\"Visitor {chat} Secretname\"}}")),
+                    events: vec![IncomingEvent {
+                        kind: EventKind::ChatStarted,
+                        vendor_event: "chat_started".to_owned(),
+                        dedup_key: format!("start-{chat}"),
+                        occurred_at: at,
+                        payload: EventPayload::Conversation(patch),
+                    }],
+                    sync: None,
+                    quarantine: None,
+                })
+                .await
+                .expect("append");
+        }
+        let (service, shutdown) = service(&store, StreamOptions::default());
+        let texts = |events: Vec<v1::Event>| -> Vec<String> {
+            events.into_iter().map(|e| format!("{e:?}")).collect()
+        };
+        let read = async |service: &Subscribe, until: u64| {
+            let mut stream = service
+                .open(Start::After(Sequence::ZERO), Filter::default())
+                .await
+                .expect("subscription");
+            let mut got = Vec::new();
+            while got.last().map_or(0, |e: &v1::Event| e.sequence) < until {
+                let next = tokio::time::timeout(Duration::from_secs(10), stream.next())
+                    .await
+                    .expect("no stall")
+                    .expect("open")
+                    .expect("an event");
+                got.push(next);
+            }
+            got
+        };
+        // Tailing readers leave both events in the ring.
+        let before = texts(read(&service, 2).await);
+        assert!(
+            before.iter().all(|e| e.contains("Secretname")),
+            "{before:?}"
+        );
+        assert_eq!(service.converted.run(Sequence::ZERO, Sequence(2)).len(), 2);
+        let report = store
+            .erase_contact(switchboard_store::ErasurePlan {
+                contact: "c1".to_owned(),
+                conversations: vec![ConversationId::new(connection.clone(), "a")],
+                tickets: Vec::new(),
+                events: vec![Sequence(1)],
+                at,
+            })
+            .await
+            .expect("erase");
+        assert_eq!(report.sequence, Sequence(3));
+        let after = texts(read(&service, 3).await);
+        assert!(!after[0].contains("Secretname"), "{}", after[0]);
+        assert!(after[1].contains("Visitor b Secretname"), "{}", after[1]);
+        // And once a reader came upon the erasure, the ring holds only what it read since.
+        let again = texts(read(&service, 3).await);
+        assert_eq!(again, after);
+        let _ = shutdown.send(true);
+        store.close().await.expect("close");
     }
 
     /// Replays longer than several read batches, from sled (no tail cache): the reads ahead
