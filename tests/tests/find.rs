@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use switchboard_e2e::{SECRET, Sandbox, fixtures, seed};
@@ -803,4 +804,268 @@ async fn erasure_leaves_no_trace_in_any_api_nor_in_the_data_dir() {
         left.is_empty(),
         "erased values left in the data dir: {left:#?}"
     );
+}
+
+// ---- PostgreSQL: two replicas on one database ------------------------------------------------
+
+/// The PostgreSQL tests' database; unset: they say they skipped and pass.
+const URL_VARIABLE: &str = "SWITCHBOARD_TEST_DATABASE_URL";
+
+fn database_url(test: &str) -> Option<String> {
+    match std::env::var(URL_VARIABLE) {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            eprintln!("skipped {test}: {URL_VARIABLE} is not set");
+            None
+        }
+    }
+}
+
+async fn admin(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("{URL_VARIABLE} is set but the database cannot be reached: {e}")
+        });
+    tokio::spawn(connection);
+    client
+}
+
+/// A replica on the database at `url`, with the sandbox's connections.
+async fn replica(url: &str) -> Sandbox {
+    let url = switchboard_server::config::DatabaseUrl::parse(url, URL_VARIABLE).expect("a URL");
+    Sandbox::start_with(move |config| config.database_url = Some(url.clone())).await
+}
+
+/// The schema's dump as text (pg_dump's plain format).
+fn dump(url: &str, schema: &str) -> String {
+    let output = Command::new("pg_dump")
+        .arg("--dbname")
+        .arg(url)
+        .arg("--schema")
+        .arg(schema)
+        .output()
+        .expect("running pg_dump (installed with the PostgreSQL client)");
+    assert!(
+        output.status.success(),
+        "pg_dump failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("a text dump")
+}
+
+/// Whether the dump holds `value` as text or as the hex of a bytea.
+fn dump_holds(dump: &str, value: &str) -> bool {
+    let hex: String = value.bytes().map(|b| format!("{b:02x}")).collect();
+    dump.contains(value) || dump.contains(&hex)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_every_replica_finds_merges_splits_and_erases_the_same_contacts() {
+    let Some(base) = database_url("on_postgresql_every_replica_finds") else {
+        return;
+    };
+    let schema = format!("sbfind_{}", uuid::Uuid::new_v4().simple());
+    admin(&base)
+        .await
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .expect("creating the test's schema");
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{separator}options=-csearch_path%3D{schema}");
+    let mut a = replica(&url).await;
+    let mut b = replica(&url).await;
+
+    // Webhooks to A; every query on B (whichever replica's finder holds the find lease).
+    post_people(&a).await;
+    let livechat = only_conversation(&b, "livechat").await;
+    let smartsupp = only_conversation(&b, "smartsupp").await;
+    let livetex = only_conversation(&b, "livetex").await;
+    let tencent = only_conversation(&b, "tencent").await;
+    caught_up(&a).await;
+    caught_up(&b).await;
+    for (request, expected) in [
+        (
+            v1::ListConversationsRequest {
+                emails: vec!["JANA@example.cz".into()],
+                ..Default::default()
+            },
+            vec![smartsupp.clone(), livechat.clone()],
+        ),
+        (
+            v1::ListConversationsRequest {
+                phones: vec!["+7 900 765-43-21".into()],
+                ..Default::default()
+            },
+            vec![livetex.clone()],
+        ),
+        (
+            v1::ListConversationsRequest {
+                visitor_ids: vec!["S1551".into()],
+                agent_ids: vec!["name@gmail.com".into()],
+                tags: vec!["vip".into()],
+                ..Default::default()
+            },
+            vec![livechat.clone()],
+        ),
+        (
+            v1::ListConversationsRequest {
+                text: "VRATIT zbozi".into(),
+                ..Default::default()
+            },
+            vec![smartsupp.clone()],
+        ),
+        (
+            v1::ListConversationsRequest {
+                text: "Возврата".into(),
+                ..Default::default()
+            },
+            vec![livetex.clone()],
+        ),
+        (
+            v1::ListConversationsRequest {
+                text: "退费".into(),
+                ..Default::default()
+            },
+            vec![tencent.clone()],
+        ),
+        (
+            v1::ListConversationsRequest {
+                emails: vec![JANA_EMAIL.into()],
+                page_size: 1,
+                ..Default::default()
+            },
+            vec![smartsupp.clone(), livechat.clone()],
+        ),
+    ] {
+        assert_eq!(find(&b, request.clone()).await, expected, "{request:?}");
+        assert_eq!(find(&a, request.clone()).await, expected, "{request:?}");
+    }
+
+    // One contact for Jana on both replicas; Svetlana another.
+    let jana = contacts_by_email(&b, JANA_EMAIL).await;
+    assert_eq!(jana.len(), 1, "{jana:?}");
+    let jana = jana[0].clone();
+    assert_eq!(contacts_by_email(&a, JANA_EMAIL).await, [jana.clone()]);
+    assert_eq!(
+        conversation_ids(&contact(&b, &jana.id).await),
+        [smartsupp.as_str(), livechat.as_str()]
+    );
+    let mut client_a = a.client().await;
+    let mut client_b = b.client().await;
+    let svetlana = client_a
+        .list_contacts(v1::ListContactsRequest {
+            phone: "+79007654321".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .contacts;
+    assert_eq!(svetlana.len(), 1, "{svetlana:?}");
+    let svetlana = svetlana[0].clone();
+
+    // Merge on B, seen on A; split on A, seen on B.
+    client_b
+        .merge_contacts(v1::MergeContactsRequest {
+            into: jana.id.clone(),
+            from: svetlana.id.clone(),
+        })
+        .await
+        .expect("merge");
+    caught_up(&a).await;
+    assert_eq!(
+        set(conversation_ids(&contact(&a, &jana.id).await)),
+        sorted(&[&smartsupp, &livechat, &livetex])
+    );
+    let split = client_a
+        .split_contact(v1::SplitContactRequest {
+            contact_id: jana.id.clone(),
+            identities: svetlana.identities.clone(),
+        })
+        .await
+        .expect("split")
+        .into_inner();
+    let new = split
+        .split_off
+        .expect("split off")
+        .contact
+        .expect("contact");
+    caught_up(&b).await;
+    assert_eq!(
+        conversation_ids(&contact(&b, &jana.id).await),
+        [smartsupp.as_str(), livechat.as_str()]
+    );
+    assert_eq!(
+        conversation_ids(&contact(&b, &new.id).await),
+        [livetex.as_str()]
+    );
+
+    // Both replicas have served Jana's events (and keep them converted for subscribers).
+    for replica in [&a, &b] {
+        let before = everything_served(replica).await;
+        assert!(before.contains("Nováková"), "served before the erasure");
+    }
+    let before = dump(&url, &schema);
+    for value in ["Jana@Example.CZ", "Nováková", "mohu vrátit zboží"] {
+        assert!(
+            dump_holds(&before, value),
+            "{value} is in the database before"
+        );
+    }
+
+    // Erase on B: no replica serves Jana's values afterwards, the database holds none of them.
+    let report = client_b
+        .erase_contact(v1::EraseContactRequest {
+            contact_id: jana.id.clone(),
+        })
+        .await
+        .expect("erase")
+        .into_inner();
+    assert_eq!(report.conversations, 2, "{report:?}");
+    caught_up(&a).await;
+    caught_up(&b).await;
+    for (name, replica) in [("A", &a), ("B", &b)] {
+        let after = everything_served(replica).await;
+        for value in JANA_VALUES {
+            assert!(
+                !after.contains(value),
+                "{value:?} is still served by {name}: {}",
+                around(&after, value)
+            );
+        }
+        assert!(after.contains("Светлана"), "{name} keeps Svetlana's data");
+        assert!(
+            find(
+                replica,
+                v1::ListConversationsRequest {
+                    text: "zbozi".into(),
+                    ..Default::default()
+                }
+            )
+            .await
+            .is_empty()
+        );
+    }
+    let after = dump(&url, &schema);
+    assert!(
+        dump_holds(&after, "Светлана"),
+        "the dump holds what was kept"
+    );
+    let left: Vec<&str> = JANA_VALUES
+        .into_iter()
+        .filter(|value| dump_holds(&after, value))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "erased values left in the database: {left:?}"
+    );
+
+    a.stop().await;
+    b.stop().await;
+    admin(&base)
+        .await
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .expect("dropping the test's schema");
 }
