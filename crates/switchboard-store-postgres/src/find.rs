@@ -24,8 +24,9 @@ use tokio_postgres::types::ToSql;
 use crate::{PgStore, error};
 
 /// The longest lexeme a tsvector or a tsquery holds, in bytes (PostgreSQL keeps a lexeme's
-/// length in 11 bits and refuses, or mangles, a longer one). A longer term is not indexed, and
-/// a query asking for one finds nothing: no indexed term can equal it.
+/// length in 11 bits and refuses, or mangles, a longer one). A longer term is not in the
+/// tsvector (the document's `term_list` keeps it), and a conversation query asking for one
+/// finds nothing; contacts are checked by their names themselves.
 const MAX_TERM_BYTES: usize = 2046;
 
 /// The most bytes of distinct lexemes one tsvector holds here (PostgreSQL's bound is 1 MiB).
@@ -51,8 +52,8 @@ const OTHER_TABLES: [&str; 3] = ["sb_find_tickets", "sb_find_events", "sb_find_s
 /// The finder's index in the store's database: made by [`PgStore::find_index`], sharing the
 /// store's connection pool (so its URL, TLS, schema and timeouts). Cheap to clone. Any number
 /// of them, on any number of replicas, read the same tables; one writes at a time (the
-/// replica holding the `find` lease), and [`FindIndex::apply`] refuses a batch behind the
-/// position another writer already reached.
+/// replica holding the `find` lease), and [`FindIndex::apply`] refuses a batch that is not
+/// past the position (another writer already reached it).
 #[derive(Clone)]
 pub struct PgFindIndex {
     pool: Pool,
