@@ -606,8 +606,8 @@ fn replicas_migrating_at_once_apply_each_migration_once() {
         applied.sort();
         assert_eq!(
             applied,
-            [0, 0, 0, 2],
-            "one run applied the schema (both migrations), the others found it"
+            [0, 0, 0, 3],
+            "one run applied the schema (every migration), the others found it"
         );
         // Stores opening at once on a migrated schema, and one more migrate: nothing to do.
         let (a, b) = tokio::join!(PgStore::open(&url), PgStore::open(&url));
@@ -642,13 +642,13 @@ fn a_schema_migrated_by_a_newer_build_is_refused_in_words() {
     run("newer_schema", async {
         let schemas = Schemas::new(url.clone());
         let store_url = schemas.fresh().await;
-        assert_eq!(PgStore::migrate(&store_url).await.unwrap(), 2);
-        // As if a later release had applied its migration 3.
+        assert_eq!(PgStore::migrate(&store_url).await.unwrap(), 3);
+        // As if a later release had applied its migration 4.
         let schema = store_url.rsplit("%3D").next().unwrap().to_owned();
         admin(&url)
             .await
             .batch_execute(&format!(
-                "INSERT INTO {schema}.refinery_schema_history (version, name, applied_on, checksum) VALUES (3, 'later', '2030-01-01T00:00:00Z', '1')"
+                "INSERT INTO {schema}.refinery_schema_history (version, name, applied_on, checksum) VALUES (4, 'later', '2030-01-01T00:00:00Z', '1')"
             ))
             .await
             .unwrap();
