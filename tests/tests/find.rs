@@ -806,6 +806,117 @@ async fn erasure_leaves_no_trace_in_any_api_nor_in_the_data_dir() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_contact_requests_are_refused_with_a_reason_and_change_nothing() {
+    let sandbox = Sandbox::start().await;
+    post_people(&sandbox).await;
+    caught_up(&sandbox).await;
+    let head = sandbox.head();
+    let jana = contacts_by_email(&sandbox, JANA_EMAIL).await[0].id.clone();
+    let mut client = sandbox.client().await;
+    // Contacts by a filter that is not what it says.
+    let err = client
+        .list_contacts(v1::ListContactsRequest {
+            visitor_id: "no-slash".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("CONNECTION/VISITOR_ID"),
+        "{}",
+        err.message()
+    );
+    let err = client
+        .list_contacts(v1::ListContactsRequest {
+            email: "not an e-mail".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let err = client
+        .list_contacts(v1::ListContactsRequest {
+            page_size: 5000,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    // Filters together all hold.
+    let both = client
+        .list_contacts(v1::ListContactsRequest {
+            email: JANA_EMAIL.into(),
+            name: "novakova".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(both.contacts.len(), 1);
+    let neither = client
+        .list_contacts(v1::ListContactsRequest {
+            email: JANA_EMAIL.into(),
+            name: "svetlana".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(neither.contacts.is_empty(), "{neither:?}");
+    // Missing or unknown ids.
+    let err = client
+        .get_contact(v1::GetContactRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = client
+        .get_contact(v1::GetContactRequest {
+            id: "c999999".into(),
+            limit: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    for (from, says) in [(String::new(), "from"), (jana.clone(), "itself")] {
+        let err = client
+            .merge_contacts(v1::MergeContactsRequest {
+                into: jana.clone(),
+                from,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains(says), "{}", err.message());
+    }
+    let err = client
+        .split_contact(v1::SplitContactRequest {
+            contact_id: jana.clone(),
+            identities: Vec::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("identities"), "{}", err.message());
+    let err = client
+        .erase_contact(v1::EraseContactRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("contact_id"), "{}", err.message());
+    let err = client
+        .erase_contact(v1::EraseContactRequest {
+            contact_id: "c999999".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    // Nothing was appended, and Jana is whole.
+    assert_eq!(sandbox.head(), head);
+    assert_eq!(contact(&sandbox, &jana).await.conversations.len(), 2);
+}
+
 // ---- PostgreSQL: two replicas on one database ------------------------------------------------
 
 /// The PostgreSQL tests' database; unset: they say they skipped and pass.

@@ -11,18 +11,19 @@ use crate::{ServerArg, answer, status_name, time_text};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ContactsCommand {
-    /// List contacts by id, or find them by e-mail, phone, visitor id or name.
+    /// List contacts by id, or find them by e-mail, phone, visitor id or name (the filters
+    /// given all hold).
     List {
         #[command(flatten)]
         server: ServerArg,
         /// Contacts with this e-mail.
-        #[arg(long, conflicts_with_all = ["phone", "visitor", "name"])]
+        #[arg(long)]
         email: Option<String>,
         /// Contacts with this phone, in international form (+44...).
-        #[arg(long, conflicts_with_all = ["visitor", "name"])]
+        #[arg(long)]
         phone: Option<String>,
         /// Contacts with this visitor: CONNECTION/VISITOR_ID.
-        #[arg(long = "visitor-id", conflicts_with = "name")]
+        #[arg(long = "visitor-id")]
         visitor: Option<String>,
         /// Contacts seen with a name holding every word of this.
         #[arg(long)]

@@ -647,3 +647,81 @@ async fn a_vendor_create_in_flight_holds_its_idempotency_key_in_the_store() {
     );
     store.close().await.expect("close");
 }
+
+/// The finder service without a finder (an app built for a bench or a test): the store's own
+/// listings work as before; what needs the finder is FAILED_PRECONDITION, saying why. With
+/// one (over a memory index), a finder filter is answered by it and says how far it read.
+#[tokio::test]
+async fn finder_queries_need_the_finder_and_plain_listings_do_not() {
+    let (_dir, store) = open_store();
+    let (connections, fixture) = livechat("legacy_chat_started");
+    let without = app(&store, connections.clone());
+    let connection = without
+        .connections()
+        .get("livechat")
+        .expect("configured")
+        .clone();
+    let ingested = without
+        .ingest
+        .webhook(&connection, webhook(&fixture, "req-find"))
+        .await
+        .expect("ingested");
+    assert_eq!(ingested.outcome, Outcome::Accepted);
+    let plain = switchboard_store::ConversationQuery::default();
+    let found = without
+        .find
+        .list_conversations(&plain)
+        .await
+        .expect("plain");
+    assert_eq!(found.page.conversations.len(), 1);
+    assert_eq!(found.indexed_through, None);
+    let by_email = switchboard_store::ConversationQuery {
+        find: switchboard_store::FindFilters {
+            emails: vec!["name@gmail.com".to_owned()],
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let refused = without
+        .find
+        .list_conversations(&by_email)
+        .await
+        .expect_err("needs the finder");
+    assert_eq!(refused.code, ErrorCode::FailedPrecondition);
+    assert!(refused.message.contains("finder"), "{}", refused.message);
+    let refused = without
+        .find
+        .get_contact("c1", 0)
+        .await
+        .expect_err("needs it");
+    assert_eq!(refused.code, ErrorCode::FailedPrecondition);
+
+    let storage: Arc<dyn Storage> = Arc::new(store.clone());
+    let finder = switchboard_find::Finder::start(
+        storage.clone(),
+        Arc::new(switchboard_find::MemoryIndex::new()),
+        switchboard_find::FinderOptions::default(),
+    );
+    assert!(
+        finder
+            .caught_up(store.head(), Duration::from_secs(10))
+            .await
+            .expect("caught up")
+    );
+    let with = App::new(
+        storage,
+        connections,
+        AppOptions {
+            finder: Some(finder.clone()),
+            ..AppOptions::default()
+        },
+    );
+    let found = with
+        .find
+        .list_conversations(&by_email)
+        .await
+        .expect("found");
+    assert_eq!(found.page.conversations.len(), 1);
+    assert_eq!(found.indexed_through, Some(store.head()));
+    finder.shutdown().await;
+}

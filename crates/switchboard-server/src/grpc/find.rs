@@ -77,17 +77,6 @@ impl SwitchboardService {
             page_size: page_size(r.page_size)?,
             page_token: optional(&r.page_token),
         };
-        let given = [
-            query.email.is_some(),
-            query.phone.is_some(),
-            query.visitor.is_some(),
-            query.name.is_some(),
-        ];
-        if given.into_iter().filter(|g| *g).count() > 1 {
-            return Err(invalid(
-                "give at most one of email, phone, visitor_id and name",
-            ));
-        }
         let found = self
             .app
             .find
