@@ -953,7 +953,7 @@ async fn rewrite(client: &mut Object, table: &str) -> Result<(), IndexError> {
         .map_err(|e| pg(context, e))?;
     tx.batch_execute(&format!(
         "DROP TABLE IF EXISTS {new}; \
-         CREATE TABLE {new} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE INCLUDING COMPRESSION); \
+         CREATE TABLE {new} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE); \
          INSERT INTO {new} SELECT * FROM {table};"
     ))
     .await
