@@ -15,6 +15,7 @@
 use switchboard_plugins as _;
 
 mod fanout;
+mod find;
 mod growth;
 mod load;
 mod long;
@@ -134,6 +135,27 @@ enum Scenario {
         #[arg(long)]
         events: u64,
     },
+    /// The finder over preloaded conversations: the index rebuilt from the log, text and
+    /// contact queries, and what keeping the index up costs ingest (the store floor without
+    /// and with a finder tailing it).
+    Find {
+        /// Conversations to preload (one event each, 4 per person, spread over 4 vendors).
+        #[arg(long, default_value_t = 1_000_000)]
+        conversations: u64,
+        /// Calls of each query.
+        #[arg(long, default_value_t = 1000)]
+        calls: u64,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// (internal) Preloads conversations for `find` in a separate process.
+    #[command(hide = true)]
+    PreloadFind {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        conversations: u64,
+    },
     /// (internal) Preloads conversations for `query` in a separate process.
     #[command(hide = true)]
     PreloadConversations {
@@ -166,7 +188,9 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if !matches!(
         cli.scenario,
-        Scenario::PreloadEvents { .. } | Scenario::PreloadConversations { .. }
+        Scenario::PreloadEvents { .. }
+            | Scenario::PreloadConversations { .. }
+            | Scenario::PreloadFind { .. }
     ) {
         println!(
             "switchboard-bench: {} cores, {}",
@@ -238,6 +262,12 @@ async fn main() -> anyhow::Result<()> {
             })
             .await?;
         }
+        Scenario::Find {
+            conversations,
+            calls,
+            load,
+        } => find::find(conversations, calls, load).await?,
+        Scenario::PreloadFind { dir, conversations } => find::preload(&dir, conversations).await?,
         Scenario::LongChats { chats, messages } => long::long_chats(chats, messages).await?,
         Scenario::Growth {
             levels,
