@@ -552,10 +552,12 @@ fn top_level_help_lists_every_command() {
             "serve",
             "tail",
             "conversations",
+            "contacts",
             "connections",
             "sync",
             "quarantine",
             "migrate",
+            "compact",
             "plugins",
             "keys",
             "help"
