@@ -19,10 +19,13 @@
 //! | kind           | fields                                                                   |
 //! |----------------|--------------------------------------------------------------------------|
 //! | `conversation` | `id` (fast), `connection`, `vendor`, `status` (u64, fast), `sort` (the sort key, i64 ms, fast), `started` / `updated` (i64 ms, fast, ranged), `contact`, `email`, `phone`, `visitor`, `agent`, `tag`, `term` (one value per search term), `body` |
-//! | `ticket`       | `id` (fast), `contact`, `sort` = `updated` (its `updated_at`), `body`    |
+//! | `ticket`       | `id` (fast), `owner` (its contact, fast), `sort` (its `updated_at`), `body` |
 //! | `contact`      | `id` (fast), `identity` (each identity key), `name` (the [`crate::normalize::terms`] of each name), `body` |
-//! | `identity`     | `id` (the identity key), `contact` (fast)                                |
+//! | `identity`     | `id` (the identity key), `owner` (its contact, fast)                     |
 //! | `event`        | `ev_conversation`, `ev_ticket`, `sequence` (u64, fast)                   |
+//!
+//! Every filter of a conversation query is on a field only conversation documents have, so a
+//! filtered query needs no `kind` clause (a posting list as long as the index).
 //!
 //! `body` is a stored (zstd-compressed) JSON of the [`ConversationDoc`], [`TicketDoc`] or
 //! [`ContactRecord`], read back only for the documents a query returns.
@@ -56,6 +59,7 @@ use serde::{Deserialize, Serialize};
 use switchboard_core::{ConversationId, ConversationStatus, Sequence, TicketId, Timestamp};
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::columnar::{Column, StrColumn};
+use tantivy::indexer::IndexWriterOptions;
 use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, RangeQuery, TermQuery, TermSetQuery};
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, SchemaBuilder, Value,
@@ -97,6 +101,7 @@ struct Fields {
     started: Field,
     updated: Field,
     contact: Field,
+    owner: Field,
     email: Field,
     phone: Field,
     visitor: Field,
@@ -124,7 +129,8 @@ impl Fields {
             sort: builder.add_i64_field("sort", INDEXED | FAST),
             started: builder.add_i64_field("started", INDEXED | FAST),
             updated: builder.add_i64_field("updated", INDEXED | FAST),
-            contact: builder.add_text_field("contact", STRING | FAST),
+            contact: builder.add_text_field("contact", STRING),
+            owner: builder.add_text_field("owner", STRING | FAST),
             email: builder.add_text_field("email", STRING),
             phone: builder.add_text_field("phone", STRING),
             visitor: builder.add_text_field("visitor", STRING),
@@ -235,9 +241,7 @@ impl TantivyIndex {
                 .map_err(tantivy_error)?
         };
         let position = read_position(&index)?;
-        let writer = index
-            .writer_with_num_threads(threads, threads * WRITER_BYTES_PER_THREAD)
-            .map_err(tantivy_error)?;
+        let writer = writer(&index, threads)?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -266,6 +270,18 @@ impl TantivyIndex {
             .await
             .map_err(|error| IndexError::Unavailable(format!("the index task failed: {error}")))?
     }
+}
+
+/// A writer with `threads` indexing threads and half the cores for merging segments, so that
+/// merges after a commit leave the other half to queries.
+fn writer(index: &Index, threads: usize) -> Result<IndexWriter, IndexError> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let options = IndexWriterOptions::builder()
+        .num_worker_threads(threads)
+        .memory_budget_per_thread(WRITER_BYTES_PER_THREAD)
+        .num_merge_threads((cores / 2).max(1))
+        .build();
+    index.writer_with_options(options).map_err(tantivy_error)
 }
 
 fn read_position(index: &Index) -> Result<u64, IndexError> {
@@ -379,10 +395,9 @@ impl Fields {
     fn ticket(&self, ticket: &TicketDoc) -> Result<TantivyDocument, IndexError> {
         let mut doc = self.base(TICKET, &ticket.id.to_string());
         if let Some(contact) = &ticket.contact {
-            doc.add_text(self.contact, contact);
+            doc.add_text(self.owner, contact);
         }
         doc.add_i64(self.sort, ticket.updated_at.as_millis());
-        doc.add_i64(self.updated, ticket.updated_at.as_millis());
         doc.add_bytes(self.body, &json(ticket)?);
         Ok(doc)
     }
@@ -408,7 +423,7 @@ impl Fields {
     fn identity(&self, key: &str, contact: &str) -> TantivyDocument {
         let mut doc = self.base(IDENTITY, key);
         doc.add_i64(self.sort, 0);
-        doc.add_text(self.contact, contact);
+        doc.add_text(self.owner, contact);
         doc
     }
 
@@ -520,9 +535,7 @@ impl Inner {
     }
 
     fn new_writer(&self) -> Result<IndexWriter, IndexError> {
-        self.index
-            .writer_with_num_threads(self.threads, self.threads * WRITER_BYTES_PER_THREAD)
-            .map_err(tantivy_error)
+        writer(&self.index, self.threads)
     }
 
     /// The writer, locked, present. A task that panicked while writing leaves its writer to
@@ -648,9 +661,6 @@ impl Inner {
             clauses.push(term_query(f.text(f.term, term)));
         }
         clauses.extend(range(f.started, query.started_from, query.started_to));
-        // Only conversations have these fields, so the `kind` clause (a posting list as long
-        // as the index) is needed only when none of them is asked about.
-        let only_conversations = !clauses.is_empty();
         if let Some(clause) = any_of(
             query
                 .contacts
@@ -661,7 +671,9 @@ impl Inner {
             clauses.push(clause);
         }
         clauses.extend(range(f.updated, query.updated_from, query.updated_to));
-        if !only_conversations {
+        // Only conversations have these fields, so the `kind` clause (a posting list as long
+        // as the index) is needed only when no filter is set.
+        if clauses.is_empty() {
             clauses.push(f.kind_is(CONVERSATION));
         }
         let top = TopByKey {
@@ -804,7 +816,7 @@ impl Inner {
             return Ok(Vec::new());
         }
         let f = &self.fields;
-        let Some(of_contacts) = any_of(contacts.iter().map(|c| f.text(f.contact, c)).collect())
+        let Some(of_contacts) = any_of(contacts.iter().map(|c| f.text(f.owner, c)).collect())
         else {
             return Ok(Vec::new());
         };
@@ -1233,7 +1245,7 @@ impl Collector for IdAndContact {
         };
         Ok(IdAndContactSegment {
             id: column("id")?,
-            contact: column("contact")?,
+            contact: column("owner")?,
             out: Vec::new(),
         })
     }
