@@ -24,6 +24,9 @@
 //! | `identity`     | `id` (the identity key), `owner` (its contact, fast)                     |
 //! | `event`        | `ev_conversation`, `ev_ticket`, `sequence` (u64, fast)                   |
 //!
+//! Identities and events also get an `id` (empty for events) and a `sort` of 0: with a value
+//! in every document, those two columns are dense and quicker to read.
+//!
 //! Every filter of a conversation query is on a field only conversation documents have, so a
 //! filtered query needs no `kind` clause (a posting list as long as the index).
 //!
@@ -46,6 +49,7 @@
 //! Deleted documents stay in their segment files until tantivy merges the segment. After an
 //! erasure the finder calls [`FindIndex::purge`], which waits for background merges, merges all
 //! segments into one without the deleted documents, and deletes the files nothing refers to.
+//! Background merges (after commits) run on half the cores, so queries keep the other half.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
