@@ -535,8 +535,15 @@ impl RunningServer {
         }
         // A store on a failed disk may never finish its last flush: it gets what is left of
         // the grace (at least a few seconds), never more.
-        // The finder stops after its batch in flight (its index holds whole batches only).
-        self.finder.shutdown().await;
+        // The finder stops after its batch in flight (its index holds whole batches only; a
+        // batch cut short is redone at the next start), within what is left of the grace.
+        let finder_until = grace_until.max(tokio::time::Instant::now() + STORE_CLOSE_MIN);
+        if tokio::time::timeout_at(finder_until, self.finder.shutdown())
+            .await
+            .is_err()
+        {
+            warn!("the finder did not finish its batch in time; the next start redoes it");
+        }
         let close_limit = grace_until
             .saturating_duration_since(tokio::time::Instant::now())
             .max(STORE_CLOSE_MIN);
