@@ -556,7 +556,7 @@ async fn one_person_through_two_vendors_is_one_contact_and_merge_and_split_are_k
 }
 
 /// Personal values of Jana's that the fixtures carry, as given and as the finder folds them.
-const JANA_VALUES: [&str; 8] = [
+const JANA_VALUES: [&str; 9] = [
     "Jana@Example.CZ",
     "jana@example.cz",
     "Nováková",
@@ -565,6 +565,7 @@ const JANA_VALUES: [&str; 8] = [
     "+420 601 123 456",
     "+420601123456",
     "mohu vrátit zboží",
+    "Vrácení zboží",
 ];
 
 /// The text around the first `needle` in `text`, for a failure message.
@@ -649,6 +650,16 @@ async fn everything_served(sandbox: &Sandbox) -> String {
     for event in sandbox.read_events(0, sandbox.head() as usize).await {
         text.push_str(&format!("{event:?}\n"));
     }
+    let tickets = client
+        .manage_tickets(v1::ManageTicketsRequest {
+            operation: Some(v1::manage_tickets_request::Operation::List(
+                v1::ListTickets::default(),
+            )),
+        })
+        .await
+        .expect("tickets")
+        .into_inner();
+    text.push_str(&format!("{tickets:?}\n"));
     let contacts = client
         .list_contacts(v1::ListContactsRequest {
             page_size: 1000,
@@ -676,6 +687,31 @@ async fn erasure_leaves_no_trace_in_any_api_nor_in_the_data_dir() {
     let jana = contacts_by_email(&sandbox, JANA_EMAIL).await;
     assert_eq!(jana.len(), 1, "{jana:?}");
     let jana = jana[0].id.clone();
+    // A hub-native ticket Jana asked for by e-mail joins her contact.
+    let mut client = sandbox.client().await;
+    let ticket = client
+        .manage_tickets(v1::ManageTicketsRequest {
+            operation: Some(v1::manage_tickets_request::Operation::Create(
+                v1::CreateTicket {
+                    connection_id: "smartsupp".into(),
+                    message: "Reklamace: mohu vrátit zboží?".into(),
+                    requester_email: JANA_LIVECHAT_EMAIL.into(),
+                    requester_name: Some("Jana Nováková".into()),
+                    subject: "Vrácení zboží".into(),
+                    ..Default::default()
+                },
+            )),
+        })
+        .await
+        .expect("ticket")
+        .into_inner();
+    let Some(v1::manage_tickets_response::Result::Ticket(ticket)) = ticket.result else {
+        panic!("no ticket: {ticket:?}");
+    };
+    caught_up(&sandbox).await;
+    let view = contact(&sandbox, &jana).await;
+    let tickets: Vec<&str> = view.tickets.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(tickets, [ticket.id.as_str()]);
 
     // Before: the API serves Jana's values (the check below can see them).
     let before = everything_served(&sandbox).await;
@@ -686,7 +722,6 @@ async fn erasure_leaves_no_trace_in_any_api_nor_in_the_data_dir() {
         );
     }
 
-    let mut client = sandbox.client().await;
     let head = sandbox.head();
     let report = client
         .erase_contact(v1::EraseContactRequest {
@@ -697,7 +732,8 @@ async fn erasure_leaves_no_trace_in_any_api_nor_in_the_data_dir() {
         .into_inner();
     assert_eq!(report.contact_id, jana);
     assert_eq!(report.conversations, 2, "{report:?}");
-    assert!(report.events >= 2, "{report:?}");
+    assert_eq!(report.tickets, 1, "{report:?}");
+    assert!(report.events >= 3, "{report:?}");
     assert_eq!(report.sequence, head + 1, "{report:?}");
     caught_up(&sandbox).await;
 
