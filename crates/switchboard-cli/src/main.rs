@@ -95,7 +95,7 @@ enum Command {
         vendors: Vec<String>,
         /// Only these kinds (repeatable): chat_started, message, chat_ended, chat_missed,
         /// offline_message, rating, chat_updated, ticket_created, ticket_updated,
-        /// agent_updated, vendor_event.
+        /// agent_updated, vendor_event, contact_merged, contact_split, contact_erased.
         #[arg(long = "kind")]
         kinds: Vec<String>,
         /// Print each event as one JSON line instead of a summary line.
