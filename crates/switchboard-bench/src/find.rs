@@ -104,7 +104,7 @@ fn conversation(n: u64, total: u64, words: &[String]) -> (usize, IncomingEvent) 
         id: format!("visitor-{n}"),
         name: Some(format!("{} {}", skewed_word(&mut rng, words), person)),
         email: Some(format!("person{person}@example.com")),
-        phone: (person % 3 == 0).then(|| format!("+1 415 555 {:04}", person % 10_000)),
+        phone: person.is_multiple_of(3).then(|| format!("+1 415 555 {:04}", person % 10_000)),
         ..Participant::default()
     };
     let agent = format!("agent-{}@example.com", rng.random_range(0..AGENTS));
@@ -117,17 +117,17 @@ fn conversation(n: u64, total: u64, words: &[String]) -> (usize, IncomingEvent) 
         ..Participant::default()
     }];
     patch.tags_added = vec![TAGS[rng.random_range(0..TAGS.len())].to_owned()];
-    patch.messages = (0..3)
+    patch.messages = (0u32..3)
         .map(|m| {
             let text: Vec<&str> = (0..8).map(|_| skewed_word(&mut rng, words)).collect();
             Message {
                 key: format!("{external_id}-{m}"),
-                author_role: if m % 2 == 0 {
+                author_role: if m.is_multiple_of(2) {
                     Role::Visitor
                 } else {
                     Role::Agent
                 },
-                author_id: Some(if m % 2 == 0 {
+                author_id: Some(if m.is_multiple_of(2) {
                     visitor.id.clone()
                 } else {
                     agent.clone()
@@ -280,7 +280,7 @@ pub async fn find(conversations: u64, calls: u64, load: LoadArgs) -> anyhow::Res
     let mut two_words = histogram();
     let mut matched = 0usize;
     for i in 0..calls {
-        let text = if i % 2 == 0 {
+        let text = if i.is_multiple_of(2) {
             skewed_word(&mut rng, &words).to_owned()
         } else {
             format!(
@@ -301,7 +301,7 @@ pub async fn find(conversations: u64, calls: u64, load: LoadArgs) -> anyhow::Res
         let page = finder.list_conversations(&query).await?;
         let elapsed = t.elapsed().as_micros() as u64;
         matched += page.value.conversations.len();
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             one_word.record(elapsed.max(1))?;
         } else {
             two_words.record(elapsed.max(1))?;
