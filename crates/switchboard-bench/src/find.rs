@@ -18,9 +18,8 @@ use switchboard_find::tantivy_index::TantivyIndex;
 use switchboard_store::{AppendRequest, ConversationQuery, FindFilters, Storage, Store};
 
 use crate::LoadArgs;
-use crate::load;
-use crate::scenarios::{in_child, mean_events, rss_mib, setup};
-use crate::workload::{self, vendors};
+use crate::scenarios::{drive_appends, in_child, rss_mib, setup};
+use crate::workload::vendors;
 
 /// Conversations per person: the preload's e-mails repeat every `conversations / PEOPLE_SHARE`.
 const CONVERSATIONS_PER_PERSON: u64 = 4;
@@ -104,7 +103,9 @@ fn conversation(n: u64, total: u64, words: &[String]) -> (usize, IncomingEvent) 
         id: format!("visitor-{n}"),
         name: Some(format!("{} {}", skewed_word(&mut rng, words), person)),
         email: Some(format!("person{person}@example.com")),
-        phone: person.is_multiple_of(3).then(|| format!("+1 415 555 {:04}", person % 10_000)),
+        phone: person
+            .is_multiple_of(3)
+            .then(|| format!("+1 415 555 {:04}", person % 10_000)),
         ..Participant::default()
     };
     let agent = format!("agent-{}@example.com", rng.random_range(0..AGENTS));
@@ -425,43 +426,7 @@ async fn ingest_round(load: LoadArgs, finder: bool) -> anyhow::Result<(f64, Opti
     } else {
         None
     };
-    let connections: Arc<Vec<ConnectionId>> = Arc::new(
-        templates
-            .iter()
-            .map(|t| ConnectionId::new(t.vendor).expect("valid connection id"))
-            .collect(),
-    );
-    let op_store = store.clone();
-    let op_templates = templates.clone();
-    let stats = load::drive(
-        load.connections,
-        Duration::from_secs(load.warmup),
-        Duration::from_secs(load.seconds),
-        move |_, n| {
-            let index = (n % op_templates.len() as u64) as usize;
-            let template = &op_templates[index];
-            let request = AppendRequest {
-                connection: connections[index].clone(),
-                vendor: template.vendor.to_owned(),
-                request_id: Some(format!("bench-{n:032}")),
-                received_at: Timestamp::now(),
-                raw: Some(template.render(n).body),
-                events: workload::unique_events(&template.events, n),
-                sync: None,
-                quarantine: None,
-            };
-            let store = op_store.clone();
-            async move {
-                store
-                    .append(request)
-                    .await
-                    .map(drop)
-                    .map_err(|e| format!("store: {e}"))
-            }
-        },
-    )
-    .await;
-    let _ = mean_events(&templates);
+    let stats = drive_appends(&store, &templates, load).await;
     let caught_up = match &running {
         Some(finder) => {
             let t = Instant::now();

@@ -268,16 +268,35 @@ pub async fn floor(args: LoadArgs) -> anyhow::Result<f64> {
     let (_registry, templates, dir) = setup()?;
     print_workload(&templates, args);
     let store = Store::open(&dir.path().join("data"))?;
+    let head_before = store.head().0;
+    let stats = drive_appends(&store, &templates, args).await;
+    let appended = store.head().0 - head_before;
+    load::print_table(
+        "floor: the same appends straight to the store (group commit + fsync, no HTTP/verify/parse)",
+        "appends",
+        &stats,
+    );
+    print_appended(appended, &stats, &templates);
+    store.close().await?;
+    Ok(stats.rate())
+}
+
+/// The seed workload's requests, made unique, appended straight to `store` by `args.connections`
+/// concurrent tasks (the `floor` load).
+pub(crate) async fn drive_appends(
+    store: &Store,
+    templates: &Arc<Vec<Template>>,
+    args: LoadArgs,
+) -> Stats {
     let connections: Arc<Vec<ConnectionId>> = Arc::new(
         templates
             .iter()
             .map(|t| ConnectionId::new(t.vendor).expect("valid connection id"))
             .collect(),
     );
-    let head_before = store.head().0;
     let op_store = store.clone();
     let op_templates = templates.clone();
-    let stats = load::drive(
+    load::drive(
         args.connections,
         Duration::from_secs(args.warmup),
         Duration::from_secs(args.seconds),
@@ -304,16 +323,7 @@ pub async fn floor(args: LoadArgs) -> anyhow::Result<f64> {
             }
         },
     )
-    .await;
-    let appended = store.head().0 - head_before;
-    load::print_table(
-        "floor: the same appends straight to the store (group commit + fsync, no HTTP/verify/parse)",
-        "appends",
-        &stats,
-    );
-    print_appended(appended, &stats, &templates);
-    store.close().await?;
-    Ok(stats.rate())
+    .await
 }
 
 /// Appends `total` events in batches of `batch` events from 4 concurrent tasks; returns the
