@@ -190,6 +190,22 @@ pub trait FindIndex: Send + Sync + 'static {
     /// A contact by id.
     async fn contact(&self, id: &str) -> Result<Option<ContactRecord>, IndexError>;
 
+    /// The contacts of these ids that exist, in any order, each once: what the finder reads
+    /// for a whole batch in one call. The default asks [`FindIndex::contact`] for each id; an
+    /// index that can read many at once should.
+    async fn contacts(&self, ids: &[String]) -> Result<Vec<ContactRecord>, IndexError> {
+        let mut seen = BTreeSet::new();
+        let mut found = Vec::new();
+        for id in ids {
+            if seen.insert(id.as_str())
+                && let Some(record) = self.contact(id).await?
+            {
+                found.push(record);
+            }
+        }
+        Ok(found)
+    }
+
     /// Contacts by [`ContactQuery`], ordered by id.
     async fn list_contacts(&self, query: &ContactQuery) -> Result<Vec<ContactRecord>, IndexError>;
 

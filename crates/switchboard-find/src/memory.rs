@@ -162,6 +162,15 @@ impl FindIndex for MemoryIndex {
         Ok(self.read()?.contacts.get(id).cloned())
     }
 
+    async fn contacts(&self, ids: &[String]) -> Result<Vec<ContactRecord>, IndexError> {
+        let state = self.read()?;
+        let wanted: BTreeSet<&String> = ids.iter().collect();
+        Ok(wanted
+            .into_iter()
+            .filter_map(|id| state.contacts.get(id).cloned())
+            .collect())
+    }
+
     async fn list_contacts(&self, query: &ContactQuery) -> Result<Vec<ContactRecord>, IndexError> {
         let state = self.read()?;
         let start = match &query.after {

@@ -818,6 +818,15 @@ pub async fn contacts_by_identity_name_and_after(index: &dyn FindIndex) {
     assert_eq!(index.contact("c4").await.unwrap(), Some(merged.clone()));
     assert_eq!(index.contact("c5").await.unwrap(), Some(erased.clone()));
     assert_eq!(index.contact("c99").await.unwrap(), None);
+    // Many at once: those that exist, each once, whatever the order asked.
+    let ids = ["c5", "c99", "c1", "c4", "c1", "c12"].map(String::from);
+    let mut many = index.contacts(&ids).await.unwrap();
+    many.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(
+        many,
+        vec![ann.clone(), olga.clone(), merged.clone(), erased.clone()]
+    );
+    assert_eq!(index.contacts(&[]).await.unwrap(), Vec::new());
 
     let list =
         |identity: Option<&str>, names: &[&str], after: Option<&str>, limit: usize| ContactQuery {

@@ -754,6 +754,17 @@ impl Inner {
             .transpose()
     }
 
+    fn contacts(&self, ids: &[String]) -> Result<Vec<ContactRecord>, IndexError> {
+        let keys: BTreeSet<Term> = ids.iter().map(|id| self.fields.key(CONTACT, id)).collect();
+        let Some(query) = any_of(keys.into_iter().collect()) else {
+            return Ok(Vec::new());
+        };
+        self.bodies(query.as_ref(), usize::MAX)?
+            .iter()
+            .map(|body| decode::<ContactRecord>(body))
+            .collect()
+    }
+
     fn list_contacts(&self, query: &ContactQuery) -> Result<Vec<ContactRecord>, IndexError> {
         if query.limit == 0 {
             return Ok(Vec::new());
@@ -896,6 +907,11 @@ impl FindIndex for TantivyIndex {
     async fn contact(&self, id: &str) -> Result<Option<ContactRecord>, IndexError> {
         let id = id.to_string();
         self.blocking(move |inner| inner.contact(&id)).await
+    }
+
+    async fn contacts(&self, ids: &[String]) -> Result<Vec<ContactRecord>, IndexError> {
+        let ids = ids.to_vec();
+        self.blocking(move |inner| inner.contacts(&ids)).await
     }
 
     async fn list_contacts(&self, query: &ContactQuery) -> Result<Vec<ContactRecord>, IndexError> {
