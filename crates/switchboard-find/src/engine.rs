@@ -41,14 +41,16 @@ const COMMAND_WAIT: Duration = Duration::from_secs(5);
 /// How long an erasure waits for the index to reach the head and to apply its event.
 const ERASE_WAIT: Duration = Duration::from_secs(30);
 /// About how many bytes of events one batch reads at most.
-const BATCH_BYTES: usize = 32 * 1024 * 1024;
+const BATCH_BYTES: usize = 64 * 1024 * 1024;
 /// The most conversations an erasure plans (a contact with more is refused).
 const MAX_ERASE_CONVERSATIONS: usize = 1_000_000;
 
 /// How a [`Finder`] runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FinderOptions {
-    /// About how many events one batch reads and applies (at least 1).
+    /// The most events one batch reads and applies (at least 1; and about 64 MiB of events at
+    /// most). A finder behind the log reads this many at once; one following it reads what is
+    /// new since its last batch.
     pub batch_events: usize,
     /// This replica's name for the `find` lease.
     pub holder: String,
@@ -56,15 +58,21 @@ pub struct FinderOptions {
     pub lease_ttl: Duration,
     /// How often to check the head (and the index's position) when no change is notified.
     pub idle_poll: Duration,
+    /// The least time from one batch to the next while the log keeps growing: a finder
+    /// following a busy log applies one batch (one commit of its index) per interval, not one
+    /// per append. A batch goes at once after a quiet spell, when a whole batch is waiting, and
+    /// when someone waits for the index ([`Finder::caught_up`], merge, split, erase).
+    pub commit_interval: Duration,
 }
 
 impl Default for FinderOptions {
     fn default() -> Self {
         FinderOptions {
-            batch_events: 2000,
+            batch_events: 50_000,
             holder: format!("finder-{}", std::process::id()),
             lease_ttl: Duration::from_secs(10),
             idle_poll: Duration::from_secs(1),
+            commit_interval: Duration::from_secs(1),
         }
     }
 }
@@ -166,6 +174,9 @@ struct Shared {
     applied: watch::Sender<Sequence>,
     /// The last erasure event this finder applied and purged after.
     purged: watch::Sender<Sequence>,
+    /// The highest sequence someone waits for the index to apply: the task applies it without
+    /// waiting out `commit_interval`.
+    wanted: watch::Sender<Sequence>,
 }
 
 /// The finder (see the module docs). Dropping it stops its task at once, as a crash would;
@@ -221,6 +232,7 @@ impl Finder {
             options,
             applied: watch::channel(Sequence::ZERO).0,
             purged: watch::channel(Sequence::ZERO).0,
+            wanted: watch::channel(Sequence::ZERO).0,
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(run(shared.clone(), stopped));
@@ -262,6 +274,13 @@ impl Finder {
         if self.position().await? >= sequence {
             return Ok(true);
         }
+        self.shared.wanted.send_if_modified(|wanted| {
+            let more = sequence > *wanted;
+            if more {
+                *wanted = sequence;
+            }
+            more
+        });
         let mut applied = self.shared.applied.subscribe();
         let deadline = tokio::time::Instant::now() + within;
         let poll = self.shared.options.idle_poll.max(Duration::from_millis(10));
@@ -797,8 +816,11 @@ fn decode_position(bytes: &[u8]) -> Result<(Timestamp, ConversationId), FindErro
 
 async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut head = shared.storage.subscribe_head();
+    let mut wanted = shared.wanted.subscribe();
     let mut holding = false;
     let mut head_open = true;
+    // When the last batch was applied (started): the next waits out `commit_interval` from it.
+    let mut last_batch: Option<tokio::time::Instant> = None;
     info!(
         index = shared.index.backend(),
         holder = %shared.options.holder,
@@ -808,8 +830,23 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         if *stop.borrow() {
             break;
         }
+        if let Some(due) = last_batch.map(|at| at + shared.options.commit_interval)
+            && tokio::time::Instant::now() < due
+            && !urgent(&shared)
+        {
+            tokio::select! {
+                _ = tokio::time::sleep_until(due) => {}
+                _ = stop.changed() => {}
+                _ = wanted.changed() => {}
+            }
+            continue;
+        }
+        let started = tokio::time::Instant::now();
         let wait = match step_once(&shared, &mut holding).await {
-            Ok(Progress::Applied) => continue,
+            Ok(Progress::Applied) => {
+                last_batch = Some(started);
+                continue;
+            }
             Ok(Progress::Idle) => true,
             Ok(Progress::NotHolder) => false,
             Err(error) => {
@@ -837,6 +874,14 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         warn!(%error, "the finder could not give up its lease");
     }
     info!("the finder stopped");
+}
+
+/// Whether the next batch should go now rather than after `commit_interval`: someone waits for
+/// a sequence the index has not applied, or a whole batch is waiting.
+fn urgent(shared: &Shared) -> bool {
+    let applied = *shared.applied.borrow();
+    *shared.wanted.borrow() > applied
+        || shared.storage.head().0.saturating_sub(applied.0) >= shared.options.batch_events as u64
 }
 
 async fn step_once(shared: &Shared, holding: &mut bool) -> Result<Progress, FindError> {

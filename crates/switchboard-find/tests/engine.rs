@@ -186,6 +186,7 @@ fn options() -> FinderOptions {
         holder: "test".into(),
         lease_ttl: Duration::from_secs(10),
         idle_poll: Duration::from_millis(20),
+        commit_interval: Duration::from_millis(50),
     }
 }
 

@@ -7,7 +7,7 @@
 //! the step), so every replica and every rebuild gives the same contacts and ids. Documents
 //! are rebuilt from the store's projections at the end of the step.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use switchboard_core::{
     ConnectionId, ContactChange, Conversation, ConversationId, ERASED, Event, EventPayload,
@@ -37,6 +37,16 @@ pub fn visitor_key(connection: &ConnectionId, id: &str) -> String {
 /// belongs to: vendor id (only with `connection`: a ticket's requester has none that links),
 /// e-mail, phone in international form.
 pub fn participant_keys(connection: Option<&ConnectionId>, person: &Participant) -> Vec<String> {
+    keys_with(connection, person, normalize::phone_e164)
+}
+
+/// [`participant_keys`] with `e164` for [`normalize::phone_e164`] (a step remembers its answers:
+/// parsing a phone number is the dearest part of linking).
+fn keys_with(
+    connection: Option<&ConnectionId>,
+    person: &Participant,
+    mut e164: impl FnMut(&str) -> Option<String>,
+) -> Vec<String> {
     let mut keys = Vec::new();
     if let Some(connection) = connection {
         let id = person.id.trim();
@@ -47,7 +57,7 @@ pub fn participant_keys(connection: Option<&ConnectionId>, person: &Participant)
     if let Some(email) = person.email.as_deref().and_then(normalize::email) {
         keys.push(format!("email:{email}"));
     }
-    if let Some(phone) = person.phone.as_deref().and_then(normalize::phone_e164) {
+    if let Some(phone) = person.phone.as_deref().and_then(&mut e164) {
         keys.push(format!("phone:{phone}"));
     }
     keys
@@ -55,6 +65,15 @@ pub fn participant_keys(connection: Option<&ConnectionId>, person: &Participant)
 
 /// Builds the document of a conversation as the store holds it now.
 pub fn conversation_doc(conversation: &Conversation, contact: Option<String>) -> ConversationDoc {
+    doc_with(conversation, contact, normalize::phone_e164)
+}
+
+/// [`conversation_doc`] with `e164` for [`normalize::phone_e164`] (see [`keys_with`]).
+fn doc_with(
+    conversation: &Conversation,
+    contact: Option<String>,
+    e164: impl FnOnce(&str) -> Option<String>,
+) -> ConversationDoc {
     let visitor = conversation.visitor.as_ref().map(|v| &v.value);
     let mut agent_ids: BTreeSet<String> = conversation.agents.keys().cloned().collect();
     if let Some(assigned) = &conversation.assigned_agent {
@@ -97,7 +116,7 @@ pub fn conversation_doc(conversation: &Conversation, contact: Option<String>) ->
             .collect(),
         phones: visitor
             .and_then(|v| v.phone.as_deref())
-            .and_then(normalize::phone)
+            .and_then(|phone| e164(phone).or_else(|| normalize::phone(phone)))
             .into_iter()
             .collect(),
         visitor_ids: visitor
@@ -140,6 +159,8 @@ pub(crate) struct Step<'a> {
     moved: BTreeSet<String>,
     events: Vec<EventRef>,
     erased: bool,
+    /// [`normalize::phone_e164`]'s answers so far.
+    phones: HashMap<String, Option<String>>,
 }
 
 impl<'a> Step<'a> {
@@ -156,6 +177,39 @@ impl<'a> Step<'a> {
             moved: BTreeSet::new(),
             events: Vec::new(),
             erased: false,
+            phones: HashMap::new(),
+        }
+    }
+
+    /// [`normalize::phone_e164`], remembered.
+    fn e164(&mut self, phone: &str) -> Option<String> {
+        if let Some(known) = self.phones.get(phone) {
+            return known.clone();
+        }
+        let e164 = normalize::phone_e164(phone);
+        self.phones.insert(phone.to_string(), e164.clone());
+        e164
+    }
+
+    /// [`participant_keys`], with the phone parsed once per step.
+    fn keys(&mut self, connection: Option<&ConnectionId>, person: &Participant) -> Vec<String> {
+        keys_with(connection, person, |phone| self.e164(phone))
+    }
+
+    /// The participants an event links: each one's identity keys and name.
+    fn event_keys(&mut self, event: &Event) -> Vec<(Vec<String>, Option<String>)> {
+        match &event.incoming.payload {
+            EventPayload::Conversation(patch) => patch
+                .visitor
+                .iter()
+                .map(|v| (self.keys(Some(&event.connection), v), v.name.clone()))
+                .collect(),
+            EventPayload::Ticket(ticket) => ticket
+                .requester
+                .iter()
+                .map(|r| (self.keys(None, r), r.name.clone()))
+                .collect(),
+            _ => Vec::new(),
         }
     }
 
@@ -167,13 +221,15 @@ impl<'a> Step<'a> {
             ));
         };
         let position = last.sequence;
-        let mut keys = Vec::new();
-        for event in events {
-            keys.extend(event_keys(event).into_iter().flat_map(|(keys, _)| keys));
-        }
+        let participants: Vec<_> = events.iter().map(|e| self.event_keys(e)).collect();
+        let keys = participants
+            .iter()
+            .flatten()
+            .flat_map(|(keys, _)| keys.iter().cloned())
+            .collect();
         self.prefetch(keys).await?;
-        for event in events {
-            self.event(event).await?;
+        for (event, participants) in events.iter().zip(participants) {
+            self.event(event, participants).await?;
         }
         self.finish(position).await
     }
@@ -191,9 +247,44 @@ impl<'a> Step<'a> {
         }
         let found: BTreeMap<String, String> =
             self.index.identities(&unknown).await?.into_iter().collect();
+        let contacts: BTreeSet<String> = found.values().cloned().collect();
         for key in unknown {
             let contact = found.get(&key).cloned();
             self.identities.insert(key, contact);
+        }
+        self.load_contacts(contacts).await
+    }
+
+    /// Reads the contacts of these ids the step does not know yet, and those they are merged
+    /// into, with one [`FindIndex::contacts`] call per link of the `merged_into` chains.
+    async fn load_contacts(&mut self, ids: BTreeSet<String>) -> Result<(), FindError> {
+        let mut wanted: Vec<String> = ids
+            .into_iter()
+            .filter(|id| !self.contacts.contains_key(id))
+            .collect();
+        for _ in 0..MAX_CHAIN {
+            if wanted.is_empty() {
+                break;
+            }
+            let mut found: BTreeMap<String, ContactRecord> = self
+                .index
+                .contacts(&wanted)
+                .await?
+                .into_iter()
+                .map(|record| (record.id.clone(), record))
+                .collect();
+            let mut next = BTreeSet::new();
+            for id in wanted {
+                let record = found.remove(&id);
+                if let Some(into) = record.as_ref().and_then(|r| r.merged_into.as_ref())
+                    && !self.contacts.contains_key(into)
+                {
+                    next.insert(into.clone());
+                }
+                self.contacts.insert(id, record);
+            }
+            next.retain(|id| !self.contacts.contains_key(id));
+            wanted = next.into_iter().collect();
         }
         Ok(())
     }
@@ -242,7 +333,11 @@ impl<'a> Step<'a> {
         )))
     }
 
-    async fn event(&mut self, event: &Event) -> Result<(), FindError> {
+    async fn event(
+        &mut self,
+        event: &Event,
+        participants: Vec<(Vec<String>, Option<String>)>,
+    ) -> Result<(), FindError> {
         let sequence = event.sequence;
         let at = event.incoming.occurred_at;
         let mut reference = EventRef {
@@ -284,7 +379,7 @@ impl<'a> Step<'a> {
             EventPayload::Vendor { .. } | EventPayload::Agent { .. } => {}
         }
         self.events.push(reference);
-        for (keys, name) in event_keys(event) {
+        for (keys, name) in participants {
             if !keys.is_empty() {
                 self.link(&keys, name.as_deref(), at, sequence).await?;
             }
@@ -532,7 +627,7 @@ impl<'a> Step<'a> {
                     let keys = conversation
                         .visitor
                         .as_ref()
-                        .map(|v| participant_keys(Some(&id.connection), &v.value))
+                        .map(|v| self.keys(Some(&id.connection), &v.value))
                         .unwrap_or_default();
                     conversations.push((conversation, keys));
                 }
@@ -548,7 +643,7 @@ impl<'a> Step<'a> {
                     let keys = ticket
                         .requester
                         .as_ref()
-                        .map(|r| participant_keys(None, r))
+                        .map(|r| self.keys(None, r))
                         .unwrap_or_default();
                     tickets.push((ticket, id, keys));
                 }
@@ -572,7 +667,7 @@ impl<'a> Step<'a> {
             let contact = self.contact_of(&keys).await?;
             batch
                 .conversations
-                .push(conversation_doc(&conversation, contact));
+                .push(doc_with(&conversation, contact, |phone| self.e164(phone)));
         }
         for (ticket, id, keys) in tickets {
             let contact = self.contact_of(&keys).await?;
@@ -596,22 +691,5 @@ impl<'a> Step<'a> {
             batch,
             erased: self.erased,
         })
-    }
-}
-
-/// The participants an event links: each one's identity keys and name.
-fn event_keys(event: &Event) -> Vec<(Vec<String>, Option<String>)> {
-    match &event.incoming.payload {
-        EventPayload::Conversation(patch) => patch
-            .visitor
-            .iter()
-            .map(|v| (participant_keys(Some(&event.connection), v), v.name.clone()))
-            .collect(),
-        EventPayload::Ticket(ticket) => ticket
-            .requester
-            .iter()
-            .map(|r| (participant_keys(None, r), r.name.clone()))
-            .collect(),
-        _ => Vec::new(),
     }
 }
