@@ -578,6 +578,40 @@ impl FindIndex for PgFindIndex {
         .transpose()
     }
 
+    async fn contacts(&self, ids: &[String]) -> Result<Vec<ContactRecord>, IndexError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let context = "reading contacts";
+        let keys: Vec<&[u8]> = ids
+            .iter()
+            .map(String::as_bytes)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached("SELECT id, body FROM sb_find_contacts WHERE id = ANY($1)")
+            .await
+            .map_err(|e| pg(context, e))?;
+        let rows = client
+            .query(&statement, &[&keys])
+            .await
+            .map_err(|e| pg(context, e))?;
+        rows.iter()
+            .map(|row| {
+                let id: Vec<u8> = row.try_get(0).map_err(|e| pg(context, e))?;
+                let body: String = row.try_get(1).map_err(|e| pg(context, e))?;
+                serde_json::from_str(&body).map_err(|e| {
+                    corrupt(format!(
+                        "contact {:?} does not decode: {e}",
+                        String::from_utf8_lossy(&id)
+                    ))
+                })
+            })
+            .collect()
+    }
+
     async fn list_contacts(&self, query: &ContactQuery) -> Result<Vec<ContactRecord>, IndexError> {
         if query.limit == 0 {
             return Ok(Vec::new());
