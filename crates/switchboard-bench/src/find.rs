@@ -13,9 +13,11 @@ use switchboard_core::{
     ConnectionId, ConversationPatch, ConversationStatus, EventKind, EventPayload, IncomingEvent,
     Message, Participant, Role, Timestamp,
 };
+use switchboard_find::FindIndex;
 use switchboard_find::engine::{ContactListQuery, Finder, FinderOptions};
 use switchboard_find::tantivy_index::TantivyIndex;
 use switchboard_store::{AppendRequest, ConversationQuery, FindFilters, Storage, Store};
+use switchboard_store_postgres::PgStore;
 
 use crate::LoadArgs;
 use crate::scenarios::{drive_appends, in_child, rss_mib, setup};
@@ -152,10 +154,13 @@ fn conversation(n: u64, total: u64, words: &[String]) -> (usize, IncomingEvent) 
     (vendor, event)
 }
 
-/// (internal) Appends `conversations` conversations for `find`, one event each.
-pub async fn preload(data_dir: &Path, conversations: u64) -> anyhow::Result<()> {
+/// Appends `conversations` conversations for `find`, one event each, in requests of 1000
+/// from 4 concurrent tasks.
+async fn append_conversations(
+    storage: &Arc<dyn Storage>,
+    conversations: u64,
+) -> anyhow::Result<()> {
     let words = vocabulary();
-    let store = Store::open(data_dir)?;
     let started = Instant::now();
     let mut batches: Vec<Vec<IncomingEvent>> = vec![Vec::new(); vendors().len()];
     let mut in_flight = tokio::task::JoinSet::new();
@@ -172,8 +177,8 @@ pub async fn preload(data_dir: &Path, conversations: u64) -> anyhow::Result<()> 
                     vendors()[v],
                     std::mem::take(batch),
                 );
-                let store = store.clone();
-                in_flight.spawn(async move { store.append(request).await });
+                let storage = storage.clone();
+                in_flight.spawn(async move { storage.append(request).await });
                 while in_flight.len() >= 4 {
                     in_flight.join_next().await.expect("a task")??;
                 }
@@ -184,9 +189,18 @@ pub async fn preload(data_dir: &Path, conversations: u64) -> anyhow::Result<()> 
         done??;
     }
     println!(
-        "preloaded {conversations} conversations in {:.1} s (separate process)",
+        "preloaded {conversations} conversations in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// (internal) Appends `conversations` conversations for `find` to the sled store at
+/// `data_dir` (in a process of its own, so that the measured one starts cold).
+pub async fn preload(data_dir: &Path, conversations: u64) -> anyhow::Result<()> {
+    let store = Store::open(data_dir)?;
+    let storage: Arc<dyn Storage> = Arc::new(store.clone());
+    append_conversations(&storage, conversations).await?;
     store.close().await?;
     Ok(())
 }
@@ -231,29 +245,57 @@ fn dir_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
-/// `find`.
-pub async fn find(conversations: u64, calls: u64, load: LoadArgs) -> anyhow::Result<()> {
+/// `find`: on the embedded store (tantivy index) or, with `database_url`, on PostgreSQL
+/// (its own index tables; the database or schema must be empty).
+pub async fn find(
+    conversations: u64,
+    calls: u64,
+    load: LoadArgs,
+    database_url: Option<String>,
+) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("cannot create a temp dir; check TMPDIR")?;
-    let data_dir = dir.path().join("data");
-    let data = data_dir.to_str().context("the temp dir is not UTF-8")?;
-    in_child(&[
-        "preload-find",
-        "--dir",
-        data,
-        "--conversations",
-        &conversations.to_string(),
-    ])?;
-    let store = Store::open(&data_dir)?;
-    let head = store.head();
+    let (storage, index, backend): (Arc<dyn Storage>, Arc<dyn FindIndex>, &str) =
+        match &database_url {
+            None => {
+                let data_dir = dir.path().join("data");
+                let data = data_dir.to_str().context("the temp dir is not UTF-8")?;
+                in_child(&[
+                    "preload-find",
+                    "--dir",
+                    data,
+                    "--conversations",
+                    &conversations.to_string(),
+                ])?;
+                let store = Store::open(&data_dir)?;
+                let index = TantivyIndex::open(&dir.path().join("find"))?;
+                (
+                    Arc::new(store),
+                    Arc::new(index),
+                    "the embedded store, tantivy",
+                )
+            }
+            Some(url) => {
+                let store = PgStore::open(url).await?;
+                anyhow::ensure!(
+                    store.conversation_count().await? == 0,
+                    "the database at --database-url holds conversations already: give the bench an empty database or schema"
+                );
+                let index = store.find_index();
+                let storage: Arc<dyn Storage> = Arc::new(store);
+                append_conversations(&storage, conversations).await?;
+                (storage, Arc::new(index), "PostgreSQL, its own text search")
+            }
+        };
+    let head = storage.head();
 
     // 1. The index rebuilt from the log.
     let rss_before = rss_mib();
     let started = Instant::now();
-    let (finder, _index) = start_finder(&store, &dir.path().join("find")).await?;
+    let finder = Finder::start(storage.clone(), index, FinderOptions::default());
     while !finder.caught_up(head, Duration::from_secs(600)).await? {}
     let rebuild = started.elapsed();
     println!();
-    println!("== find: the index rebuilt from a log of {conversations} conversations");
+    println!("== find on {backend}: the index built from a log of {conversations} conversations");
     println!(
         "  {:<14} {:>10.0} events/s ({} events in {:.1} s)",
         "rebuild",
@@ -261,11 +303,17 @@ pub async fn find(conversations: u64, calls: u64, load: LoadArgs) -> anyhow::Res
         head.0,
         rebuild.as_secs_f64()
     );
+    if database_url.is_none() {
+        println!(
+            "  {:<14} {:>10.1} MiB of index ({:.0} bytes per conversation)",
+            "size",
+            dir_bytes(&dir.path().join("find")) as f64 / (1024.0 * 1024.0),
+            dir_bytes(&dir.path().join("find")) as f64 / conversations as f64,
+        );
+    }
     println!(
-        "  {:<14} {:>10.1} MiB of index ({:.0} bytes per conversation); VmRSS {:.0} MiB ({rss_before:.0} MiB before)",
-        "size",
-        dir_bytes(&dir.path().join("find")) as f64 / (1024.0 * 1024.0),
-        dir_bytes(&dir.path().join("find")) as f64 / conversations as f64,
+        "  {:<14} {:>10.0} MiB after the rebuild ({rss_before:.0} MiB before)",
+        "VmRSS",
         rss_mib()
     );
 
@@ -379,7 +427,12 @@ pub async fn find(conversations: u64, calls: u64, load: LoadArgs) -> anyhow::Res
     print_latency("a contact: by e-mail, then GetContact", &contact, "");
     print_latency("text and vendor", &by_text_and_vendor, "");
     finder.shutdown().await;
-    store.close().await?;
+    storage.close_within(Duration::from_secs(30)).await?;
+    if database_url.is_some() {
+        println!();
+        println!("(index upkeep is measured on the embedded store only)");
+        return Ok(());
+    }
 
     // 3. What the index costs ingest: the same appends straight to a fresh store, without and
     // with a finder tailing it, alternating, in one run.

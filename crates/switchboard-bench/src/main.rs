@@ -147,6 +147,10 @@ enum Scenario {
         calls: u64,
         #[command(flatten)]
         load: LoadArgs,
+        /// Run it on PostgreSQL at this URL (an empty database or schema) instead of the
+        /// embedded store.
+        #[arg(long)]
+        database_url: Option<String>,
     },
     /// (internal) Preloads conversations for `find` in a separate process.
     #[command(hide = true)]
@@ -266,7 +270,8 @@ async fn main() -> anyhow::Result<()> {
             conversations,
             calls,
             load,
-        } => find::find(conversations, calls, load).await?,
+            database_url,
+        } => find::find(conversations, calls, load, database_url).await?,
         Scenario::PreloadFind { dir, conversations } => find::preload(&dir, conversations).await?,
         Scenario::LongChats { chats, messages } => long::long_chats(chats, messages).await?,
         Scenario::Growth {
