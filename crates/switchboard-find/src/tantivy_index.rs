@@ -528,8 +528,11 @@ impl Inner {
             let _ = writer.rollback();
             return Err(tantivy_error(error));
         }
+        // Readers first, then the position: whoever sees the new position (a finder's
+        // `caught_up`) reads the batch.
+        let reloaded = self.reader.reload();
         self.position.store(batch.position.0, Ordering::SeqCst);
-        self.reader.reload().map_err(|error| {
+        reloaded.map_err(|error| {
             IndexError::Unavailable(format!(
                 "batch {} is committed but cannot be read yet: {error}",
                 batch.position
