@@ -24,7 +24,7 @@ use switchboard_store::{
     ErasureReport, MAX_PAGE_SIZE, Storage, StoreError,
 };
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 use tracing::{debug, info, warn};
 
 use crate::index::{ContactQuery, ContactRecord, FindIndex, FindQuery, IndexError};
@@ -68,7 +68,7 @@ pub struct FinderOptions {
 impl Default for FinderOptions {
     fn default() -> Self {
         FinderOptions {
-            batch_events: 50_000,
+            batch_events: 10_000,
             holder: format!("finder-{}", std::process::id()),
             lease_ttl: Duration::from_secs(10),
             idle_poll: Duration::from_secs(1),
@@ -177,6 +177,8 @@ struct Shared {
     /// The highest sequence someone waits for the index to apply: the task applies it without
     /// waiting out `commit_interval`.
     wanted: watch::Sender<Sequence>,
+    /// The task applying the batch in flight (aborted with the finder's own task on drop).
+    applying: Mutex<Option<AbortHandle>>,
 }
 
 /// The finder (see the module docs). Dropping it stops its task at once, as a crash would;
@@ -206,6 +208,11 @@ impl Drop for Finder {
         {
             task.abort();
         }
+        if let Ok(mut applying) = self.shared.applying.lock()
+            && let Some(applying) = applying.take()
+        {
+            applying.abort();
+        }
     }
 }
 
@@ -233,6 +240,7 @@ impl Finder {
             applied: watch::channel(Sequence::ZERO).0,
             purged: watch::channel(Sequence::ZERO).0,
             wanted: watch::channel(Sequence::ZERO).0,
+            applying: Mutex::new(None),
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(run(shared.clone(), stopped));
@@ -814,6 +822,38 @@ fn decode_position(bytes: &[u8]) -> Result<(Timestamp, ConversationId), FindErro
     Ok((at, id))
 }
 
+/// A batch handed to the index, being applied while the next step runs.
+struct InFlight {
+    /// Applies the batch (and purges after an erasure).
+    task: JoinHandle<Result<(), FindError>>,
+    /// The batch's position: the index's once it is applied.
+    position: Sequence,
+    /// What the batch decides about contacts and identity keys: the next step starts from it.
+    contacts: Vec<ContactRecord>,
+    identities: Vec<(String, Option<String>)>,
+}
+
+impl InFlight {
+    /// Waits for the batch to be applied.
+    async fn settle(self) -> Result<(), FindError> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(error) => Err(FindError::Unavailable(format!(
+                "applying batch {} failed: {error}",
+                self.position
+            ))),
+        }
+    }
+}
+
+/// Waits for the batch in flight, if any, to be applied.
+async fn settle(flight: &mut Option<InFlight>) -> Result<(), FindError> {
+    match flight.take() {
+        Some(flight) => flight.settle().await,
+        None => Ok(()),
+    }
+}
+
 async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut head = shared.storage.subscribe_head();
     let mut wanted = shared.wanted.subscribe();
@@ -821,6 +861,7 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut head_open = true;
     // When the last batch was applied (started): the next waits out `commit_interval` from it.
     let mut last_batch: Option<tokio::time::Instant> = None;
+    let mut flight: Option<InFlight> = None;
     info!(
         index = shared.index.backend(),
         holder = %shared.options.holder,
@@ -842,7 +883,7 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             continue;
         }
         let started = tokio::time::Instant::now();
-        let wait = match step_once(&shared, &mut holding).await {
+        let wait = match step_once(&shared, &mut holding, &mut flight).await {
             Ok(Progress::Applied) => {
                 last_batch = Some(started);
                 continue;
@@ -865,6 +906,9 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             }
         }
     }
+    if let Err(error) = settle(&mut flight).await {
+        warn!(%error, "the finder's last batch failed");
+    }
     if holding
         && let Err(error) = shared
             .storage
@@ -884,13 +928,29 @@ fn urgent(shared: &Shared) -> bool {
         || shared.storage.head().0.saturating_sub(applied.0) >= shared.options.batch_events as u64
 }
 
-async fn step_once(shared: &Shared, holding: &mut bool) -> Result<Progress, FindError> {
-    let position = shared.index.position().await?;
-    shared.applied.send_if_modified(|seen| {
-        let changed = *seen != position;
-        *seen = position;
-        changed
-    });
+/// One step: reads the events after the index's position (or after the batch in flight),
+/// links them while the batch in flight is applied, waits for it, and hands the index the new
+/// batch, which is in flight when this returns `Applied`. One batch at most is in flight.
+async fn step_once(
+    shared: &Arc<Shared>,
+    holding: &mut bool,
+    flight: &mut Option<InFlight>,
+) -> Result<Progress, FindError> {
+    if flight.as_ref().is_some_and(|f| f.task.is_finished()) {
+        settle(flight).await?;
+    }
+    let position = match flight {
+        Some(flight) => flight.position,
+        None => {
+            let position = shared.index.position().await?;
+            shared.applied.send_if_modified(|seen| {
+                let changed = *seen != position;
+                *seen = position;
+                changed
+            });
+            position
+        }
+    };
     if position >= shared.storage.head() {
         return Ok(Progress::Idle);
     }
@@ -903,6 +963,7 @@ async fn step_once(shared: &Shared, holding: &mut bool) -> Result<Progress, Find
         *holding = held;
     }
     if !held {
+        settle(flight).await?;
         return Ok(Progress::NotHolder);
     }
     let events = shared
@@ -912,20 +973,54 @@ async fn step_once(shared: &Shared, holding: &mut bool) -> Result<Progress, Find
     if events.is_empty() {
         return Ok(Progress::Idle);
     }
-    let output = Step::new(shared.index.as_ref(), shared.storage.as_ref())
-        .run(&events)
-        .await?;
+    let mut step = Step::new(shared.index.as_ref(), shared.storage.as_ref());
+    if let Some(flight) = flight.as_mut() {
+        step.carry(
+            std::mem::take(&mut flight.contacts),
+            std::mem::take(&mut flight.identities),
+        );
+    }
+    let output = async {
+        let to = step.link_events(&events).await?;
+        if step.reads_lists() {
+            // It lists the index's conversations and tickets of some contacts: the batch in
+            // flight may hold some of them.
+            settle(flight).await?;
+        }
+        step.finish(to).await
+    }
+    .await;
+    // Whatever this step decided, it decided on the batch in flight being applied.
+    settle(flight).await?;
+    let output = output?;
     let to = output.batch.position;
     debug!(from = position.0, to = to.0, "the finder applies a batch");
-    shared.index.apply(output.batch).await?;
-    shared.applied.send_replace(to);
-    if output.erased {
-        match shared.index.purge().await {
-            Ok(()) => {
-                shared.purged.send_replace(to);
+    let contacts = output.batch.contacts.clone();
+    let identities = output.batch.identities.clone();
+    let task = tokio::spawn({
+        let shared = Arc::clone(shared);
+        async move {
+            shared.index.apply(output.batch).await?;
+            shared.applied.send_replace(to);
+            if output.erased {
+                match shared.index.purge().await {
+                    Ok(()) => {
+                        shared.purged.send_replace(to);
+                    }
+                    Err(error) => warn!(%error, "the index could not purge after an erasure"),
+                }
             }
-            Err(error) => warn!(%error, "the index could not purge after an erasure"),
+            Ok(())
         }
+    });
+    if let Ok(mut applying) = shared.applying.lock() {
+        *applying = Some(task.abort_handle());
     }
+    *flight = Some(InFlight {
+        task,
+        position: to,
+        contacts,
+        identities,
+    });
     Ok(Progress::Applied)
 }

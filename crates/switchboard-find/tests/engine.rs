@@ -1156,10 +1156,22 @@ impl FindIndex for Recording {
         self.inner.position().await
     }
     async fn apply(&self, batch: IndexBatch) -> Result<(), IndexError> {
+        // Recorded before the inner index applies it: a finder dropped while the batch is
+        // applied stops waiting for it, but the batch is written all the same (tantivy's
+        // writing runs on a blocking thread to the end), so it must be recorded. A batch
+        // refused is taken out again.
         let events: Vec<u64> = batch.events.iter().map(|e| e.sequence.0).collect();
-        self.inner.apply(batch).await?;
-        self.applied.lock().unwrap().extend(events);
-        Ok(())
+        let recorded = {
+            let mut applied = self.applied.lock().unwrap();
+            let from = applied.len();
+            applied.extend(events);
+            from
+        };
+        let result = self.inner.apply(batch).await;
+        if result.is_err() {
+            self.applied.lock().unwrap().truncate(recorded);
+        }
+        result
     }
     async fn identities(&self, keys: &[String]) -> Result<Vec<(String, String)>, IndexError> {
         self.inner.identities(keys).await

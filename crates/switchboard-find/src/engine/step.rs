@@ -213,8 +213,30 @@ impl<'a> Step<'a> {
         }
     }
 
-    /// Runs the step over `events` (ascending, gap-free, after the index's position).
-    pub(crate) async fn run(mut self, events: &[Event]) -> Result<StepOutput, FindError> {
+    /// Starts from what the previous batch decides (its contacts and identity keys), for a
+    /// step that runs while that batch is still being applied: what the index answers about
+    /// anything else is the same before and after it.
+    pub(crate) fn carry(
+        &mut self,
+        contacts: Vec<ContactRecord>,
+        identities: Vec<(String, Option<String>)>,
+    ) {
+        for contact in contacts {
+            self.contacts.insert(contact.id.clone(), Some(contact));
+        }
+        self.identities.extend(identities);
+    }
+
+    /// Whether [`Step::finish`] reads the index's lists of conversations and tickets (of
+    /// contacts that lost identities, were merged or erased): then the previous batch must be
+    /// applied first.
+    pub(crate) fn reads_lists(&self) -> bool {
+        !self.moved.is_empty()
+    }
+
+    /// The first part of a step: links the participants of `events` (ascending, gap-free,
+    /// after the index's position) into contacts. Returns the last event's sequence.
+    pub(crate) async fn link_events(&mut self, events: &[Event]) -> Result<Sequence, FindError> {
         let Some(last) = events.last() else {
             return Err(FindError::Unavailable(
                 "a step needs at least one event".into(),
@@ -231,7 +253,7 @@ impl<'a> Step<'a> {
         for (event, participants) in events.iter().zip(participants) {
             self.event(event, participants).await?;
         }
-        self.finish(position).await
+        Ok(position)
     }
 
     /// Looks up every key not known yet in one call.
@@ -595,7 +617,8 @@ impl<'a> Step<'a> {
         Ok(None)
     }
 
-    async fn finish(mut self, position: Sequence) -> Result<StepOutput, FindError> {
+    /// The second part of a step: the documents of what changed, as the store holds them now.
+    pub(crate) async fn finish(mut self, position: Sequence) -> Result<StepOutput, FindError> {
         // Conversations and tickets of contacts that lost identities or were merged away.
         for contact in std::mem::take(&mut self.moved) {
             let mut query = crate::index::FindQuery {
