@@ -1531,6 +1531,75 @@ async fn erasing_a_contact_removes_it_from_answers_projections_and_the_log(kind:
     );
 }
 
+// ---- batching under load --------------------------------------------------------------------
+
+/// While the log keeps growing, a batch goes at most once per `commit_interval`; after a quiet
+/// spell one goes at once, and one that someone waits for (`caught_up`) does not wait out the
+/// interval.
+async fn one_batch_per_commit_interval_unless_someone_waits(kind: Kind) {
+    let world = World::new(kind);
+    let batches = Arc::new(Mutex::new(Vec::new()));
+    let index: Arc<dyn FindIndex> = Arc::new(Recording {
+        inner: world.index(),
+        applied: batches.clone(),
+    });
+    let interval = Duration::from_secs(5);
+    let finder = Finder::start(
+        world.storage.clone(),
+        index,
+        FinderOptions {
+            batch_events: 1000,
+            commit_interval: interval,
+            ..options()
+        },
+    );
+    let person = |i: u32| visitor(&format!("v{i}"), None, None, None);
+    // After a quiet spell (here: none yet), a batch goes at once, with nobody waiting.
+    let first = world
+        .append("lc", "livechat", vec![chat("1", 100, person(1))])
+        .await;
+    let applied_by = |sequence: Sequence, within: Duration| {
+        let finder = finder.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + within;
+            while tokio::time::Instant::now() < deadline {
+                // `position` does not ask for anything, unlike `caught_up`.
+                if finder.position().await.unwrap() >= sequence {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            false
+        }
+    };
+    assert!(
+        applied_by(first, Duration::from_secs(4)).await,
+        "the first batch goes at once"
+    );
+    // More events right after it: they wait for the interval, however many come.
+    let mut last = first;
+    for i in 2..=6 {
+        last = world
+            .append("lc", "livechat", vec![chat(&i.to_string(), 100, person(i))])
+            .await;
+    }
+    assert!(
+        !applied_by(last, Duration::from_secs(1)).await,
+        "events right after a batch wait for the interval"
+    );
+    // Someone waits for them: they go now, well before the interval is out.
+    assert!(
+        finder
+            .caught_up(last, Duration::from_secs(3))
+            .await
+            .unwrap(),
+        "a batch someone waits for does not wait out the interval"
+    );
+    let batches: Vec<u64> = batches.lock().unwrap().clone();
+    assert_eq!(batches, (1..=last.0).collect::<Vec<u64>>());
+    finder.shutdown().await;
+}
+
 // ---- every case on both indexes -------------------------------------------------------------
 
 macro_rules! on_each_index {
@@ -1566,4 +1635,5 @@ on_each_index!(
     a_finder_dropped_mid_log_is_resumed_by_the_next_without_repeating,
     a_replica_without_the_lease_does_not_write_and_waits_on_the_index,
     erasing_a_contact_removes_it_from_answers_projections_and_the_log,
+    one_batch_per_commit_interval_unless_someone_waits,
 );
