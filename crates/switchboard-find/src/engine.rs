@@ -973,7 +973,7 @@ async fn step_once(
     if events.is_empty() {
         return Ok(Progress::Idle);
     }
-    let mut step = Step::new(shared.index.as_ref(), shared.storage.as_ref());
+    let mut step = Step::new(shared.index.as_ref(), Arc::clone(&shared.storage));
     if let Some(flight) = flight.as_mut() {
         step.carry(
             std::mem::take(&mut flight.contacts),

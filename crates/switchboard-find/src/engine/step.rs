@@ -8,6 +8,7 @@
 //! are rebuilt from the store's projections at the end of the step.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use switchboard_core::{
     ConnectionId, ContactChange, Conversation, ConversationId, ERASED, Event, EventPayload,
@@ -146,7 +147,7 @@ pub(crate) struct StepOutput {
 /// The overlay of one step (see the module docs).
 pub(crate) struct Step<'a> {
     index: &'a dyn FindIndex,
-    storage: &'a dyn Storage,
+    storage: Arc<dyn Storage>,
     /// Identity keys looked up or changed: `None` points nowhere.
     identities: BTreeMap<String, Option<String>>,
     changed_identities: BTreeSet<String>,
@@ -164,7 +165,7 @@ pub(crate) struct Step<'a> {
 }
 
 impl<'a> Step<'a> {
-    pub(crate) fn new(index: &'a dyn FindIndex, storage: &'a dyn Storage) -> Self {
+    pub(crate) fn new(index: &'a dyn FindIndex, storage: Arc<dyn Storage>) -> Self {
         Step {
             index,
             storage,
@@ -644,8 +645,11 @@ impl<'a> Step<'a> {
         }
 
         let mut conversations: Vec<(Conversation, Vec<String>)> = Vec::new();
-        for id in std::mem::take(&mut self.conversations) {
-            match self.storage.get_conversation(&id).await? {
+        let ids: Vec<ConversationId> = std::mem::take(&mut self.conversations)
+            .into_iter()
+            .collect();
+        for (id, found) in fetch_conversations(&self.storage, ids).await? {
+            match found {
                 Some(conversation) => {
                     let keys = conversation
                         .visitor
@@ -715,4 +719,48 @@ impl<'a> Step<'a> {
             erased: self.erased,
         })
     }
+}
+
+/// Conversations fetched by one task at most; more are fetched by several tasks at once.
+const FETCH_CHUNK: usize = 512;
+/// The most tasks fetching a step's conversations at once.
+const FETCH_TASKS: usize = 4;
+
+/// The store's conversations of `ids`, in the order of `ids`: a few tasks at once when there
+/// are many (the store's reads and decoding spread over the runtime's threads; a database
+/// store's round trips overlap).
+async fn fetch_conversations(
+    storage: &Arc<dyn Storage>,
+    ids: Vec<ConversationId>,
+) -> Result<Vec<(ConversationId, Option<Conversation>)>, FindError> {
+    async fn fetch(
+        storage: Arc<dyn Storage>,
+        ids: Vec<ConversationId>,
+    ) -> Result<Vec<(ConversationId, Option<Conversation>)>, FindError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let found = storage.get_conversation(&id).await?;
+            out.push((id, found));
+        }
+        Ok(out)
+    }
+    if ids.len() <= FETCH_CHUNK {
+        return fetch(Arc::clone(storage), ids).await;
+    }
+    let per_task = ids.len().div_ceil(FETCH_TASKS).max(FETCH_CHUNK);
+    let mut tasks = Vec::new();
+    let mut rest = ids;
+    while !rest.is_empty() {
+        let tail = rest.split_off(per_task.min(rest.len()));
+        tasks.push(tokio::spawn(fetch(Arc::clone(storage), rest)));
+        rest = tail;
+    }
+    let mut out = Vec::new();
+    for task in tasks {
+        let chunk = task.await.map_err(|error| {
+            FindError::Unavailable(format!("reading the step's conversations failed: {error}"))
+        })??;
+        out.extend(chunk);
+    }
+    Ok(out)
 }
