@@ -11,6 +11,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use serde_json::json;
 use switchboard_core::{
     ConnectionId, ContactChange, Conversation, ConversationId, EventKind, EventPayload,
@@ -776,9 +777,17 @@ impl Finder {
         &self,
         found: &[(Timestamp, ConversationId)],
     ) -> Result<Vec<Conversation>, FindError> {
+        // A few reads in flight at once, in the page's order: on PostgreSQL each is a round
+        // trip, and a page of 50 read one after another cost most of a query's time.
+        let storage = &self.shared.storage;
+        let fetched: Vec<Result<Option<Conversation>, StoreError>> =
+            futures::stream::iter(found.iter().map(|(_, id)| storage.get_conversation(id)))
+                .buffered(PAGE_READS)
+                .collect()
+                .await;
         let mut out = Vec::with_capacity(found.len());
-        for (_, id) in found {
-            match self.shared.storage.get_conversation(id).await? {
+        for ((_, id), conversation) in found.iter().zip(fetched) {
+            match conversation? {
                 Some(conversation) => out.push(conversation),
                 None => debug!(conversation = %id, "indexed but not in the store; left out"),
             }
@@ -793,6 +802,9 @@ fn new_contact_id(head: Sequence) -> String {
     let random = uuid::Uuid::new_v4().simple().to_string();
     format!("c{}-{}", head.next().0, &random[..8])
 }
+
+/// How many of a page's conversations are read from the store at once.
+const PAGE_READS: usize = 8;
 
 fn page_size(requested: usize) -> usize {
     match requested {
