@@ -779,12 +779,18 @@ impl Finder {
     ) -> Result<Vec<Conversation>, FindError> {
         // A few reads in flight at once, in the page's order: on PostgreSQL each is a round
         // trip, and a page of 50 read one after another cost most of a query's time.
-        let storage = &self.shared.storage;
-        let fetched: Vec<Result<Option<Conversation>, StoreError>> =
-            futures::stream::iter(found.iter().map(|(_, id)| storage.get_conversation(id)))
-                .buffered(PAGE_READS)
-                .collect()
-                .await;
+        let reads: Vec<_> = found
+            .iter()
+            .map(|(_, id)| {
+                let storage = Arc::clone(&self.shared.storage);
+                let id = id.clone();
+                async move { storage.get_conversation(&id).await }
+            })
+            .collect();
+        let fetched: Vec<Result<Option<Conversation>, StoreError>> = futures::stream::iter(reads)
+            .buffered(PAGE_READS)
+            .collect()
+            .await;
         let mut out = Vec::with_capacity(found.len());
         for ((_, id), conversation) in found.iter().zip(fetched) {
             match conversation? {
