@@ -21,6 +21,7 @@ use switchboard_find::{
 };
 use tokio_postgres::types::ToSql;
 
+use crate::read::Params;
 use crate::{PgStore, error};
 
 /// The longest lexeme a tsvector or a tsquery holds, in bytes (PostgreSQL keeps a lexeme's
@@ -189,27 +190,6 @@ fn last_of_each(mut batch: IndexBatch) -> IndexBatch {
     keep_last(&mut batch.identities, |(key, _)| key.clone());
     keep_last(&mut batch.events, |e| e.sequence);
     batch
-}
-
-/// A statement's parameters, built along with its text.
-#[derive(Default)]
-struct Params {
-    values: Vec<Box<dyn ToSql + Sync + Send>>,
-}
-
-impl Params {
-    /// Adds `value`; returns its placeholder (`$n`).
-    fn push(&mut self, value: impl ToSql + Sync + Send + 'static) -> String {
-        self.values.push(Box::new(value));
-        format!("${}", self.values.len())
-    }
-
-    fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
-        self.values
-            .iter()
-            .map(|v| v.as_ref() as &(dyn ToSql + Sync))
-            .collect()
-    }
 }
 
 impl PgFindIndex {

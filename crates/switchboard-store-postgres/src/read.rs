@@ -167,19 +167,21 @@ fn position(sort_at: i64, key: &[u8]) -> Vec<u8> {
     position
 }
 
-/// SQL parameters built up with the query text.
+/// SQL parameters built up with the query text (the listings here and the finder's index).
 #[derive(Default)]
-struct Params {
+pub(crate) struct Params {
     values: Vec<Box<dyn ToSql + Sync + Send>>,
 }
 
 impl Params {
-    fn push(&mut self, value: impl ToSql + Sync + Send + 'static) -> String {
+    /// Adds `value`; returns its placeholder (`$n`).
+    pub(crate) fn push(&mut self, value: impl ToSql + Sync + Send + 'static) -> String {
         self.values.push(Box::new(value));
         format!("${}", self.values.len())
     }
 
-    fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
+    /// The parameters, as a statement takes them.
+    pub(crate) fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
         self.values
             .iter()
             .map(|v| v.as_ref() as &(dyn ToSql + Sync))

@@ -192,14 +192,13 @@ impl ConversationQuery {
 impl FindFilters {
     /// Whether no filter is set.
     pub fn is_empty(&self) -> bool {
-        self == &FindFilters::default()
-            || (self.emails.is_empty()
-                && self.phones.is_empty()
-                && self.visitor_ids.is_empty()
-                && self.agent_ids.is_empty()
-                && self.tags.is_empty()
-                && self.contacts.is_empty()
-                && self.text.as_deref().is_none_or(|t| t.trim().is_empty()))
+        self.emails.is_empty()
+            && self.phones.is_empty()
+            && self.visitor_ids.is_empty()
+            && self.agent_ids.is_empty()
+            && self.tags.is_empty()
+            && self.contacts.is_empty()
+            && self.text.as_deref().is_none_or(|t| t.trim().is_empty())
     }
 }
 
