@@ -10,6 +10,10 @@ use switchboard_core::{ConnectionId, Conversation, ConversationId, ConversationS
 pub(crate) const SCHEMA_VERSION_KEY: &[u8] = b"meta/schema_version";
 /// `meta/head`: the last appended sequence, u64 big-endian.
 pub(crate) const HEAD_KEY: &[u8] = b"meta/head";
+/// `meta/projected`: the last sequence whose conversation projections (headers, messages,
+/// index entries and counters) are in the tree, u64 big-endian. The log after it is replayed
+/// into them at open (schema 4).
+pub(crate) const PROJECTED_KEY: &[u8] = b"meta/projected";
 /// `log/<seq u64 BE>` -> the event (JSON).
 pub(crate) const LOG_PREFIX: &[u8] = b"log/";
 /// `dedup/<connection>/<dedup key>` -> the sequence (u64 BE).
@@ -27,7 +31,7 @@ const AGENT_PREFIX: &[u8] = b"agent/";
 const SYNC_PREFIX: &[u8] = b"sync/";
 
 /// The schema version this build writes and reads.
-pub(crate) const SCHEMA_VERSION: u64 = 3;
+pub(crate) const SCHEMA_VERSION: u64 = 4;
 
 pub(crate) fn be(n: u64) -> [u8; 8] {
     n.to_be_bytes()

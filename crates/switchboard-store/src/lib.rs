@@ -223,6 +223,7 @@ mod error;
 mod keys;
 mod migrate;
 pub mod paging;
+mod projection;
 mod quarantine;
 mod query;
 mod record;
@@ -247,6 +248,7 @@ use tracing::{info, warn};
 pub use crate::contract::{Claim, ErasurePlan, ErasureReport, Storage, TicketUpdate};
 pub use crate::erase::CompactReport;
 pub use crate::error::StoreError;
+use crate::projection::Projection;
 pub use crate::quarantine::{
     NewQuarantined, QuarantineLimits, QuarantineOp, QuarantineTotals, Quarantined,
 };
@@ -276,6 +278,8 @@ struct Inner {
     writer: Mutex<Option<JoinHandle<Result<(), StoreError>>>>,
     tail: Arc<TailCache>,
     failed: Failure,
+    /// How far the conversations in the tree have caught up with the log.
+    projection: Arc<Projection>,
     /// Idempotency keys claimed, with when each lease runs out.
     claims: Mutex<HashMap<(ConnectionId, String), Instant>>,
     /// Job leases: name -> (holder, when it runs out).
@@ -461,6 +465,8 @@ impl Store {
         }
         let files = DurableFiles::open(dir, options.fsync)?;
         let head = recover_head(&db)?;
+        let projected = recover_projected(&db, head)?;
+        let projection = Arc::new(Projection::new(projected));
 
         let (head_tx, _) = watch::channel(Sequence(head));
         let head_tx = Arc::new(head_tx);
@@ -479,17 +485,24 @@ impl Store {
             head,
             head_tx: head_tx.clone(),
             failed: failed.clone(),
+            projection: projection.clone(),
         };
-        let writer = Writer {
-            db: db.clone(),
+        let interval = options.projection_interval;
+        let writer = Writer::new(
+            db.clone(),
             options,
             head,
-            failed: failed.clone(),
-        };
+            projected,
+            failed.clone(),
+            projection.clone(),
+        )?;
         let thread = std::thread::Builder::new()
             .name("switchboard-store-writer".into())
             .spawn(move || writer::run(writer, flusher, commands_rx, stopped_tx))
             .map_err(|e| StoreError::io("starting the store writer thread", e))?;
+        if !interval.is_zero() {
+            spawn_projection_ticker(commands_tx.downgrade(), projection.clone(), interval)?;
+        }
         info!(dir = %dir.display(), head, "store opened");
         Ok(Store {
             inner: Arc::new(Inner {
@@ -501,6 +514,7 @@ impl Store {
                 writer: Mutex::new(Some(thread)),
                 tail,
                 failed,
+                projection,
                 claims: Mutex::new(HashMap::new()),
                 leases: Mutex::new(HashMap::new()),
             }),
@@ -837,20 +851,56 @@ impl Store {
         Ok(load(&self.inner.db, quarantine::META_KEY)?.unwrap_or_default())
     }
 
-    /// A conversation by id.
+    /// A conversation by id, with every append acknowledged before the call (this may wait
+    /// for the writer to write the conversations it holds, about one group commit).
     pub fn get_conversation(
         &self,
         id: &ConversationId,
     ) -> Result<Option<Conversation>, StoreError> {
+        self.wait_for_conversations()?;
         conversations::load_full(&self.inner.db, id)
     }
 
     /// A page of conversations, newest first; see the crate docs for which filters are indexed.
+    /// Like [`Store::get_conversation`], it holds every append acknowledged before the call.
     pub fn list_conversations(
         &self,
         query: &ConversationQuery,
     ) -> Result<ConversationPage, StoreError> {
+        self.wait_for_conversations()?;
         query::list_conversations(&self.inner.db, query)
+    }
+
+    /// Whether the conversations in the tree hold every durable event (reads need not wait).
+    fn conversations_caught_up(&self) -> bool {
+        self.inner.projection.durable() >= self.head().0
+    }
+
+    /// Waits until the conversations in the tree hold every event durable now: asks the
+    /// writer for them and waits for the group that writes them to be durable. Fails if
+    /// the store failed or stopped without writing them.
+    fn wait_for_conversations(&self) -> Result<(), StoreError> {
+        let target = self.head().0;
+        let projection = &self.inner.projection;
+        if projection.durable() >= target {
+            return Ok(());
+        }
+        projection.want(target);
+        if let Some(commands) = lock(&self.inner.commands).as_ref() {
+            // A full channel means the writer is busy: it reads `want` with its next group.
+            let _ = commands.try_send(Command::Project);
+        }
+        loop {
+            if projection.wait(target, Duration::from_millis(50)) {
+                return Ok(());
+            }
+            if let Some(reason) = self.failure() {
+                return Err(StoreError::Failed(reason));
+            }
+            if *self.inner.stopped.borrow() && projection.durable() < target {
+                return Err(StoreError::WriterGone);
+            }
+        }
     }
 
     /// A ticket by id.
@@ -886,8 +936,10 @@ impl Store {
         Ok(self.head().0)
     }
 
-    /// Conversations in the store (a counter, cheap).
+    /// Conversations in the store (a counter, cheap), counting every append acknowledged
+    /// before the call.
     pub fn conversation_count(&self) -> Result<u64, StoreError> {
+        self.wait_for_conversations()?;
         query::conversation_count(&self.inner.db)
     }
 
@@ -1043,7 +1095,12 @@ impl Storage for Store {
         &self,
         id: &ConversationId,
     ) -> Result<Option<Conversation>, StoreError> {
-        Store::get_conversation(self, id)
+        if self.conversations_caught_up() {
+            return Store::get_conversation(self, id);
+        }
+        // Waiting for the writer blocks: off the async workers.
+        let (store, id) = (self.clone(), id.clone());
+        blocking(move || store.get_conversation(&id)).await
     }
 
     async fn list_conversations(
@@ -1056,7 +1113,11 @@ impl Storage for Store {
     }
 
     async fn conversation_count(&self) -> Result<u64, StoreError> {
-        Store::conversation_count(self)
+        if self.conversations_caught_up() {
+            return Store::conversation_count(self);
+        }
+        let store = self.clone();
+        blocking(move || store.conversation_count()).await
     }
 
     async fn get_ticket(&self, id: &TicketId) -> Result<Option<Ticket>, StoreError> {
@@ -1224,6 +1285,56 @@ fn check_schema(db: &sled::Db, dir: &Path, had_data: bool) -> Result<(), StoreEr
             path: dir.to_owned(),
         }),
     }
+}
+
+/// Through which sequence the tree's conversations are written. A store without the key
+/// (created or upgraded just now; schema 3 wrote conversations with every group) has them
+/// through its head, and gets the key before any group can hold conversations back.
+fn recover_projected(db: &sled::Db, head: u64) -> Result<u64, StoreError> {
+    match db.get(keys::PROJECTED_KEY)? {
+        Some(bytes) => {
+            let projected = keys::read_be(&bytes).ok_or_else(|| {
+                StoreError::corrupt(keys::PROJECTED_KEY, "not an 8-byte sequence")
+            })?;
+            if projected > head {
+                return Err(StoreError::corrupt(
+                    keys::PROJECTED_KEY,
+                    format!("it says {projected} but the log ends at {head}"),
+                ));
+            }
+            Ok(projected)
+        }
+        None => {
+            db.insert(keys::PROJECTED_KEY, &keys::be(head)[..])?;
+            db.flush()?;
+            Ok(head)
+        }
+    }
+}
+
+/// Wakes the writer every `interval` while it holds conversations, so that they are written
+/// within about two intervals of their change even when no group follows. Stops with the
+/// store (it holds no sender of its own).
+fn spawn_projection_ticker(
+    commands: mpsc::WeakSender<Command>,
+    projection: Arc<Projection>,
+    interval: Duration,
+) -> Result<(), StoreError> {
+    std::thread::Builder::new()
+        .name("switchboard-store-projection".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(interval);
+                let Some(commands) = commands.upgrade() else {
+                    return;
+                };
+                if projection.is_dirty() {
+                    let _ = commands.try_send(Command::Project);
+                }
+            }
+        })
+        .map(drop)
+        .map_err(|e| StoreError::io("starting the store projection thread", e))
 }
 
 fn recover_head(db: &sled::Db) -> Result<u64, StoreError> {

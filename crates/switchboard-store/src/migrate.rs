@@ -5,6 +5,7 @@
 //! | 1 | log entries in the core's serde shape (no longer read: refused with a clear error) |
 //! | 2 | log entries as flat JSON; a conversation stored whole under `conv/` with every message and the dedup keys of its events |
 //! | 3 | new log entries: one binary, compressed record per append request (schema-2 entries stay and are still read); a conversation's header under `conv/` (with an event count) and each message under `msg/`; two index families (connection, status) instead of four, a connection's counter naming its vendor |
+//! | 4 | `meta/projected`: conversations may be written after the log (the writer holds them for up to `projection_interval`), and the log after `meta/projected` is replayed into them at open. Nothing else moves: upgrading from 3 writes the schema key, and the open that follows writes `meta/projected` at the head (schema 3 wrote conversations with every group). A build of schema 3 refuses a store of schema 4, whose conversations it would not replay |
 //!
 //! [`upgrade`] runs at open, before the writer starts, in batches of [`BATCH`] conversations,
 //! each one atomic sled batch. `meta/schema_version` moves to the new version only after the
@@ -28,7 +29,7 @@ const BATCH: usize = 512;
 
 /// The versions [`upgrade`] can bring to [`keys::SCHEMA_VERSION`].
 pub(crate) fn can_upgrade(found: u64) -> bool {
-    found == 2
+    found == 2 || found == 3
 }
 
 /// Upgrades the store from schema `found` to [`keys::SCHEMA_VERSION`], in place.
@@ -40,6 +41,15 @@ pub(crate) fn upgrade(db: &sled::Db, dir: &Path, found: u64) -> Result<(), Store
         to = keys::SCHEMA_VERSION,
         "upgrading the store's schema in place (an interrupted upgrade resumes at the next start)"
     );
+    if found == 3 {
+        db.insert(
+            keys::SCHEMA_VERSION_KEY,
+            keys::SCHEMA_VERSION.to_string().as_bytes(),
+        )?;
+        db.flush()?;
+        info!(dir = %dir.display(), version = keys::SCHEMA_VERSION, "store schema upgraded");
+        return Ok(());
+    }
     let mut batch = sled::Batch::default();
     let mut in_batch = 0usize;
     let mut split = 0u64;

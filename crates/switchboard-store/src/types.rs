@@ -30,6 +30,16 @@ pub struct StoreOptions {
     pub tail_cache_bytes: usize,
     /// The quarantine's bounds.
     pub quarantine: QuarantineLimits,
+    /// How long the writer may hold changed conversations (headers, messages, index entries)
+    /// in memory before writing them to the tree, so that a conversation changed by many
+    /// groups is written once. The log and dedup keys are durable before any append is
+    /// answered whatever this says; the conversations are replayed from the log after a
+    /// crash, and a read of conversations waits for them. `Duration::ZERO` writes them with
+    /// every group.
+    pub projection_interval: std::time::Duration,
+    /// The most changed conversations held in memory before they are written, whatever
+    /// [`StoreOptions::projection_interval`] says.
+    pub projection_max_conversations: usize,
 }
 
 /// The default [`StoreOptions::cache_capacity`]: 128 MiB (sled's own default is 1 GiB), which
@@ -45,6 +55,8 @@ impl Default for StoreOptions {
             tail_cache_events: 4096,
             tail_cache_bytes: 64 * 1024 * 1024,
             quarantine: QuarantineLimits::default(),
+            projection_interval: std::time::Duration::from_millis(100),
+            projection_max_conversations: 4096,
         }
     }
 }

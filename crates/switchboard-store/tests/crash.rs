@@ -2,7 +2,9 @@
 //!
 //! The test re-executes its own binary as a child (selected by [`CHILD_DIR`]) that appends in a
 //! loop from several tasks and prints each acknowledged dedup key. The parent kills it with
-//! SIGKILL mid-stream, reopens the store and checks every acknowledged key.
+//! SIGKILL mid-stream, reopens the store and checks every acknowledged key. The child holds
+//! changed conversations in memory for an hour, so none of them is written when it dies: the
+//! reopened store rebuilds them from the log.
 
 mod common;
 
@@ -14,8 +16,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{conn, message, request, ts};
-use switchboard_core::Sequence;
-use switchboard_store::{Store, SyncUpdate};
+use switchboard_core::{ConversationId, Sequence};
+use switchboard_store::{Store, StoreOptions, SyncUpdate};
 
 /// Set in the child: the store directory to append to.
 const CHILD_DIR: &str = "SWITCHBOARD_STORE_CRASH_CHILD_DIR";
@@ -104,6 +106,29 @@ fn acknowledged_appends_survive_kill_9() {
     let state = store.sync_state(&conn("lc")).unwrap().unwrap();
     assert!(logged.contains_key(state.cursor.as_deref().unwrap()));
     assert_eq!(state.records_pulled, head.0);
+    // Every acknowledged message is in its conversation, rebuilt from the log at open, and
+    // each conversation counts exactly the events the log holds for it.
+    let mut per_chat: HashMap<String, u64> = HashMap::new();
+    for key in logged.keys() {
+        let task = key.split('-').next().unwrap().trim_start_matches('t');
+        *per_chat.entry(format!("chat-{task}")).or_default() += 1;
+    }
+    for key in &acknowledged {
+        let task = key.split('-').next().unwrap().trim_start_matches('t');
+        let id = ConversationId::new(conn("lc"), format!("chat-{task}"));
+        let conversation = store.get_conversation(&id).unwrap().unwrap();
+        assert!(
+            conversation.messages.contains_key(key.as_str()),
+            "acknowledged message {key} is not in {id}"
+        );
+    }
+    for (chat, events) in &per_chat {
+        let id = ConversationId::new(conn("lc"), chat.clone());
+        let conversation = store.get_conversation(&id).unwrap().unwrap();
+        assert_eq!(conversation.event_count, *events, "{id} counts its events");
+        assert_eq!(conversation.messages.len() as u64, *events);
+    }
+    assert_eq!(store.conversation_count().unwrap(), per_chat.len() as u64);
     eprintln!(
         "kill -9 after {} acknowledged appends; {} events survived",
         acknowledged.len(),
@@ -119,7 +144,12 @@ fn run_child(dir: &Path) {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let store = Store::open(dir).unwrap();
+        let options = StoreOptions {
+            projection_interval: Duration::from_secs(3600),
+            projection_max_conversations: usize::MAX,
+            ..StoreOptions::default()
+        };
+        let store = Store::open_with(dir, options).unwrap();
         let stop = Instant::now() + Duration::from_secs(30);
         let mut tasks = Vec::new();
         for task in 0..8 {

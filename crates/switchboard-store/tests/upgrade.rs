@@ -178,7 +178,7 @@ async fn a_schema_2_store_is_upgraded_in_place_and_reads_back_as_it_was() {
     assert_eq!(c1.event_count, 5);
     store.close().await.unwrap();
     drop(store);
-    assert_eq!(schema_version(dir.path()), "3");
+    assert_eq!(schema_version(dir.path()), "4");
     let db = sled::open(dir.path()).unwrap();
     for gone in [
         "ix/all/",
@@ -188,6 +188,50 @@ async fn a_schema_2_store_is_upgraded_in_place_and_reads_back_as_it_was() {
     ] {
         assert_eq!(db.scan_prefix(gone).count(), 0, "{gone} dropped");
     }
+}
+
+/// A schema-3 store (conversations written with every group, no `meta/projected`) becomes
+/// schema 4 with its conversations written through its head, and opens as it was.
+#[tokio::test]
+async fn a_schema_3_store_is_upgraded_and_its_conversations_are_through_its_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .append(request(
+            "lc",
+            "livechat",
+            vec![
+                started("s1", "c1", 100),
+                common::message("m1", "c1", 101, "hi"),
+            ],
+        ))
+        .await
+        .unwrap();
+    let before = store
+        .get_conversation(&ConversationId::new(ConnectionId::new("lc").unwrap(), "c1"))
+        .unwrap()
+        .unwrap();
+    store.close().await.unwrap();
+    drop(store);
+    {
+        // What a schema-3 build left: the same keys, without `meta/projected`.
+        let db = sled::open(dir.path()).unwrap();
+        db.insert("meta/schema_version", "3").unwrap();
+        db.remove("meta/projected").unwrap();
+        db.flush().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.head(), Sequence(2));
+    assert_eq!(store.get_conversation(&before.id).unwrap(), Some(before));
+    assert_eq!(store.conversation_count().unwrap(), 1);
+    store.close().await.unwrap();
+    drop(store);
+    assert_eq!(schema_version(dir.path()), "4");
+    let db = sled::open(dir.path()).unwrap();
+    assert_eq!(
+        db.get("meta/projected").unwrap().unwrap(),
+        2u64.to_be_bytes().as_slice()
+    );
 }
 
 #[tokio::test]

@@ -31,6 +31,9 @@ pub(crate) enum Command {
         record: Box<AppendRequest>,
         reply: oneshot::Sender<Result<crate::ErasureReport, StoreError>>,
     },
+    /// Wakes the writer to write the conversations it holds if a reader wants them or they
+    /// are old enough (see [`crate::projection`]); nobody waits for an answer.
+    Project,
 }
 
 /// A request's log entry, encoded (and compressed) before it reaches the writer, so that this
@@ -77,6 +80,7 @@ impl Command {
             Command::SyncError { reply, .. } => drop(reply.send(Err(error()))),
             Command::UpdateTicket { reply, .. } => drop(reply.send(Err(error()))),
             Command::Erase { reply, .. } => drop(reply.send(Err(error()))),
+            Command::Project => {}
         }
     }
 
@@ -86,7 +90,7 @@ impl Command {
             Command::Append { request, .. } => Some(request),
             Command::UpdateTicket { request, .. } => request.as_deref(),
             Command::Erase { record, .. } => Some(record),
-            Command::SyncError { .. } => None,
+            Command::SyncError { .. } | Command::Project => None,
         }
     }
 
@@ -97,6 +101,7 @@ impl Command {
                 drop(reply.send(Ok(receipt)))
             }
             (Command::SyncError { reply, .. }, _) => drop(reply.send(Ok(()))),
+            (Command::Project, _) => {}
             (Command::UpdateTicket { reply, .. }, Outcome::Ticket(result)) => {
                 drop(reply.send(*result))
             }

@@ -13,6 +13,8 @@ pub(crate) struct Flusher {
     pub(crate) failed: Failure,
     /// The newest durable events, for subscribers tailing the log.
     pub(crate) tail: Arc<TailCache>,
+    /// Told when the conversations a group wrote are durable.
+    pub(crate) projection: Arc<Projection>,
 }
 
 impl Flusher {
@@ -69,6 +71,11 @@ impl Flusher {
             for group in &groups {
                 self.tail.replace(&group.rewritten);
             }
+        }
+        // Before the head moves, so that a reader who sees the new head and finds the
+        // conversations written finds them durable.
+        if let Some(projected) = groups.iter().filter_map(|group| group.projected).max() {
+            self.projection.publish(projected);
         }
         if new_head != self.head {
             self.head = new_head;

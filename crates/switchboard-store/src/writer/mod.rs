@@ -19,7 +19,7 @@ pub(crate) use command::{Command, Outcome, PreparedRequest};
 pub(crate) use durable::{DurableFiles, Failure, sync_directory};
 pub(crate) use flusher::Flusher;
 pub(crate) use pending::StoredTicket;
-use pending::{AppendedEvent, Pending};
+use pending::{AppendedEvent, Finished, Pending, Touched};
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -40,6 +40,7 @@ use tracing::{debug, error, info};
 
 use crate::conversations;
 use crate::keys::{self, IndexFamily};
+use crate::projection::Projection;
 use crate::quarantine::{self, QuarantineLimits, QuarantineOp, QuarantineTotals, Quarantined};
 use crate::record::{encode, encode_request, load};
 use crate::tail::TailCache;
@@ -57,6 +58,8 @@ pub(crate) struct Staged {
     appended: u64,
     /// The events of log entries this group rewrote (erasures), as they now read.
     rewritten: Vec<Event>,
+    /// The sequence through which this group wrote the conversations, if it wrote them.
+    projected: Option<u64>,
     started: Instant,
 }
 
@@ -90,6 +93,10 @@ struct Prepared {
     receipts: Vec<Outcome>,
     appended: Vec<AppendedEvent>,
     rewritten: Vec<Event>,
+    /// Whether the batch writes the changed conversations.
+    projects: bool,
+    /// The changed conversations it does not write.
+    deferred: HashMap<Vec<u8>, Touched>,
 }
 
 /// The first stage of the writer: owns every write to the tree. It prepares a group (dedup,
@@ -101,6 +108,16 @@ pub(crate) struct Writer {
     /// The last sequence applied to sled (durable or not yet).
     pub(crate) head: u64,
     pub(crate) failed: Failure,
+    /// The last sequence whose conversations are applied to sled (`meta/projected`).
+    projected: u64,
+    /// Conversations changed by the groups after `projected`, held in memory until a group
+    /// writes them (see [`crate::projection`]).
+    deferred: HashMap<Vec<u8>, Touched>,
+    /// When the oldest change held in `deferred` was made.
+    deferred_since: Option<Instant>,
+    projection: Arc<Projection>,
+    /// Set once the command channel is closed: the last group writes everything it holds.
+    closing: bool,
 }
 
 /// Runs both stages until every sender is gone and the channel is drained, then flushes.
@@ -139,6 +156,15 @@ pub(crate) fn run(
             }
         }
     }
+    // Nothing is left held in memory: the conversations are written before the final flush.
+    writer.closing = true;
+    if (!writer.deferred.is_empty() || writer.projected < writer.head)
+        && let Some(staged) = writer.stage(Vec::new())
+        && let Err(std::sync::mpsc::SendError(staged)) = staged_tx.send(staged)
+    {
+        writer.failed.set("the store flusher stopped".into());
+        drop(staged);
+    }
     drop(staged_tx);
     let result = match flusher.join() {
         Ok(result) => result,
@@ -150,6 +176,31 @@ pub(crate) fn run(
 }
 
 impl Writer {
+    /// The writer of a store whose log ends at `head` and whose conversations are written
+    /// through `projected`; the conversations of the log after it are rebuilt in memory.
+    pub(crate) fn new(
+        db: sled::Db,
+        options: StoreOptions,
+        head: u64,
+        projected: u64,
+        failed: Failure,
+        projection: Arc<Projection>,
+    ) -> Result<Writer, StoreError> {
+        let mut writer = Writer {
+            db,
+            options,
+            head,
+            failed,
+            projected,
+            deferred: HashMap::new(),
+            deferred_since: None,
+            projection,
+            closing: false,
+        };
+        writer.reproject()?;
+        Ok(writer)
+    }
+
     /// Prepares one group and applies it to sled as one atomic batch; `None` if it failed
     /// (every request of it has been answered then).
     pub(crate) fn stage(&mut self, mut commands: Vec<Command>) -> Option<Staged> {
@@ -166,14 +217,23 @@ impl Writer {
             receipts,
             appended: events,
             rewritten,
+            projects,
+            deferred,
         } = match self.prepare(&mut commands) {
             Ok(prepared) => prepared,
             Err(e) => {
-                // Nothing was written: the store stays usable.
+                // Nothing was written: the store stays usable. The conversations held in
+                // memory may have taken part of the failed group: they are rebuilt from the
+                // log.
                 error!(error = %e, requests = commands.len(), "group commit failed before writing");
                 let message = e.to_string();
                 for command in commands {
                     command.fail(|| StoreError::Commit(message.clone()));
+                }
+                if let Err(e) = self.reproject() {
+                    let reason = format!("rebuilding the conversations held in memory: {e}");
+                    error!(error = %reason, "refusing further writes");
+                    self.failed.set(reason);
                 }
                 return None;
             }
@@ -190,6 +250,19 @@ impl Writer {
         }
         let appended = new_head - self.head;
         self.head = new_head;
+        let projected = if projects {
+            self.projected = new_head;
+            self.deferred_since = None;
+            Some(new_head)
+        } else {
+            if !deferred.is_empty() && self.deferred_since.is_none() {
+                self.deferred_since = Some(started);
+            }
+            None
+        };
+        self.deferred = deferred;
+        self.projection
+            .set_dirty(!self.deferred.is_empty() || self.projected < self.head);
         Some(Staged {
             commands,
             receipts,
@@ -197,12 +270,96 @@ impl Writer {
             head: new_head,
             appended,
             rewritten,
+            projected,
             started,
         })
     }
 
-    fn prepare(&self, commands: &mut [Command]) -> Result<Prepared, StoreError> {
-        let mut pending = Pending::new(&self.db, self.head, self.options.quarantine);
+    /// Whether the group about to be prepared writes the conversations held in memory.
+    fn must_project(&self, commands: &[Command]) -> bool {
+        let interval = self.options.projection_interval;
+        self.closing
+            || interval.is_zero()
+            || self.projection.wanted() > self.projected
+            || self.deferred.len() >= self.options.projection_max_conversations
+            || self
+                .deferred_since
+                .is_some_and(|since| since.elapsed() >= interval)
+            // An erasure rewrites conversations and log entries together.
+            || commands.iter().any(|c| matches!(c, Command::Erase { .. }))
+    }
+
+    /// Rebuilds the conversations held in memory from the log after `projected` (at open,
+    /// after a crash; after a group that failed before writing).
+    pub(crate) fn reproject(&mut self) -> Result<(), StoreError> {
+        let mut pending = Pending::new(
+            &self.db,
+            self.head,
+            self.options.quarantine,
+            self.projected,
+            HashMap::new(),
+        );
+        let mut replayed = 0u64;
+        if self.projected < self.head {
+            let start = match self
+                .db
+                .range(keys::log_key(0)..=keys::log_key(self.projected + 1))
+                .next_back()
+            {
+                Some(entry) => crate::record::sequence_of(&entry?.0)?,
+                None => self.projected + 1,
+            };
+            for entry in self
+                .db
+                .range(keys::log_key(start)..=keys::log_key(self.head))
+            {
+                let (key, value) = entry?;
+                let events = match crate::record::decode_entry(&key, &value) {
+                    Ok(events) => events,
+                    Err(error) => {
+                        // As listings do with an unreadable record: skipped and reported.
+                        crate::unreadable_record(&key, &error);
+                        continue;
+                    }
+                };
+                for event in events {
+                    if event.sequence.0 <= self.projected || event.sequence.0 > self.head {
+                        continue;
+                    }
+                    pending.project_conversation(
+                        &event.connection,
+                        &event.vendor,
+                        &event.incoming,
+                    )?;
+                    replayed += 1;
+                }
+            }
+        }
+        self.deferred = std::mem::take(&mut pending.conversations);
+        self.deferred_since = (self.projected < self.head).then(Instant::now);
+        self.projection
+            .set_dirty(!self.deferred.is_empty() || self.projected < self.head);
+        if replayed > 0 {
+            info!(
+                from = self.projected,
+                to = self.head,
+                events = replayed,
+                conversations = self.deferred.len(),
+                "conversations rebuilt from the log"
+            );
+        }
+        Ok(())
+    }
+
+    fn prepare(&mut self, commands: &mut [Command]) -> Result<Prepared, StoreError> {
+        let projects = self.must_project(commands);
+        let mut pending = Pending::new(
+            &self.db,
+            self.head,
+            self.options.quarantine,
+            self.projected,
+            std::mem::take(&mut self.deferred),
+        );
         let mut receipts = Vec::with_capacity(commands.len());
         let mut rewritten = Vec::new();
         for (i, command) in commands.iter_mut().enumerate() {
@@ -232,6 +389,7 @@ impl Writer {
                     }
                     Err(refused) => receipts.push(Outcome::Ticket(Box::new(Err(refused)))),
                 },
+                Command::Project => receipts.push(Outcome::Done),
                 Command::Erase { plan, record, .. } => match pending.check_erasure(plan)? {
                     Ok(checked) => {
                         let (report, events) = pending.erase(i, plan, checked, record)?;
@@ -243,13 +401,21 @@ impl Writer {
             }
         }
         let appended = std::mem::take(&mut pending.appended);
-        let (batch, head) = pending.finish()?;
+        // Nothing held: `meta/projected` moves with the head at the cost of one key.
+        let projects = projects || pending.conversations.is_empty();
+        let Finished {
+            batch,
+            head,
+            deferred,
+        } = pending.finish(projects)?;
         Ok(Prepared {
             batch,
             head,
             receipts,
             appended,
             rewritten,
+            projects,
+            deferred,
         })
     }
 }

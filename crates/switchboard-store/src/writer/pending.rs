@@ -26,6 +26,8 @@ pub(super) struct Touched {
 pub(super) struct Pending<'a> {
     pub(super) tree: &'a sled::Tree,
     pub(super) start_head: u64,
+    /// The sequence through which the tree's conversations are written (`meta/projected`).
+    pub(super) projected: u64,
     pub(super) next: u64,
     pub(super) writes: sled::Batch,
     pub(super) appended_keys: HashSet<Vec<u8>>,
@@ -55,18 +57,23 @@ pub(crate) struct AppendedEvent {
 }
 
 impl<'a> Pending<'a> {
+    /// A group's overlay over `tree`, whose conversations start from `deferred`: those the
+    /// writer holds changed in memory (see [`crate::projection`]).
     pub(super) fn new(
         tree: &'a sled::Tree,
         head: u64,
         quarantine_limits: QuarantineLimits,
+        projected: u64,
+        deferred: HashMap<Vec<u8>, Touched>,
     ) -> Self {
         Pending {
             tree,
             start_head: head,
+            projected,
             next: head + 1,
             writes: sled::Batch::default(),
             appended_keys: HashSet::new(),
-            conversations: HashMap::new(),
+            conversations: deferred,
             tickets: HashMap::new(),
             agents: HashMap::new(),
             sync: HashMap::new(),
@@ -193,44 +200,8 @@ impl<'a> Pending<'a> {
         sequence: Sequence,
     ) -> Result<(), StoreError> {
         match &incoming.payload {
-            EventPayload::Conversation(patch) => {
-                let id = ConversationId::new(request.connection.clone(), patch.external_id.clone());
-                let touched = match self.conversations.entry(keys::conversation_key(&id)) {
-                    Entry::Occupied(entry) => entry.into_mut(),
-                    Entry::Vacant(entry) => {
-                        let original = conversations::load_header(self.tree, &id)?;
-                        let current = original
-                            .clone()
-                            .unwrap_or_else(|| Conversation::new(id, request.vendor.clone()));
-                        entry.insert(Touched {
-                            original,
-                            current,
-                            stored_messages: BTreeMap::new(),
-                        })
-                    }
-                };
-                // The merge compares a message with the stored one of the same key: read
-                // those (only those) first.
-                for message in &patch.messages {
-                    if touched.stored_messages.contains_key(&message.key) {
-                        continue;
-                    }
-                    let stored = if touched.original.is_some() {
-                        conversations::load_message(self.tree, &touched.current.id, &message.key)?
-                    } else {
-                        None
-                    };
-                    if let Some(stored) = &stored {
-                        touched
-                            .current
-                            .messages
-                            .insert(message.key.clone(), stored.clone());
-                    }
-                    touched.stored_messages.insert(message.key.clone(), stored);
-                }
-                touched
-                    .current
-                    .apply(patch, incoming.occurred_at, &incoming.dedup_key);
+            EventPayload::Conversation(_) => {
+                self.project_conversation(&request.connection, &request.vendor, incoming)?;
             }
             EventPayload::Ticket(ticket) => {
                 let key = keys::ticket_key(&request.connection, &ticket.external_id);
@@ -255,6 +226,56 @@ impl<'a> Pending<'a> {
             }
             EventPayload::Vendor { .. } | EventPayload::Contact(_) => {}
         }
+        Ok(())
+    }
+
+    /// Merges a conversation event into the overlay (nothing for other events).
+    pub(super) fn project_conversation(
+        &mut self,
+        connection: &ConnectionId,
+        vendor: &str,
+        incoming: &IncomingEvent,
+    ) -> Result<(), StoreError> {
+        let EventPayload::Conversation(patch) = &incoming.payload else {
+            return Ok(());
+        };
+        let id = ConversationId::new(connection.clone(), patch.external_id.clone());
+        let touched = match self.conversations.entry(keys::conversation_key(&id)) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                let original = conversations::load_header(self.tree, &id)?;
+                let current = original
+                    .clone()
+                    .unwrap_or_else(|| Conversation::new(id, vendor.to_owned()));
+                entry.insert(Touched {
+                    original,
+                    current,
+                    stored_messages: BTreeMap::new(),
+                })
+            }
+        };
+        // The merge compares a message with the stored one of the same key: read those (only
+        // those) first.
+        for message in &patch.messages {
+            if touched.stored_messages.contains_key(&message.key) {
+                continue;
+            }
+            let stored = if touched.original.is_some() {
+                conversations::load_message(self.tree, &touched.current.id, &message.key)?
+            } else {
+                None
+            };
+            if let Some(stored) = &stored {
+                touched
+                    .current
+                    .messages
+                    .insert(message.key.clone(), stored.clone());
+            }
+            touched.stored_messages.insert(message.key.clone(), stored);
+        }
+        touched
+            .current
+            .apply(patch, incoming.occurred_at, &incoming.dedup_key);
         Ok(())
     }
 
@@ -285,11 +306,22 @@ impl<'a> Pending<'a> {
         })
     }
 
-    /// Turns the overlay into one sled batch; returns it with the new head.
-    pub(super) fn finish(self) -> Result<(sled::Batch, u64), StoreError> {
+    /// Turns the overlay into one sled batch; returns it with the new head. With `project`,
+    /// the changed conversations are written too (with `meta/projected` at the new head);
+    /// without, they are handed back, to be held until a later group writes them.
+    pub(super) fn finish(self, project: bool) -> Result<Finished, StoreError> {
         let mut batch = self.writes;
+        let head = self.next - 1;
+        let (to_write, deferred) = if project {
+            if head != self.projected {
+                batch.insert(keys::PROJECTED_KEY, &keys::be(head)[..]);
+            }
+            (self.conversations, HashMap::new())
+        } else {
+            (HashMap::new(), self.conversations)
+        };
         let mut counts: HashMap<Vec<u8>, (i64, Option<String>)> = HashMap::new();
-        for (_, touched) in self.conversations {
+        for (_, touched) in to_write {
             let index_keys = |conversation: &Conversation| {
                 let position = keys::position(conversation);
                 IndexFamily::of(conversation).map(|family| {
@@ -365,10 +397,21 @@ impl<'a> Pending<'a> {
         if let Some(totals) = self.quarantine_totals {
             batch.insert(quarantine::META_KEY, encode(&totals)?);
         }
-        let head = self.next - 1;
         if head != self.start_head {
             batch.insert(keys::HEAD_KEY, &keys::be(head)[..]);
         }
-        Ok((batch, head))
+        Ok(Finished {
+            batch,
+            head,
+            deferred,
+        })
     }
+}
+
+/// A group turned into a sled batch.
+pub(super) struct Finished {
+    pub(super) batch: sled::Batch,
+    pub(super) head: u64,
+    /// The changed conversations not written by this batch.
+    pub(super) deferred: HashMap<Vec<u8>, Touched>,
 }

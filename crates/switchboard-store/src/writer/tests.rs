@@ -26,12 +26,21 @@ fn writer(dir: &Path) -> (Stages, watch::Receiver<Sequence>) {
     let files = DurableFiles::open(dir, true).unwrap();
     let (head_tx, head) = watch::channel(Sequence::ZERO);
     let failed = Failure::default();
-    let writer = Writer {
-        db: db.clone(),
-        options: StoreOptions::default(),
-        head: 0,
-        failed: failed.clone(),
+    let projection = Arc::new(Projection::new(0));
+    // Conversations written with every group: these tests read them from the tree.
+    let options = StoreOptions {
+        projection_interval: std::time::Duration::ZERO,
+        ..StoreOptions::default()
     };
+    let writer = Writer::new(
+        db.clone(),
+        options,
+        0,
+        0,
+        failed.clone(),
+        projection.clone(),
+    )
+    .unwrap();
     let flusher = Flusher {
         db,
         files,
@@ -39,6 +48,7 @@ fn writer(dir: &Path) -> (Stages, watch::Receiver<Sequence>) {
         head_tx: Arc::new(head_tx),
         failed,
         tail: Arc::new(TailCache::new(16)),
+        projection,
     };
     (Stages { writer, flusher }, head)
 }
