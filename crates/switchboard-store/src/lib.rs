@@ -34,7 +34,7 @@
 //! promises; [`Store`] is the embedded sled backend, `switchboard-store-postgres` the shared
 //! one, and `switchboard-store-contract` the one test suite both pass.
 //!
-//! # Key layout (schema 3)
+//! # Key layout (schema 4)
 //!
 //! Everything lives in ONE sled tree (the default tree of `<data-dir>`), with one key prefix per
 //! family. Numbers in keys are big-endian and fixed width, so byte order is numeric order;
@@ -46,8 +46,9 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `meta/schema_version` | ASCII decimal, `3` |
+//! | `meta/schema_version` | ASCII decimal, `4` |
 //! | `meta/head` | the last sequence, u64 BE |
+//! | `meta/projected` | the last sequence whose conversations (`conv/`, `msg/`, `ix/`, `count/`) are written, u64 BE (see [Conversations after the log](#conversations-after-the-log)) |
 //! | `log/<first sequence u64 BE>` | one append request's new events and its raw body, binary (see [Log encoding](#log-encoding)) |
 //! | `dedup/<connection>/<dedup key>` | the sequence of the event with that key, u64 BE |
 //! | `conv/<connection>/<external id>` | the [`Conversation`]'s header: everything but its messages, with its event count (JSON) |
@@ -68,10 +69,10 @@
 //! a page token is a position and works whichever family a query scans.
 //!
 //! What an event costs: one `dedup/` key; its request's `log/` entry (shared by the request's
-//! events); the header of each conversation the group touches (once per group, however many
-//! of its events touch it); one `msg/` key per message that is new or changed; two index keys
-//! and the counters when a conversation is new or moves. A conversation of 200 messages is never
-//! rewritten whole: each message is written once, the header once per group.
+//! events); the header of each conversation it touches, one `msg/` key per message that is new
+//! or changed, two index keys and the counters when a conversation is new or moves, all of
+//! them once per projection write however many events and groups touched the conversation
+//! since the last one (see below). A conversation of 200 messages is never rewritten whole.
 //!
 //! # Group commit
 //!
@@ -83,8 +84,9 @@
 //!    group, is a duplicate and appends nothing. A new event gets the next sequence and a UUID
 //!    v7 id, goes to `log/` and `dedup/`, and is applied to the projections. Projections touched
 //!    in the group live in an in-memory overlay, so later events of the group see earlier ones.
-//! 2. The whole group (log, dedup, projections, index changes, counters, sync cursors,
-//!    `meta/head`) becomes ONE `sled::Batch`, written with one atomic `Tree::apply_batch`.
+//! 2. The whole group (log, dedup, tickets, agents, sync cursors, `meta/head`, and the
+//!    conversations when the group writes them) becomes ONE `sled::Batch`, written with one
+//!    atomic `Tree::apply_batch`.
 //! 3. It hands the group to the flusher (`switchboard-store-flusher`) and goes back to 1 for
 //!    the next group, which therefore sees this one's writes. The CPU work of the next groups
 //!    overlaps the disk wait of this one; one group at most waits in the hand-over channel
@@ -118,6 +120,32 @@
 //! event in a group not yet durable is answered after that group is durable (it is in a later
 //! group, flushed after it).
 //!
+//! # Conversations after the log
+//!
+//! Conversations are the one projection a group need not write. The writer keeps the
+//! conversations changed since `meta/projected` in memory (the same overlay a group uses,
+//! carried from group to group) and writes them, with `meta/projected` at the group's head,
+//! in the batch of the first group for which one of these holds:
+//! - they are [`StoreOptions::projection_interval`] old (100 ms by default; a ticker thread
+//!   wakes an idle writer), or [`StoreOptions::projection_max_conversations`] are held;
+//! - a reader is waiting for them;
+//! - the group erases a contact, or the store is closing.
+//!
+//! A conversation that a thousand webhooks touch in that time is written once, not once per
+//! group. An append is still answered only once its log entry and dedup keys are durable, so
+//! nothing acknowledged depends on the conversations held in memory: after a crash, the log
+//! after `meta/projected` is replayed into them at open (the merge is the same code), before
+//! the writer takes anything else. A group that fails before writing rebuilds them from the
+//! log the same way.
+//!
+//! Reads of conversations ([`Store::get_conversation`], [`Store::list_conversations`],
+//! [`Store::conversation_count`]) keep the promise that whatever was acknowledged can be read
+//! back: each notes the durable head when it starts, and when the conversations written are
+//! behind it, asks the writer for them and waits (blocking; the async [`Storage`] methods off
+//! the async workers) until a durable group carries them, about one group commit under load.
+//! A store at rest never waits. Tickets, agents and sync states are written with every group,
+//! as before.
+//!
 //! Metrics (the `metrics` facade): `switchboard_store_batch_size` (histogram: events appended
 //! per group), `switchboard_store_commit_seconds` (histogram: from the start of a group's
 //! preparation until it is durable), `switchboard_events_appended_total` (counter).
@@ -139,7 +167,7 @@
 //! [`StoreError::Failed`] (Unavailable) until the server is restarted.
 //! The head never moves for a failed group. [`Store::read_events`] never returns events past the
 //! durable head, so a subscriber never sees a sequence that a crash could give to another event;
-//! projections may show a group's changes a moment before its flush completes.
+//! tickets and agents may show a group's changes a moment before its flush completes.
 //!
 //! # Memory and the tail cache
 //!
@@ -200,21 +228,26 @@
 //!
 //! # Schema
 //!
-//! `meta/schema_version` is `3`. A store of schema 2 is upgraded in place by [`Store::open`]
-//! (see `migrate`: conversations split into header and messages, the dropped index families
-//! removed, connection counters named), with log lines; an interrupted upgrade resumes at the
-//! next open, and schema-2 log entries stay as they are. Any other version is refused
+//! `meta/schema_version` is `4`. A store of schema 2 or 3 is upgraded in place by
+//! [`Store::open`] (see `migrate`: from 2, conversations split into header and messages, the
+//! dropped index families removed, connection counters named; from 3, only the version moves
+//! and `meta/projected` is written at the head), with log lines; an interrupted upgrade
+//! resumes at the next open, and schema-2 log entries stay as they are. A build of schema 3
+//! refuses a store of schema 4: it would not replay the conversations held back after the log.
+//! Any other version is refused
 //! ([`StoreError::SchemaMismatch`], FailedPrecondition), and so is a non-empty tree without one
 //! ([`StoreError::NotAStore`]). A non-empty `db` file from which sled reads nothing is refused
 //! too: sled would silently start afresh over it. A new store writes `.switchboard-creating`
 //! (fsynced) before sled creates anything and removes it once the schema key is on disk; a
 //! marker found at open means a creation crashed before anything could be acknowledged, so
 //! sled's files are removed and creation starts again. Opening recovers the head from the last
-//! `log/` entry and checks it against `meta/head`. sled panics on some corrupt files;
+//! `log/` entry and checks it against `meta/head`, then replays the log after
+//! `meta/projected` into the conversations (none after a clean close). sled panics on some corrupt files;
 //! [`Store::open`] turns those panics into [`StoreError::Open`].
 //!
 //! **Architecture Invariant:** only the writer thread writes to the tree (the schema key at
-//! creation aside); readers never see half of a group.
+//! creation and `meta/projected` of an upgraded store aside, both before it starts); readers
+//! never see half of a group.
 
 mod contract;
 mod conversations;
