@@ -440,6 +440,8 @@ pub async fn replay(events: u64) -> anyhow::Result<()> {
     {}
     let index_time = index_started.elapsed();
     let rss_indexed = rss_mib();
+    // A line to start a profiler on (`perf record -p`).
+    eprintln!("replay: the finder's index is built; replaying {head} events");
     let mut client = grpc_client(&server).await?;
     let started = Instant::now();
     let mut stream = client
