@@ -371,7 +371,8 @@ impl NextMessage for tonic::Streaming<v1::Event> {
 
 /// The kill -9 test: several concurrent clients flood webhooks, the server is killed at a
 /// pseudo-random moment, restarted, and every acknowledged webhook must be there exactly once,
-/// with a gap-free log that can be resumed from any cursor. `SWITCHBOARD_CRASH_CYCLES` sets the
+/// with a gap-free log that can be resumed from any cursor, and its conversation readable.
+/// `SWITCHBOARD_CRASH_CYCLES` sets the
 /// number of cycles (default 20).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_webhooks_survive_kill_9() {
@@ -420,6 +421,23 @@ async fn acknowledged_webhooks_survive_kill_9() {
         );
     }
     assert!(!acked_total.is_empty(), "the flood acknowledged something");
+    // Each acknowledged webhook's conversation reads back: the server writes conversations a
+    // little after the log, and a restart rebuilds those a kill caught in memory.
+    let mut client = SwitchboardClient::connect(server.grpc.clone())
+        .await
+        .unwrap();
+    for chat in &acked_total {
+        let id = format!("livechat/{chat}");
+        let conversation = client
+            .get_conversation(v1::GetConversationRequest {
+                id: id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|status| panic!("acknowledged {id} reads back: {status}"))
+            .into_inner();
+        assert_eq!(conversation.id, id);
+    }
     // A subscriber resuming from any cursor sees exactly the rest.
     for cursor in [
         0,
