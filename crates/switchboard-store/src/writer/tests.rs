@@ -22,16 +22,22 @@ impl Stages {
 }
 
 fn writer(dir: &Path) -> (Stages, watch::Receiver<Sequence>) {
+    // Conversations written with every group: most tests read them from the tree.
+    writer_with(
+        dir,
+        StoreOptions {
+            projection_interval: std::time::Duration::ZERO,
+            ..StoreOptions::default()
+        },
+    )
+}
+
+fn writer_with(dir: &Path, options: StoreOptions) -> (Stages, watch::Receiver<Sequence>) {
     let db = sled::Config::new().path(dir).open().unwrap();
     let files = DurableFiles::open(dir, true).unwrap();
     let (head_tx, head) = watch::channel(Sequence::ZERO);
     let failed = Failure::default();
     let projection = Arc::new(Projection::new(0));
-    // Conversations written with every group: these tests read them from the tree.
-    let options = StoreOptions {
-        projection_interval: std::time::Duration::ZERO,
-        ..StoreOptions::default()
-    };
     let writer = Writer::new(
         db.clone(),
         options,
@@ -120,6 +126,58 @@ fn one_group_dedups_across_its_requests_and_sees_its_own_changes() {
     assert_eq!(stages.writer.db.scan_prefix(open.prefix()).count(), 0);
     assert_eq!(stages.writer.db.scan_prefix(closed.prefix()).count(), 1);
     assert_eq!(stages.writer.db.get(open.count_key()).unwrap(), None);
+}
+
+#[test]
+fn conversations_are_held_over_groups_and_written_once_when_a_reader_wants_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut stages, head) = writer_with(
+        dir.path(),
+        StoreOptions {
+            projection_interval: std::time::Duration::from_secs(3600),
+            ..StoreOptions::default()
+        },
+    );
+    let projection = stages.flusher.projection.clone();
+    let key = keys::conversation_key(&ConversationId::new(ConnectionId::new("lc").unwrap(), "c1"));
+    let (first, first_answer) = append(vec![event("a", ConversationStatus::Open)]);
+    stages.commit(vec![first]);
+    let (second, second_answer) = append(vec![event("b", ConversationStatus::Closed)]);
+    stages.commit(vec![second]);
+    // Both appends are answered and durable in the log, the conversation is not written yet.
+    assert_eq!(
+        first_answer.blocking_recv().unwrap().unwrap().appended,
+        vec![Sequence(1)]
+    );
+    assert_eq!(
+        second_answer.blocking_recv().unwrap().unwrap().appended,
+        vec![Sequence(2)]
+    );
+    assert_eq!(*head.borrow(), Sequence(2));
+    assert_eq!(stages.writer.db.get(&key).unwrap(), None);
+    assert_eq!(query::conversation_count(&stages.writer.db).unwrap(), 0);
+    assert_eq!(projection.durable(), 0);
+    assert!(projection.is_dirty());
+
+    // A reader asks for the conversations through the head: the next group writes them,
+    // both events folded in, with `meta/projected`, and the flusher says so once durable.
+    projection.want(2);
+    stages.commit(vec![Command::Project]);
+    let conversation: Conversation = load(&stages.writer.db, &key).unwrap().unwrap();
+    assert_eq!(conversation.status, ConversationStatus::Closed);
+    assert_eq!(conversation.event_count, 2);
+    assert_eq!(query::conversation_count(&stages.writer.db).unwrap(), 1);
+    assert_eq!(
+        stages
+            .writer
+            .db
+            .get(keys::PROJECTED_KEY)
+            .unwrap()
+            .as_deref(),
+        Some(&keys::be(2)[..])
+    );
+    assert_eq!(projection.durable(), 2);
+    assert!(!projection.is_dirty());
 }
 
 #[test]
