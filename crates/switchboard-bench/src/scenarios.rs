@@ -37,6 +37,23 @@ pub fn cpu_model() -> String {
 }
 
 /// This process's resident memory (`VmRSS`), in MiB.
+/// The CPU time (user and system, all threads) this process has used, in seconds; NaN where
+/// `/proc` cannot tell.
+pub(crate) fn cpu_seconds() -> f64 {
+    // Fields 14 and 15 of /proc/self/stat, after the command name (which may hold spaces),
+    // in clock ticks of 1/100 s (USER_HZ on Linux).
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|text| {
+            let (_, rest) = text.rsplit_once(')')?;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / 100.0)
+        })
+        .unwrap_or(f64::NAN)
+}
+
 pub(crate) fn rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -443,6 +460,7 @@ pub async fn replay(events: u64) -> anyhow::Result<()> {
     // A line to start a profiler on (`perf record -p`).
     eprintln!("replay: the finder's index is built; replaying {head} events");
     let mut client = grpc_client(&server).await?;
+    let cpu_started = cpu_seconds();
     let started = Instant::now();
     let mut stream = client
         .stream_events(v1::StreamEventsRequest {
@@ -466,6 +484,7 @@ pub async fn replay(events: u64) -> anyhow::Result<()> {
         }
     }
     let elapsed = started.elapsed();
+    let cpu = cpu_seconds() - cpu_started;
     println!();
     println!("== replay: one StreamEvents subscriber from the beginning");
     println!(
@@ -483,6 +502,15 @@ pub async fn replay(events: u64) -> anyhow::Result<()> {
         "  {:<14} {:>11.2} ms",
         "first event",
         first.unwrap_or_default().as_secs_f64() * 1000.0
+    );
+    // Throughput on a shared 2-core machine moves with whatever else runs; the CPU time the
+    // replay took (server and client, this one process) moves much less.
+    println!(
+        "  {:<14} {:>11.2} s user+sys, {:.2} us per event ({:.0} events/s per core)",
+        "CPU",
+        cpu,
+        cpu * 1e6 / received as f64,
+        received as f64 / cpu
     );
     println!(
         "  {:<14} {:>10.0} MiB (before starting the server: {rss_before:.0} MiB; once the finder's index was built: {rss_indexed:.0} MiB)",
