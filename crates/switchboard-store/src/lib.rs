@@ -736,6 +736,8 @@ impl Store {
             return Ok(events);
         }
         let wanted = after.0 + 1;
+        // Only the payloads of the events asked for are decoded: an entry may hold a thousand.
+        let last = head.min(after.0.saturating_add(limit as u64));
         // The entry holding `wanted` starts at it or before it (an entry holds a request's
         // events under its first sequence).
         let start = self.entry_start(wanted)?;
@@ -753,7 +755,7 @@ impl Store {
             // The stored entry is smaller than the events decoded from it (compressed): count
             // it three times over.
             read = read.saturating_add(value.len().saturating_mul(3));
-            let decoded = match record::decode_entry(&key, &value) {
+            let decoded = match record::decode_entry_range(&key, &value, wanted..=last) {
                 Ok(decoded) => decoded,
                 // One unreadable entry must not hide the others: it is reported and served
                 // as stand-ins that keep its sequences, so readers see no gap.
@@ -812,9 +814,11 @@ impl Store {
         let Some(value) = self.inner.db.get(&key)? else {
             return Ok(None);
         };
-        Ok(record::decode_entry(&key, &value)?
-            .into_iter()
-            .find(|event| event.sequence.0 == sequence))
+        Ok(
+            record::decode_entry_range(&key, &value, sequence..=sequence)?
+                .into_iter()
+                .find(|event| event.sequence.0 == sequence),
+        )
     }
 
     /// Like [`Store::read_events`], but only from the in-memory tail cache: `Some` when the

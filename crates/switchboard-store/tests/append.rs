@@ -147,6 +147,49 @@ async fn concurrent_redeliveries_append_each_key_once() {
     assert_eq!(store.head(), Sequence(2));
 }
 
+/// A read that starts or ends inside a large log entry gets exactly the events asked for,
+/// each with its own payload (the store decodes only those), and a dedup lookup finds the one
+/// event it names.
+#[tokio::test]
+async fn reads_inside_a_large_entry_get_exactly_the_events_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    // No tail cache: every read comes from the stored entry.
+    let options = StoreOptions {
+        tail_cache_events: 0,
+        ..StoreOptions::default()
+    };
+    let store = Store::open_with(dir.path(), options).unwrap();
+    let events: Vec<_> = (0..300)
+        .map(|i| message(&format!("m{i}"), "c1", 100 + i, &format!("text {i}")))
+        .collect();
+    let receipt = store
+        .append(request("lc", "livechat", events))
+        .await
+        .unwrap();
+    assert_eq!(receipt.appended.len(), 300);
+    let text = |event: &switchboard_core::Event| match &event.incoming.payload {
+        EventPayload::Conversation(patch) => patch.messages[0].text.clone(),
+        other => panic!("a message, not {other:?}"),
+    };
+    for (after, limit) in [(0u64, 7usize), (10, 5), (150, 100), (295, 10), (299, 1)] {
+        let read = store.read_events(Sequence(after), limit).unwrap();
+        let expected: Vec<u64> = (after + 1..=(after + limit as u64).min(300)).collect();
+        assert_eq!(
+            read.iter().map(|e| e.sequence.0).collect::<Vec<_>>(),
+            expected
+        );
+        for event in &read {
+            assert_eq!(text(event), format!("text {}", event.sequence.0 - 1));
+        }
+    }
+    let found = store
+        .event_by_dedup_key(&conn("lc"), "m123")
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.sequence, Sequence(124));
+    assert_eq!(text(&found), "text 123");
+}
+
 #[tokio::test]
 async fn raw_is_kept_on_the_first_newly_appended_event_only() {
     let (_dir, store) = temp_store();

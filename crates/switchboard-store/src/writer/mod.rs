@@ -314,7 +314,8 @@ impl Writer {
                 .range(keys::log_key(start)..=keys::log_key(self.head))
             {
                 let (key, value) = entry?;
-                let events = match crate::record::decode_entry(&key, &value) {
+                let wanted = self.projected + 1..=self.head;
+                let events = match crate::record::decode_entry_range(&key, &value, wanted) {
                     Ok(events) => events,
                     Err(error) => {
                         // As listings do with an unreadable record: skipped and reported.
