@@ -446,16 +446,7 @@ pub async fn replay(events: u64) -> anyhow::Result<()> {
     let head = events;
     let rss_before = rss_mib();
     let server = start_server(&registry, &data_dir).await?;
-    // The server's finder builds its index from the log at its first start, reading the
-    // whole log on the same two cores; a running server's index is kept up to date as events
-    // come. The replay is measured once the index is built, so that it measures the replay.
-    let index_started = Instant::now();
-    while !server
-        .finder
-        .caught_up(switchboard_core::Sequence(head), Duration::from_secs(600))
-        .await?
-    {}
-    let index_time = index_started.elapsed();
+    let index_time = index_built(&server, head).await?;
     let rss_indexed = rss_mib();
     // A line to start a profiler on (`perf record -p`).
     eprintln!("replay: the finder's index is built; replaying {head} events");
@@ -621,6 +612,20 @@ pub async fn preload_conversations(
 }
 
 /// `query`.
+/// Waits for the server's finder to index the log through `head`; how long it took. The
+/// finder builds its index from the whole log at a server's first start, on the same two
+/// cores; a running server keeps it up to date as events come. A scenario that measures
+/// something else starts once the index is built.
+async fn index_built(server: &RunningServer, head: u64) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    while !server
+        .finder
+        .caught_up(switchboard_core::Sequence(head), Duration::from_secs(600))
+        .await?
+    {}
+    Ok(started.elapsed())
+}
+
 pub async fn query(conversations: u64, calls: u64) -> anyhow::Result<()> {
     let registry = Registry::from_inventory()?;
     let dir = tempfile::tempdir().context("cannot create a temp dir; check TMPDIR")?;
@@ -637,6 +642,11 @@ pub async fn query(conversations: u64, calls: u64) -> anyhow::Result<()> {
     let rss_before = rss_mib();
     let server = start_server(&registry, &data_dir).await?;
     let rss_started = rss_mib();
+    let index_time = index_built(&server, server.storage.head().0).await?;
+    println!(
+        "the server's finder built its index of the store in {:.1} s (not measured: the queries start once it is built)",
+        index_time.as_secs_f64()
+    );
     let shipped = grpc_client(&server).await?;
     let (list, get) = query_calls(shipped, conversations, calls).await?;
     print_queries("the server as shipped", calls, &list, &get);
