@@ -238,6 +238,16 @@ struct Server {
     grpc: String,
 }
 
+/// A test that fails mid-way does not leave its server running.
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Server {
     fn start(data_dir: &Path) -> Server {
         let mut child = Command::new(BIN)
