@@ -17,7 +17,7 @@ pub(crate) const PROJECTED_KEY: &[u8] = b"meta/projected";
 /// `log/<seq u64 BE>` -> the event (JSON).
 pub(crate) const LOG_PREFIX: &[u8] = b"log/";
 /// `dedup/<connection>/<dedup key>` -> the sequence (u64 BE).
-const DEDUP_PREFIX: &[u8] = b"dedup/";
+pub(crate) const DEDUP_PREFIX: &[u8] = b"dedup/";
 /// `conv/<connection>/<external id>` -> the conversation without its messages (JSON).
 pub(crate) const CONVERSATION_PREFIX: &[u8] = b"conv/";
 /// `msg/<connection>/<escaped external id><message key>` -> one message of a conversation

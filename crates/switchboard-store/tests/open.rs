@@ -179,3 +179,79 @@ async fn empty_directories_fresh_file_systems_and_existing_stores_open() {
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.head(), Sequence(1));
 }
+
+/// A write that failed part-way (a full disk) can leave part of its batch: `meta/head` past
+/// the log, or the log past `meta/head`. The store opens at the smaller, drops what the
+/// failed group left (its log entries and dedup keys), and a redelivery of its events is
+/// stored, not taken for a duplicate.
+#[tokio::test]
+async fn what_a_failed_group_left_is_dropped_at_open() {
+    for case in ["head past the log", "log past the head"] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for key in ["a", "b"] {
+            store
+                .append(request(
+                    "lc",
+                    "livechat",
+                    vec![common::message(key, "c1", 10, key)],
+                ))
+                .await
+                .unwrap();
+        }
+        store.close().await.unwrap();
+        drop(store);
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let mut dedup_c = b"dedup/lc/".to_vec();
+            dedup_c.extend_from_slice(b"c");
+            if case == "head past the log" {
+                // Group 3 kept its head and a dedup key, lost its log entry.
+                db.insert("meta/head", &3u64.to_be_bytes()).unwrap();
+                db.insert(&dedup_c, &3u64.to_be_bytes()).unwrap();
+            } else {
+                // Group 2 kept its log entry and dedup key, lost its head.
+                db.insert("meta/head", &1u64.to_be_bytes()).unwrap();
+            }
+            db.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let kept = if case == "head past the log" { 2 } else { 1 };
+        assert_eq!(store.head(), Sequence(kept), "{case}");
+        assert_eq!(
+            store.read_events(Sequence::ZERO, 10).unwrap().len() as u64,
+            kept,
+            "{case}"
+        );
+        // The lost events, redelivered, are stored under the next sequences.
+        let lost = if case == "head past the log" {
+            "c"
+        } else {
+            "b"
+        };
+        let receipt = store
+            .append(request(
+                "lc",
+                "livechat",
+                vec![common::message(lost, "c1", 10, lost)],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(receipt.appended, vec![Sequence(kept + 1)], "{case}");
+        assert_eq!(receipt.duplicates, 0, "{case}");
+        let event = store
+            .event_by_dedup_key(&common::conn("lc"), lost)
+            .unwrap()
+            .unwrap();
+        assert_eq!(event.sequence, Sequence(kept + 1), "{case}");
+        let conversation = store
+            .get_conversation(&switchboard_core::ConversationId::new(
+                common::conn("lc"),
+                "c1",
+            ))
+            .unwrap()
+            .unwrap();
+        assert!(conversation.messages.contains_key(lost), "{case}");
+        store.close().await.unwrap();
+    }
+}

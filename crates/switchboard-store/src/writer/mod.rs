@@ -221,6 +221,18 @@ impl Writer {
             deferred,
         } = match self.prepare(&mut commands) {
             Ok(prepared) => prepared,
+            Err(e @ (StoreError::Sled(sled::Error::Io(_)) | StoreError::Io { .. })) => {
+                // The disk failed under a read: sled writes while it reads (it consolidates
+                // pages), so it may hold a half-written buffer. As after a failed batch, every
+                // write is refused until a restart.
+                let reason = format!("reading for a group: {e}");
+                error!(error = %reason, requests = commands.len(), "group commit failed; refusing further writes");
+                self.failed.set(reason.clone());
+                for command in commands {
+                    command.fail(|| StoreError::Failed(reason.clone()));
+                }
+                return None;
+            }
             Err(e) => {
                 // Nothing was written: the store stays usable. The conversations held in
                 // memory may have taken part of the failed group: they are rebuilt from the
