@@ -1337,10 +1337,16 @@ fn recover_projected(db: &sled::Db, head: u64) -> Result<u64, StoreError> {
                 StoreError::corrupt(keys::PROJECTED_KEY, "not an 8-byte sequence")
             })?;
             if projected > head {
-                return Err(StoreError::corrupt(
-                    keys::PROJECTED_KEY,
-                    format!("it says {projected} but the log ends at {head}"),
-                ));
+                // Only a group whose write failed part-way (see `recover_head`) leaves it
+                // past the head; the conversations may keep that group's changes.
+                warn!(
+                    projected,
+                    head,
+                    "the store's last write had failed part-way: its conversations are taken as written through the head"
+                );
+                db.insert(keys::PROJECTED_KEY, &keys::be(head)[..])?;
+                db.flush()?;
+                return Ok(head);
             }
             Ok(projected)
         }

@@ -205,6 +205,8 @@ async fn what_a_failed_group_left_is_dropped_at_open() {
             let db = sled::open(dir.path()).unwrap();
             let mut dedup_c = b"dedup/lc/".to_vec();
             dedup_c.extend_from_slice(b"c");
+            // And its `meta/projected`, past the head.
+            db.insert("meta/projected", &9u64.to_be_bytes()).unwrap();
             if case == "head past the log" {
                 // Group 3 kept its head and a dedup key, lost its log entry.
                 db.insert("meta/head", &3u64.to_be_bytes()).unwrap();
@@ -254,4 +256,33 @@ async fn what_a_failed_group_left_is_dropped_at_open() {
         assert!(conversation.messages.contains_key(lost), "{case}");
         store.close().await.unwrap();
     }
+}
+
+/// The failed group may have kept only its `meta/projected`: the store opens, with its
+/// conversations taken as written through the head.
+#[tokio::test]
+async fn a_projected_mark_past_the_head_is_brought_back_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .append(request("lc", "livechat", vec![started("s", "c1", 10)]))
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    drop(store);
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.insert("meta/projected", &9u64.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.head(), Sequence(1));
+    assert_eq!(store.conversation_count().unwrap(), 1);
+    store.close().await.unwrap();
+    drop(store);
+    let db = sled::open(dir.path()).unwrap();
+    assert_eq!(
+        db.get("meta/projected").unwrap().unwrap(),
+        1u64.to_be_bytes().as_slice()
+    );
 }
