@@ -1424,8 +1424,9 @@ fn recover_head(db: &sled::Db) -> Result<u64, StoreError> {
 
 /// Removes what a failed group left past `head`: its log entries and the dedup keys that
 /// point past it (else a redelivery of its events would be taken for a duplicate and never
-/// stored), and moves `meta/head` (and `meta/projected`, if past it) to `head`. Conversations
-/// that group's partial batch may have written keep its changes.
+/// stored), and moves `meta/head` to `head` (`recover_projected`, which runs next, brings
+/// `meta/projected` back to it). Conversations that group's partial batch may have written
+/// keep its changes.
 fn drop_unacknowledged(
     db: &sled::Db,
     head: u64,
@@ -1445,14 +1446,6 @@ fn drop_unacknowledged(
             batch.remove(key);
             dedup += 1;
         }
-    }
-    if let Some(projected) = db
-        .get(keys::PROJECTED_KEY)?
-        .as_deref()
-        .and_then(keys::read_be)
-        && projected > head
-    {
-        batch.insert(keys::PROJECTED_KEY, &keys::be(head)[..]);
     }
     batch.insert(keys::HEAD_KEY, &keys::be(head)[..]);
     db.apply_batch(batch)?;

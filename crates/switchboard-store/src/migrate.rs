@@ -41,15 +41,33 @@ pub(crate) fn upgrade(db: &sled::Db, dir: &Path, found: u64) -> Result<(), Store
         to = keys::SCHEMA_VERSION,
         "upgrading the store's schema in place (an interrupted upgrade resumes at the next start)"
     );
-    if found == 3 {
-        db.insert(
-            keys::SCHEMA_VERSION_KEY,
-            keys::SCHEMA_VERSION.to_string().as_bytes(),
-        )?;
-        db.flush()?;
-        info!(dir = %dir.display(), version = keys::SCHEMA_VERSION, "store schema upgraded");
-        return Ok(());
-    }
+    // From 3, only the version moves (`meta/projected` is written at the next open).
+    let (conversations, messages, dropped) = if found == 2 {
+        split_conversations(db)?
+    } else {
+        (0, 0, 0)
+    };
+    db.insert(
+        keys::SCHEMA_VERSION_KEY,
+        keys::SCHEMA_VERSION.to_string().as_bytes(),
+    )?;
+    db.flush()?;
+    info!(
+        dir = %dir.display(),
+        version = keys::SCHEMA_VERSION,
+        conversations,
+        messages,
+        index_entries_dropped = dropped,
+        millis = started.elapsed().as_millis() as u64,
+        "store schema upgraded"
+    );
+    Ok(())
+}
+
+/// Schema 2 to 3: each conversation split into its header and one key per message, the
+/// dropped index families removed, connection counters named. Returns the conversations
+/// split, the messages written and the index entries dropped.
+fn split_conversations(db: &sled::Db) -> Result<(u64, u64, u64), StoreError> {
     let mut batch = sled::Batch::default();
     let mut in_batch = 0usize;
     let mut split = 0u64;
@@ -89,21 +107,7 @@ pub(crate) fn upgrade(db: &sled::Db, dir: &Path, found: u64) -> Result<(), Store
     let dropped = drop_index_families(db)?;
     name_connection_vendors(db)?;
     db.flush()?;
-    db.insert(
-        keys::SCHEMA_VERSION_KEY,
-        keys::SCHEMA_VERSION.to_string().as_bytes(),
-    )?;
-    db.flush()?;
-    info!(
-        dir = %dir.display(),
-        version = keys::SCHEMA_VERSION,
-        conversations = split,
-        messages,
-        index_entries_dropped = dropped,
-        millis = started.elapsed().as_millis() as u64,
-        "store schema upgraded"
-    );
-    Ok(())
+    Ok((split, messages, dropped))
 }
 
 /// Removes the index families schema 3 no longer keeps (`all`, `vendor`) and their counters.

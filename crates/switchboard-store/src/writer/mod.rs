@@ -273,8 +273,7 @@ impl Writer {
             None
         };
         self.deferred = deferred;
-        self.projection
-            .set_dirty(!self.deferred.is_empty() || self.projected < self.head);
+        self.note_dirty();
         Some(Staged {
             commands,
             receipts,
@@ -285,6 +284,12 @@ impl Writer {
             projected,
             started,
         })
+    }
+
+    /// Tells the ticker whether conversations (or `meta/projected`) wait to be written.
+    fn note_dirty(&self) {
+        self.projection
+            .set_dirty(!self.deferred.is_empty() || self.projected < self.head);
     }
 
     /// Whether the group about to be prepared writes the conversations held in memory.
@@ -350,8 +355,7 @@ impl Writer {
         }
         self.deferred = std::mem::take(&mut pending.conversations);
         self.deferred_since = (self.projected < self.head).then(Instant::now);
-        self.projection
-            .set_dirty(!self.deferred.is_empty() || self.projected < self.head);
+        self.note_dirty();
         if replayed > 0 {
             info!(
                 from = self.projected,
