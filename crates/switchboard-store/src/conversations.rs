@@ -10,7 +10,7 @@ use switchboard_core::{Conversation, ConversationId, Lww, Message};
 
 use crate::StoreError;
 use crate::keys;
-use crate::record::{decode, encode, load};
+use crate::record::{decode_message, encode, encode_message, load};
 
 /// The header of `id`, without messages, if stored.
 pub(crate) fn load_header(
@@ -29,7 +29,7 @@ pub(crate) fn load_messages(
     let prefix = keys::message_prefix(&conversation.id);
     for entry in tree.scan_prefix(&prefix) {
         let (key, value) = entry?;
-        match decode::<Lww<Message>>(&key, &value) {
+        match decode_message(&key, &value) {
             Ok(message) => {
                 conversation
                     .messages
@@ -59,7 +59,10 @@ pub(crate) fn load_message(
     id: &ConversationId,
     key: &str,
 ) -> Result<Option<Lww<Message>>, StoreError> {
-    load(tree, &keys::message_key(id, key))
+    let key = keys::message_key(id, key);
+    tree.get(&key)?
+        .map(|bytes| decode_message(&key, &bytes))
+        .transpose()
 }
 
 /// The writes that store `conversation` (header plus the messages that differ from
@@ -75,7 +78,10 @@ pub(crate) fn encode_changes(
             .get(key)
             .is_some_and(|stored| stored.as_ref() == Some(message));
         if !unchanged {
-            writes.insert(keys::message_key(&conversation.id, key), encode(message)?);
+            writes.insert(
+                keys::message_key(&conversation.id, key),
+                encode_message(message)?,
+            );
         }
     }
     writes.insert(

@@ -21,7 +21,7 @@ pub(crate) const DEDUP_PREFIX: &[u8] = b"dedup/";
 /// `conv/<connection>/<external id>` -> the conversation without its messages (JSON).
 pub(crate) const CONVERSATION_PREFIX: &[u8] = b"conv/";
 /// `msg/<connection>/<escaped external id><message key>` -> one message of a conversation
-/// (JSON of its last-writer-wins register).
+/// (its last-writer-wins register: a binary record since schema 5, JSON before).
 const MESSAGE_PREFIX: &[u8] = b"msg/";
 /// `ticket/<connection>/<external id>` -> the ticket and the sequence that set it (JSON).
 pub(crate) const TICKET_PREFIX: &[u8] = b"ticket/";
@@ -31,7 +31,7 @@ const AGENT_PREFIX: &[u8] = b"agent/";
 const SYNC_PREFIX: &[u8] = b"sync/";
 
 /// The schema version this build writes and reads.
-pub(crate) const SCHEMA_VERSION: u64 = 4;
+pub(crate) const SCHEMA_VERSION: u64 = 5;
 
 pub(crate) fn be(n: u64) -> [u8; 8] {
     n.to_be_bytes()

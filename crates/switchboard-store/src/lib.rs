@@ -34,7 +34,7 @@
 //! promises; [`Store`] is the embedded sled backend, `switchboard-store-postgres` the shared
 //! one, and `switchboard-store-contract` the one test suite both pass.
 //!
-//! # Key layout (schema 4)
+//! # Key layout (schema 5)
 //!
 //! Everything lives in ONE sled tree (the default tree of `<data-dir>`), with one key prefix per
 //! family. Numbers in keys are big-endian and fixed width, so byte order is numeric order;
@@ -46,13 +46,13 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `meta/schema_version` | ASCII decimal, `4` |
+//! | `meta/schema_version` | ASCII decimal, `5` |
 //! | `meta/head` | the last sequence, u64 BE |
 //! | `meta/projected` | the last sequence whose conversations (`conv/`, `msg/`, `ix/`, `count/`) are written, u64 BE (see [Conversations after the log](#conversations-after-the-log)) |
 //! | `log/<first sequence u64 BE>` | one append request's new events and its raw body, binary (see [Log encoding](#log-encoding)) |
 //! | `dedup/<connection>/<dedup key>` | the sequence of the event with that key, u64 BE |
 //! | `conv/<connection>/<external id>` | the [`Conversation`]'s header: everything but its messages, with its event count (JSON) |
-//! | `msg/<connection>/<escaped external id><message key>` | one message's last-writer-wins register (JSON) |
+//! | `msg/<connection>/<escaped external id><message key>` | one message's last-writer-wins register: a binary record (postcard, behind one marker byte) since schema 5; JSON, as schema 3 and 4 wrote it, is still read |
 //! | `ix/conn/<connection>/<position>` | the `conv/...` key |
 //! | `ix/status/<status>/<position>` | the `conv/...` key |
 //! | `count/conv/conn/<c>/` | conversations of the connection, u64 BE, then its vendor's name |
@@ -229,12 +229,15 @@
 //!
 //! # Schema
 //!
-//! `meta/schema_version` is `4`. A store of schema 2 or 3 is upgraded in place by
+//! `meta/schema_version` is `5`. A store of schema 2, 3 or 4 is upgraded in place by
 //! [`Store::open`] (see `migrate`: from 2, conversations split into header and messages, the
 //! dropped index families removed, connection counters named; from 3, only the version moves
-//! and `meta/projected` is written at the head), with log lines; an interrupted upgrade
-//! resumes at the next open, and schema-2 log entries stay as they are. A build of schema 3
-//! refuses a store of schema 4: it would not replay the conversations held back after the log.
+//! and `meta/projected` is written at the head; from 4, only the version moves: its JSON
+//! messages are still read, and each is rewritten as a binary record when it next changes),
+//! with log lines; an interrupted upgrade resumes at the next open, and schema-2 log entries
+//! stay as they are. A build of schema 3 refuses a store of schema 4 (it would not replay the
+//! conversations held back after the log), and a build of schema 4 one of schema 5 (it would
+//! not read its messages).
 //! Any other version is refused
 //! ([`StoreError::SchemaMismatch`], FailedPrecondition), and so is a non-empty tree without one
 //! ([`StoreError::NotAStore`]). A non-empty `db` file from which sled reads nothing is refused

@@ -178,7 +178,7 @@ async fn a_schema_2_store_is_upgraded_in_place_and_reads_back_as_it_was() {
     assert_eq!(c1.event_count, 5);
     store.close().await.unwrap();
     drop(store);
-    assert_eq!(schema_version(dir.path()), "4");
+    assert_eq!(schema_version(dir.path()), "5");
     let db = sled::open(dir.path()).unwrap();
     for gone in [
         "ix/all/",
@@ -226,12 +226,87 @@ async fn a_schema_3_store_is_upgraded_and_its_conversations_are_through_its_head
     assert_eq!(store.conversation_count().unwrap(), 1);
     store.close().await.unwrap();
     drop(store);
-    assert_eq!(schema_version(dir.path()), "4");
+    assert_eq!(schema_version(dir.path()), "5");
     let db = sled::open(dir.path()).unwrap();
     assert_eq!(
         db.get("meta/projected").unwrap().unwrap(),
         2u64.to_be_bytes().as_slice()
     );
+}
+
+/// A schema-4 store (messages as JSON) becomes schema 5 without a rewrite: its JSON messages
+/// read as they were, beside the binary records written after the upgrade.
+#[tokio::test]
+async fn a_schema_4_store_keeps_its_json_messages_readable_beside_new_binary_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = ConversationId::new(ConnectionId::new("lc").unwrap(), "c1");
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .append(request(
+            "lc",
+            "livechat",
+            vec![
+                started("s1", "c1", 100),
+                common::message("m1", "c1", 101, "hi"),
+                common::message("m2", "c1", 102, "how are you?"),
+            ],
+        ))
+        .await
+        .unwrap();
+    let before = store.get_conversation(&id).unwrap().unwrap();
+    assert_eq!(before.messages.len(), 2);
+    store.close().await.unwrap();
+    drop(store);
+    let message_keys = |db: &sled::Db| -> Vec<(Vec<u8>, Vec<u8>)> {
+        db.scan_prefix("msg/lc/c1")
+            .map(|entry| {
+                let (key, value) = entry.unwrap();
+                (key.to_vec(), value.to_vec())
+            })
+            .collect()
+    };
+    {
+        // What a schema-4 build wrote: each message as the JSON of its register.
+        let db = sled::open(dir.path()).unwrap();
+        let stored = message_keys(&db);
+        assert_eq!(stored.len(), 2);
+        for (key, value) in stored {
+            assert_eq!(value[0], 0x05, "written as a binary record");
+            let message_key = String::from_utf8(key[key.len() - 2..].to_vec()).unwrap();
+            db.insert(
+                &key,
+                serde_json::to_vec(&before.messages[&message_key]).unwrap(),
+            )
+            .unwrap();
+        }
+        db.insert("meta/schema_version", "4").unwrap();
+        db.flush().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.get_conversation(&id).unwrap(), Some(before.clone()));
+    store
+        .append(request(
+            "lc",
+            "livechat",
+            vec![common::message("m3", "c1", 103, "fine")],
+        ))
+        .await
+        .unwrap();
+    let after = store.get_conversation(&id).unwrap().unwrap();
+    assert_eq!(after.messages.len(), 3);
+    for (key, message) in &before.messages {
+        assert_eq!(after.messages[key], *message);
+    }
+    assert_eq!(after.messages["m3"].value.text, "fine");
+    store.close().await.unwrap();
+    drop(store);
+    assert_eq!(schema_version(dir.path()), "5");
+    let db = sled::open(dir.path()).unwrap();
+    let first_bytes: Vec<u8> = message_keys(&db)
+        .iter()
+        .map(|(_, value)| value[0])
+        .collect();
+    assert_eq!(first_bytes, vec![b'{', b'{', 0x05]);
 }
 
 #[tokio::test]

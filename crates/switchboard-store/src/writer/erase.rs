@@ -121,7 +121,7 @@ impl Pending<'_> {
             // the overlay already).
             for entry in self.tree.scan_prefix(keys::message_prefix(id)) {
                 let (key, value) = entry?;
-                let stored: Lww<Message> = match crate::record::decode(&key, &value) {
+                let stored = match crate::record::decode_message(&key, &value) {
                     Ok(stored) => stored,
                     Err(error) => {
                         // An unreadable message cannot be erased field by field: dropped.
