@@ -14,6 +14,10 @@ pub(crate) const HEAD_KEY: &[u8] = b"meta/head";
 /// index entries and counters) are in the tree, u64 big-endian. The log after it is replayed
 /// into them at open (schema 4).
 pub(crate) const PROJECTED_KEY: &[u8] = b"meta/projected";
+/// `meta/open`: present while a process has the store open; removed by a clean close. Found at
+/// open, it says the last run ended without one (a crash, `kill -9`, a failed disk), and the
+/// dedup keys are checked for any a cut-short write left past the head.
+pub(crate) const OPEN_KEY: &[u8] = b"meta/open";
 /// `log/<seq u64 BE>` -> the event (JSON).
 pub(crate) const LOG_PREFIX: &[u8] = b"log/";
 /// `dedup/<connection>/<dedup key>` -> the sequence (u64 BE).

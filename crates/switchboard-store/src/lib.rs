@@ -48,6 +48,7 @@
 //! |---|---|
 //! | `meta/schema_version` | ASCII decimal, `5` |
 //! | `meta/head` | the last sequence, u64 BE |
+//! | `meta/open` | empty; present while a process has the store open, removed by a clean close (found at open: the dedup keys past the head are dropped, see [`Store::open_with`]) |
 //! | `meta/projected` | the last sequence whose conversations (`conv/`, `msg/`, `ix/`, `count/`) are written, u64 BE (see [Conversations after the log](#conversations-after-the-log)) |
 //! | `log/<first sequence u64 BE>` | one append request's new events and its raw body, binary (see [Log encoding](#log-encoding)) |
 //! | `dedup/<connection>/<dedup key>` | the sequence of the event with that key, u64 BE |
@@ -504,6 +505,7 @@ impl Store {
         }
         let files = DurableFiles::open(dir, options.fsync)?;
         let head = recover_head(&db)?;
+        mark_open(&db, head)?;
         let projected = recover_projected(&db, head)?;
         let projection = Arc::new(Projection::new(projected));
 
@@ -1031,10 +1033,17 @@ impl Store {
         // An error means the writer is gone already, which is what we wait for.
         let _ = stopped.wait_for(|stopped| *stopped).await;
         let writer = lock(&self.inner.writer).take();
-        match writer {
-            Some(writer) => writer.join().map_err(|_| StoreError::WriterGone)?,
-            None => Ok(()),
+        let Some(writer) = writer else {
+            return Ok(());
+        };
+        writer.join().map_err(|_| StoreError::WriterGone)??;
+        // A clean close: everything the writer was sent is durable. After a failed write the
+        // mark stays, so that the next open checks what that write left.
+        if self.failure().is_none() {
+            self.inner.db.remove(keys::OPEN_KEY)?;
+            self.inner.db.flush()?;
         }
+        Ok(())
     }
 }
 
@@ -1425,6 +1434,49 @@ fn recover_head(db: &sled::Db) -> Result<u64, StoreError> {
     Ok(head)
 }
 
+/// Marks the store open ([`keys::OPEN_KEY`]). If the mark is there already, the last run did
+/// not close cleanly, and a write it cut short may have kept some of its dedup keys while the
+/// head, the log and `meta/projected` agree (nothing else shows that write): the dedup keys
+/// pointing past `head` are dropped, else a redelivery of those events would be taken for a
+/// duplicate and never stored. One scan of the dedup keys, only after an unclean end.
+fn mark_open(db: &sled::Db, head: u64) -> Result<(), StoreError> {
+    if db.contains_key(keys::OPEN_KEY)? {
+        let started = Instant::now();
+        let mut batch = sled::Batch::default();
+        let dropped = dedup_keys_past(db, head, &mut batch)?;
+        if dropped > 0 {
+            db.apply_batch(batch)?;
+            warn!(
+                head,
+                dedup_keys_dropped = dropped,
+                "the last run ended with a write cut short (a full or failing disk?): the dedup keys it left past the head are dropped; none of them was acknowledged"
+            );
+        } else {
+            info!(
+                head,
+                millis = started.elapsed().as_millis() as u64,
+                "the last run did not close cleanly; the dedup keys were checked and are whole"
+            );
+        }
+    }
+    db.insert(keys::OPEN_KEY, &[][..])?;
+    db.flush()?;
+    Ok(())
+}
+
+/// Adds to `batch` the removal of every dedup key that points past `head`; returns how many.
+fn dedup_keys_past(db: &sled::Db, head: u64, batch: &mut sled::Batch) -> Result<u64, StoreError> {
+    let mut dropped = 0u64;
+    for entry in db.scan_prefix(keys::DEDUP_PREFIX) {
+        let (key, value) = entry?;
+        if keys::read_be(&value).is_some_and(|sequence| sequence > head) {
+            batch.remove(key);
+            dropped += 1;
+        }
+    }
+    Ok(dropped)
+}
+
 /// Removes what a failed group left past `head`: its log entries and the dedup keys that
 /// point past it (else a redelivery of its events would be taken for a duplicate and never
 /// stored), and moves `meta/head` to `head` (`recover_projected`, which runs next, brings
@@ -1442,14 +1494,7 @@ fn drop_unacknowledged(
         batch.remove(entry?.0);
         entries += 1;
     }
-    let mut dedup = 0u64;
-    for entry in db.scan_prefix(keys::DEDUP_PREFIX) {
-        let (key, value) = entry?;
-        if keys::read_be(&value).is_some_and(|sequence| sequence > head) {
-            batch.remove(key);
-            dedup += 1;
-        }
-    }
+    let dedup = dedup_keys_past(db, head, &mut batch)?;
     batch.insert(keys::HEAD_KEY, &keys::be(head)[..]);
     db.apply_batch(batch)?;
     db.flush()?;

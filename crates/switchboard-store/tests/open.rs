@@ -258,6 +258,68 @@ async fn what_a_failed_group_left_is_dropped_at_open() {
     }
 }
 
+/// A write cut short may keep only some of its dedup keys, with the head, the log and
+/// `meta/projected` all agreeing: nothing but the dedup keys shows it. A store that was not
+/// closed cleanly (its `meta/open` mark still there) drops the dedup keys past its head at
+/// the next open, so a redelivery of those events is stored. A clean close removes the mark.
+#[tokio::test]
+async fn dedup_keys_a_cut_short_write_left_are_dropped_after_an_unclean_end() {
+    for clean in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .append(request(
+                "lc",
+                "livechat",
+                vec![common::message("a", "c1", 10, "a")],
+            ))
+            .await
+            .unwrap();
+        store.close().await.unwrap();
+        drop(store);
+        {
+            let db = sled::open(dir.path()).unwrap();
+            assert_eq!(
+                db.get("meta/open").unwrap(),
+                None,
+                "a clean close clears it"
+            );
+            if !clean {
+                // What a run that never closed left: its mark, and a cut-short group's dedup
+                // key pointing past the head.
+                db.insert("meta/open", &[][..]).unwrap();
+                db.insert("dedup/lc/b", &2u64.to_be_bytes()).unwrap();
+            }
+            db.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.head(), Sequence(1));
+        let receipt = store
+            .append(request(
+                "lc",
+                "livechat",
+                vec![common::message("b", "c1", 11, "b")],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(receipt.appended, vec![Sequence(2)], "clean: {clean}");
+        assert_eq!(receipt.duplicates, 0, "clean: {clean}");
+        let event = store
+            .event_by_dedup_key(&common::conn("lc"), "b")
+            .unwrap()
+            .unwrap();
+        assert_eq!(event.incoming.dedup_key, "b");
+        // A store dropped without a close (what a crash leaves) keeps its mark.
+        drop(store);
+        let db = sled::open(dir.path()).unwrap();
+        assert_eq!(
+            db.get("meta/open").unwrap().as_deref(),
+            Some(&[][..]),
+            "a store dropped without close keeps its mark"
+        );
+    }
+}
+
 /// The failed group may have kept only its `meta/projected`: the store opens, with its
 /// conversations taken as written through the head.
 #[tokio::test]
