@@ -285,6 +285,11 @@ fn build_copy(dir: &Path) -> Result<u64, StoreError> {
             .flush_every_ms(None)
             .open()
             .map_err(|e| crate::sled_open_error(&new_dir, e))?;
+        // The log's entries are copied into new segment files: only the bytes a pointer
+        // reaches (an erased entry's old version, a failed group's bytes are left behind), and
+        // entries a schema-5 store kept inside sled move to the files too.
+        let old_log = crate::segments::LogFiles::open(dir)?;
+        let new_log = crate::segments::LogFiles::open(&new_dir)?;
         let mut keys = 0u64;
         let mut batch = sled::Batch::default();
         let mut pending = 0usize;
@@ -293,7 +298,24 @@ fn build_copy(dir: &Path) -> Result<u64, StoreError> {
             if key.as_ref() == COMPACT_KEY {
                 continue;
             }
-            batch.insert(key, value);
+            if key.starts_with(crate::keys::LOG_PREFIX) {
+                let count = crate::record::entry_count(&value)
+                    .and_then(|count| u32::try_from(count).ok())
+                    .ok_or_else(|| {
+                        StoreError::corrupt(&key, "a log entry that does not say its events")
+                    })?;
+                match old_log.entry(&key, &value) {
+                    Ok(bytes) => batch.insert(key, new_log.append(&bytes, count)?),
+                    Err(error) => {
+                        // Readers get stand-ins for it (its pointer says how many events),
+                        // before and after: kept as it is, its checksum never matches again.
+                        crate::unreadable_record(&key, &error);
+                        batch.insert(key, value);
+                    }
+                }
+            } else {
+                batch.insert(key, value);
+            }
             keys += 1;
             pending += 1;
             if pending == 10_000 {

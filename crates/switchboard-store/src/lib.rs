@@ -34,7 +34,7 @@
 //! promises; [`Store`] is the embedded sled backend, `switchboard-store-postgres` the shared
 //! one, and `switchboard-store-contract` the one test suite both pass.
 //!
-//! # Key layout (schema 5)
+//! # Key layout (schema 6)
 //!
 //! Everything lives in ONE sled tree (the default tree of `<data-dir>`), with one key prefix per
 //! family. Numbers in keys are big-endian and fixed width, so byte order is numeric order;
@@ -46,11 +46,11 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `meta/schema_version` | ASCII decimal, `5` |
+//! | `meta/schema_version` | ASCII decimal, `6` |
 //! | `meta/head` | the last sequence, u64 BE |
 //! | `meta/open` | empty; present while a process has the store open, removed by a clean close (found at open: the dedup keys past the head are dropped, see [`Store::open_with`]) |
 //! | `meta/projected` | the last sequence whose conversations (`conv/`, `msg/`, `ix/`, `count/`) are written, u64 BE (see [Conversations after the log](#conversations-after-the-log)) |
-//! | `log/<first sequence u64 BE>` | one append request's new events and its raw body, binary (see [Log encoding](#log-encoding)) |
+//! | `log/<first sequence u64 BE>` | where one append request's entry (its new events and its raw body, binary: see [Log encoding](#log-encoding)) is in the segment files `<data dir>/log/*.seg`: 25 bytes with its event count and CRC-32 (schema 6, see `segments`); in a store from before schema 6, the entry itself, still read |
 //! | `dedup/<connection>/<dedup key>` | the sequence of the event with that key, u64 BE |
 //! | `conv/<connection>/<external id>` | the [`Conversation`]'s header: everything but its messages, with its event count (JSON) |
 //! | `msg/<connection>/<escaped external id><message key>` | one message's last-writer-wins register: a binary record (postcard, behind one marker byte) since schema 5; JSON, as schema 3 and 4 wrote it, is still read |
@@ -230,15 +230,17 @@
 //!
 //! # Schema
 //!
-//! `meta/schema_version` is `5`. A store of schema 2, 3 or 4 is upgraded in place by
+//! `meta/schema_version` is `6`. A store of schema 2 to 5 is upgraded in place by
 //! [`Store::open`] (see `migrate`: from 2, conversations split into header and messages, the
 //! dropped index families removed, connection counters named; from 3, only the version moves
 //! and `meta/projected` is written at the head; from 4, only the version moves: its JSON
-//! messages are still read, and each is rewritten as a binary record when it next changes),
-//! with log lines; an interrupted upgrade resumes at the next open, and schema-2 log entries
+//! messages are still read, and each is rewritten as a binary record when it next changes;
+//! from 5, only the version moves: its log entries stay inside sled and are read there, new
+//! ones go to segment files, and `switchboard compact` moves the old ones out), with log lines; an interrupted upgrade resumes at the next open, and schema-2 log entries
 //! stay as they are. A build of schema 3 refuses a store of schema 4 (it would not replay the
-//! conversations held back after the log), and a build of schema 4 one of schema 5 (it would
-//! not read its messages).
+//! conversations held back after the log), a build of schema 4 one of schema 5 (it would
+//! not read its messages), and a build of schema 5 one of schema 6 (its log is in files it
+//! does not know).
 //! Any other version is refused
 //! ([`StoreError::SchemaMismatch`], FailedPrecondition), and so is a non-empty tree without one
 //! ([`StoreError::NotAStore`]). A non-empty `db` file from which sled reads nothing is refused
@@ -267,6 +269,7 @@ mod projection;
 mod quarantine;
 mod query;
 mod record;
+mod segments;
 mod tail;
 mod types;
 mod writer;
@@ -312,6 +315,8 @@ pub struct Store {
 struct Inner {
     dir: PathBuf,
     db: sled::Db,
+    /// The log entries' segment files.
+    log: Arc<segments::LogFiles>,
     commands: Mutex<Option<mpsc::Sender<Command>>>,
     head: Arc<watch::Sender<Sequence>>,
     stopped: watch::Receiver<bool>,
@@ -504,8 +509,11 @@ impl Store {
             finish_creation(dir)?;
         }
         let files = DurableFiles::open(dir, options.fsync)?;
-        let head = recover_head(&db)?;
-        mark_open(&db, head)?;
+        let log = Arc::new(segments::LogFiles::open(dir)?);
+        // Whether the last run ended without a clean close (`meta/open` still there).
+        let unclean = db.contains_key(keys::OPEN_KEY)?;
+        let head = recover_head(&db, &log, unclean)?;
+        mark_open(&db, head, unclean)?;
         let projected = recover_projected(&db, head)?;
         let projection = Arc::new(Projection::new(projected));
 
@@ -522,6 +530,7 @@ impl Store {
         let flusher = Flusher {
             tail: tail.clone(),
             db: db.clone(),
+            log: log.clone(),
             files,
             head,
             head_tx: head_tx.clone(),
@@ -531,6 +540,7 @@ impl Store {
         let interval = options.projection_interval;
         let writer = Writer::new(
             db.clone(),
+            log.clone(),
             options,
             head,
             projected,
@@ -549,6 +559,7 @@ impl Store {
             inner: Arc::new(Inner {
                 dir: dir.to_owned(),
                 db,
+                log,
                 commands: Mutex::new(Some(commands_tx)),
                 head: head_tx,
                 stopped,
@@ -760,10 +771,12 @@ impl Store {
                 break;
             }
             let (key, value) = entry?;
-            // The stored entry is smaller than the events decoded from it (compressed): count
-            // it three times over.
-            read = read.saturating_add(value.len().saturating_mul(3));
-            let decoded = match record::decode_entry_range(&key, &value, wanted..=last) {
+            let decoded = match self.inner.log.entry(&key, &value).and_then(|value| {
+                // The stored entry is smaller than the events decoded from it (compressed):
+                // count it three times over.
+                read = read.saturating_add(value.len().saturating_mul(3));
+                record::decode_entry_range(&key, &value, wanted..=last)
+            }) {
                 Ok(decoded) => decoded,
                 // One unreadable entry must not hide the others: it is reported and served
                 // as stand-ins that keep its sequences, so readers see no gap.
@@ -822,6 +835,7 @@ impl Store {
         let Some(value) = self.inner.db.get(&key)? else {
             return Ok(None);
         };
+        let value = self.inner.log.entry(&key, &value)?;
         Ok(
             record::decode_entry_range(&key, &value, sequence..=sequence)?
                 .into_iter()
@@ -1251,9 +1265,14 @@ fn is_lock_busy(error: &std::io::Error) -> bool {
 /// Present while a new store is being created, until its schema key is on disk.
 const CREATING_MARKER: &str = ".switchboard-creating";
 
-/// The files sled keeps in a store's directory.
+/// The files sled keeps in a store's directory, and the log's segment files
+/// ([`segments::LOG_DIR`]).
 fn is_sled_file(name: &str) -> bool {
-    name == "conf" || name == "db" || name == "blobs" || name.starts_with("snap.")
+    name == "conf"
+        || name == "db"
+        || name == "blobs"
+        || name.starts_with("snap.")
+        || name == segments::LOG_DIR
 }
 
 /// Before a new store's first byte: writes the creation marker (durably). If a marker is
@@ -1395,10 +1414,24 @@ fn spawn_projection_ticker(
         .map_err(|e| StoreError::io("starting the store projection thread", e))
 }
 
-fn recover_head(db: &sled::Db) -> Result<u64, StoreError> {
-    let from_log = match db.scan_prefix(keys::LOG_PREFIX).next_back() {
-        Some(entry) => {
-            let (key, value) = entry?;
+fn recover_head(db: &sled::Db, log: &segments::LogFiles, unclean: bool) -> Result<u64, StoreError> {
+    // After an unclean end, the newest entries whose bytes are not whole were never
+    // acknowledged (see `segments`): the log ends at the last whole one. After a clean close
+    // every entry was made durable, and one that does not read is damage, served as stand-ins.
+    let mut whole = None;
+    for entry in db.scan_prefix(keys::LOG_PREFIX).rev() {
+        let (key, value) = entry?;
+        if !unclean || log.is_whole(&key, &value) {
+            whole = Some((key, value));
+            break;
+        }
+        warn!(
+            key = %String::from_utf8_lossy(&key),
+            "a log entry's bytes are not whole in its segment file (a power loss before it was acknowledged?): it is dropped"
+        );
+    }
+    let from_log = match whole {
+        Some((key, value)) => {
             let first = record::sequence_of(&key)?;
             let count = record::entry_count(&value).ok_or_else(|| {
                 StoreError::corrupt(
@@ -1439,8 +1472,8 @@ fn recover_head(db: &sled::Db) -> Result<u64, StoreError> {
 /// head, the log and `meta/projected` agree (nothing else shows that write): the dedup keys
 /// pointing past `head` are dropped, else a redelivery of those events would be taken for a
 /// duplicate and never stored. One scan of the dedup keys, only after an unclean end.
-fn mark_open(db: &sled::Db, head: u64) -> Result<(), StoreError> {
-    if db.contains_key(keys::OPEN_KEY)? {
+fn mark_open(db: &sled::Db, head: u64, unclean: bool) -> Result<(), StoreError> {
+    if unclean {
         let started = Instant::now();
         let mut batch = sled::Batch::default();
         let dropped = dedup_keys_past(db, head, &mut batch)?;

@@ -462,16 +462,16 @@ struct EventHead {
 pub const UNREADABLE_EVENT: &str = "switchboard.unreadable";
 
 /// How many events (sequences) the log entry at `key` holds: 1 for a schema-2 entry, the
-/// count in its header for a request record; `None` if not even that can be read.
+/// count in its header for a request record or in its pointer (for an entry in a segment
+/// file: see [`crate::segments`]); `None` if not even that can be read.
 pub(crate) fn entry_count(bytes: &[u8]) -> Option<u64> {
-    match bytes.first()? {
-        b'{' => Some(1),
-        &REQUEST_RECORD => {
-            let count = u32::from_le_bytes(bytes.get(1..5)?.try_into().ok()?);
-            (count > 0).then_some(u64::from(count))
-        }
-        _ => None,
-    }
+    let count = match bytes.first()? {
+        b'{' => return Some(1),
+        &REQUEST_RECORD => u32::from_le_bytes(bytes.get(1..5)?.try_into().ok()?),
+        &crate::segments::POINTER => crate::segments::Pointer::decode(bytes)?.count,
+        _ => return None,
+    };
+    (count > 0).then_some(u64::from(count))
 }
 
 fn time(key: &[u8], millis: i64) -> Result<Timestamp, StoreError> {

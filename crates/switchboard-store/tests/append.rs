@@ -658,9 +658,10 @@ async fn malformed_events_are_refused_before_anything_is_written() {
 }
 
 #[tokio::test]
-async fn a_large_raw_body_survives_reopening() {
-    // Values larger than a quarter of a sled segment go to `blobs/` files, which sled never
-    // fsyncs itself; the writer syncs them.
+async fn a_large_raw_body_and_message_survive_reopening() {
+    // The log entry goes to a segment file (`log/`); the message record, larger than a
+    // quarter of a sled segment, to sled's `blobs/` files, which sled never fsyncs itself.
+    // The flusher syncs both.
     let dir = tempfile::tempdir().unwrap();
     // Pseudo-random letters: the store compresses values, and these barely compress.
     let mut state = 0x2545_f491_4f6c_dd1d_u64;
@@ -672,21 +673,34 @@ async fn a_large_raw_body_survives_reopening() {
             char::from(b'a' + (state % 26) as u8)
         })
         .collect();
+    let id = ConversationId::new(conn("lc"), "c1");
     {
         let store = Store::open(dir.path()).unwrap();
-        let mut big = request("lc", "livechat", vec![started("s", "c1", 10)]);
+        let mut big = request("lc", "livechat", vec![message("m", "c1", 10, &raw)]);
         big.raw = Some(raw.clone());
         store.append(big).await.unwrap();
+        // Written through: the message record is in sled now.
+        assert!(store.get_conversation(&id).unwrap().is_some());
         let blobs = std::fs::read_dir(dir.path().join("blobs")).unwrap().count();
         assert!(
             blobs > 0,
-            "sled kept the large value inline; this test no longer covers blobs"
+            "sled kept the large message inline; this test no longer covers blobs"
+        );
+        let segments: u64 = std::fs::read_dir(dir.path().join("log"))
+            .unwrap()
+            .map(|entry| entry.unwrap().metadata().unwrap().len())
+            .sum();
+        assert!(
+            segments > 150_000,
+            "the log entry is in the segment files: {segments} bytes"
         );
         store.close().await.unwrap();
     }
     let store = Store::open(dir.path()).unwrap();
     let events = store.read_events(Sequence::ZERO, 1).unwrap();
     assert_eq!(events[0].raw.as_deref(), Some(raw.as_str()));
+    let conversation = store.get_conversation(&id).unwrap().unwrap();
+    assert_eq!(conversation.messages["m"].value.text, raw);
 }
 
 #[tokio::test]

@@ -178,7 +178,7 @@ async fn a_schema_2_store_is_upgraded_in_place_and_reads_back_as_it_was() {
     assert_eq!(c1.event_count, 5);
     store.close().await.unwrap();
     drop(store);
-    assert_eq!(schema_version(dir.path()), "5");
+    assert_eq!(schema_version(dir.path()), "6");
     let db = sled::open(dir.path()).unwrap();
     for gone in [
         "ix/all/",
@@ -226,7 +226,7 @@ async fn a_schema_3_store_is_upgraded_and_its_conversations_are_through_its_head
     assert_eq!(store.conversation_count().unwrap(), 1);
     store.close().await.unwrap();
     drop(store);
-    assert_eq!(schema_version(dir.path()), "5");
+    assert_eq!(schema_version(dir.path()), "6");
     let db = sled::open(dir.path()).unwrap();
     assert_eq!(
         db.get("meta/projected").unwrap().unwrap(),
@@ -300,13 +300,69 @@ async fn a_schema_4_store_keeps_its_json_messages_readable_beside_new_binary_one
     assert_eq!(after.messages["m3"].value.text, "fine");
     store.close().await.unwrap();
     drop(store);
-    assert_eq!(schema_version(dir.path()), "5");
+    assert_eq!(schema_version(dir.path()), "6");
     let db = sled::open(dir.path()).unwrap();
     let first_bytes: Vec<u8> = message_keys(&db)
         .iter()
         .map(|(_, value)| value[0])
         .collect();
     assert_eq!(first_bytes, vec![b'{', b'{', 0x05]);
+}
+
+/// A schema-5 store keeps its log entries inside sled: they read as they were after the
+/// upgrade, new entries go to segment files, and `compact` moves the old ones out too.
+#[tokio::test]
+async fn a_schema_5_store_reads_its_entries_inside_sled_and_compact_moves_them_to_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for key in ["a", "b"] {
+        let mut request = request("lc", "livechat", vec![common::message(key, "c1", 10, key)]);
+        request.raw = Some(format!("{{\"body\":\"{key}\"}}"));
+        store.append(request).await.unwrap();
+    }
+    let before = store.read_events(Sequence::ZERO, 10).unwrap();
+    store.close().await.unwrap();
+    drop(store);
+    {
+        // What a schema-5 build wrote: each entry inside sled, no segment files.
+        let db = sled::open(dir.path()).unwrap();
+        for sequence in [1u64, 2] {
+            let key = [b"log/".as_slice(), &sequence.to_be_bytes()].concat();
+            let entry = common::entry_bytes(dir.path(), &db, &key);
+            db.insert(&key, entry).unwrap();
+        }
+        db.insert("meta/schema_version", "5").unwrap();
+        db.flush().unwrap();
+        std::fs::remove_dir_all(dir.path().join("log")).unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.read_events(Sequence::ZERO, 10).unwrap(), before);
+    store
+        .append(request(
+            "lc",
+            "livechat",
+            vec![common::message("c", "c1", 11, "c")],
+        ))
+        .await
+        .unwrap();
+    let all = store.read_events(Sequence::ZERO, 10).unwrap();
+    assert_eq!(all.len(), 3);
+    store.close().await.unwrap();
+    drop(store);
+    assert_eq!(schema_version(dir.path()), "6");
+    let first_bytes = |dir: &std::path::Path| -> Vec<u8> {
+        let db = sled::open(dir).unwrap();
+        db.scan_prefix("log/")
+            .map(|entry| entry.unwrap().1[0])
+            .collect()
+    };
+    assert_eq!(first_bytes(dir.path()), vec![0x04, 0x04, 0x07]);
+
+    Store::compact(dir.path()).unwrap();
+    assert_eq!(first_bytes(dir.path()), vec![0x07, 0x07, 0x07]);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.read_events(Sequence::ZERO, 10).unwrap(), all);
+    store.close().await.unwrap();
 }
 
 #[tokio::test]

@@ -46,7 +46,11 @@ impl Pending<'_> {
             };
             let (key, value) = entry?;
             // A damaged entry refuses the plan, not the group.
-            let (bytes, events) = match erase_entry(&key, &value, &planned) {
+            let (bytes, events) = match self
+                .log
+                .entry(&key, &value)
+                .and_then(|value| erase_entry(&key, &value, &planned))
+            {
                 Ok(erased) => erased,
                 Err(error) => return Ok(Err(error)),
             };
@@ -97,7 +101,11 @@ impl Pending<'_> {
     ) -> Result<(ErasureReport, Vec<Event>), StoreError> {
         let mut rewritten = Vec::new();
         for (key, bytes, events) in checked.entries {
-            self.writes.insert(key, bytes);
+            // The erased version goes to the segment file; the old bytes stay until a
+            // compaction rewrites the files (as sled keeps old values until then).
+            let count = u32::try_from(events.len())
+                .map_err(|_| StoreError::InvalidArgument("too many events in one entry".into()))?;
+            self.writes.insert(key, self.log.append(&bytes, count)?);
             rewritten.extend(events);
         }
         for id in &plan.conversations {

@@ -6,6 +6,9 @@ use super::*;
 /// and moves the durable head. Several groups waiting together share one flush.
 pub(crate) struct Flusher {
     pub(crate) db: sled::Db,
+    /// The log entries' segment files: synced before sled, so that no acknowledged pointer
+    /// reaches the disk without its bytes.
+    pub(crate) log: Arc<LogFiles>,
     pub(crate) files: DurableFiles,
     /// The last durable sequence.
     pub(crate) head: u64,
@@ -30,6 +33,8 @@ impl Flusher {
         if self.failed.get().is_some() {
             return Ok(());
         }
+        self.sync_log()
+            .map_err(|e| StoreError::io("the final fsync of the log's segment files", e))?;
         self.db.flush().map_err(StoreError::from).and_then(|_| {
             self.files
                 .sync()
@@ -37,14 +42,22 @@ impl Flusher {
         })
     }
 
+    fn sync_log(&self) -> io::Result<()> {
+        if self.files.enabled {
+            self.log.sync()
+        } else {
+            Ok(())
+        }
+    }
+
     /// Flushes and fsyncs once for all `groups` (applied in this order), then answers them.
     pub(crate) fn make_durable(&mut self, groups: Vec<Staged>) {
         let durable = match self.failed.get() {
             Some(reason) => Err(reason),
             None => self
-                .db
-                .flush()
-                .map_err(|e| format!("flushing: {e}"))
+                .sync_log()
+                .map_err(|e| format!("fdatasync of the log's segment files: {e}"))
+                .and_then(|()| self.db.flush().map_err(|e| format!("flushing: {e}")))
                 .and_then(|_| self.files.sync().map_err(|e| format!("fdatasync: {e}"))),
         };
         if let Err(reason) = durable {

@@ -43,6 +43,7 @@ use crate::keys::{self, IndexFamily};
 use crate::projection::Projection;
 use crate::quarantine::{self, QuarantineLimits, QuarantineOp, QuarantineTotals, Quarantined};
 use crate::record::{encode, encode_request, load};
+use crate::segments::LogFiles;
 use crate::tail::TailCache;
 use crate::{AppendReceipt, AppendRequest, StoreError, StoreOptions, SyncState, TicketUpdate};
 
@@ -104,6 +105,8 @@ struct Prepared {
 /// [`Flusher`]; while the flusher waits for the disk, it prepares the next group.
 pub(crate) struct Writer {
     pub(crate) db: sled::Db,
+    /// The log entries' segment files.
+    pub(crate) log: Arc<LogFiles>,
     pub(crate) options: StoreOptions,
     /// The last sequence applied to sled (durable or not yet).
     pub(crate) head: u64,
@@ -180,6 +183,7 @@ impl Writer {
     /// through `projected`; the conversations of the log after it are rebuilt in memory.
     pub(crate) fn new(
         db: sled::Db,
+        log: Arc<LogFiles>,
         options: StoreOptions,
         head: u64,
         projected: u64,
@@ -188,6 +192,7 @@ impl Writer {
     ) -> Result<Writer, StoreError> {
         let mut writer = Writer {
             db,
+            log,
             options,
             head,
             failed,
@@ -311,6 +316,7 @@ impl Writer {
     pub(crate) fn reproject(&mut self) -> Result<(), StoreError> {
         let mut pending = Pending::new(
             &self.db,
+            &self.log,
             self.head,
             self.options.quarantine,
             self.projected,
@@ -332,7 +338,11 @@ impl Writer {
             {
                 let (key, value) = entry?;
                 let wanted = self.projected + 1..=self.head;
-                let events = match crate::record::decode_entry_range(&key, &value, wanted) {
+                let events = match self
+                    .log
+                    .entry(&key, &value)
+                    .and_then(|value| crate::record::decode_entry_range(&key, &value, wanted))
+                {
                     Ok(events) => events,
                     Err(error) => {
                         // As listings do with an unreadable record: skipped and reported.
@@ -372,6 +382,7 @@ impl Writer {
         let projects = self.must_project(commands);
         let mut pending = Pending::new(
             &self.db,
+            &self.log,
             self.head,
             self.options.quarantine,
             self.projected,

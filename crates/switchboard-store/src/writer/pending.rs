@@ -25,6 +25,8 @@ pub(super) struct Touched {
 /// Later events of the batch read the overlay first, so they see the earlier ones.
 pub(super) struct Pending<'a> {
     pub(super) tree: &'a sled::Tree,
+    /// Where new log entries go; sled gets a pointer to each.
+    pub(super) log: &'a LogFiles,
     pub(super) start_head: u64,
     /// The sequence through which the tree's conversations are written (`meta/projected`).
     pub(super) projected: u64,
@@ -61,6 +63,7 @@ impl<'a> Pending<'a> {
     /// writer holds changed in memory (see [`crate::projection`]).
     pub(super) fn new(
         tree: &'a sled::Tree,
+        log: &'a LogFiles,
         head: u64,
         quarantine_limits: QuarantineLimits,
         projected: u64,
@@ -68,6 +71,7 @@ impl<'a> Pending<'a> {
     ) -> Self {
         Pending {
             tree,
+            log,
             start_head: head,
             projected,
             next: head + 1,
@@ -169,7 +173,11 @@ impl<'a> Pending<'a> {
                     encode_request(request, &events)?
                 }
             };
-            self.writes.insert(keys::log_key(first.0), record);
+            let count = u32::try_from(new.len()).map_err(|_| {
+                StoreError::InvalidArgument("too many events in one request".into())
+            })?;
+            self.writes
+                .insert(keys::log_key(first.0), self.log.append(&record, count)?);
             for ((&index, id), &sequence) in new.iter().zip(ids).zip(&receipt.appended) {
                 self.appended.push(AppendedEvent {
                     command,

@@ -38,8 +38,10 @@ fn writer_with(dir: &Path, options: StoreOptions) -> (Stages, watch::Receiver<Se
     let (head_tx, head) = watch::channel(Sequence::ZERO);
     let failed = Failure::default();
     let projection = Arc::new(Projection::new(0));
+    let log = Arc::new(LogFiles::open(dir).unwrap());
     let writer = Writer::new(
         db.clone(),
+        log.clone(),
         options,
         0,
         0,
@@ -49,6 +51,7 @@ fn writer_with(dir: &Path, options: StoreOptions) -> (Stages, watch::Receiver<Se
     .unwrap();
     let flusher = Flusher {
         db,
+        log,
         files,
         head: 0,
         head_tx: Arc::new(head_tx),

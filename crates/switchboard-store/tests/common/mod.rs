@@ -68,3 +68,32 @@ pub fn temp_store() -> (tempfile::TempDir, Store) {
     let store = Store::open(dir.path()).unwrap();
     (dir, store)
 }
+
+/// Where the bytes of the log entry at `key` are in its segment file: the file, the offset and
+/// the length. sled's value for the key is the pointer (schema 6: `0x07`, then the file's
+/// number u32, the offset u64, the length u32, the event count u32 and the CRC-32 u32, all
+/// little-endian); the file is `<dir>/log/<number, 10 digits>.seg`.
+pub fn segment_of(
+    dir: &std::path::Path,
+    db: &sled::Db,
+    key: &[u8],
+) -> (std::path::PathBuf, u64, usize) {
+    let pointer = db.get(key).unwrap().expect("the entry");
+    assert_eq!(pointer.len(), 25, "a pointer");
+    assert_eq!(pointer[0], 0x07, "a pointer");
+    let number = u32::from_le_bytes(pointer[1..5].try_into().unwrap());
+    let offset = u64::from_le_bytes(pointer[5..13].try_into().unwrap());
+    let len = u32::from_le_bytes(pointer[13..17].try_into().unwrap()) as usize;
+    (
+        dir.join("log").join(format!("{number:010}.seg")),
+        offset,
+        len,
+    )
+}
+
+/// The bytes of the log entry at `key`, read from its segment file.
+pub fn entry_bytes(dir: &std::path::Path, db: &sled::Db, key: &[u8]) -> Vec<u8> {
+    let (file, offset, len) = segment_of(dir, db, key);
+    let bytes = std::fs::read(file).unwrap();
+    bytes[offset as usize..offset as usize + len].to_vec()
+}
