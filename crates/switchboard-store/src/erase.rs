@@ -323,6 +323,7 @@ fn build_copy(dir: &Path) -> Result<u64, StoreError> {
                 pending = 0;
             }
         }
+        new_log.write_buffered()?;
         new.apply_batch(batch)?;
         new.flush()?;
         drop(new);

@@ -98,8 +98,10 @@ pub(crate) struct LogFiles {
 }
 
 struct State {
-    /// The file this run appends to, once it wrote something: its number, and its length.
-    active: Option<(u32, Arc<File>, u64)>,
+    /// The file this run appends to, once it wrote something.
+    active: Option<Active>,
+    /// Entries appended and not written yet, to follow the active file's `length`.
+    buffer: Vec<u8>,
     /// The number the next new file gets.
     next: u32,
     /// Files written to since the last [`LogFiles::sync`].
@@ -109,6 +111,18 @@ struct State {
     /// Open files, for reads.
     readers: HashMap<u32, Arc<File>>,
 }
+
+/// The file a run appends to.
+struct Active {
+    segment: u32,
+    file: Arc<File>,
+    /// The bytes written to it.
+    length: u64,
+}
+
+/// Buffered entries are written once they are this many bytes (a group's are written before
+/// its batch is applied, whatever their size).
+const WRITE_ABOVE: usize = 1 << 20;
 
 fn io(context: String) -> impl FnOnce(std::io::Error) -> StoreError {
     move |e| StoreError::io(context, e)
@@ -135,6 +149,7 @@ impl LogFiles {
             dir,
             state: Mutex::new(State {
                 active: None,
+                buffer: Vec::new(),
                 next,
                 unsynced: Vec::new(),
                 dir_unsynced: false,
@@ -154,7 +169,9 @@ impl LogFiles {
     }
 
     /// Appends `entry` (holding `count` events) and returns the pointer value sled keeps for
-    /// it. The bytes are written, not synced: [`LogFiles::sync`] makes them durable.
+    /// it. The bytes are buffered: [`LogFiles::write_buffered`] writes them (the writer calls
+    /// it before applying the batch that holds the pointers, so no reader finds a pointer
+    /// before its bytes), and [`LogFiles::sync`] makes them durable.
     pub(crate) fn append(&self, entry: &[u8], count: u32) -> Result<Vec<u8>, StoreError> {
         let len = u32::try_from(entry.len())
             .map_err(|_| StoreError::InvalidArgument("a log entry over 4 GiB".into()))?;
@@ -162,8 +179,9 @@ impl LogFiles {
         let full = state
             .active
             .as_ref()
-            .is_none_or(|(_, _, length)| *length >= SEGMENT_BYTES);
+            .is_none_or(|active| active.length + state.buffer.len() as u64 >= SEGMENT_BYTES);
         if full {
+            self.write(&mut state)?;
             let segment = state.next;
             let path = self.path(segment);
             let file = std::fs::OpenOptions::new()
@@ -175,27 +193,20 @@ impl LogFiles {
             let file = Arc::new(file);
             state.next = segment + 1;
             state.readers.insert(segment, file.clone());
-            state.active = Some((segment, file, 0));
+            state.active = Some(Active {
+                segment,
+                file,
+                length: 0,
+            });
             state.dir_unsynced = true;
         }
-        let (segment, file, offset) = {
-            let (segment, file, length) = state.active.as_ref().expect("opened above");
-            (*segment, file.clone(), *length)
-        };
-        if let Err(e) = (&*file).write_all(entry) {
-            // What a short write left is past every pointer: the next entry starts a new file,
-            // so that no pointer's bytes ever follow it.
-            state.active = None;
-            return Err(StoreError::io(
-                format!("appending to {}", self.path(segment).display()),
-                e,
-            ));
-        }
-        if let Some((_, _, length)) = state.active.as_mut() {
-            *length += u64::from(len);
-        }
-        if !state.unsynced.iter().any(|f| Arc::ptr_eq(f, &file)) {
-            state.unsynced.push(file);
+        let active = state.active.as_ref().expect("opened above");
+        let segment = active.segment;
+        let offset = active.length + state.buffer.len() as u64;
+        state.buffer.extend_from_slice(entry);
+        // A compaction copies a whole log: it writes as it goes.
+        if state.buffer.len() >= WRITE_ABOVE {
+            self.write(&mut state)?;
         }
         Ok(Pointer {
             segment,
@@ -207,11 +218,50 @@ impl LogFiles {
         .encode())
     }
 
+    /// Writes the buffered entries to their file, in one call.
+    pub(crate) fn write_buffered(&self) -> Result<(), StoreError> {
+        self.write(&mut self.state())
+    }
+
+    /// Forgets the buffered entries (their group failed before anything pointed at them).
+    pub(crate) fn discard_buffered(&self) {
+        self.state().buffer.clear();
+    }
+
+    fn write(&self, state: &mut State) -> Result<(), StoreError> {
+        if state.buffer.is_empty() {
+            return Ok(());
+        }
+        let Some(active) = state.active.as_mut() else {
+            state.buffer.clear();
+            return Ok(());
+        };
+        let segment = active.segment;
+        let file = active.file.clone();
+        if let Err(e) = (&*file).write_all(&state.buffer) {
+            // What a short write left is past every pointer: the next entry starts a new file,
+            // so that no pointer's bytes ever follow it.
+            state.active = None;
+            state.buffer.clear();
+            return Err(StoreError::io(
+                format!("appending to {}", self.path(segment).display()),
+                e,
+            ));
+        }
+        active.length += state.buffer.len() as u64;
+        state.buffer.clear();
+        if !state.unsynced.iter().any(|f| Arc::ptr_eq(f, &file)) {
+            state.unsynced.push(file);
+        }
+        Ok(())
+    }
+
     /// fdatasyncs every file written since the last call (and the directory, after a new
     /// file): the entries appended before this call are then durable.
     pub(crate) fn sync(&self) -> std::io::Result<()> {
         let (files, dir) = {
             let mut state = self.state();
+            self.write(&mut state).map_err(std::io::Error::other)?;
             let dir = std::mem::take(&mut state.dir_unsynced);
             (std::mem::take(&mut state.unsynced), dir)
         };
@@ -319,6 +369,9 @@ mod tests {
         let files = LogFiles::open(dir.path()).unwrap();
         let third = files.append(b"\x04third", 1).unwrap();
         assert_eq!(Pointer::decode(&third).unwrap().segment, 1);
+        // Buffered until written: nothing points at it before.
+        assert!(!files.is_whole(key, &third));
+        files.write_buffered().unwrap();
         assert_eq!(&*files.entry(key, &first).unwrap(), b"\x04first entry");
         assert_eq!(&*files.entry(key, &third).unwrap(), b"\x04third");
 

@@ -242,6 +242,7 @@ impl Writer {
                 // Nothing was written: the store stays usable. The conversations held in
                 // memory may have taken part of the failed group: they are rebuilt from the
                 // log.
+                self.log.discard_buffered();
                 error!(error = %e, requests = commands.len(), "group commit failed before writing");
                 let message = e.to_string();
                 for command in commands {
@@ -255,7 +256,12 @@ impl Writer {
                 return None;
             }
         };
-        if let Err(e) = self.db.apply_batch(batch) {
+        // The group's log entries, in one write, before the pointers to them.
+        if let Err(e) = self
+            .log
+            .write_buffered()
+            .and_then(|()| self.db.apply_batch(batch).map_err(StoreError::from))
+        {
             // sled may hold part of the batch in memory: refuse every write from now on.
             let reason = format!("applying the batch: {e}");
             error!(error = %reason, requests = commands.len(), "group commit failed; refusing further writes");
