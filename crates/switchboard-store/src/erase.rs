@@ -171,16 +171,13 @@ pub struct CompactReport {
     pub bytes_after: u64,
 }
 
-fn io(context: String) -> impl FnOnce(std::io::Error) -> StoreError {
-    move |e| StoreError::io(context, e)
-}
-
 /// The bytes of sled's files in `dir` (`conf`, `db`, `snap.*`, `blobs/`).
 fn sled_bytes(dir: &Path) -> Result<u64, StoreError> {
     let mut total = 0;
-    let entries = std::fs::read_dir(dir).map_err(io(format!("reading {}", dir.display())))?;
+    let entries =
+        std::fs::read_dir(dir).map_err(StoreError::io_in(format!("reading {}", dir.display())))?;
     for entry in entries {
-        let entry = entry.map_err(io(format!("reading {}", dir.display())))?;
+        let entry = entry.map_err(StoreError::io_in(format!("reading {}", dir.display())))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if !crate::is_sled_file(&name) {
             continue;
@@ -191,13 +188,16 @@ fn sled_bytes(dir: &Path) -> Result<u64, StoreError> {
 }
 
 fn tree_bytes(path: &Path) -> Result<u64, StoreError> {
-    let meta = std::fs::metadata(path).map_err(io(format!("reading {}", path.display())))?;
+    let meta = std::fs::metadata(path)
+        .map_err(StoreError::io_in(format!("reading {}", path.display())))?;
     if !meta.is_dir() {
         return Ok(meta.len());
     }
     let mut total = 0;
-    for entry in std::fs::read_dir(path).map_err(io(format!("reading {}", path.display())))? {
-        let entry = entry.map_err(io(format!("reading {}", path.display())))?;
+    for entry in
+        std::fs::read_dir(path).map_err(StoreError::io_in(format!("reading {}", path.display())))?
+    {
+        let entry = entry.map_err(StoreError::io_in(format!("reading {}", path.display())))?;
         total += tree_bytes(&entry.path())?;
     }
     Ok(total)
@@ -206,15 +206,17 @@ fn tree_bytes(path: &Path) -> Result<u64, StoreError> {
 /// fsyncs `path`, and everything under it if it is a directory.
 fn sync_tree(path: &Path) -> Result<(), StoreError> {
     if path.is_dir() {
-        for entry in std::fs::read_dir(path).map_err(io(format!("reading {}", path.display())))? {
-            let entry = entry.map_err(io(format!("reading {}", path.display())))?;
+        for entry in std::fs::read_dir(path)
+            .map_err(StoreError::io_in(format!("reading {}", path.display())))?
+        {
+            let entry = entry.map_err(StoreError::io_in(format!("reading {}", path.display())))?;
             sync_tree(&entry.path())?;
         }
         crate::writer::sync_directory(path)
     } else {
         File::open(path)
             .and_then(|file| file.sync_all())
-            .map_err(io(format!("fsyncing {}", path.display())))
+            .map_err(StoreError::io_in(format!("fsyncing {}", path.display())))
     }
 }
 
@@ -299,13 +301,8 @@ fn build_copy(dir: &Path) -> Result<u64, StoreError> {
                 continue;
             }
             if key.starts_with(crate::keys::LOG_PREFIX) {
-                let count = crate::record::entry_count(&value)
-                    .and_then(|count| u32::try_from(count).ok())
-                    .ok_or_else(|| {
-                        StoreError::corrupt(&key, "a log entry that does not say its events")
-                    })?;
                 match old_log.entry(&key, &value) {
-                    Ok(bytes) => batch.insert(key, new_log.append(&bytes, count)?),
+                    Ok(bytes) => batch.insert(key, new_log.append(&bytes)?),
                     Err(error) => {
                         // Readers get stand-ins for it (its pointer says how many events),
                         // before and after: kept as it is, its checksum never matches again.
@@ -339,14 +336,14 @@ fn build_copy(dir: &Path) -> Result<u64, StoreError> {
 fn mark_swap(dir: &Path) -> Result<(), StoreError> {
     let new_dir = dir.join(COMPACT_DIR);
     let mut names: Vec<String> = std::fs::read_dir(&new_dir)
-        .map_err(io(format!("reading {}", new_dir.display())))?
+        .map_err(StoreError::io_in(format!("reading {}", new_dir.display())))?
         .filter_map(|entry| entry.ok())
         .map(|entry| entry.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
     let marker = dir.join(SWAP_MARKER);
     std::fs::write(&marker, names.join("\n"))
-        .map_err(io(format!("writing {}", marker.display())))?;
+        .map_err(StoreError::io_in(format!("writing {}", marker.display())))?;
     sync_tree(&marker)?;
     crate::writer::sync_directory(dir)
 }
@@ -369,9 +366,10 @@ pub(crate) fn finish_swap(dir: &Path) -> Result<(), StoreError> {
         .filter(|name| new_dir.join(name).exists())
         .collect();
     if unmoved.len() == names.len() {
-        let entries = std::fs::read_dir(dir).map_err(io(format!("reading {}", dir.display())))?;
+        let entries = std::fs::read_dir(dir)
+            .map_err(StoreError::io_in(format!("reading {}", dir.display())))?;
         for entry in entries {
-            let entry = entry.map_err(io(format!("reading {}", dir.display())))?;
+            let entry = entry.map_err(StoreError::io_in(format!("reading {}", dir.display())))?;
             if crate::is_sled_file(&entry.file_name().to_string_lossy()) {
                 remove(&entry.path())?;
             }
@@ -380,7 +378,7 @@ pub(crate) fn finish_swap(dir: &Path) -> Result<(), StoreError> {
     }
     for name in unmoved {
         let (from, to) = (new_dir.join(name), dir.join(name));
-        std::fs::rename(&from, &to).map_err(io(format!(
+        std::fs::rename(&from, &to).map_err(StoreError::io_in(format!(
             "moving {} to {}",
             from.display(),
             to.display()

@@ -178,6 +178,11 @@ impl StoreError {
             source,
         }
     }
+
+    /// [`StoreError::io`] with `context`, for `map_err`.
+    pub(crate) fn io_in(context: String) -> impl FnOnce(std::io::Error) -> StoreError {
+        move |e| StoreError::io(context, e)
+    }
 }
 
 impl From<StoreError> for switchboard_core::Error {

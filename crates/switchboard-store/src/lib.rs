@@ -512,8 +512,8 @@ impl Store {
         let log = Arc::new(segments::LogFiles::open(dir)?);
         // Whether the last run ended without a clean close (`meta/open` still there).
         let unclean = db.contains_key(keys::OPEN_KEY)?;
-        let head = recover_head(&db, &log, unclean)?;
-        mark_open(&db, head, unclean)?;
+        let (head, cut_short) = recover_head(&db, &log, unclean)?;
+        mark_open(&db, head, unclean || cut_short)?;
         let projected = recover_projected(&db, head)?;
         let projection = Arc::new(Projection::new(projected));
 
@@ -1414,7 +1414,13 @@ fn spawn_projection_ticker(
         .map_err(|e| StoreError::io("starting the store projection thread", e))
 }
 
-fn recover_head(db: &sled::Db, log: &segments::LogFiles, unclean: bool) -> Result<u64, StoreError> {
+/// The head, and whether what a write cut short left past it was dropped (then the dedup keys
+/// are checked too: see [`mark_open`]).
+fn recover_head(
+    db: &sled::Db,
+    log: &segments::LogFiles,
+    unclean: bool,
+) -> Result<(u64, bool), StoreError> {
     // After an unclean end, the newest entries whose bytes are not whole were never
     // acknowledged (see `segments`): the log ends at the last whole one. After a clean close
     // every entry was made durable, and one that does not read is damage, served as stand-ins.
@@ -1456,7 +1462,7 @@ fn recover_head(db: &sled::Db, log: &segments::LogFiles, unclean: bool) -> Resul
         }
     };
     if recorded == from_log {
-        return Ok(from_log);
+        return Ok((from_log, false));
     }
     // Every group writes its log entries and `meta/head` in one batch, so they disagree only
     // when sled kept part of a batch whose write failed (a full disk: measured, about one
@@ -1464,16 +1470,17 @@ fn recover_head(db: &sled::Db, log: &segments::LogFiles, unclean: bool) -> Resul
     // flush failed), and every acknowledged one is whole: the head is the smaller of the two.
     let head = recorded.min(from_log);
     drop_unacknowledged(db, head, recorded, from_log)?;
-    Ok(head)
+    Ok((head, true))
 }
 
-/// Marks the store open ([`keys::OPEN_KEY`]). If the mark is there already, the last run did
-/// not close cleanly, and a write it cut short may have kept some of its dedup keys while the
-/// head, the log and `meta/projected` agree (nothing else shows that write): the dedup keys
-/// pointing past `head` are dropped, else a redelivery of those events would be taken for a
-/// duplicate and never stored. One scan of the dedup keys, only after an unclean end.
-fn mark_open(db: &sled::Db, head: u64, unclean: bool) -> Result<(), StoreError> {
-    if unclean {
+/// Marks the store open ([`keys::OPEN_KEY`]). With `check_dedup` (the mark was there already,
+/// so the last run did not close cleanly, or [`recover_head`] dropped what a failed write
+/// left), the dedup keys pointing past `head` are dropped: a write cut short may have kept
+/// some of them, even while the head, the log and `meta/projected` agree, and a redelivery of
+/// those events would be taken for a duplicate and never stored. One scan of the dedup keys,
+/// only after an unclean end.
+fn mark_open(db: &sled::Db, head: u64, check_dedup: bool) -> Result<(), StoreError> {
+    if check_dedup {
         let started = Instant::now();
         let mut batch = sled::Batch::default();
         let dropped = dedup_keys_past(db, head, &mut batch)?;
@@ -1510,10 +1517,9 @@ fn dedup_keys_past(db: &sled::Db, head: u64, batch: &mut sled::Batch) -> Result<
     Ok(dropped)
 }
 
-/// Removes what a failed group left past `head`: its log entries and the dedup keys that
-/// point past it (else a redelivery of its events would be taken for a duplicate and never
-/// stored), and moves `meta/head` to `head` (`recover_projected`, which runs next, brings
-/// `meta/projected` back to it). Conversations that group's partial batch may have written
+/// Removes what a failed group left past `head`: its log entries (the dedup keys pointing past
+/// it are dropped next, by [`mark_open`]), and moves `meta/head` to `head`
+/// (`recover_projected`, which runs next, brings `meta/projected` back to it). Conversations that group's partial batch may have written
 /// keep its changes.
 fn drop_unacknowledged(
     db: &sled::Db,
@@ -1527,7 +1533,6 @@ fn drop_unacknowledged(
         batch.remove(entry?.0);
         entries += 1;
     }
-    let dedup = dedup_keys_past(db, head, &mut batch)?;
     batch.insert(keys::HEAD_KEY, &keys::be(head)[..]);
     db.apply_batch(batch)?;
     db.flush()?;
@@ -1536,7 +1541,6 @@ fn drop_unacknowledged(
         log_ends_at = from_log,
         head,
         log_entries_dropped = entries,
-        dedup_keys_dropped = dedup,
         "the store's last write had failed part-way (a full or failing disk?): what it left past the last whole group is dropped; nothing it dropped was acknowledged"
     );
     Ok(())

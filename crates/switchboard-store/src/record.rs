@@ -304,7 +304,7 @@ struct MessageRecord<'a> {
     stamp_at: i64,
     stamp_hash: u64,
     key: &'a str,
-    /// [`role_code`].
+    /// [`ROLES`].
     role: u8,
     author_id: Option<&'a str>,
     author_name: Option<&'a str>,
@@ -338,7 +338,10 @@ pub(crate) fn encode_message(message: &Lww<Message>) -> Result<Vec<u8>, StoreErr
         stamp_at: message.stamp.0.as_millis(),
         stamp_hash: message.stamp.1,
         key: &value.key,
-        role: role_code(value.author_role),
+        role: ROLES
+            .iter()
+            .position(|role| *role == value.author_role)
+            .expect("every role is in ROLES") as u8,
         author_id: value.author_id.as_deref(),
         author_name: value.author_name.as_deref(),
         text: &value.text,
@@ -361,15 +364,8 @@ pub(crate) fn encode_message(message: &Lww<Message>) -> Result<Vec<u8>, StoreErr
         .map_err(|e| StoreError::Commit(format!("cannot encode a message: {e}")))
 }
 
-/// A role as one byte of a [`MessageRecord`].
-fn role_code(role: Role) -> u8 {
-    match role {
-        Role::Visitor => 0,
-        Role::Agent => 1,
-        Role::Bot => 2,
-        Role::System => 3,
-    }
-}
+/// A role as one byte of a [`MessageRecord`]: its place here.
+const ROLES: [Role; 4] = [Role::Visitor, Role::Agent, Role::Bot, Role::System];
 
 /// Decodes a message register stored at `key`: a [`MESSAGE_RECORD`], or the JSON a store of
 /// schema 3 or 4 wrote.
@@ -380,13 +376,9 @@ pub(crate) fn decode_message(key: &[u8], bytes: &[u8]) -> Result<Lww<Message>, S
     };
     let record: MessageRecord<'_> =
         postcard::from_bytes(body).map_err(|e| StoreError::corrupt(key, e))?;
-    let author_role = match record.role {
-        0 => Role::Visitor,
-        1 => Role::Agent,
-        2 => Role::Bot,
-        3 => Role::System,
-        other => return Err(StoreError::corrupt(key, format!("unknown role {other}"))),
-    };
+    let author_role = *ROLES
+        .get(usize::from(record.role))
+        .ok_or_else(|| StoreError::corrupt(key, format!("unknown role {}", record.role)))?;
     let data = record
         .data
         .as_deref()

@@ -124,19 +124,18 @@ struct Active {
 /// its batch is applied, whatever their size).
 const WRITE_ABOVE: usize = 1 << 20;
 
-fn io(context: String) -> impl FnOnce(std::io::Error) -> StoreError {
-    move |e| StoreError::io(context, e)
-}
-
 impl LogFiles {
     /// The segment files under `<data_dir>/log` (the directory is made when missing). New
     /// entries go to a new file, numbered after every file there.
     pub(crate) fn open(data_dir: &Path) -> Result<LogFiles, StoreError> {
         let dir = data_dir.join(LOG_DIR);
-        std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(StoreError::io_in(format!("creating {}", dir.display())))?;
         let mut next = 0u32;
-        for entry in std::fs::read_dir(&dir).map_err(io(format!("reading {}", dir.display())))? {
-            let entry = entry.map_err(io(format!("reading {}", dir.display())))?;
+        for entry in std::fs::read_dir(&dir)
+            .map_err(StoreError::io_in(format!("reading {}", dir.display())))?
+        {
+            let entry = entry.map_err(StoreError::io_in(format!("reading {}", dir.display())))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if let Some(number) = name
                 .strip_suffix(".seg")
@@ -168,13 +167,18 @@ impl LogFiles {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Appends `entry` (holding `count` events) and returns the pointer value sled keeps for
-    /// it. The bytes are buffered: [`LogFiles::write_buffered`] writes them (the writer calls
+    /// Appends `entry` (a log entry, which says how many events it holds) and returns the
+    /// pointer value sled keeps for it. The bytes are buffered: [`LogFiles::write_buffered`] writes them (the writer calls
     /// it before applying the batch that holds the pointers, so no reader finds a pointer
     /// before its bytes), and [`LogFiles::sync`] makes them durable.
-    pub(crate) fn append(&self, entry: &[u8], count: u32) -> Result<Vec<u8>, StoreError> {
+    pub(crate) fn append(&self, entry: &[u8]) -> Result<Vec<u8>, StoreError> {
         let len = u32::try_from(entry.len())
             .map_err(|_| StoreError::InvalidArgument("a log entry over 4 GiB".into()))?;
+        let count = crate::record::entry_count(entry)
+            .and_then(|count| u32::try_from(count).ok())
+            .ok_or_else(|| {
+                StoreError::InvalidArgument("not a log entry that says its events".into())
+            })?;
         let mut state = self.state();
         let full = state
             .active
@@ -189,7 +193,7 @@ impl LogFiles {
                 .append(true)
                 .read(true)
                 .open(&path)
-                .map_err(io(format!("creating {}", path.display())))?;
+                .map_err(StoreError::io_in(format!("creating {}", path.display())))?;
             let file = Arc::new(file);
             state.next = segment + 1;
             state.readers.insert(segment, file.clone());
@@ -288,7 +292,9 @@ impl LogFiles {
             return Ok(file.clone());
         }
         let path = self.path(segment);
-        let file = Arc::new(File::open(&path).map_err(io(format!("opening {}", path.display())))?);
+        let file = Arc::new(
+            File::open(&path).map_err(StoreError::io_in(format!("opening {}", path.display())))?,
+        );
         state.readers.insert(segment, file.clone());
         Ok(file)
     }
@@ -354,12 +360,18 @@ mod tests {
     fn entries_read_back_across_files_and_a_damaged_one_is_corrupt() {
         let dir = tempfile::tempdir().unwrap();
         let files = LogFiles::open(dir.path()).unwrap();
-        let first = files.append(b"\x04first entry", 1).unwrap();
-        let second = files.append(b"\x04second", 2).unwrap();
+        let first = files.append(b"\x04\x01\0\0\0first entry").unwrap();
+        let second = files.append(b"\x04\x02\0\0\0second").unwrap();
         files.sync().unwrap();
         let key = b"log/k".as_slice();
-        assert_eq!(&*files.entry(key, &first).unwrap(), b"\x04first entry");
-        assert_eq!(&*files.entry(key, &second).unwrap(), b"\x04second");
+        assert_eq!(
+            &*files.entry(key, &first).unwrap(),
+            b"\x04\x01\0\0\0first entry"
+        );
+        assert_eq!(
+            &*files.entry(key, &second).unwrap(),
+            b"\x04\x02\0\0\0second"
+        );
         assert_eq!(Pointer::decode(&second).unwrap().count, 2);
         // An inline entry is itself.
         assert_eq!(&*files.entry(key, b"\x04inline").unwrap(), b"\x04inline");
@@ -367,13 +379,16 @@ mod tests {
 
         // A new run appends to a new file and reads the old ones.
         let files = LogFiles::open(dir.path()).unwrap();
-        let third = files.append(b"\x04third", 1).unwrap();
+        let third = files.append(b"\x04\x01\0\0\0third").unwrap();
         assert_eq!(Pointer::decode(&third).unwrap().segment, 1);
         // Buffered until written: nothing points at it before.
         assert!(!files.is_whole(key, &third));
         files.write_buffered().unwrap();
-        assert_eq!(&*files.entry(key, &first).unwrap(), b"\x04first entry");
-        assert_eq!(&*files.entry(key, &third).unwrap(), b"\x04third");
+        assert_eq!(
+            &*files.entry(key, &first).unwrap(),
+            b"\x04\x01\0\0\0first entry"
+        );
+        assert_eq!(&*files.entry(key, &third).unwrap(), b"\x04\x01\0\0\0third");
 
         // Torn or changed bytes are corrupt, never misread.
         let segment = dir.path().join(LOG_DIR).join(format!("{:010}.seg", 0));

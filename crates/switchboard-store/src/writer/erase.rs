@@ -103,9 +103,7 @@ impl Pending<'_> {
         for (key, bytes, events) in checked.entries {
             // The erased version goes to the segment file; the old bytes stay until a
             // compaction rewrites the files (as sled keeps old values until then).
-            let count = u32::try_from(events.len())
-                .map_err(|_| StoreError::InvalidArgument("too many events in one entry".into()))?;
-            self.writes.insert(key, self.log.append(&bytes, count)?);
+            self.writes.insert(key, self.log.append(&bytes)?);
             rewritten.extend(events);
         }
         for id in &plan.conversations {

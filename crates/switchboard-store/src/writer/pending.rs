@@ -173,11 +173,8 @@ impl<'a> Pending<'a> {
                     encode_request(request, &events)?
                 }
             };
-            let count = u32::try_from(new.len()).map_err(|_| {
-                StoreError::InvalidArgument("too many events in one request".into())
-            })?;
             self.writes
-                .insert(keys::log_key(first.0), self.log.append(&record, count)?);
+                .insert(keys::log_key(first.0), self.log.append(&record)?);
             for ((&index, id), &sequence) in new.iter().zip(ids).zip(&receipt.appended) {
                 self.appended.push(AppendedEvent {
                     command,
