@@ -190,14 +190,7 @@ async fn what_a_failed_group_left_is_dropped_at_open() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         for key in ["a", "b"] {
-            store
-                .append(request(
-                    "lc",
-                    "livechat",
-                    vec![common::message(key, "c1", 10, key)],
-                ))
-                .await
-                .unwrap();
+            common::append_message(&store, key, 10).await;
         }
         store.close().await.unwrap();
         drop(store);
@@ -231,14 +224,7 @@ async fn what_a_failed_group_left_is_dropped_at_open() {
         } else {
             "b"
         };
-        let receipt = store
-            .append(request(
-                "lc",
-                "livechat",
-                vec![common::message(lost, "c1", 10, lost)],
-            ))
-            .await
-            .unwrap();
+        let receipt = common::append_message(&store, lost, 10).await;
         assert_eq!(receipt.appended, vec![Sequence(kept + 1)], "{case}");
         assert_eq!(receipt.duplicates, 0, "{case}");
         let event = store
@@ -267,14 +253,7 @@ async fn dedup_keys_a_cut_short_write_left_are_dropped_after_an_unclean_end() {
     for clean in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store
-            .append(request(
-                "lc",
-                "livechat",
-                vec![common::message("a", "c1", 10, "a")],
-            ))
-            .await
-            .unwrap();
+        common::append_message(&store, "a", 10).await;
         store.close().await.unwrap();
         drop(store);
         {
@@ -294,14 +273,7 @@ async fn dedup_keys_a_cut_short_write_left_are_dropped_after_an_unclean_end() {
         }
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.head(), Sequence(1));
-        let receipt = store
-            .append(request(
-                "lc",
-                "livechat",
-                vec![common::message("b", "c1", 11, "b")],
-            ))
-            .await
-            .unwrap();
+        let receipt = common::append_message(&store, "b", 11).await;
         assert_eq!(receipt.appended, vec![Sequence(2)], "clean: {clean}");
         assert_eq!(receipt.duplicates, 0, "clean: {clean}");
         let event = store
@@ -331,14 +303,7 @@ async fn a_torn_newest_entry_is_dropped_after_an_unclean_end_and_stood_in_for_af
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         for key in ["a", "b"] {
-            store
-                .append(request(
-                    "lc",
-                    "livechat",
-                    vec![common::message(key, "c1", 10, key)],
-                ))
-                .await
-                .unwrap();
+            common::append_message(&store, key, 10).await;
         }
         if clean {
             store.close().await.unwrap();
@@ -373,14 +338,7 @@ async fn a_torn_newest_entry_is_dropped_after_an_unclean_end_and_stood_in_for_af
         } else {
             assert_eq!(store.head(), Sequence(1));
             assert_eq!(events.len(), 1);
-            let receipt = store
-                .append(request(
-                    "lc",
-                    "livechat",
-                    vec![common::message("b", "c1", 10, "b")],
-                ))
-                .await
-                .unwrap();
+            let receipt = common::append_message(&store, "b", 10).await;
             assert_eq!(receipt.appended, vec![Sequence(2)]);
             let events = store.read_events(Sequence::ZERO, 10).unwrap();
             assert_eq!(events[1].incoming.dedup_key, "b");

@@ -97,3 +97,11 @@ pub fn entry_bytes(dir: &std::path::Path, db: &sled::Db, key: &[u8]) -> Vec<u8> 
     let bytes = std::fs::read(file).unwrap();
     bytes[offset as usize..offset as usize + len].to_vec()
 }
+
+/// Appends one webhook of one message, `key` (its text too), to chat `c1` on connection `lc`.
+pub async fn append_message(store: &Store, key: &str, at: i64) -> switchboard_store::AppendReceipt {
+    store
+        .append(request("lc", "livechat", vec![message(key, "c1", at, key)]))
+        .await
+        .unwrap()
+}
