@@ -289,7 +289,8 @@ fn build_copy(dir: &Path) -> Result<u64, StoreError> {
             .map_err(|e| crate::sled_open_error(&new_dir, e))?;
         // The log's entries are copied into new segment files: only the bytes a pointer
         // reaches (an erased entry's old version, a failed group's bytes are left behind), and
-        // entries a schema-5 store kept inside sled move to the files too.
+        // entries a schema-5 store kept inside sled move to the files too), in frames, each
+        // entry compressed with its frame rather than on its own.
         let old_log = crate::segments::LogFiles::open(dir)?;
         let new_log = crate::segments::LogFiles::open(&new_dir)?;
         let mut keys = 0u64;
@@ -302,7 +303,10 @@ fn build_copy(dir: &Path) -> Result<u64, StoreError> {
             }
             if key.starts_with(crate::keys::LOG_PREFIX) {
                 match old_log.entry(&key, &value) {
-                    Ok(bytes) => batch.insert(key, new_log.append(&bytes)?),
+                    Ok(bytes) => {
+                        let bytes = crate::record::unpacked_entry(&key, &bytes);
+                        batch.insert(key, new_log.append(&bytes)?);
+                    }
                     Err(error) => {
                         // Readers get stand-ins for it (its pointer says how many events),
                         // before and after: kept as it is, its checksum never matches again.

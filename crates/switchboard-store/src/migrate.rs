@@ -8,6 +8,7 @@
 //! | 4 | `meta/projected`: conversations may be written after the log (the writer holds them for up to `projection_interval`), and the log after `meta/projected` is replayed into them at open. Nothing else moves: upgrading from 3 writes the schema key, and the open that follows writes `meta/projected` at the head (schema 3 wrote conversations with every group). A build of schema 3 refuses a store of schema 4, whose conversations it would not replay |
 //! | 5 | messages under `msg/` as a binary record (postcard behind the byte `0x05`) instead of JSON: about 100 bytes for a chat line that took 231. Nothing moves at the upgrade: upgrading from 4 writes the schema key, the JSON messages stay and are read as before, and each becomes a binary record when it is next written. A build of schema 4 refuses a store of schema 5, whose messages it would not read |
 //! | 6 | log entries in append-only segment files (`<data dir>/log/*.seg`, see `segments`), sled keeping a 25-byte pointer with the entry's event count and CRC-32 under its `log/` key: an entry costs its bytes once, not twice as inside sled's nodes. Nothing moves at the upgrade: the entries of a schema-5 store stay inside sled and are read there; `switchboard compact` moves them to the files. A build of schema 5 refuses a store of schema 6 |
+//! | 7 | a group's log entries written as one frame, compressed together (see `segments`), sled keeping a 29-byte pointer (the frame, the entry's place in it, its count and CRC-32): webhooks alike compress across entries, a long chat's entry to a tenth of its size on its own. Nothing moves at the upgrade: schema-6 entries, each compressed on its own, stay and are read as before; `switchboard compact` rewrites them into frames. A build of schema 6 refuses a store of schema 7 |
 //!
 //! [`upgrade`] runs at open, before the writer starts, in batches of [`BATCH`] conversations,
 //! each one atomic sled batch. `meta/schema_version` moves to the new version only after the
@@ -31,7 +32,7 @@ const BATCH: usize = 512;
 
 /// The versions [`upgrade`] can bring to [`keys::SCHEMA_VERSION`].
 pub(crate) fn can_upgrade(found: u64) -> bool {
-    (2..=5).contains(&found)
+    (2..=6).contains(&found)
 }
 
 /// Upgrades the store from schema `found` to [`keys::SCHEMA_VERSION`], in place.
@@ -43,8 +44,9 @@ pub(crate) fn upgrade(db: &sled::Db, dir: &Path, found: u64) -> Result<(), Store
         to = keys::SCHEMA_VERSION,
         "upgrading the store's schema in place (an interrupted upgrade resumes at the next start)"
     );
-    // From 3, 4 and 5, only the version moves (from 3, `meta/projected` is written at the
-    // next open; from 4, JSON messages are still read; from 5, entries inside sled are).
+    // From 3 to 6, only the version moves (from 3, `meta/projected` is written at the next
+    // open; from 4, JSON messages are still read; from 5, entries inside sled are; from 6,
+    // entries on their own in segment files are).
     let (conversations, messages, dropped) = if found == 2 {
         split_conversations(db)?
     } else {

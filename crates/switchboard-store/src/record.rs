@@ -175,7 +175,8 @@ pub(crate) const REQUEST_RECORD: u8 = 0x04;
 /// the key of the first one's sequence; the others follow it, gap-free. The raw body is kept
 /// once, and served on the first event. Laid out as [`REQUEST_RECORD`], the number of events
 /// (u32, little-endian, outside the compressed part so that a damaged entry still says how many
-/// sequences it holds), then the [`pack`]ed postcard of this.
+/// sequences it holds), then the postcard of this: [`pack`]ed in schemas 3 to 6, as it is
+/// since schema 7, whose segment files compress a group's entries together.
 #[derive(Serialize, Deserialize)]
 struct RequestRecord<'a> {
     connection: &'a str,
@@ -251,12 +252,30 @@ pub(crate) fn encode_request(
         .map_err(|e| StoreError::Commit(format!("cannot encode a log record: {e}")))?;
     let count = u32::try_from(events.len())
         .map_err(|_| StoreError::InvalidArgument("too many events in one request".into()))?;
-    let packed = pack(body);
-    let mut out = Vec::with_capacity(5 + packed.len());
+    // Not compressed on its own: its frame in the segment file is (see `segments`).
+    let mut out = Vec::with_capacity(5 + body.len());
     out.push(REQUEST_RECORD);
     out.extend_from_slice(&count.to_le_bytes());
-    out.extend_from_slice(&packed);
+    out.extend_from_slice(&body);
     Ok(out)
+}
+
+/// `entry` as schema 7 stores it in a frame: a request record compressed on its own (schemas 3
+/// to 6) is decompressed, anything else is returned as it is (a record that does not
+/// decompress too: it reads as damaged either way).
+pub(crate) fn unpacked_entry<'a>(key: &[u8], entry: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+    if entry.first() != Some(&REQUEST_RECORD) || entry.len() < 5 {
+        return std::borrow::Cow::Borrowed(entry);
+    }
+    match unpack(key, &entry[5..]) {
+        Ok(std::borrow::Cow::Owned(body)) => {
+            let mut out = Vec::with_capacity(5 + body.len());
+            out.extend_from_slice(&entry[..5]);
+            out.extend_from_slice(&body);
+            std::borrow::Cow::Owned(out)
+        }
+        _ => std::borrow::Cow::Borrowed(entry),
+    }
 }
 
 /// The log entry at `key` with the events at `erase` erased
@@ -460,7 +479,9 @@ pub(crate) fn entry_count(bytes: &[u8]) -> Option<u64> {
     let count = match bytes.first()? {
         b'{' => return Some(1),
         &REQUEST_RECORD => u32::from_le_bytes(bytes.get(1..5)?.try_into().ok()?),
-        &crate::segments::POINTER => crate::segments::Pointer::decode(bytes)?.count,
+        &crate::segments::POINTER | &crate::segments::FRAMED_POINTER => {
+            crate::segments::Pointer::decode(bytes)?.count
+        }
         _ => return None,
     };
     (count > 0).then_some(u64::from(count))

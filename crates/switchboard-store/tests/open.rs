@@ -87,9 +87,9 @@ async fn a_corrupted_store_is_an_error() {
 
 #[tokio::test]
 async fn an_unknown_schema_version_is_refused() {
-    // 1 is the version before the log's flat encoding (a store written by an older build), 6
+    // 1 is the version before the log's flat encoding (a store written by an older build), 8
     // one from a newer build.
-    for version in ["1", "7"] {
+    for version in ["1", "8"] {
         let dir = tempfile::tempdir().unwrap();
         drop(Store::open(dir.path()).unwrap());
         {
@@ -99,7 +99,7 @@ async fn an_unknown_schema_version_is_refused() {
         }
         let error = Store::open(dir.path()).unwrap_err();
         assert!(
-            matches!(&error, StoreError::SchemaMismatch { found, expected: 6, .. } if found == version)
+            matches!(&error, StoreError::SchemaMismatch { found, expected: 7, .. } if found == version)
         );
         assert_eq!(error.code(), ErrorCode::FailedPrecondition);
         assert!(
@@ -131,7 +131,7 @@ fn a_new_store_records_its_schema_version() {
     let db = sled::open(dir.path()).unwrap();
     assert_eq!(
         db.get("meta/schema_version").unwrap().unwrap(),
-        "6".as_bytes()
+        "7".as_bytes()
     );
     // Conversations are written through the head (nothing yet).
     assert_eq!(
@@ -312,18 +312,18 @@ async fn a_torn_newest_entry_is_dropped_after_an_unclean_end_and_stood_in_for_af
         {
             // Entry 2's bytes cut short in its file.
             let db = sled::open(dir.path()).unwrap();
-            let (file, offset, len) = common::segment_of(
+            let frame = common::segment_of(
                 dir.path(),
                 &db,
                 &[b"log/".as_slice(), &2u64.to_be_bytes()].concat(),
             );
-            let bytes = std::fs::read(&file).unwrap();
+            let bytes = std::fs::read(&frame.file).unwrap();
             assert_eq!(
                 bytes.len() as u64,
-                offset + len as u64,
-                "the newest entry ends its file"
+                frame.offset + frame.len as u64,
+                "the newest entry's frame ends its file"
             );
-            std::fs::write(&file, &bytes[..offset as usize + len / 2]).unwrap();
+            std::fs::write(&frame.file, &bytes[..frame.offset as usize + frame.len / 2]).unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
         let events = store.read_events(Sequence::ZERO, 10).unwrap();

@@ -189,14 +189,15 @@ async fn a_damaged_request_entry_stands_in_for_each_of_its_events() {
     store.close().await.unwrap();
     drop(store);
     {
-        // Zeros over the second half of the entry's bytes in its segment file.
+        // Zeros over the second half of the entry's frame in its segment file (the next
+        // append is a group, and a frame, of its own).
         let db = sled::open(dir.path()).unwrap();
         let key = [b"log/".as_slice(), &1u64.to_be_bytes()].concat();
-        let (file, offset, len) = common::segment_of(dir.path(), &db, &key);
-        let mut bytes = std::fs::read(&file).unwrap();
-        let start = offset as usize + len / 2;
-        bytes[start..offset as usize + len].fill(0);
-        std::fs::write(&file, bytes).unwrap();
+        let frame = common::segment_of(dir.path(), &db, &key);
+        let mut bytes = std::fs::read(&frame.file).unwrap();
+        let start = frame.offset as usize + frame.len / 2;
+        bytes[start..frame.offset as usize + frame.len].fill(0);
+        std::fs::write(&frame.file, bytes).unwrap();
     }
     let store = Store::open(dir.path()).unwrap();
     let events = store.read_events(Sequence::ZERO, 10).unwrap();

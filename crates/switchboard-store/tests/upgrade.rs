@@ -178,7 +178,7 @@ async fn a_schema_2_store_is_upgraded_in_place_and_reads_back_as_it_was() {
     assert_eq!(c1.event_count, 5);
     store.close().await.unwrap();
     drop(store);
-    assert_eq!(schema_version(dir.path()), "6");
+    assert_eq!(schema_version(dir.path()), "7");
     let db = sled::open(dir.path()).unwrap();
     for gone in [
         "ix/all/",
@@ -226,7 +226,7 @@ async fn a_schema_3_store_is_upgraded_and_its_conversations_are_through_its_head
     assert_eq!(store.conversation_count().unwrap(), 1);
     store.close().await.unwrap();
     drop(store);
-    assert_eq!(schema_version(dir.path()), "6");
+    assert_eq!(schema_version(dir.path()), "7");
     let db = sled::open(dir.path()).unwrap();
     assert_eq!(
         db.get("meta/projected").unwrap().unwrap(),
@@ -300,7 +300,7 @@ async fn a_schema_4_store_keeps_its_json_messages_readable_beside_new_binary_one
     assert_eq!(after.messages["m3"].value.text, "fine");
     store.close().await.unwrap();
     drop(store);
-    assert_eq!(schema_version(dir.path()), "6");
+    assert_eq!(schema_version(dir.path()), "7");
     let db = sled::open(dir.path()).unwrap();
     let first_bytes: Vec<u8> = message_keys(&db)
         .iter()
@@ -349,20 +349,116 @@ async fn a_schema_5_store_reads_its_entries_inside_sled_and_compact_moves_them_t
     assert_eq!(all.len(), 3);
     store.close().await.unwrap();
     drop(store);
-    assert_eq!(schema_version(dir.path()), "6");
+    assert_eq!(schema_version(dir.path()), "7");
     let first_bytes = |dir: &std::path::Path| -> Vec<u8> {
         let db = sled::open(dir).unwrap();
         db.scan_prefix("log/")
             .map(|entry| entry.unwrap().1[0])
             .collect()
     };
-    assert_eq!(first_bytes(dir.path()), vec![0x04, 0x04, 0x07]);
+    assert_eq!(first_bytes(dir.path()), vec![0x04, 0x04, 0x08]);
 
     Store::compact(dir.path()).unwrap();
-    assert_eq!(first_bytes(dir.path()), vec![0x07, 0x07, 0x07]);
+    assert_eq!(first_bytes(dir.path()), vec![0x08, 0x08, 0x08]);
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.read_events(Sequence::ZERO, 10).unwrap(), all);
     store.close().await.unwrap();
+}
+
+/// A schema-6 store keeps each log entry compressed on its own in its segment files: they
+/// read as they were after the upgrade, new entries go into frames, and `compact` rewrites
+/// the old ones into frames too.
+#[tokio::test]
+async fn a_schema_6_store_reads_its_entries_on_their_own_and_compact_frames_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for key in ["a", "b"] {
+        let mut request = request("lc", "livechat", vec![common::message(key, "c1", 10, key)]);
+        request.raw = Some(format!("{{\"body\":\"{}\"}}", key.repeat(1_000)));
+        store.append(request).await.unwrap();
+    }
+    let before = store.read_events(Sequence::ZERO, 10).unwrap();
+    store.close().await.unwrap();
+    drop(store);
+    {
+        // What a schema-6 build wrote: each entry's body compressed on its own (above 400
+        // bytes), the entries one after the other in a segment file, a 25-byte pointer each.
+        let db = sled::open(dir.path()).unwrap();
+        let mut file = Vec::new();
+        for sequence in [1u64, 2] {
+            let key = [b"log/".as_slice(), &sequence.to_be_bytes()].concat();
+            let entry = common::entry_bytes(dir.path(), &db, &key);
+            let body = zstd::bulk::compress(&entry[5..], 1).unwrap();
+            assert!(body.len() < entry.len() - 5);
+            let stored = [&entry[..5], body.as_slice()].concat();
+            let mut pointer = vec![0x07];
+            pointer.extend_from_slice(&7u32.to_le_bytes());
+            pointer.extend_from_slice(&(file.len() as u64).to_le_bytes());
+            pointer.extend_from_slice(&(stored.len() as u32).to_le_bytes());
+            pointer.extend_from_slice(&1u32.to_le_bytes());
+            pointer.extend_from_slice(&crc32(&stored).to_le_bytes());
+            file.extend_from_slice(&stored);
+            db.insert(&key, pointer).unwrap();
+        }
+        db.insert("meta/schema_version", "6").unwrap();
+        db.flush().unwrap();
+        std::fs::remove_dir_all(dir.path().join("log")).unwrap();
+        std::fs::create_dir(dir.path().join("log")).unwrap();
+        std::fs::write(dir.path().join("log/0000000007.seg"), file).unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.read_events(Sequence::ZERO, 10).unwrap(), before);
+    store
+        .append(request(
+            "lc",
+            "livechat",
+            vec![common::message("c", "c1", 11, "c")],
+        ))
+        .await
+        .unwrap();
+    let all = store.read_events(Sequence::ZERO, 10).unwrap();
+    assert_eq!(all.len(), 3);
+    store.close().await.unwrap();
+    drop(store);
+    assert_eq!(schema_version(dir.path()), "7");
+    let first_bytes = |dir: &std::path::Path| -> Vec<u8> {
+        let db = sled::open(dir).unwrap();
+        db.scan_prefix("log/")
+            .map(|entry| entry.unwrap().1[0])
+            .collect()
+    };
+    assert_eq!(first_bytes(dir.path()), vec![0x07, 0x07, 0x08]);
+    // The new entry went to a new file, after the old one.
+    assert!(dir.path().join("log/0000000008.seg").exists());
+
+    Store::compact(dir.path()).unwrap();
+    assert_eq!(first_bytes(dir.path()), vec![0x08, 0x08, 0x08]);
+    {
+        // Compacted into one frame, each entry stored as it is inside it.
+        let db = sled::open(dir.path()).unwrap();
+        let key = [b"log/".as_slice(), &1u64.to_be_bytes()].concat();
+        let entry = common::entry_bytes(dir.path(), &db, &key);
+        assert!(String::from_utf8_lossy(&entry).contains(&"a".repeat(1_000)));
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.read_events(Sequence::ZERO, 10).unwrap(), all);
+    store.close().await.unwrap();
+}
+
+/// CRC-32 (IEEE), as the pointers hold it.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
 }
 
 #[tokio::test]

@@ -271,6 +271,10 @@ impl Writer {
             }
             return None;
         }
+        if !rewritten.is_empty() {
+            // An erasure rewrote entries: the frames read before hold their old bytes.
+            self.log.forget_read_frames();
+        }
         let appended = new_head - self.head;
         self.head = new_head;
         let projected = if projects {

@@ -69,33 +69,55 @@ pub fn temp_store() -> (tempfile::TempDir, Store) {
     (dir, store)
 }
 
-/// Where the bytes of the log entry at `key` are in its segment file: the file, the offset and
-/// the length. sled's value for the key is the pointer (schema 6: `0x07`, then the file's
-/// number u32, the offset u64, the length u32, the event count u32 and the CRC-32 u32, all
-/// little-endian); the file is `<dir>/log/<number, 10 digits>.seg`.
-pub fn segment_of(
-    dir: &std::path::Path,
-    db: &sled::Db,
-    key: &[u8],
-) -> (std::path::PathBuf, u64, usize) {
+/// Where the frame holding the log entry at `key` is in its segment file: the file, the
+/// frame's offset and its length on disk (its 4-byte length included), and where the entry is
+/// inside the decompressed frame. sled's value for the key is the pointer (schema 7: `0x08`,
+/// then the file's number u32, the frame's offset u64, the entry's offset in the frame u32,
+/// its length u32, the event count u32 and the CRC-32 u32, all little-endian); the file is
+/// `<dir>/log/<number, 10 digits>.seg`; a frame is its length u32 then its bytes, a zstd frame
+/// or the entries as they are.
+pub fn segment_of(dir: &std::path::Path, db: &sled::Db, key: &[u8]) -> Frame {
     let pointer = db.get(key).unwrap().expect("the entry");
-    assert_eq!(pointer.len(), 25, "a pointer");
-    assert_eq!(pointer[0], 0x07, "a pointer");
-    let number = u32::from_le_bytes(pointer[1..5].try_into().unwrap());
+    assert_eq!(pointer.len(), 29, "a pointer");
+    assert_eq!(pointer[0], 0x08, "a pointer into a frame");
+    let u32_at = |at: usize| u32::from_le_bytes(pointer[at..at + 4].try_into().unwrap());
+    let file = dir.join("log").join(format!("{:010}.seg", u32_at(1)));
     let offset = u64::from_le_bytes(pointer[5..13].try_into().unwrap());
-    let len = u32::from_le_bytes(pointer[13..17].try_into().unwrap()) as usize;
-    (
-        dir.join("log").join(format!("{number:010}.seg")),
+    let bytes = std::fs::read(&file).unwrap();
+    let stored = u32::from_le_bytes(
+        bytes[offset as usize..offset as usize + 4]
+            .try_into()
+            .unwrap(),
+    );
+    Frame {
+        file,
         offset,
-        len,
-    )
+        len: 4 + stored as usize,
+        inner: u32_at(13) as usize,
+        entry_len: u32_at(17) as usize,
+    }
 }
 
-/// The bytes of the log entry at `key`, read from its segment file.
+/// A frame of a segment file: see [`segment_of`].
+pub struct Frame {
+    pub file: std::path::PathBuf,
+    pub offset: u64,
+    pub len: usize,
+    pub inner: usize,
+    pub entry_len: usize,
+}
+
+/// The bytes of the log entry at `key`, read from its frame in its segment file.
 pub fn entry_bytes(dir: &std::path::Path, db: &sled::Db, key: &[u8]) -> Vec<u8> {
-    let (file, offset, len) = segment_of(dir, db, key);
-    let bytes = std::fs::read(file).unwrap();
-    bytes[offset as usize..offset as usize + len].to_vec()
+    let frame = segment_of(dir, db, key);
+    let bytes = std::fs::read(&frame.file).unwrap();
+    let stored = &bytes[frame.offset as usize + 4..frame.offset as usize + frame.len];
+    let entries = if stored.starts_with(&[0x28, 0xB5, 0x2F, 0xFD]) {
+        zstd::decode_all(stored).unwrap()
+    } else {
+        stored.to_vec()
+    };
+    entries[frame.inner..frame.inner + frame.entry_len].to_vec()
 }
 
 /// Appends one webhook of one message, `key` (its text too), to chat `c1` on connection `lc`.
