@@ -20,8 +20,12 @@ pub(crate) const PROJECTED_KEY: &[u8] = b"meta/projected";
 pub(crate) const OPEN_KEY: &[u8] = b"meta/open";
 /// `log/<seq u64 BE>` -> the event (JSON).
 pub(crate) const LOG_PREFIX: &[u8] = b"log/";
-/// `dedup/<connection>/<dedup key>` -> the sequence (u64 BE).
-pub(crate) const DEDUP_PREFIX: &[u8] = b"dedup/";
+/// `dh/<16 bytes>` -> the sequence (u64 BE): the bytes are the first 16 of the SHA-256 of the
+/// connection and the dedup key ([`dedup_key`]), since schema 7.
+pub(crate) const DEDUP_PREFIX: &[u8] = b"dh/";
+/// `dedup/<connection>/<dedup key>` -> the sequence (u64 BE): the dedup keys of schema 6 and
+/// before, which the upgrade to 7 moves under [`DEDUP_PREFIX`].
+pub(crate) const TEXT_DEDUP_PREFIX: &[u8] = b"dedup/";
 /// `conv/<connection>/<external id>` -> the conversation without its messages (JSON).
 pub(crate) const CONVERSATION_PREFIX: &[u8] = b"conv/";
 /// `msg/<connection>/<escaped external id><message key>` -> one message of a conversation
@@ -60,13 +64,32 @@ pub(crate) fn log_key(sequence: u64) -> Vec<u8> {
 // Connection ids never contain `/` (see `ConnectionId`), so `<connection>/` is a prefix-free
 // separator and whatever follows it can be any bytes.
 
+/// The key of `dedup_key` of `connection`: 19 bytes whatever the lengths of the two (a
+/// vendor's dedup key is often 50 bytes or more, and sled's file holds several copies of every
+/// key it keeps). SHA-256, so that no webhook can be made to collide with another's key and
+/// pass for its duplicate; the connection's length goes first, so that no two pairs hash the
+/// same bytes.
 pub(crate) fn dedup_key(connection: &ConnectionId, dedup_key: &str) -> Vec<u8> {
-    join(&[
-        DEDUP_PREFIX,
-        connection.as_str().as_bytes(),
-        b"/",
-        dedup_key.as_bytes(),
-    ])
+    hashed_dedup_key(connection.as_str(), dedup_key)
+}
+
+fn hashed_dedup_key(connection: &str, dedup_key: &str) -> Vec<u8> {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    hash.update((connection.len() as u64).to_le_bytes());
+    hash.update(connection.as_bytes());
+    hash.update(dedup_key.as_bytes());
+    join(&[DEDUP_PREFIX, &hash.finalize()[..16]])
+}
+
+/// The key under [`DEDUP_PREFIX`] of a schema-6 key under [`TEXT_DEDUP_PREFIX`]; `None` if
+/// `key` is not one.
+pub(crate) fn rehash_text_dedup_key(key: &[u8]) -> Option<Vec<u8>> {
+    let rest = key.strip_prefix(TEXT_DEDUP_PREFIX)?;
+    let slash = rest.iter().position(|&b| b == b'/')?;
+    let connection = std::str::from_utf8(&rest[..slash]).ok()?;
+    let dedup_key = std::str::from_utf8(&rest[slash + 1..]).ok()?;
+    Some(hashed_dedup_key(connection, dedup_key))
 }
 
 pub(crate) fn conversation_key(id: &ConversationId) -> Vec<u8> {
@@ -267,6 +290,25 @@ mod tests {
         conversation.started_at = started.map(|s| Timestamp::from_secs(s).unwrap());
         conversation.updated_at = Timestamp::from_secs(updated).unwrap();
         conversation
+    }
+
+    #[test]
+    fn dedup_keys_are_short_distinct_and_what_the_upgrade_computes() {
+        let lc = ConnectionId::new("lc").unwrap();
+        let key = dedup_key(&lc, &"event:".repeat(40));
+        assert_eq!(key.len(), 19);
+        assert!(key.starts_with(DEDUP_PREFIX));
+        // The connection's length keeps (`lc`, `x...`) and (`lcx`, `...`) apart.
+        let lcx = ConnectionId::new("lcx").unwrap();
+        assert_ne!(dedup_key(&lc, "xa"), dedup_key(&lcx, "a"));
+        assert_ne!(dedup_key(&lc, "a"), dedup_key(&lc, "b"));
+        assert_eq!(dedup_key(&lc, "a"), dedup_key(&lc, "a"));
+        // The upgrade from schema 6 finds the same key from the old one.
+        assert_eq!(
+            rehash_text_dedup_key(b"dedup/lc/event:a/b").unwrap(),
+            dedup_key(&lc, "event:a/b")
+        );
+        assert_eq!(rehash_text_dedup_key(b"dh/lc/a"), None);
     }
 
     #[test]

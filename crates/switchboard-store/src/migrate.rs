@@ -8,7 +8,7 @@
 //! | 4 | `meta/projected`: conversations may be written after the log (the writer holds them for up to `projection_interval`), and the log after `meta/projected` is replayed into them at open. Nothing else moves: upgrading from 3 writes the schema key, and the open that follows writes `meta/projected` at the head (schema 3 wrote conversations with every group). A build of schema 3 refuses a store of schema 4, whose conversations it would not replay |
 //! | 5 | messages under `msg/` as a binary record (postcard behind the byte `0x05`) instead of JSON: about 100 bytes for a chat line that took 231. Nothing moves at the upgrade: upgrading from 4 writes the schema key, the JSON messages stay and are read as before, and each becomes a binary record when it is next written. A build of schema 4 refuses a store of schema 5, whose messages it would not read |
 //! | 6 | log entries in append-only segment files (`<data dir>/log/*.seg`, see `segments`), sled keeping a 25-byte pointer with the entry's event count and CRC-32 under its `log/` key: an entry costs its bytes once, not twice as inside sled's nodes. Nothing moves at the upgrade: the entries of a schema-5 store stay inside sled and are read there; `switchboard compact` moves them to the files. A build of schema 5 refuses a store of schema 6 |
-//! | 7 | a group's log entries written as one frame, compressed together (see `segments`), sled keeping a 29-byte pointer (the frame, the entry's place in it, its count and CRC-32): webhooks alike compress across entries, a long chat's entry to a tenth of its size on its own. Nothing moves at the upgrade: schema-6 entries, each compressed on its own, stay and are read as before; `switchboard compact` rewrites them into frames. A build of schema 6 refuses a store of schema 7 |
+//! | 7 | dedup keys under `dh/` as the first 16 bytes of the SHA-256 of the connection and the vendor's dedup key (19 bytes, where `dedup/<connection>/<key>` took 50 or more); the upgrade rewrites them in batches of [`DEDUP_BATCH`], each one atomic sled batch, so that an interrupted upgrade resumes with the keys not yet moved. And a group's log entries written as one frame, compressed together (see `segments`), sled keeping a 29-byte pointer (the frame, the entry's place in it, its count and CRC-32): webhooks alike compress across entries, a long chat's entry to a tenth of its size on its own. Log entries do not move at the upgrade: schema-6 entries, each compressed on its own, stay and are read as before; `switchboard compact` rewrites them into frames. A build of schema 6 refuses a store of schema 7 |
 //!
 //! [`upgrade`] runs at open, before the writer starts, in batches of [`BATCH`] conversations,
 //! each one atomic sled batch. `meta/schema_version` moves to the new version only after the
@@ -29,6 +29,9 @@ use crate::record::decode;
 
 /// Conversations rewritten per atomic batch.
 const BATCH: usize = 512;
+
+/// Dedup keys moved per atomic batch.
+const DEDUP_BATCH: usize = 10_000;
 
 /// The versions [`upgrade`] can bring to [`keys::SCHEMA_VERSION`].
 pub(crate) fn can_upgrade(found: u64) -> bool {
@@ -52,6 +55,7 @@ pub(crate) fn upgrade(db: &sled::Db, dir: &Path, found: u64) -> Result<(), Store
     } else {
         (0, 0, 0)
     };
+    let dedup_keys = hash_dedup_keys(db)?;
     db.insert(
         keys::SCHEMA_VERSION_KEY,
         keys::SCHEMA_VERSION.to_string().as_bytes(),
@@ -63,10 +67,36 @@ pub(crate) fn upgrade(db: &sled::Db, dir: &Path, found: u64) -> Result<(), Store
         conversations,
         messages,
         index_entries_dropped = dropped,
+        dedup_keys,
         millis = started.elapsed().as_millis() as u64,
         "store schema upgraded"
     );
     Ok(())
+}
+
+/// Schema 6 to 7: each dedup key moved from `dedup/<connection>/<key>` to its hashed key,
+/// batch by batch (each batch writes the new keys and removes the old ones together, so a
+/// batch interrupted by a crash left nothing, and the next open moves what is left). Returns
+/// how many it moved.
+fn hash_dedup_keys(db: &sled::Db) -> Result<u64, StoreError> {
+    let mut moved = 0u64;
+    loop {
+        let mut batch = sled::Batch::default();
+        let mut in_batch = 0usize;
+        for entry in db.scan_prefix(keys::TEXT_DEDUP_PREFIX).take(DEDUP_BATCH) {
+            let (key, value) = entry?;
+            let hashed = keys::rehash_text_dedup_key(&key)
+                .ok_or_else(|| StoreError::corrupt(&key, "a dedup key without its connection"))?;
+            batch.insert(hashed, value);
+            batch.remove(key);
+            in_batch += 1;
+        }
+        if in_batch == 0 {
+            return Ok(moved);
+        }
+        db.apply_batch(batch)?;
+        moved += in_batch as u64;
+    }
 }
 
 /// Schema 2 to 3: each conversation split into its header and one key per message, the

@@ -196,8 +196,7 @@ async fn what_a_failed_group_left_is_dropped_at_open() {
         drop(store);
         {
             let db = sled::open(dir.path()).unwrap();
-            let mut dedup_c = b"dedup/lc/".to_vec();
-            dedup_c.extend_from_slice(b"c");
+            let dedup_c = common::dedup_key("lc", "c");
             // And its `meta/projected`, past the head.
             db.insert("meta/projected", &9u64.to_be_bytes()).unwrap();
             if case == "head past the log" {
@@ -267,7 +266,8 @@ async fn dedup_keys_a_cut_short_write_left_are_dropped_after_an_unclean_end() {
                 // What a run that never closed left: its mark, and a cut-short group's dedup
                 // key pointing past the head.
                 db.insert("meta/open", &[][..]).unwrap();
-                db.insert("dedup/lc/b", &2u64.to_be_bytes()).unwrap();
+                db.insert(common::dedup_key("lc", "b"), &2u64.to_be_bytes())
+                    .unwrap();
             }
             db.flush().unwrap();
         }

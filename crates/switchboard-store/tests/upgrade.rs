@@ -367,9 +367,11 @@ async fn a_schema_5_store_reads_its_entries_inside_sled_and_compact_moves_them_t
 
 /// A schema-6 store keeps each log entry compressed on its own in its segment files: they
 /// read as they were after the upgrade, new entries go into frames, and `compact` rewrites
-/// the old ones into frames too.
+/// the old ones into frames too. Its dedup keys, text, are moved to hashed keys (resuming an
+/// interrupted move) and still tell duplicates.
 #[tokio::test]
-async fn a_schema_6_store_reads_its_entries_on_their_own_and_compact_frames_them() {
+async fn a_schema_6_store_reads_its_entries_on_their_own_keeps_its_dedup_keys_and_compact_frames_them()
+ {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     for key in ["a", "b"] {
@@ -400,6 +402,11 @@ async fn a_schema_6_store_reads_its_entries_on_their_own_and_compact_frames_them
             file.extend_from_slice(&stored);
             db.insert(&key, pointer).unwrap();
         }
+        // Schema 6's dedup keys were the connection and the key as text; an upgrade
+        // interrupted after its first batch left `b`'s moved already.
+        let hashed = common::dedup_key("lc", "a");
+        let sequence = db.remove(&hashed).unwrap().expect("a's dedup key");
+        db.insert("dedup/lc/a", sequence).unwrap();
         db.insert("meta/schema_version", "6").unwrap();
         db.flush().unwrap();
         std::fs::remove_dir_all(dir.path().join("log")).unwrap();
@@ -418,9 +425,25 @@ async fn a_schema_6_store_reads_its_entries_on_their_own_and_compact_frames_them
         .unwrap();
     let all = store.read_events(Sequence::ZERO, 10).unwrap();
     assert_eq!(all.len(), 3);
+    // Both old dedup keys still say what was stored.
+    for key in ["a", "b"] {
+        let mut again = request("lc", "livechat", vec![common::message(key, "c1", 10, key)]);
+        again.raw = Some("{}".into());
+        let receipt = store.append(again).await.unwrap();
+        assert_eq!(
+            (receipt.duplicates, receipt.appended.len()),
+            (1, 0),
+            "{key}"
+        );
+    }
     store.close().await.unwrap();
     drop(store);
     assert_eq!(schema_version(dir.path()), "7");
+    {
+        let db = sled::open(dir.path()).unwrap();
+        assert_eq!(db.scan_prefix("dedup/").count(), 0, "every text key moved");
+        assert_eq!(db.scan_prefix("dh/").count(), 3);
+    }
     let first_bytes = |dir: &std::path::Path| -> Vec<u8> {
         let db = sled::open(dir).unwrap();
         db.scan_prefix("log/")

@@ -62,6 +62,17 @@ pub fn request(connection: &str, vendor: &str, events: Vec<IncomingEvent>) -> Ap
     request
 }
 
+/// The sled key of `dedup_key` of `connection` (schema 7): `dh/`, then the first 16 bytes of
+/// the SHA-256 of the connection's length (u64 LE), the connection and the dedup key.
+pub fn dedup_key(connection: &str, dedup_key: &str) -> Vec<u8> {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    hash.update((connection.len() as u64).to_le_bytes());
+    hash.update(connection);
+    hash.update(dedup_key);
+    [b"dh/".as_slice(), &hash.finalize()[..16]].concat()
+}
+
 /// A store opened in a fresh temporary directory; keep the directory alive as long as the store.
 pub fn temp_store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
