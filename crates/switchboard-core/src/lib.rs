@@ -37,7 +37,7 @@ pub mod verify;
 
 pub use crate::config::{ConnectionConfig, RateLimit, Secret};
 pub use crate::contact::{ContactChange, SYSTEM_CONNECTION, SYSTEM_VENDOR};
-pub use crate::conversation::{Conversation, Lww, Stamp};
+pub use crate::conversation::{Conversation, Lww, ParticipantFields, Stamp, ThreadStatus};
 pub use crate::erase::ERASED;
 pub use crate::error::{Error, ErrorCode, MAX_ERROR_MESSAGE_BYTES, Result, cap_message};
 pub use crate::event::{

@@ -10,14 +10,14 @@ use switchboard_core::{Conversation, ConversationId, Lww, Message};
 
 use crate::StoreError;
 use crate::keys;
-use crate::record::{decode_message, encode, encode_message, load};
+use crate::record::{decode_message, encode_message};
 
 /// The header of `id`, without messages, if stored.
 pub(crate) fn load_header(
     tree: &sled::Tree,
     id: &ConversationId,
 ) -> Result<Option<Conversation>, StoreError> {
-    load(tree, &keys::conversation_key(id))
+    crate::header::load_header(tree, &keys::conversation_key(id))
 }
 
 /// Reads the messages of `conversation` (a header) into it. A message that does not decode is
@@ -91,9 +91,8 @@ pub(crate) fn encode_changes(
     Ok(())
 }
 
-/// The header record of `conversation`: everything but its messages and event keys.
-pub(crate) fn encode_header(mut conversation: Conversation) -> Result<Vec<u8>, StoreError> {
-    conversation.messages.clear();
-    conversation.event_keys.clear();
-    encode(&conversation)
+/// The header record of `conversation`: everything but its messages and event keys (see
+/// [`crate::header`]).
+pub(crate) fn encode_header(conversation: Conversation) -> Result<Vec<u8>, StoreError> {
+    crate::header::encode_header(&conversation)
 }

@@ -262,6 +262,7 @@ mod contract;
 mod conversations;
 pub mod erase;
 mod error;
+mod header;
 mod keys;
 mod migrate;
 pub mod paging;

@@ -189,7 +189,7 @@ fn name_connection_vendors(db: &sled::Db) -> Result<(), StoreError> {
         let vendor = db
             .scan_prefix(&prefix)
             .filter_map(Result::ok)
-            .find_map(|(key, value)| decode::<Conversation>(&key, &value).ok())
+            .find_map(|(key, value)| crate::header::decode_header(&key, &value).ok())
             .map(|conversation| conversation.vendor);
         if let Some(vendor) = vendor {
             batch.insert(key, keys::connection_count_value(count, &vendor));

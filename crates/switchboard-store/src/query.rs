@@ -213,7 +213,7 @@ pub(crate) fn list_conversations(
         let Some(bytes) = tree.get(&conversation_key)? else {
             continue;
         };
-        let mut conversation: Conversation = match decode(&conversation_key, &bytes) {
+        let mut conversation = match crate::header::decode_header(&conversation_key, &bytes) {
             Ok(conversation) => conversation,
             Err(error) => {
                 crate::unreadable_record(&conversation_key, &error);

@@ -93,7 +93,7 @@ async fn an_unknown_schema_version_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         drop(Store::open(dir.path()).unwrap());
         {
-            let db = sled::open(dir.path()).unwrap();
+            let db = common::sled_open(dir.path());
             db.insert("meta/schema_version", version).unwrap();
             db.flush().unwrap();
         }
@@ -115,7 +115,7 @@ async fn an_unknown_schema_version_is_refused() {
 fn a_foreign_sled_database_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = common::sled_open(dir.path());
         db.insert("someone-else", "data").unwrap();
         db.flush().unwrap();
     }
@@ -128,7 +128,7 @@ fn a_foreign_sled_database_is_refused() {
 fn a_new_store_records_its_schema_version() {
     let dir = tempfile::tempdir().unwrap();
     drop(Store::open(dir.path()).unwrap());
-    let db = sled::open(dir.path()).unwrap();
+    let db = common::sled_open(dir.path());
     assert_eq!(
         db.get("meta/schema_version").unwrap().unwrap(),
         "7".as_bytes()
@@ -195,7 +195,7 @@ async fn what_a_failed_group_left_is_dropped_at_open() {
         store.close().await.unwrap();
         drop(store);
         {
-            let db = sled::open(dir.path()).unwrap();
+            let db = common::sled_open(dir.path());
             let dedup_c = common::dedup_key("lc", "c");
             // And its `meta/projected`, past the head.
             db.insert("meta/projected", &9u64.to_be_bytes()).unwrap();
@@ -256,7 +256,7 @@ async fn dedup_keys_a_cut_short_write_left_are_dropped_after_an_unclean_end() {
         store.close().await.unwrap();
         drop(store);
         {
-            let db = sled::open(dir.path()).unwrap();
+            let db = common::sled_open(dir.path());
             assert_eq!(
                 db.get("meta/open").unwrap(),
                 None,
@@ -283,7 +283,7 @@ async fn dedup_keys_a_cut_short_write_left_are_dropped_after_an_unclean_end() {
         assert_eq!(event.incoming.dedup_key, "b");
         // A store dropped without a close (what a crash leaves) keeps its mark.
         drop(store);
-        let db = sled::open(dir.path()).unwrap();
+        let db = common::sled_open(dir.path());
         assert_eq!(
             db.get("meta/open").unwrap().as_deref(),
             Some(&[][..]),
@@ -311,7 +311,7 @@ async fn a_torn_newest_entry_is_dropped_after_an_unclean_end_and_stood_in_for_af
         drop(store);
         {
             // Entry 2's bytes cut short in its file.
-            let db = sled::open(dir.path()).unwrap();
+            let db = common::sled_open(dir.path());
             let frame = common::segment_of(
                 dir.path(),
                 &db,
@@ -365,7 +365,7 @@ async fn a_projected_mark_past_the_head_is_brought_back_to_it() {
     store.close().await.unwrap();
     drop(store);
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = common::sled_open(dir.path());
         db.insert("meta/projected", &9u64.to_be_bytes()).unwrap();
         db.flush().unwrap();
     }
@@ -374,7 +374,7 @@ async fn a_projected_mark_past_the_head_is_brought_back_to_it() {
     assert_eq!(store.conversation_count().unwrap(), 1);
     store.close().await.unwrap();
     drop(store);
-    let db = sled::open(dir.path()).unwrap();
+    let db = common::sled_open(dir.path());
     assert_eq!(
         db.get("meta/projected").unwrap().unwrap(),
         1u64.to_be_bytes().as_slice()

@@ -65,7 +65,7 @@ async fn an_unreadable_record_is_stood_in_for_and_the_rest_are_served() {
     {
         // Break entry 2 of the log and conversation b as an old build could have written them:
         // valid JSON nested deeper than serde_json reads back.
-        let db = sled::open(dir.path()).unwrap();
+        let db = common::sled_open(dir.path());
         let key = [b"log/".as_slice(), &2u64.to_be_bytes()].concat();
         // A schema-2 entry (flat JSON), as the old build wrote it.
         let broken = format!(
@@ -145,7 +145,7 @@ async fn a_binary_record_whose_payload_does_not_decode_is_stood_in_for() {
         // Damage the payload's JSON inside entry 1, keeping the record's length, and keep it
         // inside sled, where a schema-5 store held its entries (a segment file's checksum
         // would refuse the whole entry: see the next test).
-        let db = sled::open(dir.path()).unwrap();
+        let db = common::sled_open(dir.path());
         let key = [b"log/".as_slice(), &1u64.to_be_bytes()].concat();
         let mut entry = common::entry_bytes(dir.path(), &db, &key);
         let at = entry
@@ -191,7 +191,7 @@ async fn a_damaged_request_entry_stands_in_for_each_of_its_events() {
     {
         // Zeros over the second half of the entry's frame in its segment file (the next
         // append is a group, and a frame, of its own).
-        let db = sled::open(dir.path()).unwrap();
+        let db = common::sled_open(dir.path());
         let key = [b"log/".as_slice(), &1u64.to_be_bytes()].concat();
         let frame = common::segment_of(dir.path(), &db, &key);
         let mut bytes = std::fs::read(&frame.file).unwrap();

@@ -61,7 +61,7 @@ fn position(conversation: &Conversation) -> Vec<u8> {
 /// Writes a store of schema 2 by hand: a JSON log entry, a conversation stored whole (every
 /// message and the dedup keys of its events in one record), its index entries and counters.
 fn write_schema_2(dir: &std::path::Path, conversations: &[Conversation]) {
-    let db = sled::open(dir).unwrap();
+    let db = common::sled_open(dir);
     db.insert("meta/schema_version", "2").unwrap();
     let entry = serde_json::json!({
         "sequence": 1, "id": "0190-old", "connection": "lc", "vendor": "livechat",
@@ -109,7 +109,7 @@ fn write_schema_2(dir: &std::path::Path, conversations: &[Conversation]) {
 }
 
 fn schema_version(dir: &std::path::Path) -> String {
-    let db = sled::open(dir).unwrap();
+    let db = common::sled_open(dir);
     String::from_utf8(db.get("meta/schema_version").unwrap().unwrap().to_vec()).unwrap()
 }
 
@@ -179,7 +179,7 @@ async fn a_schema_2_store_is_upgraded_in_place_and_reads_back_as_it_was() {
     store.close().await.unwrap();
     drop(store);
     assert_eq!(schema_version(dir.path()), "7");
-    let db = sled::open(dir.path()).unwrap();
+    let db = common::sled_open(dir.path());
     for gone in [
         "ix/all/",
         "ix/vendor/",
@@ -215,7 +215,7 @@ async fn a_schema_3_store_is_upgraded_and_its_conversations_are_through_its_head
     drop(store);
     {
         // What a schema-3 build left: the same keys, without `meta/projected`.
-        let db = sled::open(dir.path()).unwrap();
+        let db = common::sled_open(dir.path());
         db.insert("meta/schema_version", "3").unwrap();
         db.remove("meta/projected").unwrap();
         db.flush().unwrap();
@@ -227,7 +227,7 @@ async fn a_schema_3_store_is_upgraded_and_its_conversations_are_through_its_head
     store.close().await.unwrap();
     drop(store);
     assert_eq!(schema_version(dir.path()), "7");
-    let db = sled::open(dir.path()).unwrap();
+    let db = common::sled_open(dir.path());
     assert_eq!(
         db.get("meta/projected").unwrap().unwrap(),
         2u64.to_be_bytes().as_slice()
@@ -267,7 +267,7 @@ async fn a_schema_4_store_keeps_its_json_messages_readable_beside_new_binary_one
     };
     {
         // What a schema-4 build wrote: each message as the JSON of its register.
-        let db = sled::open(dir.path()).unwrap();
+        let db = common::sled_open(dir.path());
         let stored = message_keys(&db);
         assert_eq!(stored.len(), 2);
         for (key, value) in stored {
@@ -301,7 +301,7 @@ async fn a_schema_4_store_keeps_its_json_messages_readable_beside_new_binary_one
     store.close().await.unwrap();
     drop(store);
     assert_eq!(schema_version(dir.path()), "7");
-    let db = sled::open(dir.path()).unwrap();
+    let db = common::sled_open(dir.path());
     let first_bytes: Vec<u8> = message_keys(&db)
         .iter()
         .map(|(_, value)| value[0])
@@ -325,7 +325,7 @@ async fn a_schema_5_store_reads_its_entries_inside_sled_and_compact_moves_them_t
     drop(store);
     {
         // What a schema-5 build wrote: each entry inside sled, no segment files.
-        let db = sled::open(dir.path()).unwrap();
+        let db = common::sled_open(dir.path());
         for sequence in [1u64, 2] {
             let key = [b"log/".as_slice(), &sequence.to_be_bytes()].concat();
             let entry = common::entry_bytes(dir.path(), &db, &key);
@@ -351,7 +351,7 @@ async fn a_schema_5_store_reads_its_entries_inside_sled_and_compact_moves_them_t
     drop(store);
     assert_eq!(schema_version(dir.path()), "7");
     let first_bytes = |dir: &std::path::Path| -> Vec<u8> {
-        let db = sled::open(dir).unwrap();
+        let db = common::sled_open(dir);
         db.scan_prefix("log/")
             .map(|entry| entry.unwrap().1[0])
             .collect()
@@ -385,7 +385,7 @@ async fn a_schema_6_store_reads_its_entries_on_their_own_keeps_its_dedup_keys_an
     {
         // What a schema-6 build wrote: each entry's body compressed on its own (above 400
         // bytes), the entries one after the other in a segment file, a 25-byte pointer each.
-        let db = sled::open(dir.path()).unwrap();
+        let db = common::sled_open(dir.path());
         let mut file = Vec::new();
         for sequence in [1u64, 2] {
             let key = [b"log/".as_slice(), &sequence.to_be_bytes()].concat();
@@ -440,12 +440,12 @@ async fn a_schema_6_store_reads_its_entries_on_their_own_keeps_its_dedup_keys_an
     drop(store);
     assert_eq!(schema_version(dir.path()), "7");
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = common::sled_open(dir.path());
         assert_eq!(db.scan_prefix("dedup/").count(), 0, "every text key moved");
         assert_eq!(db.scan_prefix("dh/").count(), 3);
     }
     let first_bytes = |dir: &std::path::Path| -> Vec<u8> {
-        let db = sled::open(dir).unwrap();
+        let db = common::sled_open(dir);
         db.scan_prefix("log/")
             .map(|entry| entry.unwrap().1[0])
             .collect()
@@ -458,7 +458,7 @@ async fn a_schema_6_store_reads_its_entries_on_their_own_keeps_its_dedup_keys_an
     assert_eq!(first_bytes(dir.path()), vec![0x08, 0x08, 0x08]);
     {
         // Compacted into one frame, each entry stored as it is inside it.
-        let db = sled::open(dir.path()).unwrap();
+        let db = common::sled_open(dir.path());
         let key = [b"log/".as_slice(), &1u64.to_be_bytes()].concat();
         let entry = common::entry_bytes(dir.path(), &db, &key);
         assert!(String::from_utf8_lossy(&entry).contains(&"a".repeat(1_000)));
@@ -491,7 +491,7 @@ async fn an_interrupted_upgrade_resumes_at_the_next_open() {
     write_schema_2(dir.path(), &before);
     {
         // What a crash after the first batch leaves: c1 already split, c2 not, still schema 2.
-        let db = sled::open(dir.path()).unwrap();
+        let db = common::sled_open(dir.path());
         let mut header = before[0].clone();
         for (key, message) in &header.messages {
             let mut message_key = b"msg/lc/c1".to_vec();

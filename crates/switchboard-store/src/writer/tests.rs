@@ -112,7 +112,9 @@ fn one_group_dedups_across_its_requests_and_sees_its_own_changes() {
 
     // Both events folded into one conversation, indexed once, under its final status.
     let key = keys::conversation_key(&ConversationId::new(ConnectionId::new("lc").unwrap(), "c1"));
-    let conversation: Conversation = load(&stages.writer.db, &key).unwrap().unwrap();
+    let conversation = crate::header::load_header(&stages.writer.db, &key)
+        .unwrap()
+        .unwrap();
     assert_eq!(conversation.status, ConversationStatus::Closed);
     assert_eq!(conversation.event_count, 2);
     assert_eq!(query::conversation_count(&stages.writer.db).unwrap(), 1);
@@ -166,7 +168,9 @@ fn conversations_are_held_over_groups_and_written_once_when_a_reader_wants_them(
     // both events folded in, with `meta/projected`, and the flusher says so once durable.
     projection.want(2);
     stages.commit(vec![Command::Project]);
-    let conversation: Conversation = load(&stages.writer.db, &key).unwrap().unwrap();
+    let conversation = crate::header::load_header(&stages.writer.db, &key)
+        .unwrap()
+        .unwrap();
     assert_eq!(conversation.status, ConversationStatus::Closed);
     assert_eq!(conversation.event_count, 2);
     assert_eq!(query::conversation_count(&stages.writer.db).unwrap(), 1);

@@ -73,6 +73,22 @@ pub fn dedup_key(connection: &str, dedup_key: &str) -> Vec<u8> {
     [b"dh/".as_slice(), &hash.finalize()[..16]].concat()
 }
 
+/// sled opened on the store at `dir`, to read or damage its keys. A store closed a moment ago
+/// may still hold sled's file lock while sled's own threads wind down (the store's open waits
+/// for it too): this waits up to 10 s.
+pub fn sled_open(dir: &std::path::Path) -> sled::Db {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::open(dir) {
+            Ok(db) => return db,
+            Err(_) if std::time::Instant::now() < until => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("opening sled at {}: {e}", dir.display()),
+        }
+    }
+}
+
 /// A store opened in a fresh temporary directory; keep the directory alive as long as the store.
 pub fn temp_store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
