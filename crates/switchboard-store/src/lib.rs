@@ -34,25 +34,26 @@
 //! promises; [`Store`] is the embedded sled backend, `switchboard-store-postgres` the shared
 //! one, and `switchboard-store-contract` the one test suite both pass.
 //!
-//! # Key layout (schema 6)
+//! # Key layout (schema 7)
 //!
 //! Everything lives in ONE sled tree (the default tree of `<data-dir>`), with one key prefix per
 //! family. Numbers in keys are big-endian and fixed width, so byte order is numeric order;
 //! descending orders store `u64::MAX - x`. Connection ids never contain `/`, so `<connection>/`
 //! separates unambiguously; free-form strings followed by more key bytes (a conversation's id in
 //! a message key) are escaped order-preservingly (`00` → `00 FF`, terminated by `00 01`).
-//! Values of 400 bytes or more are zstd-compressed when that makes them smaller (a stored value
-//! that starts with zstd's magic is compressed; nothing else starts with it).
+//! JSON values and message records of 400 bytes or more, and header records over 4 KiB, are
+//! zstd-compressed when that makes them smaller (a stored value that starts with zstd's magic
+//! is compressed; nothing else starts with it).
 //!
 //! | key | value |
 //! |---|---|
-//! | `meta/schema_version` | ASCII decimal, `6` |
+//! | `meta/schema_version` | ASCII decimal, `7` |
 //! | `meta/head` | the last sequence, u64 BE |
 //! | `meta/open` | empty; present while a process has the store open, removed by a clean close (found at open: the dedup keys past the head are dropped, see [`Store::open_with`]) |
 //! | `meta/projected` | the last sequence whose conversations (`conv/`, `msg/`, `ix/`, `count/`) are written, u64 BE (see [Conversations after the log](#conversations-after-the-log)) |
-//! | `log/<first sequence u64 BE>` | where one append request's entry (its new events and its raw body, binary: see [Log encoding](#log-encoding)) is in the segment files `<data dir>/log/*.seg`: 25 bytes with its event count and CRC-32 (schema 6, see `segments`); in a store from before schema 6, the entry itself, still read |
-//! | `dedup/<connection>/<dedup key>` | the sequence of the event with that key, u64 BE |
-//! | `conv/<connection>/<external id>` | the [`Conversation`]'s header: everything but its messages, with its event count (JSON) |
+//! | `log/<first sequence u64 BE>` | where one append request's entry (its new events and its raw body, binary: see [Log encoding](#log-encoding)) is in the segment files `<data dir>/log/*.seg`: 29 bytes naming its frame, its place in the frame, its length, event count and CRC-32 (schema 7, see `segments`); 25 bytes naming the entry alone (schema 6, still read); in a store from before schema 6, the entry itself, still read |
+//! | `dh/<16 bytes>` | the sequence of the event with that dedup key: the bytes are the first 16 of the SHA-256 of the connection's length (u64 LE), the connection and the dedup key (schema 7; `dedup/<connection>/<dedup key>` before, moved by the upgrade) |
+//! | `conv/<connection>/<external id>` | the [`Conversation`]'s header: everything but its messages, with its event count: a binary record since schema 7 (postcard behind one marker byte, see `header`); JSON, as schemas 3 to 6 wrote it, is still read |
 //! | `msg/<connection>/<escaped external id><message key>` | one message's last-writer-wins register: a binary record (postcard, behind one marker byte) since schema 5; JSON, as schema 3 and 4 wrote it, is still read |
 //! | `ix/conn/<connection>/<position>` | the `conv/...` key |
 //! | `ix/status/<status>/<position>` | the `conv/...` key |
@@ -69,7 +70,7 @@
 //! every byte inverted (ties by id descending). Both index families hold the same positions, so
 //! a page token is a position and works whichever family a query scans.
 //!
-//! What an event costs: one `dedup/` key; its request's `log/` entry (shared by the request's
+//! What an event costs: one `dh/` key; its request's `log/` entry (shared by the request's
 //! events); the header of each conversation it touches, one `msg/` key per message that is new
 //! or changed, two index keys and the counters when a conversation is new or moves, all of
 //! them once per projection write however many events and groups touched the conversation
@@ -83,7 +84,7 @@
 //! [`StoreOptions::max_batch`] in all without waiting, and:
 //! 1. For each event, in order: a dedup key already stored, or appended earlier in the same
 //!    group, is a duplicate and appends nothing. A new event gets the next sequence and a UUID
-//!    v7 id, goes to `log/` and `dedup/`, and is applied to the projections. Projections touched
+//!    v7 id, goes to `log/` and `dh/`, and is applied to the projections. Projections touched
 //!    in the group live in an in-memory overlay, so later events of the group see earlier ones.
 //! 2. The whole group (log, dedup, tickets, agents, sync cursors, `meta/head`, and the
 //!    conversations when the group writes them) becomes ONE `sled::Batch`, written with one
@@ -193,10 +194,12 @@
 //! says which sequences it holds), then the postcard encoding of the request's fields (connection,
 //! vendor, received_at, request id, the raw body as the text that arrived) and each event's
 //! head and payload (the payload as a JSON document of its own: vendor JSON is never nested
-//! inside another JSON document), compressed together with zstd when that pays, so the text a
-//! payload repeats from the raw body costs little. The caller of [`Store::append`] encodes and
-//! compresses the entry before it reaches the writer (on its own core); the writer re-encodes
-//! only when some of the request's events turn out to be duplicates.
+//! inside another JSON document). The caller of [`Store::append`] encodes the entry before it
+//! reaches the writer (on its own core); the writer re-encodes only when some of the request's
+//! events turn out to be duplicates. The entries of a group are compressed together, as one
+//! zstd frame in the segment file (schema 7, see `segments`), so the text a payload repeats
+//! from the raw body, and what one webhook repeats of the others, costs little. Entries of
+//! schemas 3 to 6 were compressed one by one (after the count) and are still read.
 //!
 //! Schema-2 entries (one flat JSON object per event) are still read: they start with `{`.
 //! An entry that does not decode is served as stand-in events that keep its sequences (kind
@@ -230,17 +233,19 @@
 //!
 //! # Schema
 //!
-//! `meta/schema_version` is `6`. A store of schema 2 to 5 is upgraded in place by
+//! `meta/schema_version` is `7`. A store of schema 2 to 6 is upgraded in place by
 //! [`Store::open`] (see `migrate`: from 2, conversations split into header and messages, the
 //! dropped index families removed, connection counters named; from 3, only the version moves
 //! and `meta/projected` is written at the head; from 4, only the version moves: its JSON
 //! messages are still read, and each is rewritten as a binary record when it next changes;
 //! from 5, only the version moves: its log entries stay inside sled and are read there, new
-//! ones go to segment files, and `switchboard compact` moves the old ones out), with log lines; an interrupted upgrade resumes at the next open, and schema-2 log entries
+//! ones go to segment files, and `switchboard compact` moves the old ones out; from 6, the dedup
+//! keys move to their hashed form in atomic batches, and the entries compressed one by one and
+//! the JSON headers stay and are read), with log lines; an interrupted upgrade resumes at the next open, and schema-2 log entries
 //! stay as they are. A build of schema 3 refuses a store of schema 4 (it would not replay the
 //! conversations held back after the log), a build of schema 4 one of schema 5 (it would
-//! not read its messages), and a build of schema 5 one of schema 6 (its log is in files it
-//! does not know).
+//! not read its messages), a build of schema 5 one of schema 6 (its log is in files it
+//! does not know), and a build of schema 6 one of schema 7 (it would find no dedup key).
 //! Any other version is refused
 //! ([`StoreError::SchemaMismatch`], FailedPrecondition), and so is a non-empty tree without one
 //! ([`StoreError::NotAStore`]). A non-empty `db` file from which sled reads nothing is refused
@@ -773,8 +778,8 @@ impl Store {
             }
             let (key, value) = entry?;
             let decoded = match self.inner.log.entry(&key, &value).and_then(|value| {
-                // The stored entry is smaller than the events decoded from it (compressed):
-                // count it three times over.
+                // Decoded events take about three times their entry's bytes (an entry
+                // compressed on its own, from before schema 7, counts as it is stored).
                 read = read.saturating_add(value.len().saturating_mul(3));
                 record::decode_entry_range(&key, &value, wanted..=last)
             }) {

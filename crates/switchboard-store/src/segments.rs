@@ -1,4 +1,4 @@
-//! The log's entries in append-only segment files beside sled (schema 6).
+//! The log's entries in append-only segment files beside sled (schema 6; frames since 7).
 //!
 //! sled keeps a value in its leaf node and rewrites the node as the node changes, and it frees
 //! a segment of its own file only once half of it is garbage: a value costs about twice its
@@ -13,9 +13,9 @@
 //! when compression does not pay). Webhooks of one vendor look alike, and zstd finds that
 //! across entries but not inside one entry of a few hundred bytes: a long chat's entry takes
 //! about a tenth of its separately compressed size. A frame holds at most [`FRAME_BYTES`] of
-//! entries (one larger entry is a frame of its own); a reader decompresses a frame once and
-//! keeps the last few ([`CACHED_FRAMES`]), so reading a run of entries decompresses each
-//! frame once. The pointer says where the frame starts, where the entry is inside it, and the
+//! entries (one larger entry is a frame of its own); readers keep the last few frames
+//! decompressed ([`CACHED_FRAMES`], frames of one large entry excepted), so reading a run of
+//! entries decompresses each frame once. The pointer says where the frame starts, where the entry is inside it, and the
 //! CRC-32 of the entry's own bytes. Damage inside a frame makes every entry of that frame
 //! unreadable (served as stand-ins, their sequences kept). Schema-6 pointers (an entry on its
 //! own, compressed by itself) are still read.
@@ -36,7 +36,6 @@
 //! **Older stores.** A schema-5 store's entries are inside sled, and stay there: a value that
 //! is not a pointer is the entry itself, and is read as before.
 
-use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::Write;
@@ -64,6 +63,9 @@ pub(crate) const FRAME_BYTES: usize = 64 << 10;
 
 /// How many decompressed frames [`LogFiles`] keeps for readers.
 const CACHED_FRAMES: usize = 8;
+
+/// The largest frame kept for readers: a group's frame, not a single larger entry.
+const CACHED_FRAME_BYTES: usize = 2 * FRAME_BYTES;
 
 /// The length before each frame in a segment file.
 const FRAME_HEADER: u64 = 4;
@@ -157,8 +159,30 @@ struct State {
     readers: HashMap<u32, Arc<File>>,
 }
 
+/// A log entry's bytes as read: inside sled's value, read on its own, or a range of a frame
+/// shared with the frames kept for readers (an entry of a thousand events is not copied for
+/// each read of a few of them).
+#[derive(Debug)]
+pub(crate) enum Entry<'a> {
+    Inline(&'a [u8]),
+    Owned(Vec<u8>),
+    InFrame(Arc<Vec<u8>>, std::ops::Range<usize>),
+}
+
+impl std::ops::Deref for Entry<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Entry::Inline(bytes) => bytes,
+            Entry::Owned(bytes) => bytes,
+            Entry::InFrame(frame, range) => &frame[range.clone()],
+        }
+    }
+}
+
 /// A frame kept for readers: its segment and offset, and the entries it holds.
-type ReadFrame = ((u32, u64), Arc<[u8]>);
+type ReadFrame = ((u32, u64), Arc<Vec<u8>>);
 
 /// The file a run appends to.
 struct Active {
@@ -406,7 +430,7 @@ impl LogFiles {
 
     /// The entries of the frame at `offset` of `segment`, decompressed (from the frames kept
     /// when it is one of them).
-    fn frame(&self, key: &[u8], segment: u32, offset: u64) -> Result<Arc<[u8]>, StoreError> {
+    fn frame(&self, key: &[u8], segment: u32, offset: u64) -> Result<Arc<Vec<u8>>, StoreError> {
         let cached = |frames: &VecDeque<ReadFrame>| {
             frames
                 .iter()
@@ -420,7 +444,12 @@ impl LogFiles {
         let header = self.read_at(key, segment, offset, FRAME_HEADER)?;
         let stored = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
         let bytes = self.read_at(key, segment, offset + FRAME_HEADER, u64::from(stored))?;
-        let frame: Arc<[u8]> = crate::record::unpack(key, &bytes)?.into();
+        let frame = Arc::new(crate::record::unpack(key, &bytes)?.into_owned());
+        if frame.len() > CACHED_FRAME_BYTES {
+            // One large entry (a sync page, a bulk append) is its own frame: kept, it would
+            // hold memory for reads that mostly want other frames.
+            return Ok(frame);
+        }
         let mut frames = frames();
         if frames.len() == CACHED_FRAMES {
             frames.pop_front();
@@ -431,29 +460,31 @@ impl LogFiles {
 
     /// The bytes `pointer` points at, checked against its CRC; a missing file, a short read,
     /// a frame that does not decompress or a CRC that differs is corruption at `key`.
-    pub(crate) fn read(&self, key: &[u8], pointer: &Pointer) -> Result<Vec<u8>, StoreError> {
-        let bytes = match pointer.inner {
-            None => self.read_at(key, pointer.segment, pointer.offset, u64::from(pointer.len))?,
+    pub(crate) fn read(&self, key: &[u8], pointer: &Pointer) -> Result<Entry<'static>, StoreError> {
+        let entry = match pointer.inner {
+            None => Entry::Owned(self.read_at(
+                key,
+                pointer.segment,
+                pointer.offset,
+                u64::from(pointer.len),
+            )?),
             Some(inner) => {
                 let frame = self.frame(key, pointer.segment, pointer.offset)?;
-                let (start, len) = (inner as usize, pointer.len as usize);
-                frame
-                    .get(start..start + len)
-                    .ok_or_else(|| {
-                        StoreError::corrupt(
-                            key,
-                            format!(
-                                "its frame in {} holds {} bytes, not {}",
-                                self.path(pointer.segment).display(),
-                                frame.len(),
-                                start + len
-                            ),
-                        )
-                    })?
-                    .to_vec()
+                let (start, end) = (inner as usize, inner as usize + pointer.len as usize);
+                if end > frame.len() {
+                    return Err(StoreError::corrupt(
+                        key,
+                        format!(
+                            "its frame in {} holds {} bytes, not {end}",
+                            self.path(pointer.segment).display(),
+                            frame.len(),
+                        ),
+                    ));
+                }
+                Entry::InFrame(frame, start..end)
             }
         };
-        if crc32fast::hash(&bytes) != pointer.crc {
+        if crc32fast::hash(&entry) != pointer.crc {
             return Err(StoreError::corrupt(
                 key,
                 format!(
@@ -462,19 +493,15 @@ impl LogFiles {
                 ),
             ));
         }
-        Ok(bytes)
+        Ok(entry)
     }
 
     /// The entry stored at `key` whose sled value is `value`: the value itself for an entry
     /// inline in sled (schema 5 and before), else the bytes it points at.
-    pub(crate) fn entry<'a>(
-        &self,
-        key: &[u8],
-        value: &'a [u8],
-    ) -> Result<Cow<'a, [u8]>, StoreError> {
+    pub(crate) fn entry<'a>(&self, key: &[u8], value: &'a [u8]) -> Result<Entry<'a>, StoreError> {
         match Pointer::decode(value) {
-            Some(pointer) => self.read(key, &pointer).map(Cow::Owned),
-            None => Ok(Cow::Borrowed(value)),
+            Some(pointer) => self.read(key, &pointer),
+            None => Ok(Entry::Inline(value)),
         }
     }
 
