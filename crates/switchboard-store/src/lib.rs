@@ -41,8 +41,8 @@
 //! descending orders store `u64::MAX - x`. Connection ids never contain `/`, so `<connection>/`
 //! separates unambiguously; free-form strings followed by more key bytes (a conversation's id in
 //! a message key) are escaped order-preservingly (`00` → `00 FF`, terminated by `00 01`).
-//! JSON values and message records of 400 bytes or more, and header records over 4 KiB, are
-//! zstd-compressed when that makes them smaller (a stored value that starts with zstd's magic
+//! Values of 400 bytes or more (JSON, message and header records; not log entries, which are
+//! compressed in frames) are zstd-compressed when that makes them smaller (a stored value that starts with zstd's magic
 //! is compressed; nothing else starts with it).
 //!
 //! | key | value |
