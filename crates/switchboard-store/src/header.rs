@@ -301,12 +301,7 @@ pub(crate) fn decode_header(key: &[u8], bytes: &[u8]) -> Result<Conversation, St
     };
     let lww = |value: Option<(&str, u32)>| {
         value
-            .map(|(v, at)| {
-                Ok::<_, StoreError>(Lww {
-                    value: v.to_owned(),
-                    stamp: stamp(at)?,
-                })
-            })
+            .map(|(v, at)| register(v.to_owned(), stamp(at)))
             .transpose()
     };
     let status = |byte: u8| {
@@ -328,47 +323,26 @@ pub(crate) fn decode_header(key: &[u8], bytes: &[u8]) -> Result<Conversation, St
     conversation.end_reason = lww(record.end_reason)?;
     conversation.visitor = record
         .visitor
-        .map(|(p, at)| {
-            Ok::<_, StoreError>(Lww {
-                value: participant(p),
-                stamp: stamp(at)?,
-            })
-        })
+        .map(|(p, at)| register(participant(p), stamp(at)))
         .transpose()?;
     for (id, agent, at) in record.agents {
-        let value = agent.map(participant);
-        let stamp = stamp(at)?;
-        conversation
-            .agents
-            .insert(id.to_owned(), Lww { value, stamp });
+        let agent = register(agent.map(participant), stamp(at))?;
+        conversation.agents.insert(id.to_owned(), agent);
     }
     conversation.assigned_agent = lww(record.assigned_agent)?;
     for (tag, value, at) in record.tags {
-        let stamp = stamp(at)?;
-        conversation
-            .tags
-            .insert(tag.to_owned(), Lww { value, stamp });
+        let tag_register = register(value, stamp(at))?;
+        conversation.tags.insert(tag.to_owned(), tag_register);
     }
     conversation.rating = record
         .rating
-        .map(|(r, at)| {
-            Ok::<_, StoreError>(Lww {
-                value: rating_of(r),
-                stamp: stamp(at)?,
-            })
-        })
+        .map(|(r, at)| register(rating_of(r), stamp(at)))
         .transpose()?;
     conversation.page_url = lww(record.page_url)?;
     conversation.referrer = lww(record.referrer)?;
     for (name, value, at) in record.attributes {
-        let stamp = stamp(at)?;
-        conversation.attributes.insert(
-            name.to_owned(),
-            Lww {
-                value: value.to_owned(),
-                stamp,
-            },
-        );
+        let attribute = register(value.to_owned(), stamp(at))?;
+        conversation.attributes.insert(name.to_owned(), attribute);
     }
     for (id, s, at) in record.segments {
         let value = Segment {
@@ -379,10 +353,8 @@ pub(crate) fn decode_header(key: &[u8], bytes: &[u8]) -> Result<Conversation, St
             rating: s.rating.map(rating_of),
             attributes: owned_pairs(s.attributes),
         };
-        let stamp = stamp(at)?;
-        conversation
-            .segments
-            .insert(id.to_owned(), Lww { value, stamp });
+        let segment = register(value, stamp(at))?;
+        conversation.segments.insert(id.to_owned(), segment);
     }
     conversation.event_count = record.event_count;
     for (name, f) in record.participant_fields {
@@ -422,6 +394,14 @@ pub(crate) fn load_header(
     tree.get(key)?
         .map(|bytes| decode_header(key, &bytes))
         .transpose()
+}
+
+/// A last-writer-wins register of `value` at `stamp`, once the stamp is found.
+fn register<T>(value: T, stamp: Result<Stamp, StoreError>) -> Result<Lww<T>, StoreError> {
+    Ok(Lww {
+        value,
+        stamp: stamp?,
+    })
 }
 
 fn participant(p: PersonRecord<'_>) -> Participant {

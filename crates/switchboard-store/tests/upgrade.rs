@@ -309,20 +309,49 @@ async fn a_schema_4_store_keeps_its_json_messages_readable_beside_new_binary_one
     assert_eq!(first_bytes, vec![b'{', b'{', 0x05]);
 }
 
-/// A schema-5 store keeps its log entries inside sled: they read as they were after the
-/// upgrade, new entries go to segment files, and `compact` moves the old ones out too.
-#[tokio::test]
-async fn a_schema_5_store_reads_its_entries_inside_sled_and_compact_moves_them_to_files() {
+/// A store of two one-message webhooks, `a` and `b`, each with the raw body `raw(key)`,
+/// closed; and its events.
+async fn two_messages(
+    raw: impl Fn(&str) -> String,
+) -> (tempfile::TempDir, Vec<switchboard_core::Event>) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     for key in ["a", "b"] {
         let mut request = request("lc", "livechat", vec![common::message(key, "c1", 10, key)]);
-        request.raw = Some(format!("{{\"body\":\"{key}\"}}"));
+        request.raw = Some(raw(key));
         store.append(request).await.unwrap();
     }
     let before = store.read_events(Sequence::ZERO, 10).unwrap();
     store.close().await.unwrap();
-    drop(store);
+    (dir, before)
+}
+
+/// Opens the upgraded store at `dir`, checks that it reads `before`, appends a third message
+/// `c`, and returns the open store and its three events.
+async fn reads_as_before_and_takes_one_more(
+    dir: &std::path::Path,
+    before: &[switchboard_core::Event],
+) -> (Store, Vec<switchboard_core::Event>) {
+    let store = Store::open(dir).unwrap();
+    assert_eq!(store.read_events(Sequence::ZERO, 10).unwrap(), before);
+    store
+        .append(request(
+            "lc",
+            "livechat",
+            vec![common::message("c", "c1", 11, "c")],
+        ))
+        .await
+        .unwrap();
+    let all = store.read_events(Sequence::ZERO, 10).unwrap();
+    assert_eq!(all.len(), 3);
+    (store, all)
+}
+
+/// A schema-5 store keeps its log entries inside sled: they read as they were after the
+/// upgrade, new entries go to segment files, and `compact` moves the old ones out too.
+#[tokio::test]
+async fn a_schema_5_store_reads_its_entries_inside_sled_and_compact_moves_them_to_files() {
+    let (dir, before) = two_messages(|key| format!("{{\"body\":\"{key}\"}}")).await;
     {
         // What a schema-5 build wrote: each entry inside sled, no segment files.
         let db = common::sled_open(dir.path());
@@ -335,18 +364,7 @@ async fn a_schema_5_store_reads_its_entries_inside_sled_and_compact_moves_them_t
         db.flush().unwrap();
         std::fs::remove_dir_all(dir.path().join("log")).unwrap();
     }
-    let store = Store::open(dir.path()).unwrap();
-    assert_eq!(store.read_events(Sequence::ZERO, 10).unwrap(), before);
-    store
-        .append(request(
-            "lc",
-            "livechat",
-            vec![common::message("c", "c1", 11, "c")],
-        ))
-        .await
-        .unwrap();
-    let all = store.read_events(Sequence::ZERO, 10).unwrap();
-    assert_eq!(all.len(), 3);
+    let (store, all) = reads_as_before_and_takes_one_more(dir.path(), &before).await;
     store.close().await.unwrap();
     drop(store);
     assert_eq!(schema_version(dir.path()), "7");
@@ -372,16 +390,7 @@ async fn a_schema_5_store_reads_its_entries_inside_sled_and_compact_moves_them_t
 #[tokio::test]
 async fn a_schema_6_store_reads_its_entries_on_their_own_keeps_its_dedup_keys_and_compact_frames_them()
  {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    for key in ["a", "b"] {
-        let mut request = request("lc", "livechat", vec![common::message(key, "c1", 10, key)]);
-        request.raw = Some(format!("{{\"body\":\"{}\"}}", key.repeat(1_000)));
-        store.append(request).await.unwrap();
-    }
-    let before = store.read_events(Sequence::ZERO, 10).unwrap();
-    store.close().await.unwrap();
-    drop(store);
+    let (dir, before) = two_messages(|key| format!("{{\"body\":\"{}\"}}", key.repeat(1_000))).await;
     {
         // What a schema-6 build wrote: each entry's body compressed on its own (above 400
         // bytes), the entries one after the other in a segment file, a 25-byte pointer each.
@@ -413,18 +422,7 @@ async fn a_schema_6_store_reads_its_entries_on_their_own_keeps_its_dedup_keys_an
         std::fs::create_dir(dir.path().join("log")).unwrap();
         std::fs::write(dir.path().join("log/0000000007.seg"), file).unwrap();
     }
-    let store = Store::open(dir.path()).unwrap();
-    assert_eq!(store.read_events(Sequence::ZERO, 10).unwrap(), before);
-    store
-        .append(request(
-            "lc",
-            "livechat",
-            vec![common::message("c", "c1", 11, "c")],
-        ))
-        .await
-        .unwrap();
-    let all = store.read_events(Sequence::ZERO, 10).unwrap();
-    assert_eq!(all.len(), 3);
+    let (store, all) = reads_as_before_and_takes_one_more(dir.path(), &before).await;
     // Both old dedup keys still say what was stored.
     for key in ["a", "b"] {
         let mut again = request("lc", "livechat", vec![common::message(key, "c1", 10, key)]);
