@@ -86,13 +86,7 @@ pub(crate) fn encode_changes(
     }
     writes.insert(
         keys::conversation_key(&conversation.id),
-        encode_header(conversation)?,
+        crate::header::encode_header(&conversation)?,
     );
     Ok(())
-}
-
-/// The header record of `conversation`: everything but its messages and event keys (see
-/// [`crate::header`]).
-pub(crate) fn encode_header(conversation: Conversation) -> Result<Vec<u8>, StoreError> {
-    crate::header::encode_header(&conversation)
 }

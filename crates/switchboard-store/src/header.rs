@@ -267,11 +267,8 @@ pub(crate) fn encode_header(conversation: &Conversation) -> Result<Vec<u8>, Stor
                 )
             })
             .collect(),
-        stamps: Vec::new(),
-    };
-    let record = HeaderRecord {
+        // Last: every field above has placed its stamps.
         stamps: stamps.0,
-        ..record
     };
     let bytes = postcard::to_extend(&record, vec![HEADER_RECORD])
         .map_err(|e| StoreError::Commit(format!("cannot encode a conversation: {e}")))?;

@@ -23,7 +23,7 @@ use switchboard_core::Conversation;
 use tracing::info;
 
 use crate::StoreError;
-use crate::conversations;
+use crate::header;
 use crate::keys;
 use crate::record::decode;
 
@@ -130,7 +130,7 @@ fn split_conversations(db: &sled::Db) -> Result<(u64, u64, u64), StoreError> {
             );
             messages += 1;
         }
-        batch.insert(key, conversations::encode_header(conversation)?);
+        batch.insert(key, header::encode_header(&conversation)?);
         split += 1;
         in_batch += 1;
         if in_batch == BATCH {
@@ -189,7 +189,7 @@ fn name_connection_vendors(db: &sled::Db) -> Result<(), StoreError> {
         let vendor = db
             .scan_prefix(&prefix)
             .filter_map(Result::ok)
-            .find_map(|(key, value)| crate::header::decode_header(&key, &value).ok())
+            .find_map(|(key, value)| header::decode_header(&key, &value).ok())
             .map(|conversation| conversation.vendor);
         if let Some(vendor) = vendor {
             batch.insert(key, keys::connection_count_value(count, &vendor));

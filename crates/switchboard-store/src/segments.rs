@@ -145,10 +145,9 @@ struct State {
     active: Option<Active>,
     /// Frames sealed and not written yet, to follow the active file's `length`.
     buffer: Vec<u8>,
-    /// The entries of the frame being filled, uncompressed.
+    /// The entries of the frame being filled, uncompressed. It starts where the buffer ends
+    /// (a frame is sealed into the buffer before anything else is).
     frame: Vec<u8>,
-    /// Where that frame will start in the active file.
-    frame_offset: u64,
     /// The number the next new file gets.
     next: u32,
     /// Files written to since the last [`LogFiles::sync`].
@@ -223,7 +222,6 @@ impl LogFiles {
                 active: None,
                 buffer: Vec::new(),
                 frame: Vec::new(),
-                frame_offset: 0,
                 next,
                 unsynced: Vec::new(),
                 dir_unsynced: false,
@@ -283,10 +281,7 @@ impl LogFiles {
             seal(&mut state);
         }
         let active = state.active.as_ref().expect("opened above");
-        let segment = active.segment;
-        if state.frame.is_empty() {
-            state.frame_offset = active.length + state.buffer.len() as u64;
-        }
+        let (segment, frame_offset) = (active.segment, active.length + state.buffer.len() as u64);
         let inner = u32::try_from(state.frame.len()).expect("a frame is sealed at FRAME_BYTES");
         state.frame.extend_from_slice(entry);
         // A compaction copies a whole log: it writes as it goes.
@@ -295,7 +290,7 @@ impl LogFiles {
         }
         Ok(Pointer {
             segment,
-            offset: state.frame_offset,
+            offset: frame_offset,
             inner: Some(inner),
             len,
             count,
@@ -319,10 +314,13 @@ impl LogFiles {
     /// Forgets the frames kept for readers (an erasure rewrote an entry: the old bytes are
     /// not kept in memory either).
     pub(crate) fn forget_read_frames(&self) {
+        self.read_frames().clear();
+    }
+
+    fn read_frames(&self) -> std::sync::MutexGuard<'_, VecDeque<ReadFrame>> {
         self.frames
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clear();
     }
 
     fn write(&self, state: &mut State) -> Result<(), StoreError> {
@@ -437,8 +435,7 @@ impl LogFiles {
                 .find(|(at, _)| *at == (segment, offset))
                 .map(|(_, frame)| frame.clone())
         };
-        let frames = || self.frames.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(frame) = cached(&frames()) {
+        if let Some(frame) = cached(&self.read_frames()) {
             return Ok(frame);
         }
         let header = self.read_at(key, segment, offset, FRAME_HEADER)?;
@@ -450,7 +447,7 @@ impl LogFiles {
             // hold memory for reads that mostly want other frames.
             return Ok(frame);
         }
-        let mut frames = frames();
+        let mut frames = self.read_frames();
         if frames.len() == CACHED_FRAMES {
             frames.pop_front();
         }

@@ -190,29 +190,30 @@ async fn a_schema_2_store_is_upgraded_in_place_and_reads_back_as_it_was() {
     }
 }
 
+/// A store of one request: chat `c1` on `lc` started at 100, then `messages` (key, text) at
+/// 101, 102...; closed. Returns it and the conversation as it read before closing.
+async fn one_chat(messages: &[(&str, &str)]) -> (tempfile::TempDir, Conversation) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut events = vec![started("s1", "c1", 100)];
+    for (at, (key, text)) in (101..).zip(messages) {
+        events.push(common::message(key, "c1", at, text));
+    }
+    store
+        .append(request("lc", "livechat", events))
+        .await
+        .unwrap();
+    let id = ConversationId::new(ConnectionId::new("lc").unwrap(), "c1");
+    let before = store.get_conversation(&id).unwrap().unwrap();
+    store.close().await.unwrap();
+    (dir, before)
+}
+
 /// A schema-3 store (conversations written with every group, no `meta/projected`) becomes
 /// schema 4 with its conversations written through its head, and opens as it was.
 #[tokio::test]
 async fn a_schema_3_store_is_upgraded_and_its_conversations_are_through_its_head() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    store
-        .append(request(
-            "lc",
-            "livechat",
-            vec![
-                started("s1", "c1", 100),
-                common::message("m1", "c1", 101, "hi"),
-            ],
-        ))
-        .await
-        .unwrap();
-    let before = store
-        .get_conversation(&ConversationId::new(ConnectionId::new("lc").unwrap(), "c1"))
-        .unwrap()
-        .unwrap();
-    store.close().await.unwrap();
-    drop(store);
+    let (dir, before) = one_chat(&[("m1", "hi")]).await;
     {
         // What a schema-3 build left: the same keys, without `meta/projected`.
         let db = common::sled_open(dir.path());
@@ -238,25 +239,9 @@ async fn a_schema_3_store_is_upgraded_and_its_conversations_are_through_its_head
 /// read as they were, beside the binary records written after the upgrade.
 #[tokio::test]
 async fn a_schema_4_store_keeps_its_json_messages_readable_beside_new_binary_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    let id = ConversationId::new(ConnectionId::new("lc").unwrap(), "c1");
-    let store = Store::open(dir.path()).unwrap();
-    store
-        .append(request(
-            "lc",
-            "livechat",
-            vec![
-                started("s1", "c1", 100),
-                common::message("m1", "c1", 101, "hi"),
-                common::message("m2", "c1", 102, "how are you?"),
-            ],
-        ))
-        .await
-        .unwrap();
-    let before = store.get_conversation(&id).unwrap().unwrap();
+    let (dir, before) = one_chat(&[("m1", "hi"), ("m2", "how are you?")]).await;
+    let id = before.id.clone();
     assert_eq!(before.messages.len(), 2);
-    store.close().await.unwrap();
-    drop(store);
     let message_keys = |db: &sled::Db| -> Vec<(Vec<u8>, Vec<u8>)> {
         db.scan_prefix("msg/lc/c1")
             .map(|entry| {
