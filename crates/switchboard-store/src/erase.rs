@@ -290,7 +290,8 @@ fn build_copy(dir: &Path) -> Result<u64, StoreError> {
         // The log's entries are copied into new segment files: only the bytes a pointer
         // reaches (an erased entry's old version, a failed group's bytes are left behind), and
         // entries a schema-5 store kept inside sled move to the files too), in frames, each
-        // entry compressed with its frame rather than on its own.
+        // entry compressed with its frame rather than on its own. Messages' records are
+        // copied too, each on its own.
         let old_log = crate::segments::LogFiles::open(dir)?;
         let new_log = crate::segments::LogFiles::open(&new_dir)?;
         let mut keys = 0u64;
@@ -310,6 +311,17 @@ fn build_copy(dir: &Path) -> Result<u64, StoreError> {
                     Err(error) => {
                         // Readers get stand-ins for it (its pointer says how many events),
                         // before and after: kept as it is, its checksum never matches again.
+                        crate::unreadable_record(&key, &error);
+                        batch.insert(key, value);
+                    }
+                }
+            } else if key.starts_with(crate::keys::MESSAGE_PREFIX) {
+                // A message's record: copied on its own, as the writer writes it (one a store
+                // of schema 7 or before kept inside sled moves to the files).
+                match old_log.record(&key, &value) {
+                    Ok(bytes) => batch.insert(key, new_log.append_record(&bytes)?),
+                    Err(error) => {
+                        // Left out of reads before and after, like an unreadable entry.
                         crate::unreadable_record(&key, &error);
                         batch.insert(key, value);
                     }

@@ -30,7 +30,7 @@ pub(crate) const TEXT_DEDUP_PREFIX: &[u8] = b"dedup/";
 pub(crate) const CONVERSATION_PREFIX: &[u8] = b"conv/";
 /// `msg/<connection>/<escaped external id><message key>` -> one message of a conversation
 /// (its last-writer-wins register: a binary record since schema 5, JSON before).
-const MESSAGE_PREFIX: &[u8] = b"msg/";
+pub(crate) const MESSAGE_PREFIX: &[u8] = b"msg/";
 /// `ticket/<connection>/<external id>` -> the ticket and the sequence that set it (JSON).
 pub(crate) const TICKET_PREFIX: &[u8] = b"ticket/";
 /// `agent/<connection>/<login>` -> the agent (JSON).
@@ -39,7 +39,7 @@ const AGENT_PREFIX: &[u8] = b"agent/";
 const SYNC_PREFIX: &[u8] = b"sync/";
 
 /// The schema version this build writes and reads.
-pub(crate) const SCHEMA_VERSION: u64 = 7;
+pub(crate) const SCHEMA_VERSION: u64 = 8;
 
 pub(crate) fn be(n: u64) -> [u8; 8] {
     n.to_be_bytes()

@@ -34,7 +34,7 @@
 //! promises; [`Store`] is the embedded sled backend, `switchboard-store-postgres` the shared
 //! one, and `switchboard-store-contract` the one test suite both pass.
 //!
-//! # Key layout (schema 7)
+//! # Key layout (schema 8)
 //!
 //! Everything lives in ONE sled tree (the default tree of `<data-dir>`), with one key prefix per
 //! family. Numbers in keys are big-endian and fixed width, so byte order is numeric order;
@@ -47,14 +47,14 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `meta/schema_version` | ASCII decimal, `7` |
+//! | `meta/schema_version` | ASCII decimal, `8` |
 //! | `meta/head` | the last sequence, u64 BE |
 //! | `meta/open` | empty; present while a process has the store open, removed by a clean close (found at open: the dedup keys past the head are dropped, see [`Store::open_with`]) |
 //! | `meta/projected` | the last sequence whose conversations (`conv/`, `msg/`, `ix/`, `count/`) are written, u64 BE (see [Conversations after the log](#conversations-after-the-log)) |
 //! | `log/<first sequence u64 BE>` | where one append request's entry (its new events and its raw body, binary: see [Log encoding](#log-encoding)) is in the segment files `<data dir>/log/*.seg`: 29 bytes naming its frame, its place in the frame, its length, event count and CRC-32 (schema 7, see `segments`); 25 bytes naming the entry alone (schema 6, still read); in a store from before schema 6, the entry itself, still read |
 //! | `dh/<16 bytes>` | the sequence of the event with that dedup key: the bytes are the first 16 of the SHA-256 of the connection's length (u64 LE), the connection and the dedup key (schema 7; `dedup/<connection>/<dedup key>` before, moved by the upgrade) |
 //! | `conv/<connection>/<external id>` | the [`Conversation`]'s header: everything but its messages, with its event count: a binary record since schema 7 (postcard behind one marker byte, see `header`); JSON, as schemas 3 to 6 wrote it, is still read |
-//! | `msg/<connection>/<escaped external id><message key>` | one message's last-writer-wins register: a binary record (postcard, behind one marker byte) since schema 5; JSON, as schema 3 and 4 wrote it, is still read |
+//! | `msg/<connection>/<escaped external id><message key>` | where one message's last-writer-wins register is in the segment files: 21 bytes naming its file, offset, length and CRC-32 (schema 8, see `segments`); the record there is binary (postcard, behind one marker byte). A store of schema 7 or before kept the record itself here (binary since schema 5; JSON, as schemas 3 and 4 wrote it), still read |
 //! | `ix/conn/<connection>/<position>` | the `conv/...` key |
 //! | `ix/status/<status>/<position>` | the `conv/...` key |
 //! | `count/conv/conn/<c>/` | conversations of the connection, u64 BE, then its vendor's name |
@@ -71,8 +71,8 @@
 //! a page token is a position and works whichever family a query scans.
 //!
 //! What an event costs: one `dh/` key; its request's `log/` entry (shared by the request's
-//! events); the header of each conversation it touches, one `msg/` key per message that is new
-//! or changed, two index keys and the counters when a conversation is new or moves, all of
+//! events); the header of each conversation it touches, one `msg/` key (and its record in the segment
+//! files) per message that is new or changed, two index keys and the counters when a conversation is new or moves, all of
 //! them once per projection write however many events and groups touched the conversation
 //! since the last one (see below). A conversation of 200 messages is never rewritten whole.
 //!
@@ -233,7 +233,7 @@
 //!
 //! # Schema
 //!
-//! `meta/schema_version` is `7`. A store of schema 2 to 6 is upgraded in place by
+//! `meta/schema_version` is `8`. A store of schema 2 to 7 is upgraded in place by
 //! [`Store::open`] (see `migrate`: from 2, conversations split into header and messages, the
 //! dropped index families removed, connection counters named; from 3, only the version moves
 //! and `meta/projected` is written at the head; from 4, only the version moves: its JSON
@@ -241,11 +241,14 @@
 //! from 5, only the version moves: its log entries stay inside sled and are read there, new
 //! ones go to segment files, and `switchboard compact` moves the old ones out; from 6, the dedup
 //! keys move to their hashed form in atomic batches, and the entries compressed one by one and
-//! the JSON headers stay and are read), with log lines; an interrupted upgrade resumes at the next open, and schema-2 log entries
+//! the JSON headers stay and are read; from 7, only the version moves: its messages stay inside
+//! sled and are read there, each moving to the segment files when it next changes, and
+//! `switchboard compact` moves them all), with log lines; an interrupted upgrade resumes at the next open, and schema-2 log entries
 //! stay as they are. A build of schema 3 refuses a store of schema 4 (it would not replay the
 //! conversations held back after the log), a build of schema 4 one of schema 5 (it would
 //! not read its messages), a build of schema 5 one of schema 6 (its log is in files it
-//! does not know), and a build of schema 6 one of schema 7 (it would find no dedup key).
+//! does not know), a build of schema 6 one of schema 7 (it would find no dedup key), and a build of schema 7
+//! one of schema 8 (it would not read its messages).
 //! Any other version is refused
 //! ([`StoreError::SchemaMismatch`], FailedPrecondition), and so is a non-empty tree without one
 //! ([`StoreError::NotAStore`]). A non-empty `db` file from which sled reads nothing is refused
@@ -923,7 +926,7 @@ impl Store {
         id: &ConversationId,
     ) -> Result<Option<Conversation>, StoreError> {
         self.wait_for_conversations()?;
-        conversations::load_full(&self.inner.db, id)
+        conversations::load_full(&self.inner.db, &self.inner.log, id)
     }
 
     /// A page of conversations, newest first; see the crate docs for which filters are indexed.
@@ -933,7 +936,7 @@ impl Store {
         query: &ConversationQuery,
     ) -> Result<ConversationPage, StoreError> {
         self.wait_for_conversations()?;
-        query::list_conversations(&self.inner.db, query)
+        query::list_conversations(&self.inner.db, &self.inner.log, query)
     }
 
     /// Whether the conversations in the tree hold every durable event (reads need not wait).

@@ -9,6 +9,7 @@
 //! | 5 | messages under `msg/` as a binary record (postcard behind the byte `0x05`) instead of JSON: about 100 bytes for a chat line that took 231. Nothing moves at the upgrade: upgrading from 4 writes the schema key, the JSON messages stay and are read as before, and each becomes a binary record when it is next written. A build of schema 4 refuses a store of schema 5, whose messages it would not read |
 //! | 6 | log entries in append-only segment files (`<data dir>/log/*.seg`, see `segments`), sled keeping a 25-byte pointer with the entry's event count and CRC-32 under its `log/` key: an entry costs its bytes once, not twice as inside sled's nodes. Nothing moves at the upgrade: the entries of a schema-5 store stay inside sled and are read there; `switchboard compact` moves them to the files. A build of schema 5 refuses a store of schema 6 |
 //! | 7 | dedup keys under `dh/` as the first 16 bytes of the SHA-256 of the connection and the vendor's dedup key (19 bytes, where `dedup/<connection>/<key>` took 50 or more); the upgrade rewrites them in batches of [`DEDUP_BATCH`], each one atomic sled batch, so that an interrupted upgrade resumes with the keys not yet moved. And a group's log entries written as one frame, compressed together (see `segments`), sled keeping a 29-byte pointer (the frame, the entry's place in it, its count and CRC-32): webhooks alike compress across entries, a long chat's entry to a tenth of its size on its own. Log entries do not move at the upgrade: schema-6 entries, each compressed on its own, stay and are read as before; `switchboard compact` rewrites them into frames. A build of schema 6 refuses a store of schema 7 |
+//! | 8 | a message's record in the segment files, on its own (not in a frame), sled keeping a 21-byte pointer (file, offset, length, CRC-32) under its `msg/` key: sled's file is about four times the live bytes it holds on loads that insert, and messages were three quarters of a long chat's. Nothing moves at the upgrade: the messages a store of schema 7 kept inside sled stay and are read there, each moving to the files when it is next written; `switchboard compact` moves them all. A build of schema 7 refuses a store of schema 8, whose messages it would not read |
 //!
 //! [`upgrade`] runs at open, before the writer starts, in batches of [`BATCH`] conversations,
 //! each one atomic sled batch. `meta/schema_version` moves to the new version only after the
@@ -35,7 +36,7 @@ const DEDUP_BATCH: usize = 10_000;
 
 /// The versions [`upgrade`] can bring to [`keys::SCHEMA_VERSION`].
 pub(crate) fn can_upgrade(found: u64) -> bool {
-    (2..=6).contains(&found)
+    (2..=7).contains(&found)
 }
 
 /// Upgrades the store from schema `found` to [`keys::SCHEMA_VERSION`], in place.
@@ -47,9 +48,10 @@ pub(crate) fn upgrade(db: &sled::Db, dir: &Path, found: u64) -> Result<(), Store
         to = keys::SCHEMA_VERSION,
         "upgrading the store's schema in place (an interrupted upgrade resumes at the next start)"
     );
-    // From 3 to 6, only the version moves (from 3, `meta/projected` is written at the next
-    // open; from 4, JSON messages are still read; from 5, entries inside sled are; from 6,
-    // entries on their own in segment files are).
+    // From 3 to 7, only the version moves, and the dedup keys from 6 or before (from 3,
+    // `meta/projected` is written at the next open; from 4, JSON messages are still read; from
+    // 5, entries inside sled are; from 6, entries on their own in segment files are; from 7,
+    // messages inside sled are).
     let (conversations, messages, dropped) = if found == 2 {
         split_conversations(db)?
     } else {

@@ -159,6 +159,7 @@ fn in_range(at: Timestamp, from: Option<Timestamp>, to: Option<Timestamp>) -> bo
 
 pub(crate) fn list_conversations(
     tree: &sled::Tree,
+    log: &crate::segments::LogFiles,
     query: &ConversationQuery,
 ) -> Result<ConversationPage, StoreError> {
     query.check_store_filters()?;
@@ -238,7 +239,7 @@ pub(crate) fn list_conversations(
                 query.updated_to,
             );
         if matches {
-            crate::conversations::load_messages(tree, &mut conversation)?;
+            crate::conversations::load_messages(tree, log, &mut conversation)?;
             page.push((position, conversation));
         }
     }

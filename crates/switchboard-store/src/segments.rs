@@ -33,8 +33,18 @@
 //! an erased entry's previous version) stay until `switchboard compact`, which writes only
 //! what the pointers reach into new files.
 //!
+//! **Records** (schema 8). A conversation's messages are written here too, each on its own
+//! (not in a frame: a chat's messages arrive minutes apart, and reading one chat must not
+//! decompress a frame per message), sled keeping a [`RecordPointer`] under the message's key.
+//! sled's file is about four times the live bytes it holds on loads that insert, so a long
+//! chat costs its messages once here rather than four times there. Unlike a log entry, a
+//! record's pointer can reach sled's file in a group that acknowledges nothing (projections
+//! are written after the log), so the writer fdatasyncs the files before it applies a batch
+//! that points at new records ([`LogFiles::take_records_appended`]).
+//!
 //! **Older stores.** A schema-5 store's entries are inside sled, and stay there: a value that
-//! is not a pointer is the entry itself, and is read as before.
+//! is not a pointer is the entry itself, and is read as before. So are the messages a store
+//! of schema 7 or before kept inside sled.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
@@ -57,6 +67,10 @@ pub(crate) const POINTER: u8 = 0x07;
 
 /// The first byte of a [`Pointer`] value to an entry inside a frame (schema 7).
 pub(crate) const FRAMED_POINTER: u8 = 0x08;
+
+/// The first byte of a [`RecordPointer`] value (schema 8): a record on its own in a segment
+/// file (a message inside sled starts with `0x05`, `{` or the zstd magic).
+pub(crate) const RECORD_POINTER: u8 = 0x09;
 
 /// A frame is sealed once its entries come to this many bytes, before compression.
 pub(crate) const FRAME_BYTES: usize = 64 << 10;
@@ -131,11 +145,53 @@ impl Pointer {
     }
 }
 
-/// The segment files of one store: appended to by the writer, synced by the flusher, read by
-/// anyone.
+/// Where a record (a message) is: what sled keeps under its key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RecordPointer {
+    pub(crate) segment: u32,
+    pub(crate) offset: u64,
+    pub(crate) len: u32,
+    /// CRC-32 of the record's bytes.
+    pub(crate) crc: u32,
+}
+
+/// The bytes of an encoded [`RecordPointer`].
+const RECORD_POINTER_LEN: usize = 1 + 4 + 8 + 4 + 4;
+
+impl RecordPointer {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(RECORD_POINTER_LEN);
+        out.push(RECORD_POINTER);
+        out.extend_from_slice(&self.segment.to_le_bytes());
+        out.extend_from_slice(&self.offset.to_le_bytes());
+        out.extend_from_slice(&self.len.to_le_bytes());
+        out.extend_from_slice(&self.crc.to_le_bytes());
+        out
+    }
+
+    /// The pointer `value` holds; `None` if it is not one (a record inline in sled).
+    pub(crate) fn decode(value: &[u8]) -> Option<RecordPointer> {
+        if value.len() != RECORD_POINTER_LEN || value[0] != RECORD_POINTER {
+            return None;
+        }
+        let u32_at = |at: usize| u32::from_le_bytes(value[at..at + 4].try_into().expect("4"));
+        Some(RecordPointer {
+            segment: u32_at(1),
+            offset: u64::from_le_bytes(value[5..13].try_into().expect("8")),
+            len: u32_at(13),
+            crc: u32_at(17),
+        })
+    }
+}
+
+/// The segment files of one store: appended to by the writer, synced by the flusher (and by
+/// the writer before a batch that points at new records), read by anyone.
 pub(crate) struct LogFiles {
     dir: PathBuf,
     state: Mutex<State>,
+    /// Held through a [`LogFiles::sync`], so that a sync returns only once every byte written
+    /// before it is durable, whichever thread's fdatasync carries them.
+    syncing: Mutex<()>,
     /// The frames read last, newest last.
     frames: Mutex<VecDeque<ReadFrame>>,
 }
@@ -154,6 +210,8 @@ struct State {
     unsynced: Vec<Arc<File>>,
     /// Whether the directory must be fsynced (a file was created in it).
     dir_unsynced: bool,
+    /// Whether a record was appended since [`LogFiles::take_records_appended`].
+    records_appended: bool,
     /// Open files, for reads.
     readers: HashMap<u32, Arc<File>>,
 }
@@ -218,6 +276,7 @@ impl LogFiles {
         Ok(LogFiles {
             dir,
             frames: Mutex::new(VecDeque::with_capacity(CACHED_FRAMES)),
+            syncing: Mutex::new(()),
             state: Mutex::new(State {
                 active: None,
                 buffer: Vec::new(),
@@ -225,6 +284,7 @@ impl LogFiles {
                 next,
                 unsynced: Vec::new(),
                 dir_unsynced: false,
+                records_appended: false,
                 readers: HashMap::new(),
             }),
         })
@@ -254,29 +314,7 @@ impl LogFiles {
                 StoreError::InvalidArgument("not a log entry that says its events".into())
             })?;
         let mut state = self.state();
-        let full = state.active.as_ref().is_none_or(|active| {
-            active.length + (state.buffer.len() + state.frame.len()) as u64 >= SEGMENT_BYTES
-        });
-        if full {
-            self.write(&mut state)?;
-            let segment = state.next;
-            let path = self.path(segment);
-            let file = std::fs::OpenOptions::new()
-                .create_new(true)
-                .append(true)
-                .read(true)
-                .open(&path)
-                .map_err(StoreError::io_in(format!("creating {}", path.display())))?;
-            let file = Arc::new(file);
-            state.next = segment + 1;
-            state.readers.insert(segment, file.clone());
-            state.active = Some(Active {
-                segment,
-                file,
-                length: 0,
-            });
-            state.dir_unsynced = true;
-        }
+        self.make_room(&mut state)?;
         if !state.frame.is_empty() && state.frame.len() + entry.len() > FRAME_BYTES {
             seal(&mut state);
         }
@@ -299,6 +337,66 @@ impl LogFiles {
         .encode())
     }
 
+    /// Opens the next file when this run has none yet or the active one is full.
+    fn make_room(&self, state: &mut State) -> Result<(), StoreError> {
+        let full = state.active.as_ref().is_none_or(|active| {
+            active.length + (state.buffer.len() + state.frame.len()) as u64 >= SEGMENT_BYTES
+        });
+        if !full {
+            return Ok(());
+        }
+        self.write(state)?;
+        let segment = state.next;
+        let path = self.path(segment);
+        let file = std::fs::OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .read(true)
+            .open(&path)
+            .map_err(StoreError::io_in(format!("creating {}", path.display())))?;
+        let file = Arc::new(file);
+        state.next = segment + 1;
+        state.readers.insert(segment, file.clone());
+        state.active = Some(Active {
+            segment,
+            file,
+            length: 0,
+        });
+        state.dir_unsynced = true;
+        Ok(())
+    }
+
+    /// Appends `record` (a message, as [`crate::record::encode_message`] made it) on its own,
+    /// after the frame being filled, and returns the pointer value sled keeps for it. Buffered
+    /// like an entry, and noted for [`LogFiles::take_records_appended`].
+    pub(crate) fn append_record(&self, record: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let len = u32::try_from(record.len())
+            .map_err(|_| StoreError::InvalidArgument("a record over 4 GiB".into()))?;
+        let mut state = self.state();
+        self.make_room(&mut state)?;
+        seal(&mut state);
+        let active = state.active.as_ref().expect("opened above");
+        let (segment, offset) = (active.segment, active.length + state.buffer.len() as u64);
+        state.buffer.extend_from_slice(record);
+        state.records_appended = true;
+        if state.buffer.len() >= WRITE_ABOVE {
+            self.write(&mut state)?;
+        }
+        Ok(RecordPointer {
+            segment,
+            offset,
+            len,
+            crc: crc32fast::hash(record),
+        }
+        .encode())
+    }
+
+    /// Whether records were appended since the last call: the writer then fdatasyncs the files
+    /// before applying the batch that points at them.
+    pub(crate) fn take_records_appended(&self) -> bool {
+        std::mem::take(&mut self.state().records_appended)
+    }
+
     /// Seals the frame being filled and writes the buffered frames to their file, in one call.
     pub(crate) fn write_buffered(&self) -> Result<(), StoreError> {
         self.write(&mut self.state())
@@ -309,6 +407,7 @@ impl LogFiles {
         let mut state = self.state();
         state.buffer.clear();
         state.frame.clear();
+        state.records_appended = false;
     }
 
     /// Forgets the frames kept for readers (an erasure rewrote an entry: the old bytes are
@@ -355,6 +454,10 @@ impl LogFiles {
     /// fdatasyncs every file written since the last call (and the directory, after a new
     /// file): the entries appended before this call are then durable.
     pub(crate) fn sync(&self) -> std::io::Result<()> {
+        let _syncing = self
+            .syncing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let (files, dir) = {
             let mut state = self.state();
             self.write(&mut state).map_err(std::io::Error::other)?;
@@ -502,6 +605,26 @@ impl LogFiles {
         }
     }
 
+    /// The record stored at `key` whose sled value is `value`: the value itself for a record
+    /// inline in sled (schema 7 and before), else the bytes it points at, checked against
+    /// their CRC.
+    pub(crate) fn record<'a>(&self, key: &[u8], value: &'a [u8]) -> Result<Entry<'a>, StoreError> {
+        let Some(pointer) = RecordPointer::decode(value) else {
+            return Ok(Entry::Inline(value));
+        };
+        let bytes = self.read_at(key, pointer.segment, pointer.offset, u64::from(pointer.len))?;
+        if crc32fast::hash(&bytes) != pointer.crc {
+            return Err(StoreError::corrupt(
+                key,
+                format!(
+                    "its bytes in {} do not match their checksum",
+                    self.path(pointer.segment).display()
+                ),
+            ));
+        }
+        Ok(Entry::Owned(bytes))
+    }
+
     /// Whether the bytes `value` points at are whole (an inline entry always is).
     pub(crate) fn is_whole(&self, key: &[u8], value: &[u8]) -> bool {
         match Pointer::decode(value) {
@@ -618,6 +741,57 @@ mod tests {
         files.write_buffered().unwrap();
         assert_eq!(Pointer::decode(&pointer).unwrap().inner, Some(0));
         assert_eq!(&*files.entry(key, &pointer).unwrap(), large.as_slice());
+    }
+
+    #[test]
+    fn a_record_is_written_on_its_own_between_frames_and_damage_to_it_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = LogFiles::open(dir.path()).unwrap();
+        let a = files.append(&entry(1, "entry a")).unwrap();
+        let record = files.append_record(b"\x05a message record").unwrap();
+        let b = files.append(&entry(2, "entry b")).unwrap();
+        assert!(files.take_records_appended());
+        assert!(!files.take_records_appended());
+        files.sync().unwrap();
+        let key = b"msg/k".as_slice();
+        assert_eq!(
+            &*files.record(key, &record).unwrap(),
+            b"\x05a message record"
+        );
+        assert_eq!(&*files.entry(b"log/a", &a).unwrap(), entry(1, "entry a"));
+        assert_eq!(&*files.entry(b"log/b", &b).unwrap(), entry(2, "entry b"));
+        // The record sealed the frame before it: the entries are in two frames.
+        let (a, b) = (Pointer::decode(&a).unwrap(), Pointer::decode(&b).unwrap());
+        assert_ne!(a.offset, b.offset);
+        let pointer = RecordPointer::decode(&record).unwrap();
+        assert!(a.offset < pointer.offset && pointer.offset < b.offset);
+        assert_eq!(
+            (record.len(), record[0]),
+            (RECORD_POINTER_LEN, RECORD_POINTER)
+        );
+        // Neither kind of pointer is taken for the other; a record inside sled is itself.
+        assert!(Pointer::decode(&record).is_none());
+        assert!(RecordPointer::decode(&a.encode()).is_none());
+        assert_eq!(&*files.record(key, b"\x05inline").unwrap(), b"\x05inline");
+        drop(files);
+
+        let segment = dir.path().join(LOG_DIR).join(format!("{:010}.seg", 0));
+        let mut bytes = std::fs::read(&segment).unwrap();
+        bytes[pointer.offset as usize + 3] ^= 0xFF;
+        std::fs::write(&segment, &bytes).unwrap();
+        let files = LogFiles::open(dir.path()).unwrap();
+        let error = files.record(key, &record).unwrap_err();
+        assert!(matches!(error, StoreError::Corrupt { .. }), "{error:?}");
+        // The frames around it still read.
+        assert_eq!(
+            &*files.entry(b"log/b", &b.encode()).unwrap(),
+            entry(2, "entry b")
+        );
+        // Nor is a record past the file's end read.
+        std::fs::write(&segment, &bytes[..pointer.offset as usize + 2]).unwrap();
+        let files = LogFiles::open(dir.path()).unwrap();
+        let error = files.record(key, &record).unwrap_err();
+        assert!(matches!(error, StoreError::Corrupt { .. }), "{error:?}");
     }
 
     #[test]

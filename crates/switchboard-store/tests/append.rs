@@ -658,10 +658,10 @@ async fn malformed_events_are_refused_before_anything_is_written() {
 }
 
 #[tokio::test]
-async fn a_large_raw_body_and_message_survive_reopening() {
-    // The log entry goes to a segment file (`log/`); the message record, larger than a
-    // quarter of a sled segment, to sled's `blobs/` files, which sled never fsyncs itself.
-    // The flusher syncs both.
+async fn a_large_raw_body_message_and_ticket_survive_reopening() {
+    // The log entry and the message record go to the segment files (`log/`); the ticket,
+    // larger than a quarter of a sled segment, to sled's `blobs/` files, which sled never
+    // fsyncs itself. The writer and the flusher sync them.
     let dir = tempfile::tempdir().unwrap();
     // Pseudo-random letters: the store compresses values, and these barely compress.
     let mut state = 0x2545_f491_4f6c_dd1d_u64;
@@ -676,23 +676,27 @@ async fn a_large_raw_body_and_message_survive_reopening() {
     let id = ConversationId::new(conn("lc"), "c1");
     {
         let store = Store::open(dir.path()).unwrap();
-        let mut big = request("lc", "livechat", vec![message("m", "c1", 10, &raw)]);
+        let mut ticket = ticket_event("t", "T1", TicketStatus::Open, 10);
+        if let EventPayload::Ticket(ticket) = &mut ticket.payload {
+            ticket.subject = raw.clone();
+        }
+        let mut big = request("lc", "livechat", vec![message("m", "c1", 10, &raw), ticket]);
         big.raw = Some(raw.clone());
         store.append(big).await.unwrap();
-        // Written through: the message record is in sled now.
+        // Written through: the message record is in the segment files now.
         assert!(store.get_conversation(&id).unwrap().is_some());
         let blobs = std::fs::read_dir(dir.path().join("blobs")).unwrap().count();
         assert!(
             blobs > 0,
-            "sled kept the large message inline; this test no longer covers blobs"
+            "sled kept the large ticket inline; this test no longer covers blobs"
         );
         let segments: u64 = std::fs::read_dir(dir.path().join("log"))
             .unwrap()
             .map(|entry| entry.unwrap().metadata().unwrap().len())
             .sum();
         assert!(
-            segments > 150_000,
-            "the log entry is in the segment files: {segments} bytes"
+            segments > 300_000,
+            "the log entry and the message are in the segment files: {segments} bytes"
         );
         store.close().await.unwrap();
     }
@@ -701,6 +705,11 @@ async fn a_large_raw_body_and_message_survive_reopening() {
     assert_eq!(events[0].raw.as_deref(), Some(raw.as_str()));
     let conversation = store.get_conversation(&id).unwrap().unwrap();
     assert_eq!(conversation.messages["m"].value.text, raw);
+    let ticket = store
+        .get_ticket(&TicketId::new(conn("lc"), "T1"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(ticket.subject, raw);
 }
 
 #[tokio::test]

@@ -87,9 +87,9 @@ async fn a_corrupted_store_is_an_error() {
 
 #[tokio::test]
 async fn an_unknown_schema_version_is_refused() {
-    // 1 is the version before the log's flat encoding (a store written by an older build), 8
+    // 1 is the version before the log's flat encoding (a store written by an older build), 9
     // one from a newer build.
-    for version in ["1", "8"] {
+    for version in ["1", "9"] {
         let dir = tempfile::tempdir().unwrap();
         drop(Store::open(dir.path()).unwrap());
         {
@@ -99,7 +99,7 @@ async fn an_unknown_schema_version_is_refused() {
         }
         let error = Store::open(dir.path()).unwrap_err();
         assert!(
-            matches!(&error, StoreError::SchemaMismatch { found, expected: 7, .. } if found == version)
+            matches!(&error, StoreError::SchemaMismatch { found, expected: 8, .. } if found == version)
         );
         assert_eq!(error.code(), ErrorCode::FailedPrecondition);
         assert!(
@@ -131,7 +131,7 @@ fn a_new_store_records_its_schema_version() {
     let db = common::sled_open(dir.path());
     assert_eq!(
         db.get("meta/schema_version").unwrap().unwrap(),
-        "7".as_bytes()
+        "8".as_bytes()
     );
     // Conversations are written through the head (nothing yet).
     assert_eq!(
@@ -317,12 +317,10 @@ async fn a_torn_newest_entry_is_dropped_after_an_unclean_end_and_stood_in_for_af
                 &db,
                 &[b"log/".as_slice(), &2u64.to_be_bytes()].concat(),
             );
+            // The newest entry's frame is the last of its file (only the records of the
+            // messages projected after it may follow: cut short too).
             let bytes = std::fs::read(&frame.file).unwrap();
-            assert_eq!(
-                bytes.len() as u64,
-                frame.offset + frame.len as u64,
-                "the newest entry's frame ends its file"
-            );
+            assert!(bytes.len() as u64 >= frame.offset + frame.len as u64);
             std::fs::write(&frame.file, &bytes[..frame.offset as usize + frame.len / 2]).unwrap();
         }
         let store = Store::open(dir.path()).unwrap();

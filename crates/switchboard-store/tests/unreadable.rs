@@ -126,6 +126,55 @@ async fn an_unreadable_record_is_stood_in_for_and_the_rest_are_served() {
     store.close().await.unwrap();
 }
 
+/// A message's record in the segment files damaged (a bad disk; bytes a power cut lost): the
+/// message is left out of reads and the conversation's other messages are served, and a
+/// redelivery of the message, or a later change to it, takes its place.
+#[tokio::test]
+async fn a_damaged_message_record_is_left_out_and_a_redelivery_takes_its_place() {
+    let (dir, store) = temp_store();
+    for key in ["m1", "m2"] {
+        common::append_message(&store, key, 10).await;
+    }
+    let id = ConversationId::new(conn("lc"), "c1");
+    let before = store.get_conversation(&id).unwrap().unwrap();
+    assert_eq!(before.messages.len(), 2);
+    store.close().await.unwrap();
+    drop(store);
+    {
+        let db = common::sled_open(dir.path());
+        let key = db
+            .scan_prefix("msg/lc/c1")
+            .map(|entry| entry.unwrap().0)
+            .find(|key| key.ends_with(b"m2"))
+            .expect("message m2");
+        let (file, range) = common::record_of(dir.path(), &db, &key);
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes[range.start + 2] ^= 0xFF;
+        std::fs::write(&file, &bytes).unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let damaged = store.get_conversation(&id).unwrap().unwrap();
+    assert_eq!(damaged.messages.keys().collect::<Vec<_>>(), ["m1"]);
+    assert_eq!(damaged.messages["m1"], before.messages["m1"]);
+    let page = store
+        .list_conversations(&ConversationQuery::default())
+        .unwrap();
+    assert_eq!(page.conversations[0].messages.len(), 1);
+    // The same message again, as a vendor's edit of it (a new dedup key), is stored over it.
+    let mut edit = message("m2-edit", "c1", 20, "m2 edited");
+    if let EventPayload::Conversation(patch) = &mut edit.payload {
+        patch.messages[0].key = "m2".into();
+    }
+    store
+        .append(request("lc", "livechat", vec![edit]))
+        .await
+        .unwrap();
+    let after = store.get_conversation(&id).unwrap().unwrap();
+    assert_eq!(after.messages.len(), 2);
+    assert_eq!(after.messages["m2"].value.text, "m2 edited");
+    store.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_binary_record_whose_payload_does_not_decode_is_stood_in_for() {
     let (dir, store) = temp_store();

@@ -178,7 +178,7 @@ async fn a_schema_2_store_is_upgraded_in_place_and_reads_back_as_it_was() {
     assert_eq!(c1.event_count, 5);
     store.close().await.unwrap();
     drop(store);
-    assert_eq!(schema_version(dir.path()), "7");
+    assert_eq!(schema_version(dir.path()), "8");
     let db = common::sled_open(dir.path());
     for gone in [
         "ix/all/",
@@ -227,7 +227,7 @@ async fn a_schema_3_store_is_upgraded_and_its_conversations_are_through_its_head
     assert_eq!(store.conversation_count().unwrap(), 1);
     store.close().await.unwrap();
     drop(store);
-    assert_eq!(schema_version(dir.path()), "7");
+    assert_eq!(schema_version(dir.path()), "8");
     let db = common::sled_open(dir.path());
     assert_eq!(
         db.get("meta/projected").unwrap().unwrap(),
@@ -256,7 +256,7 @@ async fn a_schema_4_store_keeps_its_json_messages_readable_beside_new_binary_one
         let stored = message_keys(&db);
         assert_eq!(stored.len(), 2);
         for (key, value) in stored {
-            assert_eq!(value[0], 0x05, "written as a binary record");
+            assert_eq!(value[0], 0x09, "a pointer to its record");
             let message_key = String::from_utf8(key[key.len() - 2..].to_vec()).unwrap();
             db.insert(
                 &key,
@@ -285,13 +285,68 @@ async fn a_schema_4_store_keeps_its_json_messages_readable_beside_new_binary_one
     assert_eq!(after.messages["m3"].value.text, "fine");
     store.close().await.unwrap();
     drop(store);
-    assert_eq!(schema_version(dir.path()), "7");
+    assert_eq!(schema_version(dir.path()), "8");
     let db = common::sled_open(dir.path());
     let first_bytes: Vec<u8> = message_keys(&db)
         .iter()
         .map(|(_, value)| value[0])
         .collect();
-    assert_eq!(first_bytes, vec![b'{', b'{', 0x05]);
+    assert_eq!(first_bytes, vec![b'{', b'{', 0x09]);
+}
+
+/// A schema-7 store keeps each message's record inside sled: they read as they were after the
+/// upgrade, a new message's record goes to the segment files, and `compact` moves the old
+/// ones there too.
+#[tokio::test]
+async fn a_schema_7_store_reads_its_messages_inside_sled_and_compact_moves_them_to_files() {
+    let (dir, before) = one_chat(&[("m1", "hi"), ("m2", &"how are you? ".repeat(60))]).await;
+    let first_bytes = |dir: &std::path::Path| -> Vec<u8> {
+        let db = common::sled_open(dir);
+        db.scan_prefix("msg/lc/c1")
+            .map(|entry| entry.unwrap().1[0])
+            .collect()
+    };
+    {
+        // What a schema-7 build wrote: each record inside sled (the long one compressed).
+        let db = common::sled_open(dir.path());
+        let keys: Vec<Vec<u8>> = db
+            .scan_prefix("msg/lc/c1")
+            .map(|entry| entry.unwrap().0.to_vec())
+            .collect();
+        assert_eq!(keys.len(), 2);
+        for key in keys {
+            let record = common::record_bytes(dir.path(), &db, &key);
+            db.insert(&key, record).unwrap();
+        }
+        db.insert("meta/schema_version", "7").unwrap();
+        db.flush().unwrap();
+    }
+    assert_eq!(first_bytes(dir.path()), vec![0x05, 0x28]);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        store.get_conversation(&before.id).unwrap(),
+        Some(before.clone())
+    );
+    store
+        .append(request(
+            "lc",
+            "livechat",
+            vec![common::message("m3", "c1", 103, "fine")],
+        ))
+        .await
+        .unwrap();
+    let after = store.get_conversation(&before.id).unwrap().unwrap();
+    assert_eq!(after.messages.len(), 3);
+    store.close().await.unwrap();
+    drop(store);
+    assert_eq!(schema_version(dir.path()), "8");
+    assert_eq!(first_bytes(dir.path()), vec![0x05, 0x28, 0x09]);
+
+    Store::compact(dir.path()).unwrap();
+    assert_eq!(first_bytes(dir.path()), vec![0x09, 0x09, 0x09]);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.get_conversation(&before.id).unwrap(), Some(after));
+    store.close().await.unwrap();
 }
 
 /// A store of two one-message webhooks, `a` and `b`, each with the raw body `raw(key)`,
@@ -352,7 +407,7 @@ async fn a_schema_5_store_reads_its_entries_inside_sled_and_compact_moves_them_t
     let (store, all) = reads_as_before_and_takes_one_more(dir.path(), &before).await;
     store.close().await.unwrap();
     drop(store);
-    assert_eq!(schema_version(dir.path()), "7");
+    assert_eq!(schema_version(dir.path()), "8");
     let first_bytes = |dir: &std::path::Path| -> Vec<u8> {
         let db = common::sled_open(dir);
         db.scan_prefix("log/")
@@ -421,7 +476,7 @@ async fn a_schema_6_store_reads_its_entries_on_their_own_keeps_its_dedup_keys_an
     }
     store.close().await.unwrap();
     drop(store);
-    assert_eq!(schema_version(dir.path()), "7");
+    assert_eq!(schema_version(dir.path()), "8");
     {
         let db = common::sled_open(dir.path());
         assert_eq!(db.scan_prefix("dedup/").count(), 0, "every text key moved");

@@ -127,7 +127,7 @@ impl Pending<'_> {
             // the overlay already).
             for entry in self.tree.scan_prefix(keys::message_prefix(id)) {
                 let (key, value) = entry?;
-                let stored = match crate::record::decode_message(&key, &value) {
+                let stored = match conversations::read_message(self.log, &key, &value) {
                     Ok(stored) => stored,
                     Err(error) => {
                         // An unreadable message cannot be erased field by field: dropped.

@@ -206,6 +206,18 @@ impl Writer {
         Ok(writer)
     }
 
+    /// fdatasyncs the segment files when the group appended records (messages): their
+    /// pointers are in its batch, which sled may write before the flusher syncs the files,
+    /// and unlike a log entry's, nothing at open would catch a pointer whose bytes were lost.
+    fn sync_records(&self) -> Result<(), StoreError> {
+        if self.log.take_records_appended() && self.options.fsync {
+            self.log
+                .sync()
+                .map_err(|e| StoreError::io("the fdatasync of the messages' segment files", e))?;
+        }
+        Ok(())
+    }
+
     /// Prepares one group and applies it to sled as one atomic batch; `None` if it failed
     /// (every request of it has been answered then).
     pub(crate) fn stage(&mut self, mut commands: Vec<Command>) -> Option<Staged> {
@@ -256,10 +268,12 @@ impl Writer {
                 return None;
             }
         };
-        // The group's log entries, in one write, before the pointers to them.
+        // The group's log entries, in one write, before the pointers to them; the records it
+        // appended durable before sled may write their pointers (see `segments`).
         if let Err(e) = self
             .log
             .write_buffered()
+            .and_then(|()| self.sync_records())
             .and_then(|()| self.db.apply_batch(batch).map_err(StoreError::from))
         {
             // sled may hold part of the batch in memory: refuse every write from now on.

@@ -266,7 +266,24 @@ impl<'a> Pending<'a> {
                 continue;
             }
             let stored = if touched.original.is_some() {
-                conversations::load_message(self.tree, &touched.current.id, &message.key)?
+                match conversations::load_message(
+                    self.tree,
+                    self.log,
+                    &touched.current.id,
+                    &message.key,
+                ) {
+                    Ok(stored) => stored,
+                    // A damaged record (its bytes lost in a power cut, a bad disk) is left out
+                    // of reads: the event takes its place as if nothing were stored.
+                    Err(error @ StoreError::Corrupt { .. }) => {
+                        crate::unreadable_record(
+                            &keys::message_key(&touched.current.id, &message.key),
+                            &error,
+                        );
+                        None
+                    }
+                    Err(error) => return Err(error),
+                }
             } else {
                 None
             };
@@ -359,7 +376,12 @@ impl<'a> Pending<'a> {
             for fresh in new_index.iter().filter(|k| !old_index.contains(k)) {
                 batch.insert(fresh.as_slice(), key.as_slice());
             }
-            conversations::encode_changes(touched.current, &touched.stored_messages, &mut batch)?;
+            conversations::encode_changes(
+                touched.current,
+                &touched.stored_messages,
+                self.log,
+                &mut batch,
+            )?;
         }
         for (key, (delta, vendor)) in counts {
             if delta == 0 {

@@ -147,6 +147,28 @@ pub fn entry_bytes(dir: &std::path::Path, db: &sled::Db, key: &[u8]) -> Vec<u8> 
     entries[frame.inner..frame.inner + frame.entry_len].to_vec()
 }
 
+/// Where the record of the message at `key` is in its segment file: the file and the record's
+/// byte range. sled's value for the key is the pointer (schema 8: `0x09`, then the file's
+/// number u32, the record's offset u64, its length u32 and its CRC-32 u32, little-endian).
+pub fn record_of(
+    dir: &std::path::Path,
+    db: &sled::Db,
+    key: &[u8],
+) -> (std::path::PathBuf, std::ops::Range<usize>) {
+    let pointer = db.get(key).unwrap().expect("the message");
+    assert_eq!((pointer.len(), pointer[0]), (21, 0x09), "a record pointer");
+    let u32_at = |at: usize| u32::from_le_bytes(pointer[at..at + 4].try_into().unwrap());
+    let file = dir.join("log").join(format!("{:010}.seg", u32_at(1)));
+    let offset = u64::from_le_bytes(pointer[5..13].try_into().unwrap()) as usize;
+    (file, offset..offset + u32_at(13) as usize)
+}
+
+/// The bytes of the message record at `key`, read from its segment file.
+pub fn record_bytes(dir: &std::path::Path, db: &sled::Db, key: &[u8]) -> Vec<u8> {
+    let (file, range) = record_of(dir, db, key);
+    std::fs::read(file).unwrap()[range].to_vec()
+}
+
 /// Appends one webhook of one message, `key` (its text too), to chat `c1` on connection `lc`.
 pub async fn append_message(store: &Store, key: &str, at: i64) -> switchboard_store::AppendReceipt {
     store
