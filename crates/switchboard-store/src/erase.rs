@@ -297,22 +297,46 @@ fn build_copy(dir: &Path) -> Result<u64, StoreError> {
         let mut keys = 0u64;
         let mut batch = sled::Batch::default();
         let mut pending = 0usize;
+        let mut grouper = crate::segments::Grouper::default();
         for entry in old.iter() {
             let (key, value) = entry?;
             if key.as_ref() == COMPACT_KEY {
                 continue;
             }
             if key.starts_with(crate::keys::LOG_PREFIX) {
-                match old_log.entry(&key, &value) {
-                    Ok(bytes) => {
-                        let bytes = crate::record::unpacked_entry(&key, &bytes);
-                        batch.insert(key, new_log.append(&bytes)?);
-                    }
-                    Err(error) => {
-                        // Readers get stand-ins for it (its pointer says how many events),
-                        // before and after: kept as it is, its checksum never matches again.
-                        crate::unreadable_record(&key, &error);
+                // A group that does not decode is kept as it is, as an unreadable entry is.
+                let group = crate::segments::expand(&key, &value).unwrap_or_else(|error| {
+                    crate::unreadable_record(&key, &error);
+                    Vec::new()
+                });
+                if group.is_empty() {
+                    if let Some((key, value)) = grouper.take() {
                         batch.insert(key, value);
+                    }
+                    batch.insert(key.clone(), value.clone());
+                }
+                for (key, value) in group {
+                    match old_log
+                        .entry(&key, &value)
+                        .and_then(|bytes| Ok((crate::record::sequence_of(&key)?, bytes)))
+                    {
+                        Ok((first, bytes)) => {
+                            let bytes = crate::record::unpacked_entry(&key, &bytes);
+                            if let Some((key, value)) = grouper.push(first, new_log.append(&bytes)?)
+                            {
+                                batch.insert(key, value);
+                            }
+                        }
+                        Err(error) => {
+                            // Readers get stand-ins for it (its pointer says how many
+                            // events), before and after: kept as it is, its checksum never
+                            // matches again. The entries before it keep their own key.
+                            crate::unreadable_record(&key, &error);
+                            if let Some((key, value)) = grouper.take() {
+                                batch.insert(key, value);
+                            }
+                            batch.insert(key, value.into_owned());
+                        }
                     }
                 }
             } else if key.starts_with(crate::keys::MESSAGE_PREFIX) {
@@ -335,6 +359,9 @@ fn build_copy(dir: &Path) -> Result<u64, StoreError> {
                 new.apply_batch(std::mem::take(&mut batch))?;
                 pending = 0;
             }
+        }
+        if let Some((key, value)) = grouper.take() {
+            batch.insert(key, value);
         }
         new_log.write_buffered()?;
         new.apply_batch(batch)?;

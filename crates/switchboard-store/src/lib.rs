@@ -771,47 +771,57 @@ impl Store {
         let start = self.entry_start(wanted)?;
         let mut events = Vec::with_capacity(limit.min((head - after.0) as usize).min(1024));
         let mut read = 0usize;
-        for entry in self
+        'keys: for group in self
             .inner
             .db
             .range(keys::log_key(start)..=keys::log_key(head))
         {
-            if read >= max_bytes || events.len() >= limit {
-                break;
-            }
-            let (key, value) = entry?;
-            let decoded = match self.inner.log.entry(&key, &value).and_then(|value| {
-                // Decoded events take about three times their entry's bytes (an entry
-                // compressed on its own, from before schema 7, counts as it is stored).
-                read = read.saturating_add(value.len().saturating_mul(3));
-                record::decode_entry_range(&key, &value, wanted..=last)
-            }) {
-                Ok(decoded) => decoded,
-                // One unreadable entry must not hide the others: it is reported and served
-                // as stand-ins that keep its sequences, so readers see no gap.
-                Err(error) => {
-                    let stand_ins = record::stand_ins(&key, &value, &error);
-                    if stand_ins.is_empty() {
-                        return Err(error);
-                    }
-                    unreadable_record(&key, &error);
-                    stand_ins
+            let (group_key, group_value) = group?;
+            for (key, value) in segments::expand(&group_key, &group_value)? {
+                if read >= max_bytes || events.len() >= limit {
+                    break 'keys;
                 }
-            };
-            for event in decoded {
-                if event.sequence.0 < wanted || event.sequence.0 > head {
+                // The entries of a group before the one holding `wanted` are not read.
+                if let (Ok(first), Some(count)) =
+                    (record::sequence_of(&key), record::entry_count(&value))
+                    && first.saturating_add(count) <= wanted
+                {
                     continue;
                 }
-                if events.len() >= limit {
-                    break;
+                let decoded = match self.inner.log.entry(&key, &value).and_then(|value| {
+                    // Decoded events take about three times their entry's bytes (an entry
+                    // compressed on its own, from before schema 7, counts as it is stored).
+                    read = read.saturating_add(value.len().saturating_mul(3));
+                    record::decode_entry_range(&key, &value, wanted..=last)
+                }) {
+                    Ok(decoded) => decoded,
+                    // One unreadable entry must not hide the others: it is reported and
+                    // served as stand-ins that keep its sequences, so readers see no gap.
+                    Err(error) => {
+                        let stand_ins = record::stand_ins(&key, &value, &error);
+                        if stand_ins.is_empty() {
+                            return Err(error);
+                        }
+                        unreadable_record(&key, &error);
+                        stand_ins
+                    }
+                };
+                for event in decoded {
+                    if event.sequence.0 < wanted || event.sequence.0 > head {
+                        continue;
+                    }
+                    if events.len() >= limit {
+                        break;
+                    }
+                    events.push(event);
                 }
-                events.push(event);
             }
         }
         Ok(events)
     }
 
-    /// The first sequence of the log entry that holds `sequence` (at most `sequence`).
+    /// The first sequence of the `log/` key whose entries hold `sequence` (at most
+    /// `sequence`).
     fn entry_start(&self, sequence: u64) -> Result<u64, StoreError> {
         match self
             .inner
@@ -840,16 +850,25 @@ impl Store {
         if sequence > self.head().0 {
             return Ok(None);
         }
-        let key = keys::log_key(self.entry_start(sequence)?);
-        let Some(value) = self.inner.db.get(&key)? else {
+        let group_key = keys::log_key(self.entry_start(sequence)?);
+        let Some(group_value) = self.inner.db.get(&group_key)? else {
             return Ok(None);
         };
-        let value = self.inner.log.entry(&key, &value)?;
-        Ok(
-            record::decode_entry_range(&key, &value, sequence..=sequence)?
-                .into_iter()
-                .find(|event| event.sequence.0 == sequence),
-        )
+        for (key, value) in segments::expand(&group_key, &group_value)? {
+            let first = record::sequence_of(&key)?;
+            if first > sequence
+                || record::entry_count(&value).is_some_and(|count| first + count <= sequence)
+            {
+                continue;
+            }
+            let value = self.inner.log.entry(&key, &value)?;
+            return Ok(
+                record::decode_entry_range(&key, &value, sequence..=sequence)?
+                    .into_iter()
+                    .find(|event| event.sequence.0 == sequence),
+            );
+        }
+        Ok(None)
     }
 
     /// Like [`Store::read_events`], but only from the in-memory tail cache: `Some` when the
@@ -1435,14 +1454,18 @@ fn recover_head(
     // every entry was made durable, and one that does not read is damage, served as stand-ins.
     let mut whole = None;
     for entry in db.scan_prefix(keys::LOG_PREFIX).rev() {
-        let (key, value) = entry?;
-        if !unclean || log.is_whole(&key, &value) {
-            whole = Some((key, value));
+        let (group_key, group_value) = entry?;
+        // The entries of one key were written by one group, in one frame: whole or not
+        // together.
+        let mut group = segments::expand(&group_key, &group_value)?;
+        if !unclean || group.iter().all(|(key, value)| log.is_whole(key, value)) {
+            whole = group.pop().map(|(key, value)| (key, value.into_owned()));
             break;
         }
         warn!(
-            key = %String::from_utf8_lossy(&key),
-            "a log entry's bytes are not whole in its segment file (a power loss before it was acknowledged?): it is dropped"
+            key = %String::from_utf8_lossy(&group_key),
+            entries = group.len(),
+            "a log entry's bytes are not whole in its segment file (a power loss before it was acknowledged?): its group is dropped"
         );
     }
     let from_log = match whole {

@@ -306,3 +306,100 @@ async fn the_tail_cache_serves_the_erased_events() {
     assert!(text.contains(OTHER), "the other person's event stays");
     store.close().await.unwrap();
 }
+
+/// Consecutive entries of one frame share one `log/` key (what `compact` makes of a whole log,
+/// and the writer of a group's requests): every read from every cursor, every lookup by dedup
+/// key and an erasure of the entry in the middle see each entry as its own.
+#[tokio::test]
+async fn entries_sharing_one_log_key_read_and_erase_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut requests = Vec::new();
+    for i in 0..6i64 {
+        let events = (0..i % 3 + 1)
+            .map(|j| {
+                let author = (format!("v{i}"), format!("Visitor {i}"));
+                message_event(
+                    &format!("m{i}-{j}"),
+                    &format!("c{i}"),
+                    1_700_000_000 + i,
+                    (&author.0, &author.1),
+                    &format!("text {i} {j}"),
+                )
+            })
+            .collect();
+        let receipt = store
+            .append(AppendRequest::new(conn("lc"), "livechat", events))
+            .await
+            .unwrap();
+        requests.push(receipt.appended);
+    }
+    let all = store.read_events(Sequence::ZERO, 100).unwrap();
+    assert_eq!(all.len(), 12);
+    store.close().await.unwrap();
+    drop(store);
+    Store::compact(dir.path()).unwrap();
+    {
+        let db = common::sled_open(dir.path());
+        let keys: Vec<u8> = db
+            .scan_prefix("log/")
+            .map(|entry| entry.unwrap().1[0])
+            .collect();
+        assert_eq!(keys, [0x0A], "the six entries under one key");
+    }
+
+    let store = Store::open(dir.path()).unwrap();
+    for after in 0..all.len() {
+        let read = store.read_events(Sequence(after as u64), 3).unwrap();
+        assert_eq!(
+            read,
+            all[after..(after + 3).min(all.len())],
+            "after {after}"
+        );
+    }
+    for event in &all {
+        let found = store
+            .event_by_dedup_key(&conn("lc"), &event.incoming.dedup_key)
+            .unwrap();
+        assert_eq!(found.as_ref(), Some(event));
+    }
+    // Request 4 (two events, in the middle of the key) is erased.
+    let erased: Vec<Sequence> = requests[4].clone();
+    let report = store
+        .erase_contact(ErasurePlan {
+            contact: "v4".into(),
+            conversations: vec![ConversationId::new(conn("lc"), "c4")],
+            tickets: vec![],
+            events: erased.clone(),
+            at: ts(1_700_000_100),
+        })
+        .await
+        .unwrap();
+    assert_eq!(report.events, 2);
+    let check = |now: &[switchboard_core::Event]| {
+        assert_eq!(now.len(), all.len() + 1);
+        for (before, now) in all.iter().zip(now) {
+            assert_eq!(now.sequence, before.sequence);
+            if erased.contains(&before.sequence) {
+                assert_ne!(now, before, "event {} erased", before.sequence.0);
+            } else {
+                assert_eq!(now, before);
+            }
+        }
+    };
+    check(&store.read_events(Sequence::ZERO, 100).unwrap());
+    store.close().await.unwrap();
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    check(&store.read_events(Sequence::ZERO, 100).unwrap());
+    for after in 0..all.len() {
+        let read = store.read_events(Sequence(after as u64), 2).unwrap();
+        assert_eq!(read.len(), 2);
+        assert_eq!(read[0].sequence.0, after as u64 + 1);
+    }
+    store.close().await.unwrap();
+    drop(store);
+    Store::compact(dir.path()).unwrap();
+    assert_eq!(grep(dir.path(), &["Visitor 4"]), Vec::<String>::new());
+    assert!(!grep(dir.path(), &["Visitor 3"]).is_empty());
+}

@@ -6,15 +6,18 @@
 use std::collections::BTreeSet;
 
 use super::*;
-use crate::record::erase_entry;
+use crate::record::{erase_entry, unpacked_entry};
 use crate::{ErasurePlan, ErasureReport};
 use pending::Touched;
 
 /// What an erasure changes, read and checked before anything is changed.
 pub(super) struct Checked {
-    /// Each log entry holding a planned event: its key, its new bytes and its events as they
-    /// now read.
-    entries: Vec<(Vec<u8>, Vec<u8>, Vec<Event>)>,
+    /// Every entry under a `log/` key that holds a planned event, in order: its first
+    /// sequence and its bytes (erased where it holds one). The key's entries are all written
+    /// again, so that they keep sharing one key (see [`Grouper`]).
+    entries: Vec<(u64, Vec<u8>)>,
+    /// The events of the entries erased, as they now read.
+    events: Vec<Event>,
 }
 
 impl Pending<'_> {
@@ -32,7 +35,7 @@ impl Pending<'_> {
                 self.start_head
             ))));
         }
-        let mut entries = Vec::new();
+        let (mut entries, mut erased) = (Vec::new(), Vec::new());
         let mut remaining = planned.iter().copied().peekable();
         while let Some(&wanted) = remaining.peek() {
             let Some(entry) = self
@@ -44,31 +47,57 @@ impl Pending<'_> {
                     "event {wanted} is not in the log; nothing was erased"
                 ))));
             };
-            let (key, value) = entry?;
+            let (group_key, group_value) = entry?;
             // A damaged entry refuses the plan, not the group.
-            let (bytes, events) = match self
-                .log
-                .entry(&key, &value)
-                .and_then(|value| erase_entry(&key, &value, &planned))
-            {
-                Ok(erased) => erased,
+            let group = match segments::expand(&group_key, &group_value) {
+                Ok(group) => group,
                 Err(error) => return Ok(Err(error)),
             };
-            let held: BTreeSet<u64> = events.iter().map(|e| e.sequence.0).collect();
+            let mut held = BTreeSet::new();
+            for (key, value) in group {
+                let (first, count) = match (
+                    crate::record::sequence_of(&key),
+                    crate::record::entry_count(&value),
+                ) {
+                    (Ok(first), Some(count)) => (first, count),
+                    (Err(error), _) => return Ok(Err(error)),
+                    (_, None) => {
+                        return Ok(Err(StoreError::corrupt(&key, "not a log entry")));
+                    }
+                };
+                let bytes = match self.rewritten_entries.get(&first) {
+                    Some(bytes) => segments::Entry::Inline(bytes),
+                    None => match self.log.entry(&key, &value) {
+                        Ok(bytes) => bytes,
+                        Err(error) => return Ok(Err(error)),
+                    },
+                };
+                if planned.range(first..first + count).next().is_none() {
+                    // Written again as it is, beside the erased ones of its key.
+                    entries.push((first, unpacked_entry(&key, &bytes).into_owned()));
+                    continue;
+                }
+                let (bytes, events) = match erase_entry(&key, &bytes, &planned) {
+                    Ok(done) => done,
+                    Err(error) => return Ok(Err(error)),
+                };
+                for event in &events {
+                    held.insert(event.sequence.0);
+                    if planned.contains(&event.sequence.0)
+                        && let Err(refused) = plan.check_event(event)
+                    {
+                        return Ok(Err(refused));
+                    }
+                }
+                entries.push((first, bytes));
+                erased.extend(events);
+            }
             if !held.contains(&wanted) {
                 return Ok(Err(StoreError::NotFound(format!(
                     "event {wanted} is not in the log; nothing was erased"
                 ))));
             }
-            for event in &events {
-                if planned.contains(&event.sequence.0)
-                    && let Err(refused) = plan.check_event(event)
-                {
-                    return Ok(Err(refused));
-                }
-            }
             while remaining.next_if(|s| held.contains(s)).is_some() {}
-            entries.push((key.to_vec(), bytes, events));
         }
         for id in &plan.conversations {
             let key = keys::conversation_key(id);
@@ -86,7 +115,10 @@ impl Pending<'_> {
                 ))));
             }
         }
-        Ok(Ok(Checked { entries }))
+        Ok(Ok(Checked {
+            entries,
+            events: erased,
+        }))
     }
 
     /// Erases what `checked` found for `plan` in the group's overlay and batch, and appends
@@ -99,13 +131,14 @@ impl Pending<'_> {
         checked: Checked,
         record: &AppendRequest,
     ) -> Result<(ErasureReport, Vec<Event>), StoreError> {
-        let mut rewritten = Vec::new();
-        for (key, bytes, events) in checked.entries {
+        for (first, bytes) in checked.entries {
             // The erased version goes to the segment file; the old bytes stay until a
             // compaction rewrites the files (as sled keeps old values until then).
-            self.writes.insert(key, self.log.append(&bytes)?);
-            rewritten.extend(events);
+            let pointer = self.log.append(&bytes)?;
+            self.log_entry(first, pointer);
+            self.rewritten_entries.insert(first, bytes);
         }
+        let rewritten = checked.events;
         for id in &plan.conversations {
             let touched = match self.conversations.entry(keys::conversation_key(id)) {
                 Entry::Occupied(entry) => entry.into_mut(),

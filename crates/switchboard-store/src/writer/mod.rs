@@ -43,7 +43,7 @@ use crate::keys::{self, IndexFamily};
 use crate::projection::Projection;
 use crate::quarantine::{self, QuarantineLimits, QuarantineOp, QuarantineTotals, Quarantined};
 use crate::record::{encode, encode_request, load};
-use crate::segments::LogFiles;
+use crate::segments::{self, Grouper, LogFiles, Pointer};
 use crate::tail::TailCache;
 use crate::{AppendReceipt, AppendRequest, StoreError, StoreOptions, SyncState, TicketUpdate};
 
@@ -360,30 +360,31 @@ impl Writer {
                 .db
                 .range(keys::log_key(start)..=keys::log_key(self.head))
             {
-                let (key, value) = entry?;
-                let wanted = self.projected + 1..=self.head;
-                let events = match self
-                    .log
-                    .entry(&key, &value)
-                    .and_then(|value| crate::record::decode_entry_range(&key, &value, wanted))
-                {
-                    Ok(events) => events,
-                    Err(error) => {
-                        // As listings do with an unreadable record: skipped and reported.
-                        crate::unreadable_record(&key, &error);
-                        continue;
+                let (group_key, group_value) = entry?;
+                for (key, value) in segments::expand(&group_key, &group_value)? {
+                    let wanted = self.projected + 1..=self.head;
+                    let events =
+                        match self.log.entry(&key, &value).and_then(|value| {
+                            crate::record::decode_entry_range(&key, &value, wanted)
+                        }) {
+                            Ok(events) => events,
+                            Err(error) => {
+                                // As listings do with an unreadable record: skipped and reported.
+                                crate::unreadable_record(&key, &error);
+                                continue;
+                            }
+                        };
+                    for event in events {
+                        if event.sequence.0 <= self.projected || event.sequence.0 > self.head {
+                            continue;
+                        }
+                        pending.project_conversation(
+                            &event.connection,
+                            &event.vendor,
+                            &event.incoming,
+                        )?;
+                        replayed += 1;
                     }
-                };
-                for event in events {
-                    if event.sequence.0 <= self.projected || event.sequence.0 > self.head {
-                        continue;
-                    }
-                    pending.project_conversation(
-                        &event.connection,
-                        &event.vendor,
-                        &event.incoming,
-                    )?;
-                    replayed += 1;
                 }
             }
         }

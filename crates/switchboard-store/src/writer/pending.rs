@@ -32,6 +32,11 @@ pub(super) struct Pending<'a> {
     pub(super) projected: u64,
     pub(super) next: u64,
     pub(super) writes: sled::Batch,
+    /// The `log/` keys of the entries appended (written into `writes` as they fill).
+    pub(super) log_keys: Grouper,
+    /// The entries an erasure of this group rewrote, by first sequence: a later erasure of the
+    /// group starts from them, not from the tree.
+    pub(super) rewritten_entries: HashMap<u64, Vec<u8>>,
     pub(super) appended_keys: HashSet<Vec<u8>>,
     pub(super) conversations: HashMap<Vec<u8>, Touched>,
     pub(super) tickets: HashMap<Vec<u8>, StoredTicket>,
@@ -76,6 +81,8 @@ impl<'a> Pending<'a> {
             projected,
             next: head + 1,
             writes: sled::Batch::default(),
+            log_keys: Grouper::default(),
+            rewritten_entries: HashMap::new(),
             appended_keys: HashSet::new(),
             conversations: deferred,
             tickets: HashMap::new(),
@@ -173,8 +180,8 @@ impl<'a> Pending<'a> {
                     encode_request(request, &events)?
                 }
             };
-            self.writes
-                .insert(keys::log_key(first.0), self.log.append(&record)?);
+            let pointer = self.log.append(&record)?;
+            self.log_entry(first.0, pointer);
             for ((&index, id), &sequence) in new.iter().zip(ids).zip(&receipt.appended) {
                 self.appended.push(AppendedEvent {
                     command,
@@ -196,6 +203,13 @@ impl<'a> Pending<'a> {
             state.last_error = None;
         }
         Ok(receipt)
+    }
+
+    /// Keeps the pointer of the log entry whose first sequence is `first` (appended last).
+    pub(super) fn log_entry(&mut self, first: u64, pointer: Pointer) {
+        if let Some((key, value)) = self.log_keys.push(first, pointer) {
+            self.writes.insert(key, value);
+        }
     }
 
     pub(super) fn project(
@@ -331,7 +345,10 @@ impl<'a> Pending<'a> {
     /// Turns the overlay into one sled batch; returns it with the new head. With `project`,
     /// the changed conversations are written too (with `meta/projected` at the new head);
     /// without, they are handed back, to be held until a later group writes them.
-    pub(super) fn finish(self, project: bool) -> Result<Finished, StoreError> {
+    pub(super) fn finish(mut self, project: bool) -> Result<Finished, StoreError> {
+        if let Some((key, value)) = self.log_keys.take() {
+            self.writes.insert(key, value);
+        }
         let mut batch = self.writes;
         let head = self.next - 1;
         let (to_write, deferred) = if project {

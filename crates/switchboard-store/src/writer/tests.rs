@@ -295,3 +295,86 @@ fn a_failed_flush_refuses_every_group_waiting_for_it_and_every_later_one() {
     let error = third_answer.blocking_recv().unwrap().unwrap_err();
     assert!(error.to_string().contains("Input/output error"), "{error}");
 }
+
+/// Two erasures in one group whose events share a `log/` key: the second starts from the
+/// entries the first rewrote, so both hold (rewriting from the tree would bring the first
+/// person's text back).
+#[test]
+fn two_erasures_of_one_group_both_hold_in_the_entries_they_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut stages, _head) = writer(dir.path());
+    let connection = ConnectionId::new("lc").unwrap();
+    let said = |chat: &str| {
+        let mut patch = ConversationPatch::new(chat);
+        patch.messages.push(Message {
+            key: "m".into(),
+            author_role: switchboard_core::Role::Visitor,
+            author_id: Some(format!("v-{chat}")),
+            author_name: None,
+            text: format!("secret of {chat}"),
+            attachments: vec![],
+            sent_at: Timestamp::from_secs(10).unwrap(),
+            automatic: false,
+            data: None,
+        });
+        IncomingEvent {
+            dedup_key: format!("k-{chat}"),
+            kind: EventKind::Message,
+            vendor_event: "x".into(),
+            occurred_at: Timestamp::from_secs(10).unwrap(),
+            payload: EventPayload::Conversation(patch),
+        }
+    };
+    let (a, _) = append(vec![said("ca")]);
+    let (b, _) = append(vec![said("cb")]);
+    stages.commit(vec![a, b]);
+    let log_values = |stages: &Stages| -> Vec<Vec<u8>> {
+        stages
+            .writer
+            .db
+            .scan_prefix(keys::LOG_PREFIX)
+            .map(|entry| entry.unwrap().1.to_vec())
+            .collect()
+    };
+    assert_eq!(
+        log_values(&stages).len(),
+        1,
+        "one key for the group's two entries"
+    );
+
+    let erase = |chat: &str, sequence: u64| {
+        let plan = crate::ErasurePlan {
+            contact: chat.into(),
+            conversations: vec![ConversationId::new(connection.clone(), chat)],
+            tickets: vec![],
+            events: vec![Sequence(sequence)],
+            at: Timestamp::from_secs(20).unwrap(),
+        };
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Erase {
+            record: Box::new(plan.record()),
+            plan: Box::new(plan),
+            reply,
+        };
+        (command, answer)
+    };
+    let (first, first_answer) = erase("ca", 1);
+    let (second, second_answer) = erase("cb", 2);
+    stages.commit(vec![first, second]);
+    first_answer.blocking_recv().unwrap().unwrap();
+    second_answer.blocking_recv().unwrap().unwrap();
+
+    let mut texts = Vec::new();
+    for entry in stages.writer.db.scan_prefix(keys::LOG_PREFIX) {
+        let (group_key, group_value) = entry.unwrap();
+        for (key, value) in segments::expand(&group_key, &group_value).unwrap() {
+            let bytes = stages.writer.log.entry(&key, &value).unwrap();
+            for event in crate::record::decode_entry(&key, &bytes).unwrap() {
+                if let EventPayload::Conversation(patch) = &event.incoming.payload {
+                    texts.extend(patch.messages.iter().map(|m| m.text.clone()));
+                }
+            }
+        }
+    }
+    assert_eq!(texts, ["", ""], "both messages erased");
+}
