@@ -403,3 +403,54 @@ async fn entries_sharing_one_log_key_read_and_erase_one_by_one() {
     assert_eq!(grep(dir.path(), &["Visitor 4"]), Vec::<String>::new());
     assert!(!grep(dir.path(), &["Visitor 3"]).is_empty());
 }
+
+/// An erasure of entries under consecutive keys writes each key's entries under that key
+/// again: joined under the first, they would leave the second key in the tree with its old
+/// bytes, read twice and unerased.
+#[tokio::test]
+async fn an_erasure_of_entries_under_consecutive_keys_keeps_each_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for i in 0..4i64 {
+        let event = message_event(
+            &format!("m{i}"),
+            "c1",
+            1_700_000_000 + i,
+            ("v1", "Visitor One"),
+            &format!("said {i}"),
+        );
+        store
+            .append(AppendRequest::new(conn("lc"), "livechat", vec![event]))
+            .await
+            .unwrap();
+    }
+    let before = store.read_events(Sequence::ZERO, 100).unwrap();
+    store
+        .erase_contact(ErasurePlan {
+            contact: "v1".into(),
+            conversations: vec![ConversationId::new(conn("lc"), "c1")],
+            tickets: vec![],
+            events: vec![Sequence(2), Sequence(3)],
+            at: ts(1_700_000_100),
+        })
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    let after = store.read_events(Sequence::ZERO, 100).unwrap();
+    let sequences: Vec<u64> = after.iter().map(|e| e.sequence.0).collect();
+    assert_eq!(sequences, [1, 2, 3, 4, 5]);
+    assert_eq!(after[0], before[0]);
+    assert_eq!(after[3], before[3]);
+    for erased in &after[1..3] {
+        assert!(!format!("{erased:?}").contains("said"), "{erased:?}");
+    }
+    for event in &after[..4] {
+        let found = store
+            .event_by_dedup_key(&conn("lc"), &event.incoming.dedup_key)
+            .unwrap();
+        assert_eq!(found.as_ref(), Some(event));
+    }
+    store.close().await.unwrap();
+}

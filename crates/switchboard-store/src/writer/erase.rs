@@ -12,10 +12,10 @@ use pending::Touched;
 
 /// What an erasure changes, read and checked before anything is changed.
 pub(super) struct Checked {
-    /// Every entry under a `log/` key that holds a planned event, in order: its first
-    /// sequence and its bytes (erased where it holds one). The key's entries are all written
-    /// again, so that they keep sharing one key (see [`Grouper`]).
-    entries: Vec<(u64, Vec<u8>)>,
+    /// For each `log/` key that holds a planned event, every entry under it, in order: its
+    /// first sequence and its bytes (erased where it holds one). The key's entries are all
+    /// written again, so that they keep sharing one key (see [`Grouper`]).
+    keys: Vec<Vec<(u64, Vec<u8>)>>,
     /// The events of the entries erased, as they now read.
     events: Vec<Event>,
 }
@@ -35,7 +35,7 @@ impl Pending<'_> {
                 self.start_head
             ))));
         }
-        let (mut entries, mut erased) = (Vec::new(), Vec::new());
+        let (mut rewritten, mut erased) = (Vec::new(), Vec::new());
         let mut remaining = planned.iter().copied().peekable();
         while let Some(&wanted) = remaining.peek() {
             let Some(entry) = self
@@ -54,6 +54,7 @@ impl Pending<'_> {
                 Err(error) => return Ok(Err(error)),
             };
             let mut held = BTreeSet::new();
+            let mut entries = Vec::with_capacity(group.len());
             for (key, value) in group {
                 let (first, count) = match (
                     crate::record::sequence_of(&key),
@@ -98,6 +99,7 @@ impl Pending<'_> {
                 ))));
             }
             while remaining.next_if(|s| held.contains(s)).is_some() {}
+            rewritten.push(entries);
         }
         for id in &plan.conversations {
             let key = keys::conversation_key(id);
@@ -116,7 +118,7 @@ impl Pending<'_> {
             }
         }
         Ok(Ok(Checked {
-            entries,
+            keys: rewritten,
             events: erased,
         }))
     }
@@ -131,12 +133,23 @@ impl Pending<'_> {
         checked: Checked,
         record: &AppendRequest,
     ) -> Result<(ErasureReport, Vec<Event>), StoreError> {
-        for (first, bytes) in checked.entries {
-            // The erased version goes to the segment file; the old bytes stay until a
-            // compaction rewrites the files (as sled keeps old values until then).
-            let pointer = self.log.append(&bytes)?;
-            self.log_entry(first, pointer);
-            self.rewritten_entries.insert(first, bytes);
+        for entries in checked.keys {
+            // The key's entries are grouped on their own: joined with the entries of another
+            // key, they would leave that key in the tree with its old bytes. And no key this
+            // group wrote before inside their range (an earlier erasure's, split at a frame's
+            // end) may stay.
+            self.close_log_key();
+            for (first, _) in entries.iter().skip(1) {
+                self.writes.remove(keys::log_key(*first));
+            }
+            for (first, bytes) in entries {
+                // The erased version goes to the segment file; the old bytes stay until a
+                // compaction rewrites the files (as sled keeps old values until then).
+                let pointer = self.log.append(&bytes)?;
+                self.log_entry(first, pointer);
+                self.rewritten_entries.insert(first, bytes);
+            }
+            self.close_log_key();
         }
         let rewritten = checked.events;
         for id in &plan.conversations {

@@ -212,6 +212,13 @@ impl<'a> Pending<'a> {
         }
     }
 
+    /// Writes the `log/` key of the entries kept so far: the next entry starts a new one.
+    pub(super) fn close_log_key(&mut self) {
+        if let Some((key, value)) = self.log_keys.take() {
+            self.writes.insert(key, value);
+        }
+    }
+
     pub(super) fn project(
         &mut self,
         request: &AppendRequest,
@@ -346,9 +353,7 @@ impl<'a> Pending<'a> {
     /// the changed conversations are written too (with `meta/projected` at the new head);
     /// without, they are handed back, to be held until a later group writes them.
     pub(super) fn finish(mut self, project: bool) -> Result<Finished, StoreError> {
-        if let Some((key, value)) = self.log_keys.take() {
-            self.writes.insert(key, value);
-        }
+        self.close_log_key();
         let mut batch = self.writes;
         let head = self.next - 1;
         let (to_write, deferred) = if project {
