@@ -33,6 +33,9 @@
 //! an erased entry's previous version) stay until `switchboard compact`, which writes only
 //! what the pointers reach into new files.
 //!
+//! **Keys** (schema 8). Consecutive entries of one frame share one `log/` key ([`Grouper`]);
+//! readers [`expand`] its value into one pointer per entry.
+//!
 //! **Records** (schema 8). A conversation's messages are written here too, each on its own
 //! (not in a frame: a chat's messages arrive minutes apart, and reading one chat must not
 //! decompress a frame per message), sled keeping a [`RecordPointer`] under the message's key.
