@@ -175,9 +175,10 @@
 //! # Memory and the tail cache
 //!
 //! sled's page cache is bounded by [`StoreOptions::cache_capacity`] (default
-//! [`DEFAULT_CACHE_CAPACITY`], 128 MiB; sled's own default is 1 GiB). sled counts serialized
+//! [`DEFAULT_CACHE_CAPACITY`], 48 MiB; sled's own default is 1 GiB). sled counts serialized
 //! sizes; its nodes in memory are larger, so the process holds more than this: at 1M events
-//! replayed about 500 MiB with 128 MiB, about 620 MiB with 256 MiB (see BENCHMARKS.md).
+//! replayed about 480 MiB with 48 MiB, 510 MiB with 64 MiB and 580 MiB with 128 MiB (see
+//! BENCHMARKS.md, session 10).
 //!
 //! The flusher also keeps the newest [`StoreOptions::tail_cache_events`] durable events
 //! decoded in memory (built from the requests, off the writer thread, and filled before the

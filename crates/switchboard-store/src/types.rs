@@ -45,9 +45,12 @@ pub struct StoreOptions {
     pub projection_max_conversations: usize,
 }
 
-/// The default [`StoreOptions::cache_capacity`]: 128 MiB (sled's own default is 1 GiB), which
-/// keeps a server that replayed 1M events under 512 MiB resident.
-pub const DEFAULT_CACHE_CAPACITY: u64 = 128 * 1024 * 1024;
+/// The default [`StoreOptions::cache_capacity`]: 48 MiB (sled's own default is 1 GiB), which
+/// keeps a server that replayed 1M events under 512 MiB resident. Since schema 8 sled holds
+/// pointers where it held messages, and one key per frame of log entries, so this holds what
+/// 128 MiB held before: the 1M-conversation queries measured the same with both (BENCHMARKS.md,
+/// session 10).
+pub const DEFAULT_CACHE_CAPACITY: u64 = 48 * 1024 * 1024;
 
 impl Default for StoreOptions {
     fn default() -> Self {
