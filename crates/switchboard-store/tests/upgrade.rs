@@ -240,7 +240,6 @@ async fn a_schema_3_store_is_upgraded_and_its_conversations_are_through_its_head
 #[tokio::test]
 async fn a_schema_4_store_keeps_its_json_messages_readable_beside_new_binary_ones() {
     let (dir, before) = one_chat(&[("m1", "hi"), ("m2", "how are you?")]).await;
-    let id = before.id.clone();
     assert_eq!(before.messages.len(), 2);
     let message_keys = |db: &sled::Db| -> Vec<(Vec<u8>, Vec<u8>)> {
         db.scan_prefix("msg/lc/c1")
@@ -267,8 +266,26 @@ async fn a_schema_4_store_keeps_its_json_messages_readable_beside_new_binary_one
         db.insert("meta/schema_version", "4").unwrap();
         db.flush().unwrap();
     }
-    let store = Store::open(dir.path()).unwrap();
-    assert_eq!(store.get_conversation(&id).unwrap(), Some(before.clone()));
+    chat_reads_as_before_and_takes_m3(dir.path(), &before).await;
+    let db = common::sled_open(dir.path());
+    let first_bytes: Vec<u8> = message_keys(&db)
+        .iter()
+        .map(|(_, value)| value[0])
+        .collect();
+    assert_eq!(first_bytes, vec![b'{', b'{', 0x09]);
+}
+
+/// Opens the store in `dir` (upgrading it): the chat of [`one_chat`] reads as `before`, and
+/// takes a third message, `m3`, beside its others. Closed again, at schema 8. Returns the chat.
+async fn chat_reads_as_before_and_takes_m3(
+    dir: &std::path::Path,
+    before: &Conversation,
+) -> Conversation {
+    let store = Store::open(dir).unwrap();
+    assert_eq!(
+        store.get_conversation(&before.id).unwrap().as_ref(),
+        Some(before)
+    );
     store
         .append(request(
             "lc",
@@ -277,7 +294,7 @@ async fn a_schema_4_store_keeps_its_json_messages_readable_beside_new_binary_one
         ))
         .await
         .unwrap();
-    let after = store.get_conversation(&id).unwrap().unwrap();
+    let after = store.get_conversation(&before.id).unwrap().unwrap();
     assert_eq!(after.messages.len(), 3);
     for (key, message) in &before.messages {
         assert_eq!(after.messages[key], *message);
@@ -285,13 +302,8 @@ async fn a_schema_4_store_keeps_its_json_messages_readable_beside_new_binary_one
     assert_eq!(after.messages["m3"].value.text, "fine");
     store.close().await.unwrap();
     drop(store);
-    assert_eq!(schema_version(dir.path()), "8");
-    let db = common::sled_open(dir.path());
-    let first_bytes: Vec<u8> = message_keys(&db)
-        .iter()
-        .map(|(_, value)| value[0])
-        .collect();
-    assert_eq!(first_bytes, vec![b'{', b'{', 0x09]);
+    assert_eq!(schema_version(dir), "8");
+    after
 }
 
 /// A schema-7 store keeps each message's record inside sled: they read as they were after the
@@ -322,24 +334,7 @@ async fn a_schema_7_store_reads_its_messages_inside_sled_and_compact_moves_them_
         db.flush().unwrap();
     }
     assert_eq!(first_bytes(dir.path()), vec![0x05, 0x28]);
-    let store = Store::open(dir.path()).unwrap();
-    assert_eq!(
-        store.get_conversation(&before.id).unwrap(),
-        Some(before.clone())
-    );
-    store
-        .append(request(
-            "lc",
-            "livechat",
-            vec![common::message("m3", "c1", 103, "fine")],
-        ))
-        .await
-        .unwrap();
-    let after = store.get_conversation(&before.id).unwrap().unwrap();
-    assert_eq!(after.messages.len(), 3);
-    store.close().await.unwrap();
-    drop(store);
-    assert_eq!(schema_version(dir.path()), "8");
+    let after = chat_reads_as_before_and_takes_m3(dir.path(), &before).await;
     assert_eq!(first_bytes(dir.path()), vec![0x05, 0x28, 0x09]);
 
     Store::compact(dir.path()).unwrap();
