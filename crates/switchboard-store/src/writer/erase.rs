@@ -73,7 +73,11 @@ impl Pending<'_> {
                         Err(error) => return Ok(Err(error)),
                     },
                 };
-                if planned.range(first..first.saturating_add(count)).next().is_none() {
+                if planned
+                    .range(first..first.saturating_add(count))
+                    .next()
+                    .is_none()
+                {
                     // Written again as it is, beside the erased ones of its key.
                     entries.push((first, unpacked_entry(&key, &bytes).into_owned()));
                     continue;
