@@ -81,11 +81,6 @@ pub(crate) fn load_message(
         .transpose()
 }
 
-/// Appends `message`'s record to the segment files; the pointer sled keeps for it.
-pub(crate) fn write_message(log: &LogFiles, message: &Lww<Message>) -> Result<Vec<u8>, StoreError> {
-    log.append_record(&encode_message(message)?)
-}
-
 /// The writes that store `conversation` (header plus the messages that differ from
 /// `stored_messages`, the registers as they were before this group), into `writes`; the
 /// changed messages' records go to `log`.
@@ -103,7 +98,7 @@ pub(crate) fn encode_changes(
         if !unchanged {
             writes.insert(
                 keys::message_key(&conversation.id, key),
-                write_message(log, message)?,
+                log.append_record(&encode_message(message)?)?,
             );
         }
     }

@@ -304,38 +304,32 @@ fn build_copy(dir: &Path) -> Result<u64, StoreError> {
                 continue;
             }
             if key.starts_with(crate::keys::LOG_PREFIX) {
-                // A group that does not decode is kept as it is, as an unreadable entry is.
-                let group = crate::segments::expand(&key, &value).unwrap_or_else(|error| {
-                    crate::unreadable_record(&key, &error);
-                    Vec::new()
-                });
-                if group.is_empty() {
-                    if let Some((key, value)) = grouper.take() {
-                        batch.insert(key, value);
+                // An entry that does not read (or a group that does not decode) is kept as it
+                // is: readers get stand-ins for it (its pointer says how many events), before
+                // and after, its checksum never matching again. The entries before it keep
+                // their own key.
+                match crate::segments::expand(&key, &value) {
+                    Err(error) => {
+                        crate::unreadable_record(&key, &error);
+                        grouper.flush_into(&mut batch);
+                        batch.insert(key.clone(), value.clone());
                     }
-                    batch.insert(key.clone(), value.clone());
-                }
-                for (key, value) in group {
-                    match old_log
-                        .entry(&key, &value)
-                        .and_then(|bytes| Ok((crate::record::sequence_of(&key)?, bytes)))
-                    {
-                        Ok((first, bytes)) => {
-                            let bytes = crate::record::unpacked_entry(&key, &bytes);
-                            if let Some((key, value)) = grouper.push(first, new_log.append(&bytes)?)
+                    Ok(group) => {
+                        for (key, value) in group {
+                            match old_log
+                                .entry(&key, &value)
+                                .and_then(|bytes| Ok((crate::record::sequence_of(&key)?, bytes)))
                             {
-                                batch.insert(key, value);
+                                Ok((first, bytes)) => {
+                                    let bytes = crate::record::unpacked_entry(&key, &bytes);
+                                    grouper.push_into(first, new_log.append(&bytes)?, &mut batch);
+                                }
+                                Err(error) => {
+                                    crate::unreadable_record(&key, &error);
+                                    grouper.flush_into(&mut batch);
+                                    batch.insert(key, value.into_owned());
+                                }
                             }
-                        }
-                        Err(error) => {
-                            // Readers get stand-ins for it (its pointer says how many
-                            // events), before and after: kept as it is, its checksum never
-                            // matches again. The entries before it keep their own key.
-                            crate::unreadable_record(&key, &error);
-                            if let Some((key, value)) = grouper.take() {
-                                batch.insert(key, value);
-                            }
-                            batch.insert(key, value.into_owned());
                         }
                     }
                 }
@@ -360,9 +354,7 @@ fn build_copy(dir: &Path) -> Result<u64, StoreError> {
                 pending = 0;
             }
         }
-        if let Some((key, value)) = grouper.take() {
-            batch.insert(key, value);
-        }
+        grouper.flush_into(&mut batch);
         new_log.write_buffered()?;
         new.apply_batch(batch)?;
         new.flush()?;

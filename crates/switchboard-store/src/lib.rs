@@ -783,10 +783,7 @@ impl Store {
                     break 'keys;
                 }
                 // The entries of a group before the one holding `wanted` are not read.
-                if let (Ok(first), Some(count)) =
-                    (record::sequence_of(&key), record::entry_count(&value))
-                    && first.saturating_add(count) <= wanted
-                {
+                if record::entry_sequences(&key, &value).is_some_and(|held| held.end <= wanted) {
                     continue;
                 }
                 let decoded = match self.inner.log.entry(&key, &value).and_then(|value| {
@@ -856,10 +853,7 @@ impl Store {
             return Ok(None);
         };
         for (key, value) in segments::expand(&group_key, &group_value)? {
-            let first = record::sequence_of(&key)?;
-            if first > sequence
-                || record::entry_count(&value).is_some_and(|count| first + count <= sequence)
-            {
+            if record::entry_sequences(&key, &value).is_some_and(|held| !held.contains(&sequence)) {
                 continue;
             }
             let value = self.inner.log.entry(&key, &value)?;

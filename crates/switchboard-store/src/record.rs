@@ -492,6 +492,13 @@ fn time(key: &[u8], millis: i64) -> Result<Timestamp, StoreError> {
         .ok_or_else(|| StoreError::corrupt(key, format!("time {millis} out of range")))
 }
 
+/// The sequences the log entry at `key` holds, whose value (the entry or its pointer) is
+/// `value`; `None` if either does not say.
+pub(crate) fn entry_sequences(key: &[u8], value: &[u8]) -> Option<std::ops::Range<u64>> {
+    let first = sequence_of(key).ok()?;
+    Some(first..first.checked_add(entry_count(value)?)?)
+}
+
 /// The first sequence of the log entry at `key`.
 pub(crate) fn sequence_of(key: &[u8]) -> Result<u64, StoreError> {
     key.strip_prefix(crate::keys::LOG_PREFIX)

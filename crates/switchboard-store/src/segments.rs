@@ -194,6 +194,20 @@ impl Grouper {
         done
     }
 
+    /// [`Grouper::push`], the finished key going into `batch`.
+    pub(crate) fn push_into(&mut self, first: u64, pointer: Pointer, batch: &mut sled::Batch) {
+        if let Some((key, value)) = self.push(first, pointer) {
+            batch.insert(key, value);
+        }
+    }
+
+    /// [`Grouper::take`] into `batch`: the next entry pushed starts a new key.
+    pub(crate) fn flush_into(&mut self, batch: &mut sled::Batch) {
+        if let Some((key, value)) = self.take() {
+            batch.insert(key, value);
+        }
+    }
+
     /// The key and value of the entries held, if any.
     pub(crate) fn take(&mut self) -> Option<(Vec<u8>, Vec<u8>)> {
         let entries = std::mem::take(&mut self.entries);
@@ -741,17 +755,18 @@ impl LogFiles {
         let Some(pointer) = RecordPointer::decode(value) else {
             return Ok(Entry::Inline(value));
         };
-        let bytes = self.read_at(key, pointer.segment, pointer.offset, u64::from(pointer.len))?;
-        if crc32fast::hash(&bytes) != pointer.crc {
-            return Err(StoreError::corrupt(
-                key,
-                format!(
-                    "its bytes in {} do not match their checksum",
-                    self.path(pointer.segment).display()
-                ),
-            ));
-        }
-        Ok(Entry::Owned(bytes))
+        // Read as a schema-6 entry on its own is: its bytes, checked against their CRC.
+        self.read(
+            key,
+            &Pointer {
+                segment: pointer.segment,
+                offset: pointer.offset,
+                inner: None,
+                len: pointer.len,
+                count: 0,
+                crc: pointer.crc,
+            },
+        )
     }
 
     /// Whether the bytes `value` points at are whole (an inline entry always is).

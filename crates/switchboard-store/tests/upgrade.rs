@@ -369,14 +369,7 @@ async fn reads_as_before_and_takes_one_more(
 ) -> (Store, Vec<switchboard_core::Event>) {
     let store = Store::open(dir).unwrap();
     assert_eq!(store.read_events(Sequence::ZERO, 10).unwrap(), before);
-    store
-        .append(request(
-            "lc",
-            "livechat",
-            vec![common::message("c", "c1", 11, "c")],
-        ))
-        .await
-        .unwrap();
+    common::append_message(&store, "c", 11).await;
     let all = store.read_events(Sequence::ZERO, 10).unwrap();
     assert_eq!(all.len(), 3);
     (store, all)

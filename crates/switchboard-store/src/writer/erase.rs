@@ -56,16 +56,10 @@ impl Pending<'_> {
             let mut held = BTreeSet::new();
             let mut entries = Vec::with_capacity(group.len());
             for (key, value) in group {
-                let (first, count) = match (
-                    crate::record::sequence_of(&key),
-                    crate::record::entry_count(&value),
-                ) {
-                    (Ok(first), Some(count)) => (first, count),
-                    (Err(error), _) => return Ok(Err(error)),
-                    (_, None) => {
-                        return Ok(Err(StoreError::corrupt(&key, "not a log entry")));
-                    }
+                let Some(held_here) = crate::record::entry_sequences(&key, &value) else {
+                    return Ok(Err(StoreError::corrupt(&key, "not a log entry")));
                 };
+                let first = held_here.start;
                 let bytes = match self.rewritten_entries.get(&first) {
                     Some(bytes) => segments::Entry::Inline(bytes),
                     None => match self.log.entry(&key, &value) {
@@ -73,11 +67,7 @@ impl Pending<'_> {
                         Err(error) => return Ok(Err(error)),
                     },
                 };
-                if planned
-                    .range(first..first.saturating_add(count))
-                    .next()
-                    .is_none()
-                {
+                if planned.range(held_here).next().is_none() {
                     // Written again as it is, beside the erased ones of its key.
                     entries.push((first, unpacked_entry(&key, &bytes).into_owned()));
                     continue;
@@ -142,7 +132,7 @@ impl Pending<'_> {
             // key, they would leave that key in the tree with its old bytes. And no key this
             // group wrote before inside their range (an earlier erasure's, split at a frame's
             // end) may stay.
-            self.close_log_key();
+            self.log_keys.flush_into(&mut self.writes);
             for (first, _) in entries.iter().skip(1) {
                 self.writes.remove(keys::log_key(*first));
             }
@@ -150,10 +140,10 @@ impl Pending<'_> {
                 // The erased version goes to the segment file; the old bytes stay until a
                 // compaction rewrites the files (as sled keeps old values until then).
                 let pointer = self.log.append(&bytes)?;
-                self.log_entry(first, pointer);
+                self.log_keys.push_into(first, pointer, &mut self.writes);
                 self.rewritten_entries.insert(first, bytes);
             }
-            self.close_log_key();
+            self.log_keys.flush_into(&mut self.writes);
         }
         let rewritten = checked.events;
         for id in &plan.conversations {

@@ -43,7 +43,7 @@ use crate::keys::{self, IndexFamily};
 use crate::projection::Projection;
 use crate::quarantine::{self, QuarantineLimits, QuarantineOp, QuarantineTotals, Quarantined};
 use crate::record::{encode, encode_request, load};
-use crate::segments::{self, Grouper, LogFiles, Pointer};
+use crate::segments::{self, Grouper, LogFiles};
 use crate::tail::TailCache;
 use crate::{AppendReceipt, AppendRequest, StoreError, StoreOptions, SyncState, TicketUpdate};
 

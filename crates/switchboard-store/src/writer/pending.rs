@@ -181,7 +181,7 @@ impl<'a> Pending<'a> {
                 }
             };
             let pointer = self.log.append(&record)?;
-            self.log_entry(first.0, pointer);
+            self.log_keys.push_into(first.0, pointer, &mut self.writes);
             for ((&index, id), &sequence) in new.iter().zip(ids).zip(&receipt.appended) {
                 self.appended.push(AppendedEvent {
                     command,
@@ -203,20 +203,6 @@ impl<'a> Pending<'a> {
             state.last_error = None;
         }
         Ok(receipt)
-    }
-
-    /// Keeps the pointer of the log entry whose first sequence is `first` (appended last).
-    pub(super) fn log_entry(&mut self, first: u64, pointer: Pointer) {
-        if let Some((key, value)) = self.log_keys.push(first, pointer) {
-            self.writes.insert(key, value);
-        }
-    }
-
-    /// Writes the `log/` key of the entries kept so far: the next entry starts a new one.
-    pub(super) fn close_log_key(&mut self) {
-        if let Some((key, value)) = self.log_keys.take() {
-            self.writes.insert(key, value);
-        }
     }
 
     pub(super) fn project(
@@ -353,7 +339,7 @@ impl<'a> Pending<'a> {
     /// the changed conversations are written too (with `meta/projected` at the new head);
     /// without, they are handed back, to be held until a later group writes them.
     pub(super) fn finish(mut self, project: bool) -> Result<Finished, StoreError> {
-        self.close_log_key();
+        self.log_keys.flush_into(&mut self.writes);
         let mut batch = self.writes;
         let head = self.next - 1;
         let (to_write, deferred) = if project {
