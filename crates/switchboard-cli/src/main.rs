@@ -443,15 +443,32 @@ fn init_logging(format: LogFormat) {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    match run().await {
+/// How long the process waits, once a command is done, for work still running on the
+/// runtime's blocking threads (say, an index write stuck on a failing disk) before it exits.
+/// Everything a command must finish (the server's drain, the store's last flush) is done by
+/// then; this only bounds the wait for what could not finish.
+const EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn main() -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("Error: starting the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let code = match runtime.block_on(run()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("Error: {error:#}");
             std::process::ExitCode::FAILURE
         }
-    }
+    };
+    runtime.shutdown_timeout(EXIT_WAIT);
+    code
 }
 
 async fn run() -> Result<()> {

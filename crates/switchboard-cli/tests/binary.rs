@@ -477,6 +477,46 @@ fn sigterm_drains_and_exits_cleanly() {
     assert!(status.success(), "{status:?}");
 }
 
+/// The finder's index failing under a running server (here its directory is deleted, as a
+/// failing disk would lose it) must not keep the process from exiting: tantivy's writer could
+/// not be rolled back, and the next batch, larger than tantivy's queue, blocked forever on
+/// threads that were gone. The server logged "switchboard stopped" and never exited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_index_directory_is_lost_still_ingests_and_exits_on_sigterm() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data);
+    std::fs::remove_dir_all(data.join("find")).unwrap();
+    let client = reqwest::Client::new();
+    let url = format!("{}/webhooks/livechat", server.http);
+    // More documents than tantivy queues between its writer and its threads (10,000), so
+    // that a batch after the failed one would fill the queue.
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..8 {
+        let client = client.clone();
+        let url = url.clone();
+        tasks.spawn(async move {
+            for n in 0..800 {
+                let body = chat_started(&format!("L{c}-{n}"));
+                let response = client.post(&url).body(body).send().await.unwrap();
+                assert_eq!(response.status().as_u16(), 200);
+            }
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result.unwrap();
+    }
+    // Time for the finder to read them and fail at least once more.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = wait_at_most(&mut server.child, Duration::from_secs(40));
+    assert!(status.success(), "{status:?}");
+}
+
 /// A small tmpfs mounted for one test, unmounted when dropped.
 struct SmallDisk(std::path::PathBuf);
 

@@ -525,7 +525,14 @@ impl Inner {
         })();
         if let Err(error) = written {
             // Drop whatever of this batch was queued, so the next batch does not commit it.
-            let _ = writer.rollback();
+            // A rollback that fails (the directory cannot be read, as on a failing disk)
+            // leaves a writer without indexing threads, on which the next batch's
+            // `add_document` would block forever once tantivy's queue is full: that writer is
+            // dropped instead, and the next batch makes a new one (or fails to, at once).
+            if let Err(rollback) = writer.rollback() {
+                tracing::warn!(%rollback, "the index's writer could not be rolled back after a failed write; it is replaced");
+                drop(guard.take());
+            }
             return Err(tantivy_error(error));
         }
         // Readers first, then the position: whoever sees the new position (a finder's

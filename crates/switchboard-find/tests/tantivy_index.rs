@@ -972,3 +972,56 @@ async fn first_pages(index: &TantivyIndex, label: &str) -> Vec<(Vec<String>, std
     }
     out
 }
+
+/// `count` events from sequence `from`, each about its own conversation.
+fn events_batch(from: u64, count: u64) -> IndexBatch {
+    IndexBatch {
+        position: Sequence(from + count - 1),
+        events: (from..from + count)
+            .map(|sequence| EventRef {
+                sequence: Sequence(sequence),
+                conversation: Some(cid(&format!("livechat/chat-{sequence}"))),
+                ticket: None,
+            })
+            .collect(),
+        ..IndexBatch::default()
+    }
+}
+
+/// A write that fails under tantivy (here: its directory is gone, as on a disk that failed)
+/// leaves tantivy's writer unable to roll back. Every batch after it must fail as well, and
+/// promptly: with that writer kept, the next large batch blocked forever in `add_document`,
+/// and with it the finder and the server's shutdown. (A runtime of the test's own, shut down
+/// without waiting, so that a hang fails the test instead of hanging it.)
+#[test]
+fn batches_after_a_failed_write_fail_instead_of_hanging() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("find");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let outcome = runtime.block_on(async {
+        let index = TantivyIndex::open_with_threads(&path, 2).unwrap();
+        index.apply(events_batch(1, 10)).await.unwrap();
+        std::fs::remove_dir_all(&path).unwrap();
+        let mut outcomes = vec![index.apply(events_batch(11, 10)).await.is_err()];
+        let mut from = 11;
+        for _ in 0..3 {
+            // Larger than tantivy's queue of operations between a writer and its threads.
+            let batch = events_batch(from, 50_000);
+            let applied =
+                tokio::time::timeout(std::time::Duration::from_secs(20), index.apply(batch)).await;
+            outcomes.push(matches!(applied, Ok(Err(_))));
+            from += 50_000;
+        }
+        (outcomes, index.position().await.unwrap())
+    });
+    runtime.shutdown_background();
+    assert_eq!(
+        outcome,
+        (vec![true; 4], Sequence(10)),
+        "every batch after the failed write fails (false: it hung or was applied)"
+    );
+}
