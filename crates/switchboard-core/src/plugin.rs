@@ -94,6 +94,54 @@ impl WebhookReply {
     }
 }
 
+/// `body`, a JSON object, without its top-level members named in `fields` (compared after
+/// unescaping, so `"secret\u005fkey"` is `secret_key`; every member of a repeated name goes).
+/// The members kept are copied as they came, in their order: their values byte for byte (numbers
+/// keep their digits), their names re-escaped only where JSON needs it; only the whitespace
+/// between top-level members is dropped. `None` when `body` is not a JSON object.
+pub fn json_without_fields(body: &[u8], fields: &[&str]) -> Option<String> {
+    struct Members<'a>(Vec<(String, &'a serde_json::value::RawValue)>);
+    impl<'de> serde::Deserialize<'de> for Members<'de> {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct Visit;
+            impl<'de> serde::de::Visitor<'de> for Visit {
+                type Value = Members<'de>;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<Self::Value, A::Error> {
+                    let mut members = Vec::new();
+                    while let Some(member) = map.next_entry()? {
+                        members.push(member);
+                    }
+                    Ok(Members(members))
+                }
+            }
+            deserializer.deserialize_map(Visit)
+        }
+    }
+    let Members(members) = serde_json::from_slice(body).ok()?;
+    let mut out = String::with_capacity(body.len());
+    out.push('{');
+    for (name, value) in members
+        .iter()
+        .filter(|(name, _)| !fields.contains(&name.as_str()))
+    {
+        if out.len() > 1 {
+            out.push(',');
+        }
+        // A name serializes as a JSON string, always.
+        out.push_str(&serde_json::to_string(name).ok()?);
+        out.push(':');
+        out.push_str(value.get());
+    }
+    out.push('}');
+    Some(out)
+}
+
 /// Turns a vendor's webhook requests into events. Built once per connection by
 /// [`Plugin::webhook`]; called for every request to `/webhooks/{connection_id}`.
 ///
@@ -119,20 +167,14 @@ pub trait WebhookSource: Send + Sync + fmt::Debug {
     }
 
     /// Removes the top-level JSON fields `fields` from the body, for
-    /// [`WebhookSource::raw_for_storage`]. A body that is not a JSON object is kept as is.
+    /// [`WebhookSource::raw_for_storage`] (see [`json_without_fields`]). A body that is not a
+    /// JSON object is kept as is.
     fn raw_without_fields(&self, request: &WebhookRequest<'_>, fields: &[&str]) -> String
     where
         Self: Sized,
     {
-        match serde_json::from_slice::<serde_json::Value>(request.body) {
-            Ok(serde_json::Value::Object(mut object)) => {
-                for field in fields {
-                    object.remove(*field);
-                }
-                serde_json::Value::Object(object).to_string()
-            }
-            _ => String::from_utf8_lossy(request.body).into_owned(),
-        }
+        json_without_fields(request.body, fields)
+            .unwrap_or_else(|| String::from_utf8_lossy(request.body).into_owned())
     }
 
     /// Why this connection's verification rests on public values alone (values anyone can
@@ -388,6 +430,47 @@ pub fn unsupported(vendor: &str, what: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_without_fields_drops_top_level_members_and_keeps_the_rest_as_sent() {
+        let body = br#"{ "secret_key" : "s3cr3t", "b": 1.50, "a": {"secret_key": "nested stays"},
+            "c": "caf\u00e9 \"q\"", "n": 1e3, "secret\u005fkey": "escaped name", "z": [1, 2] }"#;
+        let kept = json_without_fields(body, &["secret_key"]).unwrap();
+        assert_eq!(
+            kept,
+            r#"{"b":1.50,"a":{"secret_key": "nested stays"},"c":"caf\u00e9 \"q\"","n":1e3,"z":[1, 2]}"#
+        );
+        // The same members as a parse of the body without the field, so readers see no change.
+        let mut expected: serde_json::Value = serde_json::from_slice(body).unwrap();
+        expected.as_object_mut().unwrap().remove("secret_key");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&kept).unwrap(),
+            expected
+        );
+        // Several names, a name needing escapes kept, and nothing left.
+        assert_eq!(
+            json_without_fields(br#"{"x":1,"y":2,"we\"ird":3}"#, &["x", "y"]).unwrap(),
+            r#"{"we\"ird":3}"#
+        );
+        assert_eq!(json_without_fields(br#"{"x":1}"#, &["x"]).unwrap(), "{}");
+        assert_eq!(json_without_fields(b"{}", &["x"]).unwrap(), "{}");
+    }
+
+    #[test]
+    fn json_without_fields_is_none_for_anything_but_an_object() {
+        for body in [
+            &b"[1,2]"[..],
+            b"\"text\"",
+            b"12",
+            b"{\"a\":",
+            b"{\"a\":1} trailing",
+            b"not json",
+            b"\xff\xfe",
+            b"",
+        ] {
+            assert_eq!(json_without_fields(body, &["a"]), None, "{body:?}");
+        }
+    }
 
     static A: Plugin = Plugin {
         vendor: "alpha",
