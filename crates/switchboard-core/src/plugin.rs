@@ -100,29 +100,6 @@ impl WebhookReply {
 /// keep their digits), their names re-escaped only where JSON needs it; only the whitespace
 /// between top-level members is dropped. `None` when `body` is not a JSON object.
 pub fn json_without_fields(body: &[u8], fields: &[&str]) -> Option<String> {
-    struct Members<'a>(Vec<(String, &'a serde_json::value::RawValue)>);
-    impl<'de> serde::Deserialize<'de> for Members<'de> {
-        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-            struct Visit;
-            impl<'de> serde::de::Visitor<'de> for Visit {
-                type Value = Members<'de>;
-                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                    f.write_str("a JSON object")
-                }
-                fn visit_map<A: serde::de::MapAccess<'de>>(
-                    self,
-                    mut map: A,
-                ) -> Result<Self::Value, A::Error> {
-                    let mut members = Vec::new();
-                    while let Some(member) = map.next_entry()? {
-                        members.push(member);
-                    }
-                    Ok(Members(members))
-                }
-            }
-            deserializer.deserialize_map(Visit)
-        }
-    }
     let Members(members) = serde_json::from_slice(body).ok()?;
     let mut out = String::with_capacity(body.len());
     out.push('{');
@@ -140,6 +117,33 @@ pub fn json_without_fields(body: &[u8], fields: &[&str]) -> Option<String> {
     }
     out.push('}');
     Some(out)
+}
+
+/// A JSON object's members in their order, repeats included, each value as its raw text.
+struct Members<'a>(Vec<(String, &'a serde_json::value::RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for Members<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(MembersVisitor)
+    }
+}
+
+struct MembersVisitor;
+
+impl<'de> serde::de::Visitor<'de> for MembersVisitor {
+    type Value = Members<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members = Vec::new();
+        while let Some(member) = map.next_entry()? {
+            members.push(member);
+        }
+        Ok(Members(members))
+    }
 }
 
 /// Turns a vendor's webhook requests into events. Built once per connection by

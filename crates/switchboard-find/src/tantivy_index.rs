@@ -288,6 +288,19 @@ fn writer(index: &Index, threads: usize) -> Result<IndexWriter, IndexError> {
     index.writer_with_options(options).map_err(tantivy_error)
 }
 
+/// Rolls `writer` back to its last commit. One that cannot be rolled back (its directory
+/// cannot be read, as on a failing disk) is left without indexing threads, and the next
+/// `add_document` on it would block forever once tantivy's queue is full: it is dropped
+/// instead, and [`Inner::writer`] makes a new one (or fails to, at once).
+fn roll_back(writer: &mut Option<IndexWriter>) {
+    if let Some(held) = writer.as_mut()
+        && let Err(error) = held.rollback()
+    {
+        tracing::warn!(%error, "the index's writer could not be rolled back; it is replaced");
+        *writer = None;
+    }
+}
+
 fn read_position(index: &Index) -> Result<u64, IndexError> {
     let metas = index.load_metas().map_err(tantivy_error)?;
     let Some(payload) = metas.payload else {
@@ -525,14 +538,7 @@ impl Inner {
         })();
         if let Err(error) = written {
             // Drop whatever of this batch was queued, so the next batch does not commit it.
-            // A rollback that fails (the directory cannot be read, as on a failing disk)
-            // leaves a writer without indexing threads, on which the next batch's
-            // `add_document` would block forever once tantivy's queue is full: that writer is
-            // dropped instead, and the next batch makes a new one (or fails to, at once).
-            if let Err(rollback) = writer.rollback() {
-                tracing::warn!(%rollback, "the index's writer could not be rolled back after a failed write; it is replaced");
-                drop(guard.take());
-            }
+            roll_back(&mut guard);
             return Err(tantivy_error(error));
         }
         // Readers first, then the position: whoever sees the new position (a finder's
@@ -553,15 +559,14 @@ impl Inner {
     }
 
     /// The writer, locked, present. A task that panicked while writing leaves its writer to
-    /// be rolled back to the last commit; a writer lost in a failed purge is made again.
+    /// be rolled back to the last commit; a writer lost in a failed purge or rollback is made
+    /// again.
     fn writer(&self) -> Result<MutexGuard<'_, Option<IndexWriter>>, IndexError> {
         let mut guard = match self.writer.lock() {
             Ok(guard) => guard,
             Err(poisoned) => {
                 let mut guard = poisoned.into_inner();
-                if let Some(writer) = guard.as_mut() {
-                    writer.rollback().map_err(tantivy_error)?;
-                }
+                roll_back(&mut guard);
                 self.writer.clear_poison();
                 guard
             }
