@@ -519,7 +519,8 @@ impl Store {
             finish_creation(dir)?;
         }
         let files = DurableFiles::open(dir, options.fsync)?;
-        let log = Arc::new(segments::LogFiles::open(dir)?);
+        let log = segments::LogFiles::open(dir)?;
+        let log = Arc::new(if options.fsync { log.zero_ahead() } else { log });
         // Whether the last run ended without a clean close (`meta/open` still there).
         let unclean = db.contains_key(keys::OPEN_KEY)?;
         let (head, cut_short) = recover_head(&db, &log, unclean)?;

@@ -378,3 +378,44 @@ async fn a_projected_mark_past_the_head_is_brought_back_to_it() {
         1u64.to_be_bytes().as_slice()
     );
 }
+
+/// A live store's segment file is written with zeros ahead of its entries (an fdatasync then
+/// commits no new file size); a clean close cuts them, and the entries read back after it.
+#[tokio::test]
+async fn a_clean_close_cuts_the_zeros_written_ahead_of_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for key in ["a", "b"] {
+        common::append_message(&store, key, 10).await;
+    }
+    // One run, one file: the store's first.
+    let file = dir.path().join("log").join(format!("{:010}.seg", 0));
+    let bytes = std::fs::read(&file).unwrap();
+    assert!(bytes.len() >= 256 << 10, "{}", bytes.len());
+    // Two small webhooks take a few hundred bytes: the rest is zeros.
+    assert!(bytes[1 << 10..].iter().all(|&b| b == 0));
+    store.close().await.unwrap();
+    drop(store);
+
+    let closed = std::fs::metadata(&file).unwrap().len();
+    assert!(closed < 1 << 10, "{closed}");
+    let last = {
+        let db = common::sled_open(dir.path());
+        common::segment_of(
+            dir.path(),
+            &db,
+            &[b"log/".as_slice(), &2u64.to_be_bytes()].concat(),
+        )
+    };
+    assert_eq!(last.file, file);
+    // The messages' records written at the close may follow the last entry's frame.
+    assert!(closed >= last.offset + last.len as u64, "{closed}");
+    let store = Store::open(dir.path()).unwrap();
+    let events = store.read_events(Sequence::ZERO, 10).unwrap();
+    let keys: Vec<&str> = events
+        .iter()
+        .map(|e| e.incoming.dedup_key.as_str())
+        .collect();
+    assert_eq!(keys, ["a", "b"]);
+    store.close().await.unwrap();
+}

@@ -35,6 +35,7 @@ impl Flusher {
         }
         self.sync_log()
             .map_err(|e| StoreError::io("the final fsync of the log's segment files", e))?;
+        self.log.trim()?;
         self.db.flush().map_err(StoreError::from).and_then(|_| {
             self.files
                 .sync()
