@@ -461,7 +461,7 @@ impl LogFiles {
     }
 
     /// Writes what is buffered and cuts the active file after its last entry (the zeros
-    /// written ahead of it go), then fdatasyncs it: at a clean close, and after a compaction.
+    /// written ahead of it go), then fdatasyncs it: at a clean close.
     pub(crate) fn trim(&self) -> Result<(), StoreError> {
         let mut state = self.state();
         self.write(&mut state)?;
@@ -624,17 +624,19 @@ impl LogFiles {
         let segment = active.segment;
         let file = active.file.clone();
         let end = active.length + state.buffer.len() as u64;
-        let ahead = if self.zero_ahead && end > active.zeroed {
+        if self.zero_ahead && end > active.zeroed {
             let to = end
                 + end
                     .clamp(RUNWAY_MIN, RUNWAY_MAX)
                     .min(SEGMENT_BYTES.saturating_sub(end));
-            file.write_all_at(&vec![0; (to - end) as usize], end)
-                .map(|()| active.zeroed = to)
-        } else {
-            Ok(())
-        };
-        if let Err(e) = ahead.and_then(|()| file.write_all_at(&state.buffer, active.length)) {
+            active.zeroed = match file.write_all_at(&vec![0; (to - end) as usize], end) {
+                Ok(()) => to,
+                // Only a speed-up: a disk too full for the zeros may still hold the entries.
+                // None are written into this file again; a trim cuts what part was.
+                Err(_) => u64::MAX,
+            };
+        }
+        if let Err(e) = file.write_all_at(&state.buffer, active.length) {
             // What a short write left is past every pointer: the next entry starts a new file,
             // so that no pointer's bytes ever follow it.
             state.active = None;
