@@ -189,6 +189,8 @@ pub struct Finder {
     stop: watch::Sender<bool>,
     task: Mutex<Option<JoinHandle<()>>>,
     commands: tokio::sync::Mutex<()>,
+    /// The finder's own runtime, whose threads run at a lower priority ([`crate::priority`]).
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
 }
 
 impl fmt::Debug for Finder {
@@ -214,6 +216,13 @@ impl Drop for Finder {
         {
             applying.abort();
         }
+        // Not waited for: a finder may be dropped inside another runtime, where blocking is
+        // not allowed. `shutdown` has waited for the task already when it was called.
+        if let Ok(mut runtime) = self.runtime.lock()
+            && let Some(runtime) = runtime.take()
+        {
+            runtime.shutdown_background();
+        }
     }
 }
 
@@ -224,7 +233,8 @@ enum Progress {
 }
 
 impl Finder {
-    /// Spawns the task that tails the log on the current tokio runtime.
+    /// Spawns the task that tails the log, on a runtime of its own whose threads run at a
+    /// lower priority ([`crate::priority`]).
     pub fn start(
         storage: Arc<dyn Storage>,
         index: Arc<dyn FindIndex>,
@@ -244,12 +254,27 @@ impl Finder {
             applying: Mutex::new(None),
         });
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run(shared.clone(), stopped));
+        // Its own runtime (one worker, and the blocking threads the index's work runs on),
+        // every thread of it lowered: ingest first when the cores are all busy.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("switchboard-find")
+            .on_thread_start(crate::priority::lower_this_thread)
+            .enable_all()
+            .build();
+        let (task, runtime) = match runtime {
+            Ok(runtime) => (runtime.spawn(run(shared.clone(), stopped)), Some(runtime)),
+            Err(error) => {
+                warn!(%error, "the finder's runtime could not start; it runs on the server's");
+                (tokio::spawn(run(shared.clone(), stopped)), None)
+            }
+        };
         Arc::new(Finder {
             shared,
             stop,
             task: Mutex::new(Some(task)),
             commands: tokio::sync::Mutex::new(()),
+            runtime: Mutex::new(runtime),
         })
     }
 

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod index;
 pub mod memory;
 pub mod normalize;
+pub mod priority;
 pub mod suite;
 pub mod tantivy_index;
 

@@ -277,7 +277,9 @@ impl TantivyIndex {
 }
 
 /// A writer with `threads` indexing threads and half the cores for merging segments, so that
-/// merges after a commit leave the other half to queries.
+/// merges after a commit leave the other half to queries. It is made on a thread of lowered
+/// priority ([`crate::priority`]), so that tantivy's threads, which start from it, run behind
+/// ingest too.
 fn writer(index: &Index, threads: usize) -> Result<IndexWriter, IndexError> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let options = IndexWriterOptions::builder()
@@ -285,7 +287,19 @@ fn writer(index: &Index, threads: usize) -> Result<IndexWriter, IndexError> {
         .memory_budget_per_thread(WRITER_BYTES_PER_THREAD)
         .num_merge_threads((cores / 2).max(1))
         .build();
-    index.writer_with_options(options).map_err(tantivy_error)
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("switchboard-find".into())
+            .spawn_scoped(scope, || {
+                crate::priority::lower_this_thread();
+                index.writer_with_options(options).map_err(tantivy_error)
+            })
+            .map_err(|error| {
+                IndexError::Unavailable(format!("cannot start a thread for the index: {error}"))
+            })?
+            .join()
+            .map_err(|_| IndexError::Unavailable("making the index's writer panicked".into()))?
+    })
 }
 
 /// Rolls `writer` back to its last commit. One that cannot be rolled back (its directory
