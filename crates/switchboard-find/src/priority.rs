@@ -43,6 +43,12 @@ pub fn nice_of_thread(tid: &str) -> Option<i32> {
     rest.split_whitespace().nth(16)?.parse().ok()
 }
 
+/// The calling thread's nice value, from `/proc` (for tests and diagnostics).
+pub fn nice_of_this_thread() -> Option<i32> {
+    let link = std::fs::read_link("/proc/thread-self").ok()?;
+    nice_of_thread(&link.file_name()?.to_string_lossy())
+}
+
 /// The threads of this process whose name starts with `prefix`, with their nice values.
 pub fn threads_named(prefix: &str) -> Vec<(String, i32)> {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
@@ -67,11 +73,7 @@ mod tests {
     use super::*;
 
     fn own_nice() -> i32 {
-        let tid = std::fs::read_link("/proc/thread-self")
-            .ok()
-            .and_then(|link| link.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .expect("thread id");
-        nice_of_thread(&tid).expect("nice value")
+        nice_of_this_thread().expect("nice value")
     }
 
     #[test]

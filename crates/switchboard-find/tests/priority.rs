@@ -9,17 +9,13 @@ use switchboard_core::{
     ConnectionId, ConversationPatch, ConversationStatus, EventKind, EventPayload, IncomingEvent,
     Timestamp,
 };
-use switchboard_find::priority::{FINDER_NICE, nice_of_thread, threads_named};
+use switchboard_find::priority::{FINDER_NICE, nice_of_this_thread, threads_named};
 use switchboard_find::tantivy_index::TantivyIndex;
 use switchboard_find::{Finder, FinderOptions};
 use switchboard_store::{AppendRequest, Storage, Store};
 
 fn own_nice() -> i32 {
-    let tid = std::fs::read_link("/proc/thread-self")
-        .ok()
-        .and_then(|link| link.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .expect("thread id");
-    nice_of_thread(&tid).expect("nice value")
+    nice_of_this_thread().expect("nice value")
 }
 
 fn started(chat: &str) -> IncomingEvent {
