@@ -4,7 +4,8 @@
 //! blocking work, tantivy's indexing and merging threads) waits for the threads that
 //! acknowledge webhooks, rather than the other way round: the index lags under a burst and
 //! catches up after it. Measured on the 2-core bench machine (BENCHMARKS.md, session 12): with
-//! the finder's threads at nice 10, +5 % webhooks/s and a p99 3-5 ms lower over HTTP.
+//! the finder's threads at nice 10, +12 to +23 % webhooks/s over HTTP in three alternating
+//! pairs, and a p99 of about 20 ms against 25-37 ms.
 //!
 //! Linux keeps a nice value per thread and a new thread starts with its creator's, so a thread
 //! lowered here passes it on to the threads it starts (tantivy's among them).
