@@ -128,6 +128,50 @@ async fn webhooks_are_counted_by_connection_and_outcome_and_timed_to_their_ack()
     );
 }
 
+/// Waits until the finder's gauges read `position` and a lag of 0; panics after 30 s with the
+/// last scrape.
+async fn finder_reaches(sandbox: &Sandbox, position: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let scrape = Scrape::take(sandbox).await;
+        let seen = (
+            scrape.value("switchboard_find_position", &[]),
+            scrape.value("switchboard_find_lag_events", &[]),
+        );
+        if seen == (position as f64, 0.0) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the finder's gauges read {seen:?}, not ({position}, 0): {}",
+            scrape.0
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_finders_position_and_lag_follow_the_log() {
+    let _serial = SERIAL.lock().await;
+    let sandbox = Sandbox::start().await;
+    let scrape = Scrape::take(&sandbox).await;
+    for name in ["switchboard_find_position", "switchboard_find_lag_events"] {
+        assert!(
+            scrape.0.contains(&format!("# TYPE {name} gauge")),
+            "{name}: {}",
+            scrape.0
+        );
+    }
+    finder_reaches(&sandbox, 0).await;
+    for fixture in fixtures("livechat") {
+        let (status, body) = sandbox.post_fixture("livechat", &fixture).await;
+        assert_eq!(status, 200, "{}: {body}", fixture.name);
+    }
+    let head = sandbox.head();
+    assert!(head > 0);
+    finder_reaches(&sandbox, head).await;
+}
+
 #[tokio::test]
 async fn the_subscriber_gauge_goes_up_and_down_and_sent_events_and_lag_are_counted() {
     let _serial = SERIAL.lock().await;
@@ -386,6 +430,8 @@ async fn grpc_calls_refused_by_authentication_are_counted_and_carry_request_ids(
 
 #[tokio::test]
 async fn a_vendor_shaped_refusal_keeps_its_shape_and_carries_the_request_id_in_the_header() {
+    // Its server's finder sets the finder's gauges too.
+    let _serial = SERIAL.lock().await;
     let sandbox = Sandbox::start().await;
     let fixture = fixtures("tencent").into_iter().next().expect("a fixture");
     let query: Vec<String> = fixture
@@ -423,6 +469,7 @@ async fn a_vendor_shaped_refusal_keeps_its_shape_and_carries_the_request_id_in_t
 
 #[tokio::test]
 async fn metrics_can_move_off_the_webhook_port() {
+    let _serial = SERIAL.lock().await;
     let sandbox = Sandbox::start_with(|config| {
         config.metrics_addr = Some("127.0.0.1:0".parse().expect("addr"));
     })

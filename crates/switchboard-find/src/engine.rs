@@ -33,6 +33,12 @@ use crate::normalize;
 
 use self::step::{MAX_CONTACT_TICKETS, Step, visitor_key};
 
+/// Gauge: the last log sequence the find index has applied (sampled every `idle_poll`).
+pub const POSITION_METRIC: &str = "switchboard_find_position";
+/// Gauge: events in the log that the find index has not applied yet (the head minus
+/// [`POSITION_METRIC`], sampled every `idle_poll`).
+pub const LAG_METRIC: &str = "switchboard_find_lag_events";
+
 /// The kind byte of a contact page token (conversation and ticket tokens are 1 and 2).
 pub const CONTACT_TOKEN: u8 = 3;
 /// The name of the lease the writing finder holds on a shared backend.
@@ -897,7 +903,35 @@ async fn settle(flight: &mut Option<InFlight>) -> Result<(), FindError> {
     }
 }
 
-async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+/// The finder's task: follows the log into the index, and reports how far it is behind.
+async fn run(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
+    // `report` never ends: the task ends when `follow` has wound down.
+    tokio::select! {
+        () = follow(Arc::clone(&shared), stop) => {}
+        () = report(&shared) => {}
+    }
+}
+
+/// Every `idle_poll`, puts the index's position and how far it is behind the log's head on the
+/// process's metrics ([`POSITION_METRIC`], [`LAG_METRIC`]). The index is asked, not this
+/// finder's own progress, so a replica that does not hold the lease reports the holder's.
+async fn report(shared: &Shared) {
+    let every = shared.options.idle_poll.max(Duration::from_millis(10));
+    loop {
+        match shared.index.position().await {
+            Ok(position) => {
+                let head = shared.storage.head();
+                metrics::gauge!(POSITION_METRIC).set(position.0 as f64);
+                metrics::gauge!(LAG_METRIC).set(head.0.saturating_sub(position.0) as f64);
+            }
+            Err(error) => debug!(%error, "the finder could not read its index's position"),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Reads the log after the index's position into the index, batch after batch, until `stop`.
+async fn follow(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut head = shared.storage.subscribe_head();
     let mut wanted = shared.wanted.subscribe();
     let mut holding = false;

@@ -17,6 +17,7 @@ pub mod tantivy_index;
 
 pub use crate::engine::{
     ContactListQuery, ContactPage, ContactView, FindError, Finder, FinderOptions, Found,
+    LAG_METRIC, POSITION_METRIC,
 };
 pub use crate::index::{
     ContactQuery, ContactRecord, ConversationDoc, EventRef, FindIndex, FindQuery, IndexBatch,

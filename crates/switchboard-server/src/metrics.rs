@@ -52,6 +52,11 @@ pub const STORE_BATCH_SIZE: &str = "switchboard_store_batch_size";
 pub const STORE_COMMIT_SECONDS: &str = "switchboard_store_commit_seconds";
 /// Counter: stored records that could not be decoded when read (recorded by the store).
 pub const STORE_UNREADABLE_RECORDS_TOTAL: &str = "switchboard_store_unreadable_records_total";
+/// Gauge: the last log sequence the find index has applied (recorded by the finder).
+pub const FIND_POSITION: &str = switchboard_find::POSITION_METRIC;
+/// Gauge: events the find index has not applied yet, the log's head minus its position
+/// (recorded by the finder).
+pub const FIND_LAG_EVENTS: &str = switchboard_find::LAG_METRIC;
 /// Counter by `front` (`http`, `http_peer`, `grpc`): requests refused by concurrency limits.
 pub const LOAD_SHED_TOTAL: &str = "switchboard_load_shed_total";
 /// Counter by `connection`: records pulled from the vendor's API.
@@ -290,6 +295,14 @@ fn describe() {
     describe_counter!(
         STORE_UNREADABLE_RECORDS_TOTAL,
         "Stored records that could not be decoded when read"
+    );
+    describe_gauge!(
+        FIND_POSITION,
+        "The last log sequence the find index has applied"
+    );
+    describe_gauge!(
+        FIND_LAG_EVENTS,
+        "Events in the log the find index has not applied yet"
     );
     describe_counter!(
         LOAD_SHED_TOTAL,
