@@ -91,8 +91,8 @@
 //!    atomic `Tree::apply_batch`.
 //! 3. It hands the group to the flusher (`switchboard-store-flusher`) and goes back to 1 for
 //!    the next group, which therefore sees this one's writes. The CPU work of the next groups
-//!    overlaps the disk wait of this one; one group at most waits in the hand-over channel
-//!    (so at most two groups are applied but not yet durable besides the one being flushed).
+//!    overlaps the disk wait of this one; up to `writer::STAGED_GROUPS` (8) groups wait in the
+//!    hand-over channel, applied but not yet durable, besides the ones being flushed.
 //!
 //! The flusher takes every group waiting for it, in order, and for all of them together:
 //! 4. `Db::flush`, then `fdatasync` (see below).
