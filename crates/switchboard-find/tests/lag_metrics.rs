@@ -1,29 +1,17 @@
 //! The finder puts its index's position and how far it is behind the log on the process's
 //! metrics. Alone in its binary: it installs the process's metrics recorder.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::started;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use switchboard_core::{
-    ConnectionId, ConversationPatch, ConversationStatus, EventKind, EventPayload, IncomingEvent,
-    Timestamp,
-};
+use switchboard_core::ConnectionId;
 use switchboard_find::engine::LEASE;
 use switchboard_find::{Finder, FinderOptions, LAG_METRIC, MemoryIndex, POSITION_METRIC};
 use switchboard_store::{AppendRequest, Storage, Store};
-
-fn started(chat: &str) -> IncomingEvent {
-    let mut patch = ConversationPatch::new(chat);
-    patch.status = Some(ConversationStatus::Open);
-    IncomingEvent {
-        dedup_key: format!("start-{chat}"),
-        kind: EventKind::ChatStarted,
-        vendor_event: "chat_started".into(),
-        occurred_at: Timestamp::from_secs(1_700_000_000).unwrap(),
-        payload: EventPayload::Conversation(patch),
-    }
-}
 
 /// The value of the unlabelled gauge `name`, if it was set.
 fn gauge(handle: &PrometheusHandle, name: &str) -> Option<f64> {

@@ -2,13 +2,13 @@
 //! threads and tantivy's indexing and merging threads. Alone in its binary, so that the threads
 //! it looks at are this test's.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard_core::{
-    ConnectionId, ConversationPatch, ConversationStatus, EventKind, EventPayload, IncomingEvent,
-    Timestamp,
-};
+use common::started;
+use switchboard_core::ConnectionId;
 use switchboard_find::priority::{FINDER_NICE, nice_of_this_thread, threads_named};
 use switchboard_find::tantivy_index::TantivyIndex;
 use switchboard_find::{Finder, FinderOptions};
@@ -16,18 +16,6 @@ use switchboard_store::{AppendRequest, Storage, Store};
 
 fn own_nice() -> i32 {
     nice_of_this_thread().expect("nice value")
-}
-
-fn started(chat: &str) -> IncomingEvent {
-    let mut patch = ConversationPatch::new(chat);
-    patch.status = Some(ConversationStatus::Open);
-    IncomingEvent {
-        dedup_key: format!("start-{chat}"),
-        kind: EventKind::ChatStarted,
-        vendor_event: "chat_started".into(),
-        occurred_at: Timestamp::from_secs(1_700_000_000).unwrap(),
-        payload: EventPayload::Conversation(patch),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
