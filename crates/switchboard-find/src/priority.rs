@@ -83,10 +83,12 @@ mod tests {
         let (lowered, child) = std::thread::spawn(|| {
             lower_this_thread();
             let lowered = own_nice();
-            // Lowering a lowered thread again changes nothing.
+            // The child inherits the value; lowering it again changes nothing.
             let child = std::thread::spawn(|| {
+                let inherited = own_nice();
                 lower_this_thread();
-                own_nice()
+                assert_eq!(own_nice(), inherited, "lowered twice");
+                inherited
             })
             .join()
             .expect("child");
