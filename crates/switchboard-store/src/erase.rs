@@ -294,13 +294,20 @@ fn build_copy(dir: &Path) -> Result<u64, StoreError> {
         // copied too, each on its own.
         let old_log = crate::segments::LogFiles::open(dir)?;
         let new_log = crate::segments::LogFiles::open(&new_dir)?;
+        // A store that did not close cleanly may have acknowledged groups that only its
+        // journal holds (sled's file lags it): replayed first, as an open would.
+        if old.contains_key(crate::keys::OPEN_KEY)? {
+            crate::replay_journal(&old, &old_log)?;
+        }
         let mut keys = 0u64;
         let mut batch = sled::Batch::default();
         let mut pending = 0usize;
         let mut grouper = crate::segments::Grouper::default();
         for entry in old.iter() {
             let (key, value) = entry?;
-            if key.as_ref() == COMPACT_KEY {
+            // Where this store's journal goes on names files the copy does not have; the next
+            // open starts its journal afresh.
+            if key.as_ref() == COMPACT_KEY || key.as_ref() == crate::writer::journal::JOURNAL_KEY {
                 continue;
             }
             if key.starts_with(crate::keys::LOG_PREFIX) {

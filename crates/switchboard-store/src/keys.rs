@@ -39,7 +39,7 @@ const AGENT_PREFIX: &[u8] = b"agent/";
 const SYNC_PREFIX: &[u8] = b"sync/";
 
 /// The schema version this build writes and reads.
-pub(crate) const SCHEMA_VERSION: u64 = 8;
+pub(crate) const SCHEMA_VERSION: u64 = 9;
 
 pub(crate) fn be(n: u64) -> [u8; 8] {
     n.to_be_bytes()

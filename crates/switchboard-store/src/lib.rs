@@ -34,7 +34,7 @@
 //! promises; [`Store`] is the embedded sled backend, `switchboard-store-postgres` the shared
 //! one, and `switchboard-store-contract` the one test suite both pass.
 //!
-//! # Key layout (schema 8)
+//! # Key layout (schema 9)
 //!
 //! Everything lives in ONE sled tree (the default tree of `<data-dir>`), with one key prefix per
 //! family. Numbers in keys are big-endian and fixed width, so byte order is numeric order;
@@ -47,9 +47,10 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `meta/schema_version` | ASCII decimal, `8` |
+//! | `meta/schema_version` | ASCII decimal, `9` |
 //! | `meta/head` | the last sequence, u64 BE |
 //! | `meta/open` | empty; present while a process has the store open, removed by a clean close (found at open: the dedup keys past the head are dropped, see [`Store::open_with`]) |
+//! | `meta/journal` | where the next journal record will be in the segment files and its number: file u32 LE, offset u64 LE, number u64 LE (schema 9, see [Durability](#durability)) |
 //! | `meta/projected` | the last sequence whose conversations (`conv/`, `msg/`, `ix/`, `count/`) are written, u64 BE (see [Conversations after the log](#conversations-after-the-log)) |
 //! | `log/<first sequence u64 BE>` | where one append request's entry (its new events and its raw body, binary: see [Log encoding](#log-encoding)) is in the segment files `<data dir>/log/*.seg`: 29 bytes naming its frame, its place in the frame, its length, event count and CRC-32 (schema 7, see `segments`); for consecutive entries of one frame, one key, the first's, naming the frame once and then each entry's length, count and CRC-32 (schema 8, `segments::Grouper`); 25 bytes naming the entry alone (schema 6, still read); in a store from before schema 6, the entry itself, still read |
 //! | `dh/<16 bytes>` | the sequence of the event with that dedup key: the bytes are the first 16 of the SHA-256 of the connection's length (u64 LE), the connection and the dedup key (schema 7; `dedup/<connection>/<dedup key>` before, moved by the upgrade) |
@@ -94,8 +95,13 @@
 //!    overlaps the disk wait of this one; up to `writer::STAGED_GROUPS` (8) groups wait in the
 //!    hand-over channel, applied but not yet durable, besides the ones being flushed.
 //!
+//! Before applying a group's batch, the writer appends the group's **journal record** to the
+//! segment files after its log entries (see [Durability](#durability)).
+//!
 //! The flusher takes every group waiting for it, in order, and for all of them together:
-//! 4. `Db::flush`, then `fdatasync` (see below).
+//! 4. `fdatasync` of the segment files written since its last one (the groups' log entries
+//!    and journal records); `Db::flush` and `fdatasync` of sled's file too when the last was
+//!    [`StoreOptions::sled_flush_interval`] ago (100 ms by default), or a group erases.
 //! 5. Only then: the head watch channel announces the new head and every request gets its own
 //!    answer. A request whose events are all duplicates succeeds too.
 //!
@@ -154,18 +160,41 @@
 //!
 //! # Durability
 //!
-//! An append is acknowledged only after its group is on disk. sled 0.34 on Linux flushes with
+//! An append is acknowledged only after its group is on disk: its log entries and its journal
+//! record fdatasynced in the segment files (schema 9). sled's own file follows within
+//! [`StoreOptions::sled_flush_interval`]: waiting for sled's flush with every group cost a
+//! fifth of the webhooks/s (BENCHMARKS.md, session 14).
+//!
+//! **The journal** (`writer::journal`). A group's sled batch holds its log pointers, dedup
+//! keys, head, tickets, agents, sync states and quarantine entries, each as a whole new value
+//! (or a removal); the journal record carries exactly those, numbered, behind a CRC-32. The
+//! conversations a batch writes (headers, messages, index entries, counters, `meta/projected`)
+//! are not journaled: the log rebuilds them. Every journaled batch also sets `meta/journal`
+//! to where the next record will be. At open after an unclean end, sled holds some prefix of
+//! its batches (whatever it wrote before the crash, flushed or not); the records past its
+//! `meta/journal` are replayed in order, each as one batch, and sled is flushed, before
+//! anything else (the head, the dedup checks, the conversations' replay) is recovered. The
+//! replay stops at the first record that is not whole, not numbered next, or whose log
+//! pointers' bytes are not whole: nothing from there on was acknowledged. Applying a record
+//! twice changes nothing (whole values, in order). An erasure's group is a **barrier**: it
+//! rewrites conversations with the log entries, which the journal does not carry, so sled is
+//! flushed before it is answered and a replay stops at its record. Each run's journal starts
+//! in the first segment file it writes (`meta/journal` is set there at open, durably), so a
+//! replay never reads an older run's records. `switchboard compact` replays an unclean store's
+//! journal before copying it.
+//!
+//! sled 0.34 on Linux flushes with
 //! `sync_file_range`, which persists neither file metadata nor the drive's cache, and writes
 //! values too large for a log segment (about 128 KiB) to `blobs/` files that it never syncs.
 //! So after `flush()` the writer calls `File::sync_data` on `<data-dir>/db` (a handle kept
 //! open) and on every blob file it has not synced yet (then on `blobs/` itself); `<data-dir>` is
-//! fsynced once at open. [`StoreOptions::fsync`]` = false` skips the fdatasync (benchmarks of
-//! the floor only).
+//! fsynced once at open. [`StoreOptions::fsync`]` = false` skips the fdatasyncs (benchmarks
+//! only).
 //!
 //! If preparing a group fails before anything is written (a record that does not decode),
 //! every request of the group gets [`StoreError::Commit`] and the store stays usable. If a read
 //! for it fails on the disk (sled writes while it reads: it consolidates pages), or if
-//! `apply_batch`, `flush` or the fsync fails, the writer can no longer tell what reached the disk: every request of the group, of
+//! `apply_batch`, a flush or an fsync fails, the writer can no longer tell what reached the disk: every request of the group, of
 //! any group applied after it and not yet answered, and every later write gets
 //! [`StoreError::Failed`] (Unavailable) until the server is restarted.
 //! The head never moves for a failed group. [`Store::read_events`] never returns events past the
@@ -234,7 +263,7 @@
 //!
 //! # Schema
 //!
-//! `meta/schema_version` is `8`. A store of schema 2 to 7 is upgraded in place by
+//! `meta/schema_version` is `9`. A store of schema 2 to 8 is upgraded in place by
 //! [`Store::open`] (see `migrate`: from 2, conversations split into header and messages, the
 //! dropped index families removed, connection counters named; from 3, only the version moves
 //! and `meta/projected` is written at the head; from 4, only the version moves: its JSON
@@ -244,12 +273,15 @@
 //! keys move to their hashed form in atomic batches, and the entries compressed one by one and
 //! the JSON headers stay and are read; from 7, only the version moves: its messages stay inside
 //! sled and are read there, each moving to the segment files when it next changes, and
-//! `switchboard compact` moves them all), with log lines; an interrupted upgrade resumes at the next open, and schema-2 log entries
+//! `switchboard compact` moves them all; from 8, only the version moves: its files are read
+//! through their pointers as before, and its journal starts with the first group of the
+//! upgraded run), with log lines; an interrupted upgrade resumes at the next open, and schema-2 log entries
 //! stay as they are. A build of schema 3 refuses a store of schema 4 (it would not replay the
 //! conversations held back after the log), a build of schema 4 one of schema 5 (it would
 //! not read its messages), a build of schema 5 one of schema 6 (its log is in files it
 //! does not know), a build of schema 6 one of schema 7 (it would find no dedup key), and a build of schema 7
-//! one of schema 8 (it would not read its messages).
+//! one of schema 8 (it would not read its messages), and a build of schema 8 one of schema 9
+//! (sled's file may lag the journal, which it would not replay).
 //! Any other version is refused
 //! ([`StoreError::SchemaMismatch`], FailedPrecondition), and so is a non-empty tree without one
 //! ([`StoreError::NotAStore`]). A non-empty `db` file from which sled reads nothing is refused
@@ -523,7 +555,21 @@ impl Store {
         let log = Arc::new(if options.fsync { log.zero_ahead() } else { log });
         // Whether the last run ended without a clean close (`meta/open` still there).
         let unclean = db.contains_key(keys::OPEN_KEY)?;
+        if unclean {
+            replay_journal(&db, &log)?;
+        }
         let (head, cut_short) = recover_head(&db, &log, unclean)?;
+        // This run's journal starts in the file it writes first (durable with the mark).
+        let journal = writer::journal::Position::read(&db)?.map_or(0, |at| at.number);
+        db.insert(
+            writer::journal::JOURNAL_KEY,
+            &writer::journal::Position {
+                segment: log.next_segment(),
+                offset: 0,
+                number: journal,
+            }
+            .encode()[..],
+        )?;
         mark_open(&db, head, unclean || cut_short)?;
         let projected = recover_projected(&db, head)?;
         let projection = Arc::new(Projection::new(projected));
@@ -547,9 +593,12 @@ impl Store {
             head_tx: head_tx.clone(),
             failed: failed.clone(),
             projection: projection.clone(),
+            sled_interval: options.sled_flush_interval,
+            sled_flushed: Instant::now(),
+            sled_dirty: false,
         };
         let interval = options.projection_interval;
-        let writer = Writer::new(
+        let mut writer = Writer::new(
             db.clone(),
             log.clone(),
             options,
@@ -558,6 +607,7 @@ impl Store {
             failed.clone(),
             projection.clone(),
         )?;
+        writer.journal = journal;
         let thread = std::thread::Builder::new()
             .name("switchboard-store-writer".into())
             .spawn(move || writer::run(writer, flusher, commands_rx, stopped_tx))
@@ -590,8 +640,9 @@ impl Store {
     }
 
     /// Appends a request's events. Resolves only after the group commit holding it is applied
-    /// in one atomic sled batch, flushed and fdatasynced; a request whose events are all
-    /// duplicates succeeds with nothing appended.
+    /// in one atomic sled batch and durable (its log entry and journal record fdatasynced: see
+    /// [Durability](crate#durability)); a request whose events are all duplicates succeeds
+    /// with nothing appended.
     pub async fn append(&self, request: AppendRequest) -> Result<AppendReceipt, StoreError> {
         request.validate()?;
         let prepared = writer::PreparedRequest::for_request(&request)?;
@@ -1436,6 +1487,22 @@ fn spawn_projection_ticker(
         })
         .map(drop)
         .map_err(|e| StoreError::io("starting the store projection thread", e))
+}
+
+/// After an unclean end: the journal records sled's file lacks (the groups acknowledged since
+/// its last flush) are replayed into it (see `writer::journal`).
+pub(crate) fn replay_journal(db: &sled::Db, log: &segments::LogFiles) -> Result<(), StoreError> {
+    let started = Instant::now();
+    let replayed = writer::journal::replay(db, log)?;
+    if replayed.records > 0 {
+        info!(
+            records = replayed.records,
+            writes = replayed.writes,
+            millis = started.elapsed().as_millis() as u64,
+            "the last run did not close cleanly: the groups acknowledged after sled's last flush were replayed from the journal"
+        );
+    }
+    Ok(())
 }
 
 /// The head, and whether what a write cut short left past it was dropped (then the dedup keys

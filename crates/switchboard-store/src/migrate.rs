@@ -10,6 +10,7 @@
 //! | 6 | log entries in append-only segment files (`<data dir>/log/*.seg`, see `segments`), sled keeping a 25-byte pointer with the entry's event count and CRC-32 under its `log/` key: an entry costs its bytes once, not twice as inside sled's nodes. Nothing moves at the upgrade: the entries of a schema-5 store stay inside sled and are read there; `switchboard compact` moves them to the files. A build of schema 5 refuses a store of schema 6 |
 //! | 7 | dedup keys under `dh/` as the first 16 bytes of the SHA-256 of the connection and the vendor's dedup key (19 bytes, where `dedup/<connection>/<key>` took 50 or more); the upgrade rewrites them in batches of [`DEDUP_BATCH`], each one atomic sled batch, so that an interrupted upgrade resumes with the keys not yet moved. And a group's log entries written as one frame, compressed together (see `segments`), sled keeping a 29-byte pointer (the frame, the entry's place in it, its count and CRC-32): webhooks alike compress across entries, a long chat's entry to a tenth of its size on its own. Log entries do not move at the upgrade: schema-6 entries, each compressed on its own, stay and are read as before; `switchboard compact` rewrites them into frames. A build of schema 6 refuses a store of schema 7 |
 //! | 8 | a message's record in the segment files, on its own (not in a frame), sled keeping a 21-byte pointer (file, offset, length, CRC-32) under its `msg/` key: sled's file is about four times the live bytes it holds on loads that insert, and messages were three quarters of a long chat's. And consecutive log entries of one frame under one `log/` key (the frame once, then each entry's length, count and CRC-32): sled's file grows by about the same for each key inserted, whatever its size. Nothing moves at the upgrade: the messages a store of schema 7 kept inside sled stay and are read there, each moving to the files when it is next written, and its log keys stay one per entry; `switchboard compact` moves the messages and groups the entries. A build of schema 7 refuses a store of schema 8, whose messages and shared keys it would not read |
+//! | 9 | the journal: an append is acknowledged once its log entry and a journal record of its group's sled writes (log pointers, dedup keys, head, tickets, agents, sync states, quarantine) are fdatasynced in the segment files; sled is flushed every `sled_flush_interval`, and open replays into it the records past `meta/journal` (see the store's docs: Durability). Every item written to a segment file starts with a tag byte, so that the records can be found. Nothing moves at the upgrade: upgrading from 8 writes the schema key, and the journal starts with the upgraded run's first file. A build of schema 8 refuses a store of schema 9, whose acknowledged groups may be in its journal only |
 //!
 //! [`upgrade`] runs at open, before the writer starts, in batches of [`BATCH`] conversations,
 //! each one atomic sled batch. `meta/schema_version` moves to the new version only after the
@@ -36,7 +37,7 @@ const DEDUP_BATCH: usize = 10_000;
 
 /// The versions [`upgrade`] can bring to [`keys::SCHEMA_VERSION`].
 pub(crate) fn can_upgrade(found: u64) -> bool {
-    (2..=7).contains(&found)
+    (2..=8).contains(&found)
 }
 
 /// Upgrades the store from schema `found` to [`keys::SCHEMA_VERSION`], in place.
@@ -48,10 +49,10 @@ pub(crate) fn upgrade(db: &sled::Db, dir: &Path, found: u64) -> Result<(), Store
         to = keys::SCHEMA_VERSION,
         "upgrading the store's schema in place (an interrupted upgrade resumes at the next start)"
     );
-    // From 3 to 7, only the version moves, and the dedup keys from 6 or before (from 3,
+    // From 3 to 8, only the version moves, and the dedup keys from 6 or before (from 3,
     // `meta/projected` is written at the next open; from 4, JSON messages are still read; from
     // 5, entries inside sled are; from 6, entries on their own in segment files are; from 7,
-    // messages inside sled are).
+    // messages inside sled are; from 8, the open that follows starts the journal).
     let (conversations, messages, dropped) = if found == 2 {
         split_conversations(db)?
     } else {

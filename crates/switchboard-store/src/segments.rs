@@ -20,12 +20,21 @@
 //! unreadable (served as stand-ins, their sequences kept). Schema-6 pointers (an entry on its
 //! own, compressed by itself) are still read.
 //!
-//! **Durability.** The flusher fdatasyncs the segment files written since its last flush
-//! before it flushes sled, so an acknowledged entry's bytes are on disk before its pointer is.
-//! sled may write a batch before the flusher asks it to (its buffers fill); if the machine
-//! then loses power, a pointer can reach the disk without its bytes. Every pointer carries the
-//! CRC-32 of its bytes, and open checks the newest entries, dropping those whose bytes are not
-//! whole (never acknowledged: the flush that would have acknowledged them never finished).
+//! **Durability.** The flusher fdatasyncs the segment files written since its last sync, and
+//! answers a group then (schema 9): its entries and its journal record (`writer::journal`), a
+//! copy of its sled writes, are in them. sled's own flush follows later, so an acknowledged
+//! entry's bytes are on disk before its pointer is. sled may write a batch before the flusher
+//! syncs (its buffers fill); if the machine then loses power, a pointer can reach the disk
+//! without its bytes. Every pointer carries the CRC-32 of its bytes, and open checks the newest
+//! entries, dropping those whose bytes are not whole (never acknowledged: the sync that would
+//! have acknowledged them never finished).
+//!
+//! **Tags** (schema 9). Every item a run writes starts with a byte that says what it is: a
+//! frame, a record on its own, or a journal record, each followed by its 4-byte length (and a
+//! journal record by its CRC-32). Pointers point past the tag and the length, so readers see
+//! the same bytes as before; a replay reads a file from where `meta/journal` says and steps
+//! over frames and records to the journal's ([`LogFiles::journal_from`]). Files of schema 8
+//! and before have no tags, and no journal is ever looked for in them.
 //!
 //! **Files.** Each open appends to a new file, so a file is only ever appended to by one run,
 //! and the bytes a failed or torn write left at a file's end are never followed by new
@@ -101,6 +110,23 @@ const RUNWAY_MAX: u64 = 8 << 20;
 /// The length before each frame in a segment file.
 const FRAME_HEADER: u64 = 4;
 
+/// The byte before each frame (schema 9): what follows is a frame (its 4-byte length, then its
+/// bytes). Every item a schema-9 run writes starts with a tag, so that the journal's records
+/// can be found by reading a file from its start ([`LogFiles::journal_from`]); pointers point
+/// past the tag, so readers never see it. A zero where a tag belongs (the zeros written ahead)
+/// ends what a run wrote.
+const FRAME_TAG: u8 = b'F';
+/// The byte before a record written on its own (a message): its 4-byte length, then its bytes.
+const RECORD_TAG: u8 = b'M';
+/// The byte before a journal record: its 4-byte length, the CRC-32 of its bytes, then its bytes
+/// (see `writer::journal`).
+const JOURNAL_TAG: u8 = b'J';
+/// Tag and length.
+const TAGGED_HEADER: u64 = 1 + 4;
+
+/// A journal record's bytes as found, and the file and offset where it ends.
+pub(crate) type JournalBytes = (Vec<u8>, (u32, u64));
+
 /// Where a log entry's bytes are: what sled keeps under the entry's `log/` key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Pointer {
@@ -162,6 +188,17 @@ impl Pointer {
     }
 }
 
+/// Where a [`Grouper`] puts its keys: a sled batch, or the writer's journaled writes.
+pub(crate) trait Sink {
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>);
+}
+
+impl Sink for sled::Batch {
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.insert(key, value);
+    }
+}
+
 /// Turns the pointers of log entries, pushed in the order they were appended, into sled's
 /// `log/` keys (schema 8): consecutive entries of one frame (a group's requests) share one key,
 /// the first entry's, whose value names the frame once and then each entry's length, event
@@ -203,16 +240,16 @@ impl Grouper {
     }
 
     /// [`Grouper::push`], the finished key going into `batch`.
-    pub(crate) fn push_into(&mut self, first: u64, pointer: Pointer, batch: &mut sled::Batch) {
+    pub(crate) fn push_into(&mut self, first: u64, pointer: Pointer, batch: &mut impl Sink) {
         if let Some((key, value)) = self.push(first, pointer) {
-            batch.insert(key, value);
+            batch.put(key, value);
         }
     }
 
     /// [`Grouper::take`] into `batch`: the next entry pushed starts a new key.
-    pub(crate) fn flush_into(&mut self, batch: &mut sled::Batch) {
+    pub(crate) fn flush_into(&mut self, batch: &mut impl Sink) {
         if let Some((key, value)) = self.take() {
-            batch.insert(key, value);
+            batch.put(key, value);
         }
     }
 
@@ -509,7 +546,11 @@ impl LogFiles {
             seal(&mut state);
         }
         let active = state.active.as_ref().expect("opened above");
-        let (segment, frame_offset) = (active.segment, active.length + state.buffer.len() as u64);
+        // The frame's length follows its tag.
+        let (segment, frame_offset) = (
+            active.segment,
+            active.length + state.buffer.len() as u64 + 1,
+        );
         let inner = u32::try_from(state.frame.len()).expect("a frame is sealed at FRAME_BYTES");
         state.frame.extend_from_slice(entry);
         // A compaction copies a whole log: it writes as it goes.
@@ -566,7 +607,12 @@ impl LogFiles {
         self.make_room(&mut state)?;
         seal(&mut state);
         let active = state.active.as_ref().expect("opened above");
-        let (segment, offset) = (active.segment, active.length + state.buffer.len() as u64);
+        let (segment, offset) = (
+            active.segment,
+            active.length + state.buffer.len() as u64 + TAGGED_HEADER,
+        );
+        state.buffer.push(RECORD_TAG);
+        state.buffer.extend_from_slice(&len.to_le_bytes());
         state.buffer.extend_from_slice(record);
         state.records_appended = true;
         if state.buffer.len() >= WRITE_ABOVE {
@@ -579,6 +625,93 @@ impl LogFiles {
             crc: crc32fast::hash(record),
         }
         .encode())
+    }
+
+    /// Appends a journal record (`writer::journal`) after the frame being filled, buffered like
+    /// an entry; returns the file and the offset just past it, where the next one is looked for.
+    pub(crate) fn append_journal(&self, record: &[u8]) -> Result<(u32, u64), StoreError> {
+        let len = u32::try_from(record.len())
+            .map_err(|_| StoreError::InvalidArgument("a journal record over 4 GiB".into()))?;
+        let mut state = self.state();
+        self.make_room(&mut state)?;
+        seal(&mut state);
+        state.buffer.push(JOURNAL_TAG);
+        state.buffer.extend_from_slice(&len.to_le_bytes());
+        state
+            .buffer
+            .extend_from_slice(&crc32fast::hash(record).to_le_bytes());
+        state.buffer.extend_from_slice(record);
+        let active = state.active.as_ref().expect("opened above");
+        let end = (active.segment, active.length + state.buffer.len() as u64);
+        if state.buffer.len() >= WRITE_ABOVE {
+            self.write(&mut state)?;
+        }
+        Ok(end)
+    }
+
+    /// The number the next file this run opens gets: at open, where the journal of this run
+    /// will start.
+    pub(crate) fn next_segment(&self) -> u32 {
+        let state = self.state();
+        state
+            .active
+            .as_ref()
+            .map_or(state.next, |active| active.segment)
+    }
+
+    /// The journal records written from `offset` of file `segment` on, in the order written,
+    /// with where each ends: read to the end of that file, then from the start of each next
+    /// file there is. Frames and records are stepped over; the first record that is not whole
+    /// (a torn or damaged write: never acknowledged, nor anything after it) ends the list, as
+    /// does a zero or an unknown byte where a tag belongs (the end of what a run wrote), and a
+    /// missing file. Reads each file whole (at most [`SEGMENT_BYTES`] and the zeros after).
+    pub(crate) fn journal_from(
+        &self,
+        segment: u32,
+        offset: u64,
+    ) -> Result<Vec<JournalBytes>, StoreError> {
+        let mut found = Vec::new();
+        let (mut segment, mut at) = (segment, offset as usize);
+        loop {
+            let path = self.path(segment);
+            let bytes = match std::fs::read(&path) {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
+                Err(e) => {
+                    return Err(StoreError::io(format!("reading {}", path.display()), e));
+                }
+            };
+            while let Some(&tag) = bytes.get(at) {
+                let Some(len) = bytes
+                    .get(at + 1..at + 5)
+                    .map(|b| u32::from_le_bytes(b.try_into().expect("4")) as usize)
+                else {
+                    break;
+                };
+                match tag {
+                    FRAME_TAG | RECORD_TAG => at += 5 + len,
+                    JOURNAL_TAG => {
+                        let Some(crc) = bytes
+                            .get(at + 5..at + 9)
+                            .map(|b| u32::from_le_bytes(b.try_into().expect("4")))
+                        else {
+                            return Ok(found);
+                        };
+                        let Some(record) = bytes.get(at + 9..at + 9 + len) else {
+                            return Ok(found);
+                        };
+                        if crc32fast::hash(record) != crc {
+                            return Ok(found);
+                        }
+                        at += 9 + len;
+                        found.push((record.to_vec(), (segment, at as u64)));
+                    }
+                    _ => break,
+                }
+            }
+            segment += 1;
+            at = 0;
+        }
     }
 
     /// Whether records were appended since the last call: the writer then fdatasyncs the files
@@ -845,6 +978,7 @@ fn seal(state: &mut State) {
     }
     let packed = crate::record::pack(std::mem::take(&mut state.frame));
     let stored = u32::try_from(packed.len()).expect("a frame is far below 4 GiB");
+    state.buffer.push(FRAME_TAG);
     state.buffer.extend_from_slice(&stored.to_le_bytes());
     state.buffer.extend_from_slice(&packed);
 }
@@ -927,7 +1061,8 @@ mod tests {
         files.sync().unwrap();
         assert_eq!(size(), written + RUNWAY_MIN);
         let second_pointer = Pointer::decode(&second).unwrap();
-        assert_eq!(second_pointer.offset, written);
+        // Its frame's length follows its tag.
+        assert_eq!(second_pointer.offset, written + 1);
         assert_eq!(&*files.entry(key, &first).unwrap(), entry(1, "first entry"));
         assert_eq!(&*files.entry(key, &second).unwrap(), entry(2, "second"));
 

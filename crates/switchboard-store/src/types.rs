@@ -43,6 +43,13 @@ pub struct StoreOptions {
     /// The most changed conversations held in memory before they are written, whatever
     /// [`StoreOptions::projection_interval`] says.
     pub projection_max_conversations: usize,
+    /// How often sled's own file is flushed and fdatasynced (schema 9). An append is
+    /// acknowledged once its log entry and its journal record (see the store's docs:
+    /// Durability) are fdatasynced in the segment files; sled's flush follows at most this
+    /// long after, and at close. After a crash, open replays the journal records sled's file
+    /// lacks, about this long's worth. The default, 100 ms: 20 ms and 1 s measured the same
+    /// (BENCHMARKS.md, session 14).
+    pub sled_flush_interval: std::time::Duration,
 }
 
 /// The default [`StoreOptions::cache_capacity`]: 48 MiB (sled's own default is 1 GiB), which
@@ -63,6 +70,7 @@ impl Default for StoreOptions {
             quarantine: QuarantineLimits::default(),
             projection_interval: std::time::Duration::from_millis(50),
             projection_max_conversations: 4096,
+            sled_flush_interval: std::time::Duration::from_millis(100),
         }
     }
 }

@@ -27,14 +27,33 @@ const KILL_AFTER: usize = 300;
 
 #[test]
 fn acknowledged_appends_survive_kill_9() {
+    kill_9(TEST_NAME, StoreOptions::default().sled_flush_interval);
+}
+
+/// The same with sled never flushed after open: every acknowledged group is in sled's file
+/// only through the journal, replayed at the next open (see the store's docs: Durability).
+#[test]
+fn acknowledged_appends_survive_kill_9_when_sled_was_never_flushed() {
+    kill_9(
+        "acknowledged_appends_survive_kill_9_when_sled_was_never_flushed",
+        Duration::from_secs(3600),
+    );
+}
+
+/// Set in the child: its `sled_flush_interval`, in milliseconds.
+const CHILD_SLED_FLUSH: &str = "SWITCHBOARD_STORE_CRASH_CHILD_SLED_FLUSH_MS";
+
+fn kill_9(test_name: &str, sled_flush: Duration) {
     if let Some(dir) = std::env::var_os(CHILD_DIR) {
-        run_child(Path::new(&dir));
+        let millis = std::env::var(CHILD_SLED_FLUSH).unwrap().parse().unwrap();
+        run_child(Path::new(&dir), Duration::from_millis(millis));
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
+        .args(["--exact", test_name, "--nocapture", "--test-threads=1"])
         .env(CHILD_DIR, dir.path())
+        .env(CHILD_SLED_FLUSH, sled_flush.as_millis().to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -137,7 +156,7 @@ fn acknowledged_appends_survive_kill_9() {
 }
 
 /// Appends from 8 tasks until killed (or for 30 s, so that it never outlives a dead parent).
-fn run_child(dir: &Path) {
+fn run_child(dir: &Path, sled_flush_interval: Duration) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -147,6 +166,7 @@ fn run_child(dir: &Path) {
         let options = StoreOptions {
             projection_interval: Duration::from_secs(3600),
             projection_max_conversations: usize::MAX,
+            sled_flush_interval,
             ..StoreOptions::default()
         };
         let store = Store::open_with(dir, options).unwrap();

@@ -454,3 +454,74 @@ async fn an_erasure_of_entries_under_consecutive_keys_keeps_each_key() {
     }
     store.close().await.unwrap();
 }
+
+/// Copies `from` into `to` file by file: what a `kill -9` of the store's process would leave
+/// on disk at this moment (what the process wrote is in the files; what it holds in memory is
+/// not).
+fn crash_image(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            crash_image(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// An erasure is not in the journal (it rewrites conversations with the log): sled is flushed
+/// before it is acknowledged (the writer's unit tests check that flush). A crash after it, with
+/// sled's timed flush an hour away, keeps it and the append acknowledged after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_erasure_and_the_appends_after_it_survive_a_crash_while_sled_lags() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = switchboard_store::StoreOptions {
+        sled_flush_interval: std::time::Duration::from_secs(3600),
+        ..Default::default()
+    };
+    let store = Store::open_with(dir.path(), options).unwrap();
+    let plan = fill(&store).await;
+    let report = store.erase_contact(plan.clone()).await.unwrap();
+    let erased = store
+        .get_conversation(&plan.conversations[0])
+        .unwrap()
+        .unwrap();
+    let after = store
+        .append(AppendRequest::new(
+            conn("lc"),
+            "livechat",
+            vec![started("after", "chat-after", 1_700_000_200)],
+        ))
+        .await
+        .unwrap();
+    let image = tempfile::tempdir().unwrap();
+    crash_image(dir.path(), image.path());
+    store.close().await.unwrap();
+    drop(store);
+
+    let store = Store::open(image.path()).unwrap();
+    assert_eq!(store.head(), after.appended[0]);
+    assert_eq!(after.appended[0].0, report.sequence.0 + 1);
+    assert_eq!(
+        store
+            .get_conversation(&plan.conversations[0])
+            .unwrap()
+            .unwrap(),
+        erased
+    );
+    let events = store.read_events(Sequence::ZERO, 100).unwrap();
+    let text = format!("{events:?}");
+    for value in SHORT.iter().chain([&LONG]) {
+        assert!(!text.contains(value), "the log still serves {value}");
+    }
+    assert!(text.contains(OTHER), "the other person's event stays");
+    assert_eq!(events.last().unwrap().incoming.dedup_key, "after");
+    let ticket = store
+        .get_ticket(&plan.tickets[0])
+        .unwrap()
+        .expect("the erased ticket");
+    assert!(!format!("{ticket:?}").contains(SHORT[4]));
+    store.close().await.unwrap();
+}

@@ -87,9 +87,9 @@ async fn a_corrupted_store_is_an_error() {
 
 #[tokio::test]
 async fn an_unknown_schema_version_is_refused() {
-    // 1 is the version before the log's flat encoding (a store written by an older build), 9
+    // 1 is the version before the log's flat encoding (a store written by an older build), 10
     // one from a newer build.
-    for version in ["1", "9"] {
+    for version in ["1", "10"] {
         let dir = tempfile::tempdir().unwrap();
         drop(Store::open(dir.path()).unwrap());
         {
@@ -99,7 +99,7 @@ async fn an_unknown_schema_version_is_refused() {
         }
         let error = Store::open(dir.path()).unwrap_err();
         assert!(
-            matches!(&error, StoreError::SchemaMismatch { found, expected: 8, .. } if found == version)
+            matches!(&error, StoreError::SchemaMismatch { found, expected: 9, .. } if found == version)
         );
         assert_eq!(error.code(), ErrorCode::FailedPrecondition);
         assert!(
@@ -131,7 +131,7 @@ fn a_new_store_records_its_schema_version() {
     let db = common::sled_open(dir.path());
     assert_eq!(
         db.get("meta/schema_version").unwrap().unwrap(),
-        "8".as_bytes()
+        "9".as_bytes()
     );
     // Conversations are written through the head (nothing yet).
     assert_eq!(

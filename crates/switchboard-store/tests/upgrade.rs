@@ -178,7 +178,7 @@ async fn a_schema_2_store_is_upgraded_in_place_and_reads_back_as_it_was() {
     assert_eq!(c1.event_count, 5);
     store.close().await.unwrap();
     drop(store);
-    assert_eq!(schema_version(dir.path()), "8");
+    assert_eq!(schema_version(dir.path()), "9");
     let db = common::sled_open(dir.path());
     for gone in [
         "ix/all/",
@@ -227,7 +227,7 @@ async fn a_schema_3_store_is_upgraded_and_its_conversations_are_through_its_head
     assert_eq!(store.conversation_count().unwrap(), 1);
     store.close().await.unwrap();
     drop(store);
-    assert_eq!(schema_version(dir.path()), "8");
+    assert_eq!(schema_version(dir.path()), "9");
     let db = common::sled_open(dir.path());
     assert_eq!(
         db.get("meta/projected").unwrap().unwrap(),
@@ -276,7 +276,7 @@ async fn a_schema_4_store_keeps_its_json_messages_readable_beside_new_binary_one
 }
 
 /// Opens the store in `dir` (upgrading it): the chat of [`one_chat`] reads as `before`, and
-/// takes a third message, `m3`, beside its others. Closed again, at schema 8. Returns the chat.
+/// takes a third message, `m3`, beside its others. Closed again, at schema 9. Returns the chat.
 async fn chat_reads_as_before_and_takes_m3(
     dir: &std::path::Path,
     before: &Conversation,
@@ -302,7 +302,7 @@ async fn chat_reads_as_before_and_takes_m3(
     assert_eq!(after.messages["m3"].value.text, "fine");
     store.close().await.unwrap();
     drop(store);
-    assert_eq!(schema_version(dir), "8");
+    assert_eq!(schema_version(dir), "9");
     after
 }
 
@@ -395,7 +395,7 @@ async fn a_schema_5_store_reads_its_entries_inside_sled_and_compact_moves_them_t
     let (store, all) = reads_as_before_and_takes_one_more(dir.path(), &before).await;
     store.close().await.unwrap();
     drop(store);
-    assert_eq!(schema_version(dir.path()), "8");
+    assert_eq!(schema_version(dir.path()), "9");
     let first_bytes = |dir: &std::path::Path| -> Vec<u8> {
         let db = common::sled_open(dir);
         db.scan_prefix("log/")
@@ -465,7 +465,7 @@ async fn a_schema_6_store_reads_its_entries_on_their_own_keeps_its_dedup_keys_an
     }
     store.close().await.unwrap();
     drop(store);
-    assert_eq!(schema_version(dir.path()), "8");
+    assert_eq!(schema_version(dir.path()), "9");
     {
         let db = common::sled_open(dir.path());
         assert_eq!(db.scan_prefix("dedup/").count(), 0, "every text key moved");

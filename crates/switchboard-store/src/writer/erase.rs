@@ -134,7 +134,7 @@ impl Pending<'_> {
             // end) may stay.
             self.log_keys.flush_into(&mut self.writes);
             for (first, _) in entries.iter().skip(1) {
-                self.writes.remove(keys::log_key(*first));
+                self.writes.remove(&keys::log_key(*first));
             }
             for (first, bytes) in entries {
                 // The erased version goes to the segment file; the old bytes stay until a
@@ -172,7 +172,7 @@ impl Pending<'_> {
                     Err(error) => {
                         // An unreadable message cannot be erased field by field: dropped.
                         crate::unreadable_record(&key, &error);
-                        self.writes.remove(key);
+                        self.writes.remove(&key);
                         continue;
                     }
                 };
@@ -203,7 +203,7 @@ impl Pending<'_> {
             stored.ticket.erase_personal();
             self.tickets.insert(key, stored);
         }
-        self.writes.insert(crate::erase::COMPACT_KEY, &[][..]);
+        self.writes.insert(crate::erase::COMPACT_KEY, &[]);
         let receipt = self.append(command, record, None)?;
         let sequence = receipt.appended.first().copied().ok_or_else(|| {
             StoreError::Commit("the contact_erased event was not appended".into())

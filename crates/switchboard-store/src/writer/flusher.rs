@@ -18,6 +18,11 @@ pub(crate) struct Flusher {
     pub(crate) tail: Arc<TailCache>,
     /// Told when the conversations a group wrote are durable.
     pub(crate) projection: Arc<Projection>,
+    /// How often sled is flushed ([`crate::StoreOptions::sled_flush_interval`]).
+    pub(crate) sled_interval: std::time::Duration,
+    /// When sled was last flushed, and whether groups were applied since.
+    pub(crate) sled_flushed: Instant,
+    pub(crate) sled_dirty: bool,
 }
 
 impl Flusher {
@@ -25,7 +30,26 @@ impl Flusher {
         mut self,
         staged: std::sync::mpsc::Receiver<Staged>,
     ) -> Result<(), StoreError> {
-        while let Ok(first) = staged.recv() {
+        loop {
+            let wait = self
+                .sled_interval
+                .saturating_sub(self.sled_flushed.elapsed());
+            let first = match staged.recv_timeout(wait) {
+                Ok(first) => first,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    // Idle: sled catches up with the journal.
+                    if self.sled_dirty && self.failed.get().is_none() {
+                        if let Err(reason) = self.flush_sled() {
+                            error!(error = %reason, "flushing sled failed; refusing further writes");
+                            self.failed.set(reason);
+                        }
+                    } else {
+                        self.sled_flushed = Instant::now();
+                    }
+                    continue;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            };
             let mut groups = vec![first];
             groups.extend(staged.try_iter());
             self.make_durable(groups);
@@ -51,15 +75,35 @@ impl Flusher {
         }
     }
 
-    /// Flushes and fsyncs once for all `groups` (applied in this order), then answers them.
+    /// Flushes sled and fdatasyncs its file.
+    fn flush_sled(&mut self) -> Result<(), String> {
+        self.db.flush().map_err(|e| format!("flushing: {e}"))?;
+        self.files.sync().map_err(|e| format!("fdatasync: {e}"))?;
+        self.sled_flushed = Instant::now();
+        self.sled_dirty = false;
+        Ok(())
+    }
+
+    /// Makes `groups` (applied in this order) durable, then answers them: one fdatasync of the
+    /// segment files, which hold their log entries and journal records (see [`journal`]);
+    /// sled's flush too when one of them is a barrier or the last flush is
+    /// [`crate::StoreOptions::sled_flush_interval`] old.
     pub(crate) fn make_durable(&mut self, groups: Vec<Staged>) {
+        self.sled_dirty = true;
+        let flush_sled = groups.iter().any(|group| group.barrier)
+            || self.sled_flushed.elapsed() >= self.sled_interval;
         let durable = match self.failed.get() {
             Some(reason) => Err(reason),
             None => self
                 .sync_log()
                 .map_err(|e| format!("fdatasync of the log's segment files: {e}"))
-                .and_then(|()| self.db.flush().map_err(|e| format!("flushing: {e}")))
-                .and_then(|_| self.files.sync().map_err(|e| format!("fdatasync: {e}"))),
+                .and_then(|()| {
+                    if flush_sled {
+                        self.flush_sled()
+                    } else {
+                        Ok(())
+                    }
+                }),
         };
         if let Err(reason) = durable {
             // sled may hold part or all of these groups in memory without them being on disk:

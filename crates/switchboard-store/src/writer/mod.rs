@@ -11,6 +11,7 @@ mod command;
 mod durable;
 mod erase;
 mod flusher;
+pub(crate) mod journal;
 mod pending;
 #[cfg(test)]
 mod tests;
@@ -18,6 +19,7 @@ mod tests;
 pub(crate) use command::{Command, Outcome, PreparedRequest};
 pub(crate) use durable::{DurableFiles, Failure, sync_directory};
 pub(crate) use flusher::Flusher;
+use journal::Writes;
 pub(crate) use pending::StoredTicket;
 use pending::{AppendedEvent, Finished, Pending, Touched};
 
@@ -61,6 +63,9 @@ pub(crate) struct Staged {
     rewritten: Vec<Event>,
     /// The sequence through which this group wrote the conversations, if it wrote them.
     projected: Option<u64>,
+    /// Whether sled must be flushed before this group is answered (an erasure: see
+    /// [`journal`]).
+    barrier: bool,
     started: Instant,
 }
 
@@ -98,6 +103,10 @@ struct Prepared {
     projects: bool,
     /// The changed conversations it does not write.
     deferred: HashMap<Vec<u8>, Touched>,
+    /// Whether it wrote a journal record (numbered [`Writer::journal`]).
+    journaled: bool,
+    /// Whether that record is a barrier.
+    barrier: bool,
 }
 
 /// The first stage of the writer: owns every write to the tree. It prepares a group (dedup,
@@ -121,6 +130,8 @@ pub(crate) struct Writer {
     projection: Arc<Projection>,
     /// Set once the command channel is closed: the last group writes everything it holds.
     closing: bool,
+    /// The number of the next journal record (set at open, from `meta/journal`).
+    pub(crate) journal: u64,
 }
 
 /// How many applied groups may wait for the flusher before the writer blocks handing one over.
@@ -210,6 +221,7 @@ impl Writer {
             deferred_since: None,
             projection,
             closing: false,
+            journal: 0,
         };
         writer.reproject()?;
         Ok(writer)
@@ -245,6 +257,8 @@ impl Writer {
             rewritten,
             projects,
             deferred,
+            journaled,
+            barrier,
         } = match self.prepare(&mut commands) {
             Ok(prepared) => prepared,
             Err(e @ (StoreError::Sled(sled::Error::Io(_)) | StoreError::Io { .. })) => {
@@ -294,6 +308,9 @@ impl Writer {
             }
             return None;
         }
+        if journaled {
+            self.journal += 1;
+        }
         if !rewritten.is_empty() {
             // An erasure rewrote entries: the frames read before hold their old bytes.
             self.log.forget_read_frames();
@@ -320,6 +337,7 @@ impl Writer {
             appended,
             rewritten,
             projected,
+            barrier,
             started,
         })
     }
@@ -466,18 +484,36 @@ impl Writer {
         // Nothing held: `meta/projected` moves with the head at the cost of one key.
         let projects = projects || pending.conversations.is_empty();
         let Finished {
-            batch,
+            mut writes,
             head,
             deferred,
         } = pending.finish(projects)?;
+        // The journal record follows the group's frame; sled learns where the next one goes.
+        let barrier = commands.iter().any(|c| matches!(c, Command::Erase { .. }));
+        let journaled = barrier || writes.is_journaled();
+        if journaled {
+            let (segment, offset) = self
+                .log
+                .append_journal(&writes.record(self.journal, barrier))?;
+            let next = journal::Position {
+                segment,
+                offset,
+                number: self.journal + 1,
+            };
+            writes
+                .batch
+                .insert(journal::JOURNAL_KEY, &next.encode()[..]);
+        }
         Ok(Prepared {
-            batch,
+            batch: writes.batch,
             head,
             receipts,
             appended,
             rewritten,
             projects,
             deferred,
+            journaled,
+            barrier,
         })
     }
 }

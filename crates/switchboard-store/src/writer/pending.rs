@@ -31,7 +31,7 @@ pub(super) struct Pending<'a> {
     /// The sequence through which the tree's conversations are written (`meta/projected`).
     pub(super) projected: u64,
     pub(super) next: u64,
-    pub(super) writes: sled::Batch,
+    pub(super) writes: Writes,
     /// The `log/` keys of the entries appended (written into `writes` as they fill).
     pub(super) log_keys: Grouper,
     /// The entries an erasure of this group rewrote, by first sequence: a later erasure of the
@@ -80,7 +80,7 @@ impl<'a> Pending<'a> {
             start_head: head,
             projected,
             next: head + 1,
-            writes: sled::Batch::default(),
+            writes: Writes::default(),
             log_keys: Grouper::default(),
             rewritten_entries: HashMap::new(),
             appended_keys: HashSet::new(),
@@ -150,8 +150,7 @@ impl<'a> Pending<'a> {
             let sequence = Sequence(self.next);
             self.next += 1;
             self.project(request, incoming, sequence)?;
-            self.writes
-                .insert(dedup.as_slice(), &keys::be(sequence.0)[..]);
+            self.writes.insert(&dedup, &keys::be(sequence.0));
             self.appended_keys.insert(dedup);
             receipt.appended.push(sequence);
             new.push(index);
@@ -340,7 +339,9 @@ impl<'a> Pending<'a> {
     /// without, they are handed back, to be held until a later group writes them.
     pub(super) fn finish(mut self, project: bool) -> Result<Finished, StoreError> {
         self.log_keys.flush_into(&mut self.writes);
-        let mut batch = self.writes;
+        let mut writes = self.writes;
+        // The conversations' writes are not journaled (see `journal`): the log rebuilds them.
+        let batch = &mut writes.batch;
         let head = self.next - 1;
         let (to_write, deferred) = if project {
             if head != self.projected {
@@ -388,7 +389,7 @@ impl<'a> Pending<'a> {
                 touched.current,
                 &touched.stored_messages,
                 self.log,
-                &mut batch,
+                batch,
             )?;
         }
         for (key, (delta, vendor)) in counts {
@@ -411,32 +412,33 @@ impl<'a> Pending<'a> {
                 None => batch.insert(key, &keys::be(value)[..]),
             }
         }
+        // Journaled from here on.
         for (key, stored) in self.tickets {
-            batch.insert(key, encode(&stored)?);
+            writes.insert(&key, &encode(&stored)?);
         }
         for (key, agent) in self.agents {
             match agent {
-                Some(agent) => batch.insert(key, encode(&agent)?),
-                None => batch.remove(key),
+                Some(agent) => writes.insert(&key, &encode(&agent)?),
+                None => writes.remove(&key),
             }
         }
         for (key, state) in self.sync {
-            batch.insert(key, encode(&state)?);
+            writes.insert(&key, &encode(&state)?);
         }
         for (id, entry) in self.quarantined {
             match entry {
-                Some(entry) => batch.insert(quarantine::key(id), encode(&entry)?),
-                None => batch.remove(quarantine::key(id)),
+                Some(entry) => writes.insert(&quarantine::key(id), &encode(&entry)?),
+                None => writes.remove(&quarantine::key(id)),
             }
         }
         if let Some(totals) = self.quarantine_totals {
-            batch.insert(quarantine::META_KEY, encode(&totals)?);
+            writes.insert(quarantine::META_KEY, &encode(&totals)?);
         }
         if head != self.start_head {
-            batch.insert(keys::HEAD_KEY, &keys::be(head)[..]);
+            writes.insert(keys::HEAD_KEY, &keys::be(head));
         }
         Ok(Finished {
-            batch,
+            writes,
             head,
             deferred,
         })
@@ -445,7 +447,7 @@ impl<'a> Pending<'a> {
 
 /// A group turned into a sled batch.
 pub(super) struct Finished {
-    pub(super) batch: sled::Batch,
+    pub(super) writes: Writes,
     pub(super) head: u64,
     /// The changed conversations not written by this batch.
     pub(super) deferred: HashMap<Vec<u8>, Touched>,

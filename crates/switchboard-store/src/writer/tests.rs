@@ -27,12 +27,14 @@ fn writer(dir: &Path) -> (Stages, watch::Receiver<Sequence>) {
         dir,
         StoreOptions {
             projection_interval: std::time::Duration::ZERO,
+            sled_flush_interval: std::time::Duration::ZERO,
             ..StoreOptions::default()
         },
     )
 }
 
 fn writer_with(dir: &Path, options: StoreOptions) -> (Stages, watch::Receiver<Sequence>) {
+    let options_sled_interval = options.sled_flush_interval;
     let db = sled::Config::new().path(dir).open().unwrap();
     let files = DurableFiles::open(dir, true).unwrap();
     let (head_tx, head) = watch::channel(Sequence::ZERO);
@@ -58,6 +60,9 @@ fn writer_with(dir: &Path, options: StoreOptions) -> (Stages, watch::Receiver<Se
         failed,
         tail: Arc::new(TailCache::new(16)),
         projection,
+        sled_interval: options_sled_interval,
+        sled_flushed: Instant::now(),
+        sled_dirty: false,
     };
     (Stages { writer, flusher }, head)
 }
@@ -360,7 +365,32 @@ fn two_erasures_of_one_group_both_hold_in_the_entries_they_share() {
     };
     let (first, first_answer) = erase("ca", 1);
     let (second, second_answer) = erase("cb", 2);
+    // sled flushed with every group here: the erasure's own flush is seen below.
+    stages.flusher.sled_interval = std::time::Duration::from_secs(3600);
+    let (third, _) = append(vec![said("cc")]);
+    stages.commit(vec![third]);
+    assert!(
+        stages.flusher.sled_dirty,
+        "an append waits for sled's timed flush"
+    );
+    let position = journal::Position::read(&stages.writer.db).unwrap().unwrap();
     stages.commit(vec![first, second]);
+    assert!(
+        !stages.flusher.sled_dirty,
+        "sled is flushed before an erasure is answered"
+    );
+    // Its journal record is a barrier: a replay stops there.
+    stages.writer.log.sync().unwrap();
+    let records: Vec<journal::Record> = stages
+        .writer
+        .log
+        .journal_from(position.segment, position.offset)
+        .unwrap()
+        .iter()
+        .map(|(bytes, _)| journal::decode(bytes).unwrap())
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert!(records[0].barrier && records[0].number == position.number);
     first_answer.blocking_recv().unwrap().unwrap();
     second_answer.blocking_recv().unwrap().unwrap();
 
@@ -376,5 +406,9 @@ fn two_erasures_of_one_group_both_hold_in_the_entries_they_share() {
             }
         }
     }
-    assert_eq!(texts, ["", ""], "both messages erased");
+    assert_eq!(
+        texts,
+        ["", "", "secret of cc"],
+        "both messages erased, the third's kept"
+    );
 }
