@@ -455,22 +455,6 @@ async fn an_erasure_of_entries_under_consecutive_keys_keeps_each_key() {
     store.close().await.unwrap();
 }
 
-/// Copies `from` into `to` file by file: what a `kill -9` of the store's process would leave
-/// on disk at this moment (what the process wrote is in the files; what it holds in memory is
-/// not).
-fn crash_image(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            crash_image(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 /// An erasure is not in the journal (it rewrites conversations with the log): sled is flushed
 /// before it is acknowledged (the writer's unit tests check that flush). A crash after it, with
 /// sled's timed flush an hour away, keeps it and the append acknowledged after it.
@@ -497,7 +481,7 @@ async fn an_acknowledged_erasure_and_the_appends_after_it_survive_a_crash_while_
         .await
         .unwrap();
     let image = tempfile::tempdir().unwrap();
-    crash_image(dir.path(), image.path());
+    common::crash_image(dir.path(), image.path());
     store.close().await.unwrap();
     drop(store);
 

@@ -235,6 +235,51 @@ async fn a_schema_3_store_is_upgraded_and_its_conversations_are_through_its_head
     );
 }
 
+/// A schema-8 store that did not close cleanly (its sled file holds every acknowledged group:
+/// schema 8 flushed it before answering) has no journal: it opens whole, replaying nothing,
+/// becomes schema 9, and its journal starts with the upgraded run (a crash image taken after
+/// one more append, with sled's flush an hour away, opens with it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_8_store_left_open_is_upgraded_and_its_journal_starts_with_the_next_run() {
+    let (dir, before) = one_chat(&[("m1", "hi")]).await;
+    {
+        // What a schema-8 build left when killed: no `meta/journal`, the open mark.
+        let db = common::sled_open(dir.path());
+        db.insert("meta/schema_version", "8").unwrap();
+        db.remove("meta/journal").unwrap();
+        db.insert("meta/open", "").unwrap();
+        db.flush().unwrap();
+    }
+    let options = switchboard_store::StoreOptions {
+        sled_flush_interval: std::time::Duration::from_secs(3600),
+        ..Default::default()
+    };
+    let store = Store::open_with(dir.path(), options).unwrap();
+    assert_eq!(store.head(), Sequence(2));
+    assert_eq!(
+        store.get_conversation(&before.id).unwrap().as_ref(),
+        Some(&before)
+    );
+    store
+        .append(request(
+            "lc",
+            "livechat",
+            vec![common::message("m2", "c1", 103, "again")],
+        ))
+        .await
+        .unwrap();
+    let image = tempfile::tempdir().unwrap();
+    common::crash_image(dir.path(), image.path());
+    store.close().await.unwrap();
+    drop(store);
+    assert_eq!(schema_version(dir.path()), "9");
+    let store = Store::open(image.path()).unwrap();
+    assert_eq!(store.head(), Sequence(3));
+    let after = store.get_conversation(&before.id).unwrap().unwrap();
+    assert_eq!(after.messages["m2"].value.text, "again");
+    store.close().await.unwrap();
+}
+
 /// A schema-4 store (messages as JSON) becomes schema 5 without a rewrite: its JSON messages
 /// read as they were, beside the binary records written after the upgrade.
 #[tokio::test]

@@ -186,3 +186,19 @@ pub async fn append_message(store: &Store, key: &str, at: i64) -> switchboard_st
         .await
         .unwrap()
 }
+
+/// Copies `from` into `to` file by file: what a `kill -9` of the store's process would leave
+/// on disk at this moment (what the process wrote is in the files; what it holds in memory is
+/// not).
+pub fn crash_image(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            crash_image(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
