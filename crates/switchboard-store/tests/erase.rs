@@ -480,10 +480,7 @@ async fn an_acknowledged_erasure_and_the_appends_after_it_survive_a_crash_while_
         ))
         .await
         .unwrap();
-    let image = tempfile::tempdir().unwrap();
-    common::crash_image(dir.path(), image.path());
-    store.close().await.unwrap();
-    drop(store);
+    let image = common::crash_image_then_close(store, dir.path()).await;
 
     let store = Store::open(image.path()).unwrap();
     assert_eq!(store.head(), after.appended[0]);

@@ -268,10 +268,7 @@ async fn a_schema_8_store_left_open_is_upgraded_and_its_journal_starts_with_the_
         ))
         .await
         .unwrap();
-    let image = tempfile::tempdir().unwrap();
-    common::crash_image(dir.path(), image.path());
-    store.close().await.unwrap();
-    drop(store);
+    let image = common::crash_image_then_close(store, dir.path()).await;
     assert_eq!(schema_version(dir.path()), "9");
     let store = Store::open(image.path()).unwrap();
     assert_eq!(store.head(), Sequence(3));

@@ -264,19 +264,26 @@ mod tests {
         assert!(Position::decode(b"short").is_err());
     }
 
+    /// A store's tree and segment files in `dir`, its journal to start at `number` in the
+    /// first file.
+    fn journal_at(dir: &std::path::Path, number: u64) -> (sled::Db, LogFiles, Position) {
+        let db = sled::Config::new().path(dir).open().unwrap();
+        let log = LogFiles::open(dir).unwrap();
+        let start = Position {
+            segment: log.next_segment(),
+            offset: 0,
+            number,
+        };
+        db.insert(JOURNAL_KEY, &start.encode()[..]).unwrap();
+        (db, log, start)
+    }
+
     /// Replay applies records in order from `meta/journal`, each once, and stops at a barrier,
     /// at a number out of order and at a record whose log pointer's bytes are not whole.
     #[test]
     fn a_replay_applies_the_records_past_the_position_and_stops_where_acknowledgements_stop() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
-        let log = LogFiles::open(dir.path()).unwrap();
-        let start = Position {
-            segment: log.next_segment(),
-            offset: 0,
-            number: 5,
-        };
-        db.insert(JOURNAL_KEY, &start.encode()[..]).unwrap();
+        let (db, log, start) = journal_at(dir.path(), 5);
         // Nothing written yet: nothing to replay.
         assert_eq!(replay(&db, &log).unwrap(), Replayed::default());
         let journal = |writes: &Writes, number: u64, barrier: bool| {
@@ -327,14 +334,7 @@ mod tests {
 
         // A record whose log entry's bytes are not whole was never acknowledged.
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
-        let log = LogFiles::open(dir.path()).unwrap();
-        let start = Position {
-            segment: log.next_segment(),
-            offset: 0,
-            number: 0,
-        };
-        db.insert(JOURNAL_KEY, &start.encode()[..]).unwrap();
+        let (db, log, _) = journal_at(dir.path(), 0);
         let entry = [&[0x04, 1, 0, 0, 0][..], b"the entry"].concat();
         let mut pointer = log.append(&entry).unwrap();
         let mut zero = Writes::default();

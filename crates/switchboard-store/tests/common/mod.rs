@@ -202,3 +202,11 @@ pub fn crash_image(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// A [`crash_image`] of the open `store` in `dir`, taken now; then `store` is closed.
+pub async fn crash_image_then_close(store: Store, dir: &std::path::Path) -> tempfile::TempDir {
+    let image = tempfile::tempdir().unwrap();
+    crash_image(dir, image.path());
+    store.close().await.unwrap();
+    image
+}
