@@ -1,11 +1,13 @@
-//! The writer: group commit of appends into one atomic sled batch, then flush and fsync.
+//! The writer: group commit of appends into one atomic sled batch, then fdatasync of its journal.
 //!
 //! - [`command`]: what callers send (appends with their log entry encoded by the caller,
 //!   sync errors, ticket updates) and how each is answered;
 //! - [`pending`]: the overlay of one group: dedup, sequences, projections, the sled batch;
 //! - this module: the first stage ([`Writer`]), which prepares and applies groups;
 //! - [`flusher`]: the second stage, which makes them durable and answers them;
-//! - [`durable`]: the files to fsync and the failure latch.
+//! - [`durable`]: the files to fsync and the failure latch;
+//! - [`journal`]: a group's sled writes as a record in the segment files, replayed at open
+//!   after a crash (an append is answered once that record is durable, before sled's flush).
 
 mod command;
 mod durable;
