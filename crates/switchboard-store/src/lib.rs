@@ -134,7 +134,7 @@
 //! conversations changed since `meta/projected` in memory (the same overlay a group uses,
 //! carried from group to group) and writes them, with `meta/projected` at the group's head,
 //! in the batch of the first group for which one of these holds:
-//! - they are [`StoreOptions::projection_interval`] old (50 ms by default; a ticker thread
+//! - they are [`StoreOptions::projection_interval`] old (20 ms by default; a ticker thread
 //!   wakes an idle writer), or [`StoreOptions::projection_max_conversations`] are held;
 //! - a reader is waiting for them;
 //! - the group erases a contact, or the store is closing.

@@ -35,10 +35,13 @@ pub struct StoreOptions {
     /// groups is written once. The log and dedup keys are durable before any append is
     /// answered whatever this says; the conversations are replayed from the log after a
     /// crash, and a read of conversations waits for them. `Duration::ZERO` writes them with
-    /// every group. The default, 50 ms, was chosen by measurement: 20 ms rewrote long
-    /// conversations' headers more often (`long-chats`: 4.3x the bodies against 3.7-4.0x),
-    /// 100 ms made the groups that write them larger and the p99 of webhooks higher
-    /// (`side-by-side.sh`: 38 ms against 26-29 ms at 20 ms).
+    /// every group. The default, 20 ms, was chosen by measurement (BENCHMARKS.md, session 14):
+    /// since an append waits for no sled flush, the group that writes 50 ms of changed
+    /// conversations was what the slowest webhooks waited behind (p99 32-43 ms with every
+    /// request a new chat, 19.5 ms on the seed mix, against 21 and 15 ms at 20 ms, for 0-5 %
+    /// fewer webhooks/s); `long-chats` measured the same data dir with both. Before the journal
+    /// (schema 8 and earlier), 20 ms had rewritten long conversations' headers more often and
+    /// 50 ms was kept.
     pub projection_interval: std::time::Duration,
     /// The most changed conversations held in memory before they are written, whatever
     /// [`StoreOptions::projection_interval`] says.
@@ -68,7 +71,7 @@ impl Default for StoreOptions {
             tail_cache_events: 4096,
             tail_cache_bytes: 64 * 1024 * 1024,
             quarantine: QuarantineLimits::default(),
-            projection_interval: std::time::Duration::from_millis(50),
+            projection_interval: std::time::Duration::from_millis(20),
             projection_max_conversations: 4096,
             sled_flush_interval: std::time::Duration::from_millis(100),
         }
