@@ -121,8 +121,10 @@ const RECORD_TAG: u8 = b'M';
 /// The byte before a journal record: its 4-byte length, the CRC-32 of its bytes, then its bytes
 /// (see `writer::journal`).
 const JOURNAL_TAG: u8 = b'J';
+/// The bytes of a tag.
+const TAG: u64 = 1;
 /// Tag and length.
-const TAGGED_HEADER: u64 = 1 + 4;
+const TAGGED_HEADER: u64 = TAG + 4;
 
 /// A journal record's bytes as found, and the file and offset where it ends.
 pub(crate) type JournalBytes = (Vec<u8>, (u32, u64));
@@ -549,7 +551,7 @@ impl LogFiles {
         // The frame's length follows its tag.
         let (segment, frame_offset) = (
             active.segment,
-            active.length + state.buffer.len() as u64 + 1,
+            active.length + state.buffer.len() as u64 + TAG,
         );
         let inner = u32::try_from(state.frame.len()).expect("a frame is sealed at FRAME_BYTES");
         state.frame.extend_from_slice(entry);

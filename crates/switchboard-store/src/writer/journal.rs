@@ -69,13 +69,25 @@ impl Position {
     }
 }
 
+/// A record's header: its number (u64 LE) and whether it is a barrier.
+const HEADER: usize = 9;
+
 /// A group's sled batch and the journal of its journaled writes.
-#[derive(Default)]
 pub(crate) struct Writes {
     /// Everything the group writes (journaled or not).
     pub(crate) batch: sled::Batch,
-    /// The journaled writes, encoded as a record's body.
+    /// The record: room for its header, then the journaled writes, encoded as they come (so
+    /// that the record is never copied on its way to the segment files).
     journal: Vec<u8>,
+}
+
+impl Default for Writes {
+    fn default() -> Self {
+        Writes {
+            batch: sled::Batch::default(),
+            journal: vec![0; HEADER],
+        }
+    }
 }
 
 impl Writes {
@@ -96,17 +108,18 @@ impl Writes {
 
     /// Whether any write was journaled.
     pub(crate) fn is_journaled(&self) -> bool {
-        !self.journal.is_empty()
+        self.journal.len() > HEADER
     }
 
     /// The journal record numbered `number` (a barrier carries no writes: a replay stops at it).
-    pub(crate) fn record(&self, number: u64, barrier: bool) -> Vec<u8> {
-        let body: &[u8] = if barrier { &[] } else { &self.journal };
-        let mut out = Vec::with_capacity(9 + body.len());
-        out.extend_from_slice(&number.to_le_bytes());
-        out.push(if barrier { BARRIER } else { 0 });
-        out.extend_from_slice(body);
-        out
+    pub(crate) fn record(&mut self, number: u64, barrier: bool) -> &[u8] {
+        self.journal[..8].copy_from_slice(&number.to_le_bytes());
+        self.journal[8] = if barrier { BARRIER } else { 0 };
+        if barrier {
+            &self.journal[..HEADER]
+        } else {
+            &self.journal
+        }
     }
 }
 
@@ -140,7 +153,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<Record> {
         BARRIER => true,
         _ => return None,
     };
-    let mut rest = &bytes[9..];
+    let mut rest = &bytes[HEADER..];
     let take = |rest: &mut &[u8]| -> Option<Vec<u8>> {
         let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
         let bytes = rest.get(4..4 + len)?.to_vec();
@@ -233,7 +246,7 @@ mod tests {
             .batch
             .insert(b"conv/not journaled".as_slice(), b"v".as_slice());
         assert!(writes.is_journaled());
-        let record = decode(&writes.record(7, false)).unwrap();
+        let record = decode(writes.record(7, false)).unwrap();
         assert_eq!(
             record,
             Record {
@@ -246,11 +259,11 @@ mod tests {
                 ],
             }
         );
-        let barrier = decode(&writes.record(8, true)).unwrap();
+        let barrier = decode(writes.record(8, true)).unwrap();
         assert!(barrier.barrier && barrier.writes.is_empty());
         assert!(!Writes::default().is_journaled());
         // Cut short or with an unknown kind, it is not a record.
-        let bytes = writes.record(7, false);
+        let bytes = writes.record(7, false).to_vec();
         assert!(decode(&bytes[..bytes.len() - 1]).is_none());
         let mut bad = bytes.clone();
         bad[9] = 9;
@@ -286,21 +299,21 @@ mod tests {
         let (db, log, start) = journal_at(dir.path(), 5);
         // Nothing written yet: nothing to replay.
         assert_eq!(replay(&db, &log).unwrap(), Replayed::default());
-        let journal = |writes: &Writes, number: u64, barrier: bool| {
-            log.append_journal(&writes.record(number, barrier)).unwrap()
+        let journal = |writes: &mut Writes, number: u64, barrier: bool| {
+            log.append_journal(writes.record(number, barrier)).unwrap()
         };
         let mut five = Writes::default();
         five.insert(b"a", b"1");
         five.insert(b"b", b"1");
-        journal(&five, 5, false);
+        journal(&mut five, 5, false);
         let mut six = Writes::default();
         six.insert(b"a", b"2");
         six.remove(b"b");
-        let after_six = journal(&six, 6, false);
-        journal(&Writes::default(), 7, true);
+        let after_six = journal(&mut six, 6, false);
+        journal(&mut Writes::default(), 7, true);
         let mut eight = Writes::default();
         eight.insert(b"c", b"after the barrier");
-        journal(&eight, 8, false);
+        journal(&mut eight, 8, false);
         log.sync().unwrap();
 
         let replayed = replay(&db, &log).unwrap();
@@ -339,11 +352,11 @@ mod tests {
         let mut pointer = log.append(&entry).unwrap();
         let mut zero = Writes::default();
         zero.insert(&keys::log_key(1), &pointer.encode());
-        log.append_journal(&zero.record(0, false)).unwrap();
+        log.append_journal(zero.record(0, false)).unwrap();
         pointer.crc ^= 1;
         let mut one = Writes::default();
         one.insert(&keys::log_key(2), &pointer.encode());
-        log.append_journal(&one.record(1, false)).unwrap();
+        log.append_journal(one.record(1, false)).unwrap();
         log.sync().unwrap();
         assert_eq!(
             replay(&db, &log).unwrap(),
@@ -367,12 +380,12 @@ mod tests {
         log.append(&entry("a")).unwrap();
         let mut one = Writes::default();
         one.insert(b"k1", b"v1");
-        let after_one = log.append_journal(&one.record(1, false)).unwrap();
+        let after_one = log.append_journal(one.record(1, false)).unwrap();
         log.append_record(b"\x05message").unwrap();
         log.append(&entry("b")).unwrap();
         let mut two = Writes::default();
         two.remove(b"k1");
-        let after_two = log.append_journal(&two.record(2, false)).unwrap();
+        let after_two = log.append_journal(two.record(2, false)).unwrap();
         log.sync().unwrap();
         drop(log);
         // The next file (as a rotation makes it) continues the journal.
@@ -380,7 +393,7 @@ mod tests {
         assert_eq!(log.next_segment(), 1);
         let mut three = Writes::default();
         three.insert(b"k3", b"v3");
-        let after_three = log.append_journal(&three.record(3, false)).unwrap();
+        let after_three = log.append_journal(three.record(3, false)).unwrap();
         log.sync().unwrap();
         let found = log.journal_from(start.0, start.1).unwrap();
         let numbers: Vec<(u64, (u32, u64))> = found

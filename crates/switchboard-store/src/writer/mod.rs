@@ -496,7 +496,7 @@ impl Writer {
         if journaled {
             let (segment, offset) = self
                 .log
-                .append_journal(&writes.record(self.journal, barrier))?;
+                .append_journal(writes.record(self.journal, barrier))?;
             let next = journal::Position {
                 segment,
                 offset,
