@@ -49,6 +49,9 @@ const COMMAND_WAIT: Duration = Duration::from_secs(5);
 const ERASE_WAIT: Duration = Duration::from_secs(30);
 /// About how many bytes of events one batch reads at most.
 const BATCH_BYTES: usize = 64 * 1024 * 1024;
+
+/// How long a blocking thread of the finder's runtime waits for work before it ends.
+const BLOCKING_KEEP_ALIVE: Duration = Duration::from_secs(1);
 /// The most conversations an erasure plans (a contact with more is refused).
 const MAX_ERASE_CONVERSATIONS: usize = 1_000_000;
 
@@ -261,9 +264,14 @@ impl Finder {
         });
         let (stop, stopped) = watch::channel(false);
         // Its own runtime (one worker, and the blocking threads the index's work runs on),
-        // every thread of it lowered: ingest first when the cores are all busy.
+        // every thread of it lowered: ingest first when the cores are all busy. A blocking
+        // thread ends after a second without work (tokio's default: ten): the allocator gives
+        // a thread's freed memory back to the OS only once the thread allocates again or
+        // ends, and these hold well over 50 MB after a long catch-up (BENCHMARKS.md, session
+        // 15).
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
+            .thread_keep_alive(BLOCKING_KEEP_ALIVE)
             .thread_name("switchboard-find")
             .on_thread_start(crate::priority::lower_this_thread)
             .enable_all()
@@ -939,6 +947,8 @@ async fn follow(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     // When the last batch was applied (started): the next waits out `commit_interval` from it.
     let mut last_batch: Option<tokio::time::Instant> = None;
     let mut flight: Option<InFlight> = None;
+    // Whether the index has rested since the last batch this finder applied.
+    let mut rested = true;
     info!(
         index = shared.index.backend(),
         holder = %shared.options.holder,
@@ -963,9 +973,16 @@ async fn follow(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         let wait = match step_once(&shared, &mut holding, &mut flight).await {
             Ok(Progress::Applied) => {
                 last_batch = Some(started);
+                rested = false;
                 continue;
             }
-            Ok(Progress::Idle) => true,
+            Ok(Progress::Idle) => {
+                if !rested {
+                    rested = true;
+                    rest(&shared, &mut flight).await;
+                }
+                true
+            }
             Ok(Progress::NotHolder) => false,
             Err(error) => {
                 warn!(%error, "the finder's batch failed; retrying");
@@ -995,6 +1012,19 @@ async fn follow(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         warn!(%error, "the finder could not give up its lease");
     }
     info!("the finder stopped");
+}
+
+/// Caught up after applying batches: once the batch in flight is applied, lets the index give
+/// back what it holds for writing ([`FindIndex::rest`]). A finder following a busy log is never
+/// idle between its batches and keeps it.
+async fn rest(shared: &Shared, flight: &mut Option<InFlight>) {
+    if let Err(error) = settle(flight).await {
+        warn!(%error, "the finder's batch failed; retrying");
+        return;
+    }
+    if let Err(error) = shared.index.rest().await {
+        warn!(%error, "the finder's index could not rest");
+    }
 }
 
 /// Whether the next batch should go now rather than after `commit_interval`: someone waits for

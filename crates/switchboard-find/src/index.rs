@@ -240,4 +240,12 @@ pub trait FindIndex: Send + Sync + 'static {
     /// Makes sure nothing erased stays in the index's files (merges segments, drops deleted
     /// documents, vacuums): called after a batch that applied an erasure.
     async fn purge(&self) -> Result<(), IndexError>;
+
+    /// The finder has caught up with the log after applying batches, and nothing waits to be
+    /// written: the index may give back what it holds only for writing (threads, buffers). The
+    /// next [`FindIndex::apply`] or [`FindIndex::purge`] takes them again, and answers do not
+    /// change. The default does nothing.
+    async fn rest(&self) -> Result<(), IndexError> {
+        Ok(())
+    }
 }

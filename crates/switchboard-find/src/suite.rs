@@ -52,6 +52,7 @@ where
     case!(events_of_conversations_and_tickets);
     case!(latin_cyrillic_and_chinese_terms);
     case!(purge_keeps_answers);
+    case!(rest_keeps_answers_and_the_next_batch_applies);
 }
 
 // ---- builders -------------------------------------------------------------------------------
@@ -1188,4 +1189,41 @@ pub async fn purge_keeps_answers(index: &dyn FindIndex) {
     assert_eq!(before, after, "purge changes no answer");
     let ids: BTreeSet<String> = after.1.iter().map(|(_, id)| id.to_string()).collect();
     assert_eq!(ids.len(), 4);
+}
+
+/// After [`FindIndex::rest`] (twice, and before any batch), every answer is what it was, and
+/// the next batch is applied as usual.
+pub async fn rest_keeps_answers_and_the_next_batch_applies(index: &dyn FindIndex) {
+    index.rest().await.expect("rest before any batch");
+    let mut b = batch(3);
+    b.conversations = vec![doc("lc/1", Some(10), 20), doc("lc/2", Some(30), 40)];
+    apply(index, b).await;
+    let before = ids(index, &query()).await;
+    assert_eq!(before, vec!["lc/2", "lc/1"]);
+    index.rest().await.expect("rest");
+    index.rest().await.expect("rest again");
+    assert_eq!(
+        index.position().await.unwrap(),
+        Sequence(3),
+        "position after rest"
+    );
+    assert_eq!(ids(index, &query()).await, before, "answers after rest");
+    let mut b = batch(5);
+    b.conversations = vec![doc("lc/3", Some(50), 60)];
+    apply(index, b).await;
+    assert_eq!(
+        index.position().await.unwrap(),
+        Sequence(5),
+        "the batch after rest"
+    );
+    assert_eq!(ids(index, &query()).await, vec!["lc/3", "lc/2", "lc/1"]);
+    // A batch not past the position is still refused after a rest.
+    index.rest().await.expect("rest");
+    let mut stale = batch(4);
+    stale.conversations = vec![doc("lc/4", Some(70), 80)];
+    assert!(
+        index.apply(stale).await.is_err(),
+        "a stale batch after rest"
+    );
+    assert_eq!(ids(index, &query()).await, vec!["lc/3", "lc/2", "lc/1"]);
 }

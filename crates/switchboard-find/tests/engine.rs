@@ -1154,10 +1154,22 @@ async fn every_filter_through_list_conversations_with_paging(kind: Kind) {
 
 // ---- restarts -------------------------------------------------------------------------------
 
-/// An index that records the events of every batch it applied.
+/// An index that records the events of every batch it applied, and its position each time it
+/// was let rest.
 struct Recording {
     inner: Arc<dyn FindIndex>,
     applied: Arc<Mutex<Vec<u64>>>,
+    rests: Arc<Mutex<Vec<Sequence>>>,
+}
+
+impl Recording {
+    fn new(inner: Arc<dyn FindIndex>, applied: Arc<Mutex<Vec<u64>>>) -> Recording {
+        Recording {
+            inner,
+            applied,
+            rests: Arc::default(),
+        }
+    }
 }
 
 #[async_trait]
@@ -1225,6 +1237,73 @@ impl FindIndex for Recording {
     async fn purge(&self) -> Result<(), IndexError> {
         self.inner.purge().await
     }
+    async fn rest(&self) -> Result<(), IndexError> {
+        let position = self.inner.position().await?;
+        self.rests.lock().unwrap().push(position);
+        self.inner.rest().await
+    }
+}
+
+/// Once it has caught up after applying batches, a finder lets its index rest, once; it
+/// applies the next events as before, and rests again after them.
+async fn a_finder_caught_up_lets_its_index_rest_once_and_applies_after(kind: Kind) {
+    let world = World::new(kind);
+    let person = |i: u32| {
+        visitor(
+            &format!("v{i}"),
+            None,
+            Some(&format!("p{}@example.com", i % 2)),
+            None,
+        )
+    };
+    for i in 0..10 {
+        world
+            .append(
+                "lc",
+                "livechat",
+                vec![chat(&i.to_string(), 100 + i64::from(i), person(i))],
+            )
+            .await;
+    }
+    let recording = Recording::new(world.index(), Arc::default());
+    let rests = recording.rests.clone();
+    let finder = world.finder(Arc::new(recording));
+    let rested_at = |want: Vec<Sequence>| {
+        let rests = rests.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while *rests.lock().unwrap() != want && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let rests = rests.lock().unwrap().clone();
+            assert_eq!(rests, want, "the index's rests");
+        }
+    };
+    synced(&finder, world.storage.as_ref()).await;
+    rested_at(vec![Sequence(10)]).await;
+    // Idle, with nothing new applied: no more rests.
+    tokio::time::sleep(options().idle_poll * 10).await;
+    rested_at(vec![Sequence(10)]).await;
+    let contacts = all_contacts(&finder).await;
+    assert_eq!(contacts.len(), 2, "{contacts:?}");
+    for i in 10..20 {
+        world
+            .append(
+                "lc",
+                "livechat",
+                vec![chat(&i.to_string(), 100 + i64::from(i), person(i))],
+            )
+            .await;
+    }
+    synced(&finder, world.storage.as_ref()).await;
+    rested_at(vec![Sequence(10), Sequence(20)]).await;
+    let contacts = all_contacts(&finder).await;
+    assert_eq!(contacts.len(), 2, "{contacts:?}");
+    for contact in contacts {
+        let view = finder.get_contact(&contact.id, 0).await.unwrap().value;
+        assert_eq!(view.conversations.len(), 10, "{view:?}");
+    }
+    finder.shutdown().await;
 }
 
 async fn a_finder_dropped_mid_log_is_resumed_by_the_next_without_repeating(kind: Kind) {
@@ -1255,10 +1334,7 @@ async fn a_finder_dropped_mid_log_is_resumed_by_the_next_without_repeating(kind:
             Kind::Memory => memory.clone(),
             Kind::Tantivy => world.open(path),
         };
-        Arc::new(Recording {
-            inner,
-            applied: applied.clone(),
-        })
+        Arc::new(Recording::new(inner, applied.clone()))
     };
     let first = world.finder(open(&path));
     assert!(
@@ -1562,10 +1638,7 @@ async fn erasing_a_contact_removes_it_from_answers_projections_and_the_log(kind:
 async fn one_batch_per_commit_interval_unless_someone_waits(kind: Kind) {
     let world = World::new(kind);
     let batches = Arc::new(Mutex::new(Vec::new()));
-    let index: Arc<dyn FindIndex> = Arc::new(Recording {
-        inner: world.index(),
-        applied: batches.clone(),
-    });
+    let index: Arc<dyn FindIndex> = Arc::new(Recording::new(world.index(), batches.clone()));
     let interval = Duration::from_secs(5);
     let finder = Finder::start(
         world.storage.clone(),
@@ -1659,4 +1732,5 @@ on_each_index!(
     a_replica_without_the_lease_does_not_write_and_waits_on_the_index,
     erasing_a_contact_removes_it_from_answers_projections_and_the_log,
     one_batch_per_commit_interval_unless_someone_waits,
+    a_finder_caught_up_lets_its_index_rest_once_and_applies_after,
 );
