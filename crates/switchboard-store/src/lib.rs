@@ -84,7 +84,9 @@
 //! (`switchboard-store-writer`) blocks for the first waiting request, then takes up to
 //! [`StoreOptions::max_batch`] in all without waiting, and:
 //! 1. For each event, in order: a dedup key already stored, or appended earlier in the same
-//!    group, is a duplicate and appends nothing. A new event gets the next sequence and a UUID
+//!    group, is a duplicate and appends nothing. (Whether it is stored is asked of sled only
+//!    when an in-memory Bloom filter of the stored keys cannot rule it out: `writer::seen`,
+//!    built after open by a thread of its own.) A new event gets the next sequence and a UUID
 //!    v7 id, goes to `log/` and `dh/`, and is applied to the projections. Projections touched
 //!    in the group live in an in-memory overlay, so later events of the group see earlier ones.
 //! 2. The whole group (log, dedup, tickets, agents, sync cursors, `meta/head`, and the

@@ -122,6 +122,48 @@ async fn redelivery_appends_nothing_and_counts_duplicates() {
     assert_eq!(store.head(), Sequence(5));
 }
 
+/// The writer rules out new keys with a filter of the keys the tree holds, built after open:
+/// every key held at open, and every key written since, is still found a duplicate, whether
+/// the filter is built yet or not.
+#[tokio::test]
+async fn redelivery_after_reopening_appends_nothing() {
+    let (dir, store) = temp_store();
+    let batch = |round: usize| -> Vec<IncomingEvent> {
+        (0..100)
+            .map(|i| {
+                let key = format!("r{round}-e{i}");
+                message(&key, &format!("chat-{}", i % 7), 1_000 + i as i64, &key)
+            })
+            .collect()
+    };
+    for round in 0..30 {
+        let receipt = store
+            .append(request("lc", "livechat", batch(round)))
+            .await
+            .unwrap();
+        assert_eq!(receipt.appended.len(), 100);
+    }
+    store.close().await.unwrap();
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    for round in 0..33 {
+        // Rounds 30 to 32 are new; each is sent twice.
+        for send in 0..2 {
+            let receipt = store
+                .append(request("lc", "livechat", batch(round)))
+                .await
+                .unwrap();
+            let new = round >= 30 && send == 0;
+            assert_eq!(
+                (receipt.appended.len(), receipt.duplicates),
+                if new { (100, 0) } else { (0, 100) },
+                "round {round}, send {send}"
+            );
+        }
+    }
+    assert_eq!(store.head(), Sequence(3300));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_redeliveries_append_each_key_once() {
     let (_dir, store) = temp_store();

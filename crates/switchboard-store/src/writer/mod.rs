@@ -3,6 +3,8 @@
 //! - [`command`]: what callers send (appends with their log entry encoded by the caller,
 //!   sync errors, ticket updates) and how each is answered;
 //! - [`pending`]: the overlay of one group: dedup, sequences, projections, the sled batch;
+//! - [`seen`]: the dedup keys the tree holds, as a Bloom filter, so that a new key costs no
+//!   sled read;
 //! - this module: the first stage ([`Writer`]), which prepares and applies groups;
 //! - [`flusher`]: the second stage, which makes them durable and answers them;
 //! - [`durable`]: the files to fsync and the failure latch;
@@ -15,6 +17,7 @@ mod erase;
 mod flusher;
 pub(crate) mod journal;
 mod pending;
+mod seen;
 #[cfg(test)]
 mod tests;
 
@@ -24,6 +27,7 @@ pub(crate) use flusher::Flusher;
 use journal::Writes;
 pub(crate) use pending::StoredTicket;
 use pending::{AppendedEvent, Finished, Pending, Touched};
+use seen::SeenKeys;
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -134,6 +138,8 @@ pub(crate) struct Writer {
     closing: bool,
     /// The number of the next journal record (set at open, from `meta/journal`).
     pub(crate) journal: u64,
+    /// The dedup keys the tree holds.
+    seen: SeenKeys,
 }
 
 /// How many applied groups may wait for the flusher before the writer blocks handing one over.
@@ -212,6 +218,7 @@ impl Writer {
         failed: Failure,
         projection: Arc<Projection>,
     ) -> Result<Writer, StoreError> {
+        let seen = SeenKeys::start(sled::Tree::clone(&db), head);
         let mut writer = Writer {
             db,
             log,
@@ -224,6 +231,7 @@ impl Writer {
             projection,
             closing: false,
             journal: 0,
+            seen,
         };
         writer.reproject()?;
         Ok(writer)
@@ -313,6 +321,7 @@ impl Writer {
         if journaled {
             self.journal += 1;
         }
+        self.seen.applied();
         if !rewritten.is_empty() {
             // An erasure rewrote entries: the frames read before hold their old bytes.
             self.log.forget_read_frames();
@@ -370,6 +379,7 @@ impl Writer {
         let mut pending = Pending::new(
             &self.db,
             &self.log,
+            &mut self.seen,
             self.head,
             self.options.quarantine,
             self.projected,
@@ -437,6 +447,7 @@ impl Writer {
         let mut pending = Pending::new(
             &self.db,
             &self.log,
+            &mut self.seen,
             self.head,
             self.options.quarantine,
             self.projected,

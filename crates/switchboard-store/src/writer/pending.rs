@@ -27,6 +27,8 @@ pub(super) struct Pending<'a> {
     pub(super) tree: &'a sled::Tree,
     /// Where new log entries go; sled gets a pointer to each.
     pub(super) log: &'a LogFiles,
+    /// The dedup keys the tree holds.
+    pub(super) seen: &'a mut SeenKeys,
     pub(super) start_head: u64,
     /// The sequence through which the tree's conversations are written (`meta/projected`).
     pub(super) projected: u64,
@@ -69,6 +71,7 @@ impl<'a> Pending<'a> {
     pub(super) fn new(
         tree: &'a sled::Tree,
         log: &'a LogFiles,
+        seen: &'a mut SeenKeys,
         head: u64,
         quarantine_limits: QuarantineLimits,
         projected: u64,
@@ -77,6 +80,7 @@ impl<'a> Pending<'a> {
         Pending {
             tree,
             log,
+            seen,
             start_head: head,
             projected,
             next: head + 1,
@@ -143,13 +147,16 @@ impl<'a> Pending<'a> {
         let mut new = Vec::with_capacity(request.events.len());
         for (index, incoming) in request.events.iter().enumerate() {
             let dedup = keys::dedup_key(&request.connection, &incoming.dedup_key);
-            if self.appended_keys.contains(&dedup) || self.tree.contains_key(&dedup)? {
+            if self.appended_keys.contains(&dedup)
+                || (self.seen.may_hold(&dedup) && self.tree.contains_key(&dedup)?)
+            {
                 receipt.duplicates += 1;
                 continue;
             }
             let sequence = Sequence(self.next);
             self.next += 1;
             self.project(request, incoming, sequence)?;
+            self.seen.add(&dedup);
             self.writes.insert(&dedup, &keys::be(sequence.0));
             self.appended_keys.insert(dedup);
             receipt.appended.push(sequence);
