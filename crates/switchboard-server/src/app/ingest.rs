@@ -173,19 +173,24 @@ impl Ingest {
 /// for a body that is not JSON, how deep its brackets nest.
 pub fn nesting_depth(body: &[u8]) -> usize {
     let (mut depth, mut deepest) = (0usize, 0usize);
-    let (mut in_string, mut escaped) = (false, false);
-    for &byte in body {
-        if in_string {
-            match (escaped, byte) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+    let mut at = 0;
+    while let Some(&byte) = body.get(at) {
+        at += 1;
         match byte {
-            b'"' => in_string = true,
+            // A string: skip to its closing quote (most of a body is text, found by `memchr`).
+            b'"' => loop {
+                let rest = body.get(at..).unwrap_or_default();
+                let Some(found) = memchr::memchr2(b'"', b'\\', rest) else {
+                    // Never closed: the rest is inside it.
+                    return deepest;
+                };
+                at += found + 1;
+                if body[at - 1] == b'"' {
+                    break;
+                }
+                // An escape: the next byte, whatever it is, is part of the string.
+                at += 1;
+            },
             b'[' | b'{' => {
                 depth += 1;
                 deepest = deepest.max(depth);
@@ -209,5 +214,68 @@ mod tests {
         assert_eq!(nesting_depth(b"plain text"), 0);
         let deep = format!("{}{}", "[".repeat(120), "]".repeat(120));
         assert_eq!(nesting_depth(deep.as_bytes()), 120);
+        // Escapes: an escaped backslash ends before the quote; an escaped quote does not end.
+        assert_eq!(nesting_depth(br#"{"a":"x\\","b":[[1]]}"#), 3);
+        assert_eq!(nesting_depth(br#"{"a":"x\"[[[","b":1}"#), 1);
+        // A string never closed: what follows its quote is inside it.
+        assert_eq!(nesting_depth(br#"[{"a":"[[[[[["#), 2);
+        // A backslash as the last byte.
+        assert_eq!(nesting_depth(b"[\"\\"), 1);
+        assert_eq!(nesting_depth(b""), 0);
+    }
+
+    /// The scan that skips strings with `memchr` agrees with a byte-by-byte one.
+    #[test]
+    fn nesting_depth_agrees_with_a_byte_by_byte_scan() {
+        fn bytewise(body: &[u8]) -> usize {
+            let (mut depth, mut deepest) = (0usize, 0usize);
+            let (mut in_string, mut escaped) = (false, false);
+            for &byte in body {
+                if in_string {
+                    match (escaped, byte) {
+                        (true, _) => escaped = false,
+                        (false, b'\\') => escaped = true,
+                        (false, b'"') => in_string = false,
+                        _ => {}
+                    }
+                    continue;
+                }
+                match byte {
+                    b'"' => in_string = true,
+                    b'[' | b'{' => {
+                        depth += 1;
+                        deepest = deepest.max(depth);
+                    }
+                    b']' | b'}' => depth = depth.saturating_sub(1),
+                    _ => {}
+                }
+            }
+            deepest
+        }
+        // Every string of up to 6 bytes over the bytes that matter, and one other.
+        let alphabet = b"[]{}\"\\a";
+        let mut bodies: Vec<Vec<u8>> = vec![Vec::new()];
+        for _ in 0..6 {
+            let longer: Vec<Vec<u8>> = bodies
+                .iter()
+                .filter(|b| b.len() == bodies.last().map_or(0, Vec::len))
+                .flat_map(|b| {
+                    alphabet.iter().map(move |&c| {
+                        let mut next = b.clone();
+                        next.push(c);
+                        next
+                    })
+                })
+                .collect();
+            bodies.extend(longer);
+        }
+        for body in &bodies {
+            assert_eq!(
+                nesting_depth(body),
+                bytewise(body),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 }
