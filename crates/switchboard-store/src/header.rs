@@ -21,7 +21,7 @@ use switchboard_core::{
 };
 
 use crate::StoreError;
-use crate::record::{decode, pack, unpack};
+use crate::record::{decode, pack_fast, unpack};
 
 /// The first byte of a header record (a JSON header starts with `{`, a packed one with the
 /// zstd magic).
@@ -272,7 +272,7 @@ pub(crate) fn encode_header(conversation: &Conversation) -> Result<Vec<u8>, Stor
     };
     let bytes = postcard::to_extend(&record, vec![HEADER_RECORD])
         .map_err(|e| StoreError::Commit(format!("cannot encode a conversation: {e}")))?;
-    Ok(pack(bytes))
+    Ok(pack_fast(bytes))
 }
 
 /// Decodes the header stored at `key`: a [`HEADER_RECORD`] (packed when long), or the JSON a
