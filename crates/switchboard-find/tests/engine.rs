@@ -1256,15 +1256,21 @@ async fn a_finder_caught_up_lets_its_index_rest_once_and_applies_after(kind: Kin
             None,
         )
     };
-    for i in 0..10 {
-        world
-            .append(
-                "lc",
-                "livechat",
-                vec![chat(&i.to_string(), 100 + i64::from(i), person(i))],
-            )
-            .await;
-    }
+    let append_chats = |chats: std::ops::Range<u32>| {
+        let world = &world;
+        async move {
+            for i in chats {
+                world
+                    .append(
+                        "lc",
+                        "livechat",
+                        vec![chat(&i.to_string(), 100 + i64::from(i), person(i))],
+                    )
+                    .await;
+            }
+        }
+    };
+    append_chats(0..10).await;
     let recording = Recording::new(world.index(), Arc::default());
     let rests = recording.rests.clone();
     let finder = world.finder(Arc::new(recording));
@@ -1286,15 +1292,7 @@ async fn a_finder_caught_up_lets_its_index_rest_once_and_applies_after(kind: Kin
     rested_at(vec![Sequence(10)]).await;
     let contacts = all_contacts(&finder).await;
     assert_eq!(contacts.len(), 2, "{contacts:?}");
-    for i in 10..20 {
-        world
-            .append(
-                "lc",
-                "livechat",
-                vec![chat(&i.to_string(), 100 + i64::from(i), person(i))],
-            )
-            .await;
-    }
+    append_chats(10..20).await;
     synced(&finder, world.storage.as_ref()).await;
     rested_at(vec![Sequence(10), Sequence(20)]).await;
     let contacts = all_contacts(&finder).await;

@@ -42,8 +42,9 @@
 //! separates unambiguously; free-form strings followed by more key bytes (a conversation's id in
 //! a message key) are escaped order-preservingly (`00` → `00 FF`, terminated by `00 01`).
 //! Values of 400 bytes or more (JSON, message and header records; not log entries, which are
-//! compressed in frames) are zstd-compressed when that makes them smaller (a stored value that starts with zstd's magic
-//! is compressed; nothing else starts with it).
+//! compressed in frames) are zstd-compressed when that makes them smaller, at level 1, headers
+//! at the faster level -3 (a stored value that starts with zstd's magic is compressed; nothing
+//! else starts with it).
 //!
 //! | key | value |
 //! |---|---|
