@@ -49,7 +49,6 @@ const COMMAND_WAIT: Duration = Duration::from_secs(5);
 const ERASE_WAIT: Duration = Duration::from_secs(30);
 /// About how many bytes of events one batch reads at most.
 const BATCH_BYTES: usize = 64 * 1024 * 1024;
-
 /// How long a blocking thread of the finder's runtime waits for work before it ends.
 const BLOCKING_KEEP_ALIVE: Duration = Duration::from_secs(1);
 /// The most conversations an erasure plans (a contact with more is refused).
@@ -267,8 +266,8 @@ impl Finder {
         // every thread of it lowered: ingest first when the cores are all busy. A blocking
         // thread ends after a second without work (tokio's default: ten): the allocator gives
         // a thread's freed memory back to the OS only once the thread allocates again or
-        // ends, and these hold well over 50 MB after a long catch-up (BENCHMARKS.md, session
-        // 15).
+        // ends, and these held 35-40 MB after a catch-up of 1M events (BENCHMARKS.md,
+        // session 15).
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_keep_alive(BLOCKING_KEEP_ALIVE)

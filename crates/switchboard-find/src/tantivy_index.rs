@@ -599,8 +599,9 @@ impl Inner {
 
     /// Retires the writer once its merges are done, so that its indexing and merging threads
     /// end. The allocator gives a thread's freed memory back to the OS only when that thread
-    /// allocates again, so threads left quiet after building the index from a long log keep
-    /// well over 100 MB (BENCHMARKS.md, session 15). The next batch makes a new writer.
+    /// allocates again or ends, so threads left quiet after building the index from a long log
+    /// keep tens of MB (about 50 MB after 1M events: BENCHMARKS.md, session 15). The next
+    /// batch makes a new writer.
     fn rest(&self) -> Result<(), IndexError> {
         let mut guard = self.writer_slot();
         match guard.take() {

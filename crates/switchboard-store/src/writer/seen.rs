@@ -12,7 +12,7 @@
 //! - the writer adds every key it writes to the filter in use and, while a filter is being
 //!   built, keeps the keys it wrote since the build started, and adds them to the new filter
 //!   before it uses it. A build starts only between groups, once the last group's batch is
-//!   applied, so no key is written but neither in the tree nor kept;
+//!   applied, so every key written is either in the tree when the build reads it or kept;
 //! - until the first filter is built, every key is looked up in sled.
 //!
 //! A filter is sized for twice the keys the tree may hold when it is built (at least 2^20: 1.2
@@ -59,7 +59,11 @@ impl Filter {
     }
 
     fn insert(&mut self, key: &[u8]) {
-        self.bloom.insert_hash(hash(key));
+        self.insert_hash(hash(key));
+    }
+
+    fn insert_hash(&mut self, hash: u64) {
+        self.bloom.insert_hash(hash);
         self.holds += 1;
     }
 
@@ -81,8 +85,8 @@ fn hash(key: &[u8]) -> u64 {
 /// A filter being built by its thread.
 struct Build {
     result: Receiver<Result<Filter, sled::Error>>,
-    /// The keys the writer wrote since the build started.
-    since: Vec<Vec<u8>>,
+    /// The keys the writer wrote since the build started (their hashes: 8 bytes each).
+    since: Vec<u64>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -144,7 +148,7 @@ impl SeenKeys {
     pub(crate) fn add(&mut self, key: &[u8]) {
         self.written += 1;
         if let Some(build) = &mut self.building {
-            build.since.push(key.to_vec());
+            build.since.push(hash(key));
         }
         if let Some(filter) = &mut self.current {
             filter.insert(key);
@@ -234,8 +238,8 @@ impl SeenKeys {
         self.building = None;
         match outcome {
             Ok(mut filter) => {
-                for key in &since {
-                    filter.insert(key);
+                for &hash in &since {
+                    filter.insert_hash(hash);
                 }
                 debug!(
                     keys = filter.holds,
