@@ -72,12 +72,11 @@ impl Filter {
     }
 }
 
-/// The filter's hash of a `dh/` key: 8 bytes of its SHA-256 part (any other key, which the
-/// writer never asks about, hashes its last 8 bytes).
+/// The filter's hash of a `dh/` key: its last 8 bytes, which are SHA-256 bytes (a shorter key,
+/// which the writer never asks about, is padded with zeros).
 fn hash(key: &[u8]) -> u64 {
-    let bytes = key.strip_prefix(keys::DEDUP_PREFIX).unwrap_or(key);
     let mut word = [0u8; 8];
-    let tail = &bytes[bytes.len().saturating_sub(8)..];
+    let tail = &key[key.len().saturating_sub(8)..];
     word[..tail.len()].copy_from_slice(tail);
     u64::from_le_bytes(word)
 }
