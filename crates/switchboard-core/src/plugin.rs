@@ -119,6 +119,17 @@ pub fn json_without_fields(body: &[u8], fields: &[&str]) -> Option<String> {
     Some(out)
 }
 
+/// Whether `body` may have a JSON member named one of `fields`: false only when no field's name
+/// appears in it as written and it has no `\u` escape (the only way to write a name's letters
+/// other than as themselves). A cheap check of the bytes, so that a body without the fields is
+/// not parsed to remove nothing.
+pub fn may_name_fields(body: &[u8], fields: &[&str]) -> bool {
+    memchr::memmem::find(body, br"\u").is_some()
+        || fields
+            .iter()
+            .any(|field| memchr::memmem::find(body, field.as_bytes()).is_some())
+}
+
 /// A JSON object's members in their order, repeats included, each value as its raw text.
 struct Members<'a>(Vec<(String, &'a serde_json::value::RawValue)>);
 
@@ -172,11 +183,15 @@ pub trait WebhookSource: Send + Sync + fmt::Debug {
 
     /// Removes the top-level JSON fields `fields` from the body, for
     /// [`WebhookSource::raw_for_storage`] (see [`json_without_fields`]). A body that is not a
-    /// JSON object is kept as is.
+    /// JSON object, or that cannot name any of the fields (see [`may_name_fields`]), is kept
+    /// as is.
     fn raw_without_fields(&self, request: &WebhookRequest<'_>, fields: &[&str]) -> String
     where
         Self: Sized,
     {
+        if !may_name_fields(request.body, fields) {
+            return String::from_utf8_lossy(request.body).into_owned();
+        }
         json_without_fields(request.body, fields)
             .unwrap_or_else(|| String::from_utf8_lossy(request.body).into_owned())
     }
@@ -458,6 +473,46 @@ mod tests {
         );
         assert_eq!(json_without_fields(br#"{"x":1}"#, &["x"]).unwrap(), "{}");
         assert_eq!(json_without_fields(b"{}", &["x"]).unwrap(), "{}");
+    }
+
+    #[test]
+    fn only_a_body_that_cannot_name_the_fields_is_kept_without_a_parse() {
+        let fields = ["secret_key"];
+        // As written, escaped, or anywhere at all (the check is on bytes, not members).
+        for body in [
+            r#"{"secret_key":"s"}"#,
+            r#"{"secret\u005fkey":"s"}"#,
+            r#"{"\u0073ecret_key":1}"#,
+            r#"{"a":"the secret_key was here"}"#,
+            r#"{"a":"caf\u00e9"}"#,
+        ] {
+            assert!(may_name_fields(body.as_bytes(), &fields), "{body}");
+        }
+        for body in [
+            r#"{"secret":"s","key":1}"#,
+            r#"{"a":"line\nbreak \"q\""}"#,
+            "{}",
+        ] {
+            assert!(!may_name_fields(body.as_bytes(), &fields), "{body}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_member_named_a_field_is_never_kept(escaped in proptest::collection::vec(proptest::bool::ANY, 10)) {
+            // `secret_key` with any of its letters written as a `\u` escape.
+            let written: String = "secret_key"
+                .chars()
+                .zip(&escaped)
+                .map(|(c, &e)| if e { format!("\\u{:04x}", u32::from(c)) } else { c.to_string() })
+                .collect();
+            let body = format!(r#"{{"a":1,"{written}":"s"}}"#);
+            let request_body = body.as_bytes();
+            proptest::prop_assert!(may_name_fields(request_body, &["secret_key"]));
+            let kept: serde_json::Value =
+                serde_json::from_str(&json_without_fields(request_body, &["secret_key"]).unwrap()).unwrap();
+            proptest::prop_assert_eq!(kept, serde_json::json!({"a": 1}));
+        }
     }
 
     #[test]

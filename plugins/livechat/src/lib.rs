@@ -150,19 +150,21 @@ impl WebhookSource for LiveChatWebhook {
     fn verify(&self, request: &WebhookRequest<'_>) -> Result<(), Error> {
         // The same reading as `parse`: the format that decides the credential is the format
         // the mapping uses.
-        let read = match body::read(request.body) {
+        let read = match body::scan(request.body) {
             Ok(body) => Some(body),
             // No format: only a legacy credential can vouch for it; parse answers 400.
             Err(body::Unreadable::Unrecognized(_)) => None,
             Err(refused @ body::Unreadable::Refused(_)) => return Err(refused.into_error()),
         };
-        if let Some(body::Body {
-            value,
+        if let Some(body::Scanned {
             format: body::Format::V3,
+            secret_key,
         }) = read
         {
-            let sent = match value.get("secret_key") {
-                Some(serde_json::Value::String(key)) => key.clone(),
+            // The scan checked every member to be JSON, so the key's text parses.
+            let secret_key = secret_key.and_then(|raw| serde_json::from_str(raw.get()).ok());
+            let sent = match secret_key {
+                Some(serde_json::Value::String(key)) => key,
                 Some(serde_json::Value::Null) | None => {
                     return Err(Error::unauthenticated(
                         "the LiveChat v3.x body has no secret_key: register the webhook with a secret key",

@@ -14,6 +14,7 @@ pub use crate::keys::{Secrets, Settings};
 
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use sha2::Sha256;
 use switchboard_core::verify::{check_token, constant_time_eq};
 use switchboard_core::{
@@ -74,18 +75,19 @@ enum Format {
     Callback,
 }
 
-/// A body read once: its format and the JSON value the mapping reads. `verify` and `parse`
-/// both decide the format from this one parse, so a body cannot be checked as one format and
-/// mapped as the other.
+/// A body's format, read once per call by the same function: `verify` and `parse` both decide
+/// it from [`read_body`], so a body cannot be checked as one format and mapped as the other.
+/// `object` is false when the body is not a JSON object (the POST hook's parse refuses it).
 struct Body {
     format: Format,
-    value: Option<Value>,
+    object: bool,
 }
 
 /// Reads the body's top-level object, refusing a key given twice there: `type` and `event`
 /// decide which credential the body needs, and JSON parsers disagree about which of two
 /// values counts (serde keeps the last, others the first). A body that is not a JSON object
-/// is the POST hook's (its parse refuses it with the reason).
+/// is the POST hook's (its parse refuses it with the reason). Only `type` and `event` are
+/// decoded; every other member is only checked to be JSON.
 ///
 /// Documented: callbacks are `{"type": "event_callback", "event", "timestamp", "account_id",
 /// "app_id", "data"}` (docs.smartsupp.com/rest-api/webhooks). Assumed (tolerant): a body
@@ -93,8 +95,8 @@ struct Body {
 /// production integration show them (onpaj/Anela.Heblo docs/integrations/smartsupp-webhook.md
 /// at f331b30f); the POST hook never has a top-level `event`.
 fn read_body(body: &[u8]) -> Result<Body, Error> {
-    let value = match serde_json::from_slice::<UniqueTop>(body) {
-        Ok(UniqueTop(map)) => Value::Object(map),
+    let members = match serde_json::from_slice::<UniqueTop<'_>>(body) {
+        Ok(UniqueTop(members)) => members,
         Err(e) if e.to_string().starts_with(DUPLICATE_KEY) => {
             return Err(Error::invalid(format!(
                 "the Smartsupp body {e}; a key given twice makes the body ambiguous, so it is refused"
@@ -103,49 +105,55 @@ fn read_body(body: &[u8]) -> Result<Body, Error> {
         Err(_) => {
             return Ok(Body {
                 format: Format::PostHook,
-                value: None,
+                object: false,
             });
         }
     };
-    let format = match (value.get("type"), value.get("event")) {
-        (Some(Value::String(kind)), _) if kind == callback::EVENT_CALLBACK => Format::Callback,
-        (None, Some(Value::String(_))) => Format::Callback,
+    let text = |key: &str| {
+        members
+            .iter()
+            .find(|(name, _)| name == key)
+            .map(|(_, raw)| serde_json::from_str::<Value>(raw.get()))
+    };
+    let format = match (text("type"), text("event")) {
+        (Some(Ok(Value::String(kind))), _) if kind == callback::EVENT_CALLBACK => Format::Callback,
+        (None, Some(Ok(Value::String(_)))) => Format::Callback,
         _ => Format::PostHook,
     };
     Ok(Body {
         format,
-        value: Some(value),
+        object: true,
     })
 }
 
 const DUPLICATE_KEY: &str = "has the top-level key";
 
-/// A JSON object whose top-level keys are unique (nested values are plain [`Value`]s).
-struct UniqueTop(serde_json::Map<String, Value>);
+/// A JSON object whose top-level keys are unique, each value kept as its text.
+struct UniqueTop<'a>(Vec<(String, &'a RawValue)>);
 
-impl<'de> serde::Deserialize<'de> for UniqueTop {
+impl<'de> serde::Deserialize<'de> for UniqueTop<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Visit;
         impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = UniqueTop;
+            type Value = UniqueTop<'de>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 mut access: A,
-            ) -> Result<UniqueTop, A::Error> {
-                let mut map = serde_json::Map::new();
+            ) -> Result<UniqueTop<'de>, A::Error> {
+                let mut members: Vec<(String, &'de RawValue)> = Vec::new();
                 while let Some(key) = access.next_key::<String>()? {
-                    let value: Value = access.next_value()?;
-                    if map.contains_key(&key) {
+                    let value: &RawValue = access.next_value()?;
+                    if members.iter().any(|(name, _)| *name == key) {
                         return Err(serde::de::Error::custom(format!(
                             "{DUPLICATE_KEY} {key:?} twice"
                         )));
                     }
-                    map.insert(key, value);
+                    members.push((key, value));
                 }
-                Ok(UniqueTop(map))
+                Ok(UniqueTop(members))
             }
         }
         deserializer.deserialize_map(Visit)
@@ -162,7 +170,7 @@ impl WebhookSource for SmartsuppWebhook {
 
     fn parse(&self, request: &WebhookRequest<'_>) -> Result<Vec<IncomingEvent>, Error> {
         let body = read_body(request.body)?;
-        let Some(value) = body.value else {
+        if !body.object {
             return Err(match serde_json::from_slice::<Value>(request.body) {
                 Err(e) => Error::invalid(format!(
                     "the Smartsupp body is not JSON: {e}; send the hook's JSON body unchanged"
@@ -171,10 +179,17 @@ impl WebhookSource for SmartsuppWebhook {
                     "the Smartsupp body is not a JSON object; send the hook's JSON body unchanged",
                 ),
             });
-        };
+        }
         match body.format {
-            Format::Callback => callback::parse(&value, request.body),
-            Format::PostHook => post_hook::parse(&value),
+            Format::Callback => {
+                let value = serde_json::from_slice::<Value>(request.body).map_err(|e| {
+                    Error::invalid(format!(
+                        "the Smartsupp body is not JSON: {e}; send the hook's JSON body unchanged"
+                    ))
+                })?;
+                callback::parse(&value, request.body)
+            }
+            Format::PostHook => post_hook::parse(request.body),
         }
     }
 }

@@ -195,9 +195,11 @@ pub(crate) fn end_reason_of(code: &str) -> Option<String> {
     })
 }
 
-/// Parses a POST hook body (already known to be JSON) into the conversation's events.
-pub(crate) fn parse(value: &Value) -> Result<Vec<IncomingEvent>, Error> {
-    let hook = PostHook::deserialize(value).map_err(|e| invalid_body("POST hook", &e))?;
+/// Parses a POST hook body (a JSON object whose top-level keys are unique) into the
+/// conversation's events. The body is read straight into the hook's fields: a field given twice
+/// inside one of its objects is refused, as at the top level.
+pub(crate) fn parse(body: &[u8]) -> Result<Vec<IncomingEvent>, Error> {
+    let hook: PostHook = serde_json::from_slice(body).map_err(|e| invalid_body("POST hook", &e))?;
     let begin = millis(hook.begin_at, "beginAt")?;
     let end = millis(hook.end_at, "endAt")?;
     let channel = &hook.channel;

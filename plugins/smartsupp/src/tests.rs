@@ -436,6 +436,30 @@ fn a_duplicated_format_key_is_refused_not_verified_with_the_other_credential() {
     assert!(verify(&[(HMAC_HEADER, &signed)], &[], nested.as_bytes()).is_ok());
 }
 
+/// The POST hook is read straight into its fields: one of them given twice inside a nested
+/// object is ambiguous and refused, like a top-level key; a key the hook does not read may
+/// repeat.
+#[test]
+fn a_post_hook_field_given_twice_is_refused() {
+    let seed = String::from_utf8(fixture("post_hook_seed")).unwrap();
+    let twice = seed.replacen("\"rating\": 5", "\"rating\": 5, \"rating\": 1", 1);
+    assert_ne!(twice, seed);
+    let error = parse(twice.as_bytes()).unwrap_err();
+    assert_eq!(error.code, ErrorCode::InvalidArgument);
+    assert!(
+        error.message.contains("duplicate field"),
+        "{}",
+        error.message
+    );
+    // Still the POST hook for verification: its token admits it, and parse refuses it.
+    assert!(verify(&[], &[("token", TOKEN)], twice.as_bytes()).is_ok());
+    let unread = seed.replacen("\"rating\": 5", "\"rating\": 5, \"x\": 1, \"x\": 2", 1);
+    assert_eq!(
+        parse(unread.as_bytes()).unwrap(),
+        parse(seed.as_bytes()).unwrap()
+    );
+}
+
 /// The payload examples of a production integration (fixtures `callback_sample_*`, see
 /// fixtures/SOURCES.md): no `type`, `rating_value`/`rating_text` and `assigned` beside
 /// `data.conversation`, bot replies with object content.
