@@ -19,6 +19,7 @@ mod find;
 mod growth;
 mod load;
 mod long;
+mod parse;
 mod scenarios;
 mod stalled;
 mod workload;
@@ -114,6 +115,16 @@ enum Scenario {
         /// Messages per chat.
         #[arg(long, default_value_t = 200)]
         messages: u64,
+    },
+    /// What each plugin costs per webhook: `verify`, `parse` and `raw_for_storage` on one
+    /// thread over every fixture (no HTTP, no store).
+    Parse {
+        /// Requests per fixture in each round.
+        #[arg(long, default_value_t = 20_000)]
+        iterations: u64,
+        /// Rounds; each fixture's best is kept.
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
     },
     /// Ingest throughput and query latency as one store grows through the levels.
     Growth {
@@ -279,6 +290,7 @@ async fn main() -> anyhow::Result<()> {
         } => find::find(conversations, calls, load, database_url).await?,
         Scenario::PreloadFind { dir, conversations } => find::preload(&dir, conversations).await?,
         Scenario::LongChats { chats, messages } => long::long_chats(chats, messages).await?,
+        Scenario::Parse { iterations, rounds } => parse::parse(iterations, rounds)?,
         Scenario::Growth {
             levels,
             ingest_seconds,
