@@ -120,7 +120,7 @@ enum Scenario {
     /// thread over every fixture (no HTTP, no store).
     Parse {
         /// Requests per fixture in each round.
-        #[arg(long, default_value_t = 20_000)]
+        #[arg(long, default_value_t = 5_000)]
         iterations: u64,
         /// Rounds; each fixture's best is kept.
         #[arg(long, default_value_t = 5)]
