@@ -190,13 +190,16 @@ impl<'de, V: Deserialize<'de>> Visitor<'de> for RootVisitor<V> {
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Root<V>, A::Error> {
         let mut members: Vec<(String, V)> = Vec::new();
         let mut duplicated = Vec::new();
+        // How often each of SINGLE_KEYS was seen: a body of many keys costs a comparison with
+        // three names per key, never a scan of the keys before it.
+        let mut seen = [0_usize; SINGLE_KEYS.len()];
         while let Some(key) = access.next_key::<String>()? {
             let value: V = access.next_value()?;
-            if let Some(single) = SINGLE_KEYS.iter().find(|k| **k == key)
-                && members.iter().any(|(name, _)| name == single)
-                && !duplicated.contains(single)
-            {
-                duplicated.push(*single);
+            if let Some(i) = SINGLE_KEYS.iter().position(|k| *k == key) {
+                seen[i] += 1;
+                if seen[i] == 2 {
+                    duplicated.push(SINGLE_KEYS[i]);
+                }
             }
             members.push((key, value));
         }

@@ -12,6 +12,9 @@ pub use crate::connector::{
 };
 pub use crate::keys::{Secrets, Settings};
 
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
+
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -111,9 +114,8 @@ fn read_body(body: &[u8]) -> Result<Body, Error> {
     };
     let text = |key: &str| {
         members
-            .iter()
-            .find(|(name, _)| name == key)
-            .map(|(_, raw)| serde_json::from_str::<Value>(raw.get()))
+            .get(key)
+            .map(|raw| serde_json::from_str::<Value>(raw.get()))
     };
     let format = match (text("type"), text("event")) {
         (Some(Ok(Value::String(kind))), _) if kind == callback::EVENT_CALLBACK => Format::Callback,
@@ -128,8 +130,9 @@ fn read_body(body: &[u8]) -> Result<Body, Error> {
 
 const DUPLICATE_KEY: &str = "has the top-level key";
 
-/// A JSON object whose top-level keys are unique, each value kept as its text.
-struct UniqueTop<'a>(Vec<(String, &'a RawValue)>);
+/// A JSON object whose top-level keys are unique, each value kept as its text (in a map, so
+/// that a body of many keys costs a lookup per key, not a scan).
+struct UniqueTop<'a>(BTreeMap<String, &'a RawValue>);
 
 impl<'de> serde::Deserialize<'de> for UniqueTop<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -143,15 +146,20 @@ impl<'de> serde::Deserialize<'de> for UniqueTop<'de> {
                 self,
                 mut access: A,
             ) -> Result<UniqueTop<'de>, A::Error> {
-                let mut members: Vec<(String, &'de RawValue)> = Vec::new();
+                let mut members = BTreeMap::new();
                 while let Some(key) = access.next_key::<String>()? {
                     let value: &RawValue = access.next_value()?;
-                    if members.iter().any(|(name, _)| *name == key) {
-                        return Err(serde::de::Error::custom(format!(
-                            "{DUPLICATE_KEY} {key:?} twice"
-                        )));
+                    match members.entry(key) {
+                        Entry::Occupied(taken) => {
+                            return Err(serde::de::Error::custom(format!(
+                                "{DUPLICATE_KEY} {:?} twice",
+                                taken.key()
+                            )));
+                        }
+                        Entry::Vacant(free) => {
+                            free.insert(value);
+                        }
                     }
-                    members.push((key, value));
                 }
                 Ok(UniqueTop(members))
             }
