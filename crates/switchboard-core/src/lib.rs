@@ -53,7 +53,7 @@ pub use crate::model::{
 pub use crate::plugin::{
     AgentApi, Connector, ConnectorFactory, IngestSummary, NewAgent, NewTicket, Plugin, Registry,
     RegistryError, SyncPage, TicketApi, TicketChange, TicketPage, TicketQuery, WebhookFactory,
-    WebhookReply, WebhookRequest, WebhookSource, json_without_fields, unsupported,
+    WebhookReply, WebhookRequest, WebhookSource, json_without_fields, may_name_fields, unsupported,
 };
 pub use crate::time::Timestamp;
 pub use crate::typed::field_names;
