@@ -9,7 +9,6 @@
 //! (`secret_key`) is refused outright.
 
 use std::fmt;
-
 use std::marker::PhantomData;
 
 use serde::de::{MapAccess, Visitor};
@@ -75,9 +74,9 @@ impl Unreadable {
 /// that brings a v3 credential is checked as v3, never as legacy), legacy when it has a
 /// non-null `event_type`, and refused otherwise.
 pub(crate) fn read(bytes: &[u8]) -> Result<Body, Unreadable> {
-    let (members, format) = read_root::<Value>(bytes)?;
+    let (root, format) = read_root::<Value>(bytes)?;
     // Other keys may repeat: the last value counts, as for any JSON reader.
-    let map: Map<String, Value> = members.into_iter().collect();
+    let map: Map<String, Value> = root.members.into_iter().collect();
     Ok(Body {
         value: Value::Object(map),
         format,
@@ -87,12 +86,11 @@ pub(crate) fn read(bytes: &[u8]) -> Result<Body, Unreadable> {
 /// Reads a body as [`read`] does (the same refusals, the same format) but keeps each top-level
 /// value as its text: what verification needs, at a fraction of the cost.
 pub(crate) fn scan(bytes: &[u8]) -> Result<Scanned<'_>, Unreadable> {
-    let (members, format) = read_root::<&RawValue>(bytes)?;
-    let secret_key = members
-        .iter()
-        .find(|(name, _)| name == "secret_key")
-        .map(|(_, value)| *value);
-    Ok(Scanned { format, secret_key })
+    let (root, format) = read_root::<&RawValue>(bytes)?;
+    Ok(Scanned {
+        format,
+        secret_key: root.single("secret_key").copied(),
+    })
 }
 
 /// A top-level member's value as [`read_root`] keeps it.
@@ -115,7 +113,7 @@ impl Member for &RawValue {
 
 /// The top-level members in their order and the format: the one reading both [`read`] and
 /// [`scan`] go through, so that they can never disagree.
-fn read_root<'de, V>(bytes: &'de [u8]) -> Result<(Vec<(String, V)>, Format), Unreadable>
+fn read_root<'de, V>(bytes: &'de [u8]) -> Result<(Root<V>, Format), Unreadable>
 where
     V: Deserialize<'de> + Member,
 {
@@ -157,11 +155,9 @@ where
                 .join(", ")
         ))));
     }
-    let members = root.members;
-    // The deciding keys appear at most once (above), so any match is the one.
-    let find = |key: &str| members.iter().find(|(name, _)| name == key);
-    let present = |key: &str| find(key).is_some_and(|(_, v)| !v.is_null());
-    let format = if present("action") || find("secret_key").is_some() {
+    // The deciding keys appear at most once (above), so the one seen is the one.
+    let present = |key: &str| root.single(key).is_some_and(|v| !v.is_null());
+    let format = if present("action") || root.single("secret_key").is_some() {
         Format::V3
     } else if present("event_type") {
         Format::Legacy
@@ -170,12 +166,22 @@ where
             "the body has neither `action` (LiveChat v3.x) nor `event_type` (legacy webhooks)",
         )));
     };
-    Ok((members, format))
+    Ok((root, format))
 }
 
 struct Root<V> {
     members: Vec<(String, V)>,
+    /// Where each of [`SINGLE_KEYS`] first appears in `members`.
+    at: [Option<usize>; SINGLE_KEYS.len()],
     duplicated: Vec<&'static str>,
+}
+
+impl<V> Root<V> {
+    /// The value of one of [`SINGLE_KEYS`], if the body has it.
+    fn single(&self, key: &str) -> Option<&V> {
+        let i = SINGLE_KEYS.iter().position(|k| *k == key)?;
+        self.at[i].map(|at| &self.members[at].1)
+    }
 }
 
 struct RootVisitor<V>(PhantomData<V>);
@@ -190,21 +196,25 @@ impl<'de, V: Deserialize<'de>> Visitor<'de> for RootVisitor<V> {
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Root<V>, A::Error> {
         let mut members: Vec<(String, V)> = Vec::new();
         let mut duplicated = Vec::new();
-        // How often each of SINGLE_KEYS was seen: a body of many keys costs a comparison with
+        // Where each of SINGLE_KEYS was seen: a body of many keys costs a comparison with
         // three names per key, never a scan of the keys before it.
-        let mut seen = [0_usize; SINGLE_KEYS.len()];
+        let mut at = [None; SINGLE_KEYS.len()];
         while let Some(key) = access.next_key::<String>()? {
             let value: V = access.next_value()?;
             if let Some(i) = SINGLE_KEYS.iter().position(|k| *k == key) {
-                seen[i] += 1;
-                if seen[i] == 2 {
-                    duplicated.push(SINGLE_KEYS[i]);
+                match at[i] {
+                    None => at[i] = Some(members.len()),
+                    Some(_) if !duplicated.contains(&SINGLE_KEYS[i]) => {
+                        duplicated.push(SINGLE_KEYS[i]);
+                    }
+                    Some(_) => {}
                 }
             }
             members.push((key, value));
         }
         Ok(Root {
             members,
+            at,
             duplicated,
         })
     }

@@ -146,11 +146,12 @@ impl SeenKeys {
     /// Notes that the writer writes `key` into the tree (with its group's batch).
     pub(crate) fn add(&mut self, key: &[u8]) {
         self.written += 1;
+        let hash = hash(key);
         if let Some(build) = &mut self.building {
-            build.since.push(hash(key));
+            build.since.push(hash);
         }
         if let Some(filter) = &mut self.current {
-            filter.insert(key);
+            filter.insert_hash(hash);
         }
     }
 
